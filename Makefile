@@ -1,0 +1,65 @@
+# veil: a containerd runtime that runs each pod in its own lightweight VM.
+# `make help` lists the targets.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+GO ?= go
+CACHE := $(CURDIR)/.cache
+OUT := $(CURDIR)/build
+GOBIN := $(CACHE)/bin
+export PATH := $(GOBIN):$(PATH)
+GUEST := $(OUT)/guest
+
+BINARIES := containerd-shim-veil-v2 veil-agent veil-kbs veil
+
+.PHONY: help
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## install what veil needs on Debian 12 (apt packages, pinned Go tools, guest kernel); idempotent
+	tools/deps.sh
+
+.PHONY: build
+build: ## build the binaries into build/bin
+	@mkdir -p $(OUT)/bin
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(OUT)/bin/ $(addprefix ./cmd/,$(BINARIES))
+
+.PHONY: proto
+proto: ## regenerate guest-agent/api from agent.proto
+	protoc -I guest-agent/api -I /usr/include \
+		--go_out=. --go_opt=module=github.com/veil-runtime/veil \
+		--go-ttrpc_out=. --go-ttrpc_opt=module=github.com/veil-runtime/veil \
+		guest-agent/api/agent.proto
+
+.PHONY: proto-check
+proto-check: ## fail when the committed generated code differs from agent.proto
+	tools/proto-check.sh
+
+.PHONY: guest-image
+guest-image: ## build the guest kernel + initramfs + manifest into build/guest
+	$(GO) run ./tools/guest-image -out $(GUEST) -cache $(CACHE)
+
+.PHONY: test
+test: deps proto-check test-unit test-vm test-e2e ## run every test tier (unit, VM, end to end)
+
+.PHONY: test-unit
+test-unit: ## unit tests: no VM, seconds
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+.PHONY: test-vm
+test-vm: guest-image ## VM tests: real QEMU VMs with the real guest image and agent
+	VEIL_GUEST_DIR=$(GUEST) $(GO) test -count=1 -tags vm -timeout 30m -v ./tools/vmtest/...
+
+.PHONY: test-e2e
+test-e2e: guest-image build ## end to end: private containerd, ctr, crictl, local registry
+	@echo "test-e2e: not yet"
+
+.PHONY: demo
+demo: deps guest-image build ## run a pod in a veil VM next to runc and print what each container saw
+	@echo "demo: not yet"
+
+.PHONY: clean
+clean: ## remove build outputs (keeps the download cache)
+	rm -rf $(OUT)

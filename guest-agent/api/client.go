@@ -1,0 +1,43 @@
+package api
+
+import (
+	"context"
+	"net"
+
+	"github.com/containerd/ttrpc"
+)
+
+// Client bundles the agent's services on one ttrpc connection.
+type Client struct {
+	Sandbox   SandboxService
+	Container ContainerService
+	Process   ProcessService
+
+	conn *ttrpc.Client
+}
+
+// NewClient speaks the agent API over conn (a virtio-serial socket or vsock
+// connection). Closing the Client closes conn.
+func NewClient(conn net.Conn) *Client {
+	c := ttrpc.NewClient(conn)
+	return &Client{
+		Sandbox:   NewSandboxClient(c),
+		Container: NewContainerClient(c),
+		Process:   NewProcessClient(c),
+		conn:      c,
+	}
+}
+
+// Close closes the connection; calls in flight fail.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Done returns a channel closed when the connection has closed, for
+// noticing a dead agent.
+func (c *Client) Done() <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		_ = c.conn.UserOnCloseWait(context.Background())
+		close(done)
+	}()
+	return done
+}

@@ -1,0 +1,5 @@
+// Package api is the veil agent API: agent.proto, the protobuf and ttrpc code
+// generated from it (committed; `make proto` regenerates it and `make
+// proto-check` fails on any drift), and Client, which bundles the services on
+// one connection for the host side.
+package api

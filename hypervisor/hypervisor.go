@@ -1,0 +1,96 @@
+// Package hypervisor owns the seam between veil and the virtual machine
+// monitors it drives: the Hypervisor interface one VM is controlled through,
+// the configuration a VM is launched with, and the choice of accelerator.
+// Drivers live in subpackages (qemu/, later cloudhypervisor/). Nothing here
+// knows about pods, containers or containerd: callers pass in what a VM needs.
+package hypervisor
+
+import (
+	"context"
+	"errors"
+	"net"
+)
+
+// Hypervisor controls one virtual machine.
+//
+// Start launches the VM and returns once the monitor process runs and its
+// control channel answers; the guest may still be booting. DialAgent then
+// connects to the guest agent's transport (it does not wait for the agent:
+// the first request does). Stop asks the guest to power off, waits up to the
+// context's deadline, then kills. Kill ends the VM at once. After the VM has
+// exited for any reason, Done is closed and Err says why; Cleanup is then safe
+// and removes everything Start created. Every method may be called from any
+// goroutine; Stop, Kill and Cleanup may be called more than once.
+type Hypervisor interface {
+	Start(ctx context.Context) error
+	DialAgent(ctx context.Context) (net.Conn, error)
+	Stop(ctx context.Context) error
+	Kill() error
+	Done() <-chan struct{}
+	Err() error
+	// PID of the monitor process (0 before Start).
+	PID() int
+	Cleanup() error
+}
+
+// Accel is the CPU accelerator a VM runs on.
+type Accel string
+
+const (
+	AccelAuto Accel = "auto"
+	AccelKVM  Accel = "kvm"
+	AccelTCG  Accel = "tcg"
+)
+
+// Transport is how the host reaches the guest agent.
+type Transport string
+
+const (
+	// TransportAuto picks vsock when the host has /dev/vhost-vsock, else virtio-serial.
+	TransportAuto Transport = "auto"
+	// TransportSerial is a virtio-serial port named AgentPortName, bound to a
+	// unix socket on the host.
+	TransportSerial Transport = "virtio-serial"
+	// TransportVsock is vsock port AgentVsockPort on the VM's CID.
+	TransportVsock Transport = "vsock"
+)
+
+const (
+	// AgentPortName is the virtio-serial port name the agent serves on.
+	AgentPortName = "veil.agent"
+	// AgentVsockPort is the vsock port the agent listens on.
+	AgentVsockPort = 1024
+	// ShareTag is the 9p mount tag of the sandbox's shared directory.
+	ShareTag = "veilshare"
+)
+
+// Config is what a VM is launched with. Paths are host paths.
+type Config struct {
+	// ID names the VM in logs and process titles (the sandbox ID).
+	ID string
+	// StateDir holds the VM's sockets, console log and pid file. It must
+	// exist; Cleanup removes what the driver created in it.
+	StateDir string
+	// Binary is the monitor executable (qemu-system-x86_64); empty means look it up in PATH.
+	Binary string
+	Kernel string
+	Initrd string
+	// KernelArgs are appended to the driver's own kernel command line.
+	KernelArgs []string
+	VCPUs      uint32
+	MemoryMiB  uint32
+	Accel      Accel
+	Transport  Transport
+	// VsockCID is the guest CID for TransportVsock (>= 3).
+	VsockCID uint32
+	// SharedDir is exported to the guest over virtio-9p with tag ShareTag;
+	// empty means no share.
+	SharedDir string
+	// TCGTranslationCacheMiB bounds QEMU's TCG translation cache (0: driver default).
+	TCGTranslationCacheMiB uint32
+	// Debug keeps the guest kernel's boot messages on the console.
+	Debug bool
+}
+
+// ErrVMExited is returned (wrapped) by operations on a VM that has exited.
+var ErrVMExited = errors.New("vm exited")

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs everything veil needs on a Debian 12 machine, as root, idempotently:
+# apt packages, pinned Go tools (into .cache/bin) and the pinned guest kernel
+# package (into .cache/kernel). `make deps` runs it; `make test` and
+# `make demo` run it first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+cache=$root/.cache
+export GOBIN=$cache/bin
+mkdir -p "$GOBIN"
+
+# Pinned versions. The guest kernel version is read by tools/guest-image too.
+PROTOC_GEN_GO=v1.36.12          # google.golang.org/protobuf
+PROTOC_GEN_GO_TTRPC=v1.2.10     # github.com/containerd/ttrpc
+CONTAINERD=v2.4.2               # github.com/containerd/containerd/v2
+CRI_TOOLS=v1.37.0               # sigs.k8s.io/cri-tools (crictl, critest)
+
+APT_PACKAGES=(
+	qemu-system-x86 qemu-utils   # the hypervisor (TCG here, KVM where available)
+	runc                         # runs containers inside the guest (copied into the initramfs)
+	busybox-static busybox       # test images and guest debugging
+	protobuf-compiler libprotobuf-dev  # make proto
+	cpio kmod zstd xz-utils      # guest image tooling
+	containernetworking-plugins iproute2 iptables  # CNI for the e2e tier
+	ca-certificates git
+)
+
+log() { echo "deps: $*"; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	log "installing apt packages: ${missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+	log "apt packages present"
+fi
+
+# gotool NAME MODULE@VERSION [go install flags...]: installs when the binary
+# is missing or was built from another version (stamp file beside it).
+gotool() {
+	local name=$1 mod=$2
+	shift 2
+	local stamp=$GOBIN/.$name.version
+	if [[ -x $GOBIN/$name && -f $stamp && $(cat "$stamp") == "$mod $*" ]]; then
+		return
+	fi
+	log "go install $mod"
+	go install "$@" "$mod"
+	echo "$mod $*" >"$stamp"
+}
+
+gotool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO
+gotool protoc-gen-go-ttrpc github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@$PROTOC_GEN_GO_TTRPC
+gotool containerd github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD -tags no_btrfs
+gotool ctr github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD
+gotool crictl sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS
+
+# The guest kernel package, by the version tools/guest-image pins.
+go run ./tools/guest-image -cache "$cache" -fetch-only
+log "done"
