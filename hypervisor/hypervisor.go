@@ -16,8 +16,10 @@ import (
 // Start launches the VM and returns once the monitor process runs and its
 // control channel answers; the guest may still be booting. DialAgent then
 // connects to the guest agent's transport (it does not wait for the agent:
-// the first request does). Stop asks the guest to power off, waits up to the
-// context's deadline, then kills. Kill ends the VM at once. After the VM has
+// the first request does). Stop ends the VM gracefully: the caller has
+// normally asked the guest to power off already (the agent's Shutdown), so
+// Stop waits for the VM to exit until the context is done, then asks the
+// monitor to quit, then kills it. Kill ends the VM at once. After the VM has
 // exited for any reason, Done is closed and Err says why; Cleanup is then safe
 // and removes everything Start created. Every method may be called from any
 // goroutine; Stop, Kill and Cleanup may be called more than once.
