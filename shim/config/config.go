@@ -1,0 +1,207 @@
+// Package config owns the veil runtime configuration file: its keys, their
+// defaults, and strict parsing (an unknown key or a bad value is an error that
+// names the key and the file).
+//
+// The file is TOML. The shim reads /etc/veil/config.toml unless containerd
+// passes another path in the runtime's ConfigPath option
+// (runtimeoptions.v1.Options, set in containerd's config as
+// `[...runtimes.veil.options] ConfigPath = "/etc/veil/veil.toml"`, or with
+// `ctr run --runtime-config-path`). A missing default file means all defaults;
+// a missing file named by ConfigPath is an error.
+//
+// Every key, with its default:
+//
+//	debug = false                  # debug logging in the shim; guest kernel messages on the console
+//
+//	[hypervisor]
+//	binary = ""                    # qemu-system-x86_64 from PATH when empty
+//	kernel = "/opt/veil/share/veil/vmlinuz"
+//	initrd = "/opt/veil/share/veil/initrd.img"
+//	kernel_args = []               # appended to the driver's kernel command line
+//	vcpus = 1                      # base vCPUs; the pod's CPU limit is added
+//	max_vcpus = 0                  # cap on vCPUs; 0 means the host's CPU count
+//	memory_mib = 256               # base memory; the pod's memory limit is added
+//	max_memory_mib = 0             # cap on memory; 0 means no cap
+//	accel = "auto"                 # auto | kvm | tcg
+//	transport = "auto"             # auto | virtio-serial | vsock
+//	tcg_translation_cache_mib = 0  # 0: the driver's default
+//
+//	[agent]
+//	boot_timeout = "60s"           # VM start until the agent answers
+//	call_timeout = "30s"           # every agent call except the waiting ones
+//	shutdown_timeout = "10s"       # guest power-off before the VM is killed
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/veil-runtime/veil/hypervisor"
+)
+
+// DefaultPath is read when containerd passes no ConfigPath.
+const DefaultPath = "/etc/veil/config.toml"
+
+// Config is the veil runtime configuration.
+type Config struct {
+	Debug      bool       `toml:"debug"`
+	Hypervisor Hypervisor `toml:"hypervisor"`
+	Agent      Agent      `toml:"agent"`
+}
+
+// Hypervisor configures the pod VM.
+type Hypervisor struct {
+	Binary                 string   `toml:"binary"`
+	Kernel                 string   `toml:"kernel"`
+	Initrd                 string   `toml:"initrd"`
+	KernelArgs             []string `toml:"kernel_args"`
+	VCPUs                  uint32   `toml:"vcpus"`
+	MaxVCPUs               uint32   `toml:"max_vcpus"`
+	MemoryMiB              uint32   `toml:"memory_mib"`
+	MaxMemoryMiB           uint32   `toml:"max_memory_mib"`
+	Accel                  string   `toml:"accel"`
+	Transport              string   `toml:"transport"`
+	TCGTranslationCacheMiB uint32   `toml:"tcg_translation_cache_mib"`
+}
+
+// Agent configures how the shim talks to the guest agent.
+type Agent struct {
+	BootTimeout     Duration `toml:"boot_timeout"`
+	CallTimeout     Duration `toml:"call_timeout"`
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s").
+type Duration time.Duration
+
+// UnmarshalText parses a duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes the duration as a string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Std returns the duration as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// Default returns the configuration used when the file sets nothing.
+func Default() Config {
+	return Config{
+		Hypervisor: Hypervisor{
+			Kernel:    "/opt/veil/share/veil/vmlinuz",
+			Initrd:    "/opt/veil/share/veil/initrd.img",
+			VCPUs:     1,
+			MemoryMiB: 256,
+			Accel:     string(hypervisor.AccelAuto),
+			Transport: string(hypervisor.TransportAuto),
+		},
+		Agent: Agent{
+			BootTimeout:     Duration(60 * time.Second),
+			CallTimeout:     Duration(30 * time.Second),
+			ShutdownTimeout: Duration(10 * time.Second),
+		},
+	}
+}
+
+// Load reads the configuration at path. An empty path means DefaultPath, and
+// a missing DefaultPath means Default(); a missing explicit path is an error.
+func Load(path string) (Config, error) {
+	explicit := path != ""
+	if !explicit {
+		path = DefaultPath
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if !explicit && errors.Is(err, os.ErrNotExist) {
+			return Default(), nil
+		}
+		return Config{}, fmt.Errorf("reading veil config: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// Parse decodes a configuration document over the defaults; name is the file
+// name used in errors.
+func Parse(data []byte, name string) (Config, error) {
+	cfg := Default()
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		var strict *toml.StrictMissingError
+		if errors.As(err, &strict) {
+			keys := make([]string, 0, len(strict.Errors))
+			for _, e := range strict.Errors {
+				keys = append(keys, strings.Join(e.Key(), "."))
+			}
+			return Config{}, fmt.Errorf("veil config %s: unknown key %s", name, strings.Join(keys, ", "))
+		}
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			row, col := de.Position()
+			key := strings.Join(de.Key(), ".")
+			if key != "" {
+				return Config{}, fmt.Errorf("veil config %s:%d:%d: key %s: %s", name, row, col, key, de.Error())
+			}
+			return Config{}, fmt.Errorf("veil config %s:%d:%d: %s", name, row, col, de.Error())
+		}
+		return Config{}, fmt.Errorf("veil config %s: %w", name, err)
+	}
+	if err := cfg.validate(); err != nil {
+		return Config{}, fmt.Errorf("veil config %s: %w", name, err)
+	}
+	return cfg, nil
+}
+
+func (c Config) validate() error {
+	h := c.Hypervisor
+	switch hypervisor.Accel(h.Accel) {
+	case hypervisor.AccelAuto, hypervisor.AccelKVM, hypervisor.AccelTCG:
+	default:
+		return fmt.Errorf("key hypervisor.accel: %q is not one of auto, kvm, tcg", h.Accel)
+	}
+	switch hypervisor.Transport(h.Transport) {
+	case hypervisor.TransportAuto, hypervisor.TransportSerial, hypervisor.TransportVsock:
+	default:
+		return fmt.Errorf("key hypervisor.transport: %q is not one of auto, virtio-serial, vsock", h.Transport)
+	}
+	if h.Kernel == "" {
+		return errors.New("key hypervisor.kernel: must not be empty")
+	}
+	if h.Initrd == "" {
+		return errors.New("key hypervisor.initrd: must not be empty")
+	}
+	if h.VCPUs == 0 {
+		return errors.New("key hypervisor.vcpus: must be at least 1")
+	}
+	if h.MaxVCPUs != 0 && h.MaxVCPUs < h.VCPUs {
+		return fmt.Errorf("key hypervisor.max_vcpus: %d is less than vcpus (%d)", h.MaxVCPUs, h.VCPUs)
+	}
+	if h.MemoryMiB < 64 {
+		return fmt.Errorf("key hypervisor.memory_mib: %d is below the 64 MiB a guest needs", h.MemoryMiB)
+	}
+	if h.MaxMemoryMiB != 0 && h.MaxMemoryMiB < h.MemoryMiB {
+		return fmt.Errorf("key hypervisor.max_memory_mib: %d is less than memory_mib (%d)", h.MaxMemoryMiB, h.MemoryMiB)
+	}
+	for key, d := range map[string]Duration{
+		"agent.boot_timeout":     c.Agent.BootTimeout,
+		"agent.call_timeout":     c.Agent.CallTimeout,
+		"agent.shutdown_timeout": c.Agent.ShutdownTimeout,
+	} {
+		if d <= 0 {
+			return fmt.Errorf("key %s: %s must be positive", key, d.Std())
+		}
+	}
+	return nil
+}

@@ -1,0 +1,105 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseDefaults(t *testing.T) {
+	cfg, err := Parse(nil, "empty.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := cfg.Hypervisor
+	if h.Kernel != "/opt/veil/share/veil/vmlinuz" || h.Initrd != "/opt/veil/share/veil/initrd.img" {
+		t.Errorf("kernel/initrd defaults: %q %q", h.Kernel, h.Initrd)
+	}
+	if h.VCPUs != 1 || h.MemoryMiB != 256 || h.Accel != "auto" || h.Transport != "auto" || h.Binary != "" {
+		t.Errorf("hypervisor defaults: %+v", h)
+	}
+	if cfg.Agent.CallTimeout.Std() != 30*time.Second || cfg.Agent.BootTimeout.Std() != time.Minute || cfg.Agent.ShutdownTimeout.Std() != 10*time.Second {
+		t.Errorf("agent defaults: %+v", cfg.Agent)
+	}
+	if cfg.Debug {
+		t.Error("debug defaults to true")
+	}
+}
+
+func TestParseOverrides(t *testing.T) {
+	doc := `
+debug = true
+[hypervisor]
+binary = "/usr/bin/qemu-system-x86_64"
+kernel = "/k"
+vcpus = 2
+max_vcpus = 4
+memory_mib = 512
+accel = "tcg"
+transport = "virtio-serial"
+kernel_args = ["quiet"]
+[agent]
+call_timeout = "5s"
+`
+	cfg, err := Parse([]byte(doc), "x.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Debug || cfg.Hypervisor.Kernel != "/k" || cfg.Hypervisor.Initrd != "/opt/veil/share/veil/initrd.img" ||
+		cfg.Hypervisor.VCPUs != 2 || cfg.Hypervisor.MaxVCPUs != 4 || cfg.Hypervisor.MemoryMiB != 512 ||
+		cfg.Hypervisor.Accel != "tcg" || cfg.Hypervisor.Transport != "virtio-serial" ||
+		len(cfg.Hypervisor.KernelArgs) != 1 || cfg.Agent.CallTimeout.Std() != 5*time.Second ||
+		cfg.Agent.BootTimeout.Std() != time.Minute {
+		t.Errorf("parsed: %+v", cfg)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc string
+		want      []string // substrings of the error
+	}{
+		{"unknown top key", `debgu = true`, []string{"bad.toml", "unknown key", "debgu"}},
+		{"unknown nested key", "[hypervisor]\nvcpu = 2", []string{"bad.toml", "hypervisor.vcpu"}},
+		{"unknown table", "[hypervisr]\nvcpus = 2", []string{"bad.toml", "hypervisr"}},
+		{"wrong type", "[hypervisor]\nvcpus = \"two\"", []string{"bad.toml", "vcpus"}},
+		{"bad duration", "[agent]\ncall_timeout = \"soon\"", []string{"bad.toml", "call_timeout"}},
+		{"zero duration", "[agent]\ncall_timeout = \"0s\"", []string{"bad.toml", "agent.call_timeout"}},
+		{"bad accel", "[hypervisor]\naccel = \"hvf\"", []string{"bad.toml", "hypervisor.accel", "hvf"}},
+		{"bad transport", "[hypervisor]\ntransport = \"tcp\"", []string{"bad.toml", "hypervisor.transport"}},
+		{"zero vcpus", "[hypervisor]\nvcpus = 0", []string{"bad.toml", "hypervisor.vcpus"}},
+		{"max below base", "[hypervisor]\nvcpus = 4\nmax_vcpus = 2", []string{"hypervisor.max_vcpus"}},
+		{"tiny memory", "[hypervisor]\nmemory_mib = 16", []string{"hypervisor.memory_mib"}},
+		{"empty kernel", "[hypervisor]\nkernel = \"\"", []string{"hypervisor.kernel"}},
+		{"syntax", "[hypervisor\n", []string{"bad.toml:1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.doc), "bad.toml")
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "veil.toml")
+	if err := os.WriteFile(p, []byte("[hypervisor]\nvcpus = 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(p)
+	if err != nil || cfg.Hypervisor.VCPUs != 3 {
+		t.Fatalf("Load(%s) = %+v, %v", p, cfg.Hypervisor, err)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.toml")); err == nil || !strings.Contains(err.Error(), "missing.toml") {
+		t.Errorf("missing explicit file: %v", err)
+	}
+}
