@@ -1,0 +1,77 @@
+package testimages
+
+import (
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// CritestRegistries are the registries critest's images come from. The
+// harness mirrors each of them to the local registry (containerd hosts.toml),
+// so critest runs with its own image names and no -registry-prefix.
+var CritestRegistries = []string{"registry.k8s.io", "gcr.io", "k8s.gcr.io"}
+
+// CritestDigestImage is the one critest image that cannot be rebuilt: critest
+// pulls it by a digest of an upstream image. Its cases fail on every handler.
+const CritestDigestImage = "k8s-staging-cri-tools/test-image-digest"
+
+type programs struct{ pause, web, nnp []byte }
+
+// critestSpecs returns critest v1.37.0's images (pkg/validate/consts.go,
+// pkg/framework/util.go) under their repository paths. Images that only need
+// to exist are busybox; the ones critest inspects get what it checks for.
+func critestSpecs(base []Entry, sh v1.Config, p programs) []Spec {
+	const staging = "k8s-staging-cri-tools/"
+	const e2e = "e2e-test-images/"
+	busybox := func(name string, extra ...Entry) Spec {
+		layers := [][]Entry{base}
+		if len(extra) > 0 {
+			layers = append(layers, extra)
+		}
+		return Spec{Name: name, Layers: layers, Config: sh}
+	}
+	withUser := func(name, user string) Spec {
+		s := busybox(name)
+		s.Config.User = user
+		return s
+	}
+	web := func(name, binary string, args ...string) Spec {
+		s := busybox(name, File(binary, 0o755, p.web), Dir("var/run", 0o755))
+		s.Config.Entrypoint = append([]string{"/" + binary}, args...)
+		s.Config.Cmd = nil
+		return s
+	}
+	marker := func(name string) Entry { return File(name, 0o644, []byte(name+"\n")) }
+
+	predefined := busybox(staging+"test-image-predefined-group:latest",
+		File("etc/passwd", 0o644, []byte(passwd+"default-user:x:1000:1000::/home/default-user:/bin/sh\n")),
+		File("etc/group", 0o644, []byte(group+"default-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n")),
+		Entry{Path: "home/default-user", Mode: 0o755, Dir: true, UID: 1000, GID: 1000},
+	)
+	predefined.Config.User = "1000"
+
+	nnp := busybox(e2e+"nonewprivs:1.3", File("nonewprivs", 0o4755, p.nnp))
+	nnp.Config.Entrypoint = []string{"/nonewprivs"}
+	nnp.Config.Cmd = nil
+
+	return []Spec{
+		busybox(e2e + "busybox:1.29-2"),
+		web(e2e+"nginx:1.14-2", "usr/sbin/nginx", "-port", "80", "-pidfile", "/var/run/nginx.pid", "-banner", "nginx"),
+		web(e2e+"httpd:2.4.39-4", "usr/sbin/httpd", "-port", "80", "-banner", "httpd"),
+		web(staging+"hostnet-nginx-amd64:latest", "usr/sbin/nginx", "-port", "12003", "-banner", "nginx"),
+		nnp,
+		withUser(staging+"test-image-user-uid:latest", "1002"),
+		withUser(staging+"test-image-user-username:latest", "www-data"),
+		withUser(staging+"test-image-user-uid-group:latest", "1003:1003"),
+		withUser(staging+"test-image-user-username-group:latest", "www-data:www-data"),
+		predefined,
+		busybox(staging + "test-image-latest:latest"),
+		busybox(staging + "test-image-tag:test"),
+		busybox(staging + "test-image-tag:all"),
+		busybox(staging+"test-image-1:latest", marker("test-image-1")),
+		busybox(staging+"test-image-2:latest", marker("test-image-2")),
+		busybox(staging+"test-image-3:latest", marker("test-image-3")),
+		busybox(staging + "test-image-tags:1"),
+		busybox(staging + "test-image-tags:2"),
+		busybox(staging + "test-image-tags:3"),
+		{Name: "pause:3.9", Layers: [][]Entry{{File("pause", 0o755, p.pause)}}, Config: v1.Config{Entrypoint: []string{"/pause"}}},
+	}
+}
