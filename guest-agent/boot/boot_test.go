@@ -1,0 +1,142 @@
+package boot
+
+import (
+	"log/slog"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseCmdline(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want map[string]string
+	}{
+		{"console=ttyS0 veil.log=debug quiet\n", map[string]string{"console": "ttyS0", "veil.log": "debug", "quiet": ""}},
+		{`a="x y" b=1 a=2`, map[string]string{"a": "2", "b": "1"}},
+		{`init="/init" msg="hello world"`, map[string]string{"init": "/init", "msg": "hello world"}},
+		{"  ", map[string]string{}},
+		{"k=v=w", map[string]string{"k": "v=w"}},
+	} {
+		if got := ParseCmdline(tc.line); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("ParseCmdline(%q) = %v, want %v", tc.line, got, tc.want)
+		}
+	}
+}
+
+func TestLogLevel(t *testing.T) {
+	for _, tc := range []struct {
+		value   string
+		want    slog.Level
+		wantErr bool
+	}{
+		{"", slog.LevelInfo, false},
+		{"debug", slog.LevelDebug, false},
+		{"INFO", slog.LevelInfo, false},
+		{"warn", slog.LevelWarn, false},
+		{"error", slog.LevelError, false},
+		{"loud", slog.LevelInfo, true},
+	} {
+		params := map[string]string{}
+		if tc.value != "" {
+			params[LogLevelParam] = tc.value
+		}
+		got, err := LogLevel(params)
+		if (err != nil) != tc.wantErr || got != tc.want {
+			t.Errorf("veil.log=%q: got %v, %v; want %v, error %v", tc.value, got, err, tc.want, tc.wantErr)
+		}
+		if err != nil && !strings.Contains(err.Error(), "debug, info, warn or error") {
+			t.Errorf("error %q does not say what to use", err)
+		}
+	}
+}
+
+func TestSystemMountsCoverPID1Duties(t *testing.T) {
+	byTarget := map[string]Mount{}
+	for _, m := range SystemMounts() {
+		byTarget[m.Target] = m
+	}
+	for target, fstype := range map[string]string{
+		"/proc": "proc", "/sys": "sysfs", "/dev": "devtmpfs", "/dev/pts": "devpts",
+		"/dev/shm": "tmpfs", "/sys/fs/cgroup": "cgroup2", "/tmp": "tmpfs", "/run": "tmpfs",
+	} {
+		if m, ok := byTarget[target]; !ok || m.FSType != fstype {
+			t.Errorf("%s: got %+v, want a %s mount", target, m, fstype)
+		}
+	}
+	if d := byTarget["/dev/pts"].Data; !strings.Contains(d, "newinstance") || !strings.Contains(d, "ptmxmode=0666") {
+		t.Errorf("devpts options %q lack newinstance,ptmxmode=0666", d)
+	}
+	// /dev must come before /dev/pts and /sys before /sys/fs/cgroup.
+	idx := map[string]int{}
+	for i, m := range SystemMounts() {
+		idx[m.Target] = i
+	}
+	if idx["/dev"] > idx["/dev/pts"] || idx["/sys"] > idx["/sys/fs/cgroup"] {
+		t.Error("parent mounts must precede their children")
+	}
+}
+
+func TestSubtreeControl(t *testing.T) {
+	for _, tc := range []struct{ avail, want string }{
+		{"cpuset cpu io memory hugetlb pids rdma misc\n", "+cpuset +cpu +io +memory +hugetlb +pids +rdma +misc"},
+		{"memory pids cpu", "+cpu +memory +pids"},
+		{"", ""},
+	} {
+		if got := SubtreeControl(tc.avail); got != tc.want {
+			t.Errorf("SubtreeControl(%q) = %q, want %q", tc.avail, got, tc.want)
+		}
+	}
+}
+
+func TestParseModules(t *testing.T) {
+	got, err := ParseModules("# 9p\n/lib/modules/6.12/netfs.ko\n\n  /lib/modules/6.12/9pnet.ko.xz \n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"/lib/modules/6.12/netfs.ko", "/lib/modules/6.12/9pnet.ko.xz"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	if _, err := ParseModules("9p.ko\n"); err == nil || !strings.Contains(err.Error(), "line 1") {
+		t.Fatalf("relative path: err = %v, want an error naming line 1", err)
+	}
+}
+
+func TestRootIsInitramfs(t *testing.T) {
+	for _, tc := range []struct {
+		mounts string
+		want   bool
+	}{
+		{"none / rootfs rw 0 0\nproc /proc proc rw 0 0\n", true},
+		{"rootfs / tmpfs rw 0 0\n", true},
+		{"/dev/vda1 / ext4 rw 0 0\n", false},
+		{"proc /proc proc rw 0 0\n", false},
+	} {
+		if got := RootIsInitramfs(tc.mounts); got != tc.want {
+			t.Errorf("RootIsInitramfs(%q) = %v, want %v", tc.mounts, got, tc.want)
+		}
+	}
+}
+
+func TestUnmountOrder(t *testing.T) {
+	mounts := `rootfs / rootfs rw 0 0
+proc /proc proc rw 0 0
+sysfs /sys sysfs rw 0 0
+devtmpfs /dev devtmpfs rw 0 0
+cgroup2 /sys/fs/cgroup cgroup2 rw 0 0
+veilshare /run/veil/shared 9p rw 0 0
+tmpfs /run/veil/vol\040a tmpfs rw 0 0
+`
+	want := []string{"/run/veil/vol a", "/run/veil/shared", "/sys/fs/cgroup"}
+	if got := UnmountOrder(mounts); !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func TestResolvConf(t *testing.T) {
+	got := string(ResolvConf([]string{"nameserver 10.0.0.1", " ", "search svc.cluster.local "}))
+	if got != "nameserver 10.0.0.1\nsearch svc.cluster.local\n" {
+		t.Fatalf("got %q", got)
+	}
+}

@@ -1,0 +1,9 @@
+// Package boot does the guest agent's PID 1 duties: it reads the kernel
+// command line, mounts the kernel filesystems (proc, sys, devtmpfs, devpts,
+// shm, cgroup2, tmp, run), enables cgroup controllers for containers, loads
+// the kernel modules the image lists, opens the console for logging, sets
+// the hostname and resolv.conf, and syncs, unmounts and powers the VM off.
+// Decisions (parsing, the mount table, option strings) are pure functions;
+// the rest are thin wrappers over system calls that only work as PID 1 in
+// the guest.
+package boot
