@@ -1,0 +1,159 @@
+package shim
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/containerd/containerd/v2/core/mount"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// guestSharedDir is where the agent mounts the pod's shared directory (the
+// 9p share with tag hypervisor.ShareTag) in the guest.
+const guestSharedDir = "/run/veil/shared"
+
+// hostBind is a host path the shim bind-mounts into the pod's shared
+// directory so the guest can reach it.
+type hostBind struct {
+	// Source is the host path (file or directory).
+	Source string
+	// Target is relative to the shared directory: "<cid>/mounts/<n>-<name>".
+	Target   string
+	ReadOnly bool
+}
+
+// rootfsTarget is the container's rootfs, relative to the shared directory.
+func rootfsTarget(cid string) string { return path.Join(cid, "rootfs") }
+
+// guestSpec turns the spec containerd wrote for a host runtime into the spec
+// the agent runs in the guest, and lists the host paths to share. It does not
+// modify spec.
+//
+//   - Bind mounts (type "bind" or a bind/rbind option) get their host source
+//     shared under <cid>/mounts/ and their source rewritten to the guest path
+//     of the share; read-only stays read-only (the shim also makes the host
+//     bind read-only). Other mounts (proc, sysfs, tmpfs, devpts, mqueue, ...)
+//     are made by runc in the guest and pass through.
+//   - Namespace paths name host namespaces (the CRI joins containers to the
+//     pause process's namespaces); they are dropped so the guest creates its
+//     own, and the network namespace is dropped altogether: every container
+//     of the pod uses the VM's network, which is the pod's.
+//   - Hooks name host binaries and are dropped.
+//   - A systemd-style cgroups path ("slice:prefix:name") means nothing in the
+//     guest, which has no systemd; it becomes /veil/<cid>.
+//   - root.path becomes "rootfs" (the agent uses the rootfs storage).
+//
+// User and group IDs, env, cwd, capabilities, rlimits, resources, seccomp and
+// everything else pass through unchanged.
+func guestSpec(cid string, spec *specs.Spec) (*specs.Spec, []hostBind) {
+	out := *spec
+	var binds []hostBind
+	out.Mounts = make([]specs.Mount, 0, len(spec.Mounts))
+	for i, m := range spec.Mounts {
+		m.Options = slices.Clone(m.Options)
+		if isBindMount(m) {
+			name := strings.Trim(strings.ReplaceAll(m.Destination, "/", "-"), "-")
+			if name == "" {
+				name = "root"
+			}
+			target := path.Join(cid, "mounts", fmt.Sprintf("%d-%s", i, name))
+			binds = append(binds, hostBind{Source: m.Source, Target: target, ReadOnly: slices.Contains(m.Options, "ro")})
+			m.Source = path.Join(guestSharedDir, target)
+		}
+		out.Mounts = append(out.Mounts, m)
+	}
+	out.Root = &specs.Root{Path: "rootfs"}
+	if spec.Root != nil {
+		out.Root.Readonly = spec.Root.Readonly
+	}
+	out.Hooks = nil
+	if spec.Linux != nil {
+		l := *spec.Linux
+		l.Namespaces = nil
+		for _, ns := range spec.Linux.Namespaces {
+			if ns.Type == specs.NetworkNamespace {
+				continue
+			}
+			l.Namespaces = append(l.Namespaces, specs.LinuxNamespace{Type: ns.Type})
+		}
+		if strings.Count(l.CgroupsPath, ":") == 2 {
+			l.CgroupsPath = "/veil/" + cid
+		}
+		out.Linux = &l
+	}
+	return &out, binds
+}
+
+func isBindMount(m specs.Mount) bool {
+	return m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
+}
+
+// mounter makes and removes the host mounts of the shared directory. Tests
+// fake it; hostMounter is the real one.
+type mounter interface {
+	// Rootfs mounts the container's root filesystem (containerd's mounts from
+	// the snapshotter; a bind of the bundle's rootfs when there are none).
+	Rootfs(mounts []mount.Mount, target string) error
+	// Bind bind-mounts source (a file or directory) at target, creating
+	// target to match, read-only when asked.
+	Bind(source, target string, readOnly bool) error
+	// Unmount removes every mount at target.
+	Unmount(target string) error
+}
+
+type hostMounter struct{}
+
+func (hostMounter) Rootfs(mounts []mount.Mount, target string) error {
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return fmt.Errorf("creating rootfs mount point: %w", err)
+	}
+	if err := mount.All(mounts, target); err != nil {
+		return fmt.Errorf("mounting rootfs at %s: %w", target, err)
+	}
+	return nil
+}
+
+func (hostMounter) Bind(source, target string, readOnly bool) error {
+	fi, err := os.Stat(source)
+	if err != nil {
+		return fmt.Errorf("sharing bind mount source: %w", err)
+	}
+	if fi.IsDir() {
+		err = os.MkdirAll(target, 0o755)
+	} else {
+		err = os.MkdirAll(filepath.Dir(target), 0o755)
+		if err == nil {
+			var f *os.File
+			f, err = os.OpenFile(target, os.O_CREATE|os.O_WRONLY, 0o644)
+			if err == nil {
+				err = f.Close()
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("creating bind mount point for %s: %w", source, err)
+	}
+	if err := unix.Mount(source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind mounting %s: %w", source, err)
+	}
+	if readOnly {
+		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			_ = unix.Unmount(target, unix.MNT_DETACH)
+			return fmt.Errorf("making bind mount of %s read-only: %w", source, err)
+		}
+	}
+	return nil
+}
+
+func (hostMounter) Unmount(target string) error {
+	if err := mount.UnmountRecursive(target, unix.MNT_DETACH); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("unmounting %s: %w", target, err)
+	}
+	return nil
+}

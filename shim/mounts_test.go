@@ -1,0 +1,85 @@
+package shim
+
+import (
+	"reflect"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func TestGuestSpecMounts(t *testing.T) {
+	in := &specs.Spec{
+		Root: &specs.Root{Path: "/run/containerd/x/rootfs", Readonly: true},
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/etc/hosts", Type: "bind", Source: "/var/lib/cri/sb/hosts", Options: []string{"rbind", "rprivate", "rw"}},
+			{Destination: "/data", Source: "/srv/data", Options: []string{"rbind", "ro"}},
+			{Destination: "/dev/shm", Type: "bind", Source: "/run/cri/sb/shm", Options: []string{"rbind", "ro", "nosuid"}},
+			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid"}},
+		},
+	}
+	out, binds := guestSpec("c1", in)
+
+	wantBinds := []hostBind{
+		{Source: "/var/lib/cri/sb/hosts", Target: "c1/mounts/1-etc-hosts"},
+		{Source: "/srv/data", Target: "c1/mounts/2-data", ReadOnly: true},
+		{Source: "/run/cri/sb/shm", Target: "c1/mounts/3-dev-shm", ReadOnly: true},
+	}
+	if !reflect.DeepEqual(binds, wantBinds) {
+		t.Errorf("binds = %+v\nwant %+v", binds, wantBinds)
+	}
+	wantSources := []string{"proc", "/run/veil/shared/c1/mounts/1-etc-hosts", "/run/veil/shared/c1/mounts/2-data", "/run/veil/shared/c1/mounts/3-dev-shm", "tmpfs"}
+	for i, m := range out.Mounts {
+		if m.Source != wantSources[i] {
+			t.Errorf("mount %s source = %q, want %q", m.Destination, m.Source, wantSources[i])
+		}
+		if !reflect.DeepEqual(m.Options, in.Mounts[i].Options) || m.Destination != in.Mounts[i].Destination || m.Type != in.Mounts[i].Type {
+			t.Errorf("mount %d changed beyond its source: %+v", i, m)
+		}
+	}
+	if in.Mounts[1].Source != "/var/lib/cri/sb/hosts" {
+		t.Error("guestSpec modified its input")
+	}
+	if out.Root.Path != "rootfs" || !out.Root.Readonly {
+		t.Errorf("root = %+v", out.Root)
+	}
+}
+
+func TestGuestSpecNamespacesHooksCgroups(t *testing.T) {
+	in := &specs.Spec{
+		Process: &specs.Process{User: specs.User{UID: 1000, GID: 1000}, Env: []string{"A=b"}, Cwd: "/w",
+			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 10, Soft: 10}}},
+		Hooks: &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/usr/bin/nvidia-hook"}}},
+		Linux: &specs.Linux{
+			CgroupsPath: "kubepods-besteffort.slice:cri-containerd:c1",
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace},
+				{Type: specs.IPCNamespace, Path: "/proc/42/ns/ipc"},
+				{Type: specs.NetworkNamespace, Path: "/var/run/netns/cni-1"},
+				{Type: specs.MountNamespace},
+			},
+		},
+	}
+	out, _ := guestSpec("c1", in)
+	wantNS := []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.MountNamespace}}
+	if !reflect.DeepEqual(out.Linux.Namespaces, wantNS) {
+		t.Errorf("namespaces = %+v", out.Linux.Namespaces)
+	}
+	if out.Hooks != nil {
+		t.Errorf("hooks kept: %+v", out.Hooks)
+	}
+	if out.Linux.CgroupsPath != "/veil/c1" {
+		t.Errorf("cgroups path = %q", out.Linux.CgroupsPath)
+	}
+	if !reflect.DeepEqual(out.Process, in.Process) {
+		t.Errorf("process changed: %+v", out.Process)
+	}
+	if len(in.Linux.Namespaces) != 4 || in.Linux.Namespaces[1].Path == "" {
+		t.Error("guestSpec modified its input namespaces")
+	}
+
+	in.Linux.CgroupsPath = "/kubepods/besteffort/pod1/c1"
+	if out, _ := guestSpec("c1", in); out.Linux.CgroupsPath != "/kubepods/besteffort/pod1/c1" {
+		t.Errorf("cgroupfs path rewritten to %q", out.Linux.CgroupsPath)
+	}
+}
