@@ -1,0 +1,205 @@
+// Package transport gives the agent's ttrpc server its listeners: the
+// virtio-serial port named "veil.agent" (a character device wrapped as a
+// net.Listener that hands out one connection at a time and reopens the port
+// after the host disconnects) and vsock port 1024.
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Names recorded in GuestDetails.
+const (
+	Serial = "virtio-serial"
+	Vsock  = "vsock"
+)
+
+// FindPort returns the device name (vportNpM) of the virtio-serial port
+// called name, looking in sysfs (normally /sys/class/virtio-ports), and its
+// "major:minor" device number.
+func FindPort(sysfs, name string) (dev string, number string, err error) {
+	names, err := filepath.Glob(filepath.Join(sysfs, "*", "name"))
+	if err != nil {
+		return "", "", fmt.Errorf("listing virtio ports: %w", err)
+	}
+	for _, n := range names {
+		b, err := os.ReadFile(n)
+		if err != nil || strings.TrimSpace(string(b)) != name {
+			continue
+		}
+		dir := filepath.Dir(n)
+		num, err := os.ReadFile(filepath.Join(dir, "dev"))
+		if err != nil {
+			return "", "", fmt.Errorf("reading device number of virtio port %s: %w", name, err)
+		}
+		return filepath.Base(dir), strings.TrimSpace(string(num)), nil
+	}
+	return "", "", fmt.Errorf("virtio-serial port %q not found in %s: %w", name, sysfs, os.ErrNotExist)
+}
+
+// ParseDevNumber parses a sysfs "major:minor" device number.
+func ParseDevNumber(s string) (uint64, error) {
+	maj, min, ok := strings.Cut(strings.TrimSpace(s), ":")
+	if !ok {
+		return 0, fmt.Errorf("device number %q is not major:minor", s)
+	}
+	a, err := strconv.ParseUint(maj, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("device number %q: %w", s, err)
+	}
+	b, err := strconv.ParseUint(min, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("device number %q: %w", s, err)
+	}
+	return unix.Mkdev(uint32(a), uint32(b)), nil
+}
+
+// PortDevice returns the /dev path of the virtio-serial port called name,
+// creating the device node from sysfs when devtmpfs has not.
+func PortDevice(name string) (string, error) {
+	dev, num, err := FindPort("/sys/class/virtio-ports", name)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join("/dev", dev)
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	n, err := ParseDevNumber(num)
+	if err != nil {
+		return "", err
+	}
+	if err := unix.Mknod(path, unix.S_IFCHR|0o600, int(n)); err != nil && !errors.Is(err, unix.EEXIST) {
+		return "", fmt.Errorf("creating device node %s: %w", path, err)
+	}
+	return path, nil
+}
+
+// hostPollInterval is how often a port whose host side is not connected is
+// checked again; the port offers no wake-up for a host connecting.
+const hostPollInterval = 20 * time.Millisecond
+
+// SerialListener serves connections on a virtio-serial port. The port is
+// one stream with no connection boundaries, so Accept returns one
+// connection at a time: the next Accept waits until the current connection
+// is closed (the host disconnected and ttrpc dropped it) and then reopens
+// the port for the next host connection.
+type SerialListener struct {
+	path   string
+	closed chan struct{}
+	once   sync.Once
+	// free has one token while no connection is open.
+	free chan struct{}
+}
+
+// ListenSerial returns a listener on the port device at path.
+func ListenSerial(path string) *SerialListener {
+	l := &SerialListener{path: path, closed: make(chan struct{}), free: make(chan struct{}, 1)}
+	l.free <- struct{}{}
+	return l
+}
+
+var _ net.Listener = (*SerialListener)(nil)
+
+// Accept waits for the previous connection to close, then opens the port
+// once the host side is connected.
+func (l *SerialListener) Accept() (net.Conn, error) {
+	select {
+	case <-l.free:
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+	for {
+		f, err := l.open()
+		if err != nil {
+			l.free <- struct{}{}
+			return nil, err
+		}
+		if f != nil {
+			return &serialConn{f: f, addr: serialAddr(l.path), release: func() { l.free <- struct{}{} }}, nil
+		}
+		select {
+		case <-l.closed:
+			l.free <- struct{}{}
+			return nil, net.ErrClosed
+		case <-time.After(hostPollInterval):
+		}
+	}
+}
+
+// open opens the port; nil when the host is not connected (the port then
+// polls as hung up).
+func (l *SerialListener) open() (*os.File, error) {
+	fd, err := unix.Open(l.path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if errors.Is(err, unix.EBUSY) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening agent port %s: %w", l.path, err)
+	}
+	for {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		_, err := unix.Poll(fds, int(hostPollInterval/time.Millisecond))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("polling agent port %s: %w", l.path, err)
+		}
+		if fds[0].Revents&unix.POLLHUP != 0 {
+			// No host connection: reads would return EOF at once.
+			unix.Close(fd)
+			return nil, nil
+		}
+		return os.NewFile(uintptr(fd), l.path), nil
+	}
+}
+
+// Close stops Accept; an open connection stays usable until closed.
+func (l *SerialListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+// Addr names the port.
+func (l *SerialListener) Addr() net.Addr { return serialAddr(l.path) }
+
+type serialAddr string
+
+func (a serialAddr) Network() string { return Serial }
+func (a serialAddr) String() string  { return string(a) }
+
+// serialConn is an open port as a net.Conn.
+type serialConn struct {
+	f       *os.File
+	addr    serialAddr
+	once    sync.Once
+	release func()
+}
+
+func (c *serialConn) Read(p []byte) (int, error)  { return c.f.Read(p) }
+func (c *serialConn) Write(p []byte) (int, error) { return c.f.Write(p) }
+func (c *serialConn) Close() error {
+	err := net.ErrClosed
+	c.once.Do(func() {
+		err = c.f.Close()
+		c.release()
+	})
+	return err
+}
+func (c *serialConn) LocalAddr() net.Addr                { return c.addr }
+func (c *serialConn) RemoteAddr() net.Addr               { return serialAddr("host") }
+func (c *serialConn) SetDeadline(t time.Time) error      { return c.f.SetDeadline(t) }
+func (c *serialConn) SetReadDeadline(t time.Time) error  { return c.f.SetReadDeadline(t) }
+func (c *serialConn) SetWriteDeadline(t time.Time) error { return c.f.SetWriteDeadline(t) }

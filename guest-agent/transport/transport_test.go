@@ -1,0 +1,90 @@
+package transport
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestFindPort(t *testing.T) {
+	sys := t.TempDir()
+	for dev, name := range map[string]string{"vport1p1": "org.qemu.guest_agent.0", "vport2p1": "veil.agent\n"} {
+		must(t, os.MkdirAll(filepath.Join(sys, dev), 0o755))
+		must(t, os.WriteFile(filepath.Join(sys, dev, "name"), []byte(name), 0o644))
+		must(t, os.WriteFile(filepath.Join(sys, dev, "dev"), []byte("249:1\n"), 0o644))
+	}
+	dev, num, err := FindPort(sys, "veil.agent")
+	if err != nil || dev != "vport2p1" || num != "249:1" {
+		t.Fatalf("FindPort = %q, %q, %v; want vport2p1, 249:1", dev, num, err)
+	}
+	if _, _, err := FindPort(sys, "nope"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing port: err = %v, want ErrNotExist", err)
+	}
+}
+
+func TestParseDevNumber(t *testing.T) {
+	n, err := ParseDevNumber("249:1\n")
+	if err != nil || unix.Major(n) != 249 || unix.Minor(n) != 1 {
+		t.Fatalf("ParseDevNumber = %d (%d:%d), %v", n, unix.Major(n), unix.Minor(n), err)
+	}
+	for _, bad := range []string{"", "249", "a:1", "1:b"} {
+		if _, err := ParseDevNumber(bad); err == nil {
+			t.Errorf("ParseDevNumber(%q) accepted", bad)
+		}
+	}
+}
+
+// TestSerialListenerOneConnectionAtATime uses a FIFO as a stand-in port:
+// it is readable once the other side has written, like a port with a host
+// connected.
+func TestSerialListenerOneConnectionAtATime(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "port")
+	must(t, unix.Mkfifo(fifo, 0o600))
+	w, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	must(t, err)
+	defer w.Close()
+	_, err = w.Write([]byte("hi"))
+	must(t, err)
+
+	l := ListenSerial(fifo)
+	c1, err := l.Accept()
+	must(t, err)
+	buf := make([]byte, 2)
+	if _, err := io.ReadFull(c1, buf); err != nil || string(buf) != "hi" {
+		t.Fatalf("read %q, %v", buf, err)
+	}
+	second := make(chan net.Conn)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			t.Error(err)
+		}
+		second <- c
+	}()
+	_, err = w.Write([]byte("again"))
+	must(t, err)
+	// The second Accept can only proceed after c1 is closed.
+	must(t, c1.Close())
+	c2 := <-second
+	buf = make([]byte, 5)
+	if _, err := io.ReadFull(c2, buf); err != nil || string(buf) != "again" {
+		t.Fatalf("second connection read %q, %v", buf, err)
+	}
+	must(t, c2.Close())
+	must(t, l.Close())
+	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept after Close = %v, want net.ErrClosed", err)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
