@@ -119,6 +119,12 @@ func (l *SerialListener) Accept() (net.Conn, error) {
 	case <-l.closed:
 		return nil, net.ErrClosed
 	}
+	select {
+	case <-l.closed:
+		l.free <- struct{}{}
+		return nil, net.ErrClosed
+	default:
+	}
 	for {
 		f, err := l.open()
 		if err != nil {
