@@ -1,0 +1,351 @@
+package guestimage
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/veil-runtime/veil/tools/guest-image/cpio"
+)
+
+// Options say what Build builds from and where it puts it.
+type Options struct {
+	// OutDir receives vmlinuz, initrd.img and manifest.json.
+	OutDir string
+	// CacheDir holds downloads and unpacked packages between runs
+	// (kernel/ below it).
+	CacheDir string
+	// Kernel is the kernel package to use (normally ParsePin(KernelPin)).
+	Kernel Pin
+	// RepoDir is the veil module's root; AgentPackage is built in it.
+	RepoDir string
+	// AgentPackage is the Go main package of the agent ("./cmd/veil-agent").
+	AgentPackage string
+	// Runc is the host's runc binary ("/usr/sbin/runc") and RuncPackage
+	// the Debian package it comes from ("runc").
+	Runc        string
+	RuncPackage string
+	Compression Compression
+	// Mtime is the modification time of every initramfs entry
+	// (SOURCE_DATE_EPOCH, else 0).
+	Mtime int64
+	// Modules are the kernel modules to include (normally GuestModules).
+	Modules []string
+	Log     *slog.Logger
+}
+
+// Artifact files in OutDir.
+const (
+	KernelFile   = "vmlinuz"
+	InitrdFile   = "initrd.img"
+	ManifestFile = "manifest.json"
+	// ModulesListPath is the initramfs file listing the modules the agent
+	// loads at boot, one absolute path per line, in load order.
+	ModulesListPath = "/etc/veil/modules"
+)
+
+// Manifest describes a built guest image; it is written to manifest.json.
+// Everything in it is a function of the inputs: no times, no host paths.
+type Manifest struct {
+	Kernel struct {
+		Package   string `json:"package"`
+		Version   string `json:"version"`
+		DebSHA256 string `json:"deb_sha256"`
+		Release   string `json:"release"`
+	} `json:"kernel"`
+	Runc struct {
+		Package string `json:"package"`
+		Version string `json:"version"`
+	} `json:"runc"`
+	// Libraries are runc's shared libraries and the Debian packages they
+	// come from.
+	Libraries []Library `json:"libraries"`
+	Agent     struct {
+		Package   string `json:"package"`
+		GoVersion string `json:"go_version"`
+	} `json:"agent"`
+	Initramfs struct {
+		Compression string `json:"compression"`
+		Compressor  string `json:"compressor"`
+		Mtime       int64  `json:"mtime"`
+		// UncompressedSize is the size of the cpio archive.
+		UncompressedSize int64 `json:"uncompressed_size"`
+		// Modules are the kernel modules, in load order (as in
+		// /etc/veil/modules); BuiltinModules were asked for but are built in.
+		Modules        []string            `json:"modules"`
+		BuiltinModules []string            `json:"builtin_modules"`
+		Files          []ManifestFileEntry `json:"files"`
+	} `json:"initramfs"`
+	// Artifacts maps each output file name to its digest and size.
+	Artifacts map[string]Artifact `json:"artifacts"`
+}
+
+// Library is a shared library in the initramfs.
+type Library struct {
+	Path    string `json:"path"`
+	Package string `json:"package,omitempty"`
+	Version string `json:"version,omitempty"`
+}
+
+// ManifestFileEntry is a regular file in the initramfs.
+type ManifestFileEntry struct {
+	Path   string `json:"path"`
+	Mode   string `json:"mode"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Artifact is one output file.
+type Artifact struct {
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// Dirs are the directories every guest has.
+var Dirs = []string{
+	"/proc", "/sys", "/dev", "/tmp", "/run", "/etc", "/etc/veil",
+	"/usr", "/usr/bin", "/sbin", "/lib", "/root",
+}
+
+// Fetch makes sure the kernel package is in the cache and returns its path
+// and sha256.
+func Fetch(ctx context.Context, o Options) (deb, sum string, err error) {
+	deb, err = FetchKernel(ctx, o.Log, filepath.Join(o.CacheDir, "kernel"), o.Kernel)
+	if err != nil {
+		return "", "", err
+	}
+	sum, _, err = fileSHA256(deb)
+	if err != nil {
+		return "", "", err
+	}
+	return deb, sum, nil
+}
+
+// Build builds the guest image into o.OutDir and returns its manifest.
+func Build(ctx context.Context, o Options) (*Manifest, error) {
+	log := o.Log
+	var m Manifest
+	deb, sum, err := Fetch(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	k, err := ExtractKernel(ctx, filepath.Join(o.CacheDir, "kernel"), deb, sum)
+	if err != nil {
+		return nil, err
+	}
+	m.Kernel.Package, m.Kernel.Version, m.Kernel.DebSHA256, m.Kernel.Release = o.Kernel.Package, o.Kernel.Version, sum, k.Release
+
+	tmp, err := os.MkdirTemp(o.CacheDir, ".guest-image-")
+	if err != nil {
+		return nil, fmt.Errorf("creating build dir: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+
+	files := newTree()
+
+	// The agent is /init.
+	agentBin := filepath.Join(tmp, "veil-agent")
+	goVersion, err := buildAgent(ctx, o.RepoDir, o.AgentPackage, agentBin)
+	if err != nil {
+		return nil, err
+	}
+	m.Agent.Package, m.Agent.GoVersion = o.AgentPackage, goVersion
+	if err := files.addFile("/init", 0o755, agentBin); err != nil {
+		return nil, err
+	}
+
+	// runc and its libraries.
+	if err := files.addFile("/usr/bin/runc", 0o755, o.Runc); err != nil {
+		return nil, err
+	}
+	if m.Runc.Version, err = dpkgVersion(ctx, o.RuncPackage); err != nil {
+		return nil, err
+	}
+	m.Runc.Package = o.RuncPackage
+	libs, err := SharedLibraries("/", o.Runc, LibrarySearchPath)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range libs {
+		if err := files.addFile(l.Path, 0o755, l.Source); err != nil {
+			return nil, err
+		}
+		lib := Library{Path: l.Path}
+		lib.Package, lib.Version = dpkgOwner(ctx, l.Path, l.Source)
+		m.Libraries = append(m.Libraries, lib)
+	}
+
+	// Kernel modules and the list the agent loads them from.
+	mods, builtin, err := ResolveModules(ctx, k, o.Modules)
+	if err != nil {
+		return nil, err
+	}
+	for _, mod := range mods {
+		files.add(mod.Path, cpio.TypeRegular|0o644, mod.Data)
+		m.Initramfs.Modules = append(m.Initramfs.Modules, mod.Name)
+	}
+	m.Initramfs.BuiltinModules = append([]string{}, builtin...)
+	if len(builtin) > 0 {
+		log.Info("modules built into the kernel, not copied", "modules", builtin)
+	}
+	files.add(ModulesListPath, cpio.TypeRegular|0o644, ModulesList(mods))
+
+	for _, d := range Dirs {
+		files.add(d, cpio.TypeDir|0o755, nil)
+	}
+	files.add("/tmp", cpio.TypeDir|0o1777, nil)
+	files.add("/root", cpio.TypeDir|0o700, nil)
+	// The kernel opens /dev/console for /init's stdio before devtmpfs is
+	// mounted.
+	files.addDev("/dev/console", 0o600, 5, 1)
+
+	entries := files.list()
+	for _, e := range entries {
+		if e.Mode&cpio.TypeMask == cpio.TypeRegular {
+			h := sha256.Sum256(e.Data)
+			m.Initramfs.Files = append(m.Initramfs.Files, ManifestFileEntry{
+				Path: "/" + e.Name, Mode: fmt.Sprintf("%04o", e.Mode&0o7777),
+				Size: int64(len(e.Data)), SHA256: hex.EncodeToString(h[:]),
+			})
+		}
+	}
+	var archive bytes.Buffer
+	if err := cpio.Write(&archive, entries, o.Mtime); err != nil {
+		return nil, err
+	}
+	m.Initramfs.UncompressedSize = int64(archive.Len())
+	m.Initramfs.Mtime = o.Mtime
+	initrd, compressor, err := compress(ctx, o.Compression, archive.Bytes())
+	if err != nil {
+		return nil, err
+	}
+	m.Initramfs.Compression, m.Initramfs.Compressor = string(o.Compression), compressor
+
+	// Outputs: each written to a temporary name and renamed, the manifest last.
+	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating output dir: %w", err)
+	}
+	kernel, err := os.ReadFile(k.Vmlinuz)
+	if err != nil {
+		return nil, fmt.Errorf("reading kernel image: %w", err)
+	}
+	m.Artifacts = map[string]Artifact{}
+	for _, a := range []struct {
+		name string
+		data []byte
+	}{{KernelFile, kernel}, {InitrdFile, initrd}} {
+		h := sha256.Sum256(a.data)
+		m.Artifacts[a.name] = Artifact{SHA256: hex.EncodeToString(h[:]), Size: int64(len(a.data))}
+		if err := writeAtomic(filepath.Join(o.OutDir, a.name), a.data); err != nil {
+			return nil, err
+		}
+	}
+	mj, err := json.MarshalIndent(&m, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encoding manifest: %w", err)
+	}
+	if err := writeAtomic(filepath.Join(o.OutDir, ManifestFile), append(mj, '\n')); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// tree collects initramfs entries by path.
+type tree struct{ entries map[string]cpio.Entry }
+
+func newTree() *tree { return &tree{entries: map[string]cpio.Entry{}} }
+
+// add adds an entry and any missing parent directories (mode 0755).
+func (t *tree) add(p string, mode uint32, data []byte) {
+	name := strings.TrimPrefix(path.Clean(p), "/")
+	t.entries[name] = cpio.Entry{Name: name, Mode: mode, Data: data}
+	for d := path.Dir(name); d != "."; d = path.Dir(d) {
+		if _, ok := t.entries[d]; !ok {
+			t.entries[d] = cpio.Entry{Name: d, Mode: cpio.TypeDir | 0o755}
+		}
+	}
+}
+
+func (t *tree) addDev(p string, perm, major, minor uint32) {
+	t.add(p, cpio.TypeChar|perm, nil)
+	e := t.entries[strings.TrimPrefix(p, "/")]
+	e.RdevMajor, e.RdevMinor = major, minor
+	t.entries[e.Name] = e
+}
+
+func (t *tree) addFile(p string, perm uint32, src string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return fmt.Errorf("reading %s for the initramfs: %w", src, err)
+	}
+	t.add(p, cpio.TypeRegular|perm, b)
+	return nil
+}
+
+func (t *tree) list() []cpio.Entry {
+	out := make([]cpio.Entry, 0, len(t.entries))
+	for _, e := range t.entries {
+		out = append(out, e)
+	}
+	return out // cpio.Write sorts
+}
+
+// buildAgent builds the agent reproducibly and returns the Go version used.
+func buildAgent(ctx context.Context, repo, pkg, out string) (string, error) {
+	env := append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	v, err := run(ctx, repo, env, "go", "env", "GOVERSION")
+	if err != nil {
+		return "", fmt.Errorf("finding the Go version: %w", err)
+	}
+	if _, err := run(ctx, repo, env, "go", "build", "-trimpath", "-buildvcs=false",
+		"-ldflags", "-s -w -buildid=", "-o", out, pkg); err != nil {
+		return "", fmt.Errorf("building the agent %s (it becomes the guest's /init): %w", pkg, err)
+	}
+	return strings.TrimSpace(string(v)), nil
+}
+
+func dpkgVersion(ctx context.Context, pkg string) (string, error) {
+	out, err := run(ctx, "", nil, "dpkg-query", "-W", "-f", "${Version}", pkg)
+	if err != nil {
+		return "", fmt.Errorf("finding the version of package %s (install it with make deps): %w", pkg, err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// dpkgOwner returns the package (and its version) that installed a file,
+// trying each of the file's names; empty when dpkg does not know it.
+func dpkgOwner(ctx context.Context, names ...string) (pkg, version string) {
+	for _, n := range names {
+		out, err := run(ctx, "", nil, "dpkg-query", "-S", n)
+		if err != nil {
+			continue
+		}
+		owner, _, _ := strings.Cut(strings.SplitN(string(out), "\n", 2)[0], ": ")
+		owner = strings.Split(owner, ", ")[0]
+		v, err := dpkgVersion(ctx, owner)
+		if err != nil {
+			continue
+		}
+		return strings.TrimSuffix(owner, ":amd64"), v
+	}
+	return "", ""
+}
+
+func writeAtomic(p string, data []byte) error {
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", p, err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return fmt.Errorf("writing %s: %w", p, err)
+	}
+	return nil
+}

@@ -1,0 +1,22 @@
+// Package guestimage builds veil's guest image: the kernel, the initramfs
+// the guest runs from, and a manifest describing both.
+//
+// The kernel is a pinned Debian package (KernelPin), fetched with apt-get
+// into the cache once and reused from there; its sha256 goes into the
+// manifest. The initramfs is a deterministic newc cpio archive holding:
+//
+//	/init                        the veil agent, static, built reproducibly
+//	/usr/bin/runc                the host's runc (Debian package)
+//	/lib64/ld-linux-x86-64.so.2  runc's ELF interpreter
+//	/lib/x86_64-linux-gnu/*.so.* runc's shared libraries (DT_NEEDED, transitively)
+//	/lib/modules/<release>/...   the GuestModules and their dependencies, uncompressed
+//	/etc/veil/modules            module paths in load order (the agent loads them)
+//	/dev/console                 the kernel's console, for /init's stdio
+//	/proc /sys /dev /tmp /run /etc /sbin /root  empty mount points and dirs
+//
+// Build writes vmlinuz, initrd.img and manifest.json; the same inputs (kernel
+// package, agent source, Go toolchain, runc and library packages, compressor
+// version, SOURCE_DATE_EPOCH) give byte-identical outputs. The manifest
+// records all of those inputs and every output's sha256 and size, from which
+// confidential launches compute their expected measurements.
+package guestimage
