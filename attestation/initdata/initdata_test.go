@@ -1,0 +1,154 @@
+package initdata
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
+	"encoding/hex"
+	"strings"
+	"testing"
+)
+
+const good = `version = "0.1.0"
+algorithm = "sha256"
+
+[broker]
+url = "https://kbs.example:8080"
+
+[agent]
+policy = "default"
+
+[data]
+"aa.toml" = "x = 1"
+`
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		doc     string
+		wantErr string
+	}{
+		{name: "good", doc: good},
+		{name: "unknown top-level key", doc: "extra = 1\n" + good, wantErr: "unknown keys extra"},
+		{name: "unknown nested key", doc: strings.Replace(good, "[agent]", "[agent]\nexec = true", 1), wantErr: "unknown keys agent.exec"},
+		{name: "wrong version", doc: strings.Replace(good, `"0.1.0"`, `"0.2.0"`, 1), wantErr: "version"},
+		{name: "wrong algorithm", doc: strings.Replace(good, `"sha256"`, `"md5"`, 1), wantErr: "algorithm"},
+		{name: "bad broker scheme", doc: strings.Replace(good, "https://", "ftp://", 1), wantErr: "broker.url"},
+		{name: "escaping data key", doc: good + `"../etc/passwd" = "x"` + "\n", wantErr: "data key"},
+		{name: "not toml", doc: "= =", wantErr: "parsing init-data toml"},
+		{name: "too large", doc: good + "# " + strings.Repeat("x", MaxSize), wantErr: "limit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.doc))
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Parse: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Parse error = %v, want containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestParseRejectsNonPEMCert(t *testing.T) {
+	doc := strings.Replace(good, "[agent]", "[agent]", 1)
+	doc = strings.Replace(doc, `url = "https://kbs.example:8080"`, `url = "https://kbs.example:8080"`+"\ncert = \"junk\"", 1)
+	if _, err := Parse([]byte(doc)); err == nil || !strings.Contains(err.Error(), "broker.cert") {
+		t.Fatalf("Parse error = %v, want broker.cert", err)
+	}
+}
+
+func TestMarshalRoundTrip(t *testing.T) {
+	d := &Document{Version: Version, Algorithm: Algorithm, Broker: Broker{URL: "https://b:1"}, Data: map[string]string{"f": "v"}}
+	raw, err := Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Parse(raw)
+	if err != nil {
+		t.Fatalf("Parse(Marshal): %v\n%s", err, raw)
+	}
+	if got.Broker.URL != d.Broker.URL || got.Data["f"] != "v" {
+		t.Fatalf("round trip = %+v", got)
+	}
+}
+
+func TestDigestFields(t *testing.T) {
+	doc := []byte(good)
+	d := Digest(doc)
+	host := SNPHostData(doc)
+	if !bytes.Equal(host[:], d[:]) {
+		t.Fatalf("HOSTDATA %x != digest %x", host, d)
+	}
+	mr := TDXMRConfigID(doc)
+	if !bytes.Equal(mr[:32], d[:]) || !bytes.Equal(mr[32:], make([]byte, 16)) {
+		t.Fatalf("MRCONFIGID %x: want digest then 16 zero bytes", mr)
+	}
+	// The digest is of the exact bytes: a changed byte changes it.
+	other := Digest([]byte(strings.Replace(good, "default", "Default", 1)))
+	if other == d {
+		t.Fatal("digest did not change with the document")
+	}
+	// Known answer, so the digest stays SHA-256 of the raw bytes.
+	abc := Digest([]byte("abc"))
+	if got := hex.EncodeToString(abc[:]); got != "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" {
+		t.Fatalf("Digest(abc) = %s", got)
+	}
+}
+
+func TestBrokerDigestFollowsAlgorithm(t *testing.T) {
+	tests := []struct {
+		alg  string
+		size int
+	}{{"sha256", 32}, {"sha384", 48}, {"sha512", 64}}
+	for _, tt := range tests {
+		doc := []byte(`algorithm = "` + tt.alg + `"`)
+		d, err := BrokerDigest(doc)
+		if err != nil || len(d) != tt.size {
+			t.Errorf("BrokerDigest(%s) = %d bytes, %v; want %d", tt.alg, len(d), err, tt.size)
+		}
+	}
+	if _, err := BrokerDigest([]byte(`algorithm = "md5"`)); err == nil {
+		t.Error("BrokerDigest(md5) succeeded")
+	}
+}
+
+func TestAnnotationRoundTrip(t *testing.T) {
+	v, err := EncodeAnnotation([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeAnnotation(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != good {
+		t.Fatalf("round trip changed the document:\n%s", got)
+	}
+}
+
+func TestDecodeAnnotationRejects(t *testing.T) {
+	var bomb bytes.Buffer
+	zw := gzip.NewWriter(&bomb)
+	zw.Write(make([]byte, MaxSize+10))
+	zw.Close()
+	tests := []struct {
+		name, value, want string
+	}{
+		{"not base64", "***", "base64"},
+		{"not gzip", base64.StdEncoding.EncodeToString([]byte("plain")), "decompressing"},
+		{"gzip bomb", base64.StdEncoding.EncodeToString(bomb.Bytes()), "more than"},
+		{"value too long", strings.Repeat("A", MaxAnnotationSize+4), "limit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := DecodeAnnotation(tt.value); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("DecodeAnnotation error = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
