@@ -1,0 +1,133 @@
+package qemu
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/veil-runtime/veil/hypervisor"
+)
+
+// DefaultTCGTranslationCacheMiB bounds the TCG translation cache when the
+// configuration leaves it 0. QEMU's own default (1 GiB on 64-bit hosts) lets
+// a long-running VM's resident memory grow far beyond what a pod's guest
+// needs; 64 MiB holds a small guest's working set of translated code.
+const DefaultTCGTranslationCacheMiB = 64
+
+// Launch is everything the QEMU command line depends on, resolved to plain
+// values: no auto choices left, paths final, socket fds known.
+type Launch struct {
+	ID         string
+	Kernel     string
+	Initrd     string
+	KernelArgs []string
+	VCPUs      uint32
+	MemoryMiB  uint32
+	// Accel is AccelKVM or AccelTCG (never auto).
+	Accel       hypervisor.Accel
+	TBSizeMiB   uint32
+	// Transport is TransportSerial or TransportVsock (never auto).
+	Transport hypervisor.Transport
+	VsockCID  uint32
+	SharedDir string
+	Debug     bool
+
+	// QMPFD and AgentFD are the numbers, in QEMU, of listening unix sockets
+	// the driver created (QMP, and the virtio-serial agent port when the
+	// transport is virtio-serial).
+	QMPFD   int
+	AgentFD int
+	// ConsoleLog receives the guest console (hvc0): kernel and agent log.
+	ConsoleLog string
+	PIDFile    string
+}
+
+// KernelCmdline is the guest kernel command line: the console on hvc0 (a
+// virtio console costs far less under TCG than an emulated 8250 UART, whose
+// every byte is a port I/O exit), quiet unless debugging, panic=-1 so that a
+// guest panic reboots at once and -no-reboot turns that into QEMU's exit,
+// then the caller's extra arguments.
+func KernelCmdline(debug bool, extra []string) string {
+	args := []string{"console=hvc0"}
+	if !debug {
+		args = append(args, "quiet")
+	}
+	args = append(args, "panic=-1")
+	args = append(args, extra...)
+	return strings.Join(args, " ")
+}
+
+// Args is QEMU's argument list (without argv[0]) for l.
+//
+// The machine is q35, trimmed of devices the guest never uses (SATA, SMBus,
+// the i8042 keyboard controller, VMware port); ACPI stays because the guest
+// powers off through it. Every device is virtio-pci:
+//
+//	virtio-serial-pci       hvc0 console -> ConsoleLog; with the virtio-serial
+//	                        transport also the agent port "veil.agent"
+//	vhost-vsock-pci         with the vsock transport
+//	virtio-9p-pci           SharedDir, mount tag "veilshare", when set
+func Args(l Launch) []string {
+	name := "veil-" + l.ID
+	a := []string{
+		"-name", fmt.Sprintf("%s,process=%s", escapeOpt(name), escapeOpt(processTitle(l.ID))),
+		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+		"-machine", "q35,sata=off,smbus=off,i8042=off,vmport=off",
+	}
+	switch l.Accel {
+	case hypervisor.AccelKVM:
+		a = append(a, "-accel", "kvm", "-cpu", "host")
+	default:
+		tb := l.TBSizeMiB
+		if tb == 0 {
+			tb = DefaultTCGTranslationCacheMiB
+		}
+		a = append(a, "-accel", "tcg,thread=multi,tb-size="+strconv.FormatUint(uint64(tb), 10), "-cpu", "max")
+	}
+	a = append(a,
+		"-smp", strconv.FormatUint(uint64(l.VCPUs), 10),
+		"-m", strconv.FormatUint(uint64(l.MemoryMiB), 10)+"M",
+		"-kernel", l.Kernel,
+	)
+	if l.Initrd != "" {
+		a = append(a, "-initrd", l.Initrd)
+	}
+	a = append(a, "-append", KernelCmdline(l.Debug, l.KernelArgs))
+	a = append(a,
+		"-pidfile", l.PIDFile,
+		"-chardev", fmt.Sprintf("socket,id=qmp,fd=%d,server=on,wait=off", l.QMPFD),
+		"-mon", "chardev=qmp,mode=control",
+		"-device", "virtio-serial-pci,id=vser",
+		"-chardev", "file,id=console,path="+escapeOpt(l.ConsoleLog),
+		"-device", "virtconsole,chardev=console,bus=vser.0",
+	)
+	switch l.Transport {
+	case hypervisor.TransportVsock:
+		a = append(a, "-device", fmt.Sprintf("vhost-vsock-pci,guest-cid=%d", l.VsockCID))
+	default:
+		a = append(a,
+			"-chardev", fmt.Sprintf("socket,id=agent,fd=%d,server=on,wait=off", l.AgentFD),
+			"-device", "virtserialport,chardev=agent,bus=vser.0,name="+hypervisor.AgentPortName,
+		)
+	}
+	if l.SharedDir != "" {
+		a = append(a,
+			"-fsdev", "local,id=share,path="+escapeOpt(l.SharedDir)+",security_model=passthrough,multidevs=remap",
+			"-device", "virtio-9p-pci,fsdev=share,mount_tag="+hypervisor.ShareTag,
+		)
+	}
+	return a
+}
+
+// escapeOpt escapes a value for QEMU's comma-separated option syntax, where
+// a literal comma is written twice.
+func escapeOpt(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// processTitle is QEMU's thread name: Linux keeps 15 bytes of it.
+func processTitle(id string) string {
+	t := "veil-" + id
+	if len(t) > 15 {
+		t = t[:15]
+	}
+	return t
+}

@@ -1,0 +1,126 @@
+package qemu
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// qmp is a minimal QEMU Machine Protocol client: it reads the greeting,
+// negotiates capabilities and runs one command at a time, matching replies
+// by id. Asynchronous events are logged at debug level and otherwise ignored.
+type qmp struct {
+	conn   net.Conn
+	dec    *json.Decoder
+	logger *slog.Logger
+
+	mu     sync.Mutex // one command in flight
+	nextID int
+}
+
+// qmpMessage is any message QEMU sends: a greeting, a reply or an event.
+type qmpMessage struct {
+	QMP    json.RawMessage `json:"QMP"`
+	Event  string          `json:"event"`
+	ID     json.RawMessage `json:"id"`
+	Return json.RawMessage `json:"return"`
+	Error  *qmpError       `json:"error"`
+}
+
+type qmpError struct {
+	Class string `json:"class"`
+	Desc  string `json:"desc"`
+}
+
+func (e *qmpError) Error() string { return e.Class + ": " + e.Desc }
+
+// newQMP speaks QMP on conn: it waits for the greeting and enters command
+// mode. ctx bounds the handshake.
+func newQMP(ctx context.Context, conn net.Conn, logger *slog.Logger) (*qmp, error) {
+	q := &qmp{conn: conn, dec: json.NewDecoder(conn), logger: logger}
+	stop := q.deadline(ctx)
+	defer stop()
+	var greeting qmpMessage
+	if err := q.dec.Decode(&greeting); err != nil {
+		return nil, fmt.Errorf("reading qmp greeting: %w", ctxErr(ctx, err))
+	}
+	if greeting.QMP == nil {
+		return nil, fmt.Errorf("reading qmp greeting: unexpected message %+v", greeting)
+	}
+	if _, err := q.executeLocked(ctx, "qmp_capabilities", nil); err != nil {
+		return nil, err
+	}
+	return q, nil
+}
+
+// execute runs cmd with args (nil for none) and returns its "return" value.
+func (q *qmp) execute(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	stop := q.deadline(ctx)
+	defer stop()
+	return q.executeLocked(ctx, cmd, args)
+}
+
+func (q *qmp) executeLocked(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
+	q.nextID++
+	id := q.nextID
+	req := struct {
+		Execute   string `json:"execute"`
+		Arguments any    `json:"arguments,omitempty"`
+		ID        int    `json:"id"`
+	}{cmd, args, id}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("encoding qmp %s: %w", cmd, err)
+	}
+	if _, err := q.conn.Write(append(b, '\n')); err != nil {
+		return nil, fmt.Errorf("sending qmp %s: %w", cmd, ctxErr(ctx, err))
+	}
+	for {
+		var m qmpMessage
+		if err := q.dec.Decode(&m); err != nil {
+			return nil, fmt.Errorf("reading qmp %s reply: %w", cmd, ctxErr(ctx, err))
+		}
+		if m.Event != "" {
+			q.logger.Debug("qmp event", "event", m.Event)
+			continue
+		}
+		var got int
+		if json.Unmarshal(m.ID, &got) != nil || got != id {
+			q.logger.Debug("qmp reply to another command ignored", "id", string(m.ID))
+			continue
+		}
+		if m.Error != nil {
+			return nil, fmt.Errorf("running qmp %s: %w", cmd, m.Error)
+		}
+		return m.Return, nil
+	}
+}
+
+// deadline makes ctx's end interrupt blocked reads and writes on the
+// connection; the returned func undoes it.
+func (q *qmp) deadline(ctx context.Context) func() {
+	if d, ok := ctx.Deadline(); ok {
+		_ = q.conn.SetDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = q.conn.SetDeadline(time.Now()) })
+	return func() {
+		stop()
+		_ = q.conn.SetDeadline(time.Time{})
+	}
+}
+
+func (q *qmp) close() error { return q.conn.Close() }
+
+// ctxErr prefers the context's error over the I/O error it caused.
+func ctxErr(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("%w (%v)", cerr, err)
+	}
+	return err
+}
