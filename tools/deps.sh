@@ -19,7 +19,7 @@ CRI_TOOLS=v1.37.0               # sigs.k8s.io/cri-tools (crictl, critest)
 APT_PACKAGES=(
 	qemu-system-x86 qemu-utils   # the hypervisor (TCG here, KVM where available)
 	runc                         # runs containers inside the guest (copied into the initramfs)
-	busybox-static busybox       # test images and guest debugging
+	busybox-static               # guest debugging and the e2e tier's busybox:static image
 	protobuf-compiler libprotobuf-dev  # make proto
 	cpio kmod zstd xz-utils      # guest image tooling
 	containernetworking-plugins iproute2 iptables  # CNI for the e2e tier
@@ -57,8 +57,31 @@ gotool() {
 gotool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO
 gotool protoc-gen-go-ttrpc github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@$PROTOC_GEN_GO_TTRPC
 gotool containerd github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD -tags no_btrfs
+gotool containerd-shim-runc-v2 github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD
 gotool ctr github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD
 gotool crictl sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS
+
+# critest is a Go test binary, not a command: build it from the cri-tools
+# module's own source directory, with that module's go.mod.
+critest_stamp=$GOBIN/.critest.version
+if [[ ! -x $GOBIN/critest || ! -f $critest_stamp || $(cat "$critest_stamp") != "sigs.k8s.io/cri-tools@$CRI_TOOLS" ]]; then
+	log "go test -c sigs.k8s.io/cri-tools@$CRI_TOOLS/cmd/critest"
+	critest_src=$(cd / && go mod download -json "sigs.k8s.io/cri-tools@$CRI_TOOLS" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+	(cd "$critest_src" && GOFLAGS=-mod=mod CGO_ENABLED=0 go test -c -o "$GOBIN/critest" ./cmd/critest)
+	echo "sigs.k8s.io/cri-tools@$CRI_TOOLS" >"$critest_stamp"
+fi
+
+# Debian's dynamically linked busybox for the e2e tier's busybox image (it
+# execs applets as real processes). It conflicts with busybox-static, so it
+# is unpacked into the cache instead of installed.
+debs=$cache/debs
+if [[ ! -x $debs/busybox/bin/busybox ]]; then
+	log "fetching Debian's busybox package into $debs"
+	mkdir -p "$debs"
+	rm -rf "$debs"/busybox_*.deb "$debs/busybox"
+	(cd "$debs" && apt-get download -qq busybox)
+	dpkg-deb -x "$debs"/busybox_*.deb "$debs/busybox"
+fi
 
 # The guest kernel package, by the version tools/guest-image pins.
 go run ./tools/guest-image -cache "$cache" -fetch-only

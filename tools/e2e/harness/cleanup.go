@@ -1,0 +1,294 @@
+package harness
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Close removes every pod, stops containerd, kills whatever it left running
+// (shims, container processes, VMs), unmounts everything under Dir, removes
+// the network namespace and deletes Dir. It is safe on a half-started Env.
+func (e *Env) Close() error {
+	var errs []error
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if e.daemon != nil {
+		// The polite way first: CRI stops and removes pods and their shims.
+		if _, err := e.Run(ctx, e.Crictl(ctx, "rmp", "--all", "--force")); err != nil {
+			e.log.Warn("removing pods on close", "err", err)
+		}
+		e.stopDaemon()
+	}
+	if err := killUnder(e.Dir, os.Getpid()); err != nil {
+		errs = append(errs, err)
+	}
+	if err := unmountUnder(e.Dir, e.netnsPath()); err != nil {
+		errs = append(errs, err)
+	}
+	if e.Registry != nil {
+		e.Registry.Close()
+	}
+	if e.NetNS != nil {
+		if err := e.NetNS.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := unmountUnder(e.Dir, ""); err != nil {
+		errs = append(errs, err)
+	}
+	if err := os.RemoveAll(e.Dir); err != nil {
+		errs = append(errs, fmt.Errorf("removing %s: %w", e.Dir, err))
+	}
+	return errors.Join(errs...)
+}
+
+func (e *Env) netnsPath() string {
+	if e.NetNS == nil {
+		return ""
+	}
+	return e.NetNS.Path
+}
+
+// stopDaemon sends containerd SIGTERM, and SIGKILL after ten seconds.
+func (e *Env) stopDaemon() {
+	_ = e.daemon.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-e.daemonDone:
+	case <-time.After(10 * time.Second):
+		_ = e.daemon.Process.Kill()
+		<-e.daemonDone
+	}
+	e.daemon = nil
+}
+
+// Leftovers lists what a removed pod may have left behind: processes other
+// than containerd that reference Dir (shims, container processes, VMs) and
+// mounts under Dir other than the netns pin. An empty list means clean.
+func (e *Env) Leftovers() ([]string, error) {
+	skip := map[int]bool{os.Getpid(): true}
+	if e.daemon != nil {
+		skip[e.daemon.Process.Pid] = true
+	}
+	procs, err := processesUnder(e.Dir, skip)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, p := range procs {
+		out = append(out, fmt.Sprintf("process %d: %s", p.pid, p.what))
+	}
+	mounts, err := mountsUnder(e.Dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range mounts {
+		if m != e.netnsPath() {
+			out = append(out, "mount "+m)
+		}
+	}
+	netns, _ := filepath.Glob(filepath.Join(e.Dir, "state", "*", "netns", "*"))
+	for _, n := range netns {
+		out = append(out, "netns file "+n)
+	}
+	return out, nil
+}
+
+type proc struct {
+	pid  int
+	what string
+}
+
+// processesUnder finds processes whose command line, working directory or
+// root directory is under dir.
+func processesUnder(dir string, skip map[int]bool) ([]proc, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("listing processes: %w", err)
+	}
+	var out []proc
+	for _, ent := range entries {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil || skip[pid] {
+			continue
+		}
+		base := filepath.Join("/proc", ent.Name())
+		cmdline, err := os.ReadFile(filepath.Join(base, "cmdline"))
+		if err != nil {
+			continue // gone
+		}
+		cmd := strings.TrimSpace(strings.ReplaceAll(string(cmdline), "\x00", " "))
+		if within(cmd, dir) {
+			out = append(out, proc{pid, cmd})
+			continue
+		}
+		for _, link := range []string{"cwd", "root"} {
+			if target, err := os.Readlink(filepath.Join(base, link)); err == nil && within(target, dir) {
+				out = append(out, proc{pid, link + " " + target + ": " + cmd})
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// within reports whether s mentions dir as a path (dir itself or below it).
+func within(s, dir string) bool {
+	for rest := s; ; {
+		i := strings.Index(rest, dir)
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+len(dir):]
+		if rest == "" || rest[0] == '/' || rest[0] == ' ' {
+			return true
+		}
+	}
+}
+
+// killUnder SIGKILLs every process found by processesUnder until none is
+// left (or a deadline passes), then removes the cgroups they were in.
+func killUnder(dir string, self int) error {
+	cgroups := map[string]bool{}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		procs, err := processesUnder(dir, map[int]bool{self: true})
+		if err != nil {
+			return err
+		}
+		if len(procs) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("killing leftover processes: %d still alive, first %d: %s", len(procs), procs[0].pid, procs[0].what)
+		}
+		for _, p := range procs {
+			for _, cg := range processCgroups(p.pid) {
+				cgroups[cg] = true
+			}
+			_ = syscall.Kill(p.pid, syscall.SIGKILL)
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval while the kernel reaps
+	}
+	removeCgroups(cgroups)
+	return nil
+}
+
+// processCgroups returns the cgroup directories (v1 and v2) of pid, except
+// the roots.
+func processCgroups(pid int) []string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 || parts[2] == "/" {
+			continue
+		}
+		switch ctrl := strings.TrimPrefix(parts[1], "name="); {
+		case parts[1] == "":
+			out = append(out, filepath.Join("/sys/fs/cgroup/unified", parts[2]))
+		default:
+			for _, c := range strings.Split(ctrl, ",") {
+				out = append(out, filepath.Join("/sys/fs/cgroup", c, parts[2]))
+			}
+		}
+	}
+	return out
+}
+
+// removeCgroups removes leaf cgroup directories, deepest first; directories
+// still in use or shared with the host stay.
+func removeCgroups(set map[string]bool) {
+	var dirs []string
+	for d := range set {
+		dirs = append(dirs, d)
+	}
+	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
+	for _, d := range dirs {
+		_ = unix.Rmdir(d)
+	}
+}
+
+// mountsUnder lists the mount points at or below dir, deepest first.
+func mountsUnder(dir string) ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("reading mounts: %w", err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMount(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading mounts: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out, nil
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// unmountUnder detaches every mount under dir except keep, repeating while
+// unmounting reveals more (stacked mounts).
+func unmountUnder(dir, keep string) error {
+	for range 10 {
+		mounts, err := mountsUnder(dir)
+		if err != nil {
+			return err
+		}
+		var todo []string
+		for _, m := range mounts {
+			if m != keep {
+				todo = append(todo, m)
+			}
+		}
+		if len(todo) == 0 {
+			return nil
+		}
+		for _, m := range todo {
+			if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("unmounting %s: %w", m, err)
+			}
+		}
+	}
+	return fmt.Errorf("unmounting under %s: mounts keep reappearing", dir)
+}
