@@ -1,0 +1,156 @@
+package verify
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/google/go-sev-guest/abi"
+	"github.com/google/go-sev-guest/kds"
+	spb "github.com/google/go-sev-guest/proto/sevsnp"
+	sevverify "github.com/google/go-sev-guest/verify"
+	"github.com/google/go-sev-guest/verify/trust"
+
+	"github.com/veil-runtime/veil/attestation/evidence"
+	"github.com/veil-runtime/veil/attestation/kbs"
+)
+
+// SNP verifies SEV-SNP evidence.
+type SNP struct {
+	// Roots pins the AMD root (ARK) and intermediate (ASK/ASVK)
+	// certificates per product line. Nil means the AMD roots embedded in
+	// go-sev-guest; the certificates a guest sends are never trusted as
+	// roots.
+	Roots map[string][]*trust.AMDRootCerts
+	// VCEKCache is a directory of endorsement key certificates (DER) named
+	// vcek-<chip id hex>-<reported tcb hex>.der, used when a report's
+	// certificate table has none. The broker never fetches from AMD.
+	VCEKCache string
+	// Now is the time certificates are checked against; nil is time.Now.
+	Now func() time.Time
+}
+
+var _ Verifier = (*SNP)(nil)
+
+// Verify implements Verifier.
+func (s *SNP) Verify(_ context.Context, raw json.RawMessage) (Claims, error) {
+	var ev evidence.SNPEvidence
+	if err := json.Unmarshal(raw, &ev); err != nil {
+		return Claims{}, fmt.Errorf("decoding sev-snp evidence: %w", err)
+	}
+	report, err := base64.StdEncoding.DecodeString(ev.Report)
+	if err != nil {
+		return Claims{}, fmt.Errorf("decoding sev-snp evidence report: %w", err)
+	}
+	if len(report) != abi.ReportSize {
+		return Claims{}, fmt.Errorf("sev-snp evidence report: %d bytes, want %d", len(report), abi.ReportSize)
+	}
+	certs, err := base64.StdEncoding.DecodeString(ev.CertTable)
+	if err != nil {
+		return Claims{}, fmt.Errorf("decoding sev-snp evidence cert_table: %w", err)
+	}
+	att, err := abi.ReportCertsToProto(append(report, certs...))
+	if err != nil {
+		return Claims{}, fmt.Errorf("parsing sev-snp report and certificate table: %w", err)
+	}
+	if err := s.fillFromCache(att); err != nil {
+		return Claims{}, err
+	}
+	now := time.Now()
+	if s.Now != nil {
+		now = s.Now()
+	}
+	opts := &sevverify.Options{
+		DisableCertFetching: true,
+		TrustedRoots:        s.Roots,
+		Now:                 now,
+	}
+	if err := sevverify.SnpAttestation(att, opts); err != nil {
+		return Claims{}, fmt.Errorf("verifying sev-snp report signature and certificate chain: %w", err)
+	}
+	if err := checkEndorsementTCB(att); err != nil {
+		return Claims{}, err
+	}
+	return snpClaims(att.GetReport())
+}
+
+func (s *SNP) fillFromCache(att *spb.Attestation) error {
+	if att.CertificateChain == nil {
+		att.CertificateChain = &spb.CertificateChain{}
+	}
+	if len(att.CertificateChain.GetVcekCert()) > 0 || len(att.CertificateChain.GetVlekCert()) > 0 || s.VCEKCache == "" {
+		return nil
+	}
+	r := att.GetReport()
+	name := fmt.Sprintf("vcek-%x-%016x.der", r.GetChipId(), r.GetReportedTcb())
+	der, err := os.ReadFile(filepath.Join(s.VCEKCache, name))
+	if err != nil {
+		return fmt.Errorf("sev-snp report has no VCEK in its certificate table and the cache has none: %w", err)
+	}
+	att.CertificateChain.VcekCert = der
+	return nil
+}
+
+// checkEndorsementTCB ties the report's REPORTED_TCB to the TCB the
+// endorsement key was issued for, so a host cannot claim a TCB the key
+// does not vouch for.
+func checkEndorsementTCB(att *spb.Attestation) error {
+	info, err := abi.ParseSignerInfo(att.GetReport().GetSignerInfo())
+	if err != nil {
+		return fmt.Errorf("parsing sev-snp signer info: %w", err)
+	}
+	var exts *kds.Extensions
+	switch info.SigningKey {
+	case abi.VcekReportSigner:
+		cert, perr := x509.ParseCertificate(att.GetCertificateChain().GetVcekCert())
+		if perr != nil {
+			return fmt.Errorf("parsing vcek certificate: %w", perr)
+		}
+		exts, err = kds.VcekCertificateExtensions(cert)
+	case abi.VlekReportSigner:
+		cert, perr := x509.ParseCertificate(att.GetCertificateChain().GetVlekCert())
+		if perr != nil {
+			return fmt.Errorf("parsing vlek certificate: %w", perr)
+		}
+		exts, err = kds.VlekCertificateExtensions(cert)
+	default:
+		return fmt.Errorf("sev-snp signer: %v is not a VCEK or VLEK", info.SigningKey)
+	}
+	if err != nil {
+		return fmt.Errorf("reading endorsement key certificate extensions: %w", err)
+	}
+	if uint64(exts.TCBVersion) != att.GetReport().GetReportedTcb() {
+		return fmt.Errorf("snp.reported_tcb: expected %#016x (the endorsement key's TCB), seen %#016x",
+			uint64(exts.TCBVersion), att.GetReport().GetReportedTcb())
+	}
+	return nil
+}
+
+func snpClaims(r *spb.Report) (Claims, error) {
+	pol, err := abi.ParseSnpPolicy(r.GetPolicy())
+	if err != nil {
+		return Claims{}, fmt.Errorf("parsing sev-snp guest policy: %w", err)
+	}
+	tcb := kds.DecomposeTCBVersion(kds.TCBVersion(r.GetReportedTcb()))
+	return Claims{
+		Tee:         kbs.TeeSNP,
+		Measurement: hex.EncodeToString(r.GetMeasurement()),
+		ReportData:  hex.EncodeToString(r.GetReportData()),
+		HostData:    hex.EncodeToString(r.GetHostData()),
+		Debug:       pol.Debug,
+		Migration:   pol.MigrateMA,
+		VMPL:        int(r.GetVmpl()),
+		SNPTCB: &SNPTCB{
+			BootLoader: tcb.BlSpl,
+			TEE:        tcb.TeeSpl,
+			SNP:        tcb.SnpSpl,
+			Microcode:  tcb.UcodeSpl,
+		},
+	}, nil
+}
