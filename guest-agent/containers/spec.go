@@ -1,0 +1,116 @@
+package containers
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.+-]*$`)
+
+// CheckID rejects an identifier that cannot name a directory and a runc
+// container (what containerd accepts: letters, digits, "_.+-").
+func CheckID(kind, id string) error {
+	if len(id) > 1024 || !idPattern.MatchString(id) {
+		return fmt.Errorf("%s %q: use letters, digits and _.+- (at most 1024, not starting with punctuation): %w", kind, id, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// CgroupPath is the cgroupfs path (relative to the cgroup2 root) of a
+// container's cgroup in the guest.
+func CgroupPath(id string) string { return "/veil/" + id }
+
+// Rewrite says how a container's spec changes for the guest.
+type Rewrite struct {
+	ID string
+	// Rootfs is the resolved guest path of the container's root filesystem.
+	Rootfs   string
+	Terminal bool
+	// PIDNamespace is the sandbox's shared PID namespace path, or empty.
+	PIDNamespace string
+}
+
+// RewriteSpec parses an OCI spec from the host and makes it runnable in the
+// guest: root.path is the resolved rootfs; process.terminal follows the
+// request; the cgroup is /veil/<id>; the network namespace is dropped (all
+// containers use the VM's network); a namespace the host gave by path (a
+// host path, meaningless here) is shared with the VM for ipc and uts and
+// created new for the others, except pid, which joins the sandbox's shared
+// PID namespace when there is one; hooks (host binaries) are dropped.
+// A spec that does not parse or has no process is errdefs.ErrInvalidArgument.
+func RewriteSpec(raw []byte, r Rewrite) (*specs.Spec, error) {
+	var s specs.Spec
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, fmt.Errorf("container %q: spec is not OCI runtime spec JSON: %v: %w", r.ID, err, errdefs.ErrInvalidArgument)
+	}
+	if s.Process == nil {
+		return nil, fmt.Errorf("container %q: spec has no process: %w", r.ID, errdefs.ErrInvalidArgument)
+	}
+	if len(s.Process.Args) == 0 && s.Process.CommandLine == "" {
+		return nil, fmt.Errorf("container %q: spec process has no args: %w", r.ID, errdefs.ErrInvalidArgument)
+	}
+	readonly := s.Root != nil && s.Root.Readonly
+	s.Root = &specs.Root{Path: r.Rootfs, Readonly: readonly}
+	s.Process.Terminal = r.Terminal
+	s.Hooks = nil
+	if s.Linux == nil {
+		s.Linux = &specs.Linux{}
+	}
+	s.Linux.CgroupsPath = CgroupPath(r.ID)
+	s.Linux.Namespaces = rewriteNamespaces(s.Linux.Namespaces, r.PIDNamespace)
+	return &s, nil
+}
+
+func rewriteNamespaces(in []specs.LinuxNamespace, pidns string) []specs.LinuxNamespace {
+	var out []specs.LinuxNamespace
+	sawPID := false
+	for _, ns := range in {
+		switch ns.Type {
+		case specs.NetworkNamespace:
+			continue
+		case specs.IPCNamespace, specs.UTSNamespace:
+			if ns.Path != "" {
+				continue
+			}
+		case specs.PIDNamespace:
+			sawPID = true
+			ns.Path = pidns
+		default:
+			ns.Path = ""
+		}
+		out = append(out, ns)
+	}
+	if !sawPID && pidns != "" {
+		out = append(out, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: pidns})
+	}
+	return out
+}
+
+// ParseProcess parses an exec request's OCI process.
+func ParseProcess(raw []byte, terminal bool) (*specs.Process, error) {
+	var p specs.Process
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil, fmt.Errorf("process is not OCI process JSON: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if len(p.Args) == 0 && p.CommandLine == "" {
+		return nil, fmt.Errorf("process has no args: %w", errdefs.ErrInvalidArgument)
+	}
+	if p.Cwd == "" {
+		p.Cwd = "/"
+	}
+	p.Terminal = terminal
+	return &p, nil
+}
+
+// ParseResources parses an update request's OCI LinuxResources.
+func ParseResources(raw []byte) (*specs.LinuxResources, error) {
+	var r specs.LinuxResources
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, fmt.Errorf("resources are not OCI LinuxResources JSON: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return &r, nil
+}
