@@ -1,0 +1,223 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/veil-runtime/veil/guest-agent/api"
+)
+
+// Create creates a container in the pod VM (booting the VM first when this
+// is the shim's first container) and queues TaskCreate.
+func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
+	ctx = s.logCtx(ctx, r.ID, "")
+	resp, err := s.create(ctx, r)
+	if err != nil {
+		log.G(ctx).WithError(err).Error("creating container")
+	}
+	return resp, errgrpc.ToGRPC(err)
+}
+
+func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
+	s.createMu.Lock()
+	defer s.createMu.Unlock()
+	s.mu.Lock()
+	_, exists := s.containers[r.ID]
+	p := s.pod
+	s.mu.Unlock()
+	if exists {
+		return nil, fmt.Errorf("container %s: %w", r.ID, errdefs.ErrAlreadyExists)
+	}
+	spec, err := readSpec(r.Bundle)
+	if err != nil {
+		return nil, err
+	}
+
+	if p == nil {
+		path, err := configPath(r.Options)
+		if err != nil {
+			return nil, err
+		}
+		cfg, err := s.loadConfig(path)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+		}
+		if cfg.Debug {
+			log.G(s.ctx).Logger.SetLevel(log.DebugLevel)
+		}
+		podID := groupID(r.ID, spec.Annotations)
+		p, err = s.startPod(log.WithLogger(ctx, log.G(ctx).WithField("pod", podID)), podID, spec, cfg)
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.pod = p
+		s.mu.Unlock()
+		defer func() {
+			if retErr != nil {
+				s.mu.Lock()
+				s.pod = nil
+				s.mu.Unlock()
+				if err := s.teardownPod(context.WithoutCancel(ctx), p); err != nil {
+					log.G(ctx).WithError(err).Warn("tearing down pod VM after failed create")
+				}
+			}
+		}()
+	}
+	if p.isDead() {
+		return nil, fmt.Errorf("creating container in pod %s: VM is gone: %w", p.id, errdefs.ErrUnavailable)
+	}
+
+	c := &container{
+		id:      r.ID,
+		bundle:  r.Bundle,
+		sandbox: isSandbox(spec.Annotations),
+		init:    newProcess(r.ID, "", stdio{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}),
+		execs:   make(map[string]*process),
+	}
+	if c.sandbox {
+		c.pause = make(chan uint32, 1)
+		c.init.pid = uint32(p.hv.PID())
+	} else if err := s.createInGuest(ctx, p, c, spec, r); err != nil {
+		return nil, err
+	}
+
+	s.mu.Lock()
+	s.containers[r.ID] = c
+	s.mu.Unlock()
+	s.send(&eventstypes.TaskCreate{
+		ContainerID: r.ID,
+		Bundle:      r.Bundle,
+		Rootfs:      r.Rootfs,
+		IO:          &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+		Checkpoint:  r.Checkpoint,
+		Pid:         c.init.pid,
+	})
+	if c.sandbox {
+		go s.runPause(p, c)
+	} else {
+		go s.waitProcess(p, c, c.init)
+	}
+	return &taskAPI.CreateTaskResponse{Pid: c.init.pid}, nil
+}
+
+// createInGuest shares the container's rootfs and bind mounts with the
+// guest, asks the agent to create it, and starts pumping its stdio.
+func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec *specs.Spec, r *taskAPI.CreateTaskRequest) (retErr error) {
+	defer func() {
+		if retErr != nil {
+			s.unmountContainer(ctx, p, c)
+		}
+	}()
+	rootfs := filepath.Join(p.sharedDir, rootfsTarget(c.id))
+	mounts := mount.FromProto(r.Rootfs)
+	if len(mounts) == 0 {
+		mounts = []mount.Mount{{Type: "bind", Source: filepath.Join(r.Bundle, "rootfs"), Options: []string{"rbind"}}}
+	}
+	if err := s.mounter.Rootfs(mounts, rootfs); err != nil {
+		return err
+	}
+	c.hostMounts = append(c.hostMounts, rootfs)
+
+	gspec, binds := guestSpec(c.id, spec)
+	for _, b := range binds {
+		target := filepath.Join(p.sharedDir, b.Target)
+		if err := s.mounter.Bind(b.Source, target, b.ReadOnly); err != nil {
+			return err
+		}
+		c.hostMounts = append(c.hostMounts, target)
+	}
+	specJSON, err := json.Marshal(gspec)
+	if err != nil {
+		return fmt.Errorf("encoding guest spec: %w", err)
+	}
+
+	cctx, cancel := p.callCtx(ctx)
+	defer cancel()
+	resp, err := p.agent.container.CreateContainer(cctx, &api.CreateContainerRequest{
+		ContainerId: c.id,
+		Spec:        specJSON,
+		Rootfs:      &api.Storage{Driver: "shared", Source: rootfsTarget(c.id)},
+		Terminal:    r.Terminal,
+		Stdin:       r.Stdin != "",
+	})
+	if err != nil {
+		return p.agentError("creating container in the guest", err)
+	}
+	defer func() {
+		if retErr != nil {
+			rctx, cancel := p.callCtx(context.WithoutCancel(ctx))
+			defer cancel()
+			_, _ = p.agent.container.RemoveContainer(rctx, &api.RemoveContainerRequest{ContainerId: c.id, Force: true})
+		}
+	}()
+	c.init.pid = resp.GetPid()
+	pio, err := startIO(ctx, p.ctx, p.agent.process, c.id, "", c.init.stdio, p.cfg.Agent.CallTimeout.Std())
+	if err != nil {
+		return err
+	}
+	c.init.io = pio
+	return nil
+}
+
+// unmountContainer undoes the container's host mounts, newest first, and
+// removes its part of the shared directory.
+func (s *service) unmountContainer(ctx context.Context, p *pod, c *container) {
+	for _, m := range slices.Backward(c.hostMounts) {
+		if err := s.mounter.Unmount(m); err != nil {
+			log.G(ctx).WithError(err).Warn("unmounting container share")
+		}
+	}
+	c.hostMounts = nil
+	if p != nil {
+		if err := removeUnmounted(filepath.Join(p.sharedDir, c.id)); err != nil {
+			log.G(ctx).WithError(err).Warn("removing container share")
+		}
+	}
+}
+
+func readSpec(bundle string) (*specs.Spec, error) {
+	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("reading OCI spec: %w", err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return nil, fmt.Errorf("decoding OCI spec %s: %w", filepath.Join(bundle, "config.json"), err)
+	}
+	return &spec, nil
+}
+
+// configPath returns the veil config path containerd passed in the task's
+// runtime options (runtimeoptions.v1.Options, from the runtime's options in
+// containerd's config or ctr's --runtime-config-path); "" when there is none.
+func configPath(opts *anypb.Any) (string, error) {
+	if opts == nil || opts.GetTypeUrl() == "" {
+		return "", nil
+	}
+	v, err := typeurl.UnmarshalAny(opts)
+	if err != nil {
+		return "", fmt.Errorf("decoding runtime options %s: %w", opts.GetTypeUrl(), errdefs.ErrInvalidArgument)
+	}
+	if o, ok := v.(*runtimeoptions.Options); ok {
+		return o.GetConfigPath(), nil
+	}
+	// Other option types (runc's) carry no config path.
+	return "", nil
+}
+

@@ -1,0 +1,320 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"github.com/moby/sys/mountinfo"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/veil-runtime/veil/guest-agent/api"
+	"github.com/veil-runtime/veil/hypervisor"
+	"github.com/veil-runtime/veil/shim/config"
+)
+
+// State directory layout, under stateRoot/<namespace>/<sandbox-id>:
+const (
+	// sharedDirName is exported to the guest over 9p (tag hypervisor.ShareTag)
+	// and mounted there at guestSharedDir: <cid>/rootfs and <cid>/mounts/*.
+	sharedDirName = "shared"
+	// vmPidFile holds the QEMU pid, for `delete` after a shim crash.
+	vmPidFile = "vm.pid"
+	// consoleLogName is the guest console log the QEMU driver writes.
+	consoleLogName = "console.log"
+)
+
+// DefaultStateRoot is where pod state directories live. It is short on
+// purpose: the QEMU driver creates unix sockets in the state directory, and
+// socket paths are limited to 108 bytes.
+const DefaultStateRoot = "/run/veil"
+
+// NewHypervisor creates the driver for one pod VM (qemu.New in production).
+type NewHypervisor func(cfg hypervisor.Config, logger *slog.Logger) (hypervisor.Hypervisor, error)
+
+// agentConn is the guest agent as the shim uses it; tests fake its services.
+type agentConn struct {
+	sandbox   api.SandboxService
+	container api.ContainerService
+	process   api.ProcessService
+	close     func() error
+	// done is closed when the connection to the agent is gone.
+	done <-chan struct{}
+}
+
+// dialAgent connects to the agent of a started VM.
+func dialAgent(ctx context.Context, hv hypervisor.Hypervisor) (*agentConn, error) {
+	conn, err := hv.DialAgent(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c := api.NewClient(conn)
+	return &agentConn{sandbox: c.Sandbox, container: c.Container, process: c.Process, close: c.Close, done: c.Done()}, nil
+}
+
+// pod is the VM of one pod and the agent in it.
+type pod struct {
+	id        string
+	cfg       config.Config
+	stateDir  string
+	sharedDir string
+	hv        hypervisor.Hypervisor
+	agent     *agentConn
+
+	// ctx ends when the VM is gone or the pod is torn down: waiting agent
+	// calls (WaitProcess, ReadStdout/ReadStderr, GetOOMEvent) use it and no
+	// timeout.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// dead is closed when the VM has exited or the agent connection is
+	// gone, for whatever reason.
+	dead     chan struct{}
+	stopping atomic.Bool
+}
+
+// callCtx bounds one agent call by the configured call timeout.
+func (p *pod) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, p.cfg.Agent.CallTimeout.Std())
+}
+
+func (p *pod) isDead() bool {
+	select {
+	case <-p.dead:
+		return true
+	default:
+		return false
+	}
+}
+
+// agentError converts an error from an agent call back to errdefs and names
+// the call; a call that failed because the VM is gone says so.
+func (p *pod) agentError(op string, err error) error {
+	if p.isDead() {
+		return fmt.Errorf("%s: pod VM %s is gone: %w", op, p.id, errdefs.ErrUnavailable)
+	}
+	return fmt.Errorf("%s: %w", op, errgrpc.ToNative(err))
+}
+
+// startPod boots the pod VM and prepares the guest: state directory, VM,
+// agent connection and health check, CreateSandbox with the shared
+// directory. On error nothing is left running.
+func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg config.Config) (_ *pod, retErr error) {
+	stateDir := filepath.Join(s.stateRoot, s.namespace, id)
+	sharedDir := filepath.Join(stateDir, sharedDirName)
+	if err := os.MkdirAll(sharedDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating pod state directory: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			if err := removeUnmounted(stateDir); err != nil {
+				log.G(ctx).WithError(err).Warn("removing pod state directory")
+			}
+		}
+	}()
+
+	vcpus, mem := vmSize(cfg.Hypervisor, spec.Annotations, runtime.NumCPU())
+	h := cfg.Hypervisor
+	hv, err := s.newVM(hypervisor.Config{
+		ID:                     id,
+		StateDir:               stateDir,
+		Binary:                 h.Binary,
+		Kernel:                 h.Kernel,
+		Initrd:                 h.Initrd,
+		KernelArgs:             h.KernelArgs,
+		VCPUs:                  vcpus,
+		MemoryMiB:              mem,
+		Accel:                  hypervisor.Accel(h.Accel),
+		Transport:              hypervisor.Transport(h.Transport),
+		SharedDir:              sharedDir,
+		TCGTranslationCacheMiB: h.TCGTranslationCacheMiB,
+		Debug:                  cfg.Debug,
+	}, slog.New(slog.NewTextHandler(log.G(ctx).WriterLevel(log.DebugLevel), nil)))
+	if err != nil {
+		return nil, fmt.Errorf("configuring pod VM: %w", err)
+	}
+	log.G(ctx).WithFields(log.Fields{"vcpus": vcpus, "memory_mib": mem}).Info("starting pod VM")
+	// The VM outlives this request: start it under the shim's context.
+	if err := hv.Start(s.ctx); err != nil {
+		_ = hv.Cleanup()
+		return nil, fmt.Errorf("starting pod VM: %w%s", err, consoleTail(stateDir))
+	}
+	defer func() {
+		if retErr != nil {
+			_ = hv.Kill()
+			<-hv.Done()
+			_ = hv.Cleanup()
+		}
+	}()
+	if err := os.WriteFile(filepath.Join(stateDir, vmPidFile), []byte(strconv.Itoa(hv.PID())), 0o600); err != nil {
+		return nil, fmt.Errorf("writing VM pid file: %w", err)
+	}
+
+	bootCtx, cancel := context.WithTimeout(ctx, cfg.Agent.BootTimeout.Std())
+	defer cancel()
+	agent, err := s.dialAgent(bootCtx, hv)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the guest agent: %w%s", err, consoleTail(stateDir))
+	}
+	defer func() {
+		if retErr != nil {
+			_ = agent.close()
+		}
+	}()
+	if err := waitAgent(bootCtx, agent, hv); err != nil {
+		return nil, fmt.Errorf("waiting for the guest agent (boot_timeout %s): %w%s", cfg.Agent.BootTimeout.Std(), err, consoleTail(stateDir))
+	}
+
+	p := &pod{id: id, cfg: cfg, stateDir: stateDir, sharedDir: sharedDir, hv: hv, agent: agent, dead: make(chan struct{})}
+	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(s.ctx))
+	callCtx, cancelCall := p.callCtx(ctx)
+	defer cancelCall()
+	_, err = agent.sandbox.CreateSandbox(callCtx, &api.CreateSandboxRequest{
+		SandboxId: id,
+		Hostname:  spec.Hostname,
+		Storages: []*api.Storage{{
+			Driver:     "9p",
+			Source:     hypervisor.ShareTag,
+			MountPoint: guestSharedDir,
+			Fstype:     "9p",
+			Options:    []string{"trans=virtio", "version=9p2000.L", "msize=262144", "cache=none"},
+		}},
+	})
+	if err != nil {
+		p.cancel()
+		return nil, fmt.Errorf("creating the sandbox in the guest: %w%s", errgrpc.ToNative(err), consoleTail(stateDir))
+	}
+	go s.watchPod(p)
+	go s.watchOOM(p)
+	return p, nil
+}
+
+// waitAgent calls Check until the agent serves: the first request waits for
+// the guest to boot. A connection error before then is retried (the
+// transport may not be up yet) until ctx ends or the VM exits.
+func waitAgent(ctx context.Context, agent *agentConn, hv hypervisor.Hypervisor) error {
+	for {
+		resp, err := agent.sandbox.Check(ctx, &api.CheckRequest{})
+		if err == nil && resp.GetStatus() == api.CheckResponse_SERVING {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("agent reports %s", resp.GetStatus())
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		case <-hv.Done():
+			return fmt.Errorf("VM exited: %w", hv.Err())
+		case <-agent.done:
+			return fmt.Errorf("agent connection closed: %w", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// watchPod notices the VM or the agent going away. Unless the shim is
+// tearing the pod down, that is a failure: the VM is killed, the pod's
+// context ends, every waiting agent call fails, and so every process still
+// running exits with status 255 (exit.go).
+func (s *service) watchPod(p *pod) {
+	var why string
+	select {
+	case <-p.hv.Done():
+		why = fmt.Sprintf("VM exited: %v", p.hv.Err())
+	case <-p.agent.done:
+		why = "agent connection closed"
+	}
+	if !p.stopping.Load() {
+		log.G(s.ctx).WithField("pod", p.id).Errorf("pod VM died: %s%s", why, consoleTail(p.stateDir))
+	}
+	_ = p.hv.Kill()
+	close(p.dead)
+	p.cancel()
+}
+
+// teardownPod ends the pod VM and removes its state: asks the agent to
+// destroy the sandbox and power off, waits for the VM (shutdown_timeout),
+// kills it if needed, unmounts everything left in the shared directory and
+// removes the state directory.
+func (s *service) teardownPod(ctx context.Context, p *pod) error {
+	p.stopping.Store(true)
+	if !p.isDead() {
+		cctx, cancel := p.callCtx(ctx)
+		if _, err := p.agent.sandbox.DestroySandbox(cctx, &api.DestroySandboxRequest{SandboxId: p.id}); err != nil {
+			log.G(ctx).WithError(err).Warn("destroying the sandbox in the guest")
+		}
+		if _, err := p.agent.sandbox.Shutdown(cctx, &api.ShutdownRequest{}); err != nil {
+			log.G(ctx).WithError(err).Debug("asking the guest to power off")
+		}
+		cancel()
+	}
+	sctx, cancel := context.WithTimeout(ctx, p.cfg.Agent.ShutdownTimeout.Std())
+	err := p.hv.Stop(sctx)
+	cancel()
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("stopping pod VM")
+		_ = p.hv.Kill()
+	}
+	<-p.hv.Done()
+	p.cancel()
+	_ = p.agent.close()
+	var errs []error
+	if err := p.hv.Cleanup(); err != nil {
+		errs = append(errs, fmt.Errorf("cleaning up pod VM: %w", err))
+	}
+	if err := s.mounter.Unmount(p.sharedDir); err != nil {
+		errs = append(errs, err)
+	}
+	if err := removeUnmounted(p.stateDir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// removeUnmounted removes dir unless something is still mounted under it:
+// removing through a bind mount would delete the user's files.
+func removeUnmounted(dir string) error {
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		return fmt.Errorf("reading mounts: %w", err)
+	}
+	if len(mounts) > 0 {
+		return fmt.Errorf("not removing %s: %s is still mounted", dir, mounts[0].Mountpoint)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("removing %s: %w", dir, err)
+	}
+	return nil
+}
+
+// consoleTail returns the end of the guest console log, formatted to follow
+// an error message, or "" when there is none.
+func consoleTail(stateDir string) string {
+	f, err := os.Open(filepath.Join(stateDir, consoleLogName))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const max = 2048
+	if fi, err := f.Stat(); err == nil && fi.Size() > max {
+		_, _ = f.Seek(-max, io.SeekEnd)
+	}
+	b, _ := io.ReadAll(f)
+	tail := strings.TrimSpace(string(b))
+	if tail == "" {
+		return ""
+	}
+	return "; guest console (" + filepath.Join(stateDir, consoleLogName) + ") ends:\n" + tail
+}

@@ -1,0 +1,161 @@
+package shim
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/v2/core/events"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/containerd/v2/pkg/shutdown"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+
+	"github.com/veil-runtime/veil/hypervisor"
+	"github.com/veil-runtime/veil/shim/config"
+)
+
+var (
+	_ taskAPI.TTRPCTaskService = (*service)(nil)
+	_ shim.TTRPCService        = (*service)(nil)
+)
+
+// service is the task service of one pod's shim.
+type service struct {
+	// ctx lives as long as the shim; it carries the shim's logger.
+	ctx       context.Context
+	namespace string
+	stateRoot string
+	sd        shutdown.Service
+	events    chan any
+	// done is closed when the shim shuts down; forwarded when the forwarder
+	// has published the last event.
+	done      <-chan struct{}
+	forwarded chan struct{}
+
+	newVM      NewHypervisor
+	dialAgent  func(context.Context, hypervisor.Hypervisor) (*agentConn, error)
+	mounter    mounter
+	loadConfig func(path string) (config.Config, error)
+
+	// createMu serialises Create, so the first one alone boots the VM.
+	createMu sync.Mutex
+	// exitMu orders a process's exit (state change + TaskExit) against
+	// Delete (state check + TaskDelete).
+	exitMu sync.Mutex
+
+	mu         sync.Mutex
+	pod        *pod
+	containers map[string]*container
+}
+
+// Options configure a task service.
+type Options struct {
+	// NewHypervisor creates the pod VM's driver.
+	NewHypervisor NewHypervisor
+	// StateRoot is where pod state directories go (DefaultStateRoot when empty).
+	StateRoot string
+}
+
+// NewTaskService returns the task service the shim library serves; ctx is
+// the shim's (its namespace and logger), publisher and sd the library's.
+func NewTaskService(ctx context.Context, publisher events.Publisher, sd shutdown.Service, opts Options) (taskAPI.TTRPCTaskService, error) {
+	return newService(ctx, publisher, sd, opts)
+}
+
+func newService(ctx context.Context, publisher events.Publisher, sd shutdown.Service, opts Options) (*service, error) {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if opts.NewHypervisor == nil {
+		return nil, fmt.Errorf("no hypervisor driver: %w", errdefs.ErrInvalidArgument)
+	}
+	root := opts.StateRoot
+	if root == "" {
+		root = DefaultStateRoot
+	}
+	s := &service{
+		ctx:        ctx,
+		namespace:  ns,
+		stateRoot:  root,
+		sd:         sd,
+		events:     make(chan any, 128),
+		done:       sd.Done(),
+		forwarded:  make(chan struct{}),
+		newVM:      opts.NewHypervisor,
+		dialAgent:  dialAgent,
+		mounter:    hostMounter{},
+		loadConfig: config.Load,
+		containers: make(map[string]*container),
+	}
+	// When the shim is told to exit (SIGTERM, or Shutdown), leave no VM,
+	// mount or state directory behind.
+	sd.RegisterCallback(func(ctx context.Context) error {
+		s.mu.Lock()
+		p := s.pod
+		s.pod = nil
+		s.mu.Unlock()
+		if p == nil {
+			return nil
+		}
+		return s.teardownPod(ctx, p)
+	})
+	go s.forward(ctx, publisher)
+	return s, nil
+}
+
+// RegisterTTRPC serves the task API (containerd.task.v3.Task).
+func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
+	taskAPI.RegisterTTRPCTaskService(server, s)
+	return nil
+}
+
+// lookup finds a container and one of its processes.
+func (s *service) lookup(id, execID string) (*container, *process, error) {
+	s.mu.Lock()
+	c := s.containers[id]
+	s.mu.Unlock()
+	if c == nil {
+		return nil, nil, fmt.Errorf("container %s: %w", id, errdefs.ErrNotFound)
+	}
+	p := c.process(execID)
+	if p == nil {
+		return nil, nil, fmt.Errorf("exec %s in container %s: %w", execID, id, errdefs.ErrNotFound)
+	}
+	return c, p, nil
+}
+
+// currentPod returns the pod VM, or an error when there is none yet.
+func (s *service) currentPod() (*pod, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pod == nil {
+		return nil, fmt.Errorf("no pod VM: %w", errdefs.ErrFailedPrecondition)
+	}
+	return s.pod, nil
+}
+
+// logCtx adds the pod and container to the request's logger.
+func (s *service) logCtx(ctx context.Context, id, execID string) context.Context {
+	s.mu.Lock()
+	pod := ""
+	if s.pod != nil {
+		pod = s.pod.id
+	}
+	s.mu.Unlock()
+	fields := log.Fields{"container": id}
+	if pod != "" {
+		fields["pod"] = pod
+	}
+	if execID != "" {
+		fields["exec"] = execID
+	}
+	return log.WithLogger(ctx, log.G(ctx).WithFields(fields))
+}
+
+func shimPid() uint32 { return uint32(os.Getpid()) }
