@@ -1,0 +1,93 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/veil-runtime/veil/attestation/evidence"
+	"github.com/veil-runtime/veil/attestation/kbs"
+)
+
+// checkVersion accepts protocol versions 0.4.x.
+func checkVersion(v string) error {
+	if v == kbs.ProtocolVersion || strings.HasPrefix(v, "0.4.") {
+		return nil
+	}
+	return fmt.Errorf("version: expected %s, seen %q", kbs.ProtocolVersion, v)
+}
+
+func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
+	log := s.log.With("remote", r.RemoteAddr, "step", "auth")
+	body, err := readBody(w, r, maxAuthBody)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, kbs.ErrorInvalidRequest, err.Error())
+		return
+	}
+	var req kbs.Request
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, kbs.ErrorInvalidRequest, "decoding request: "+err.Error())
+		return
+	}
+	if err := checkVersion(req.Version); err != nil {
+		log.Info("rejected", "reason", err)
+		writeError(w, http.StatusBadRequest, kbs.ErrorVersionUnsupported, err.Error())
+		return
+	}
+	if _, ok := s.verifiers[req.Tee]; !ok {
+		detail := fmt.Sprintf("tee: expected one of %v, seen %q", s.acceptedTees(), req.Tee)
+		if req.Tee == kbs.TeeSample {
+			detail = "tee: expected hardware evidence, seen \"sample\": this broker accepts sample evidence only when started in dev mode (--dev)"
+		}
+		log.Warn("rejected", "tee", req.Tee, "reason", detail)
+		writeError(w, http.StatusUnauthorized, kbs.ErrorAttestationFailed, detail)
+		return
+	}
+	if err := checkHashAlgorithms(req.ExtraParams); err != nil {
+		log.Info("rejected", "tee", req.Tee, "reason", err)
+		writeError(w, http.StatusBadRequest, kbs.ErrorInvalidRequest, err.Error())
+		return
+	}
+	se, err := s.sessions.open(req.Tee, s.cfg.Now(), s.cfg.NonceTTL)
+	if err != nil {
+		log.Error("opening session", "err", err)
+		writeError(w, http.StatusServiceUnavailable, kbs.ErrorInternal, err.Error())
+		return
+	}
+	extra, _ := json.Marshal(map[string]string{kbs.ExtraSelectedHashAlgorithm: string(kbs.SHA384)})
+	s.setCookie(w, r, se.id, se.expires)
+	attrs := []any{"session", logID(se.id), "tee", req.Tee}
+	if req.Tee == kbs.TeeSample {
+		attrs = append(attrs, "insecure", evidence.SampleWarning)
+	}
+	log.Info("challenge issued", attrs...)
+	writeJSON(w, kbs.Challenge{Nonce: se.nonce, ExtraParams: extra})
+}
+
+// checkHashAlgorithms fails when the guest lists the hashes it supports
+// and SHA-384, the only one this broker selects, is not among them.
+func checkHashAlgorithms(extra json.RawMessage) error {
+	var params map[string]any
+	if len(extra) == 0 || json.Unmarshal(extra, &params) != nil {
+		return nil
+	}
+	list, ok := params[kbs.ExtraSupportedHashAlgorithms].([]any)
+	if !ok {
+		return nil
+	}
+	if slices.ContainsFunc(list, func(v any) bool { s, _ := v.(string); return strings.EqualFold(s, string(kbs.SHA384)) }) {
+		return nil
+	}
+	return fmt.Errorf("extra-params %s: expected a list with sha384, seen %v", kbs.ExtraSupportedHashAlgorithms, list)
+}
+
+func (s *Server) acceptedTees() []kbs.Tee {
+	var out []kbs.Tee
+	for t := range s.verifiers {
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,166 @@
+package server
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/veil-runtime/veil/attestation/evidence"
+	"github.com/veil-runtime/veil/attestation/kbs"
+	"github.com/veil-runtime/veil/attestation/verify"
+)
+
+// Limits on request bodies.
+const (
+	maxAuthBody     = 4 << 10
+	maxAttestBody   = 1 << 20
+	maxResourceBody = 1 << 20
+	maxPolicyBody   = 1 << 20
+)
+
+// Config configures a Server.
+type Config struct {
+	// Store holds policies and resources.
+	Store *Store
+	// Verifiers check evidence per TEE. The sample verifier is added by
+	// the server itself, and only in Dev mode.
+	Verifiers map[kbs.Tee]verify.Verifier
+	// Dev accepts sample (software) evidence. Never in production.
+	Dev bool
+	// AdminToken authenticates the admin API; empty disables it.
+	AdminToken string
+	// TokenKey signs attestation tokens; nil generates one.
+	TokenKey *ecdsa.PrivateKey
+	// NonceTTL is how long a challenge stays valid (default 5 minutes).
+	NonceTTL time.Duration
+	// GrantTTL is how long an attestation lets a session read resources
+	// (default 10 minutes).
+	GrantTTL time.Duration
+	// MaxSessions bounds open sessions (default 10000).
+	MaxSessions int
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Log receives one line per decision.
+	Log *slog.Logger
+}
+
+// Server is the broker.
+type Server struct {
+	cfg       Config
+	verifiers map[kbs.Tee]verify.Verifier
+	sessions  *sessions
+	tokens    *tokens
+	log       *slog.Logger
+	mux       *http.ServeMux
+}
+
+// New returns a broker.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("server config: no store")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.NonceTTL == 0 {
+		cfg.NonceTTL = 5 * time.Minute
+	}
+	if cfg.GrantTTL == 0 {
+		cfg.GrantTTL = 10 * time.Minute
+	}
+	if cfg.MaxSessions == 0 {
+		cfg.MaxSessions = 10000
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.TokenKey == nil {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("generating token key: %w", err)
+		}
+		cfg.TokenKey = k
+	}
+	tok, err := newTokens(cfg.TokenKey)
+	if err != nil {
+		return nil, err
+	}
+	vs := map[kbs.Tee]verify.Verifier{}
+	for t, v := range cfg.Verifiers {
+		if t != kbs.TeeSample {
+			vs[t] = v
+		}
+	}
+	if cfg.Dev {
+		vs[kbs.TeeSample] = verify.Sample{}
+		cfg.Log.Warn("dev mode: accepting sample evidence", "insecure", evidence.SampleWarning)
+	}
+	s := &Server{cfg: cfg, verifiers: vs, sessions: newSessions(cfg.MaxSessions), tokens: tok, log: cfg.Log, mux: http.NewServeMux()}
+	s.mux.HandleFunc("POST "+kbs.PathAuth, s.handleAuth)
+	s.mux.HandleFunc("POST "+kbs.PathAttest, s.handleAttest)
+	s.mux.HandleFunc("GET "+kbs.PathResource+"{repo}/{type}/{tag}", s.handleResource)
+	s.routeAdmin()
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mux.ServeHTTP(w, r)
+}
+
+// NewHTTPServer wraps h in an http.Server with timeouts suited to the
+// broker; the caller sets TLSConfig and calls ListenAndServeTLS.
+func NewHTTPServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+	}
+}
+
+func writeError(w http.ResponseWriter, status int, typ, detail string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(kbs.ErrorInformation{Type: typ, Detail: detail})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+// readBody reads at most limit bytes and fails beyond.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, fmt.Errorf("request body over the %d byte limit", limit)
+		}
+		return nil, fmt.Errorf("reading request body: %w", err)
+	}
+	return body, nil
+}
+
+func (s *Server) setCookie(w http.ResponseWriter, r *http.Request, id string, expires time.Time) {
+	http.SetCookie(w, &http.Cookie{
+		Name:     kbs.SessionCookie,
+		Value:    id,
+		Path:     kbs.PathPrefix,
+		Expires:  expires,
+		HttpOnly: true,
+		Secure:   r.TLS != nil,
+		SameSite: http.SameSiteStrictMode,
+	})
+}
