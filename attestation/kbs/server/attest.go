@@ -116,7 +116,7 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.sessions.attest(se.id, g)
-	s.setCookie(w, r, se.id, g.expires)
+	s.setCookie(w, r, se.id)
 	log.Info("attestation accepted", "measurement", claims.Measurement, "init_data_digest", digest, "until", g.expires.UTC().Format(time.RFC3339))
 	writeJSON(w, kbs.AttestationResult{Token: token})
 }

@@ -57,7 +57,7 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	extra, _ := json.Marshal(map[string]string{kbs.ExtraSelectedHashAlgorithm: string(kbs.SHA384)})
-	s.setCookie(w, r, se.id, se.expires)
+	s.setCookie(w, r, se.id)
 	attrs := []any{"session", logID(se.id), "tee", req.Tee}
 	if req.Tee == kbs.TeeSample {
 		attrs = append(attrs, "insecure", evidence.SampleWarning)

@@ -153,12 +153,13 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return body, nil
 }
 
-func (s *Server) setCookie(w http.ResponseWriter, r *http.Request, id string, expires time.Time) {
+// setCookie sets the session cookie. It carries no expiry: the broker
+// enforces nonce and grant lifetimes itself, against its own clock.
+func (s *Server) setCookie(w http.ResponseWriter, r *http.Request, id string) {
 	http.SetCookie(w, &http.Cookie{
 		Name:     kbs.SessionCookie,
 		Value:    id,
 		Path:     kbs.PathPrefix,
-		Expires:  expires,
 		HttpOnly: true,
 		Secure:   r.TLS != nil,
 		SameSite: http.SameSiteStrictMode,
