@@ -1,0 +1,169 @@
+package shim
+
+import (
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/fifo"
+)
+
+func TestStdioThroughFIFOs(t *testing.T) {
+	a := newFakeAgent()
+	p := a.newProc("c1/")
+	dir := t.TempDir()
+	paths := map[string]string{}
+	for _, n := range []string{"stdin", "stdout", "stderr"} {
+		paths[n] = filepath.Join(dir, n)
+		if err := syscall.Mkfifo(paths[n], 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	// containerd's side: it opens the FIFOs before creating the task.
+	stdinW, err := fifo.OpenFifo(ctx, paths["stdin"], syscall.O_WRONLY|syscall.O_NONBLOCK|syscall.O_CREAT, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdoutR := must(fifo.OpenFifo(ctx, paths["stdout"], syscall.O_RDONLY|syscall.O_NONBLOCK, 0))
+	stderrR := must(fifo.OpenFifo(ctx, paths["stderr"], syscall.O_RDONLY|syscall.O_NONBLOCK, 0))
+
+	pio, err := startIO(ctx, ctx, a, "c1", "", stdio{stdin: paths["stdin"], stdout: paths["stdout"], stderr: paths["stderr"]}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stdinW.Write([]byte("input data")); err != nil {
+		t.Fatal(err)
+	}
+	stdinW.Close()
+	// CloseIO: what containerd wrote before closing reaches the process,
+	// then its stdin is closed.
+	pio.closeStdin(5 * time.Second)
+	a.mu.Lock()
+	gotIn, closed := string(p.stdin), p.closed
+	a.mu.Unlock()
+	if gotIn != "input data" || !closed {
+		t.Errorf("process stdin = %q (closed %v)", gotIn, closed)
+	}
+
+	p.out <- []byte("out1 ")
+	p.out <- []byte("out2")
+	p.errc <- []byte("err")
+	p.exit <- 0
+	pio.wait()
+	if b, _ := io.ReadAll(stdoutR); string(b) != "out1 out2" {
+		t.Errorf("stdout = %q", b)
+	}
+	if b, _ := io.ReadAll(stderrR); string(b) != "err" {
+		t.Errorf("stderr = %q", b)
+	}
+}
+
+func TestOutputPumpKeepsDrainingWhenReaderIsGone(t *testing.T) {
+	chunks := [][]byte{[]byte("a"), []byte("b"), []byte("c"), nil}
+	reads := 0
+	w := &failingWriter{}
+	err := pumpOutput(context.Background(), func(context.Context) ([]byte, error) {
+		b := chunks[reads]
+		reads++
+		return b, nil
+	}, w)
+	if err != nil || reads != 4 {
+		t.Errorf("pump stopped after %d reads: %v", reads, err)
+	}
+	if w.writes != 1 || !w.closed {
+		t.Errorf("writer: %d writes, closed %v; want 1 write then dropped", w.writes, w.closed)
+	}
+}
+
+type failingWriter struct {
+	writes int
+	closed bool
+}
+
+func (w *failingWriter) Write([]byte) (int, error) { w.writes++; return 0, syscall.EPIPE }
+func (w *failingWriter) Close() error              { w.closed = true; return nil }
+
+func TestTerminalHasNoStderrAndFileURIGetsBoth(t *testing.T) {
+	a := newFakeAgent()
+	p := a.newProc("c1/")
+	logPath := filepath.Join(t.TempDir(), "log", "c1.log")
+	ctx := context.Background()
+	pio, err := startIO(ctx, ctx, a, "c1", "", stdio{stdout: "file://" + logPath, stderr: "file://" + logPath}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.out <- []byte("o")
+	p.exit <- 0
+	p2 := a.newProc("c1/e")
+	pio.wait()
+	if b, _ := os.ReadFile(logPath); string(b) != "o" {
+		t.Errorf("log = %q", b)
+	}
+	// With a terminal only stdout is read: a stderr read would block forever
+	// on this fake, and wait() would not return.
+	pio2, err := startIO(ctx, ctx, a, "c1", "e", stdio{terminal: true}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2.exit <- 0
+	pio2.wait()
+}
+
+func TestUnsupportedStdioScheme(t *testing.T) {
+	if _, err := outputTarget(context.Background(), "binary:///usr/bin/logger?x=1"); err == nil {
+		t.Error("binary:// accepted")
+	}
+}
+
+func TestCleanupTaskKillsLeftoverVM(t *testing.T) {
+	root := t.TempDir()
+	stateDir := filepath.Join(root, "ns", "sb")
+	if err := os.MkdirAll(filepath.Join(stateDir, sharedDirName, "c1", "rootfs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A stand-in for the leftover QEMU: its command line names the state dir.
+	vm := exec.Command("/bin/sh", "-c", "sleep 600", stateDir)
+	if err := vm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = vm.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = vm.Process.Kill() })
+	if err := os.WriteFile(filepath.Join(stateDir, vmPidFile), []byte(itoa(vm.Process.Pid)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := &fakeMounter{}
+	// A container of the pod: only its share goes.
+	if err := cleanupTask(context.Background(), root, "ns", "sb", "c1", m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(stateDir, sharedDirName, "c1")); !os.IsNotExist(err) {
+		t.Errorf("container share left: %v", err)
+	}
+	select {
+	case <-exited:
+		t.Fatal("VM killed for a container's cleanup")
+	default:
+	}
+	// The sandbox: VM killed, shared dir unmounted, state removed.
+	if err := cleanupTask(context.Background(), root, "ns", "sb", "sb", m); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	if _, err := os.Stat(stateDir); !os.IsNotExist(err) {
+		t.Errorf("state dir left: %v", err)
+	}
+	if !slices.Contains(m.log, "unmount "+filepath.Join(stateDir, sharedDirName)) {
+		t.Errorf("mounts: %v", m.log)
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
