@@ -21,7 +21,7 @@ APT_PACKAGES=(
 	runc                         # runs containers inside the guest (copied into the initramfs)
 	busybox-static               # guest debugging and the e2e tier's busybox:static image
 	protobuf-compiler libprotobuf-dev  # make proto
-	cpio kmod zstd xz-utils      # guest image tooling
+	cpio kmod zstd xz-utils lz4  # guest image tooling (lz4 compresses the initramfs)
 	containernetworking-plugins iproute2 iptables  # CNI for the e2e tier
 	ca-certificates git
 )

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/veil-runtime/veil/tools/guest-image/cpio"
@@ -149,8 +150,6 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	}
 	defer os.RemoveAll(tmp)
 
-	files := newTree()
-
 	// The agent is /init.
 	agentBin := filepath.Join(tmp, "veil-agent")
 	goVersion, err := buildAgent(ctx, o.RepoDir, o.AgentPackage, agentBin)
@@ -158,13 +157,14 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 		return nil, err
 	}
 	m.Agent.Package, m.Agent.GoVersion = o.AgentPackage, goVersion
-	if err := files.addFile("/init", 0o755, agentBin); err != nil {
-		return nil, err
+	var c Contents
+	if c.Agent, err = os.ReadFile(agentBin); err != nil {
+		return nil, fmt.Errorf("reading the built agent: %w", err)
 	}
 
 	// runc and its libraries.
-	if err := files.addFile("/usr/bin/runc", 0o755, o.Runc); err != nil {
-		return nil, err
+	if c.Runc, err = os.ReadFile(o.Runc); err != nil {
+		return nil, fmt.Errorf("reading runc for the initramfs: %w", err)
 	}
 	if m.Runc.Version, err = dpkgVersion(ctx, o.RuncPackage); err != nil {
 		return nil, err
@@ -175,39 +175,31 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 		return nil, err
 	}
 	for _, l := range libs {
-		if err := files.addFile(l.Path, 0o755, l.Source); err != nil {
-			return nil, err
+		b, err := os.ReadFile(l.Source)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s for the initramfs: %w", l.Source, err)
 		}
+		c.Libraries = append(c.Libraries, File{Path: l.Path, Data: b})
 		lib := Library{Path: l.Path}
 		lib.Package, lib.Version = dpkgOwner(ctx, l.Path, l.Source)
 		m.Libraries = append(m.Libraries, lib)
 	}
 
-	// Kernel modules and the list the agent loads them from.
+	// Kernel modules.
 	mods, builtin, err := ResolveModules(ctx, k, o.Modules)
 	if err != nil {
 		return nil, err
 	}
+	c.Modules = mods
 	for _, mod := range mods {
-		files.add(mod.Path, cpio.TypeRegular|0o644, mod.Data)
 		m.Initramfs.Modules = append(m.Initramfs.Modules, mod.Name)
 	}
 	m.Initramfs.BuiltinModules = append([]string{}, builtin...)
 	if len(builtin) > 0 {
 		log.Info("modules built into the kernel, not copied", "modules", builtin)
 	}
-	files.add(ModulesListPath, cpio.TypeRegular|0o644, ModulesList(mods))
 
-	for _, d := range Dirs {
-		files.add(d, cpio.TypeDir|0o755, nil)
-	}
-	files.add("/tmp", cpio.TypeDir|0o1777, nil)
-	files.add("/root", cpio.TypeDir|0o700, nil)
-	// The kernel opens /dev/console for /init's stdio before devtmpfs is
-	// mounted.
-	files.addDev("/dev/console", 0o600, 5, 1)
-
-	entries := files.list()
+	entries := Entries(c)
 	for _, e := range entries {
 		if e.Mode&cpio.TypeMask == cpio.TypeRegular {
 			h := sha256.Sum256(e.Data)
@@ -258,6 +250,47 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	return &m, nil
 }
 
+// File is a regular file for the initramfs.
+type File struct {
+	Path string
+	Data []byte
+}
+
+// Contents are the parts of an initramfs.
+type Contents struct {
+	// Agent is the agent binary; it becomes /init.
+	Agent []byte
+	// Runc becomes /usr/bin/runc.
+	Runc []byte
+	// Libraries are runc's interpreter and shared libraries, at their paths.
+	Libraries []File
+	// Modules are the kernel modules in load order; ModulesListPath lists them.
+	Modules []Module
+}
+
+// Entries lays out the initramfs (see the package documentation).
+func Entries(c Contents) []cpio.Entry {
+	t := newTree()
+	for _, d := range Dirs {
+		t.add(d, cpio.TypeDir|0o755, nil)
+	}
+	t.add("/tmp", cpio.TypeDir|0o1777, nil)
+	t.add("/root", cpio.TypeDir|0o700, nil)
+	// The kernel opens /dev/console for /init's stdio before anything
+	// mounts devtmpfs.
+	t.addDev("/dev/console", 0o600, 5, 1)
+	t.add("/init", cpio.TypeRegular|0o755, c.Agent)
+	t.add("/usr/bin/runc", cpio.TypeRegular|0o755, c.Runc)
+	for _, l := range c.Libraries {
+		t.add(l.Path, cpio.TypeRegular|0o755, l.Data)
+	}
+	for _, m := range c.Modules {
+		t.add(m.Path, cpio.TypeRegular|0o644, m.Data)
+	}
+	t.add(ModulesListPath, cpio.TypeRegular|0o644, ModulesList(c.Modules))
+	return t.list()
+}
+
 // tree collects initramfs entries by path.
 type tree struct{ entries map[string]cpio.Entry }
 
@@ -281,21 +314,13 @@ func (t *tree) addDev(p string, perm, major, minor uint32) {
 	t.entries[e.Name] = e
 }
 
-func (t *tree) addFile(p string, perm uint32, src string) error {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return fmt.Errorf("reading %s for the initramfs: %w", src, err)
-	}
-	t.add(p, cpio.TypeRegular|perm, b)
-	return nil
-}
-
 func (t *tree) list() []cpio.Entry {
 	out := make([]cpio.Entry, 0, len(t.entries))
 	for _, e := range t.entries {
 		out = append(out, e)
 	}
-	return out // cpio.Write sorts
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 // buildAgent builds the agent reproducibly and returns the Go version used.

@@ -28,7 +28,7 @@ const (
 )
 
 // DefaultCompression is the measured best trade-off (README.md).
-const DefaultCompression = CompressZstd
+const DefaultCompression = CompressLZ4
 
 // ParseCompression checks a -compression value.
 func ParseCompression(s string) (Compression, error) {

@@ -1,0 +1,64 @@
+package guestimage
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/veil-runtime/veil/tools/guest-image/cpio"
+)
+
+func TestEntriesLayout(t *testing.T) {
+	c := Contents{
+		Agent: []byte("agent"),
+		Runc:  []byte("runc"),
+		Libraries: []File{
+			{Path: "/lib64/ld-linux-x86-64.so.2", Data: []byte("ld")},
+			{Path: "/lib/x86_64-linux-gnu/libc.so.6", Data: []byte("libc")},
+		},
+		Modules: []Module{
+			{Name: "9pnet", Path: "/lib/modules/r/kernel/net/9p/9pnet.ko", Data: []byte("9pnet")},
+			{Name: "9p", Path: "/lib/modules/r/kernel/fs/9p/9p.ko", Data: []byte("9p")},
+		},
+	}
+	var buf bytes.Buffer
+	if err := cpio.Write(&buf, Entries(c), 0); err != nil {
+		t.Fatalf("the layout is not a valid archive: %v", err)
+	}
+	got, err := cpio.Read(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		mode uint32
+		data string
+	}{
+		{"init", cpio.TypeRegular | 0o755, "agent"},
+		{"usr/bin/runc", cpio.TypeRegular | 0o755, "runc"},
+		{"lib64/ld-linux-x86-64.so.2", cpio.TypeRegular | 0o755, "ld"},
+		{"lib/x86_64-linux-gnu/libc.so.6", cpio.TypeRegular | 0o755, "libc"},
+		{"lib/modules/r/kernel/fs/9p/9p.ko", cpio.TypeRegular | 0o644, "9p"},
+		{"etc/veil/modules", cpio.TypeRegular | 0o644, "/lib/modules/r/kernel/net/9p/9pnet.ko\n/lib/modules/r/kernel/fs/9p/9p.ko\n"},
+		{"tmp", cpio.TypeDir | 0o1777, ""},
+		{"root", cpio.TypeDir | 0o700, ""},
+		{"dev/console", cpio.TypeChar | 0o600, ""},
+	} {
+		e, err := cpio.Find(got, tc.name)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if e.Mode != tc.mode || string(e.Data) != tc.data {
+			t.Errorf("%s: mode %#o data %q, want mode %#o data %q", tc.name, e.Mode, e.Data, tc.mode, tc.data)
+		}
+	}
+	if e, _ := cpio.Find(got, "dev/console"); e.RdevMajor != 5 || e.RdevMinor != 1 {
+		t.Errorf("/dev/console is %d:%d, want 5:1", e.RdevMajor, e.RdevMinor)
+	}
+	for _, d := range Dirs {
+		e, err := cpio.Find(got, d[1:])
+		if err != nil || e.Mode&cpio.TypeMask != cpio.TypeDir {
+			t.Errorf("directory %s missing (%v)", d, err)
+		}
+	}
+}
