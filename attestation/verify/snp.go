@@ -154,3 +154,18 @@ func snpClaims(r *spb.Report) (Claims, error) {
 		},
 	}, nil
 }
+
+// LoadAMDRoots reads a KDS certificate chain file (PEM: ASK then ARK, as
+// https://kdsintf.amd.com/vcek/v1/<product>/cert_chain serves it) and pins
+// it for productLine (Milan, Genoa, Turin...).
+func LoadAMDRoots(path, productLine string) (map[string][]*trust.AMDRootCerts, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading amd root certificates: %w", err)
+	}
+	r := trust.AMDRootCertsProduct(productLine)
+	if err := r.FromKDSCertBytes(raw); err != nil {
+		return nil, fmt.Errorf("parsing amd root certificates %s: %w", path, err)
+	}
+	return map[string][]*trust.AMDRootCerts{productLine: {r}}, nil
+}
