@@ -50,7 +50,7 @@ test-unit: ## unit tests: no VM, seconds
 
 .PHONY: test-vm
 test-vm: guest-image ## VM tests: real QEMU VMs with the real guest image and agent
-	VEIL_GUEST_DIR=$(GUEST) $(GO) test -count=1 -tags vm -timeout 30m -v ./tools/vmtest/...
+	VEIL_GUEST_DIR=$(GUEST) VEIL_CACHE_DIR=$(CACHE) $(GO) test -count=1 -tags vm -timeout 30m -v ./tools/vmtest/... ./tools/guest-image/...
 
 .PHONY: test-e2e
 test-e2e: guest-image build ## end to end: private containerd, ctr, crictl, local registry
