@@ -220,4 +220,3 @@ func configPath(opts *anypb.Any) (string, error) {
 	// Other option types (runc's) carry no config path.
 	return "", nil
 }
-

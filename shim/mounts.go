@@ -40,14 +40,14 @@ func rootfsTarget(cid string) string { return path.Join(cid, "rootfs") }
 //     of the share; read-only stays read-only (the shim also makes the host
 //     bind read-only). Other mounts (proc, sysfs, tmpfs, devpts, mqueue, ...)
 //     are made by runc in the guest and pass through.
-//   - Namespace paths name host namespaces (the CRI joins containers to the
-//     pause process's namespaces); they are dropped so the guest creates its
-//     own, and the network namespace is dropped altogether: every container
-//     of the pod uses the VM's network, which is the pod's.
+//   - The network namespace is dropped: every container of the pod uses the
+//     VM's network, which is the pod's. Other namespaces pass through with
+//     their host paths: a path is how the CRI says "the pod's namespace"
+//     (the pause process's), and the agent maps it to the pod's namespace in
+//     the guest (guest-agent/containers.RewriteSpec).
 //   - Hooks name host binaries and are dropped.
-//   - A systemd-style cgroups path ("slice:prefix:name") means nothing in the
-//     guest, which has no systemd; it becomes /veil/<cid>.
-//   - root.path becomes "rootfs" (the agent uses the rootfs storage).
+//   - root.path becomes "rootfs" (the agent uses the rootfs storage). The
+//     cgroups path is left to the agent, which puts containers under /veil.
 //
 // User and group IDs, env, cwd, capabilities, rlimits, resources, seccomp and
 // everything else pass through unchanged.
@@ -77,13 +77,9 @@ func guestSpec(cid string, spec *specs.Spec) (*specs.Spec, []hostBind) {
 		l := *spec.Linux
 		l.Namespaces = nil
 		for _, ns := range spec.Linux.Namespaces {
-			if ns.Type == specs.NetworkNamespace {
-				continue
+			if ns.Type != specs.NetworkNamespace {
+				l.Namespaces = append(l.Namespaces, ns)
 			}
-			l.Namespaces = append(l.Namespaces, specs.LinuxNamespace{Type: ns.Type})
-		}
-		if strings.Count(l.CgroupsPath, ":") == 2 {
-			l.CgroupsPath = "/veil/" + cid
 		}
 		out.Linux = &l
 	}

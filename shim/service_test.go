@@ -237,8 +237,8 @@ func TestCreateSharesMountsAndRewritesSpec(t *testing.T) {
 		t.Errorf("guest mounts = %+v", gs.Mounts)
 	}
 	for _, ns := range gs.Linux.Namespaces {
-		if ns.Type == specs.NetworkNamespace || ns.Path != "" {
-			t.Errorf("host namespace leaked to the guest: %+v", ns)
+		if ns.Type == specs.NetworkNamespace {
+			t.Errorf("host network namespace passed to the guest: %+v", ns)
 		}
 	}
 	if sb := h.agent.sandboxes; len(sb) != 1 || sb[0].Hostname != "pod-host" || sb[0].Storages[0].MountPoint != guestSharedDir || sb[0].Storages[0].Source != "veilshare" {
@@ -305,7 +305,9 @@ func TestKillAllStatsPidsUpdate(t *testing.T) {
 	res, _ := typeurl.MarshalAnyToProto(&timestampLike{})
 	res.Value = []byte(`{"cpu":{"shares":512}}`)
 	must(h.s.Update(ctx, &taskAPI.UpdateTaskRequest{ID: "c1", Resources: res}))
-	if !slices.ContainsFunc(h.agent.called(), func(c string) bool { return strings.HasPrefix(c, "UpdateContainer c1 ") && strings.Contains(c, `"shares":512`) }) {
+	if !slices.ContainsFunc(h.agent.called(), func(c string) bool {
+		return strings.HasPrefix(c, "UpdateContainer c1 ") && strings.Contains(c, `"shares":512`)
+	}) {
 		t.Errorf("update not passed on: %v", h.agent.called())
 	}
 }
