@@ -1,0 +1,23 @@
+// Command veil-kbs is veil's key broker: it verifies TEE evidence from
+// confidential pods and releases resources to those that match policy.
+//
+//	veil-kbs serve --store DIR --tls-cert CERT --tls-key KEY [--dev]
+//	veil-kbs policy get|set FILE
+//	veil-kbs resource-policy get|set FILE
+//	veil-kbs resource set REPO/TYPE/TAG FILE
+//	veil-kbs reference add FIELD HEX
+//
+// See attestation/README.md.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "veil-kbs:", err)
+		os.Exit(1)
+	}
+}
