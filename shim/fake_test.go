@@ -168,7 +168,7 @@ func (a *fakeAgent) CreateContainer(_ context.Context, r *api.CreateContainerReq
 	if err := json.Unmarshal(r.Spec, &s); err != nil {
 		return nil, err
 	}
-	if r.Rootfs.GetDriver() != "shared" || r.Rootfs.GetSource() != r.ContainerId+"/rootfs" {
+	if r.Rootfs.GetDriver() != "shared" || r.Rootfs.GetSource() != r.ContainerId+"/rootfs" || r.ContainerId == "rejected" {
 		return nil, errgrpc.ToGRPC(errdefs.ErrInvalidArgument)
 	}
 	a.mu.Lock()
