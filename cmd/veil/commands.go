@@ -1,0 +1,51 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+)
+
+// command runs one subcommand with its arguments.
+type command struct {
+	run   func(args []string, stdout io.Writer) error
+	usage string
+}
+
+// commands maps subcommand names to their implementations. Add new
+// subcommands here, one file each.
+var commands = map[string]command{
+	"initdata": {run: initdataCmd, usage: "build, print, digest and check init-data documents"},
+}
+
+func run(args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(os.Stdout, usage())
+		if len(args) == 0 {
+			return errors.New("no command")
+		}
+		return nil
+	}
+	c, ok := commands[args[0]]
+	if !ok {
+		return fmt.Errorf("unknown command %q\n%s", args[0], usage())
+	}
+	return c.run(args[1:], os.Stdout)
+}
+
+func usage() string {
+	var b strings.Builder
+	b.WriteString("usage: veil COMMAND [ARGS]\n")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(&b, "  %-10s %s\n", n, commands[n].usage)
+	}
+	return b.String()
+}
