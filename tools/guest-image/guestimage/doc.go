@@ -3,7 +3,10 @@
 //
 // The kernel is a pinned Debian package (KernelPin), fetched with apt-get
 // into the cache once and reused from there; its sha256 goes into the
-// manifest. The initramfs is a deterministic newc cpio archive holding:
+// manifest. To bump it, change KernelPin (README.md says how to try a
+// version first); when the pinned version has left the archive, FetchKernel
+// fails naming the versions that are there. The initramfs is a
+// deterministic newc cpio archive (package cpio), lz4-compressed, holding:
 //
 //	/init                        the veil agent, static, built reproducibly
 //	/usr/bin/runc                the host's runc (Debian package)

@@ -239,7 +239,10 @@ func ExtractKernel(ctx context.Context, cacheDir, deb, sum string) (ExtractedKer
 			return ExtractedKernel{}, fmt.Errorf("unpacking kernel package %s: %w", deb, err)
 		}
 		if err := os.Rename(tmp, root); err != nil {
-			return ExtractedKernel{}, fmt.Errorf("moving unpacked kernel into %s: %w", cacheDir, err)
+			// Another build may have unpacked the same package meanwhile.
+			if _, statErr := os.Stat(root); statErr != nil {
+				return ExtractedKernel{}, fmt.Errorf("moving unpacked kernel into %s: %w", cacheDir, err)
+			}
 		}
 	}
 	images, err := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
