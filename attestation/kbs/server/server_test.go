@@ -6,11 +6,15 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -557,4 +561,43 @@ func TestAdminAPI(t *testing.T) {
 	if err != nil || p.SNP == nil || p.SNP.Measurements[0] != "00" {
 		t.Fatalf("stored policy = %+v, %v", p, err)
 	}
+}
+
+func TestClientReattestsWhenGrantExpires(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	c := e.client(t, evidence.NewSNP(e.snpQuoteProvider(nil), e.log), initDoc)
+	if _, err := c.Resource(context.Background(), snpResource); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(11 * time.Minute)
+	if got, err := c.Resource(context.Background(), snpResource); err != nil || string(got) != secret {
+		t.Fatalf("after grant expiry: %q, %v", got, err)
+	}
+	if n := strings.Count(e.logs.String(), `"msg":"attestation accepted"`); n != 2 {
+		t.Fatalf("attested %d times, want 2", n)
+	}
+}
+
+func TestClientPinsBrokerCertificate(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	certPEM := pemCert(e.ts.Certificate().Raw)
+	c, err := client.New(client.Config{URL: e.ts.URL, Attester: evidence.NewSNP(e.snpQuoteProvider(nil), e.log), InitData: initDoc, RootCAsPEM: certPEM})
+	must(t, err)
+	if got, err := c.Resource(context.Background(), snpResource); err != nil || string(got) != secret {
+		t.Fatalf("with the broker's certificate pinned: %q, %v", got, err)
+	}
+	// httptest servers share one certificate, so make an unrelated CA.
+	caKey := newKey(t)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "other ca"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &caKey.PublicKey, caKey)
+	must(t, err)
+	c, err = client.New(client.Config{URL: e.ts.URL, Attester: evidence.NewSNP(e.snpQuoteProvider(nil), e.log), RootCAsPEM: pemCert(caDER)})
+	must(t, err)
+	if _, err := c.Attest(context.Background()); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("with another certificate pinned: %v", err)
+	}
+}
+
+func pemCert(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
