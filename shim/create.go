@@ -167,7 +167,7 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 		}
 	}()
 	c.init.pid = resp.GetPid()
-	pio, err := startIO(ctx, p.ctx, p.agent.process, c.id, "", c.init.stdio, p.cfg.Agent.CallTimeout.Std())
+	pio, err := startIO(ctx, p.ctx, p.agent.process, s.namespace, c.id, "", c.init.stdio, p.cfg.Agent.CallTimeout.Std())
 	if err != nil {
 		return err
 	}

@@ -23,7 +23,7 @@ import (
 const readChunk = 32 << 10
 
 // processIO pumps one guest process's stdio between containerd's side
-// (FIFOs or a file:// log) and the agent (ReadStdout/ReadStderr,
+// (FIFOs, a file:// log or a binary:// logger) and the agent (ReadStdout/ReadStderr,
 // WriteStdin/CloseStdin).
 //
 // Output pumps read until the agent reports EOF (empty data), which it does
@@ -41,8 +41,7 @@ type processIO struct {
 
 // outputTarget opens where containerd wants one output stream. It returns
 // nil for "" (discard). A plain path or fifo:// is a FIFO; file:// is a file
-// appended to (stdout and stderr both go to stdout's file, as runc's shim
-// does).
+// appended to.
 func outputTarget(ctx context.Context, uri string) (io.WriteCloser, error) {
 	if uri == "" {
 		return nil, nil
@@ -74,10 +73,44 @@ func outputTarget(ctx context.Context, uri string) (io.WriteCloser, error) {
 	}
 }
 
+// outputs opens the process's stdout and stderr destinations. A file:// or
+// binary:// stdout takes both streams, as in runc's shim: one log file, or
+// one logging binary (binary.go).
+func outputs(ctx context.Context, st stdio, ns, cid string) (stdout, stderr io.WriteCloser, err error) {
+	if u, perr := url.Parse(st.stdout); perr == nil && st.stdout != "" {
+		switch u.Scheme {
+		case "binary":
+			return startLogBinary(ctx, u, ns, cid)
+		case "file":
+			f, err := outputTarget(ctx, st.stdout)
+			if err != nil {
+				return nil, nil, err
+			}
+			if st.terminal {
+				return f, nil, nil
+			}
+			return f, nopCloser{f}, nil
+		}
+	}
+	if stdout, err = outputTarget(ctx, st.stdout); err != nil {
+		return nil, nil, err
+	}
+	if st.terminal {
+		return stdout, nil, nil
+	}
+	if stderr, err = outputTarget(ctx, st.stderr); err != nil {
+		if stdout != nil {
+			stdout.Close()
+		}
+		return nil, nil, err
+	}
+	return stdout, stderr, nil
+}
+
 // startIO opens containerd's side of the process's stdio and starts the
 // pumps. podCtx ends the waiting reads when the VM is gone; callTimeout
 // bounds each write to stdin.
-func startIO(ctx, podCtx context.Context, agent api.ProcessService, cid, execID string, st stdio, callTimeout time.Duration) (_ *processIO, retErr error) {
+func startIO(ctx, podCtx context.Context, agent api.ProcessService, ns, cid, execID string, st stdio, callTimeout time.Duration) (_ *processIO, retErr error) {
 	pio := &processIO{stdinDone: make(chan struct{})}
 	var closers []io.Closer
 	defer func() {
@@ -88,21 +121,13 @@ func startIO(ctx, podCtx context.Context, agent api.ProcessService, cid, execID 
 		}
 	}()
 
-	stdout, err := outputTarget(podCtx, st.stdout)
+	stdout, stderr, err := outputs(podCtx, st, ns, cid)
 	if err != nil {
 		return nil, err
 	}
-	if stdout != nil {
-		closers = append(closers, stdout)
-	}
-	var stderr io.WriteCloser
-	if !st.terminal {
-		if u, perr := url.Parse(st.stdout); perr == nil && u.Scheme == "file" && st.stdout != "" {
-			stderr = nopCloser{stdout} // one file for both, closed with stdout
-		} else if stderr, err = outputTarget(podCtx, st.stderr); err != nil {
-			return nil, err
-		} else if stderr != nil {
-			closers = append(closers, stderr)
+	for _, w := range []io.WriteCloser{stdout, stderr} {
+		if w != nil {
+			closers = append(closers, w)
 		}
 	}
 	if st.stdin != "" {

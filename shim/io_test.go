@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/fifo"
 )
 
@@ -35,7 +36,7 @@ func TestStdioThroughFIFOs(t *testing.T) {
 	stdoutR := must(fifo.OpenFifo(ctx, paths["stdout"], syscall.O_RDONLY|syscall.O_NONBLOCK, 0))
 	stderrR := must(fifo.OpenFifo(ctx, paths["stderr"], syscall.O_RDONLY|syscall.O_NONBLOCK, 0))
 
-	pio, err := startIO(ctx, ctx, a, "c1", "", stdio{stdin: paths["stdin"], stdout: paths["stdout"], stderr: paths["stderr"]}, 5*time.Second)
+	pio, err := startIO(ctx, ctx, a, "ns", "c1", "", stdio{stdin: paths["stdin"], stdout: paths["stdout"], stderr: paths["stderr"]}, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +97,7 @@ func TestTerminalHasNoStderrAndFileURIGetsBoth(t *testing.T) {
 	p := a.newProc("c1/")
 	logPath := filepath.Join(t.TempDir(), "log", "c1.log")
 	ctx := context.Background()
-	pio, err := startIO(ctx, ctx, a, "c1", "", stdio{stdout: "file://" + logPath, stderr: "file://" + logPath}, time.Second)
+	pio, err := startIO(ctx, ctx, a, "ns", "c1", "", stdio{stdout: "file://" + logPath, stderr: "file://" + logPath}, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +110,7 @@ func TestTerminalHasNoStderrAndFileURIGetsBoth(t *testing.T) {
 	}
 	// With a terminal only stdout is read: a stderr read would block forever
 	// on this fake, and wait() would not return.
-	pio2, err := startIO(ctx, ctx, a, "c1", "e", stdio{terminal: true}, time.Second)
+	pio2, err := startIO(ctx, ctx, a, "ns", "c1", "e", stdio{terminal: true}, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,8 +119,8 @@ func TestTerminalHasNoStderrAndFileURIGetsBoth(t *testing.T) {
 }
 
 func TestUnsupportedStdioScheme(t *testing.T) {
-	if _, err := outputTarget(context.Background(), "binary:///usr/bin/logger?x=1"); err == nil {
-		t.Error("binary:// accepted")
+	if _, _, err := outputs(context.Background(), stdio{stdout: "tcp://logs:514"}, "ns", "c1"); !errdefs.IsNotImplemented(err) {
+		t.Errorf("tcp:// stdout: %v", err)
 	}
 }
 
@@ -167,3 +168,28 @@ func TestCleanupTaskKillsLeftoverVM(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+func TestBinaryLogger(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	// A logger in the protocol's shape: ready by closing fd 5, then copy
+	// fds 3 and 4 to files.
+	script := filepath.Join(dir, "logger")
+	body := "#!/bin/sh\nexec 5>&-\ncat <&3 > \"$2.out\" &\ncat <&4 > \"$2.err\"\nwait\necho \"$CONTAINER_NAMESPACE/$CONTAINER_ID\" > \"$2.env\"\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, err := outputs(context.Background(), stdio{stdout: "binary://" + script + "?--path=" + out}, "ns", "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(stdout, "to stdout")
+	io.WriteString(stderr, "to stderr")
+	stdout.Close()
+	stderr.Close() // waits for the logger to exit
+	for suffix, want := range map[string]string{".out": "to stdout", ".err": "to stderr", ".env": "ns/c1\n"} {
+		if b, _ := os.ReadFile(out + suffix); string(b) != want {
+			t.Errorf("logger%s = %q, want %q", suffix, b, want)
+		}
+	}
+}
