@@ -145,8 +145,12 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		return nil, fmt.Errorf("configuring pod VM: %w", err)
 	}
 	log.G(ctx).WithFields(log.Fields{"vcpus": vcpus, "memory_mib": mem}).Info("starting pod VM")
-	// The VM outlives this request: start it under the shim's context.
-	if err := hv.Start(s.ctx); err != nil {
+	// The whole boot, from starting QEMU to the agent's first answer, is
+	// bounded by boot_timeout. The driver uses the context only for its
+	// control channel's handshake: the VM outlives this request.
+	bootCtx, cancel := context.WithTimeout(ctx, cfg.Agent.BootTimeout.Std())
+	defer cancel()
+	if err := hv.Start(bootCtx); err != nil {
 		_ = hv.Cleanup()
 		return nil, fmt.Errorf("starting pod VM: %w%s", err, consoleTail(stateDir))
 	}
@@ -161,8 +165,6 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		return nil, fmt.Errorf("writing VM pid file: %w", err)
 	}
 
-	bootCtx, cancel := context.WithTimeout(ctx, cfg.Agent.BootTimeout.Std())
-	defer cancel()
 	agent, err := s.dialAgent(bootCtx, hv)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the guest agent: %w%s", err, consoleTail(stateDir))
