@@ -47,6 +47,7 @@ func (e *Env) Close() error {
 	if err := unmountUnder(e.Dir, ""); err != nil {
 		errs = append(errs, err)
 	}
+	e.removeNamespaceCgroups()
 	if err := os.RemoveAll(e.Dir); err != nil {
 		errs = append(errs, fmt.Errorf("removing %s: %w", e.Dir, err))
 	}
@@ -101,7 +102,47 @@ func (e *Env) Leftovers() ([]string, error) {
 	for _, n := range netns {
 		out = append(out, "netns file "+n)
 	}
+	e.mu.Lock()
+	ids := append([]string(nil), e.ids...)
+	e.mu.Unlock()
+	for _, id := range ids {
+		cgs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", "*", id))
+		for _, cg := range cgs {
+			out = append(out, "cgroup "+cg)
+		}
+	}
 	return out, nil
+}
+
+// track remembers a pod or container ID for Leftovers.
+func (e *Env) track(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.ids = append(e.ids, id)
+}
+
+// namespaceCgroups lists the per-hierarchy parent cgroups containerd
+// creates for containers without a cgroup parent: one per containerd
+// namespace, "/k8s.io" for CRI and "/veil-e2e" for the harness's ctr.
+func namespaceCgroups() map[string]bool {
+	out := map[string]bool{}
+	for _, ns := range []string{"k8s.io", Namespace} {
+		found, _ := filepath.Glob("/sys/fs/cgroup/*/" + ns)
+		for _, f := range found {
+			out[f] = true
+		}
+	}
+	return out
+}
+
+// removeNamespaceCgroups removes the namespace cgroups this environment
+// created; rmdir leaves any that are still in use.
+func (e *Env) removeNamespaceCgroups() {
+	for cg := range namespaceCgroups() {
+		if !e.cgroupsBefore[cg] {
+			_ = unix.Rmdir(cg)
+		}
+	}
 }
 
 type proc struct {

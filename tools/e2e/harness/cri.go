@@ -77,6 +77,7 @@ func (e *Env) RunPod(ctx context.Context, handler, name string) (*Pod, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting pod %s under %s: %w", name, handler, err)
 	}
+	e.track(strings.TrimSpace(out))
 	return &Pod{ID: strings.TrimSpace(out), Name: name, Handler: handler, LogDir: logDir, config: cfg}, nil
 }
 
@@ -92,6 +93,7 @@ func (e *Env) CreateContainer(ctx context.Context, pod *Pod, config map[string]a
 	if err != nil {
 		return "", fmt.Errorf("creating container %s in pod %s: %w", name, pod.Name, err)
 	}
+	e.track(strings.TrimSpace(out))
 	return strings.TrimSpace(out), nil
 }
 

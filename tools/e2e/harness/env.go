@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -49,10 +50,13 @@ type Env struct {
 	Images   map[string]string
 	Handlers map[string]Handler
 
-	veilConfig string
-	daemon     *exec.Cmd
-	daemonDone chan error
-	log        *slog.Logger
+	veilConfig    string
+	cgroupsBefore map[string]bool // namespace cgroups that existed at Start
+	mu            sync.Mutex
+	ids           []string // pods and containers created through the Env
+	daemon        *exec.Cmd
+	daemonDone    chan error
+	log           *slog.Logger
 }
 
 // Namespace is the containerd namespace the harness's ctr commands use.
@@ -119,7 +123,8 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating environment directory: %w", err)
 	}
-	env = &Env{Dir: dir, RepoRoot: root, Address: filepath.Join(dir, "containerd.sock"), log: log, LogDir: opts.LogDir}
+	env = &Env{Dir: dir, RepoRoot: root, Address: filepath.Join(dir, "containerd.sock"), log: log, LogDir: opts.LogDir,
+		cgroupsBefore: namespaceCgroups()}
 	defer func() {
 		if err != nil {
 			if cerr := env.Close(); cerr != nil {

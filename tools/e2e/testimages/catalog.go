@@ -49,6 +49,34 @@ users:x:100:
 nogroup:x:65534:
 `
 
+// pgrep and ipcs stand in for applets Debian's busybox builds leave out and
+// critest runs inside its containers.
+const pgrep = `#!/bin/sh
+# pgrep PATTERN: the PIDs whose process name matches the extended regular
+# expression PATTERN (a stand-in: Debian's busybox has no pgrep).
+[ $# -eq 1 ] || { echo "usage: pgrep PATTERN" >&2; exit 2; }
+rc=1
+for d in /proc/[0-9]*; do
+	pid=${d#/proc/}
+	[ "$pid" = "$$" ] && continue
+	read -r comm <"$d/comm" 2>/dev/null || continue
+	if echo "$comm" | grep -qE -- "$1"; then echo "$pid"; rc=0; fi
+done
+exit $rc
+`
+
+const ipcs = `#!/bin/sh
+# ipcs [-m|-q|-s]: System V IPC objects as the kernel lists them in
+# /proc/sysvipc (a stand-in: Debian's busybox has no ipcs).
+case "${1:--m}" in
+-m) exec cat /proc/sysvipc/shm ;;
+-q) exec cat /proc/sysvipc/msg ;;
+-s) exec cat /proc/sysvipc/sem ;;
+esac
+echo "ipcs: unsupported option $1" >&2
+exit 2
+`
+
 // baseEntries is the skeleton every busybox image starts from.
 func baseEntries(passwdText, groupText string) []Entry {
 	return []Entry{
@@ -58,6 +86,8 @@ func baseEntries(passwdText, groupText string) []Entry {
 		File("etc/passwd", 0o644, []byte(passwdText)),
 		File("etc/group", 0o644, []byte(groupText)),
 		File("etc/nsswitch.conf", 0o644, []byte("passwd: files\ngroup: files\nhosts: files dns\n")),
+		File("usr/bin/pgrep", 0o755, []byte(pgrep)),
+		File("usr/bin/ipcs", 0o755, []byte(ipcs)),
 	}
 }
 

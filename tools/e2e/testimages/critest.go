@@ -54,7 +54,8 @@ func critestSpecs(base []Entry, sh v1.Config, p programs) []Spec {
 
 	return []Spec{
 		busybox(e2e + "busybox:1.29-2"),
-		web(e2e+"nginx:1.14-2", "usr/sbin/nginx", "-port", "80", "-pidfile", "/var/run/nginx.pid", "-banner", "nginx"),
+		// critest waits for "master process" in nginx's /proc/1/cmdline.
+		web(e2e+"nginx:1.14-2", "usr/sbin/nginx", "-port", "80", "-pidfile", "/var/run/nginx.pid", "-banner", "nginx: master process"),
 		web(e2e+"httpd:2.4.39-4", "usr/sbin/httpd", "-port", "80", "-banner", "httpd"),
 		web(staging+"hostnet-nginx-amd64:latest", "usr/sbin/nginx", "-port", "12003", "-banner", "nginx"),
 		nnp,
@@ -72,6 +73,9 @@ func critestSpecs(base []Entry, sh v1.Config, p programs) []Spec {
 		busybox(staging + "test-image-tags:1"),
 		busybox(staging + "test-image-tags:2"),
 		busybox(staging + "test-image-tags:3"),
-		{Name: "pause:3.9", Layers: [][]Entry{{File("pause", 0o755, p.pause)}}, Config: v1.Config{Entrypoint: []string{"/pause"}}},
+		// Labelled so it differs from the sandbox image: critest counts
+		// the tags of this one.
+		{Name: "pause:3.9", Layers: [][]Entry{{File("pause", 0o755, p.pause)}}, Config: v1.Config{
+			Entrypoint: []string{"/pause"}, Labels: map[string]string{"org.veil-runtime.e2e": "critest"}}},
 	}
 }

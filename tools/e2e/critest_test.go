@@ -1,0 +1,71 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/veil-runtime/veil/tools/e2e/harness"
+)
+
+// baselineFile records the critest cases that pass on runc here. Every
+// handler must pass all of them; the target for veil is runc's set.
+const baselineFile = "critest/runc-passed.txt"
+
+// TestCritest runs the whole critest conformance suite (critest's
+// default: no benchmarks) under each handler, writes the counts and the
+// passing set to the log directory, and fails when a case of the recorded
+// runc baseline does not pass. VEIL_E2E_UPDATE_BASELINE=1 rewrites the
+// baseline from a runc run.
+func TestCritest(t *testing.T) {
+	forEachHandler(t, func(t *testing.T, handler string) {
+		ctx := testContext(t, 60*time.Minute)
+		report := filepath.Join(env.LogDir, "critest-"+handler+".json")
+		cmd := env.CritestCommand(ctx, handler, report)
+		logf, err := os.Create(filepath.Join(env.LogDir, "critest-"+handler+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer logf.Close()
+		cmd.Stdout, cmd.Stderr = logf, logf
+		start := time.Now()
+		runErr := cmd.Run() // non-zero whenever a case fails; the report says which
+		data, err := os.ReadFile(report)
+		if err != nil {
+			t.Fatalf("critest wrote no report (exit: %v); see %s: %v", runErr, logf.Name(), err)
+		}
+		results, err := harness.ParseGinkgoReport(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		passed := harness.Passed(results)
+		t.Logf("critest under %s: %v in %s (log %s)", handler, harness.Count(results), time.Since(start).Round(time.Second), logf.Name())
+		if err := os.WriteFile(filepath.Join(env.LogDir, "critest-"+handler+"-passed.txt"), []byte(strings.Join(passed, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if handler == harness.Runc && os.Getenv("VEIL_E2E_UPDATE_BASELINE") == "1" {
+			header := "# critest v1.37.0 cases that pass with the runc handler in tools/e2e's environment.\n" +
+				"# Every handler must pass each of them. Regenerate: make test-e2e VEIL_E2E_UPDATE_BASELINE=1\n"
+			if err := os.WriteFile(baselineFile, []byte(header+strings.Join(passed, "\n")+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("wrote %d cases to %s", len(passed), baselineFile)
+			return
+		}
+		want, err := harness.ReadNames(baselineFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if missing := harness.Regressions(want, passed); len(missing) > 0 {
+			t.Errorf("%d of the %d baseline cases do not pass under %s (log %s):\n  %s",
+				len(missing), len(want), handler, logf.Name(), strings.Join(missing, "\n  "))
+		}
+		if extra := harness.Regressions(passed, want); len(extra) > 0 {
+			t.Logf("%d cases pass under %s beyond the baseline:\n  %s", len(extra), handler, strings.Join(extra, "\n  "))
+		}
+	})
+}

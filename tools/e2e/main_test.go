@@ -1,0 +1,97 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/veil-runtime/veil/tools/e2e/harness"
+)
+
+// env is the one private containerd all scenarios share; TestMain starts it
+// and removes it.
+var env *harness.Env
+
+// handlers are the CRI handlers every scenario runs under, from
+// VEIL_E2E_HANDLERS (comma-separated; default "runc").
+var handlers []string
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	handlers = strings.Split(os.Getenv("VEIL_E2E_HANDLERS"), ",")
+	if handlers[0] == "" {
+		handlers = []string{harness.Runc}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var err error
+	env, err = harness.Start(ctx, harness.Options{
+		LogDir: os.Getenv("VEIL_E2E_LOGS"),
+		Log:    slog.New(slog.NewTextHandler(os.Stderr, nil)),
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	code := m.Run()
+	if err := env.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: cleaning up:", err)
+		code = 1
+	}
+	return code
+}
+
+// forEachHandler runs fn as a subtest per handler. A handler that cannot run
+// here (shim or guest image missing) fails the test: the tier never skips.
+func forEachHandler(t *testing.T, fn func(t *testing.T, handler string)) {
+	for _, h := range handlers {
+		t.Run(h, func(t *testing.T) {
+			if err := env.CheckHandler(h); err != nil {
+				t.Fatal(err)
+			}
+			fn(t, h)
+		})
+	}
+}
+
+// crictl runs crictl with args and returns its standard output.
+func crictl(t *testing.T, ctx context.Context, args ...string) string {
+	t.Helper()
+	out, err := env.Run(ctx, env.Crictl(ctx, args...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// testContext returns a context that ends with the test or after d.
+func testContext(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// runPod starts a pod and removes it when the test ends.
+func runPod(t *testing.T, ctx context.Context, handler, name string) *harness.Pod {
+	t.Helper()
+	pod, err := env.RunPod(ctx, handler, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		// Already gone when the test removed it itself.
+		_, _ = env.Run(ctx, env.Crictl(ctx, "rmp", "--force", pod.ID))
+	})
+	return pod
+}
