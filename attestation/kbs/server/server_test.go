@@ -24,6 +24,9 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	tdxabi "github.com/google/go-tdx-guest/abi"
+	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
+	tdxdata "github.com/google/go-tdx-guest/testing/testdata"
 
 	"github.com/veil-runtime/veil/attestation/evidence"
 	"github.com/veil-runtime/veil/attestation/initdata"
@@ -85,6 +88,7 @@ type env struct {
 type envOpts struct {
 	dev       bool
 	realRoots bool // pin AMD's real roots instead of the test chain
+	tdx       bool // verify TDX quotes at the date go-tdx-guest's sample quote was valid
 	policy    func(*policy.Attestation)
 }
 
@@ -119,9 +123,13 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if o.realRoots {
 		snp.Roots = nil
 	}
+	verifiers := map[kbs.Tee]verify.Verifier{kbs.TeeSNP: snp}
+	if o.tdx {
+		verifiers[kbs.TeeTDX] = &verify.TDX{Now: func() time.Time { return time.Date(2023, 7, 1, 1, 0, 0, 0, time.UTC) }}
+	}
 	srv, err := server.New(server.Config{
 		Store:      store,
-		Verifiers:  map[kbs.Tee]verify.Verifier{kbs.TeeSNP: snp},
+		Verifiers:  verifiers,
 		Dev:        o.dev,
 		AdminToken: adminToken,
 		Now:        c.Now,
@@ -335,7 +343,12 @@ func (r *raw) do(method, path string, body any, cookie *http.Cookie) (*http.Resp
 
 func (r *raw) auth() (*http.Cookie, kbs.Challenge) {
 	r.t.Helper()
-	resp, body := r.do("POST", kbs.PathAuth, kbs.Request{Version: kbs.ProtocolVersion, Tee: kbs.TeeSNP, ExtraParams: json.RawMessage(`""`)}, nil)
+	return r.authTee(kbs.TeeSNP)
+}
+
+func (r *raw) authTee(tee kbs.Tee) (*http.Cookie, kbs.Challenge) {
+	r.t.Helper()
+	resp, body := r.do("POST", kbs.PathAuth, kbs.Request{Version: kbs.ProtocolVersion, Tee: tee, ExtraParams: json.RawMessage(`""`)}, nil)
 	if resp.StatusCode != http.StatusOK {
 		r.t.Fatalf("auth: %d %s", resp.StatusCode, body)
 	}
@@ -601,3 +614,43 @@ func TestClientPinsBrokerCertificate(t *testing.T) {
 func pemCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
+
+// TestTDXQuoteOverProtocol sends go-tdx-guest's sample quote through the
+// broker: it verifies up to the pinned Intel root and matches the MRTD
+// reference value, but it was not made for this challenge, so its report
+// data is the only violation and no key is released.
+func TestTDXQuoteOverProtocol(t *testing.T) {
+	q, err := tdxabi.QuoteToProto(tdxdata.RawQuote)
+	must(t, err)
+	mrtd := hex.EncodeToString(q.(*tdxpb.QuoteV4).GetTdQuoteBody().GetMrTd())
+	e := newEnv(t, envOpts{tdx: true, policy: func(p *policy.Attestation) { p.TDX = &policy.TDX{MRTDs: []string{mrtd}} }})
+	must(t, e.store.SetResourcePolicy(policy.Resources{Rules: []policy.ResourceRule{{Resource: "default/key/*", Tees: []kbs.Tee{kbs.TeeTDX}}}}))
+	r := e.raw(t)
+	key := newKey(t)
+	pub, _ := kbs.PublicKeyJWK(key)
+	cookie, ch := r.authTee(kbs.TeeTDX)
+	ev, err := evidence.NewTDX(fixedQuote(tdxdata.RawQuote), e.log).Evidence(context.Background(), [64]byte{})
+	must(t, err)
+	status, body := r.attest(cookie, kbs.Attestation{RuntimeData: kbs.RuntimeData{Nonce: ch.Nonce, TeePubKey: pub}, TeeEvidence: kbs.CompositeEvidence{PrimaryEvidence: ev}})
+	if status != http.StatusUnauthorized || !strings.Contains(body, "report_data: expected") || strings.Contains(body, "tdx.mrtd") || strings.Contains(body, "verifying") {
+		t.Fatalf("sample tdx quote: %d %s", status, body)
+	}
+	if r.resource(cookie) != http.StatusUnauthorized || e.released() != 0 {
+		t.Fatal("foreign tdx quote read a resource")
+	}
+	// Tampered, it fails verification before any policy.
+	bad := append([]byte(nil), tdxdata.RawQuote...)
+	bad[48+200] ^= 1
+	ev, err = evidence.NewTDX(fixedQuote(bad), e.log).Evidence(context.Background(), [64]byte{})
+	must(t, err)
+	cookie, ch = r.authTee(kbs.TeeTDX)
+	status, body = r.attest(cookie, kbs.Attestation{RuntimeData: kbs.RuntimeData{Nonce: ch.Nonce, TeePubKey: pub}, TeeEvidence: kbs.CompositeEvidence{PrimaryEvidence: ev}})
+	if status != http.StatusUnauthorized || !strings.Contains(body, "verifying tdx quote") {
+		t.Fatalf("tampered tdx quote: %d %s", status, body)
+	}
+}
+
+type fixedQuote []byte
+
+func (fixedQuote) IsSupported() error                     { return nil }
+func (q fixedQuote) GetRawQuote([64]byte) ([]byte, error) { return q, nil }
