@@ -38,10 +38,12 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 	}
 	if _, ok := s.verifiers[req.Tee]; !ok {
 		detail := fmt.Sprintf("tee: expected one of %v, seen %q", s.acceptedTees(), req.Tee)
+		attrs := []any{"tee", req.Tee, "reason", detail}
 		if req.Tee == kbs.TeeSample {
 			detail = "tee: expected hardware evidence, seen \"sample\": this broker accepts sample evidence only when started in dev mode (--dev)"
+			attrs = []any{"tee", req.Tee, "reason", detail, "insecure", evidence.SampleWarning}
 		}
-		log.Warn("rejected", "tee", req.Tee, "reason", detail)
+		log.Warn("rejected", attrs...)
 		writeError(w, http.StatusUnauthorized, kbs.ErrorAttestationFailed, detail)
 		return
 	}
