@@ -1,0 +1,93 @@
+// Package service serves the agent API (guest-agent/api) over ttrpc: the
+// Sandbox, Container and Process services. It translates requests into
+// calls on the container manager and the guest system, and errors into
+// gRPC status codes (containerd errdefs → errgrpc) at the RPC boundary, so
+// a bad request gets a clear code and leaves the agent serving.
+package service
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/ttrpc"
+
+	"github.com/veil-runtime/veil/guest-agent/api"
+	"github.com/veil-runtime/veil/guest-agent/containers"
+)
+
+// APIVersion is bumped when the agent API changes incompatibly.
+const APIVersion = 1
+
+// System is what the Sandbox service changes in the guest beyond
+// containers; the agent's implementation does it for real.
+type System interface {
+	containers.Mounter
+	SetHostname(name string) error
+	SetDNS(lines []string) error
+	// StartPIDNamespace starts the holder of the sandbox's shared PID
+	// namespace and returns its path; stop ends the holder.
+	StartPIDNamespace() (path string, stop func(), err error)
+}
+
+// Config is what the services need.
+type Config struct {
+	Containers *containers.Manager
+	System     System
+	Version    string
+	// SharedDir is where "shared" storages resolve (/run/veil/shared).
+	SharedDir string
+	// AgentStart is the time from kernel start to the agent's start.
+	AgentStart time.Duration
+	// Ready returns the time from kernel start to serving (0 before).
+	Ready func() time.Duration
+	// PowerOff is called once Shutdown has stopped the containers; the
+	// caller powers off after the reply has been sent.
+	PowerOff func()
+	Log      *slog.Logger
+}
+
+// Service holds the sandbox state behind the three API services.
+type Service struct {
+	cfg Config
+
+	mu        sync.Mutex
+	created   bool
+	mounts    []string
+	stopPause func()
+}
+
+// New returns a Service.
+func New(cfg Config) *Service {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Ready == nil {
+		cfg.Ready = func() time.Duration { return 0 }
+	}
+	if cfg.PowerOff == nil {
+		cfg.PowerOff = func() {}
+	}
+	return &Service{cfg: cfg}
+}
+
+// Register adds the three services to srv; transport names the listener
+// srv serves (reported by GuestDetails).
+func (s *Service) Register(srv *ttrpc.Server, transport string) {
+	api.RegisterSandboxService(srv, &sandboxAPI{s: s, transport: transport})
+	api.RegisterContainerService(srv, &containerAPI{s: s})
+	api.RegisterProcessService(srv, &processAPI{s: s})
+}
+
+// rpcErr converts an error to a gRPC status at the RPC boundary.
+func rpcErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return errgrpc.ToGRPC(err)
+}
+
+// withoutCancel keeps cleanup going when the caller gives up.
+func withoutCancel(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
