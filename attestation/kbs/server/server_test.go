@@ -654,3 +654,21 @@ type fixedQuote []byte
 
 func (fixedQuote) IsSupported() error                     { return nil }
 func (q fixedQuote) GetRawQuote([64]byte) ([]byte, error) { return q, nil }
+
+func TestClientFromInitData(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	d := &initdata.Document{Version: initdata.Version, Algorithm: initdata.Algorithm,
+		Broker: initdata.Broker{URL: e.ts.URL, Cert: string(pemCert(e.ts.Certificate().Raw))}}
+	doc, err := initdata.Marshal(d)
+	must(t, err)
+	a := evidence.NewSNP(e.snpQuoteProvider(func(r *snptest.Report) { r.HostData = initdata.SNPHostData(doc) }), e.log)
+	must(t, evidence.CheckInitData(context.Background(), a, doc))
+	c, err := client.FromInitData(doc, a, e.log)
+	must(t, err)
+	if got, err := c.Resource(context.Background(), snpResource); err != nil || string(got) != secret {
+		t.Fatalf("Resource = %q, %v\n%s", got, err, e.logs)
+	}
+	if !strings.Contains(e.logs.String(), hexDigest(doc)) {
+		t.Fatal("broker did not record the init-data digest")
+	}
+}
