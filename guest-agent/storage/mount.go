@@ -48,7 +48,7 @@ var flagOptions = map[string]struct {
 	"noatime": {true, unix.MS_NOATIME}, "atime": {false, unix.MS_NOATIME},
 	"nodiratime": {true, unix.MS_NODIRATIME}, "relatime": {true, unix.MS_RELATIME},
 	"strictatime": {true, unix.MS_STRICTATIME},
-	"bind": {true, unix.MS_BIND}, "rbind": {true, unix.MS_BIND | unix.MS_REC},
+	"bind":        {true, unix.MS_BIND}, "rbind": {true, unix.MS_BIND | unix.MS_REC},
 	"private": {true, unix.MS_PRIVATE}, "rprivate": {true, unix.MS_PRIVATE | unix.MS_REC},
 	"slave": {true, unix.MS_SLAVE}, "rslave": {true, unix.MS_SLAVE | unix.MS_REC},
 	"defaults": {false, 0},

@@ -1,0 +1,221 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	runc "github.com/containerd/go-runc"
+	"github.com/containerd/ttrpc"
+	"golang.org/x/sys/unix"
+
+	"github.com/veil-runtime/veil/guest-agent/boot"
+	"github.com/veil-runtime/veil/guest-agent/containers"
+	"github.com/veil-runtime/veil/guest-agent/reaper"
+	"github.com/veil-runtime/veil/guest-agent/service"
+	"github.com/veil-runtime/veil/guest-agent/storage"
+	"github.com/veil-runtime/veil/guest-agent/transport"
+)
+
+// Guest paths.
+const (
+	BundleRoot = "/run/veil/containers"
+	// PortName is the virtio-serial port the agent serves on.
+	PortName = "veil.agent"
+	// portWait bounds how long the agent waits for its port to appear.
+	portWait = 10 * time.Second
+)
+
+// Options configure Run.
+type Options struct {
+	Version string
+}
+
+// Run is the agent. As PID 1 it never returns: it powers the VM off on
+// Shutdown and, after logging it, on a fatal error. Run as another process
+// (for development) it returns the error.
+func Run(opts Options) (err error) {
+	start := boot.SinceBoot()
+	pid1 := os.Getpid() == 1
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+		}
+		if err != nil && pid1 {
+			log.Error("fatal: powering off", "err", err)
+			if perr := boot.PowerOff(log); perr != nil {
+				log.Error("power-off", "err", perr)
+			}
+			select {} // the kernel is powering off; never exit PID 1
+		}
+	}()
+	var consoleErr error
+	if pid1 {
+		if err := boot.MountSystem(); err != nil {
+			return err
+		}
+		// From here stdout and stderr are the console.
+		_, consoleErr = boot.Console()
+	}
+	params, err := boot.ReadCmdline()
+	if err != nil {
+		return err
+	}
+	level, lerr := boot.LogLevel(params)
+	log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("c", "veil-agent")
+	if lerr != nil {
+		log.Warn("log level", "err", lerr)
+	}
+	if consoleErr != nil {
+		log.Warn("console", "err", consoleErr)
+	}
+	log.Info("starting", "version", opts.Version, "since_boot", start)
+	a := &agent{log: log, start: start, version: opts.Version}
+	return a.run(pid1)
+}
+
+type agent struct {
+	log     *slog.Logger
+	start   time.Duration
+	ready   atomic.Int64
+	version string
+	reaper  *reaper.Reaper
+}
+
+func (a *agent) run(pid1 bool) error {
+	if pid1 {
+		if err := boot.LoadModules(a.log); err != nil {
+			return err
+		}
+		if err := boot.EnableControllers(boot.CgroupRoot); err != nil {
+			return err
+		}
+		if err := boot.SetHostname("veil"); err != nil {
+			return err
+		}
+	}
+	if err := boot.SetSubreaper(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a.reaper = reaper.New(a.log)
+	runc.Monitor = a.reaper
+	go a.reaper.Run(ctx)
+
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	if err := os.MkdirAll(BundleRoot, 0o700); err != nil {
+		return fmt.Errorf("creating bundle directory: %w", err)
+	}
+	mgr := containers.New(containers.Config{
+		Exits:      a.reaper,
+		BundleRoot: BundleRoot,
+		SharedDir:  storage.SharedDir,
+		CgroupRoot: boot.CgroupRoot,
+		NoPivot:    boot.RootIsInitramfs(string(mounts)),
+		Log:        a.log,
+	})
+	powerOff := make(chan struct{})
+	var once sync.Once
+	svc := service.New(service.Config{
+		Containers: mgr,
+		System:     &guest{reaper: a.reaper, log: a.log},
+		Version:    a.version,
+		SharedDir:  storage.SharedDir,
+		AgentStart: a.start,
+		Ready:      func() time.Duration { return time.Duration(a.ready.Load()) },
+		PowerOff:   func() { once.Do(func() { close(powerOff) }) },
+		Log:        a.log,
+	})
+
+	listeners, err := a.listen()
+	if err != nil {
+		return err
+	}
+	served := make(chan error, len(listeners))
+	var servers []*ttrpc.Server
+	for name, l := range listeners {
+		srv, err := ttrpc.NewServer()
+		if err != nil {
+			return fmt.Errorf("creating ttrpc server: %w", err)
+		}
+		svc.Register(srv, name)
+		servers = append(servers, srv)
+		go func() {
+			err := srv.Serve(ctx, l)
+			if errors.Is(err, ttrpc.ErrServerClosed) {
+				err = nil
+			}
+			served <- fmt.Errorf("serving on %s: %w", name, err)
+		}()
+		a.log.Info("serving", "transport", name, "addr", l.Addr().String())
+	}
+	ready := boot.SinceBoot()
+	a.ready.Store(int64(ready))
+	a.log.Info("ready", "kernel_to_agent", a.start, "kernel_to_ready", ready)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
+	select {
+	case err := <-served:
+		return err
+	case <-powerOff:
+		a.log.Info("shutdown requested")
+	case s := <-sigs:
+		a.log.Info("signal", "signal", s)
+		_ = mgr.RemoveAll(context.Background())
+	}
+	// Shutdown waits until the Shutdown reply has been written.
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	for _, srv := range servers {
+		_ = srv.Shutdown(sctx)
+	}
+	if !pid1 {
+		return nil
+	}
+	if err := boot.PowerOff(a.log); err != nil {
+		return err
+	}
+	select {}
+}
+
+// listen opens the agent's transports: the virtio-serial port when the VM
+// has it, vsock when the guest has /dev/vsock; at least one is required.
+func (a *agent) listen() (map[string]net.Listener, error) {
+	out := map[string]net.Listener{}
+	deadline := time.Now().Add(portWait)
+	for {
+		path, err := transport.PortDevice(PortName)
+		if err == nil {
+			out[transport.Serial] = transport.ListenSerial(path)
+			break
+		}
+		if transport.HaveVsock() || time.Now().After(deadline) {
+			a.log.Debug("no virtio-serial agent port", "err", err)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if transport.HaveVsock() {
+		l, err := transport.ListenVsock()
+		if err == nil {
+			out[transport.Vsock] = l
+		} else {
+			a.log.Warn("vsock", "err", err)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no agent transport: neither a virtio-serial port named %q nor /dev/vsock; start the VM with one of them", PortName)
+	}
+	return out, nil
+}
