@@ -38,9 +38,14 @@ func NewSNP(qp sevclient.QuoteProvider, log *slog.Logger) *SNP {
 // (/sys/kernel/config/tsm/report) when the kernel has it, else
 // /dev/sev-guest.
 func OpenSNP(log *slog.Logger) (*SNP, error) {
-	qp, err := sevclient.GetQuoteProvider()
-	if err != nil {
-		return nil, fmt.Errorf("opening sev-snp report interface (configfs-tsm or /dev/sev-guest): %w", err)
+	if c, err := linuxConfigFS(); err == nil {
+		if qp := NewConfigFSSNP(c); qp.IsSupported() {
+			return NewSNP(qp, log), nil
+		}
+	}
+	qp := &sevclient.LinuxIoctlQuoteProvider{}
+	if !qp.IsSupported() {
+		return nil, fmt.Errorf("opening sev-snp report interface: no configfs-tsm provider %s and no %s", providerSNP, sevGuestDevice)
 	}
 	return NewSNP(qp, log), nil
 }

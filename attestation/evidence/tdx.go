@@ -36,12 +36,13 @@ func NewTDX(qp tdxclient.QuoteProvider, log *slog.Logger) *TDX {
 
 // OpenTDX uses configfs-tsm (/sys/kernel/config/tsm/report).
 func OpenTDX(log *slog.Logger) (*TDX, error) {
-	qp, err := tdxclient.GetQuoteProvider()
+	c, err := linuxConfigFS()
 	if err != nil {
-		return nil, fmt.Errorf("opening tdx quote interface (configfs-tsm): %w", err)
+		return nil, fmt.Errorf("opening tdx quote interface: %w", err)
 	}
+	qp := NewConfigFSTDX(c)
 	if err := qp.IsSupported(); err != nil {
-		return nil, fmt.Errorf("opening tdx quote interface (configfs-tsm): %w", err)
+		return nil, fmt.Errorf("opening tdx quote interface: %w", err)
 	}
 	return NewTDX(qp, log), nil
 }
