@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -39,7 +40,9 @@ func run(args []string) error {
 	}
 	switch args[0] {
 	case "serve":
-		return serve(args[1:])
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return serve(ctx, args[1:], nil)
 	case "policy", "resource-policy", "resource", "reference":
 		return adminCommand(args[0], args[1:])
 	case "-h", "--help", "help":
@@ -49,7 +52,9 @@ func run(args []string) error {
 	return fmt.Errorf("unknown command %q\n%s", args[0], usage)
 }
 
-func serve(args []string) error {
+// serve runs the broker until ctx ends. ready, when not nil, receives the
+// listening address.
+func serve(ctx context.Context, args []string, ready chan<- string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	listen := fs.String("listen", ":8080", "address to listen on")
 	storeDir := fs.String("store", "/var/lib/veil-kbs", "store directory (policies, resources, keys)")
@@ -112,18 +117,23 @@ func serve(args []string) error {
 		return err
 	}
 	hs := server.NewHTTPServer(*listen, srv)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listening: %w", err)
+	}
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
 	errc := make(chan error, 1)
 	go func() {
-		log.Info("serving", "listen", *listen, "store", *storeDir, "tls", !*insecureHTTP, "dev", *dev)
+		log.Info("serving", "listen", ln.Addr().String(), "store", *storeDir, "tls", !*insecureHTTP, "dev", *dev)
 		if *insecureHTTP {
 			log.Warn("serving plain HTTP: tokens and sealed resources cross the network unencrypted")
-			errc <- hs.ListenAndServe()
+			errc <- hs.Serve(ln)
 			return
 		}
 		hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-		errc <- hs.ListenAndServeTLS(*tlsCert, *tlsKey)
+		errc <- hs.ServeTLS(ln, *tlsCert, *tlsKey)
 	}()
 	select {
 	case err := <-errc:

@@ -91,7 +91,7 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 	}
 	claims, err := s.verifiers[se.tee].Verify(r.Context(), att.TeeEvidence.PrimaryEvidence)
 	if err != nil {
-		reject(fmt.Errorf("tee-evidence: %w", err))
+		reject(fmt.Errorf("tee-evidence: expected %s evidence that verifies against the pinned roots, seen: %w", se.tee, err))
 		return
 	}
 	if claims.Tee != se.tee {

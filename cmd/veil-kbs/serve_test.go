@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/veil-runtime/veil/attestation/evidence"
+	"github.com/veil-runtime/veil/attestation/initdata"
+	"github.com/veil-runtime/veil/attestation/kbs/client"
+)
+
+// TestServeTLSDevMode runs the broker as the binary wires it (TLS, dev
+// mode, store on disk), configures it with the admin commands and lets a
+// sample guest fetch a secret.
+func TestServeTLSDevMode(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := writeCert(t, dir)
+	store := filepath.Join(dir, "store")
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, []string{"--store", store, "--listen", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile, "--dev"}, ready)
+	}()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	}
+	url := "https://" + addr
+	admin := []string{"--url", url, "--admin-token-file", filepath.Join(store, "admin-token"), "--ca", certFile}
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, args := range [][]string{
+		append(append([]string{"policy", "set"}, admin...), write("p.json", `{"sample":{}}`)),
+		append(append([]string{"resource-policy", "set"}, admin...), write("r.json", `{"rules":[{"resource":"dev/key/*","tees":["sample"]}]}`)),
+		append(append([]string{"resource", "set"}, admin...), "dev/key/one", write("k", "the-secret")),
+	} {
+		if err := run(args); err != nil {
+			t.Fatalf("veil-kbs %v: %v", args[:2], err)
+		}
+	}
+	caPEM, _ := os.ReadFile(certFile)
+	doc := []byte("version = \"0.1.0\"\nalgorithm = \"sha256\"\n")
+	d := initdata.Digest(doc)
+	c, err := client.New(client.Config{URL: url, Attester: evidence.NewSample(d[:], slog.New(slog.DiscardHandler)), InitData: doc, RootCAsPEM: caPEM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Resource(context.Background(), "dev/key/one")
+	if err != nil || string(got) != "the-secret" {
+		t.Fatalf("Resource = %q, %v", got, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve after shutdown: %v", err)
+	}
+}
+
+func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "veil-kbs test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
