@@ -152,3 +152,16 @@ func TestDecodeAnnotationRejects(t *testing.T) {
 		})
 	}
 }
+
+func TestQEMUValues(t *testing.T) {
+	doc := []byte(good)
+	h, err := base64.StdEncoding.DecodeString(QEMUHostData(doc))
+	d := Digest(doc)
+	if err != nil || !bytes.Equal(h, d[:]) {
+		t.Fatalf("host-data decodes to %x, want %x", h, d)
+	}
+	m, err := base64.StdEncoding.DecodeString(QEMUMRConfigID(doc))
+	if err != nil || len(m) != 48 || !bytes.Equal(m[:32], d[:]) {
+		t.Fatalf("mrconfigid decodes to %x", m)
+	}
+}
