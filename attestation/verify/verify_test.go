@@ -173,7 +173,13 @@ func TestSampleClaimsAreMarkedInsecure(t *testing.T) {
 	if c.Insecure == "" || c.Tee != kbs.TeeSample || c.HostData != "07" {
 		t.Fatalf("claims = %+v", c)
 	}
-	if _, err := (Sample{}).Verify(context.Background(), json.RawMessage(`{"report_data":"AAAA"}`)); err == nil {
-		t.Fatal("short report data accepted")
+	short, _ := json.Marshal(evidence.SampleEvidence{SVN: "1", ReportData: base64.StdEncoding.EncodeToString([]byte{1, 2})})
+	c, err = Sample{}.Verify(context.Background(), short)
+	if err != nil || c.ReportData != "0102"+strings.Repeat("00", 62) {
+		t.Fatalf("bare digest report data = %q, %v; want it zero padded to 64 bytes", c.ReportData, err)
+	}
+	long, _ := json.Marshal(evidence.SampleEvidence{ReportData: base64.StdEncoding.EncodeToString(make([]byte, 65))})
+	if _, err := (Sample{}).Verify(context.Background(), long); err == nil {
+		t.Fatal("65 bytes of report data accepted")
 	}
 }

@@ -672,3 +672,46 @@ func TestClientFromInitData(t *testing.T) {
 		t.Fatal("broker did not record the init-data digest")
 	}
 }
+
+// TestConcurrentAttestSpendsNonceOnce races the same valid attestation on
+// one session: exactly one wins.
+func TestConcurrentAttestSpendsNonceOnce(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	r := e.raw(t)
+	key := newKey(t)
+	cookie, ch := r.auth()
+	att := r.attestation(ch.Nonce, key, key)
+	body, err := json.Marshal(att)
+	must(t, err)
+	const n = 8
+	codes := make(chan int, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("POST", e.ts.URL+kbs.PathAttest, bytes.NewReader(body))
+			req.AddCookie(cookie)
+			resp, err := e.ts.Client().Do(req)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	ok := 0
+	for c := range codes {
+		if c == http.StatusOK {
+			ok++
+		} else if c != http.StatusUnauthorized {
+			t.Errorf("status %d", c)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d of %d concurrent attestations succeeded, want 1", ok, n)
+	}
+}
