@@ -1,6 +1,8 @@
 package testimages
 
 import (
+	"strings"
+
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -21,39 +23,39 @@ type programs struct{ pause, web, nnp []byte }
 func critestSpecs(base []Entry, sh v1.Config, p programs) []Spec {
 	const staging = "k8s-staging-cri-tools/"
 	const e2e = "e2e-test-images/"
-	busybox := func(name string, extra ...Entry) Spec {
-		layers := [][]Entry{base}
-		if len(extra) > 0 {
-			layers = append(layers, extra)
-		}
-		return Spec{Name: name, Layers: layers, Config: sh}
+	// busybox returns the base image plus a layer marking it with id, so
+	// that images critest expects to be distinct have distinct IDs (it
+	// counts the tags of an image); images sharing id are one image.
+	busybox := func(name, id string, extra ...Entry) Spec {
+		layer := append([]Entry{File(".critest-image", 0o644, []byte(id+"\n"))}, extra...)
+		return Spec{Name: name, Layers: [][]Entry{base, layer}, Config: sh}
 	}
+	repo := func(name string) string { return strings.SplitN(name, ":", 2)[0] }
+	own := func(name string, extra ...Entry) Spec { return busybox(name, name, extra...) }
 	withUser := func(name, user string) Spec {
-		s := busybox(name)
+		s := own(name)
 		s.Config.User = user
 		return s
 	}
 	web := func(name, binary string, args ...string) Spec {
-		s := busybox(name, File(binary, 0o755, p.web), Dir("var/run", 0o755))
+		s := own(name, File(binary, 0o755, p.web), Dir("var/run", 0o755))
 		s.Config.Entrypoint = append([]string{"/" + binary}, args...)
 		s.Config.Cmd = nil
 		return s
 	}
-	marker := func(name string) Entry { return File(name, 0o644, []byte(name+"\n")) }
-
-	predefined := busybox(staging+"test-image-predefined-group:latest",
+	predefined := own(staging+"test-image-predefined-group:latest",
 		File("etc/passwd", 0o644, []byte(passwd+"default-user:x:1000:1000::/home/default-user:/bin/sh\n")),
 		File("etc/group", 0o644, []byte(group+"default-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n")),
 		Entry{Path: "home/default-user", Mode: 0o755, Dir: true, UID: 1000, GID: 1000},
 	)
 	predefined.Config.User = "1000"
 
-	nnp := busybox(e2e+"nonewprivs:1.3", File("nonewprivs", 0o4755, p.nnp))
+	nnp := own(e2e+"nonewprivs:1.3", File("nonewprivs", 0o4755, p.nnp))
 	nnp.Config.Entrypoint = []string{"/nonewprivs"}
 	nnp.Config.Cmd = nil
 
 	return []Spec{
-		busybox(e2e + "busybox:1.29-2"),
+		own(e2e + "busybox:1.29-2"),
 		// critest waits for "master process" in nginx's /proc/1/cmdline.
 		web(e2e+"nginx:1.14-2", "usr/sbin/nginx", "-port", "80", "-pidfile", "/var/run/nginx.pid", "-banner", "nginx: master process"),
 		web(e2e+"httpd:2.4.39-4", "usr/sbin/httpd", "-port", "80", "-banner", "httpd"),
@@ -64,15 +66,16 @@ func critestSpecs(base []Entry, sh v1.Config, p programs) []Spec {
 		withUser(staging+"test-image-user-uid-group:latest", "1003:1003"),
 		withUser(staging+"test-image-user-username-group:latest", "www-data:www-data"),
 		predefined,
-		busybox(staging + "test-image-latest:latest"),
-		busybox(staging + "test-image-tag:test"),
-		busybox(staging + "test-image-tag:all"),
-		busybox(staging+"test-image-1:latest", marker("test-image-1")),
-		busybox(staging+"test-image-2:latest", marker("test-image-2")),
-		busybox(staging+"test-image-3:latest", marker("test-image-3")),
-		busybox(staging + "test-image-tags:1"),
-		busybox(staging + "test-image-tags:2"),
-		busybox(staging + "test-image-tags:3"),
+		own(staging + "test-image-latest:latest"),
+		own(staging + "test-image-tag:test"),
+		own(staging + "test-image-tag:all"),
+		own(staging + "test-image-1:latest"),
+		own(staging + "test-image-2:latest"),
+		own(staging + "test-image-3:latest"),
+		// One image under three tags.
+		busybox(staging+"test-image-tags:1", repo(staging+"test-image-tags:1")),
+		busybox(staging+"test-image-tags:2", repo(staging+"test-image-tags:2")),
+		busybox(staging+"test-image-tags:3", repo(staging+"test-image-tags:3")),
 		// Labelled so it differs from the sandbox image: critest counts
 		// the tags of this one.
 		{Name: "pause:3.9", Layers: [][]Entry{{File("pause", 0o755, p.pause)}}, Config: v1.Config{
