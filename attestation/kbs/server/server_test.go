@@ -209,6 +209,9 @@ func TestSampleHappyPathInDevMode(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Attest: %v\nlogs:\n%s", err, e.logs)
 	}
+	if strings.Contains(e.logs.String(), token) || strings.Contains(e.logs.String(), strings.Split(token, ".")[2]) {
+		t.Fatal("broker logged the token")
+	}
 	claims := tokenClaims(t, token)
 	if claims["tee"] != "sample" || !strings.Contains(claims["insecure"].(string), "INSECURE") {
 		t.Fatalf("sample token claims = %v, want tee sample and an insecure marker", claims)
@@ -420,6 +423,11 @@ func TestReplayedNonce(t *testing.T) {
 	}
 	if status := r.resource(cookie2); status != http.StatusUnauthorized {
 		t.Fatalf("replaying session read a resource: %d", status)
+	}
+	for _, c := range []*http.Cookie{cookie, cookie2} {
+		if strings.Contains(e.logs.String(), c.Value) {
+			t.Fatal("broker logged a session id")
+		}
 	}
 }
 
