@@ -24,8 +24,8 @@ type Launch struct {
 	VCPUs      uint32
 	MemoryMiB  uint32
 	// Accel is AccelKVM or AccelTCG (never auto).
-	Accel       hypervisor.Accel
-	TBSizeMiB   uint32
+	Accel     hypervisor.Accel
+	TBSizeMiB uint32
 	// Transport is TransportSerial or TransportVsock (never auto).
 	Transport hypervisor.Transport
 	VsockCID  uint32

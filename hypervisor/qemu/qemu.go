@@ -60,7 +60,7 @@ type QEMU struct {
 	started bool
 	cmd     *exec.Cmd
 	qmp     *qmp
-	exitErr error // set before done is closed
+	exitErr error // written once, before done is closed; read after
 }
 
 // New checks cfg and resolves what it leaves to the host: the QEMU binary,
@@ -149,11 +149,12 @@ func (q *QEMU) path(name string) string { return filepath.Join(q.cfg.StateDir, n
 // Start launches QEMU and returns once it answers QMP query-status.
 func (q *QEMU) Start(ctx context.Context) (err error) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	if q.started {
+		q.mu.Unlock()
 		return fmt.Errorf("starting vm %s: already started", q.cfg.ID)
 	}
 	q.started = true
+	q.mu.Unlock()
 	if err := q.removeFiles(); err != nil {
 		return fmt.Errorf("starting vm %s: clearing state dir: %w", q.cfg.ID, err)
 	}
@@ -220,7 +221,9 @@ func (q *QEMU) Start(ctx context.Context) (err error) {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting vm %s: running %s: %w", q.cfg.ID, q.binary, err)
 	}
+	q.mu.Lock()
 	q.cmd = cmd
+	q.mu.Unlock()
 	for _, f := range files {
 		f.Close()
 	}
@@ -232,7 +235,9 @@ func (q *QEMU) Start(ctx context.Context) (err error) {
 		q.killAndReap()
 		return fmt.Errorf("starting vm %s: %w", q.cfg.ID, q.withExit(err))
 	}
+	q.mu.Lock()
 	q.qmp = qc
+	q.mu.Unlock()
 	q.logger.Info("vm started", "pid", cmd.Process.Pid, "accel", q.accel, "transport", q.transport,
 		"vcpus", q.cfg.VCPUs, "memory_mib", q.cfg.MemoryMiB, "elapsed", time.Since(started))
 	return nil
@@ -276,10 +281,8 @@ func (q *QEMU) wait(cmd *exec.Cmd) {
 	if t := tail(q.path(ConsoleLog), tailBytes); t != "" {
 		fmt.Fprintf(&b, "\n--- console.log (tail) ---\n%s", t)
 	}
-	q.mu.Lock()
 	q.exitErr = fmt.Errorf("%w: %s", hypervisor.ErrVMExited, b.String())
-	q.mu.Unlock()
-	close(q.done)
+	close(q.done) // publishes exitErr
 	q.logger.Info("vm exited", "pid", cmd.Process.Pid, "status", status)
 }
 
@@ -428,8 +431,6 @@ func (q *QEMU) Err() error {
 	default:
 		return nil
 	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
 	return q.exitErr
 }
 

@@ -105,9 +105,6 @@ func (q *qmp) executeLocked(ctx context.Context, cmd string, args any) (json.Raw
 // deadline makes ctx's end interrupt blocked reads and writes on the
 // connection; the returned func undoes it.
 func (q *qmp) deadline(ctx context.Context) func() {
-	if d, ok := ctx.Deadline(); ok {
-		_ = q.conn.SetDeadline(d)
-	}
 	stop := context.AfterFunc(ctx, func() { _ = q.conn.SetDeadline(time.Now()) })
 	return func() {
 		stop()
