@@ -90,91 +90,104 @@ func PortDevice(name string) (string, error) {
 const hostPollInterval = 20 * time.Millisecond
 
 // SerialListener serves connections on a virtio-serial port. The port is
-// one stream with no connection boundaries, so Accept returns one
-// connection at a time: the next Accept waits until the current connection
-// is closed (the host disconnected and ttrpc dropped it) and then reopens
-// the port for the next host connection.
+// one byte stream with no connection boundaries, so the listener keeps the
+// port open and makes them: Accept returns one connection at a time, once
+// the host side is connected; a connection ends (io.EOF) when the host
+// disconnects, or when a new host client has taken over the stream, which
+// shows as a ttrpc request whose stream ID does not increase (a client
+// counts from 1). A quick reconnect can hide the disconnect from the guest
+// entirely; the stream ID check still catches it, and the new client's
+// first bytes go to the next connection.
 type SerialListener struct {
 	path   string
 	closed chan struct{}
 	once   sync.Once
 	// free has one token while no connection is open.
 	free chan struct{}
+
+	mu   sync.Mutex
+	fd   int
+	port *framer
 }
 
 // ListenSerial returns a listener on the port device at path.
 func ListenSerial(path string) *SerialListener {
-	l := &SerialListener{path: path, closed: make(chan struct{}), free: make(chan struct{}, 1)}
+	l := &SerialListener{path: path, closed: make(chan struct{}), free: make(chan struct{}, 1), fd: -1}
 	l.free <- struct{}{}
 	return l
 }
 
 var _ net.Listener = (*SerialListener)(nil)
 
-// Accept waits for the previous connection to close, then opens the port
-// once the host side is connected.
+// Accept waits for the previous connection to close and for the host side
+// to be connected.
 func (l *SerialListener) Accept() (net.Conn, error) {
 	select {
 	case <-l.free:
 	case <-l.closed:
 		return nil, net.ErrClosed
 	}
-	select {
-	case <-l.closed:
-		l.free <- struct{}{}
-		return nil, net.ErrClosed
-	default:
-	}
 	for {
-		f, err := l.open()
-		if err != nil {
-			l.free <- struct{}{}
-			return nil, err
-		}
-		if f != nil {
-			return &serialConn{f: f, addr: serialAddr(l.path), release: func() { l.free <- struct{}{} }}, nil
-		}
 		select {
 		case <-l.closed:
 			l.free <- struct{}{}
 			return nil, net.ErrClosed
+		default:
+		}
+		ok, err := l.hostConnected()
+		if err != nil {
+			l.free <- struct{}{}
+			return nil, err
+		}
+		if ok {
+			return &serialConn{l: l, addr: serialAddr(l.path)}, nil
+		}
+		select {
+		case <-l.closed:
 		case <-time.After(hostPollInterval):
 		}
 	}
 }
 
-// open opens the port; nil when the host is not connected (the port then
-// polls as hung up).
-func (l *SerialListener) open() (*os.File, error) {
-	fd, err := unix.Open(l.path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
-	if errors.Is(err, unix.EBUSY) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("opening agent port %s: %w", l.path, err)
+// hostConnected opens the port on first use and reports whether the host
+// side is connected (the port polls as hung up while it is not).
+func (l *SerialListener) hostConnected() (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.port == nil {
+		fd, err := unix.Open(l.path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+		if errors.Is(err, unix.EBUSY) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("opening agent port %s: %w", l.path, err)
+		}
+		l.fd = fd
+		l.port = newFramer(os.NewFile(uintptr(fd), l.path))
 	}
 	for {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		fds := []unix.PollFd{{Fd: int32(l.fd), Events: unix.POLLIN}}
 		_, err := unix.Poll(fds, int(hostPollInterval/time.Millisecond))
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
-			unix.Close(fd)
-			return nil, fmt.Errorf("polling agent port %s: %w", l.path, err)
+			return false, fmt.Errorf("polling agent port %s: %w", l.path, err)
 		}
-		if fds[0].Revents&unix.POLLHUP != 0 {
-			// No host connection: reads would return EOF at once.
-			unix.Close(fd)
-			return nil, nil
-		}
-		return os.NewFile(uintptr(fd), l.path), nil
+		return fds[0].Revents&unix.POLLHUP == 0, nil
 	}
 }
 
-// Close stops Accept; an open connection stays usable until closed.
+// Close stops Accept and closes the port.
 func (l *SerialListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
+	l.once.Do(func() {
+		close(l.closed)
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.port != nil {
+			_ = l.port.f.Close()
+		}
+	})
 	return nil
 }
 
@@ -186,26 +199,49 @@ type serialAddr string
 func (a serialAddr) Network() string { return Serial }
 func (a serialAddr) String() string  { return string(a) }
 
-// serialConn is an open port as a net.Conn.
+// serialConn is one host connection on the port.
 type serialConn struct {
-	f       *os.File
-	addr    serialAddr
-	once    sync.Once
-	release func()
+	l    *SerialListener
+	addr serialAddr
+	mu   sync.Mutex
+	done bool
 }
 
-func (c *serialConn) Read(p []byte) (int, error)  { return c.f.Read(p) }
-func (c *serialConn) Write(p []byte) (int, error) { return c.f.Write(p) }
-func (c *serialConn) Close() error {
-	err := net.ErrClosed
-	c.once.Do(func() {
-		err = c.f.Close()
-		c.release()
-	})
-	return err
+func (c *serialConn) ended() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.done
 }
+
+func (c *serialConn) Read(p []byte) (int, error) {
+	if c.ended() {
+		return 0, net.ErrClosed
+	}
+	return c.l.port.Read(p)
+}
+
+// Write sends to the host unless this connection has ended: a reply to a
+// client that is gone must not reach its successor.
+func (c *serialConn) Write(p []byte) (int, error) {
+	if c.ended() {
+		return 0, net.ErrClosed
+	}
+	return c.l.port.f.Write(p)
+}
+
+func (c *serialConn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done {
+		return net.ErrClosed
+	}
+	c.done = true
+	c.l.free <- struct{}{}
+	return nil
+}
+
 func (c *serialConn) LocalAddr() net.Addr                { return c.addr }
 func (c *serialConn) RemoteAddr() net.Addr               { return serialAddr("host") }
-func (c *serialConn) SetDeadline(t time.Time) error      { return c.f.SetDeadline(t) }
-func (c *serialConn) SetReadDeadline(t time.Time) error  { return c.f.SetReadDeadline(t) }
-func (c *serialConn) SetWriteDeadline(t time.Time) error { return c.f.SetWriteDeadline(t) }
+func (c *serialConn) SetDeadline(t time.Time) error      { return nil }
+func (c *serialConn) SetReadDeadline(t time.Time) error  { return nil }
+func (c *serialConn) SetWriteDeadline(t time.Time) error { return nil }

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -40,39 +41,40 @@ func TestParseDevNumber(t *testing.T) {
 }
 
 // TestSerialListenerOneConnectionAtATime uses a FIFO as a stand-in port:
-// it is readable once the other side has written, like a port with a host
-// connected.
+// it polls as connected while the test holds it open.
 func TestSerialListenerOneConnectionAtATime(t *testing.T) {
 	fifo := filepath.Join(t.TempDir(), "port")
 	must(t, unix.Mkfifo(fifo, 0o600))
 	w, err := os.OpenFile(fifo, os.O_RDWR, 0)
 	must(t, err)
 	defer w.Close()
-	_, err = w.Write([]byte("hi"))
+	first := frame(1, frameRequest, "one")
+	second := frame(1, frameRequest, "two")
+	_, err = w.Write(append(append([]byte{}, first...), second...))
 	must(t, err)
 
 	l := ListenSerial(fifo)
 	c1, err := l.Accept()
 	must(t, err)
-	buf := make([]byte, 2)
-	if _, err := io.ReadFull(c1, buf); err != nil || string(buf) != "hi" {
-		t.Fatalf("read %q, %v", buf, err)
+	got, err := io.ReadAll(c1)
+	if err != nil || !bytes.Equal(got, first) {
+		t.Fatalf("first connection read %q, %v", got, err)
 	}
-	second := make(chan net.Conn)
+	second2 := make(chan net.Conn)
 	go func() {
 		c, err := l.Accept()
 		if err != nil {
 			t.Error(err)
 		}
-		second <- c
+		second2 <- c
 	}()
-	_, err = w.Write([]byte("again"))
-	must(t, err)
-	// The second Accept can only proceed after c1 is closed.
 	must(t, c1.Close())
-	c2 := <-second
-	buf = make([]byte, 5)
-	if _, err := io.ReadFull(c2, buf); err != nil || string(buf) != "again" {
+	c2 := <-second2
+	if _, err := c1.Write([]byte("stale")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write on an ended connection = %v, want net.ErrClosed", err)
+	}
+	buf := make([]byte, len(second))
+	if _, err := io.ReadFull(c2, buf); err != nil || !bytes.Equal(buf, second) {
 		t.Fatalf("second connection read %q, %v", buf, err)
 	}
 	must(t, c2.Close())
