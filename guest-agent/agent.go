@@ -96,7 +96,7 @@ func (a *agent) run(pid1 bool) error {
 		if err := boot.LoadModules(a.log); err != nil {
 			return err
 		}
-		if err := boot.EnableControllers(boot.CgroupRoot); err != nil {
+		if err := boot.PrepareCgroups(boot.CgroupRoot); err != nil {
 			return err
 		}
 		if err := boot.SetHostname("veil"); err != nil {

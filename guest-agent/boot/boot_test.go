@@ -2,6 +2,8 @@ package boot
 
 import (
 	"log/slog"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -138,5 +140,26 @@ func TestResolvConf(t *testing.T) {
 	got := string(ResolvConf([]string{"nameserver 10.0.0.1", " ", "search svc.cluster.local "}))
 	if got != "nameserver 10.0.0.1\nsearch svc.cluster.local\n" {
 		t.Fatalf("got %q", got)
+	}
+}
+
+func TestPrepareCgroups(t *testing.T) {
+	root := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(root, "cgroup.controllers"), []byte("cpu memory pids\n"), 0o644))
+	// A real cgroupfs fills cgroup.controllers of a new child; stand in for it.
+	must(os.MkdirAll(filepath.Join(root, ContainersCgroup), 0o755))
+	must(os.WriteFile(filepath.Join(root, ContainersCgroup, "cgroup.controllers"), []byte("cpu memory pids\n"), 0o644))
+	must(PrepareCgroups(root))
+	for _, dir := range []string{root, filepath.Join(root, ContainersCgroup)} {
+		b, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
+		if err != nil || string(b) != "+cpu +memory +pids" {
+			t.Errorf("%s subtree_control = %q, %v", dir, b, err)
+		}
 	}
 }

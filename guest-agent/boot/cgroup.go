@@ -42,3 +42,23 @@ func EnableControllers(root string) error {
 	}
 	return nil
 }
+
+// ContainersCgroup is the parent cgroup of every container (/veil/<id>).
+const ContainersCgroup = "veil"
+
+// PrepareCgroups delegates controllers from the root cgroup and creates the
+// containers' parent cgroup with them delegated too. Creating the first
+// non-root memory cgroup at boot, while nothing else runs, also flips the
+// kernel's memcg static keys once, before containers start: under QEMU TCG
+// the live code patching of such a flip can crash a vCPU that runs the
+// patched code at that moment.
+func PrepareCgroups(root string) error {
+	if err := EnableControllers(root); err != nil {
+		return err
+	}
+	dir := filepath.Join(root, ContainersCgroup)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating cgroup %s: %w", dir, err)
+	}
+	return EnableControllers(dir)
+}
