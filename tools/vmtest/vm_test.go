@@ -1,0 +1,166 @@
+//go:build vm
+
+package vmtest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/veil-runtime/veil/guest-agent/api"
+	"github.com/veil-runtime/veil/hypervisor"
+	"github.com/veil-runtime/veil/hypervisor/qemu"
+)
+
+// bootTimeout bounds QEMU start to agent ready; TCG on a loaded two-core
+// machine needs a few seconds, so this only catches a guest that never comes.
+const bootTimeout = 2 * time.Minute
+
+// shared is the VM the container tests share (TestMain).
+var shared *vm
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	if os.Getenv("VEIL_GUEST_DIR") == "" {
+		fmt.Fprintln(os.Stderr, "vmtest: VEIL_GUEST_DIR is not set: run `make test-vm`, or `make guest-image` and point it at build/guest")
+		return 1
+	}
+	v, err := boot(context.Background(), "shared", true)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vmtest: booting the shared vm:", err)
+		return 1
+	}
+	shared = v
+	code := m.Run()
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "--- shared vm console.log ---\n%s\n", v.console())
+	}
+	if err := v.shutdown(); err != nil {
+		fmt.Fprintln(os.Stderr, "vmtest: shutting down the shared vm:", err)
+		code = 1
+	}
+	return code
+}
+
+// vm is a booted VM with a connected agent client.
+type vm struct {
+	q      *qemu.QEMU
+	client *api.Client
+	// state and share are the VM's state dir and shared dir (host side).
+	state, share string
+	root         string // parent of state and share
+	// ready is how long QEMU start to the agent's first answer took.
+	ready time.Duration
+}
+
+func guestFile(name string) string {
+	return filepath.Join(os.Getenv("VEIL_GUEST_DIR"), name)
+}
+
+// boot starts a VM and waits for its agent. With sandbox it also creates
+// the sandbox, mounting the shared dir at /run/veil/shared.
+func boot(ctx context.Context, id string, sandbox bool) (_ *vm, err error) {
+	root, err := os.MkdirTemp("", "veil-vmtest-"+id+"-")
+	if err != nil {
+		return nil, err
+	}
+	v := &vm{root: root, state: filepath.Join(root, "state"), share: filepath.Join(root, "share")}
+	defer func() {
+		if err != nil {
+			v.destroy()
+		}
+	}()
+	for _, d := range []string{v.state, v.share} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	level := slog.LevelWarn
+	if os.Getenv("VEIL_VMTEST_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	v.q, err = qemu.New(hypervisor.Config{
+		ID:        id,
+		StateDir:  v.state,
+		Kernel:    guestFile("vmlinuz"),
+		Initrd:    guestFile("initrd.img"),
+		VCPUs:     2,
+		MemoryMiB: 512,
+		SharedDir: v.share,
+		Debug:     os.Getenv("VEIL_VMTEST_DEBUG") != "",
+	}, logger)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, bootTimeout)
+	defer cancel()
+	start := time.Now()
+	if err := v.q.Start(ctx); err != nil {
+		return nil, err
+	}
+	conn, err := v.q.DialAgent(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v.client = api.NewClient(conn)
+	// The first request waits for the agent; a VM that dies meanwhile ends
+	// the connection, so this does not outlive the guest.
+	if _, err := v.client.Sandbox.Check(ctx, &api.CheckRequest{}); err != nil {
+		return nil, fmt.Errorf("waiting for the agent: %w (%v)", err, v.q.Err())
+	}
+	v.ready = time.Since(start)
+	if sandbox {
+		_, err := v.client.Sandbox.CreateSandbox(ctx, &api.CreateSandboxRequest{
+			SandboxId: id,
+			Hostname:  "vmtest",
+			Storages:  []*api.Storage{{Driver: "9p", Source: hypervisor.ShareTag, MountPoint: "/run/veil/shared"}},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("creating sandbox: %w", err)
+		}
+	}
+	return v, nil
+}
+
+func (v *vm) console() string {
+	b, _ := os.ReadFile(v.q.ConsolePath())
+	return string(b)
+}
+
+// shutdown is the shim's orderly path: agent Shutdown, Stop, Cleanup.
+func (v *vm) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := v.client.Sandbox.Shutdown(ctx, &api.ShutdownRequest{}); err != nil {
+		v.destroy()
+		return fmt.Errorf("agent shutdown: %w", err)
+	}
+	if err := v.q.Stop(ctx); err != nil {
+		v.destroy()
+		return err
+	}
+	return v.destroy()
+}
+
+// destroy kills what is left and removes every file the VM used.
+func (v *vm) destroy() error {
+	var err error
+	if v.client != nil {
+		v.client.Close()
+	}
+	if v.q != nil {
+		err = v.q.Cleanup()
+	}
+	if rerr := os.RemoveAll(v.root); err == nil {
+		err = rerr
+	}
+	return err
+}
