@@ -127,7 +127,15 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 	rootfs := filepath.Join(p.sharedDir, rootfsTarget(c.id))
 	mounts := mount.FromProto(r.Rootfs)
 	if len(mounts) == 0 {
-		mounts = []mount.Mount{{Type: "bind", Source: filepath.Join(r.Bundle, "rootfs"), Options: []string{"rbind"}}}
+		// No snapshot (ctr run --rootfs): the spec's root is a directory.
+		src := filepath.Join(r.Bundle, "rootfs")
+		if spec.Root != nil && spec.Root.Path != "" {
+			src = spec.Root.Path
+			if !filepath.IsAbs(src) {
+				src = filepath.Join(r.Bundle, src)
+			}
+		}
+		mounts = []mount.Mount{{Type: "bind", Source: src, Options: []string{"rbind"}}}
 	}
 	if err := s.mounter.Rootfs(mounts, rootfs); err != nil {
 		return err

@@ -18,7 +18,8 @@ import (
 
 // Delete removes an exited exec, or an exited (or never started) container:
 // from the guest, its host mounts, and the shim (TaskDelete). A running
-// process must be killed first.
+// process must be killed first. Deleting the pod's last container ends the
+// pod VM (teardownPod) before Delete returns.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	ctx = s.logCtx(ctx, r.ID, r.ExecID)
 	resp, err := s.delete(ctx, r)
@@ -92,6 +93,20 @@ func (s *service) delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		ExitedAt:    protobuf.ToTimestamp(at),
 	})
 	s.exitMu.Unlock()
+
+	// The pod's last task is gone: end the VM now, while containerd waits
+	// for Delete, not in Shutdown, which containerd gives 3 seconds.
+	s.mu.Lock()
+	var last *pod
+	if len(s.containers) == 0 {
+		last, s.pod = s.pod, nil
+	}
+	s.mu.Unlock()
+	if last != nil {
+		if err := s.teardownPod(log.WithLogger(context.WithoutCancel(ctx), log.G(ctx).WithField("pod", last.id)), last); err != nil {
+			log.G(ctx).WithError(err).Error("tearing down pod VM")
+		}
+	}
 	return &taskAPI.DeleteResponse{Pid: pid, ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at)}, nil
 }
 

@@ -139,6 +139,14 @@ func TestEventOrder(t *testing.T) {
 	must(h.s.Kill(ctx, &taskAPI.KillRequest{ID: "sb", Signal: 9}))
 	h.pub.waitFor(t, "sandbox exit", has("TaskExit(sb/sb=137)"))
 	must(h.s.Delete(ctx, &taskAPI.DeleteRequest{ID: "sb"}))
+	// Deleting the last task ended the VM before Delete returned: the guest
+	// was asked to power off and the VM stopped and cleaned up.
+	h.hv.mu.Lock()
+	stopped, cleanups := h.hv.stopped, h.hv.cleanups
+	h.hv.mu.Unlock()
+	if !stopped || cleanups == 0 || !slices.Contains(h.agent.called(), "Shutdown") {
+		t.Errorf("after the last Delete: VM stopped %v, cleaned up %d times, agent calls %v", stopped, cleanups, h.agent.called())
+	}
 
 	want := []string{
 		"TaskCreate(sb)", "TaskStart(sb)", "TaskCreate(c1)", "TaskStart(c1)",

@@ -8,10 +8,11 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
-// Shutdown ends the shim once it serves no container: the pod VM is powered
-// off (or killed), every mount in the shared directory undone and the state
-// directory removed; then the shim library exits the process. While
-// containers remain it does nothing, as runc's shim does.
+// Shutdown ends the shim once it serves no container; while containers
+// remain it does nothing, as runc's shim does. The pod VM is normally gone
+// already (the last Delete ended it); if not (a failed first Create that
+// containerd never deleted), it is killed here without waiting for the
+// guest: containerd allows Shutdown 3 seconds.
 func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*emptypb.Empty, error) {
 	s.mu.Lock()
 	if len(s.containers) > 0 {
@@ -22,6 +23,8 @@ func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*em
 	s.pod = nil
 	s.mu.Unlock()
 	if p != nil {
+		p.stopping.Store(true)
+		_ = p.hv.Kill()
 		if err := s.teardownPod(log.WithLogger(context.WithoutCancel(ctx), log.G(ctx).WithField("pod", p.id)), p); err != nil {
 			log.G(ctx).WithError(err).Error("tearing down pod VM")
 		}
