@@ -116,17 +116,19 @@ func (a *agent) run(pid1 bool) error {
 	if err := os.MkdirAll(BundleRoot, 0o700); err != nil {
 		return fmt.Errorf("creating bundle directory: %w", err)
 	}
+	var svc *service.Service
 	mgr := containers.New(containers.Config{
-		Exits:      a.reaper,
-		BundleRoot: BundleRoot,
-		SharedDir:  storage.SharedDir,
-		CgroupRoot: boot.CgroupRoot,
-		NoPivot:    boot.RootIsInitramfs(string(mounts)),
-		Log:        a.log,
+		PodPIDNamespace: func() (string, error) { return svc.PodPIDNamespace() },
+		Exits:           a.reaper,
+		BundleRoot:      BundleRoot,
+		SharedDir:       storage.SharedDir,
+		CgroupRoot:      boot.CgroupRoot,
+		NoPivot:         boot.RootIsInitramfs(string(mounts)),
+		Log:             a.log,
 	})
 	powerOff := make(chan struct{})
 	var once sync.Once
-	svc := service.New(service.Config{
+	svc = service.New(service.Config{
 		Containers: mgr,
 		System:     &guest{reaper: a.reaper, log: a.log},
 		Version:    a.version,

@@ -61,6 +61,11 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (pid int, err e
 		}
 	}()
 
+	if pidns == "" && m.cfg.PodPIDNamespace != nil && JoinsPodPIDNamespace(req.Spec) {
+		if pidns, err = m.cfg.PodPIDNamespace(); err != nil {
+			return 0, fmt.Errorf("container %q: %w", req.ID, err)
+		}
+	}
 	rootfs, err := m.resolveRootfs(req.Rootfs)
 	if err != nil {
 		return 0, fmt.Errorf("container %q rootfs: %w", req.ID, err)

@@ -90,6 +90,12 @@ type Config struct {
 	CgroupRoot string
 	// NoPivot runs runc create with --no-pivot (needed when / is an initramfs).
 	NoPivot bool
+	// PodPIDNamespace returns the path of the pod's shared PID namespace,
+	// starting its holder if needed. It is called for a container whose
+	// spec names a PID namespace by path (the CRI's way of asking for the
+	// pod's) when none was set with SetPIDNamespace. Nil: such containers
+	// get their own PID namespace.
+	PodPIDNamespace func() (string, error)
 	// BufferBytes bounds each output stream's buffer.
 	BufferBytes int
 	Log         *slog.Logger

@@ -38,9 +38,10 @@ type Rewrite struct {
 // guest: root.path is the resolved rootfs; process.terminal follows the
 // request; the cgroup is /veil/<id>; the network namespace is dropped (all
 // containers use the VM's network); a namespace the host gave by path (a
-// host path, meaningless here) is shared with the VM for ipc and uts and
-// created new for the others, except pid, which joins the sandbox's shared
-// PID namespace when there is one; hooks (host binaries) are dropped.
+// host path, meaning "the pod's") is shared with the VM for ipc and uts
+// and created new for the others, except pid, which joins the pod's PID
+// namespace when there is one (r.PIDNamespace); hooks (host binaries) are
+// dropped.
 // A spec that does not parse or has no process is errdefs.ErrInvalidArgument.
 func RewriteSpec(raw []byte, r Rewrite) (*specs.Spec, error) {
 	var s specs.Spec
@@ -88,6 +89,25 @@ func rewriteNamespaces(in []specs.LinuxNamespace, pidns string) []specs.LinuxNam
 		out = append(out, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: pidns})
 	}
 	return out
+}
+
+// JoinsPodPIDNamespace reports whether a spec names its PID namespace by
+// path: how the CRI asks for the pod's shared PID namespace.
+func JoinsPodPIDNamespace(raw []byte) bool {
+	var s struct {
+		Linux *struct {
+			Namespaces []specs.LinuxNamespace `json:"namespaces"`
+		} `json:"linux"`
+	}
+	if json.Unmarshal(raw, &s) != nil || s.Linux == nil {
+		return false
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.PIDNamespace && ns.Path != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // ParseProcess parses an exec request's OCI process.

@@ -138,3 +138,17 @@ not json
 		t.Fatalf("empty log: got %q", got)
 	}
 }
+
+func TestJoinsPodPIDNamespace(t *testing.T) {
+	for raw, want := range map[string]bool{
+		`{"linux":{"namespaces":[{"type":"pid","path":"/proc/1/ns/pid"}]}}`: true,
+		`{"linux":{"namespaces":[{"type":"pid"}]}}`:                         false,
+		`{"linux":{"namespaces":[{"type":"ipc","path":"/proc/1/ns/ipc"}]}}`: false,
+		`{}`:   false,
+		`nope`: false,
+	} {
+		if got := JoinsPodPIDNamespace([]byte(raw)); got != want {
+			t.Errorf("JoinsPodPIDNamespace(%s) = %v, want %v", raw, got, want)
+		}
+	}
+}

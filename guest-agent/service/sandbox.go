@@ -68,17 +68,35 @@ func (s *Service) createSandbox(req *api.CreateSandboxRequest) (err error) {
 		mounted = append(mounted, plan.Target)
 	}
 	if req.GetSandboxPidns() {
-		path, stop, err := s.cfg.System.StartPIDNamespace()
-		if err != nil {
-			return fmt.Errorf("starting the sandbox PID namespace: %w", err)
+		if _, err := s.podPIDNamespace(); err != nil {
+			return err
 		}
-		s.stopPause = stop
-		s.cfg.Containers.SetPIDNamespace(path)
 	}
 	s.mounts = mounted
 	s.created = true
 	s.cfg.Log.Info("sandbox created", "id", req.GetSandboxId(), "storages", len(mounted), "pidns", req.GetSandboxPidns())
 	return nil
+}
+
+// PodPIDNamespace returns the pod's shared PID namespace, starting its
+// holder on first use (containers.Config.PodPIDNamespace).
+func (s *Service) PodPIDNamespace() (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.podPIDNamespace()
+}
+
+func (s *Service) podPIDNamespace() (string, error) {
+	if s.pidns != "" {
+		return s.pidns, nil
+	}
+	path, stop, err := s.cfg.System.StartPIDNamespace()
+	if err != nil {
+		return "", fmt.Errorf("starting the pod PID namespace: %w", err)
+	}
+	s.pidns, s.stopPause = path, stop
+	s.cfg.Containers.SetPIDNamespace(path)
+	return path, nil
 }
 
 func (s *Service) unmount(targets []string) {
@@ -100,7 +118,7 @@ func (s *Service) destroySandbox(ctx context.Context) error {
 	defer s.mu.Unlock()
 	if s.stopPause != nil {
 		s.stopPause()
-		s.stopPause = nil
+		s.stopPause, s.pidns = nil, ""
 		s.cfg.Containers.SetPIDNamespace("")
 	}
 	s.unmount(s.mounts)

@@ -56,6 +56,7 @@ type Service struct {
 	mu        sync.Mutex
 	created   bool
 	mounts    []string
+	pidns     string
 	stopPause func()
 }
 

@@ -123,12 +123,14 @@ func serve(t *testing.T) *fixture {
 	shared := filepath.Join(dir, "shared")
 	f := &fakeRunc{pids: map[string]int{}, bundles: map[string]string{}}
 	sys := &fakeSystem{}
+	var svc *Service
 	mgr := containers.New(containers.Config{
+		PodPIDNamespace: func() (string, error) { return svc.PodPIDNamespace() },
 		NewRunc: func(string) containers.Runc { return f }, Exits: r, Mounter: sys,
 		BundleRoot: filepath.Join(dir, "containers"), SharedDir: shared, CgroupRoot: filepath.Join(dir, "cgroup"), Log: log,
 	})
 	fx := &fixture{system: sys, runc: f, shared: shared, poweroff: make(chan struct{})}
-	svc := New(Config{
+	svc = New(Config{
 		Containers: mgr, System: sys, Version: "test", SharedDir: shared, AgentStart: 1234, Log: log,
 		PowerOff: func() { close(fx.poweroff) },
 	})
@@ -314,5 +316,42 @@ func TestReadLen(t *testing.T) {
 		if got := ReadLen(in); got != want {
 			t.Errorf("ReadLen(%d) = %d, want %d", in, got, want)
 		}
+	}
+}
+
+func TestPodPIDNamespaceStartsOnDemand(t *testing.T) {
+	fx := serve(t)
+	ctx := context.Background()
+	if _, err := fx.client.Sandbox.CreateSandbox(ctx, &api.CreateSandboxRequest{SandboxId: "pod"}); err != nil {
+		t.Fatal(err)
+	}
+	if fx.system.pauses != 0 {
+		t.Fatal("PID namespace holder started without being asked for")
+	}
+	for _, id := range []string{"a", "b"} {
+		if err := os.MkdirAll(filepath.Join(fx.shared, id, "rootfs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		// The CRI asks for the pod's PID namespace with a host path.
+		spec := `{"process":{"args":["/bin/sleep","1000"]},"linux":{"namespaces":[{"type":"pid","path":"/proc/99/ns/pid"}]}}`
+		if _, err := fx.client.Container.CreateContainer(ctx, &api.CreateContainerRequest{
+			ContainerId: id, Spec: []byte(spec), Rootfs: &api.Storage{Driver: "shared", Source: id + "/rootfs"},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		var written specs.Spec
+		_ = json.Unmarshal([]byte(fx.runc.bundles[id]), &written)
+		if ns := written.Linux.Namespaces; len(ns) != 1 || ns[0].Path != "/proc/4242/ns/pid" {
+			t.Fatalf("container %s not in the pod PID namespace: %+v", id, ns)
+		}
+	}
+	if fx.system.pauses != 1 {
+		t.Fatalf("%d PID namespace holders, want 1 shared by both containers", fx.system.pauses)
+	}
+	if _, err := fx.client.Sandbox.DestroySandbox(ctx, &api.DestroySandboxRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if fx.system.pauses != 0 {
+		t.Fatal("DestroySandbox left the PID namespace holder running")
 	}
 }
