@@ -26,14 +26,15 @@ import (
 	"github.com/veil-runtime/veil/guest-agent/storage"
 )
 
-// fakeRunc runs the spec's process directly on the host at create (start
-// is a no-op), with the stdio go-runc would give runc. It records the
-// bundles it saw.
+// fakeRunc runs the spec's process on the host with the stdio go-runc would
+// give runc: create starts it waiting on a fifo, as runc init waits on its
+// exec fifo, and start releases it. It records the bundles it saw.
 type fakeRunc struct {
 	containers.Runc
 
 	mu      sync.Mutex
 	pids    map[string]int
+	fifos   map[string]string
 	bundles map[string]string
 }
 
@@ -46,7 +47,11 @@ func (f *fakeRunc) Create(_ context.Context, id, bundle string, opts *runc.Creat
 	if err := json.Unmarshal(b, &s); err != nil {
 		return err
 	}
-	cmd := exec.Command(s.Process.Args[0], s.Process.Args[1:]...)
+	fifo := filepath.Join(bundle, "exec.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		return err
+	}
+	cmd := exec.Command("/bin/sh", append([]string{"-c", `read _ < "$0"; exec "$@"`, fifo}, s.Process.Args...)...)
 	opts.IO.Set(cmd)
 	if err := cmd.Start(); err != nil {
 		return err
@@ -54,12 +59,18 @@ func (f *fakeRunc) Create(_ context.Context, id, bundle string, opts *runc.Creat
 	_ = opts.IO.(runc.StartCloser).CloseAfterStart()
 	f.mu.Lock()
 	f.pids[id] = cmd.Process.Pid
+	f.fifos[id] = fifo
 	f.bundles[id] = string(b)
 	f.mu.Unlock()
 	return os.WriteFile(opts.PidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
 }
 
-func (f *fakeRunc) Start(context.Context, string) error { return nil }
+func (f *fakeRunc) Start(_ context.Context, id string) error {
+	f.mu.Lock()
+	fifo := f.fifos[id]
+	f.mu.Unlock()
+	return os.WriteFile(fifo, []byte("start\n"), 0)
+}
 
 func (f *fakeRunc) Delete(_ context.Context, id string, opts *runc.DeleteOpts) error {
 	if opts.Force {
@@ -121,7 +132,7 @@ func serve(t *testing.T) *fixture {
 	go r.Run(ctx)
 	dir := t.TempDir()
 	shared := filepath.Join(dir, "shared")
-	f := &fakeRunc{pids: map[string]int{}, bundles: map[string]string{}}
+	f := &fakeRunc{pids: map[string]int{}, fifos: map[string]string{}, bundles: map[string]string{}}
 	sys := &fakeSystem{}
 	var svc *Service
 	mgr := containers.New(containers.Config{
