@@ -68,7 +68,6 @@ func TestDropInLoadsInContainerd(t *testing.T) {
 	}
 }
 
-
 func TestParseVersion(t *testing.T) {
 	for _, tc := range []struct {
 		out   string
