@@ -1,0 +1,229 @@
+package hostcheck
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const qemu72 = "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright (c) 2003-2022 Fabrice Bellard\n"
+const objects72 = "List of user creatable objects:\n  authz-list\n  sev-guest\n  thread-context\n"
+
+func TestEvalKVM(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		f        Facts
+		hardware bool
+		accel    string
+		note     string
+	}{
+		{"kvm_intel in /proc/modules", Facts{DevKVM: true, ProcModules: "kvm_intel 1 0 - Live 0x0\nkvm 2 1 kvm_intel, Live 0x0\n"}, true, "kvm", "hardware"},
+		{"kvm_amd only under /sys/module", Facts{DevKVM: true, SysModules: []string{"kvm", "kvm_amd"}}, true, "kvm", "hardware"},
+		{"kvm_pvm is not hardware", Facts{DevKVM: true, SysModules: []string{"kvm", "kvm_pvm"}}, false, "tcg", "kvm_pvm is a paravirtual KVM"},
+		{"nothing", Facts{}, false, "tcg", "neither kvm_intel nor kvm_amd"},
+		{"module without /dev/kvm", Facts{SysModules: []string{"kvm_intel"}}, true, "tcg", "/dev/kvm is missing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := evalKVM(tc.f)
+			if k.Hardware != tc.hardware || k.Accel != tc.accel || !strings.Contains(k.Note, tc.note) {
+				t.Fatalf("got %+v, want hardware %v accel %s note ~%q", k, tc.hardware, tc.accel, tc.note)
+			}
+		})
+	}
+}
+
+func TestEvalQEMU(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		f             Facts
+		version       string
+		snp, tdx      bool
+		noteFragments []string
+	}{
+		{"debian 7.2", Facts{QEMUPath: "/usr/bin/qemu-system-x86_64", QEMUVersionOut: qemu72, QEMUObjectsOut: objects72}, "7.2.22", false, false, []string{"SEV-SNP needs QEMU >= 9.1", "TDX needs QEMU >= 10.1"}},
+		{"9.1 by objects", Facts{QEMUPath: "q", QEMUVersionOut: "QEMU emulator version 9.1.0", QEMUObjectsOut: "List:\n  sev-guest\n  sev-snp-guest\n"}, "9.1.0", true, false, []string{"TDX needs"}},
+		{"10.1 by objects", Facts{QEMUPath: "q", QEMUVersionOut: "QEMU emulator version 10.1.2", QEMUObjectsOut: "List:\n  sev-snp-guest\n  tdx-guest\n"}, "10.1.2", true, true, nil},
+		{"backport: 8.2 with sev-snp-guest", Facts{QEMUPath: "q", QEMUVersionOut: "QEMU emulator version 8.2.2", QEMUObjectsOut: "List:\n  sev-snp-guest\n"}, "8.2.2", true, false, nil},
+		{"no object list: by version", Facts{QEMUPath: "q", QEMUVersionOut: "QEMU emulator version 10.1"}, "10.1", true, true, nil},
+		{"no object list, 9.0", Facts{QEMUPath: "q", QEMUVersionOut: "QEMU emulator version 9.0.2"}, "9.0.2", false, false, nil},
+		{"missing", Facts{QEMUErr: "qemu-system-x86_64 not found"}, "", false, false, []string{"install QEMU"}},
+		{"garbage", Facts{QEMUPath: "q", QEMUVersionOut: "Segmentation fault"}, "", false, false, []string{"cannot read the version"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := evalQEMU(tc.f)
+			if q.Version != tc.version || q.SNP != tc.snp || q.TDX != tc.tdx {
+				t.Fatalf("got %+v, want version %q snp %v tdx %v", q, tc.version, tc.snp, tc.tdx)
+			}
+			for _, n := range tc.noteFragments {
+				if !strings.Contains(q.Note, n) {
+					t.Errorf("note %q lacks %q", q.Note, n)
+				}
+			}
+		})
+	}
+}
+
+func TestCgroupMode(t *testing.T) {
+	for _, tc := range []struct {
+		magic   int64
+		unified bool
+		want    string
+	}{
+		{cgroup2Magic, false, "v2"},
+		{tmpfsMagic, true, "hybrid"},
+		{tmpfsMagic, false, "v1"},
+		{0, false, "unknown"},
+	} {
+		if got := CgroupMode(tc.magic, tc.unified); got != tc.want {
+			t.Errorf("CgroupMode(%#x, %v) = %s, want %s", tc.magic, tc.unified, got, tc.want)
+		}
+	}
+}
+
+func TestEvalContainerd(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		f         Facts
+		supported bool
+		note      string
+	}{
+		{"2.4.2", Facts{ContainerdPath: "/usr/bin/containerd", ContainerdVersionOut: "containerd github.com/containerd/containerd/v2 v2.4.2 abc"}, true, ""},
+		{"1.7", Facts{ContainerdPath: "/usr/bin/containerd", ContainerdVersionOut: "containerd containerd.io 1.7.24 abc"}, false, "1.7.24 is too old"},
+		{"missing", Facts{}, false, "not found"},
+		{"broken", Facts{ContainerdPath: "/usr/bin/containerd", ContainerdVersionOut: "", ContainerdErr: "exit status 1"}, false, "exit status 1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := evalContainerd(tc.f)
+			if c.Supported != tc.supported || !strings.Contains(c.Note, tc.note) {
+				t.Fatalf("got %+v", c)
+			}
+		})
+	}
+}
+
+func TestEvalGuest(t *testing.T) {
+	ok := map[string]string{"vmlinuz": "aa", "initrd.img": "bb"}
+	for _, tc := range []struct {
+		name             string
+		f                Facts
+		present, matches bool
+		problem          string
+	}{
+		{"match", Facts{ManifestFiles: ok, FileSums: ok}, true, true, ""},
+		{"no manifest", Facts{ManifestErr: "manifest.json is missing"}, false, false, "missing"},
+		{"changed initrd", Facts{ManifestFiles: ok, FileSums: map[string]string{"vmlinuz": "aa", "initrd.img": "cc"}}, true, false, "initrd.img: sha256 cc, manifest says bb"},
+		{"missing kernel", Facts{ManifestFiles: ok, FileSums: map[string]string{"initrd.img": "bb"}, FileErrs: map[string]string{"vmlinuz": "no such file"}}, false, false, "vmlinuz: no such file"},
+		{"empty manifest", Facts{ManifestFiles: map[string]string{}}, false, false, "no artifacts"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := evalGuest(tc.f)
+			if g.Present != tc.present || g.Matches != tc.matches || !strings.Contains(strings.Join(g.Problems, "; "), tc.problem) {
+				t.Fatalf("got %+v", g)
+			}
+		})
+	}
+}
+
+func TestTEE(t *testing.T) {
+	snpHost := Report{KVM: KVM{DevKVM: true, Modules: []string{"kvm", "kvm_amd"}}, QEMU: QEMU{SNP: true}, HostTEE: HostTEE{SEVSNP: true}}
+	tdxHost := Report{KVM: KVM{DevKVM: true, Modules: []string{"kvm", "kvm_intel"}}, QEMU: QEMU{TDX: true, SNP: true}, HostTEE: HostTEE{TDX: true}}
+	oldQEMU := snpHost
+	oldQEMU.QEMU = QEMU{}
+	noKVM := tdxHost
+	noKVM.KVM.DevKVM = false
+	for _, tc := range []struct {
+		name string
+		r    Report
+		want string
+	}{
+		{"snp", snpHost, "snp"},
+		{"tdx", tdxHost, "tdx"},
+		{"snp host, old qemu", oldQEMU, "none"},
+		{"tdx host without /dev/kvm", noKVM, "none"},
+		{"nothing", Report{}, "none"},
+	} {
+		if got := TEE(tc.r); got != tc.want {
+			t.Errorf("%s: TEE = %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
+
+// writeGuest writes a fake guest image with a manifest recording its sums.
+func writeGuest(t *testing.T, dir string) {
+	t.Helper()
+	arts := map[string]any{}
+	for name, body := range map[string]string{"vmlinuz": "kernel bytes", "initrd.img": "initrd bytes"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s := sha256.Sum256([]byte(body))
+		arts[name] = map[string]any{"sha256": hex.EncodeToString(s[:]), "size": len(body)}
+	}
+	b, _ := json.Marshal(map[string]any{"kernel": map[string]any{"release": "x"}, "artifacts": arts})
+	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGatherOnTheDevMachine runs the real gathering on this project's
+// development and CI machine (DESIGN.md, "Machine facts") and checks the
+// report says what that machine is: a paravirtual KVM (kvm_pvm) but no
+// hardware virtualisation, no vhost-vsock, Debian's QEMU 7.2 without SNP or
+// TDX, no host TEE, hybrid cgroups. The guest image is a fake one in a temp
+// dir, checked against its manifest, then corrupted.
+func TestGatherOnTheDevMachine(t *testing.T) {
+	dir := t.TempDir()
+	writeGuest(t, dir)
+	r := Evaluate(Gather(context.Background(), Options{GuestDir: dir}))
+
+	if r.KVM.Hardware || r.KVM.Accel != "tcg" || !slices.Contains(r.KVM.Modules, "kvm_pvm") || !r.KVM.DevKVM {
+		t.Errorf("kvm: %+v, want /dev/kvm from kvm_pvm, no hardware virtualisation, tcg", r.KVM)
+	}
+	if r.VhostVsock {
+		t.Error("vhost_vsock: true, want false")
+	}
+	if !strings.HasPrefix(r.QEMU.Version, "7.2.") || r.QEMU.SNP || r.QEMU.TDX || r.QEMU.Path == "" {
+		t.Errorf("qemu: %+v, want 7.2 without SNP or TDX", r.QEMU)
+	}
+	if r.HostTEE.SEVSNP || r.HostTEE.TDX || r.TEE != "none" {
+		t.Errorf("host TEE %+v, label %s, want none", r.HostTEE, r.TEE)
+	}
+	if r.Cgroups != "hybrid" {
+		t.Errorf("cgroups: %s, want hybrid", r.Cgroups)
+	}
+	if !r.GuestImage.Matches || !r.GuestImage.Present {
+		t.Errorf("guest image: %+v, want present and matching", r.GuestImage)
+	}
+
+	var js bytes.Buffer
+	if err := json.NewEncoder(&js).Encode(r); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{`"hardware":false`, `"vhost_vsock":false`, `"snp":false`, `"tdx":false`, `"cgroups":"hybrid"`, `"tee":"none"`} {
+		if !strings.Contains(js.String(), key) {
+			t.Errorf("--json output lacks %s: %s", key, js.String())
+		}
+	}
+	var text bytes.Buffer
+	if err := WriteText(&text, r); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "no hardware virtualisation") || !strings.Contains(text.String(), "launches SEV-SNP no, TDX no") {
+		t.Errorf("text report:\n%s", text.String())
+	}
+
+	if err := os.WriteFile(filepath.Join(dir, "initrd.img"), []byte("tampered"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = Evaluate(Gather(context.Background(), Options{GuestDir: dir}))
+	if r.GuestImage.Matches || !strings.Contains(strings.Join(r.Problems, "\n"), "initrd.img: sha256") {
+		t.Errorf("tampered initrd: guest image %+v, problems %q", r.GuestImage, r.Problems)
+	}
+}
