@@ -79,7 +79,7 @@ if [[ ! -x $debs/busybox/bin/busybox ]]; then
 	log "fetching Debian's busybox package into $debs"
 	mkdir -p "$debs"
 	rm -rf "$debs"/busybox_*.deb "$debs/busybox"
-	(cd "$debs" && apt-get download -qq busybox)
+	(cd "$debs" && apt-get download -qq -o APT::Sandbox::User=root busybox)
 	dpkg-deb -x "$debs"/busybox_*.deb "$debs/busybox"
 fi
 
