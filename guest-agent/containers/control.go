@@ -257,9 +257,9 @@ func (m *Manager) Remove(ctx context.Context, id string, force bool) error {
 		return fmt.Errorf("container %q is running; stop it first or remove with force: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	kill := !c.init.hasExited()
-	if err := c.runc.Delete(ctx, id, &runc.DeleteOpts{Force: kill}); err != nil && kill {
-		// The container may be gone from runc already; the init's exit
-		// below tells whether it is really dead.
+	if err := c.runc.Delete(ctx, id, &runc.DeleteOpts{Force: kill}); err != nil {
+		// The container may be gone from runc already; when it was alive,
+		// the init's exit below tells whether it is really dead.
 		m.cfg.Log.Warn("runc delete", "id", id, "err", runcError(c.bundle, "deleting", err))
 	}
 	if kill {
