@@ -83,6 +83,24 @@ func Regressions(want, got []string) []string {
 	return out
 }
 
+// Ran keeps the names in want that ran in results (were not skipped): with
+// a focus, the other cases are reported as skipped.
+func Ran(want []string, results []SpecResult) []string {
+	ran := map[string]bool{}
+	for _, r := range results {
+		if r.State != "skipped" {
+			ran[r.Name] = true
+		}
+	}
+	var out []string
+	for _, w := range want {
+		if ran[w] {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
 // ReadNames reads a list of case names, one a line; blank lines and lines
 // starting with # are ignored.
 func ReadNames(path string) ([]string, error) {

@@ -54,3 +54,10 @@ func TestRegressions(t *testing.T) {
 		})
 	}
 }
+
+func TestRan(t *testing.T) {
+	results := []SpecResult{{"a", "passed"}, {"b", "failed"}, {"c", "skipped"}}
+	if got := Ran([]string{"a", "b", "c", "d"}, results); !reflect.DeepEqual(got, []string{"a", "b"}) {
+		t.Errorf("Ran = %v, want [a b]", got)
+	}
+}
