@@ -189,3 +189,11 @@ func fileSHA256(p string) (string, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
+
+// CheckGuestImage checks the guest image in dir (a path on this machine)
+// against its manifest.json.
+func CheckGuestImage(dir string) GuestImage {
+	var f Facts
+	gatherGuest(&f, dir, dir)
+	return evalGuest(f)
+}

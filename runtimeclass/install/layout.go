@@ -1,0 +1,108 @@
+// Package install puts veil on a node and takes it off again: it copies the
+// shim, the CLI, the guest image and one veil config per runtime handler
+// into a prefix (default /opt/veil), adds the handlers to containerd through
+// a drop-in file its config imports, restarts containerd and labels the
+// node. Everything it changes is written to a record (<prefix>/install.json)
+// first, so Uninstall removes exactly that: the containerd config gets its
+// original bytes back.
+//
+// Decisions about containerd's config are package containerdcfg's pure
+// functions; this package does the file work around them. Restarting
+// containerd and labelling the node are interfaces (Restarter, Labeler) so
+// tests run on temp dirs with fakes.
+package install
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/veil-runtime/veil/runtimeclass/containerdcfg"
+)
+
+// Defaults.
+const (
+	DefaultPrefix           = "/opt/veil"
+	DefaultContainerdConfig = "/etc/containerd/config.toml"
+	// DefaultDropIn sits where containerd 2.x's stock config imports from
+	// (imports = ['/etc/containerd/conf.d/*.toml']), so a stock config needs
+	// no edit at all.
+	DefaultDropIn = "/etc/containerd/conf.d/veil.toml"
+	RecordName    = "install.json"
+	ShimBinary    = "containerd-shim-veil-v2"
+	CLIBinary     = "veil"
+)
+
+// Handlers are the CRI runtime handlers veil installs, in order.
+var Handlers = []string{"veil", "veil-dev", "veil-snp", "veil-tdx"}
+
+// GuestFiles are the guest image files, from tools/guest-image's output.
+var GuestFiles = []string{"vmlinuz", "initrd.img", "manifest.json"}
+
+// file is one file install puts under the prefix.
+type file struct {
+	rel  string // path under the prefix
+	src  string // source path to copy, or "" when data is set
+	data []byte // rendered content
+	mode uint32
+}
+
+// Paths under the prefix.
+func shimRel() string          { return filepath.Join("bin", ShimBinary) }
+func cliRel() string           { return filepath.Join("bin", CLIBinary) }
+func guestRel(n string) string { return filepath.Join("share", "veil", n) }
+func configRel(h string) string {
+	return filepath.Join("etc", h+".toml")
+}
+
+// layout lists the files of an install from the source directories, for
+// handlers, under prefix (a host path: it is what configs refer to).
+func layout(src Source, prefix string, handlers []string) []file {
+	files := []file{
+		{rel: shimRel(), src: filepath.Join(src.BinDir, ShimBinary), mode: 0o755},
+		{rel: cliRel(), src: filepath.Join(src.BinDir, CLIBinary), mode: 0o755},
+	}
+	for _, n := range GuestFiles {
+		files = append(files, file{rel: guestRel(n), src: filepath.Join(src.GuestDir, n), mode: 0o644})
+	}
+	for _, h := range handlers {
+		files = append(files, file{rel: configRel(h), data: HandlerConfig(prefix, h), mode: 0o644})
+	}
+	return files
+}
+
+// HandlerConfig renders the veil config (keys of shim/config) that handler
+// h's ConfigPath names: the guest image installed under prefix. Every
+// handler gets its own file so an admin can size or tune one handler
+// without touching the others; the confidential handlers gain their TEE
+// settings here when shim/config has keys for them.
+func HandlerConfig(prefix, h string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# veil runtime config for the CRI runtime handler %q, written by `veil install`\n", h)
+	b.WriteString("# (reinstalling overwrites it). Keys and defaults: shim/README.md.\n")
+	switch h {
+	case "veil-dev":
+		b.WriteString("# veil-dev: the confidential flow with the software \"sample\" TEE; never trusted in production.\n")
+	case "veil-snp":
+		b.WriteString("# veil-snp: AMD SEV-SNP; scheduled only on nodes labelled veil.io/tee=snp.\n")
+	case "veil-tdx":
+		b.WriteString("# veil-tdx: Intel TDX; scheduled only on nodes labelled veil.io/tee=tdx.\n")
+	}
+	b.WriteString("\n[hypervisor]\n")
+	fmt.Fprintf(&b, "kernel = %q\n", filepath.Join(prefix, guestRel("vmlinuz")))
+	fmt.Fprintf(&b, "initrd = %q\n", filepath.Join(prefix, guestRel("initrd.img")))
+	return []byte(b.String())
+}
+
+// dropInHandlers are the drop-in's runtime tables for an install at prefix.
+func dropInHandlers(prefix string, handlers []string) []containerdcfg.Handler {
+	out := make([]containerdcfg.Handler, 0, len(handlers))
+	for _, h := range handlers {
+		out = append(out, containerdcfg.Handler{
+			Name:       h,
+			ShimPath:   filepath.Join(prefix, shimRel()),
+			ConfigPath: filepath.Join(prefix, configRel(h)),
+		})
+	}
+	return out
+}
