@@ -51,13 +51,16 @@ func run() error {
 			return err
 		}
 	}
+	var titles, outs []string
 	for _, h := range strings.Split(*handlers, ",") {
 		out, took, err := runOnce(ctx, env, h)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("=== handler %s (pod up and container done in %s)\n%s\n", h, took.Round(time.Millisecond), out)
+		titles = append(titles, fmt.Sprintf("%s (pod + container: %s)", h, took.Round(time.Millisecond)))
+		outs = append(outs, out)
 	}
+	fmt.Print(sideBySide(titles, outs))
 	return nil
 }
 
