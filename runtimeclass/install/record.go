@@ -28,8 +28,8 @@ type Record struct {
 	Files []string `json:"files"`
 	Dirs  []string `json:"dirs"`
 	// DropIn is the drop-in file's host path and the sha256 written.
-	DropIn       string `json:"drop_in"`
-	DropInSHA256 string `json:"drop_in_sha256"`
+	DropIn       string            `json:"drop_in"`
+	DropInSHA256 string            `json:"drop_in_sha256"`
 	Config       ConfigChange      `json:"containerd_config"`
 	Labels       map[string]string `json:"labels,omitempty"`
 }
