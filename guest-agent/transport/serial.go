@@ -105,9 +105,10 @@ type SerialListener struct {
 	// free has one token while no connection is open.
 	free chan struct{}
 
-	mu   sync.Mutex
-	fd   int
-	port *framer
+	mu     sync.Mutex
+	fd     int
+	port   *framer
+	active bool // a connection is open
 }
 
 // ListenSerial returns a listener on the port device at path.
@@ -140,7 +141,7 @@ func (l *SerialListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		if ok {
-			return &serialConn{l: l, addr: serialAddr(l.path)}, nil
+			return &serialConn{l: l, port: l.port, addr: serialAddr(l.path)}, nil
 		}
 		select {
 		case <-l.closed:
@@ -154,6 +155,11 @@ func (l *SerialListener) Accept() (net.Conn, error) {
 func (l *SerialListener) hostConnected() (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	select {
+	case <-l.closed:
+		return false, net.ErrClosed
+	default:
+	}
 	if l.port == nil {
 		fd, err := unix.Open(l.path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 		if errors.Is(err, unix.EBUSY) {
@@ -174,21 +180,46 @@ func (l *SerialListener) hostConnected() (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("polling agent port %s: %w", l.path, err)
 		}
-		return fds[0].Revents&unix.POLLHUP == 0, nil
+		connected := fds[0].Revents&unix.POLLHUP == 0
+		l.active = connected
+		return connected, nil
 	}
 }
 
-// Close stops Accept and closes the port.
+// Close stops Accept. The port is closed once no connection uses it: a
+// connection still open (a reply being written, as ttrpc's graceful
+// Shutdown does) keeps working until it is closed.
 func (l *SerialListener) Close() error {
 	l.once.Do(func() {
 		close(l.closed)
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		if l.port != nil {
-			_ = l.port.f.Close()
+		if !l.active {
+			l.closePort()
 		}
 	})
 	return nil
+}
+
+// closePort closes the port; the caller holds mu.
+func (l *SerialListener) closePort() {
+	if l.port != nil {
+		_ = l.port.f.Close()
+		l.port = nil
+	}
+}
+
+// release ends the active connection.
+func (l *SerialListener) release() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.active = false
+	select {
+	case <-l.closed:
+		l.closePort()
+	default:
+	}
+	l.free <- struct{}{}
 }
 
 // Addr names the port.
@@ -202,6 +233,7 @@ func (a serialAddr) String() string  { return string(a) }
 // serialConn is one host connection on the port.
 type serialConn struct {
 	l    *SerialListener
+	port *framer
 	addr serialAddr
 	mu   sync.Mutex
 	done bool
@@ -217,7 +249,7 @@ func (c *serialConn) Read(p []byte) (int, error) {
 	if c.ended() {
 		return 0, net.ErrClosed
 	}
-	return c.l.port.Read(p)
+	return c.port.Read(p)
 }
 
 // Write sends to the host unless this connection has ended: a reply to a
@@ -226,7 +258,7 @@ func (c *serialConn) Write(p []byte) (int, error) {
 	if c.ended() {
 		return 0, net.ErrClosed
 	}
-	return c.l.port.f.Write(p)
+	return c.port.f.Write(p)
 }
 
 func (c *serialConn) Close() error {
@@ -236,7 +268,7 @@ func (c *serialConn) Close() error {
 		return net.ErrClosed
 	}
 	c.done = true
-	c.l.free <- struct{}{}
+	c.l.release()
 	return nil
 }
 

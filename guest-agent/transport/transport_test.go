@@ -84,6 +84,32 @@ func TestSerialListenerOneConnectionAtATime(t *testing.T) {
 	}
 }
 
+// TestSerialListenerCloseKeepsActiveConnection pins the lost Shutdown
+// reply: ttrpc's graceful Shutdown closes the listener before the last
+// reply is written, so the open connection must keep working.
+func TestSerialListenerCloseKeepsActiveConnection(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "port")
+	must(t, unix.Mkfifo(fifo, 0o600))
+	host, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	must(t, err)
+	defer host.Close()
+	l := ListenSerial(fifo)
+	c, err := l.Accept()
+	must(t, err)
+	must(t, l.Close())
+	if _, err := c.Write([]byte("reply")); err != nil {
+		t.Fatalf("write after the listener closed: %v", err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(host, buf); err != nil || string(buf) != "reply" {
+		t.Fatalf("host read %q, %v", buf, err)
+	}
+	must(t, c.Close())
+	if l.port != nil {
+		t.Fatal("port left open after the last connection closed")
+	}
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
