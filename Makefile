@@ -62,7 +62,7 @@ e2e_needs = $(if $(findstring veil,$(1)),guest-image build)
 test-e2e: $(call e2e_needs,$(E2E_HANDLERS)) ## end to end: private containerd, ctr, crictl, critest, local registry (E2E_HANDLERS=runc,veil)
 	rm -rf $(OUT)/e2e-logs && mkdir -p $(OUT)/e2e-logs
 	VEIL_E2E_HANDLERS=$(E2E_HANDLERS) VEIL_E2E_LOGS=$(OUT)/e2e-logs \
-		$(GO) test -count=1 -tags e2e -timeout 90m -v ./tools/e2e/
+		$(GO) test -count=1 -tags e2e -timeout 180m -v ./tools/e2e/
 
 .PHONY: demo
 demo: deps guest-image build ## run a pod in a veil VM next to runc and print what each container saw

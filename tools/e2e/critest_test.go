@@ -16,6 +16,10 @@ import (
 // handler must pass all of them; the target for veil is runc's set.
 const baselineFile = "critest/runc-passed.txt"
 
+// critestTimeout bounds one handler's critest run: about 3 minutes under
+// runc, far longer with a VM per pod under software emulation.
+const critestTimeout = 80 * time.Minute
+
 // TestCritest runs the whole critest conformance suite (critest's
 // default: no benchmarks) under each handler, writes the counts and the
 // passing set to the log directory, and fails when a case of the recorded
@@ -24,9 +28,11 @@ const baselineFile = "critest/runc-passed.txt"
 // matching cases (ginkgo focus) and checks only those.
 func TestCritest(t *testing.T) {
 	forEachHandler(t, func(t *testing.T, handler string) {
-		ctx := testContext(t, 60*time.Minute)
+		// ginkgo stops itself (and still writes its report) before the
+		// context kills it.
+		ctx := testContext(t, critestTimeout+5*time.Minute)
 		report := filepath.Join(env.LogDir, "critest-"+handler+".json")
-		var extra []string
+		extra := []string{"-ginkgo.timeout", critestTimeout.String()}
 		focus := os.Getenv("VEIL_E2E_CRITEST_FOCUS")
 		if focus != "" {
 			extra = append(extra, "-ginkgo.focus", focus)
