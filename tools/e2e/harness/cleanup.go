@@ -39,6 +39,9 @@ func (e *Env) Close() error {
 	if e.Registry != nil {
 		e.Registry.Close()
 	}
+	if e.registryLog != nil {
+		e.registryLog.Close()
+	}
 	if e.NetNS != nil {
 		if err := e.NetNS.Close(); err != nil {
 			errs = append(errs, err)

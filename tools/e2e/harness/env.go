@@ -51,6 +51,7 @@ type Env struct {
 	Handlers map[string]Handler
 
 	veilConfig    string
+	registryLog   *os.File
 	cgroupsBefore map[string]bool // namespace cgroups that existed at Start
 	mu            sync.Mutex
 	ids           []string // pods and containers created through the Env
@@ -147,12 +148,10 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 	if env.NetNS, err = NewNetNS(ctx, filepath.Join(dir, "netns")); err != nil {
 		return env, err
 	}
-	regLog, err := os.Create(filepath.Join(env.LogDir, "registry.log"))
-	if err != nil {
+	if env.registryLog, err = os.Create(filepath.Join(env.LogDir, "registry.log")); err != nil {
 		return env, fmt.Errorf("creating registry log: %w", err)
 	}
-	defer regLog.Close()
-	if env.Registry, err = StartRegistry(env.NetNS, regLog); err != nil {
+	if env.Registry, err = StartRegistry(env.NetNS, env.registryLog); err != nil {
 		return env, err
 	}
 	if err := env.pushImages(ctx); err != nil {
