@@ -102,6 +102,9 @@ func (a *agent) run(pid1 bool) error {
 		if err := boot.SetHostname("veil"); err != nil {
 			return err
 		}
+		if err := boot.LoopbackUp(); err != nil {
+			return err
+		}
 	}
 	if err := boot.SetSubreaper(); err != nil {
 		return err
