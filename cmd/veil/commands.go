@@ -18,7 +18,10 @@ type command struct {
 // commands maps subcommand names to their implementations. Add new
 // subcommands here, one file each.
 var commands = map[string]command{
-	"initdata": {run: initdataCmd, usage: "build, print, digest and check init-data documents"},
+	"initdata":  {run: initdataCmd, usage: "build, print, digest and check init-data documents"},
+	"check":     {run: checkCmd, usage: "report what this host can run veil with (--json)"},
+	"install":   {run: installCmd, usage: "install veil on this node: files, containerd handlers, restart, node labels"},
+	"uninstall": {run: uninstallCmd, usage: "remove what install added; containerd's config gets its original bytes back"},
 }
 
 func run(args []string) error {

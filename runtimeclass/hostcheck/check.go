@@ -118,7 +118,7 @@ const (
 
 // Evaluate decides the report from facts.
 func Evaluate(f Facts) Report {
-	var r Report
+	r := Report{Problems: []string{}}
 	r.KVM = evalKVM(f)
 	r.VhostVsock = f.VhostVsock
 	r.QEMU = evalQEMU(f)
