@@ -137,7 +137,7 @@ func serve(t *testing.T) *fixture {
 	var svc *Service
 	mgr := containers.New(containers.Config{
 		PodPIDNamespace: func() (string, error) { return svc.PodPIDNamespace() },
-		NewRunc: func(string) containers.Runc { return f }, Exits: r, Mounter: sys,
+		NewRunc:         func(string) containers.Runc { return f }, Exits: r, Mounter: sys,
 		BundleRoot: filepath.Join(dir, "containers"), SharedDir: shared, CgroupRoot: filepath.Join(dir, "cgroup"), Log: log,
 	})
 	fx := &fixture{system: sys, runc: f, shared: shared, poweroff: make(chan struct{})}
