@@ -4,6 +4,7 @@ package vmtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -140,8 +141,11 @@ func (v *vm) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := v.client.Sandbox.Shutdown(ctx, &api.ShutdownRequest{}); err != nil {
-		v.destroy()
-		return fmt.Errorf("agent shutdown: %w", err)
+		select { // Err then holds the console's tail: the guest's side
+		case <-v.q.Done():
+		case <-ctx.Done():
+		}
+		return errors.Join(fmt.Errorf("agent shutdown: %w", err), v.q.Err(), v.destroy())
 	}
 	if err := v.q.Stop(ctx); err != nil {
 		v.destroy()
