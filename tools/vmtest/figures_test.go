@@ -95,4 +95,3 @@ func procField(t *testing.T, path, key string) string {
 	t.Fatalf("%s: no %s line", path, key)
 	return ""
 }
-
