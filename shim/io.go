@@ -131,7 +131,9 @@ func startIO(ctx, podCtx context.Context, agent api.ProcessService, ns, cid, exe
 		}
 	}
 	if st.stdin != "" {
-		in, err := fifo.OpenFifo(ctx, st.stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+		// Opened under the pod's context, not the request's: the open completes
+		// when containerd's side opens its end, which may be after Create returns.
+		in, err := fifo.OpenFifo(podCtx, st.stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
 		if err != nil {
 			return nil, fmt.Errorf("opening stdin fifo %s: %w", st.stdin, err)
 		}
