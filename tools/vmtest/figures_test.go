@@ -62,12 +62,20 @@ func TestFigures(t *testing.T) {
 	pid := shared.q.PID()
 	rss := procField(t, fmt.Sprintf("/proc/%d/status", pid), "VmRSS:")
 	pss := procField(t, fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:")
+	thp := procField(t, fmt.Sprintf("/proc/%d/smaps_rollup", pid), "AnonHugePages:")
 	d, err := shared.client.Sandbox.GuestDetails(ctx, &api.GuestDetailsRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("memory: qemu with one idle container (guest %d MiB, %d vCPUs): VmRSS %s, Pss %s",
-		d.MemTotalBytes>>20, d.Cpus, rss, pss)
+	t.Logf("memory: qemu with one idle container (guest %d MiB, %d vCPUs): VmRSS %s, Pss %s, of which transparent huge pages %s",
+		d.MemTotalBytes>>20, d.Cpus, rss, pss, thp)
+	// The guest's own view: what it uses of its RAM.
+	if _, err := shared.client.Process.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: "idle", ExecId: "meminfo",
+		Process: processJSON("head", "-n", "5", "/proc/meminfo")}); err != nil {
+		t.Fatalf("exec meminfo: %v", err)
+	}
+	r := finish(t, ctx, shared.client, "idle", "meminfo", false)
+	t.Logf("memory: guest /proc/meminfo:\n%s", r.stdout)
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }

@@ -1,0 +1,78 @@
+// Package qemu drives one VM with qemu-system-x86_64: it implements
+// hypervisor.Hypervisor. It owns QEMU's command line (Args, a pure function
+// over Launch), the process's life, and a minimal QMP client; it knows
+// nothing of pods or containers.
+//
+// # Command line
+//
+//	qemu-system-x86_64 -name veil-<id>,process=veil-<id>
+//	  -nodefaults -no-user-config -nographic -no-reboot
+//	  -machine q35,sata=off,smbus=off,i8042=off,vmport=off
+//	  -accel tcg,thread=multi,tb-size=64 -cpu max     (or: -accel kvm -cpu host)
+//	  -smp N -m MiB
+//	  -kernel vmlinuz -initrd initrd.img
+//	  -append "console=hvc0 quiet panic=-1 <KernelArgs>"
+//	  -pidfile <state>/qemu.pid
+//	  -chardev socket,id=qmp,fd=3,server=on,wait=off -mon chardev=qmp,mode=control
+//	  -device virtio-serial-pci,id=vser
+//	  -chardev file,id=console,path=<state>/console.log -device virtconsole,chardev=console,bus=vser.0
+//	  -chardev socket,id=agent,fd=4,server=on,wait=off
+//	  -device virtserialport,chardev=agent,bus=vser.0,name=veil.agent     (virtio-serial transport)
+//	  -device vhost-vsock-pci,guest-cid=N                                 (vsock transport, instead)
+//	  -fsdev local,id=share,path=<SharedDir>,security_model=passthrough,multidevs=remap
+//	  -device virtio-9p-pci,fsdev=share,mount_tag=veilshare              (when SharedDir is set)
+//
+// Choices, and why:
+//
+//   - q35, not microvm: confidential launches (SEV-SNP, TDX) need q35, and
+//     under TCG here microvm booted no faster (both ~3-5 s to init, within the
+//     noise of a shared two-core machine). microvm's virtio-mmio is also a
+//     module in Debian's kernel, and without ACPI (microvm,acpi=off or
+//     -no-acpi) the guest's power-off does not end QEMU: ACPI stays.
+//   - The console is hvc0 on the virtio-serial bus the agent port needs
+//     anyway, written to console.log: the guest kernel's messages and the
+//     agent's log (its stderr is the console). An emulated 8250 UART
+//     (ttyS0) traps on every byte.
+//   - panic=-1 with -no-reboot: a guest panic reboots at once, and QEMU exits
+//     instead of rebooting, so the host sees it as the VM's death.
+//   - tb-size bounds TCG's translation cache (QEMU's default is 1 GiB).
+//   - 9p passthrough: the share holds container root filesystems prepared by
+//     the host (image layers with real owners, modes, setuid bits and device
+//     nodes). passthrough shows the guest exactly those and lets runc in the
+//     guest chown and mknod for real (QEMU runs as root); mapped-xattr would
+//     show the guest other owners than the host's unpacked layers have, and
+//     turn device nodes into files. multidevs=remap keeps inode numbers unique
+//     when the share spans file systems (overlay snapshot mounts).
+//   - The QMP and agent sockets are created by the driver and passed to QEMU
+//     as listening fds: they exist before QEMU runs (nothing polls for a path
+//     to appear), and once QEMU is gone nothing listens, so a dial fails
+//     instead of hanging.
+//
+// # Files in the state dir
+//
+//	qmp.sock     QMP (the driver keeps one connection)
+//	agent.sock   the agent's virtio-serial port (virtio-serial transport)
+//	console.log  guest console: kernel messages and the agent's log
+//	qemu.log     QEMU's own stdout and stderr
+//	qemu.pid     QEMU's pid, written by QEMU
+//
+// Start removes stale copies first; Cleanup removes them all. Err keeps the
+// tails of console.log and qemu.log, read when QEMU exited.
+//
+// # Process
+//
+// QEMU runs in its own process group (a terminal's signals to the caller's
+// group do not reach it) with Pdeathsig SIGKILL: it dies with the process
+// that started it, which for veil is the long-lived per-pod shim, so a VM
+// never outlives its shim. A goroutine waits on the process; when QEMU exits
+// for any reason Done is closed at once and Err says how (exit status or
+// signal) with the log tails.
+//
+// # Stop sequence
+//
+// The caller first asks the agent to power off (Shutdown). Stop then waits
+// for QEMU to exit until its context is done; then sends QMP quit and waits
+// up to 2 s; then SIGKILL. Kill is SIGKILL at once. Cleanup kills QEMU if it
+// still runs, closes QMP and removes the state files; Stop, Kill and Cleanup
+// may be called more than once.
+package qemu
