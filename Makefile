@@ -41,7 +41,7 @@ guest-image: ## build the guest kernel + initramfs + manifest into build/guest
 	$(GO) run ./tools/guest-image -out $(GUEST) -cache $(CACHE)
 
 .PHONY: test
-test: deps proto-check test-unit test-vm test-e2e ## run every test tier (unit, VM, end to end)
+test: deps proto-check test-unit test-vm test-e2e test-install ## run every test tier (unit, VM, end to end)
 
 .PHONY: test-unit
 test-unit: ## unit tests: no VM, seconds
@@ -63,6 +63,10 @@ test-e2e: $(call e2e_needs,$(E2E_HANDLERS)) ## end to end: private containerd, c
 	rm -rf $(OUT)/e2e-logs && mkdir -p $(OUT)/e2e-logs
 	VEIL_E2E_HANDLERS=$(E2E_HANDLERS) VEIL_E2E_LOGS=$(OUT)/e2e-logs \
 		$(GO) test -count=1 -tags e2e -timeout 180m -v ./tools/e2e/
+
+.PHONY: test-install
+test-install: guest-image build ## end to end: veil install into the private containerd, a pod on veil, veil uninstall restores its config
+	$(GO) test -count=1 -tags e2e -timeout 30m -v -run TestInstallRunUninstall ./runtimeclass/
 
 .PHONY: demo
 demo: deps guest-image build ## run a pod in a veil VM next to runc and print what each container saw
