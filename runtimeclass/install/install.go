@@ -162,12 +162,25 @@ func Install(ctx context.Context, o Options) (*Record, error) {
 	}
 	addDirs(ds)
 	files := layout(o.Source, o.Prefix, o.Handlers)
-	if err := o.placeFiles(files, addDirs); err != nil {
-		return nil, err
-	}
 	for _, f := range files {
 		rec.Files = append(rec.Files, f.rel)
 	}
+	if old != nil {
+		// Until the old files are removed below, they are still ours.
+		for _, rel := range old.Files {
+			if !slices.Contains(rec.Files, rel) {
+				rec.Files = append(rec.Files, rel)
+			}
+		}
+	}
+	// Recorded before placed: an install cut short is still uninstallable.
+	if err := saveRecord(o.recordPath(), rec); err != nil {
+		return nil, err
+	}
+	if err := o.placeFiles(files, addDirs); err != nil {
+		return nil, err
+	}
+	rec.Files = rec.Files[:len(files)]
 	if old != nil {
 		for _, rel := range old.Files {
 			if !slices.Contains(rec.Files, rel) {

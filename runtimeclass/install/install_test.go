@@ -440,3 +440,27 @@ func TestInstallRefuses(t *testing.T) {
 		})
 	}
 }
+
+// An install cut short (here: a source file missing) left its record, so
+// uninstall still brings the node back to where it was.
+func TestUninstallAfterAnInterruptedInstall(t *testing.T) {
+	orig := "version = 3\n"
+	n := newNode(t, &orig, source(t, "v1"))
+	before := snapshot(t, n.root)
+	if err := os.Remove(filepath.Join(n.opts.Source.BinDir, CLIBinary)); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := Install(ctx, n.opts); err == nil || !strings.Contains(err.Error(), "to install") {
+		t.Fatalf("install without the veil binary: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(n.root, DefaultPrefix, RecordName)); err != nil {
+		t.Fatalf("no record after an interrupted install: %v", err)
+	}
+	if err := Uninstall(ctx, n.opts); err != nil {
+		t.Fatal(err)
+	}
+	if d := diffSnapshots(before, snapshot(t, n.root)); d != "" {
+		t.Fatalf("uninstall after an interrupted install left the node different:\n%s", d)
+	}
+}
