@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -213,12 +214,26 @@ func (q *QEMU) Start(ctx context.Context) (err error) {
 	cmd.ExtraFiles = files
 	// Own process group: a terminal's signals to the caller's group do not
 	// reach QEMU. Pdeathsig: QEMU dies with the (long-lived) process that
-	// started it, so no VM outlives its shim. Go's runtime does not end the
-	// OS threads it forks from, which Pdeathsig is tied to.
+	// started it, so no VM outlives its shim.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	q.logger.Debug("starting qemu", "binary", q.binary, "args", strings.Join(args, " "))
 	started := time.Now()
-	if err := cmd.Start(); err != nil {
+	forked := make(chan error, 1)
+	go func() {
+		// Pdeathsig fires when the OS thread that forked QEMU ends, not the
+		// process. Go ends a thread when a goroutine locked to it exits
+		// locked (as netns code does on purpose), so fork from a thread
+		// this goroutine holds until QEMU has exited.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			forked <- err
+			return
+		}
+		forked <- nil
+		q.wait(cmd)
+	}()
+	if err := <-forked; err != nil {
 		return fmt.Errorf("starting vm %s: running %s: %w", q.cfg.ID, q.binary, err)
 	}
 	q.mu.Lock()
@@ -228,7 +243,6 @@ func (q *QEMU) Start(ctx context.Context) (err error) {
 		f.Close()
 	}
 	files = nil
-	go q.wait(cmd)
 
 	qc, err := q.connectQMP(ctx)
 	if err != nil {

@@ -10,9 +10,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/veil-runtime/veil/hypervisor"
 )
@@ -21,6 +24,12 @@ import (
 // a mode: "ok" serves QMP and exits on quit, "deaf" ignores quit, "die"
 // fails at once like QEMU rejecting its command line.
 const fakeQEMUEnv = "VEIL_TEST_FAKE_QEMU"
+
+func init() {
+	// Keep the main goroutine on the main thread, which Go never ends, so
+	// that TestQEMUOutlivesTheStartingThread's goroutine gets another one.
+	runtime.LockOSThread()
+}
 
 func TestMain(m *testing.M) {
 	if mode := os.Getenv(fakeQEMUEnv); mode != "" {
@@ -278,5 +287,47 @@ func TestNewChecksConfig(t *testing.T) {
 	}
 	if q.cfg.VCPUs != DefaultVCPUs || q.cfg.MemoryMiB != DefaultMemoryMiB {
 		t.Errorf("defaults: %d vcpus, %d MiB", q.cfg.VCPUs, q.cfg.MemoryMiB)
+	}
+}
+
+// TestQEMUOutlivesTheStartingThread pins Pdeathsig's trap: it fires when the
+// OS thread that forked QEMU ends. Start is called from a goroutine that
+// exits locked to its thread, which makes Go end that thread; QEMU must live on.
+func TestQEMUOutlivesTheStartingThread(t *testing.T) {
+	q, _ := newFake(t, "ok")
+	type started struct {
+		tid int
+		err error
+	}
+	ch := make(chan started, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		ch <- started{unix.Gettid(), q.Start(context.Background())}
+	}()
+	s := <-ch
+	if s.err != nil {
+		t.Fatalf("Start: %v", s.err)
+	}
+	task := fmt.Sprintf("/proc/self/task/%d", s.tid)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(task); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(task + "/stat")
+			t.Fatalf("thread %d (pid %d) that called Start did not end: %s", s.tid, os.Getpid(), b)
+		}
+		runtime.Gosched()
+	}
+	// The thread is gone; had QEMU been forked from it, Pdeathsig would have
+	// killed it by now. QMP answering proves it runs.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := q.qmp.execute(ctx, "query-status", nil); err != nil {
+		t.Fatalf("qemu died with the thread that started it: %v (%v)", err, q.Err())
+	}
+	if err := q.Err(); err != nil {
+		t.Fatalf("qemu exited: %v", err)
 	}
 }
