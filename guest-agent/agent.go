@@ -99,6 +99,9 @@ func (a *agent) run(pid1 bool) error {
 		if err := boot.PrepareCgroups(boot.CgroupRoot); err != nil {
 			return err
 		}
+		if err := boot.HoldDeviceFilterKey(boot.CgroupRoot); err != nil {
+			a.log.Warn("device cgroup", "err", err)
+		}
 		if err := boot.SetHostname("veil"); err != nil {
 			return err
 		}

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/containerd/cgroups/v3/cgroup2"
 )
 
 func TestParseCmdline(t *testing.T) {
@@ -161,5 +163,14 @@ func TestPrepareCgroups(t *testing.T) {
 		if err != nil || string(b) != "+cpu +memory +pids" {
 			t.Errorf("%s subtree_control = %q, %v", dir, b, err)
 		}
+	}
+}
+
+// TestAllowAllDeviceFilterBuilds pins a boot panic: DeviceFilter
+// dereferences major and minor, so the rule must set them.
+func TestAllowAllDeviceFilterBuilds(t *testing.T) {
+	insts, license, err := cgroup2.DeviceFilter(allowAllDevices())
+	if err != nil || len(insts) == 0 || license == "" {
+		t.Fatalf("DeviceFilter = %d instructions, %q, %v", len(insts), license, err)
 	}
 }

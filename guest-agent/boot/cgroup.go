@@ -5,6 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/containerd/cgroups/v3/cgroup2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // containerControllers are the controllers containers get when the kernel has them.
@@ -61,4 +65,35 @@ func PrepareCgroups(root string) error {
 		return fmt.Errorf("creating cgroup %s: %w", dir, err)
 	}
 	return EnableControllers(dir)
+}
+
+// HoldDeviceFilterKey attaches an allow-all device program to the
+// containers' parent cgroup and leaves it there. Attaching the first
+// cgroup device program (runc does, for every container) and detaching the
+// last flip a kernel static key; with one program always attached the key
+// never flips while containers start and stop, which avoids the TCG code
+// patching crash described at PrepareCgroups. Containers' own device rules
+// still apply: programs attached with BPF_F_ALLOW_MULTI must all allow.
+func HoldDeviceFilterKey(root string) error {
+	dir := filepath.Join(root, ContainersCgroup)
+	insts, license, err := cgroup2.DeviceFilter(allowAllDevices())
+	if err != nil {
+		return fmt.Errorf("building the allow-all device filter: %w", err)
+	}
+	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("opening cgroup %s: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	if _, err := cgroup2.LoadAttachCgroupDeviceFilter(insts, license, fd); err != nil {
+		return fmt.Errorf("attaching the allow-all device filter to %s: %w", dir, err)
+	}
+	return nil
+}
+
+// allowAllDevices is the device rule list of the always-attached filter.
+// DeviceFilter needs every field: type "a" and major, minor -1 (any).
+func allowAllDevices() []specs.LinuxDeviceCgroup {
+	wildcard := int64(-1)
+	return []specs.LinuxDeviceCgroup{{Allow: true, Type: "a", Major: &wildcard, Minor: &wildcard, Access: "rwm"}}
 }
