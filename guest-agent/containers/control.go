@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/containerd/console"
@@ -301,6 +300,3 @@ func (m *Manager) RemoveAll(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
-
-// isEOF reports the end of a stream.
-func isEOF(err error) bool { return errors.Is(err, io.EOF) }

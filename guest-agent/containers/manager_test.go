@@ -551,3 +551,6 @@ func TestPauseResumeUpdate(t *testing.T) {
 		t.Fatalf("runc calls %v", h.runc.calls)
 	}
 }
+
+// isEOF reports the end of a stream.
+func isEOF(err error) bool { return errors.Is(err, io.EOF) }
