@@ -227,3 +227,25 @@ func TestGatherOnTheDevMachine(t *testing.T) {
 		t.Errorf("tampered initrd: guest image %+v, problems %q", r.GuestImage, r.Problems)
 	}
 }
+
+// Under --root (the installer's pod), files come from the host's root, and
+// kernel paths fall back to this process's view when the root lacks them.
+func TestGatherUnderRoot(t *testing.T) {
+	root := t.TempDir()
+	guest := filepath.Join(root, "opt/veil/share/veil")
+	if err := os.MkdirAll(guest, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeGuest(t, guest)
+	f := Gather(context.Background(), Options{Root: root, GuestDir: "/opt/veil/share/veil"})
+	r := Evaluate(f)
+	if !r.GuestImage.Matches || r.GuestImage.Dir != "/opt/veil/share/veil" {
+		t.Errorf("guest image under root: %+v", r.GuestImage)
+	}
+	if !slices.Contains(r.KVM.Modules, "kvm_pvm") || r.Cgroups != "hybrid" {
+		t.Errorf("kernel facts under an empty root should fall back to this machine's: %+v %s", r.KVM, r.Cgroups)
+	}
+	if r.QEMU.Path != "" || r.Containerd.Path != "" {
+		t.Errorf("binaries found in an empty root: qemu %q containerd %q", r.QEMU.Path, r.Containerd.Path)
+	}
+}

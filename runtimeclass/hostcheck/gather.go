@@ -40,31 +40,42 @@ func (o Options) host(p string) string {
 	return filepath.Join(o.Root, p)
 }
 
+// kernel maps a /proc, /sys or /dev path under Root, falling back to this
+// process's own view when Root lacks it: a hostPath mount of / may not carry
+// the host's submounts, while a privileged container sees the same kernel
+// and devices itself.
+func (o Options) kernel(p string) string {
+	if hp := o.host(p); hp == p || exists(hp) {
+		return hp
+	}
+	return p
+}
+
 // Gather reads the machine.
 func Gather(ctx context.Context, o Options) Facts {
 	if o.GuestDir == "" {
 		o.GuestDir = DefaultGuestDir
 	}
 	var f Facts
-	if b, err := os.ReadFile(o.host("/proc/modules")); err == nil {
+	if b, err := os.ReadFile(o.kernel("/proc/modules")); err == nil {
 		f.ProcModules = string(b)
 	}
-	if ents, err := os.ReadDir(o.host("/sys/module")); err == nil {
+	if ents, err := os.ReadDir(o.kernel("/sys/module")); err == nil {
 		for _, e := range ents {
 			if strings.HasPrefix(e.Name(), "kvm") {
 				f.SysModules = append(f.SysModules, e.Name())
 			}
 		}
 	}
-	f.DevKVM = exists(o.host("/dev/kvm"))
-	f.VhostVsock = exists(o.host("/dev/vhost-vsock"))
-	f.SEVSNPParam = readTrim(o.host("/sys/module/kvm_amd/parameters/sev_snp"))
-	f.TDXParam = readTrim(o.host("/sys/module/kvm_intel/parameters/tdx"))
+	f.DevKVM = exists(o.kernel("/dev/kvm"))
+	f.VhostVsock = exists(o.kernel("/dev/vhost-vsock"))
+	f.SEVSNPParam = readTrim(o.kernel("/sys/module/kvm_amd/parameters/sev_snp"))
+	f.TDXParam = readTrim(o.kernel("/sys/module/kvm_intel/parameters/tdx"))
 	var st syscall.Statfs_t
-	if err := syscall.Statfs(o.host("/sys/fs/cgroup"), &st); err == nil {
+	if err := syscall.Statfs(o.kernel("/sys/fs/cgroup"), &st); err == nil {
 		f.CgroupRootMagic = int64(st.Type)
 	}
-	if err := syscall.Statfs(o.host("/sys/fs/cgroup/unified"), &st); err == nil {
+	if err := syscall.Statfs(o.kernel("/sys/fs/cgroup/unified"), &st); err == nil {
 		f.CgroupUnified = int64(st.Type) == cgroup2Magic
 	}
 
