@@ -103,12 +103,12 @@ func (m *Manager) Resize(id, execID string, width, height uint32) error {
 }
 
 // WriteStdin writes to a process's stdin.
-func (m *Manager) WriteStdin(id, execID string, data []byte) (int, error) {
+func (m *Manager) WriteStdin(ctx context.Context, id, execID string, data []byte) (int, error) {
 	_, p, err := m.process(id, execID)
 	if err != nil {
 		return 0, err
 	}
-	return p.writeStdin(data)
+	return p.writeStdin(ctx, data)
 }
 
 // CloseStdin gives a process end of file on stdin.

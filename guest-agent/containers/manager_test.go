@@ -321,7 +321,7 @@ func TestStdinRoundTripAndEOF(t *testing.T) {
 	if err := h.m.Start(h.ctx, "c1"); err != nil {
 		t.Fatal(err)
 	}
-	n, err := h.m.WriteStdin("c1", "", []byte("hello stdin"))
+	n, err := h.m.WriteStdin(h.ctx, "c1", "", []byte("hello stdin"))
 	if err != nil || n != 11 {
 		t.Fatalf("WriteStdin = %d, %v", n, err)
 	}
@@ -336,7 +336,7 @@ func TestStdinRoundTripAndEOF(t *testing.T) {
 	if string(out) != "hello stdin" {
 		t.Fatalf("stdout %q", out)
 	}
-	if _, err := h.m.WriteStdin("c1", "", []byte("x")); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if _, err := h.m.WriteStdin(h.ctx, "c1", "", []byte("x")); !errors.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Fatalf("WriteStdin after CloseStdin = %v, want FailedPrecondition", err)
 	}
 }
@@ -554,3 +554,21 @@ func TestPauseResumeUpdate(t *testing.T) {
 
 // isEOF reports the end of a stream.
 func isEOF(err error) bool { return errors.Is(err, io.EOF) }
+
+func TestWriteStdinStopsWhenCallerGivesUp(t *testing.T) {
+	h := newHarness(t, 1<<20)
+	h.create(t, "c1", true, "/bin/sh", "-c", "exec sleep 1000") // never reads stdin
+	if err := h.m.Start(h.ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(h.ctx)
+	done := make(chan error)
+	go func() {
+		_, err := h.m.WriteStdin(ctx, "c1", "", make([]byte, 1<<20)) // more than a pipe holds
+		done <- err
+	}()
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("WriteStdin into a full pipe returned no error after its context ended")
+	}
+}

@@ -1,6 +1,7 @@
 package containers
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -139,13 +140,20 @@ func (p *process) hasExited() bool {
 	}
 }
 
-// writeStdin writes to the process's stdin.
-func (p *process) writeStdin(data []byte) (int, error) {
+// writeStdin writes to the process's stdin. The write blocks while the
+// pipe is full; when ctx ends first, it stops with what was written.
+func (p *process) writeStdin(ctx context.Context, data []byte) (int, error) {
 	p.stdinMu.Lock()
 	w := p.stdin
 	p.stdinMu.Unlock()
 	if w == nil {
 		return 0, fmt.Errorf("process has no open stdin (create it with stdin set): %w", errdefs.ErrFailedPrecondition)
+	}
+	if d, ok := w.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		// Clear what an earlier cancelled call may have left.
+		_ = d.SetWriteDeadline(time.Time{})
+		stop := context.AfterFunc(ctx, func() { _ = d.SetWriteDeadline(time.Now()) })
+		defer stop()
 	}
 	n, err := w.Write(data)
 	if err != nil {

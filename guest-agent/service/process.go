@@ -62,7 +62,7 @@ func (a *processAPI) ResizeTTY(ctx context.Context, req *api.ResizeTTYRequest) (
 }
 
 func (a *processAPI) WriteStdin(ctx context.Context, req *api.WriteStdinRequest) (*api.WriteStdinResponse, error) {
-	n, err := a.s.cfg.Containers.WriteStdin(req.GetContainerId(), req.GetExecId(), req.GetData())
+	n, err := a.s.cfg.Containers.WriteStdin(ctx, req.GetContainerId(), req.GetExecId(), req.GetData())
 	if err != nil {
 		return nil, rpcErr(err)
 	}
