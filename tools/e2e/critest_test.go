@@ -16,6 +16,14 @@ import (
 // handler must pass all of them; the target for veil is runc's set.
 const baselineFile = "critest/runc-passed.txt"
 
+// unstable are cases whose outcome under runc changes from run to run:
+// critest skips them itself when it loses a race with containerd ("spec
+// discrepancy"). They are kept out of the baseline.
+var unstable = map[string]bool{
+	"[k8s.io] NRI / plugin synchronization / should receive a callback for container created during the Synchronize call":                      true,
+	"[k8s.io] NRI / plugin synchronization / should receive information about all containers without the race condition during initialization": true,
+}
+
 // critestTimeout bounds one handler's critest run: about 3 minutes under
 // runc, far longer with a VM per pod under software emulation.
 const critestTimeout = 80 * time.Minute
@@ -28,6 +36,7 @@ const critestTimeout = 80 * time.Minute
 // matching cases (ginkgo focus) and checks only those.
 func TestCritest(t *testing.T) {
 	forEachHandler(t, func(t *testing.T, handler string) {
+		env := ownEnv(t, "critest-"+handler)
 		// ginkgo stops itself (and still writes its report) before the
 		// context kills it.
 		ctx := testContext(t, critestTimeout+5*time.Minute)
@@ -60,6 +69,13 @@ func TestCritest(t *testing.T) {
 			t.Fatal(err)
 		}
 		if handler == harness.Runc && os.Getenv("VEIL_E2E_UPDATE_BASELINE") == "1" {
+			var stable []string
+			for _, p := range passed {
+				if !unstable[p] {
+					stable = append(stable, p)
+				}
+			}
+			passed = stable
 			header := "# critest v1.37.0 cases that pass with the runc handler in tools/e2e's environment.\n" +
 				"# Every handler must pass each of them. Regenerate: make test-e2e VEIL_E2E_UPDATE_BASELINE=1\n"
 			if err := os.WriteFile(baselineFile, []byte(header+strings.Join(passed, "\n")+"\n"), 0o644); err != nil {

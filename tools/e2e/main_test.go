@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -34,10 +35,7 @@ func testMain(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var err error
-	env, err = harness.Start(ctx, harness.Options{
-		LogDir: os.Getenv("VEIL_E2E_LOGS"),
-		Log:    slog.New(slog.NewTextHandler(os.Stderr, nil)),
-	})
+	env, err = harness.Start(ctx, envOptions("shared"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
@@ -48,6 +46,34 @@ func testMain(m *testing.M) int {
 		code = 1
 	}
 	return code
+}
+
+// envOptions are the options of an environment whose logs go to the
+// subdirectory name of VEIL_E2E_LOGS (when set).
+func envOptions(name string) harness.Options {
+	opts := harness.Options{Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+	if dir := os.Getenv("VEIL_E2E_LOGS"); dir != "" {
+		opts.LogDir = filepath.Join(dir, name)
+	}
+	return opts
+}
+
+// ownEnv starts an environment for one test alone (so what it checks is not
+// disturbed by other tests' leftovers) and removes it when the test ends.
+func ownEnv(t *testing.T, name string) *harness.Env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	e, err := harness.Start(ctx, envOptions(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return e
 }
 
 // forEachHandler runs fn as a subtest per handler. A handler that cannot run

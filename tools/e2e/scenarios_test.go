@@ -258,6 +258,7 @@ func TestExitCodes(t *testing.T) {
 // process, mount, network namespace or cgroup of theirs.
 func TestPodsLeaveNothingBehind(t *testing.T) {
 	forEachHandler(t, func(t *testing.T, handler string) {
+		env := ownEnv(t, "churn-"+handler)
 		ctx := testContext(t, 20*time.Minute)
 		for i := range 10 {
 			pod, err := env.RunPod(ctx, handler, "churn-"+handler+"-"+string(rune('a'+i)))
@@ -276,11 +277,14 @@ func TestPodsLeaveNothingBehind(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if out := crictl(t, ctx, "pods", "-q"); strings.TrimSpace(out) != "" {
-			t.Errorf("pods left: %q", out)
-		}
-		if out := crictl(t, ctx, "ps", "-a", "-q"); strings.TrimSpace(out) != "" {
-			t.Errorf("containers left: %q", out)
+		for _, what := range [][]string{{"pods", "-q"}, {"ps", "-a", "-q"}} {
+			out, err := env.Run(ctx, env.Crictl(ctx, what...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.TrimSpace(out) != "" {
+				t.Errorf("crictl %s lists: %q", what[0], out)
+			}
 		}
 		left, err := env.Leftovers()
 		if err != nil {
