@@ -1,6 +1,6 @@
 //go:build e2e
 
-package runtimeclass_test
+package runtimeclass
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -169,6 +170,30 @@ func TestInstallRunUninstall(t *testing.T) {
 	if strings.TrimSpace(logs) != manifest.Kernel.Release {
 		t.Fatalf("uname -r in the pod = %q, want the installed guest kernel %s", strings.TrimSpace(logs), manifest.Kernel.Release)
 	}
+	// The VM's cost, measured while the pod is up (its container has
+	// exited, so this is the idle pod): QEMU's and the shim's resident
+	// memory must fit in the RuntimeClass's overhead.podFixed.
+	var o objects
+	decodeFile(t, "runtimeclasses.yaml", &o)
+	var overhead int64
+	for _, rc := range o.runtimeClasses {
+		if rc.Name == "veil" {
+			overhead = rc.Overhead.PodFixed.Memory().Value()
+		}
+	}
+	procs := podProcesses(t, pod.ID)
+	var total int64
+	for name, rss := range procs {
+		t.Logf("pod %s: %s resident %d MiB", pod.ID[:12], name, rss>>20)
+		total += rss
+	}
+	if procs["qemu-system-x86_64"] == 0 || procs[install.ShimBinary] == 0 {
+		t.Fatalf("found no QEMU or shim process for pod %s: %v", pod.ID, procs)
+	}
+	t.Logf("QEMU + shim resident: %d MiB; RuntimeClass veil overhead.podFixed memory: %d MiB", total>>20, overhead>>20)
+	if total > overhead {
+		t.Errorf("QEMU + shim use %d MiB, more than the RuntimeClass overhead %d MiB: raise overhead.podFixed", total>>20, overhead>>20)
+	}
 	if err := env.RemovePod(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
@@ -194,4 +219,36 @@ func TestInstallRunUninstall(t *testing.T) {
 	if _, err := env.RunPod(ctx, "veil", "after-uninstall"); err == nil {
 		t.Fatal("a veil pod started after uninstall")
 	}
+}
+
+// podProcesses sums the resident memory (bytes) of the processes whose
+// command line names the pod's sandbox ID, by executable name.
+func podProcesses(t *testing.T, sandboxID string) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(cmd), sandboxID) {
+			continue
+		}
+		exe := filepath.Base(strings.SplitN(string(cmd), "\x00", 2)[0])
+		status, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(status), "\n") {
+			if f := strings.Fields(l); len(f) == 3 && f[0] == "VmRSS:" {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				out[exe] += kb << 10
+			}
+		}
+	}
+	return out
 }
