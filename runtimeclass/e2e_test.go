@@ -198,6 +198,22 @@ func TestInstallRunUninstall(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The pod's shim exits after its Shutdown; uninstall refuses while it runs.
+	shimPath := filepath.Join(opts.Prefix, "bin", install.ShimBinary)
+	for deadline := time.Now().Add(time.Minute); ; {
+		if len(podProcesses(t, pod.ID)) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the pod's processes still run a minute after rmp: %v (%s)", podProcesses(t, pod.ID), shimPath)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+
 	// Uninstall: the config is the stock one again, byte for byte.
 	if err := install.Uninstall(ctx, opts); err != nil {
 		t.Fatal(err)

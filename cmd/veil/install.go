@@ -162,6 +162,7 @@ func uninstallCmd(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("uninstall", flag.ContinueOnError)
 	var n nodeFlags
 	n.register(fs)
+	force := fs.Bool("force", false, "uninstall even while veil pods' shims run (containerd then cannot clean those pods up)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -178,7 +179,7 @@ func uninstallCmd(args []string, stdout io.Writer) error {
 		return err
 	}
 	err = install.Uninstall(context.Background(), install.Options{
-		Root: n.root, Prefix: n.prefix, Restarter: restarter, Labeler: labeler, Log: log,
+		Root: n.root, Prefix: n.prefix, Restarter: restarter, Labeler: labeler, Log: log, Force: *force,
 	})
 	if err != nil {
 		return fmt.Errorf("uninstall: %w", err)

@@ -41,6 +41,12 @@ type Options struct {
 	Labeler Labeler
 	Labels  map[string]string
 	Log     *slog.Logger
+	// Force lets Uninstall go ahead while veil shims still run (their pods
+	// then cannot be cleaned up by containerd).
+	Force bool
+	// ProcDir is the host's /proc (default Root/proc), where Uninstall
+	// looks for running shims.
+	ProcDir string
 }
 
 func (o *Options) defaults() {

@@ -464,3 +464,40 @@ func TestUninstallAfterAnInterruptedInstall(t *testing.T) {
 		t.Fatalf("uninstall after an interrupted install left the node different:\n%s", d)
 	}
 }
+
+// Uninstall refuses while a pod's shim runs from the installed binary
+// (containerd could not clean the pod up without the handler), unless forced.
+func TestUninstallRefusesWhileShimsRun(t *testing.T) {
+	orig := "version = 3\n"
+	n := newNode(t, &orig, source(t, "v1"))
+	ctx := context.Background()
+	if _, err := Install(ctx, n.opts); err != nil {
+		t.Fatal(err)
+	}
+	// A fake /proc with one process running the installed shim.
+	proc := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(proc, "4242"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/opt/veil/bin/containerd-shim-veil-v2", filepath.Join(proc, "4242", "exe")); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(proc, "7"), 0o755)
+	os.Symlink("/usr/bin/containerd", filepath.Join(proc, "7", "exe"))
+	n.opts.ProcDir = proc
+	installed := snapshot(t, n.root)
+	err := Uninstall(ctx, n.opts)
+	if err == nil || !strings.Contains(err.Error(), "pids [4242]") {
+		t.Fatalf("uninstall with a running shim: %v", err)
+	}
+	if d := diffSnapshots(installed, snapshot(t, n.root)); d != "" {
+		t.Fatalf("a refused uninstall changed the node:\n%s", d)
+	}
+	n.opts.Force = true
+	if err := Uninstall(ctx, n.opts); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.read(t, DefaultContainerdConfig); got != orig {
+		t.Fatalf("config after forced uninstall %q", got)
+	}
+}

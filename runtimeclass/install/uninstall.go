@@ -30,6 +30,16 @@ func Uninstall(ctx context.Context, o Options) error {
 		o.Log.Info("no veil install recorded: nothing to uninstall", "record", o.recordPath())
 		return nil
 	}
+	procDir := o.ProcDir
+	if procDir == "" {
+		procDir = o.h("/proc")
+	}
+	if pids := runningShims(procDir, filepath.Join(rec.Prefix, shimRel())); len(pids) > 0 {
+		if !o.Force {
+			return fmt.Errorf("%d veil shims are running (pids %v): remove the node's veil pods first (kubectl drain, or crictl rmp), or give --force; without its handler containerd cannot clean them up", len(pids), pids)
+		}
+		o.Log.Warn("uninstalling while veil shims run (--force)", "pids", pids)
+	}
 
 	// 1. The main config stops importing the drop-in. A failure here stops
 	// everything: removing the drop-in a config still imports would keep
