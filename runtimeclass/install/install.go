@@ -148,10 +148,11 @@ func Install(ctx context.Context, o Options) (*Record, error) {
 		return nil, fmt.Errorf("guest image in %s: %s", o.Source.GuestDir, strings.Join(g.Problems, "; "))
 	}
 
-	rec := &Record{Format: RecordFormat, Prefix: o.Prefix, Handlers: o.Handlers, DropIn: o.DropIn, Labels: o.Labels}
+	rec := &Record{Format: RecordFormat, Prefix: o.Prefix, Handlers: o.Handlers, DropIn: o.DropIn}
 	if old != nil {
 		rec.Dirs = old.Dirs
 		rec.Config = old.Config
+		rec.Labels = old.Labels
 	}
 	addDirs := func(ds []string) {
 		for _, d := range ds {
@@ -247,6 +248,10 @@ func Install(ctx context.Context, o Options) (*Record, error) {
 
 	// 5. Node labels.
 	if o.Labeler != nil && len(o.Labels) > 0 {
+		rec.Labels = o.Labels
+		if err := saveRecord(o.recordPath(), rec); err != nil {
+			return rec, err
+		}
 		if err := o.Labeler.SetLabels(ctx, o.Labels, nil); err != nil {
 			return rec, fmt.Errorf("labelling the node: %w", err)
 		}

@@ -501,3 +501,26 @@ func TestUninstallRefusesWhileShimsRun(t *testing.T) {
 		t.Fatalf("config after forced uninstall %q", got)
 	}
 }
+
+// Without a labeler (--label=none) nothing is recorded as labelled, so
+// uninstall touches no labels either.
+func TestNoLabelerRecordsNoLabels(t *testing.T) {
+	orig := "version = 3\n"
+	n := newNode(t, &orig, source(t, "v1"))
+	n.opts.Labeler = nil
+	rec, err := Install(context.Background(), n.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Labels) != 0 {
+		t.Fatalf("record has labels %v without a labeler", rec.Labels)
+	}
+	n.opts.Labeler = n.lb
+	n.lb.labels["veil.io/tee"] = "set by someone else"
+	if err := Uninstall(context.Background(), n.opts); err != nil {
+		t.Fatal(err)
+	}
+	if n.lb.labels["veil.io/tee"] != "set by someone else" {
+		t.Fatal("uninstall removed a label install did not set")
+	}
+}
