@@ -43,6 +43,7 @@ func options(t *testing.T, out, agent string) guestimage.Options {
 		Runc: "/usr/sbin/runc", RuncPackage: "runc",
 		Compression: guestimage.DefaultCompression,
 		Modules:     guestimage.GuestModules,
+		TEEModules:  guestimage.TEEModules,
 		Log:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 }
@@ -99,7 +100,8 @@ func TestBuildIsReproducible(t *testing.T) {
 
 // TestImageBoots boots the image under QEMU with a stand-in /init
 // (testdata/smokeinit) that loads /etc/veil/modules the way the agent does,
-// checks 9p, overlay, vsock, virtio-net/blk and dm-crypt are there, runs
+// checks 9p, overlay, vsock, virtio-net/blk, dm-crypt and configfs-tsm are
+// there and that the TEE drivers refuse with ENODEV outside a TEE, runs
 // runc from the image, and powers off.
 func TestImageBoots(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -124,7 +126,7 @@ func TestImageBoots(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting qemu: %v", err)
 	}
-	var loaded []string
+	var loaded, teeRefused []string
 	var console strings.Builder
 	pass := false
 	sc := bufio.NewScanner(stdout)
@@ -136,6 +138,8 @@ func TestImageBoots(t *testing.T) {
 			switch {
 			case strings.HasPrefix(msg, "loaded "):
 				loaded = append(loaded, strings.TrimPrefix(msg, "loaded "))
+			case strings.HasPrefix(msg, "tee module refused (ENODEV) "):
+				teeRefused = append(teeRefused, strings.TrimPrefix(msg, "tee module refused (ENODEV) "))
 			case msg == "PASS":
 				pass = true
 			}
@@ -149,6 +153,9 @@ func TestImageBoots(t *testing.T) {
 	}
 	if len(loaded) != len(m.Initramfs.Modules) {
 		t.Errorf("guest loaded %d modules, manifest lists %d: %q", len(loaded), len(m.Initramfs.Modules), loaded)
+	}
+	if len(teeRefused) == 0 || len(teeRefused) != len(m.Initramfs.TEEModules) {
+		t.Errorf("guest tried %d TEE modules, manifest lists %q", len(teeRefused), m.Initramfs.TEEModules)
 	}
 	t.Logf("booted, checked and powered off in %s", time.Since(start).Round(time.Millisecond))
 }

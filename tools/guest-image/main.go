@@ -74,7 +74,7 @@ func run() error {
 		RepoDir: repoDir, AgentPackage: *agent,
 		Runc: *runc, RuncPackage: "runc",
 		Compression: comp, Mtime: mtime,
-		Modules: guestimage.GuestModules, Log: log,
+		Modules: guestimage.GuestModules, TEEModules: guestimage.TEEModules, Log: log,
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -38,9 +38,11 @@ type Options struct {
 	// Mtime is the modification time of every initramfs entry
 	// (SOURCE_DATE_EPOCH, else 0).
 	Mtime int64
-	// Modules are the kernel modules to include (normally GuestModules).
-	Modules []string
-	Log     *slog.Logger
+	// Modules are the kernel modules to include (normally GuestModules),
+	// TEEModules those listed apart (normally TEEModules).
+	Modules    []string
+	TEEModules []string
+	Log        *slog.Logger
 }
 
 // Artifact files in OutDir.
@@ -51,6 +53,9 @@ const (
 	// ModulesListPath is the initramfs file listing the modules the agent
 	// loads at boot, one absolute path per line, in load order.
 	ModulesListPath = "/etc/veil/modules"
+	// TEEModulesListPath lists, in the same format, modules to load after
+	// those of ModulesListPath that fail with ENODEV outside their TEE.
+	TEEModulesListPath = "/etc/veil/modules-tee"
 )
 
 // Manifest describes a built guest image; it is written to manifest.json.
@@ -82,6 +87,7 @@ type Manifest struct {
 		// Modules are the kernel modules, in load order (as in
 		// /etc/veil/modules); BuiltinModules were asked for but are built in.
 		Modules        []string            `json:"modules"`
+		TEEModules     []string            `json:"tee_modules"`
 		BuiltinModules []string            `json:"builtin_modules"`
 		Files          []ManifestFileEntry `json:"files"`
 	} `json:"initramfs"`
@@ -190,10 +196,20 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.Modules = mods
-	for _, mod := range mods {
+	teeMods, teeBuiltin, err := ResolveModules(ctx, k, o.TEEModules)
+	if err != nil {
+		return nil, err
+	}
+	c.Modules, c.TEEModules = mods, Without(teeMods, mods)
+	m.Initramfs.Modules, m.Initramfs.TEEModules = []string{}, []string{}
+	for _, mod := range c.Modules {
 		m.Initramfs.Modules = append(m.Initramfs.Modules, mod.Name)
 	}
+	for _, mod := range c.TEEModules {
+		m.Initramfs.TEEModules = append(m.Initramfs.TEEModules, mod.Name)
+	}
+	builtin = append(builtin, teeBuiltin...)
+	sort.Strings(builtin)
 	m.Initramfs.BuiltinModules = append([]string{}, builtin...)
 	if len(builtin) > 0 {
 		log.Info("modules built into the kernel, not copied", "modules", builtin)
@@ -266,6 +282,8 @@ type Contents struct {
 	Libraries []File
 	// Modules are the kernel modules in load order; ModulesListPath lists them.
 	Modules []Module
+	// TEEModules are more modules, listed in TEEModulesListPath.
+	TEEModules []Module
 }
 
 // Entries lays out the initramfs (see the package documentation).
@@ -288,6 +306,10 @@ func Entries(c Contents) []cpio.Entry {
 		t.add(m.Path, cpio.TypeRegular|0o644, m.Data)
 	}
 	t.add(ModulesListPath, cpio.TypeRegular|0o644, ModulesList(c.Modules))
+	for _, m := range c.TEEModules {
+		t.add(m.Path, cpio.TypeRegular|0o644, m.Data)
+	}
+	t.add(TEEModulesListPath, cpio.TypeRegular|0o644, ModulesList(c.TEEModules))
 	return t.list()
 }
 

@@ -19,6 +19,9 @@ func TestEntriesLayout(t *testing.T) {
 			{Name: "9pnet", Path: "/lib/modules/r/kernel/net/9p/9pnet.ko", Data: []byte("9pnet")},
 			{Name: "9p", Path: "/lib/modules/r/kernel/fs/9p/9p.ko", Data: []byte("9p")},
 		},
+		TEEModules: []Module{
+			{Name: "sev_guest", Path: "/lib/modules/r/kernel/drivers/virt/coco/sev-guest/sev-guest.ko", Data: []byte("sev")},
+		},
 	}
 	var buf bytes.Buffer
 	if err := cpio.Write(&buf, Entries(c), 0); err != nil {
@@ -39,6 +42,8 @@ func TestEntriesLayout(t *testing.T) {
 		{"lib/x86_64-linux-gnu/libc.so.6", cpio.TypeRegular | 0o755, "libc"},
 		{"lib/modules/r/kernel/fs/9p/9p.ko", cpio.TypeRegular | 0o644, "9p"},
 		{"etc/veil/modules", cpio.TypeRegular | 0o644, "/lib/modules/r/kernel/net/9p/9pnet.ko\n/lib/modules/r/kernel/fs/9p/9p.ko\n"},
+		{"etc/veil/modules-tee", cpio.TypeRegular | 0o644, "/lib/modules/r/kernel/drivers/virt/coco/sev-guest/sev-guest.ko\n"},
+		{"lib/modules/r/kernel/drivers/virt/coco/sev-guest/sev-guest.ko", cpio.TypeRegular | 0o644, "sev"},
 		{"tmp", cpio.TypeDir | 0o1777, ""},
 		{"root", cpio.TypeDir | 0o700, ""},
 		{"dev/console", cpio.TypeChar | 0o600, ""},

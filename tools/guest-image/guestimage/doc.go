@@ -14,6 +14,7 @@
 //	/lib/x86_64-linux-gnu/*.so.* runc's shared libraries (DT_NEEDED, transitively)
 //	/lib/modules/<release>/...   the GuestModules and their dependencies, uncompressed
 //	/etc/veil/modules            module paths in load order (the agent loads them)
+//	/etc/veil/modules-tee        TEE guest drivers, same format; ENODEV off-TEE
 //	/dev/console                 the kernel's console, for /init's stdio
 //	/proc /sys /dev /tmp /run /etc /sbin /root  empty mount points and dirs
 //

@@ -25,13 +25,22 @@ import (
 //   - overlay: container root filesystems layered in the guest
 //   - dm_crypt, xts: encrypted scratch storage (aes-xts-plain64; the guest
 //     has no modprobe, so the cipher mode dm-crypt asks for must be loaded)
+//   - configfs, tsm: configfs-tsm, the kernel's attestation report
+//     interface (/sys/kernel/config/tsm/report); both load on any machine
 var GuestModules = []string{
 	"9p", "9pnet_virtio",
 	"vmw_vsock_virtio_transport",
 	"virtio_blk", "virtio_net",
 	"overlay",
 	"dm_crypt", "xts",
+	"configfs", "tsm",
 }
+
+// TEEModules are the confidential-computing guest drivers (SEV-SNP, TDX).
+// Each refuses to load (ENODEV) outside its TEE, so they are listed apart,
+// in TEEModulesListPath, for the agent to try: ENODEV there means "not this
+// TEE", not an error. Their dependencies are in GuestModules.
+var TEEModules = []string{"sev_guest", "tdx_guest"}
 
 // ModuleName normalises a module name as the kernel does ("dm-mod" and
 // "dm_mod" are one module).
@@ -263,6 +272,21 @@ func ModulesList(mods []Module) []byte {
 		b.WriteByte('\n')
 	}
 	return b.Bytes()
+}
+
+// Without returns mods without the modules also in loaded, keeping order.
+func Without(mods, loaded []Module) []Module {
+	have := map[string]bool{}
+	for _, m := range loaded {
+		have[m.Name] = true
+	}
+	out := []Module{}
+	for _, m := range mods {
+		if !have[m.Name] {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func modInfo(ko []byte) (ModInfo, error) {

@@ -127,3 +127,15 @@ func TestModulesList(t *testing.T) {
 		t.Errorf("ModulesList = %q, want %q", got, want)
 	}
 }
+
+func TestWithout(t *testing.T) {
+	tee := []Module{{Name: "configfs"}, {Name: "tsm"}, {Name: "sev_guest"}, {Name: "tdx_guest"}}
+	loaded := []Module{{Name: "9p"}, {Name: "configfs"}, {Name: "tsm"}}
+	var got []string
+	for _, m := range Without(tee, loaded) {
+		got = append(got, m.Name)
+	}
+	if want := []string{"sev_guest", "tdx_guest"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Without = %q, want %q", got, want)
+	}
+}

@@ -1,12 +1,13 @@
 // Command smokeinit is a stand-in /init for testing the guest image without
 // the agent: it loads the modules listed in /etc/veil/modules the way the
 // agent does (finit_module, in order), checks that the filesystems they
-// provide are registered, runs runc from the image, prints one line per
+// provide are registered, that configfs-tsm is there and that each TEE
+// driver of /etc/veil/modules-tee refuses to load with ENODEV (this VM is no
+// TEE), runs runc from the image, prints one line per
 // check to the console and powers the VM off. The VM test reads the lines.
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -30,6 +31,16 @@ func main() {
 	syscall.Reboot(syscall.LINUX_REBOOT_CMD_POWER_OFF)
 }
 
+func loadModule(p string) syscall.Errno {
+	f, err := os.Open(p)
+	if err != nil {
+		return syscall.ENOENT
+	}
+	defer f.Close()
+	_, _, errno := syscall.Syscall(sysFinitModule, f.Fd(), uintptr(unsafe.Pointer(&empty[0])), 0)
+	return errno
+}
+
 func run() error {
 	for _, m := range []struct{ src, dst, fstype string }{
 		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"},
@@ -44,19 +55,30 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	sc := bufio.NewScanner(strings.NewReader(string(list)))
-	for sc.Scan() {
-		p := sc.Text()
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		_, _, errno := syscall.Syscall(sysFinitModule, f.Fd(), uintptr(unsafe.Pointer(&empty[0])), 0)
-		f.Close()
-		if errno != 0 && errno != syscall.EEXIST {
+	for _, p := range strings.Fields(string(list)) {
+		if errno := loadModule(p); errno != 0 && errno != syscall.EEXIST {
 			return fmt.Errorf("loading module %s: %w", p, errno)
 		}
 		fmt.Println("smoke: loaded", p)
+	}
+	// configfs-tsm, the attestation report interface, is there on any machine.
+	if err := syscall.Mount("configfs", "/sys/kernel/config", "configfs", 0, ""); err != nil {
+		return fmt.Errorf("mounting configfs: %w", err)
+	}
+	if _, err := os.Stat("/sys/kernel/config/tsm/report"); err != nil {
+		return fmt.Errorf("configfs-tsm: %w", err)
+	}
+	fmt.Println("smoke: configfs-tsm")
+	// This VM is no TEE: each TEE driver must refuse with ENODEV.
+	tee, err := os.ReadFile("/etc/veil/modules-tee")
+	if err != nil {
+		return err
+	}
+	for _, p := range strings.Fields(string(tee)) {
+		if errno := loadModule(p); errno != syscall.ENODEV {
+			return fmt.Errorf("loading TEE module %s outside a TEE: got errno %d (%v), want ENODEV", p, errno, errno)
+		}
+		fmt.Println("smoke: tee module refused (ENODEV)", p)
 	}
 	fs, err := os.ReadFile("/proc/filesystems")
 	if err != nil {
