@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -522,5 +523,32 @@ func TestNoLabelerRecordsNoLabels(t *testing.T) {
 	}
 	if n.lb.labels["veil.io/tee"] != "set by someone else" {
 		t.Fatal("uninstall removed a label install did not set")
+	}
+}
+
+// A config that already names the drop-in (a line the admin wrote) is not
+// edited, stays as it is on uninstall, and uninstall warns that containerd
+// will not start while it imports a missing file.
+func TestExplicitImportWrittenByTheAdmin(t *testing.T) {
+	orig := "version = 3\nimports = [\"/etc/containerd/conf.d/veil.toml\"]\n"
+	n := newNode(t, &orig, source(t, "v1"))
+	var logs strings.Builder
+	n.opts.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	ctx := context.Background()
+	rec, err := Install(ctx, n.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Config.Edit != nil || n.read(t, DefaultContainerdConfig) != orig {
+		t.Fatal("install edited a config that already imports the drop-in")
+	}
+	if err := Uninstall(ctx, n.opts); err != nil {
+		t.Fatal(err)
+	}
+	if n.read(t, DefaultContainerdConfig) != orig {
+		t.Fatal("uninstall changed the admin's config")
+	}
+	if !strings.Contains(logs.String(), "imports the drop-in by name") {
+		t.Fatalf("no warning about the admin's import line:\n%s", logs.String())
 	}
 }

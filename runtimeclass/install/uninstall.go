@@ -133,6 +133,7 @@ func Uninstall(ctx context.Context, o Options) error {
 func (o *Options) restoreConfig(rec *Record) (bool, error) {
 	c := rec.Config
 	if c.Edit == nil {
+		o.warnExplicitImport(c.Path, rec.DropIn)
 		return false, nil
 	}
 	cfgFile, err := resolveLink(o.h(c.Path))
@@ -189,4 +190,30 @@ func (o *Options) restoreConfig(rec *Record) (bool, error) {
 	}
 	o.Log.Info("containerd config changed since install: removed only veil's import", "file", c.Path)
 	return true, nil
+}
+
+// warnExplicitImport warns when the config, which install did not edit,
+// names the drop-in itself (not through a glob): containerd fails to start
+// on an import of a missing file, and that line is the admin's to remove.
+func (o *Options) warnExplicitImport(path, dropIn string) {
+	if path == "" {
+		return
+	}
+	cfgFile, err := resolveLink(o.h(path))
+	if err != nil {
+		return
+	}
+	b, err := os.ReadFile(cfgFile)
+	if err != nil {
+		return
+	}
+	cfg, err := containerdcfg.Parse(b, path)
+	if err != nil {
+		return
+	}
+	for _, imp := range cfg.Imports {
+		if !strings.Contains(imp, "*") && containerdcfg.Covers([]string{imp}, path, dropIn) {
+			o.Log.Warn("containerd's config imports the drop-in by name (a line veil install did not add): containerd will not start while that file is missing; remove the import", "file", path, "import", imp)
+		}
+	}
 }
