@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -19,7 +20,7 @@ func checkCmd(args []string, stdout io.Writer) error {
 	qemu := fs.String("qemu", "", "QEMU binary (default: qemu-system-x86_64 on PATH)")
 	containerd := fs.String("containerd", "", "containerd binary (default: containerd on PATH)")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return helpIsNoError(err)
 	}
 	if fs.NArg() != 0 {
 		return fmt.Errorf("check: unexpected arguments %q", fs.Args())
@@ -41,4 +42,12 @@ func checkCmd(args []string, stdout io.Writer) error {
 		return fmt.Errorf("check: veil cannot run pods here: %s", strings.Join(r.Problems, "; "))
 	}
 	return nil
+}
+
+// helpIsNoError turns -h's flag.ErrHelp (usage already printed) into success.
+func helpIsNoError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
 }

@@ -80,7 +80,7 @@ func installCmd(args []string, stdout io.Writer) error {
 	containerdVersion := fs.String("containerd-version", "", "containerd's version, when the binary cannot be run (e.g. 2.4.2)")
 	handlers := fs.String("handlers", strings.Join(install.Handlers, ","), "CRI runtime handlers to add")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return helpIsNoError(err)
 	}
 	if fs.NArg() != 0 {
 		return fmt.Errorf("install: unexpected arguments %q", fs.Args())
@@ -164,7 +164,7 @@ func uninstallCmd(args []string, stdout io.Writer) error {
 	n.register(fs)
 	force := fs.Bool("force", false, "uninstall even while veil pods' shims run (containerd then cannot clean those pods up)")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return helpIsNoError(err)
 	}
 	if fs.NArg() != 0 {
 		return fmt.Errorf("uninstall: unexpected arguments %q", fs.Args())
