@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -335,4 +336,41 @@ func unmountUnder(dir, keep string) error {
 		}
 	}
 	return fmt.Errorf("unmounting under %s: mounts keep reappearing", dir)
+}
+
+// ownerFile, in an environment's directory, holds the PID of the process
+// that created it.
+const ownerFile = "owner.pid"
+
+// sweepStale removes environments left behind by test processes that died
+// without closing them (killed, or go test's timeout): each directory
+// veil-e2e-* in the temp dir whose owner process is gone. Environments of
+// live processes, and directories without an owner file, are left alone.
+func sweepStale(log *slog.Logger) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "veil-e2e-*"))
+	for _, dir := range dirs {
+		data, err := os.ReadFile(filepath.Join(dir, ownerFile))
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+		if err != nil || pid <= 0 || processAlive(pid) {
+			continue
+		}
+		log.Warn("removing a stale environment", "dir", dir, "owner", pid)
+		var errs []error
+		errs = append(errs, killUnder(dir, os.Getpid()), unmountUnder(dir, ""))
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, err)
+		}
+		if err := errors.Join(errs...); err != nil {
+			log.Warn("removing a stale environment", "dir", dir, "err", err)
+		}
+	}
+}
+
+// processAlive reports whether pid names a running process.
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -119,10 +120,15 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 			return nil, fmt.Errorf("finding %s (run `make deps`): %w", tool, err)
 		}
 	}
+	sweepStale(log)
 	// Short: unix socket paths under it must stay below 108 bytes.
 	dir, err := os.MkdirTemp("", "veil-e2e-")
 	if err != nil {
 		return nil, fmt.Errorf("creating environment directory: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("marking environment directory: %w", err)
 	}
 	env = &Env{Dir: dir, RepoRoot: root, Address: filepath.Join(dir, "containerd.sock"), log: log, LogDir: opts.LogDir,
 		cgroupsBefore: namespaceCgroups()}
@@ -253,6 +259,8 @@ func (e *Env) startDaemon(ctx context.Context) error {
 	cmd.Env = append(os.Environ(), "PATH="+strings.Join([]string{
 		filepath.Join(e.RepoRoot, ".cache/bin"), filepath.Join(e.RepoRoot, "build/bin"),
 		"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}, ":"))
+	// If the test process dies without Close (killed, go test's timeout),
+	// the next Start's sweepStale stops this containerd and its shims.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting containerd: %w", err)
