@@ -347,7 +347,9 @@ func (t *tree) list() []cpio.Entry {
 
 // buildAgent builds the agent reproducibly and returns the Go version used.
 func buildAgent(ctx context.Context, repo, pkg, out string) (string, error) {
-	env := append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	// Pin everything in the environment that changes the binary: the
+	// baseline amd64 level also keeps the agent running on any guest CPU.
+	env := append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOAMD64=v1")
 	v, err := run(ctx, repo, env, "go", "env", "GOVERSION")
 	if err != nil {
 		return "", fmt.Errorf("finding the Go version: %w", err)
