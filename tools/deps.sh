@@ -10,7 +10,7 @@ cache=$root/.cache
 export GOBIN=$cache/bin
 mkdir -p "$GOBIN"
 
-# Pinned versions. The guest kernel version is read by tools/guest-image too.
+# Pinned versions. The guest kernel is pinned in tools/guest-image (KernelPin) and fetched at the end.
 PROTOC_GEN_GO=v1.36.12          # google.golang.org/protobuf
 PROTOC_GEN_GO_TTRPC=v1.2.10     # github.com/containerd/ttrpc
 CONTAINERD=v2.4.2               # github.com/containerd/containerd/v2
@@ -83,6 +83,7 @@ if [[ ! -x $debs/busybox/bin/busybox ]]; then
 	dpkg-deb -x "$debs"/busybox_*.deb "$debs/busybox"
 fi
 
-# The guest kernel package, by the version tools/guest-image pins.
+# The guest kernel package, pinned by KernelPin in tools/guest-image/guestimage/kernel.go:
+# downloaded into .cache/kernel once; says which versions exist when the pin is gone.
 go run ./tools/guest-image -cache "$cache" -fetch-only
 log "done"
