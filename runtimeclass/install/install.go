@@ -110,6 +110,9 @@ func Install(ctx context.Context, o Options) (*Record, error) {
 	if old != nil && old.Config.Path != "" && old.Config.Path != o.ContainerdConfig && (old.Config.Edit != nil || old.Config.Created) {
 		return nil, fmt.Errorf("veil at %s was installed into containerd config %s, not %s: uninstall it first", o.Prefix, old.Config.Path, o.ContainerdConfig)
 	}
+	if old != nil && old.DropIn != "" && old.DropIn != o.DropIn {
+		return nil, fmt.Errorf("veil at %s was installed with drop-in %s, not %s: uninstall it first to move the drop-in", o.Prefix, old.DropIn, o.DropIn)
+	}
 
 	// Everything that can refuse, before anything changes.
 	cfgFile, err := resolveLink(o.h(o.ContainerdConfig))
@@ -219,11 +222,6 @@ func Install(ctx context.Context, o Options) (*Record, error) {
 		}
 		changed = true
 		o.Log.Info("wrote containerd drop-in", "file", o.DropIn)
-	}
-	if old != nil && old.DropIn != "" && old.DropIn != o.DropIn {
-		if err := os.Remove(o.h(old.DropIn)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("removing the older install's drop-in: %w", err)
-		}
 	}
 
 	// 3. The main config imports the drop-in.

@@ -418,6 +418,13 @@ func TestInstallRefuses(t *testing.T) {
 			os.MkdirAll(filepath.Join(n.root, "etc/containerd/conf.d"), 0o755)
 			os.WriteFile(filepath.Join(n.root, DefaultDropIn), []byte("# someone else's\n"), 0o644)
 		}, want: "did not write it"},
+		{name: "drop-in moved since the last install", config: "version = 3\n", setup: func(t *testing.T, n *node) {
+			if _, err := Install(context.Background(), n.opts); err != nil {
+				t.Fatal(err)
+			}
+			n.rs.n, n.lb.labels = 0, map[string]string{"kubernetes.io/os": "linux"}
+			n.opts.DropIn = "/etc/containerd/conf.d/zz-veil.toml"
+		}, want: "uninstall it first to move the drop-in"},
 		{name: "corrupt guest image", config: "version = 3\n", setup: func(t *testing.T, n *node) {
 			os.WriteFile(filepath.Join(n.opts.Source.GuestDir, "vmlinuz"), []byte("truncated"), 0o644)
 		}, want: "vmlinuz: sha256"},
