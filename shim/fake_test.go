@@ -88,6 +88,7 @@ type fakeAgent struct {
 	conn      chan struct{} // closed when the "connection" is gone
 	connOnce  sync.Once
 	signals   []*api.SignalProcessRequest
+	signalErr error
 	sandboxes []*api.CreateSandboxRequest
 }
 
@@ -246,7 +247,11 @@ func (a *fakeAgent) WaitProcess(ctx context.Context, r *api.WaitProcessRequest) 
 func (a *fakeAgent) SignalProcess(_ context.Context, r *api.SignalProcessRequest) (*emptypb.Empty, error) {
 	a.mu.Lock()
 	a.signals = append(a.signals, r)
+	serr := a.signalErr
 	a.mu.Unlock()
+	if serr != nil {
+		return nil, serr
+	}
 	if err := a.gone(); err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package shim
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/task"
@@ -49,7 +50,28 @@ func (s *service) kill(ctx context.Context, r *taskAPI.KillRequest) error {
 			// The process is about to be reported exited with 255.
 			return nil
 		}
+		if processGone(err) {
+			// It exited in the guest before its exit reached the shim: the
+			// exit is on its way; tell containerd what runc's shim would.
+			return fmt.Errorf("process %s/%s has already exited: %w", r.ID, r.ExecID, errdefs.ErrNotFound)
+		}
 		return p.agentError("signalling process in the guest", err)
 	}
 	return nil
+}
+
+// processGone reports whether a signal failed because the process had
+// already exited: the agent says not found, or runc (whose message the agent
+// passes on) says the container is not running or there is no such process.
+func processGone(err error) bool {
+	if errdefs.IsNotFound(errgrpc.ToNative(err)) {
+		return true
+	}
+	msg := strings.ToLower(err.Error())
+	for _, s := range []string{"container not running", "process already finished", "no such process"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
