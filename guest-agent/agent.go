@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -132,8 +131,22 @@ func (a *agent) run(pid1 bool) error {
 		NoPivot:         boot.RootIsInitramfs(string(mounts)),
 		Log:             a.log,
 	})
-	powerOff := make(chan struct{})
-	var once sync.Once
+	// The Shutdown handler asks for the power-off (powerOffAsked); the
+	// interceptor sees the handler return, before ttrpc writes its reply,
+	// and hands over the write count to wait past.
+	var powerOffAsked atomic.Bool
+	powerOff := make(chan uint64, 1)
+	writes := transport.NewWriteCounter()
+	intercept := func(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (any, error) {
+		resp, err := method(ctx, unmarshal)
+		if powerOffAsked.Load() {
+			select {
+			case powerOff <- writes.Count():
+			default:
+			}
+		}
+		return resp, err
+	}
 	svc = service.New(service.Config{
 		Containers: mgr,
 		System:     &guest{reaper: a.reaper, log: a.log},
@@ -141,7 +154,7 @@ func (a *agent) run(pid1 bool) error {
 		SharedDir:  storage.SharedDir,
 		AgentStart: a.start,
 		Ready:      func() time.Duration { return time.Duration(a.ready.Load()) },
-		PowerOff:   func() { once.Do(func() { close(powerOff) }) },
+		PowerOff:   func() { powerOffAsked.Store(true) },
 		Log:        a.log,
 	})
 
@@ -152,14 +165,14 @@ func (a *agent) run(pid1 bool) error {
 	served := make(chan error, len(listeners))
 	var servers []*ttrpc.Server
 	for name, l := range listeners {
-		srv, err := ttrpc.NewServer()
+		srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(intercept))
 		if err != nil {
 			return fmt.Errorf("creating ttrpc server: %w", err)
 		}
 		svc.Register(srv, name)
 		servers = append(servers, srv)
 		go func() {
-			err := srv.Serve(ctx, l)
+			err := srv.Serve(ctx, writes.Listener(l))
 			if errors.Is(err, ttrpc.ErrServerClosed) {
 				err = nil
 			}
@@ -176,17 +189,17 @@ func (a *agent) run(pid1 bool) error {
 	select {
 	case err := <-served:
 		return err
-	case <-powerOff:
-		a.log.Info("shutdown requested")
+	case mark := <-powerOff:
+		// Power off once the reply is out: a write after the handler
+		// returned, then a moment without writes.
+		sent := writes.WaitQuiet(mark, 20*time.Millisecond, 2*time.Second)
+		a.log.Info("shutdown requested", "reply_sent", sent)
 	case s := <-sigs:
 		a.log.Info("signal", "signal", s)
 		_ = mgr.RemoveAll(context.Background())
 	}
-	// Shutdown waits until the Shutdown reply has been written.
-	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer scancel()
 	for _, srv := range servers {
-		_ = srv.Shutdown(sctx)
+		_ = srv.Close()
 	}
 	if !pid1 {
 		return nil
