@@ -193,3 +193,36 @@ func TestBinaryLogger(t *testing.T) {
 		}
 	}
 }
+
+// Regression: the stdin FIFO was opened under the Create request's context,
+// so a writer that opened its end after Create returned found the FIFO
+// closed ("reading from a closed fifo").
+func TestStdinWriterOpeningAfterCreateReturns(t *testing.T) {
+	a := newFakeAgent()
+	p := a.newProc("c1/")
+	path := filepath.Join(t.TempDir(), "stdin")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reqCtx, endRequest := context.WithCancel(context.Background())
+	pio, err := startIO(reqCtx, context.Background(), a, "ns", "c1", "", stdio{stdin: path}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	endRequest() // Create returned
+	w, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	<-pio.stdinDone
+	a.mu.Lock()
+	got, closed := string(p.stdin), p.closed
+	a.mu.Unlock()
+	if got != "late" || !closed {
+		t.Errorf("process stdin = %q (closed %v), want \"late\" then EOF", got, closed)
+	}
+}
