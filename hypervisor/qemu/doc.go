@@ -24,15 +24,20 @@
 //
 // Choices, and why:
 //
-//   - q35, not microvm: confidential launches (SEV-SNP, TDX) need q35, and
-//     under TCG here microvm booted no faster (both ~3-5 s to init, within the
-//     noise of a shared two-core machine). microvm's virtio-mmio is also a
-//     module in Debian's kernel, and without ACPI (microvm,acpi=off or
-//     -no-acpi) the guest's power-off does not end QEMU: ACPI stays.
+//   - q35, not microvm: confidential launches (SEV-SNP, TDX) need q35. Under
+//     TCG on the two-core development machine, a Debian 6.12 kernel with a
+//     busybox initramfs reached init in 2.3-8 s on either machine (the
+//     spread is other load); microvm was no faster, and two of three
+//     microvm runs did not end within 60 s. microvm's virtio-mmio is a module
+//     in Debian's kernel, and without ACPI (microvm,acpi=off or -no-acpi) the
+//     guest's power-off does not end QEMU (measured): ACPI stays.
 //   - The console is hvc0 on the virtio-serial bus the agent port needs
 //     anyway, written to console.log: the guest kernel's messages and the
 //     agent's log (its stderr is the console). An emulated 8250 UART
-//     (ttyS0) traps on every byte.
+//     (ttyS0) traps on every byte: with boot messages on, ttyS0 reached init
+//     in 4.2/4.5/6.3 s against hvc0's 2.8/4.0/4.4 s; with quiet the two are
+//     level. Kernel panics before virtio-console probes are not seen; boot
+//     with Debug and look at qemu.log's exit status in that case.
 //   - panic=-1 with -no-reboot: a guest panic reboots at once, and QEMU exits
 //     instead of rebooting, so the host sees it as the VM's death.
 //   - tb-size bounds TCG's translation cache (QEMU's default is 1 GiB).
