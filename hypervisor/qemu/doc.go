@@ -36,8 +36,8 @@
 //     agent's log (its stderr is the console). An emulated 8250 UART
 //     (ttyS0) traps on every byte: with boot messages on, ttyS0 reached init
 //     in 4.2/4.5/6.3 s against hvc0's 2.8/4.0/4.4 s; with quiet the two are
-//     level. Kernel panics before virtio-console probes are not seen; boot
-//     with Debug and look at qemu.log's exit status in that case.
+//     level. The cost: messages from before the virtio console probes (a
+//     very early panic) are lost; Err still reports QEMU's exit.
 //   - panic=-1 with -no-reboot: a guest panic reboots at once, and QEMU exits
 //     instead of rebooting, so the host sees it as the VM's death.
 //   - tb-size bounds TCG's translation cache (QEMU's default is 1 GiB).
