@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,9 +49,6 @@ func runMain(m *testing.M) int {
 	if err := v.shutdown(); err != nil {
 		fmt.Fprintln(os.Stderr, "vmtest: shutting down the shared vm:", err)
 		code = 1
-	}
-	if n := lostShutdownReplies.Load(); n > 0 {
-		fmt.Fprintf(os.Stderr, "vmtest: KNOWN AGENT BUG: %d of %d agent Shutdown replies were lost (connection closed, then a clean power-off)\n", n, shutdownCalls.Load())
 	}
 	return code
 }
@@ -143,35 +139,20 @@ func (v *vm) console() string {
 	return string(b)
 }
 
-// lostShutdownReplies counts agent Shutdown calls whose reply never came
-// although the guest then powered off cleanly (see shutdown).
-var lostShutdownReplies, shutdownCalls atomic.Int32
-
 // shutdown is the shim's orderly path: agent Shutdown, Stop, Cleanup. It
-// requires a clean power-off: QEMU exits with status 0.
-//
-// The agent's Shutdown reply is sometimes lost: the agent stops its ttrpc
-// server with Server.Shutdown, which closes connections it believes idle,
-// and ttrpc only marks a connection active in its run loop, after the
-// request's handler has been started and the loop iterates again; while
-// the Shutdown handler runs the connection still looks idle, so it may be
-// closed before the reply is written. Until the agent waits for its reply
-// to be written, a closed connection followed by a clean power-off counts
-// as success here and is reported at the end of the run.
+// requires the agent's reply and a clean power-off: QEMU exits with status 0.
 func (v *vm) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	shutdownCalls.Add(1)
+	// The agent replies before it powers off: a lost reply is a bug
+	// (regression: ttrpc's graceful shutdown closed the connection with the
+	// reply still queued).
 	if _, err := v.client.Sandbox.Shutdown(ctx, &api.ShutdownRequest{}); err != nil {
 		select { // Err then holds the console's tail: the guest's side
 		case <-v.q.Done():
 		case <-ctx.Done():
 		}
-		exit := v.q.Err()
-		if !errors.Is(err, ttrpc.ErrClosed) || exit == nil || !strings.Contains(exit.Error(), "exited with status 0") {
-			return errors.Join(fmt.Errorf("agent shutdown: %w", err), exit, v.destroy())
-		}
-		lostShutdownReplies.Add(1)
+		return errors.Join(fmt.Errorf("agent shutdown: %w", err), v.q.Err(), v.destroy())
 	}
 	if err := v.q.Stop(ctx); err != nil {
 		v.destroy()
