@@ -142,7 +142,7 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 	}
 	c.hostMounts = append(c.hostMounts, rootfs)
 
-	gspec, binds := guestSpec(c.id, spec)
+	gspec, binds := guestSpec(c.id, spec, hasSubmounts)
 	for _, b := range binds {
 		target := filepath.Join(p.sharedDir, b.Target)
 		if err := s.mounter.Bind(b.Source, target, b.ReadOnly); err != nil {

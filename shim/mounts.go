@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -51,7 +52,14 @@ func rootfsTarget(cid string) string { return path.Join(cid, "rootfs") }
 //
 // User and group IDs, env, cwd, capabilities, rlimits, resources, seccomp and
 // everything else pass through unchanged.
-func guestSpec(cid string, spec *specs.Spec) (*specs.Spec, []hostBind) {
+//
+// A read-only bind ("ro") whose host source has mounts below it is read-only
+// on the host only: the guest sees the share as one 9p filesystem, so a
+// read-only bind there would cover the submounts too, and a non-recursive
+// read-only mount must leave them writable. The host's read-only bind makes
+// QEMU's writes to the top fail all the same. hasSubmounts reports whether
+// a host path has mounts below it (nil: never).
+func guestSpec(cid string, spec *specs.Spec, hasSubmounts func(string) bool) (*specs.Spec, []hostBind) {
 	out := *spec
 	var binds []hostBind
 	out.Mounts = make([]specs.Mount, 0, len(spec.Mounts))
@@ -63,7 +71,11 @@ func guestSpec(cid string, spec *specs.Spec) (*specs.Spec, []hostBind) {
 				name = "root"
 			}
 			target := path.Join(cid, "mounts", fmt.Sprintf("%d-%s", i, name))
-			binds = append(binds, hostBind{Source: m.Source, Target: target, ReadOnly: slices.Contains(m.Options, "ro")})
+			ro := slices.Contains(m.Options, "ro") || slices.Contains(m.Options, "rro")
+			binds = append(binds, hostBind{Source: m.Source, Target: target, ReadOnly: ro})
+			if slices.Contains(m.Options, "ro") && !slices.Contains(m.Options, "rro") && hasSubmounts != nil && hasSubmounts(m.Source) {
+				m.Options = slices.DeleteFunc(m.Options, func(o string) bool { return o == "ro" })
+			}
 			m.Source = path.Join(guestSharedDir, target)
 		}
 		out.Mounts = append(out.Mounts, m)
@@ -84,6 +96,20 @@ func guestSpec(cid string, spec *specs.Spec) (*specs.Spec, []hostBind) {
 		out.Linux = &l
 	}
 	return &out, binds
+}
+
+// hasSubmounts reports whether something is mounted below dir on the host.
+func hasSubmounts(dir string) bool {
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		return false
+	}
+	for _, m := range mounts {
+		if m.Mountpoint != dir {
+			return true
+		}
+	}
+	return false
 }
 
 func isBindMount(m specs.Mount) bool {

@@ -2,6 +2,7 @@ package shim
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -18,7 +19,7 @@ func TestGuestSpecMounts(t *testing.T) {
 			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid"}},
 		},
 	}
-	out, binds := guestSpec("c1", in)
+	out, binds := guestSpec("c1", in, nil)
 
 	wantBinds := []hostBind{
 		{Source: "/var/lib/cri/sb/hosts", Target: "c1/mounts/1-etc-hosts"},
@@ -60,7 +61,7 @@ func TestGuestSpecNamespacesAndHooks(t *testing.T) {
 			},
 		},
 	}
-	out, _ := guestSpec("c1", in)
+	out, _ := guestSpec("c1", in, nil)
 	// The pod's namespaces (by path) reach the agent, which maps them; the
 	// network namespace does not: the VM's network is the pod's.
 	wantNS := []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace, Path: "/proc/42/ns/ipc"}, {Type: specs.MountNamespace}}
@@ -75,5 +76,32 @@ func TestGuestSpecNamespacesAndHooks(t *testing.T) {
 	}
 	if len(in.Linux.Namespaces) != 4 {
 		t.Error("guestSpec modified its input namespaces")
+	}
+}
+
+// Regression (critest "should support non-recursive readonly mounts"): a
+// read-only hostPath with a tmpfs mounted inside was read-only all the way
+// down in the guest, because the guest sees the share as one filesystem.
+func TestNonRecursiveReadOnlyWithSubmounts(t *testing.T) {
+	in := &specs.Spec{Mounts: []specs.Mount{
+		{Destination: "/mnt", Type: "bind", Source: "/host/with-tmpfs", Options: []string{"rbind", "ro"}},
+		{Destination: "/rro", Type: "bind", Source: "/host/with-tmpfs", Options: []string{"rbind", "rro"}},
+		{Destination: "/plain", Type: "bind", Source: "/host/plain", Options: []string{"rbind", "ro"}},
+	}}
+	sub := func(p string) bool { return p == "/host/with-tmpfs" }
+	out, binds := guestSpec("c1", in, sub)
+	if slices.Contains(out.Mounts[0].Options, "ro") {
+		t.Errorf("non-recursive ro over submounts kept ro in the guest: %v", out.Mounts[0].Options)
+	}
+	if !slices.Contains(out.Mounts[1].Options, "rro") || !slices.Contains(out.Mounts[2].Options, "ro") {
+		t.Errorf("recursive or plain read-only mounts lost their option: %v %v", out.Mounts[1].Options, out.Mounts[2].Options)
+	}
+	for _, b := range binds {
+		if !b.ReadOnly {
+			t.Errorf("host bind of %s not read-only", b.Source)
+		}
+	}
+	if !slices.Contains(in.Mounts[0].Options, "ro") {
+		t.Error("guestSpec modified its input options")
 	}
 }
