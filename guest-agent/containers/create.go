@@ -122,6 +122,16 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (pid int, err e
 		if err == nil {
 			p.watch(m.cfg.Exits.Watch(pid))
 			c.init = p
+			if pidns != "" {
+				// In the pod's shared PID namespace the init's death does not
+				// end the container's other processes; as runc's shim does,
+				// kill them, or they hold the output pipes open and the exit
+				// is never reported (found by the shim's e2e run).
+				go func() {
+					<-p.exited
+					_ = c.runc.Kill(context.Background(), req.ID, 9, &runc.KillOpts{All: true})
+				}()
+			}
 		}
 	}
 	if err != nil {
