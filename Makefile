@@ -55,14 +55,15 @@ test-vm: guest-image ## VM tests: real QEMU VMs with the real guest image and ag
 # CRI handlers the end-to-end tier and the demo run under. The veil handler
 # needs the shim (make build) and the guest image; runc needs neither.
 E2E_HANDLERS ?= runc
+E2E_RUN ?= .
 DEMO_HANDLERS ?= runc
 e2e_needs = $(if $(findstring veil,$(1)),guest-image build)
 
 .PHONY: test-e2e
-test-e2e: $(call e2e_needs,$(E2E_HANDLERS)) ## end to end: private containerd, ctr, crictl, critest, local registry (E2E_HANDLERS=runc,veil)
+test-e2e: $(call e2e_needs,$(E2E_HANDLERS)) ## end to end: private containerd, ctr, crictl, critest, local registry (E2E_HANDLERS=runc,veil E2E_RUN=regexp)
 	rm -rf $(OUT)/e2e-logs && mkdir -p $(OUT)/e2e-logs
 	VEIL_E2E_HANDLERS=$(E2E_HANDLERS) VEIL_E2E_LOGS=$(OUT)/e2e-logs \
-		$(GO) test -count=1 -tags e2e -timeout 180m -v ./tools/e2e/
+		$(GO) test -count=1 -tags e2e -timeout 180m -v -run '$(E2E_RUN)' ./tools/e2e/
 
 .PHONY: test-install
 test-install: guest-image build ## end to end: veil install into the private containerd, a pod on veil, veil uninstall restores its config
