@@ -184,6 +184,7 @@ func cleanupTask(ctx context.Context, stateRoot, ns, group, id string, mnt mount
 	if err := removeUnmounted(stateDir); err != nil {
 		errs = append(errs, err)
 	}
+	_ = os.Remove(filepath.Dir(stateDir)) // the namespace's, once empty
 	return errors.Join(errs...)
 }
 

@@ -282,6 +282,9 @@ func (s *service) teardownPod(ctx context.Context, p *pod) error {
 	if err := removeUnmounted(p.stateDir); err != nil {
 		errs = append(errs, err)
 	}
+	// The namespace's directory goes with its last pod (it fails, as it
+	// should, while other pods are there).
+	_ = os.Remove(filepath.Dir(p.stateDir))
 	return errors.Join(errs...)
 }
 
