@@ -82,7 +82,14 @@ func Args(l Launch) []string {
 		if tb == 0 {
 			tb = DefaultTCGTranslationCacheMiB
 		}
-		a = append(a, "-accel", "tcg,thread=multi,tb-size="+strconv.FormatUint(uint64(tb), 10), "-cpu", "max")
+		// One host thread runs every vCPU (thread=single). With multi-threaded
+		// TCG, the guest kernel's live code patching (text_poke_bp: int3, then
+		// the new bytes, then a sync IPI) races QEMU's invalidation of
+		// translated blocks: another vCPU can still run a stale block with the
+		// int3 after the patch completed and the kernel oopses ("Oops: int3",
+		// seen at boot and when runc created the first cgroup, more often
+		// under host load). Regression: TestTenVMsLeaveNothing under load.
+		a = append(a, "-accel", "tcg,thread=single,tb-size="+strconv.FormatUint(uint64(tb), 10), "-cpu", "max")
 	}
 	a = append(a,
 		"-smp", strconv.FormatUint(uint64(l.VCPUs), 10),

@@ -56,7 +56,7 @@ func TestArgs(t *testing.T) {
 			l:    base,
 			want: map[string][]string{
 				"-machine": {"q35,sata=off,smbus=off,i8042=off,vmport=off"},
-				"-accel":   {"tcg,thread=multi,tb-size=64"},
+				"-accel":   {"tcg,thread=single,tb-size=64"},
 				"-cpu":     {"max"},
 				"-smp":     {"2"},
 				"-m":       {"512M"},
@@ -86,7 +86,7 @@ func TestArgs(t *testing.T) {
 		{
 			name: "translation cache from config",
 			l:    with(func(l *Launch) { l.TBSizeMiB = 256 }),
-			want: map[string][]string{"-accel": {"tcg,thread=multi,tb-size=256"}},
+			want: map[string][]string{"-accel": {"tcg,thread=single,tb-size=256"}},
 		},
 		{
 			name: "vsock has no agent port",

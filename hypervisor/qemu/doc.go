@@ -8,7 +8,7 @@
 //	qemu-system-x86_64 -name veil-<id>,process=veil-<id>
 //	  -nodefaults -no-user-config -nographic -no-reboot
 //	  -machine q35,sata=off,smbus=off,i8042=off,vmport=off
-//	  -accel tcg,thread=multi,tb-size=64 -cpu max     (or: -accel kvm -cpu host)
+//	  -accel tcg,thread=single,tb-size=64 -cpu max    (or: -accel kvm -cpu host)
 //	  -smp N -m MiB
 //	  -kernel vmlinuz -initrd initrd.img
 //	  -append "console=hvc0 quiet panic=-1 <KernelArgs>"
