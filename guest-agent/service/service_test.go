@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -36,6 +37,7 @@ type fakeRunc struct {
 	pids    map[string]int
 	fifos   map[string]string
 	bundles map[string]string
+	kills   []string
 }
 
 func (f *fakeRunc) Create(_ context.Context, id, bundle string, opts *runc.CreateOpts) error {
@@ -70,6 +72,16 @@ func (f *fakeRunc) Start(_ context.Context, id string) error {
 	fifo := f.fifos[id]
 	f.mu.Unlock()
 	return os.WriteFile(fifo, []byte("start\n"), 0)
+}
+
+// Kill records the call only: the manager sends it after the init has
+// exited (and been reaped), when a signal to its pid could reach another
+// process.
+func (f *fakeRunc) Kill(_ context.Context, id string, sig int, opts *runc.KillOpts) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.kills = append(f.kills, fmt.Sprintf("%s %d all=%v", id, sig, opts != nil && opts.All))
+	return nil
 }
 
 func (f *fakeRunc) Delete(_ context.Context, id string, opts *runc.DeleteOpts) error {
