@@ -23,7 +23,8 @@ APT_PACKAGES=(
 	protobuf-compiler libprotobuf-dev  # make proto
 	cpio kmod zstd xz-utils lz4  # guest image tooling (lz4 compresses the initramfs)
 	containernetworking-plugins iproute2 iptables  # CNI for the e2e tier
-	ca-certificates git
+	dbus-daemon                  # the installer's systemd-restart unit test runs a private bus
+	ca-certificates git util-linux
 )
 
 log() { echo "deps: $*"; }
