@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/veil-runtime/veil/guest-agent/api"
 	"github.com/veil-runtime/veil/hypervisor"
 	"github.com/veil-runtime/veil/hypervisor/qemu"
