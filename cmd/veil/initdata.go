@@ -117,8 +117,20 @@ func readOptional(path string) (string, error) {
 	return string(b), nil
 }
 
-// loadDoc reads a document from FILE, stdin ("-") or --annotation.
+// loadDoc reads a document from FILE, stdin ("-") or --annotation and
+// checks that it parses.
 func loadDoc(fs *flag.FlagSet, annotation string) ([]byte, error) {
+	doc, err := readDoc(fs, annotation)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := initdata.Parse(doc); err != nil {
+		return nil, err
+	}
+	return doc, nil
+}
+
+func readDoc(fs *flag.FlagSet, annotation string) ([]byte, error) {
 	if annotation != "" {
 		if fs.NArg() != 0 {
 			return nil, errors.New("give a FILE or --annotation, not both")
@@ -152,9 +164,6 @@ func initdataPrint(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := initdata.Parse(doc); err != nil {
-		return err
-	}
 	ann, err := initdata.EncodeAnnotation(doc)
 	if err != nil {
 		return err
@@ -176,9 +185,6 @@ func initdataDigest(args []string, stdout io.Writer) error {
 	}
 	doc, err := loadDoc(fs, *annotation)
 	if err != nil {
-		return err
-	}
-	if _, err := initdata.Parse(doc); err != nil {
 		return err
 	}
 	var out string
@@ -212,9 +218,6 @@ func initdataCheck(args []string, stdout io.Writer) error {
 	}
 	doc, err := loadDoc(fs, *annotation)
 	if err != nil {
-		return err
-	}
-	if _, err := initdata.Parse(doc); err != nil {
 		return err
 	}
 	d := initdata.Digest(doc)
