@@ -66,6 +66,12 @@ func TestCritest(t *testing.T) {
 		extra := []string{"-ginkgo.timeout", critestTimeout.String()}
 		focus := os.Getenv("VEIL_E2E_CRITEST_FOCUS")
 		update := os.Getenv("VEIL_E2E_UPDATE_BASELINE") == "1"
+		if handler != harness.Runc && !update {
+			// A case that fails once under a loaded software-emulated
+			// machine gets a second attempt; a regression fails both.
+			// Retried cases are listed in the test log.
+			extra = append(extra, "-ginkgo.flake-attempts", "2")
+		}
 		want, err := harness.ReadNames(baselineFile(handler))
 		if err != nil && !(update && errors.Is(err, fs.ErrNotExist)) {
 			t.Fatal(err)
@@ -128,9 +134,12 @@ func TestCritest(t *testing.T) {
 			// Only the focused cases ran; hold only those to the baseline.
 			want = harness.Ran(want, results)
 		}
+		if retried := harness.Retried(results); len(retried) > 0 {
+			t.Logf("%d cases passed under %s only on a second attempt:\n  %s", len(retried), handler, strings.Join(retried, "\n  "))
+		}
 		if missing := harness.Regressions(want, passed); len(missing) > 0 {
 			t.Errorf("%d of the %d baseline cases do not pass under %s (log %s):\n  %s",
-				len(missing), len(want), handler, logf.Name(), strings.Join(missing, "\n  "))
+				len(missing), len(want), handler, logf.Name(), strings.Join(harness.Failures(missing, results), "\n  "))
 		}
 		if extra := harness.Regressions(passed, want); len(extra) > 0 {
 			t.Logf("%d cases pass under %s beyond the baseline:\n  %s", len(extra), handler, strings.Join(extra, "\n  "))

@@ -15,6 +15,12 @@ import (
 type SpecResult struct {
 	Name  string // describe/context texts and the case text, joined by " / "
 	State string // passed, failed, skipped, pending, panicked, ...
+	// Attempts is how many times ginkgo ran the case (more than one when
+	// it failed and was retried under -ginkgo.flake-attempts).
+	Attempts int
+	// Failure is ginkgo's message and location for a case that did not
+	// pass (of its last attempt), empty otherwise.
+	Failure string
 }
 
 // ParseGinkgoReport reads the cases out of a ginkgo v2 JSON report
@@ -26,6 +32,14 @@ func ParseGinkgoReport(data []byte) ([]SpecResult, error) {
 			LeafNodeText            string
 			LeafNodeType            string
 			State                   string
+			NumAttempts             int
+			Failure                 *struct {
+				Message  string
+				Location struct {
+					FileName   string
+					LineNumber int
+				}
+			}
 		}
 	}
 	if err := json.Unmarshal(data, &suites); err != nil {
@@ -38,7 +52,11 @@ func ParseGinkgoReport(data []byte) ([]SpecResult, error) {
 				continue
 			}
 			name := strings.Join(append(append([]string(nil), r.ContainerHierarchyTexts...), r.LeafNodeText), " / ")
-			out = append(out, SpecResult{Name: name, State: r.State})
+			res := SpecResult{Name: name, State: r.State, Attempts: r.NumAttempts}
+			if f := r.Failure; f != nil && r.State != "passed" {
+				res.Failure = fmt.Sprintf("%s (%s:%d)", strings.TrimSpace(f.Message), filepath.Base(f.Location.FileName), f.Location.LineNumber)
+			}
+			out = append(out, res)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -63,6 +81,36 @@ func Passed(results []SpecResult) []string {
 		}
 	}
 	sort.Strings(out)
+	return out
+}
+
+// Retried returns the cases that passed only after a failed attempt, each
+// with its attempt count.
+func Retried(results []SpecResult) []string {
+	var out []string
+	for _, r := range results {
+		if r.State == "passed" && r.Attempts > 1 {
+			out = append(out, fmt.Sprintf("%s (%d attempts)", r.Name, r.Attempts))
+		}
+	}
+	return out
+}
+
+// Failures returns "name: failure" for each named case that ran and did
+// not pass, in the order of names.
+func Failures(names []string, results []SpecResult) []string {
+	by := map[string]SpecResult{}
+	for _, r := range results {
+		by[r.Name] = r
+	}
+	var out []string
+	for _, n := range names {
+		if r, ok := by[n]; ok && r.State != "passed" {
+			out = append(out, fmt.Sprintf("%s: %s: %s", n, r.State, r.Failure))
+		} else if !ok {
+			out = append(out, n+": did not run")
+		}
+	}
 	return out
 }
 

@@ -7,8 +7,10 @@ import (
 
 const report = `[{"SuiteDescription":"CRI validation","SpecReports":[
  {"LeafNodeType":"BeforeSuite","State":"passed"},
- {"ContainerHierarchyTexts":["[k8s.io] Container","runtime should support basic operations"],"LeafNodeText":"runtime should support exec","LeafNodeType":"It","State":"passed"},
- {"ContainerHierarchyTexts":["[k8s.io] Image Manager"],"LeafNodeText":"public image with digest","LeafNodeType":"It","State":"failed"},
+ {"ContainerHierarchyTexts":["[k8s.io] Container","runtime should support basic operations"],"LeafNodeText":"runtime should support exec","LeafNodeType":"It","State":"passed","NumAttempts":2,
+  "Failure":{"Message":"first attempt timed out","Location":{"FileName":"/x/container.go","LineNumber":7}}},
+ {"ContainerHierarchyTexts":["[k8s.io] Image Manager"],"LeafNodeText":"public image with digest","LeafNodeType":"It","State":"failed","NumAttempts":1,
+  "Failure":{"Message":"Expected\n  <bool>: false\n","Location":{"FileName":"/x/image.go","LineNumber":42}}},
  {"ContainerHierarchyTexts":["[k8s.io] AppArmor"],"LeafNodeText":"blocks writes","LeafNodeType":"It","State":"skipped"}
 ]}]`
 
@@ -18,9 +20,9 @@ func TestParseGinkgoReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []SpecResult{
-		{"[k8s.io] AppArmor / blocks writes", "skipped"},
-		{"[k8s.io] Container / runtime should support basic operations / runtime should support exec", "passed"},
-		{"[k8s.io] Image Manager / public image with digest", "failed"},
+		{Name: "[k8s.io] AppArmor / blocks writes", State: "skipped"},
+		{Name: "[k8s.io] Container / runtime should support basic operations / runtime should support exec", State: "passed", Attempts: 2},
+		{Name: "[k8s.io] Image Manager / public image with digest", State: "failed", Attempts: 1, Failure: "Expected\n  <bool>: false (image.go:42)"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("ParseGinkgoReport = %+v, want %+v", got, want)
@@ -30,6 +32,13 @@ func TestParseGinkgoReport(t *testing.T) {
 	}
 	if p := Passed(got); !reflect.DeepEqual(p, []string{want[1].Name}) {
 		t.Errorf("Passed = %v", p)
+	}
+	if r := Retried(got); !reflect.DeepEqual(r, []string{want[1].Name + " (2 attempts)"}) {
+		t.Errorf("Retried = %v", r)
+	}
+	f := Failures([]string{want[2].Name, want[1].Name, "gone"}, got)
+	if len(f) != 2 || f[0] != want[2].Name+": failed: "+want[2].Failure || f[1] != "gone: did not run" {
+		t.Errorf("Failures = %q", f)
 	}
 	if _, err := ParseGinkgoReport([]byte("not json")); err == nil {
 		t.Error("ParseGinkgoReport accepted a broken report")
@@ -56,7 +65,7 @@ func TestRegressions(t *testing.T) {
 }
 
 func TestRan(t *testing.T) {
-	results := []SpecResult{{"a", "passed"}, {"b", "failed"}, {"c", "skipped"}}
+	results := []SpecResult{{Name: "a", State: "passed"}, {Name: "b", State: "failed"}, {Name: "c", State: "skipped"}}
 	if got := Ran([]string{"a", "b", "c", "d"}, results); !reflect.DeepEqual(got, []string{"a", "b"}) {
 		t.Errorf("Ran = %v, want [a b]", got)
 	}
