@@ -8,8 +8,10 @@
 //   Sandbox    the VM as a whole: create/destroy, hostname, DNS, details, health
 //   Container  container lifecycle, state, resources, stats, OOM notification
 //   Process    processes inside containers: exec, wait, signal, tty, stdio
-//   (reserved) veil.agent.v1.Image        guest image pull (issue: guest pull)
-//   (reserved) veil.agent.v1.Attestation  evidence and broker access (issue: confidential)
+//   Network    the guest's interfaces, routes and neighbours (the pod network)
+//   Volume     path-confined file copies into the guest (confidential volumes)
+//   Attestation  init-data and attestation to the key broker
+//   Image      images pulled, verified and unpacked by the guest itself
 //
 // OCI structures (the runtime spec, a process, linux resources) travel as the
 // JSON of github.com/opencontainers/runtime-spec: one definition, no proto copy
@@ -149,6 +151,55 @@ func (x CheckResponse_Status) Number() protoreflect.EnumNumber {
 // Deprecated: Use CheckResponse_Status.Descriptor instead.
 func (CheckResponse_Status) EnumDescriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{8, 0}
+}
+
+type CopyFileRequest_Kind int32
+
+const (
+	CopyFileRequest_FILE    CopyFileRequest_Kind = 0
+	CopyFileRequest_DIR     CopyFileRequest_Kind = 1
+	CopyFileRequest_SYMLINK CopyFileRequest_Kind = 2
+)
+
+// Enum value maps for CopyFileRequest_Kind.
+var (
+	CopyFileRequest_Kind_name = map[int32]string{
+		0: "FILE",
+		1: "DIR",
+		2: "SYMLINK",
+	}
+	CopyFileRequest_Kind_value = map[string]int32{
+		"FILE":    0,
+		"DIR":     1,
+		"SYMLINK": 2,
+	}
+)
+
+func (x CopyFileRequest_Kind) Enum() *CopyFileRequest_Kind {
+	p := new(CopyFileRequest_Kind)
+	*p = x
+	return p
+}
+
+func (x CopyFileRequest_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CopyFileRequest_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_agent_proto_enumTypes[2].Descriptor()
+}
+
+func (CopyFileRequest_Kind) Type() protoreflect.EnumType {
+	return &file_agent_proto_enumTypes[2]
+}
+
+func (x CopyFileRequest_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CopyFileRequest_Kind.Descriptor instead.
+func (CopyFileRequest_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{52, 0}
 }
 
 // Storage is something the agent mounts in the guest.
@@ -2278,6 +2329,1072 @@ func (x *DeleteProcessRequest) GetExecId() string {
 	return ""
 }
 
+type IPAddress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// address without prefix ("10.88.0.5", "fd00::5").
+	Address       string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	PrefixLen     uint32 `protobuf:"varint,2,opt,name=prefix_len,json=prefixLen,proto3" json:"prefix_len,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IPAddress) Reset() {
+	*x = IPAddress{}
+	mi := &file_agent_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IPAddress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IPAddress) ProtoMessage() {}
+
+func (x *IPAddress) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IPAddress.ProtoReflect.Descriptor instead.
+func (*IPAddress) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *IPAddress) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *IPAddress) GetPrefixLen() uint32 {
+	if x != nil {
+		return x.PrefixLen
+	}
+	return 0
+}
+
+type Interface struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name in the guest ("eth0").
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// hw_addr is the MAC ("52:54:00:12:34:56"); it identifies the NIC.
+	HwAddr        string       `protobuf:"bytes,2,opt,name=hw_addr,json=hwAddr,proto3" json:"hw_addr,omitempty"`
+	Mtu           uint32       `protobuf:"varint,3,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	Addresses     []*IPAddress `protobuf:"bytes,4,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Interface) Reset() {
+	*x = Interface{}
+	mi := &file_agent_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Interface) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Interface) ProtoMessage() {}
+
+func (x *Interface) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Interface.ProtoReflect.Descriptor instead.
+func (*Interface) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *Interface) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Interface) GetHwAddr() string {
+	if x != nil {
+		return x.HwAddr
+	}
+	return ""
+}
+
+func (x *Interface) GetMtu() uint32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *Interface) GetAddresses() []*IPAddress {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+type UpdateInterfaceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Interface     *Interface             `protobuf:"bytes,1,opt,name=interface,proto3" json:"interface,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateInterfaceRequest) Reset() {
+	*x = UpdateInterfaceRequest{}
+	mi := &file_agent_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateInterfaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateInterfaceRequest) ProtoMessage() {}
+
+func (x *UpdateInterfaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateInterfaceRequest.ProtoReflect.Descriptor instead.
+func (*UpdateInterfaceRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *UpdateInterfaceRequest) GetInterface() *Interface {
+	if x != nil {
+		return x.Interface
+	}
+	return nil
+}
+
+type Route struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// dest is a CIDR; empty means default route.
+	Dest string `protobuf:"bytes,1,opt,name=dest,proto3" json:"dest,omitempty"`
+	// gateway empty for a link (directly connected) route.
+	Gateway string `protobuf:"bytes,2,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// device is the guest interface name.
+	Device string `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
+	// source is the preferred source address, empty for none.
+	Source string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	// scope as in rtnetlink (0 universe, 253 link, 254 host).
+	Scope         uint32 `protobuf:"varint,5,opt,name=scope,proto3" json:"scope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Route) Reset() {
+	*x = Route{}
+	mi := &file_agent_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Route) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Route) ProtoMessage() {}
+
+func (x *Route) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Route.ProtoReflect.Descriptor instead.
+func (*Route) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *Route) GetDest() string {
+	if x != nil {
+		return x.Dest
+	}
+	return ""
+}
+
+func (x *Route) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *Route) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *Route) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Route) GetScope() uint32 {
+	if x != nil {
+		return x.Scope
+	}
+	return 0
+}
+
+type UpdateRoutesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Routes        []*Route               `protobuf:"bytes,1,rep,name=routes,proto3" json:"routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateRoutesRequest) Reset() {
+	*x = UpdateRoutesRequest{}
+	mi := &file_agent_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateRoutesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateRoutesRequest) ProtoMessage() {}
+
+func (x *UpdateRoutesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateRoutesRequest.ProtoReflect.Descriptor instead.
+func (*UpdateRoutesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *UpdateRoutesRequest) GetRoutes() []*Route {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+type UpdateRoutesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Routes        []*Route               `protobuf:"bytes,1,rep,name=routes,proto3" json:"routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateRoutesResponse) Reset() {
+	*x = UpdateRoutesResponse{}
+	mi := &file_agent_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateRoutesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateRoutesResponse) ProtoMessage() {}
+
+func (x *UpdateRoutesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateRoutesResponse.ProtoReflect.Descriptor instead.
+func (*UpdateRoutesResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *UpdateRoutesResponse) GetRoutes() []*Route {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+type Neighbor struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ip            string                 `protobuf:"bytes,1,opt,name=ip,proto3" json:"ip,omitempty"`
+	HwAddr        string                 `protobuf:"bytes,2,opt,name=hw_addr,json=hwAddr,proto3" json:"hw_addr,omitempty"`
+	Device        string                 `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Neighbor) Reset() {
+	*x = Neighbor{}
+	mi := &file_agent_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Neighbor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Neighbor) ProtoMessage() {}
+
+func (x *Neighbor) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Neighbor.ProtoReflect.Descriptor instead.
+func (*Neighbor) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *Neighbor) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *Neighbor) GetHwAddr() string {
+	if x != nil {
+		return x.HwAddr
+	}
+	return ""
+}
+
+func (x *Neighbor) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+type AddNeighborsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Neighbors     []*Neighbor            `protobuf:"bytes,1,rep,name=neighbors,proto3" json:"neighbors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddNeighborsRequest) Reset() {
+	*x = AddNeighborsRequest{}
+	mi := &file_agent_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddNeighborsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddNeighborsRequest) ProtoMessage() {}
+
+func (x *AddNeighborsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddNeighborsRequest.ProtoReflect.Descriptor instead.
+func (*AddNeighborsRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *AddNeighborsRequest) GetNeighbors() []*Neighbor {
+	if x != nil {
+		return x.Neighbors
+	}
+	return nil
+}
+
+type ListInterfacesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListInterfacesRequest) Reset() {
+	*x = ListInterfacesRequest{}
+	mi := &file_agent_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListInterfacesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListInterfacesRequest) ProtoMessage() {}
+
+func (x *ListInterfacesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListInterfacesRequest.ProtoReflect.Descriptor instead.
+func (*ListInterfacesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{48}
+}
+
+type ListInterfacesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Interfaces    []*Interface           `protobuf:"bytes,1,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListInterfacesResponse) Reset() {
+	*x = ListInterfacesResponse{}
+	mi := &file_agent_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListInterfacesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListInterfacesResponse) ProtoMessage() {}
+
+func (x *ListInterfacesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListInterfacesResponse.ProtoReflect.Descriptor instead.
+func (*ListInterfacesResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *ListInterfacesResponse) GetInterfaces() []*Interface {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
+}
+
+type ListRoutesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRoutesRequest) Reset() {
+	*x = ListRoutesRequest{}
+	mi := &file_agent_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRoutesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRoutesRequest) ProtoMessage() {}
+
+func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRoutesRequest.ProtoReflect.Descriptor instead.
+func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{50}
+}
+
+type ListRoutesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Routes        []*Route               `protobuf:"bytes,1,rep,name=routes,proto3" json:"routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRoutesResponse) Reset() {
+	*x = ListRoutesResponse{}
+	mi := &file_agent_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRoutesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRoutesResponse) ProtoMessage() {}
+
+func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRoutesResponse.ProtoReflect.Descriptor instead.
+func (*ListRoutesResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *ListRoutesResponse) GetRoutes() []*Route {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+type CopyFileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// volume names the volume directory (one path element).
+	Volume string `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	// path inside the volume, slash separated, relative.
+	Path string               `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	Kind CopyFileRequest_Kind `protobuf:"varint,3,opt,name=kind,proto3,enum=veil.agent.v1.CopyFileRequest_Kind" json:"kind,omitempty"`
+	// data of a FILE; link target of a SYMLINK (relative, inside the volume).
+	Data          []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	LinkTarget    string `protobuf:"bytes,5,opt,name=link_target,json=linkTarget,proto3" json:"link_target,omitempty"`
+	Mode          uint32 `protobuf:"varint,6,opt,name=mode,proto3" json:"mode,omitempty"`
+	Uid           uint32 `protobuf:"varint,7,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32 `protobuf:"varint,8,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyFileRequest) Reset() {
+	*x = CopyFileRequest{}
+	mi := &file_agent_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyFileRequest) ProtoMessage() {}
+
+func (x *CopyFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyFileRequest.ProtoReflect.Descriptor instead.
+func (*CopyFileRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *CopyFileRequest) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+func (x *CopyFileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *CopyFileRequest) GetKind() CopyFileRequest_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return CopyFileRequest_FILE
+}
+
+func (x *CopyFileRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *CopyFileRequest) GetLinkTarget() string {
+	if x != nil {
+		return x.LinkTarget
+	}
+	return ""
+}
+
+func (x *CopyFileRequest) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *CopyFileRequest) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *CopyFileRequest) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+type RemovePathRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Volume        string                 `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePathRequest) Reset() {
+	*x = RemovePathRequest{}
+	mi := &file_agent_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePathRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePathRequest) ProtoMessage() {}
+
+func (x *RemovePathRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePathRequest.ProtoReflect.Descriptor instead.
+func (*RemovePathRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *RemovePathRequest) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+func (x *RemovePathRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type SetInitDataRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Document      []byte                 `protobuf:"bytes,1,opt,name=document,proto3" json:"document,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetInitDataRequest) Reset() {
+	*x = SetInitDataRequest{}
+	mi := &file_agent_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetInitDataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetInitDataRequest) ProtoMessage() {}
+
+func (x *SetInitDataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetInitDataRequest.ProtoReflect.Descriptor instead.
+func (*SetInitDataRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *SetInitDataRequest) GetDocument() []byte {
+	if x != nil {
+		return x.Document
+	}
+	return nil
+}
+
+type SetInitDataResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// digest is the SHA-256 the agent computed, hex.
+	Digest string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	// tee the agent runs in: "snp", "tdx", "sample" or "none".
+	Tee           string `protobuf:"bytes,2,opt,name=tee,proto3" json:"tee,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetInitDataResponse) Reset() {
+	*x = SetInitDataResponse{}
+	mi := &file_agent_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetInitDataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetInitDataResponse) ProtoMessage() {}
+
+func (x *SetInitDataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetInitDataResponse.ProtoReflect.Descriptor instead.
+func (*SetInitDataResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *SetInitDataResponse) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *SetInitDataResponse) GetTee() string {
+	if x != nil {
+		return x.Tee
+	}
+	return ""
+}
+
+type AttestRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttestRequest) Reset() {
+	*x = AttestRequest{}
+	mi := &file_agent_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttestRequest) ProtoMessage() {}
+
+func (x *AttestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttestRequest.ProtoReflect.Descriptor instead.
+func (*AttestRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{56}
+}
+
+type AttestResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Tee   string                 `protobuf:"bytes,1,opt,name=tee,proto3" json:"tee,omitempty"`
+	// broker URL attested to.
+	Broker string `protobuf:"bytes,2,opt,name=broker,proto3" json:"broker,omitempty"`
+	// token_claims is the JSON of the broker's token claims (no secrets).
+	TokenClaims   []byte `protobuf:"bytes,3,opt,name=token_claims,json=tokenClaims,proto3" json:"token_claims,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttestResponse) Reset() {
+	*x = AttestResponse{}
+	mi := &file_agent_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttestResponse) ProtoMessage() {}
+
+func (x *AttestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttestResponse.ProtoReflect.Descriptor instead.
+func (*AttestResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *AttestResponse) GetTee() string {
+	if x != nil {
+		return x.Tee
+	}
+	return ""
+}
+
+func (x *AttestResponse) GetBroker() string {
+	if x != nil {
+		return x.Broker
+	}
+	return ""
+}
+
+func (x *AttestResponse) GetTokenClaims() []byte {
+	if x != nil {
+		return x.TokenClaims
+	}
+	return nil
+}
+
+type PullImageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Image         string                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	ContainerId   string                 `protobuf:"bytes,2,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullImageRequest) Reset() {
+	*x = PullImageRequest{}
+	mi := &file_agent_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullImageRequest) ProtoMessage() {}
+
+func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
+func (*PullImageRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *PullImageRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *PullImageRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+type PullImageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// digest of the manifest pulled.
+	ManifestDigest string `protobuf:"bytes,1,opt,name=manifest_digest,json=manifestDigest,proto3" json:"manifest_digest,omitempty"`
+	// config is the OCI image config JSON.
+	Config []byte `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
+	// rootfs is the guest path of the unpacked rootfs.
+	Rootfs        string `protobuf:"bytes,3,opt,name=rootfs,proto3" json:"rootfs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullImageResponse) Reset() {
+	*x = PullImageResponse{}
+	mi := &file_agent_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullImageResponse) ProtoMessage() {}
+
+func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullImageResponse.ProtoReflect.Descriptor instead.
+func (*PullImageResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *PullImageResponse) GetManifestDigest() string {
+	if x != nil {
+		return x.ManifestDigest
+	}
+	return ""
+}
+
+func (x *PullImageResponse) GetConfig() []byte {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *PullImageResponse) GetRootfs() string {
+	if x != nil {
+		return x.Rootfs
+	}
+	return ""
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -2414,7 +3531,76 @@ const file_agent_proto_rawDesc = "" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"R\n" +
 	"\x14DeleteProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
-	"\aexec_id\x18\x02 \x01(\tR\x06execId*\x7f\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"D\n" +
+	"\tIPAddress\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1d\n" +
+	"\n" +
+	"prefix_len\x18\x02 \x01(\rR\tprefixLen\"\x82\x01\n" +
+	"\tInterface\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\ahw_addr\x18\x02 \x01(\tR\x06hwAddr\x12\x10\n" +
+	"\x03mtu\x18\x03 \x01(\rR\x03mtu\x126\n" +
+	"\taddresses\x18\x04 \x03(\v2\x18.veil.agent.v1.IPAddressR\taddresses\"P\n" +
+	"\x16UpdateInterfaceRequest\x126\n" +
+	"\tinterface\x18\x01 \x01(\v2\x18.veil.agent.v1.InterfaceR\tinterface\"{\n" +
+	"\x05Route\x12\x12\n" +
+	"\x04dest\x18\x01 \x01(\tR\x04dest\x12\x18\n" +
+	"\agateway\x18\x02 \x01(\tR\agateway\x12\x16\n" +
+	"\x06device\x18\x03 \x01(\tR\x06device\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12\x14\n" +
+	"\x05scope\x18\x05 \x01(\rR\x05scope\"C\n" +
+	"\x13UpdateRoutesRequest\x12,\n" +
+	"\x06routes\x18\x01 \x03(\v2\x14.veil.agent.v1.RouteR\x06routes\"D\n" +
+	"\x14UpdateRoutesResponse\x12,\n" +
+	"\x06routes\x18\x01 \x03(\v2\x14.veil.agent.v1.RouteR\x06routes\"K\n" +
+	"\bNeighbor\x12\x0e\n" +
+	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x17\n" +
+	"\ahw_addr\x18\x02 \x01(\tR\x06hwAddr\x12\x16\n" +
+	"\x06device\x18\x03 \x01(\tR\x06device\"L\n" +
+	"\x13AddNeighborsRequest\x125\n" +
+	"\tneighbors\x18\x01 \x03(\v2\x17.veil.agent.v1.NeighborR\tneighbors\"\x17\n" +
+	"\x15ListInterfacesRequest\"R\n" +
+	"\x16ListInterfacesResponse\x128\n" +
+	"\n" +
+	"interfaces\x18\x01 \x03(\v2\x18.veil.agent.v1.InterfaceR\n" +
+	"interfaces\"\x13\n" +
+	"\x11ListRoutesRequest\"B\n" +
+	"\x12ListRoutesResponse\x12,\n" +
+	"\x06routes\x18\x01 \x03(\v2\x14.veil.agent.v1.RouteR\x06routes\"\x8b\x02\n" +
+	"\x0fCopyFileRequest\x12\x16\n" +
+	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x127\n" +
+	"\x04kind\x18\x03 \x01(\x0e2#.veil.agent.v1.CopyFileRequest.KindR\x04kind\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12\x1f\n" +
+	"\vlink_target\x18\x05 \x01(\tR\n" +
+	"linkTarget\x12\x12\n" +
+	"\x04mode\x18\x06 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\a \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\b \x01(\rR\x03gid\"&\n" +
+	"\x04Kind\x12\b\n" +
+	"\x04FILE\x10\x00\x12\a\n" +
+	"\x03DIR\x10\x01\x12\v\n" +
+	"\aSYMLINK\x10\x02\"?\n" +
+	"\x11RemovePathRequest\x12\x16\n" +
+	"\x06volume\x18\x01 \x01(\tR\x06volume\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\"0\n" +
+	"\x12SetInitDataRequest\x12\x1a\n" +
+	"\bdocument\x18\x01 \x01(\fR\bdocument\"?\n" +
+	"\x13SetInitDataResponse\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x10\n" +
+	"\x03tee\x18\x02 \x01(\tR\x03tee\"\x0f\n" +
+	"\rAttestRequest\"]\n" +
+	"\x0eAttestResponse\x12\x10\n" +
+	"\x03tee\x18\x01 \x01(\tR\x03tee\x12\x16\n" +
+	"\x06broker\x18\x02 \x01(\tR\x06broker\x12!\n" +
+	"\ftoken_claims\x18\x03 \x01(\fR\vtokenClaims\"K\n" +
+	"\x10PullImageRequest\x12\x14\n" +
+	"\x05image\x18\x01 \x01(\tR\x05image\x12!\n" +
+	"\fcontainer_id\x18\x02 \x01(\tR\vcontainerId\"l\n" +
+	"\x11PullImageResponse\x12'\n" +
+	"\x0fmanifest_digest\x18\x01 \x01(\tR\x0emanifestDigest\x12\x16\n" +
+	"\x06config\x18\x02 \x01(\fR\x06config\x12\x16\n" +
+	"\x06rootfs\x18\x03 \x01(\tR\x06rootfs*\x7f\n" +
 	"\x06Status\x12\x12\n" +
 	"\x0eSTATUS_UNKNOWN\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_CREATED\x10\x01\x12\x12\n" +
@@ -2455,7 +3641,23 @@ const file_agent_proto_rawDesc = "" +
 	"ReadStdout\x12 .veil.agent.v1.ReadStreamRequest\x1a!.veil.agent.v1.ReadStreamResponse\x12Q\n" +
 	"\n" +
 	"ReadStderr\x12 .veil.agent.v1.ReadStreamRequest\x1a!.veil.agent.v1.ReadStreamResponse\x12L\n" +
-	"\rDeleteProcess\x12#.veil.agent.v1.DeleteProcessRequest\x1a\x16.google.protobuf.EmptyB2Z0github.com/veil-runtime/veil/guest-agent/api;apib\x06proto3"
+	"\rDeleteProcess\x12#.veil.agent.v1.DeleteProcessRequest\x1a\x16.google.protobuf.Empty2\xb4\x03\n" +
+	"\aNetwork\x12R\n" +
+	"\x0fUpdateInterface\x12%.veil.agent.v1.UpdateInterfaceRequest\x1a\x18.veil.agent.v1.Interface\x12W\n" +
+	"\fUpdateRoutes\x12\".veil.agent.v1.UpdateRoutesRequest\x1a#.veil.agent.v1.UpdateRoutesResponse\x12J\n" +
+	"\fAddNeighbors\x12\".veil.agent.v1.AddNeighborsRequest\x1a\x16.google.protobuf.Empty\x12]\n" +
+	"\x0eListInterfaces\x12$.veil.agent.v1.ListInterfacesRequest\x1a%.veil.agent.v1.ListInterfacesResponse\x12Q\n" +
+	"\n" +
+	"ListRoutes\x12 .veil.agent.v1.ListRoutesRequest\x1a!.veil.agent.v1.ListRoutesResponse2\x94\x01\n" +
+	"\x06Volume\x12B\n" +
+	"\bCopyFile\x12\x1e.veil.agent.v1.CopyFileRequest\x1a\x16.google.protobuf.Empty\x12F\n" +
+	"\n" +
+	"RemovePath\x12 .veil.agent.v1.RemovePathRequest\x1a\x16.google.protobuf.Empty2\xaa\x01\n" +
+	"\vAttestation\x12T\n" +
+	"\vSetInitData\x12!.veil.agent.v1.SetInitDataRequest\x1a\".veil.agent.v1.SetInitDataResponse\x12E\n" +
+	"\x06Attest\x12\x1c.veil.agent.v1.AttestRequest\x1a\x1d.veil.agent.v1.AttestResponse2W\n" +
+	"\x05Image\x12N\n" +
+	"\tPullImage\x12\x1f.veil.agent.v1.PullImageRequest\x1a .veil.agent.v1.PullImageResponseB2Z0github.com/veil-runtime/veil/guest-agent/api;apib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -2469,124 +3671,173 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_agent_proto_goTypes = []any{
 	(Status)(0),                     // 0: veil.agent.v1.Status
 	(CheckResponse_Status)(0),       // 1: veil.agent.v1.CheckResponse.Status
-	(*Storage)(nil),                 // 2: veil.agent.v1.Storage
-	(*CreateSandboxRequest)(nil),    // 3: veil.agent.v1.CreateSandboxRequest
-	(*DestroySandboxRequest)(nil),   // 4: veil.agent.v1.DestroySandboxRequest
-	(*SetHostnameRequest)(nil),      // 5: veil.agent.v1.SetHostnameRequest
-	(*SetDNSRequest)(nil),           // 6: veil.agent.v1.SetDNSRequest
-	(*GuestDetailsRequest)(nil),     // 7: veil.agent.v1.GuestDetailsRequest
-	(*GuestDetailsResponse)(nil),    // 8: veil.agent.v1.GuestDetailsResponse
-	(*CheckRequest)(nil),            // 9: veil.agent.v1.CheckRequest
-	(*CheckResponse)(nil),           // 10: veil.agent.v1.CheckResponse
-	(*VersionRequest)(nil),          // 11: veil.agent.v1.VersionRequest
-	(*VersionResponse)(nil),         // 12: veil.agent.v1.VersionResponse
-	(*ShutdownRequest)(nil),         // 13: veil.agent.v1.ShutdownRequest
-	(*CreateContainerRequest)(nil),  // 14: veil.agent.v1.CreateContainerRequest
-	(*CreateContainerResponse)(nil), // 15: veil.agent.v1.CreateContainerResponse
-	(*StartContainerRequest)(nil),   // 16: veil.agent.v1.StartContainerRequest
-	(*RemoveContainerRequest)(nil),  // 17: veil.agent.v1.RemoveContainerRequest
-	(*StateContainerRequest)(nil),   // 18: veil.agent.v1.StateContainerRequest
-	(*StateContainerResponse)(nil),  // 19: veil.agent.v1.StateContainerResponse
-	(*ListPidsRequest)(nil),         // 20: veil.agent.v1.ListPidsRequest
-	(*ProcessInfo)(nil),             // 21: veil.agent.v1.ProcessInfo
-	(*ListPidsResponse)(nil),        // 22: veil.agent.v1.ListPidsResponse
-	(*StatsContainerRequest)(nil),   // 23: veil.agent.v1.StatsContainerRequest
-	(*StatsContainerResponse)(nil),  // 24: veil.agent.v1.StatsContainerResponse
-	(*UpdateContainerRequest)(nil),  // 25: veil.agent.v1.UpdateContainerRequest
-	(*PauseContainerRequest)(nil),   // 26: veil.agent.v1.PauseContainerRequest
-	(*ResumeContainerRequest)(nil),  // 27: veil.agent.v1.ResumeContainerRequest
-	(*GetOOMEventRequest)(nil),      // 28: veil.agent.v1.GetOOMEventRequest
-	(*GetOOMEventResponse)(nil),     // 29: veil.agent.v1.GetOOMEventResponse
-	(*ExecProcessRequest)(nil),      // 30: veil.agent.v1.ExecProcessRequest
-	(*ExecProcessResponse)(nil),     // 31: veil.agent.v1.ExecProcessResponse
-	(*WaitProcessRequest)(nil),      // 32: veil.agent.v1.WaitProcessRequest
-	(*WaitProcessResponse)(nil),     // 33: veil.agent.v1.WaitProcessResponse
-	(*SignalProcessRequest)(nil),    // 34: veil.agent.v1.SignalProcessRequest
-	(*ResizeTTYRequest)(nil),        // 35: veil.agent.v1.ResizeTTYRequest
-	(*WriteStdinRequest)(nil),       // 36: veil.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),      // 37: veil.agent.v1.WriteStdinResponse
-	(*CloseStdinRequest)(nil),       // 38: veil.agent.v1.CloseStdinRequest
-	(*ReadStreamRequest)(nil),       // 39: veil.agent.v1.ReadStreamRequest
-	(*ReadStreamResponse)(nil),      // 40: veil.agent.v1.ReadStreamResponse
-	(*DeleteProcessRequest)(nil),    // 41: veil.agent.v1.DeleteProcessRequest
-	(*timestamppb.Timestamp)(nil),   // 42: google.protobuf.Timestamp
-	(*anypb.Any)(nil),               // 43: google.protobuf.Any
-	(*emptypb.Empty)(nil),           // 44: google.protobuf.Empty
+	(CopyFileRequest_Kind)(0),       // 2: veil.agent.v1.CopyFileRequest.Kind
+	(*Storage)(nil),                 // 3: veil.agent.v1.Storage
+	(*CreateSandboxRequest)(nil),    // 4: veil.agent.v1.CreateSandboxRequest
+	(*DestroySandboxRequest)(nil),   // 5: veil.agent.v1.DestroySandboxRequest
+	(*SetHostnameRequest)(nil),      // 6: veil.agent.v1.SetHostnameRequest
+	(*SetDNSRequest)(nil),           // 7: veil.agent.v1.SetDNSRequest
+	(*GuestDetailsRequest)(nil),     // 8: veil.agent.v1.GuestDetailsRequest
+	(*GuestDetailsResponse)(nil),    // 9: veil.agent.v1.GuestDetailsResponse
+	(*CheckRequest)(nil),            // 10: veil.agent.v1.CheckRequest
+	(*CheckResponse)(nil),           // 11: veil.agent.v1.CheckResponse
+	(*VersionRequest)(nil),          // 12: veil.agent.v1.VersionRequest
+	(*VersionResponse)(nil),         // 13: veil.agent.v1.VersionResponse
+	(*ShutdownRequest)(nil),         // 14: veil.agent.v1.ShutdownRequest
+	(*CreateContainerRequest)(nil),  // 15: veil.agent.v1.CreateContainerRequest
+	(*CreateContainerResponse)(nil), // 16: veil.agent.v1.CreateContainerResponse
+	(*StartContainerRequest)(nil),   // 17: veil.agent.v1.StartContainerRequest
+	(*RemoveContainerRequest)(nil),  // 18: veil.agent.v1.RemoveContainerRequest
+	(*StateContainerRequest)(nil),   // 19: veil.agent.v1.StateContainerRequest
+	(*StateContainerResponse)(nil),  // 20: veil.agent.v1.StateContainerResponse
+	(*ListPidsRequest)(nil),         // 21: veil.agent.v1.ListPidsRequest
+	(*ProcessInfo)(nil),             // 22: veil.agent.v1.ProcessInfo
+	(*ListPidsResponse)(nil),        // 23: veil.agent.v1.ListPidsResponse
+	(*StatsContainerRequest)(nil),   // 24: veil.agent.v1.StatsContainerRequest
+	(*StatsContainerResponse)(nil),  // 25: veil.agent.v1.StatsContainerResponse
+	(*UpdateContainerRequest)(nil),  // 26: veil.agent.v1.UpdateContainerRequest
+	(*PauseContainerRequest)(nil),   // 27: veil.agent.v1.PauseContainerRequest
+	(*ResumeContainerRequest)(nil),  // 28: veil.agent.v1.ResumeContainerRequest
+	(*GetOOMEventRequest)(nil),      // 29: veil.agent.v1.GetOOMEventRequest
+	(*GetOOMEventResponse)(nil),     // 30: veil.agent.v1.GetOOMEventResponse
+	(*ExecProcessRequest)(nil),      // 31: veil.agent.v1.ExecProcessRequest
+	(*ExecProcessResponse)(nil),     // 32: veil.agent.v1.ExecProcessResponse
+	(*WaitProcessRequest)(nil),      // 33: veil.agent.v1.WaitProcessRequest
+	(*WaitProcessResponse)(nil),     // 34: veil.agent.v1.WaitProcessResponse
+	(*SignalProcessRequest)(nil),    // 35: veil.agent.v1.SignalProcessRequest
+	(*ResizeTTYRequest)(nil),        // 36: veil.agent.v1.ResizeTTYRequest
+	(*WriteStdinRequest)(nil),       // 37: veil.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),      // 38: veil.agent.v1.WriteStdinResponse
+	(*CloseStdinRequest)(nil),       // 39: veil.agent.v1.CloseStdinRequest
+	(*ReadStreamRequest)(nil),       // 40: veil.agent.v1.ReadStreamRequest
+	(*ReadStreamResponse)(nil),      // 41: veil.agent.v1.ReadStreamResponse
+	(*DeleteProcessRequest)(nil),    // 42: veil.agent.v1.DeleteProcessRequest
+	(*IPAddress)(nil),               // 43: veil.agent.v1.IPAddress
+	(*Interface)(nil),               // 44: veil.agent.v1.Interface
+	(*UpdateInterfaceRequest)(nil),  // 45: veil.agent.v1.UpdateInterfaceRequest
+	(*Route)(nil),                   // 46: veil.agent.v1.Route
+	(*UpdateRoutesRequest)(nil),     // 47: veil.agent.v1.UpdateRoutesRequest
+	(*UpdateRoutesResponse)(nil),    // 48: veil.agent.v1.UpdateRoutesResponse
+	(*Neighbor)(nil),                // 49: veil.agent.v1.Neighbor
+	(*AddNeighborsRequest)(nil),     // 50: veil.agent.v1.AddNeighborsRequest
+	(*ListInterfacesRequest)(nil),   // 51: veil.agent.v1.ListInterfacesRequest
+	(*ListInterfacesResponse)(nil),  // 52: veil.agent.v1.ListInterfacesResponse
+	(*ListRoutesRequest)(nil),       // 53: veil.agent.v1.ListRoutesRequest
+	(*ListRoutesResponse)(nil),      // 54: veil.agent.v1.ListRoutesResponse
+	(*CopyFileRequest)(nil),         // 55: veil.agent.v1.CopyFileRequest
+	(*RemovePathRequest)(nil),       // 56: veil.agent.v1.RemovePathRequest
+	(*SetInitDataRequest)(nil),      // 57: veil.agent.v1.SetInitDataRequest
+	(*SetInitDataResponse)(nil),     // 58: veil.agent.v1.SetInitDataResponse
+	(*AttestRequest)(nil),           // 59: veil.agent.v1.AttestRequest
+	(*AttestResponse)(nil),          // 60: veil.agent.v1.AttestResponse
+	(*PullImageRequest)(nil),        // 61: veil.agent.v1.PullImageRequest
+	(*PullImageResponse)(nil),       // 62: veil.agent.v1.PullImageResponse
+	(*timestamppb.Timestamp)(nil),   // 63: google.protobuf.Timestamp
+	(*anypb.Any)(nil),               // 64: google.protobuf.Any
+	(*emptypb.Empty)(nil),           // 65: google.protobuf.Empty
 }
 var file_agent_proto_depIdxs = []int32{
-	2,  // 0: veil.agent.v1.CreateSandboxRequest.storages:type_name -> veil.agent.v1.Storage
+	3,  // 0: veil.agent.v1.CreateSandboxRequest.storages:type_name -> veil.agent.v1.Storage
 	1,  // 1: veil.agent.v1.CheckResponse.status:type_name -> veil.agent.v1.CheckResponse.Status
-	2,  // 2: veil.agent.v1.CreateContainerRequest.rootfs:type_name -> veil.agent.v1.Storage
-	2,  // 3: veil.agent.v1.CreateContainerRequest.storages:type_name -> veil.agent.v1.Storage
+	3,  // 2: veil.agent.v1.CreateContainerRequest.rootfs:type_name -> veil.agent.v1.Storage
+	3,  // 3: veil.agent.v1.CreateContainerRequest.storages:type_name -> veil.agent.v1.Storage
 	0,  // 4: veil.agent.v1.StateContainerResponse.status:type_name -> veil.agent.v1.Status
-	42, // 5: veil.agent.v1.StateContainerResponse.exited_at:type_name -> google.protobuf.Timestamp
-	21, // 6: veil.agent.v1.ListPidsResponse.processes:type_name -> veil.agent.v1.ProcessInfo
-	43, // 7: veil.agent.v1.StatsContainerResponse.metrics:type_name -> google.protobuf.Any
-	42, // 8: veil.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
-	3,  // 9: veil.agent.v1.Sandbox.CreateSandbox:input_type -> veil.agent.v1.CreateSandboxRequest
-	4,  // 10: veil.agent.v1.Sandbox.DestroySandbox:input_type -> veil.agent.v1.DestroySandboxRequest
-	5,  // 11: veil.agent.v1.Sandbox.SetHostname:input_type -> veil.agent.v1.SetHostnameRequest
-	6,  // 12: veil.agent.v1.Sandbox.SetDNS:input_type -> veil.agent.v1.SetDNSRequest
-	7,  // 13: veil.agent.v1.Sandbox.GuestDetails:input_type -> veil.agent.v1.GuestDetailsRequest
-	9,  // 14: veil.agent.v1.Sandbox.Check:input_type -> veil.agent.v1.CheckRequest
-	11, // 15: veil.agent.v1.Sandbox.Version:input_type -> veil.agent.v1.VersionRequest
-	13, // 16: veil.agent.v1.Sandbox.Shutdown:input_type -> veil.agent.v1.ShutdownRequest
-	14, // 17: veil.agent.v1.Container.CreateContainer:input_type -> veil.agent.v1.CreateContainerRequest
-	16, // 18: veil.agent.v1.Container.StartContainer:input_type -> veil.agent.v1.StartContainerRequest
-	17, // 19: veil.agent.v1.Container.RemoveContainer:input_type -> veil.agent.v1.RemoveContainerRequest
-	18, // 20: veil.agent.v1.Container.StateContainer:input_type -> veil.agent.v1.StateContainerRequest
-	20, // 21: veil.agent.v1.Container.ListPids:input_type -> veil.agent.v1.ListPidsRequest
-	23, // 22: veil.agent.v1.Container.StatsContainer:input_type -> veil.agent.v1.StatsContainerRequest
-	25, // 23: veil.agent.v1.Container.UpdateContainer:input_type -> veil.agent.v1.UpdateContainerRequest
-	26, // 24: veil.agent.v1.Container.PauseContainer:input_type -> veil.agent.v1.PauseContainerRequest
-	27, // 25: veil.agent.v1.Container.ResumeContainer:input_type -> veil.agent.v1.ResumeContainerRequest
-	28, // 26: veil.agent.v1.Container.GetOOMEvent:input_type -> veil.agent.v1.GetOOMEventRequest
-	30, // 27: veil.agent.v1.Process.ExecProcess:input_type -> veil.agent.v1.ExecProcessRequest
-	32, // 28: veil.agent.v1.Process.WaitProcess:input_type -> veil.agent.v1.WaitProcessRequest
-	34, // 29: veil.agent.v1.Process.SignalProcess:input_type -> veil.agent.v1.SignalProcessRequest
-	35, // 30: veil.agent.v1.Process.ResizeTTY:input_type -> veil.agent.v1.ResizeTTYRequest
-	36, // 31: veil.agent.v1.Process.WriteStdin:input_type -> veil.agent.v1.WriteStdinRequest
-	38, // 32: veil.agent.v1.Process.CloseStdin:input_type -> veil.agent.v1.CloseStdinRequest
-	39, // 33: veil.agent.v1.Process.ReadStdout:input_type -> veil.agent.v1.ReadStreamRequest
-	39, // 34: veil.agent.v1.Process.ReadStderr:input_type -> veil.agent.v1.ReadStreamRequest
-	41, // 35: veil.agent.v1.Process.DeleteProcess:input_type -> veil.agent.v1.DeleteProcessRequest
-	44, // 36: veil.agent.v1.Sandbox.CreateSandbox:output_type -> google.protobuf.Empty
-	44, // 37: veil.agent.v1.Sandbox.DestroySandbox:output_type -> google.protobuf.Empty
-	44, // 38: veil.agent.v1.Sandbox.SetHostname:output_type -> google.protobuf.Empty
-	44, // 39: veil.agent.v1.Sandbox.SetDNS:output_type -> google.protobuf.Empty
-	8,  // 40: veil.agent.v1.Sandbox.GuestDetails:output_type -> veil.agent.v1.GuestDetailsResponse
-	10, // 41: veil.agent.v1.Sandbox.Check:output_type -> veil.agent.v1.CheckResponse
-	12, // 42: veil.agent.v1.Sandbox.Version:output_type -> veil.agent.v1.VersionResponse
-	44, // 43: veil.agent.v1.Sandbox.Shutdown:output_type -> google.protobuf.Empty
-	15, // 44: veil.agent.v1.Container.CreateContainer:output_type -> veil.agent.v1.CreateContainerResponse
-	44, // 45: veil.agent.v1.Container.StartContainer:output_type -> google.protobuf.Empty
-	44, // 46: veil.agent.v1.Container.RemoveContainer:output_type -> google.protobuf.Empty
-	19, // 47: veil.agent.v1.Container.StateContainer:output_type -> veil.agent.v1.StateContainerResponse
-	22, // 48: veil.agent.v1.Container.ListPids:output_type -> veil.agent.v1.ListPidsResponse
-	24, // 49: veil.agent.v1.Container.StatsContainer:output_type -> veil.agent.v1.StatsContainerResponse
-	44, // 50: veil.agent.v1.Container.UpdateContainer:output_type -> google.protobuf.Empty
-	44, // 51: veil.agent.v1.Container.PauseContainer:output_type -> google.protobuf.Empty
-	44, // 52: veil.agent.v1.Container.ResumeContainer:output_type -> google.protobuf.Empty
-	29, // 53: veil.agent.v1.Container.GetOOMEvent:output_type -> veil.agent.v1.GetOOMEventResponse
-	31, // 54: veil.agent.v1.Process.ExecProcess:output_type -> veil.agent.v1.ExecProcessResponse
-	33, // 55: veil.agent.v1.Process.WaitProcess:output_type -> veil.agent.v1.WaitProcessResponse
-	44, // 56: veil.agent.v1.Process.SignalProcess:output_type -> google.protobuf.Empty
-	44, // 57: veil.agent.v1.Process.ResizeTTY:output_type -> google.protobuf.Empty
-	37, // 58: veil.agent.v1.Process.WriteStdin:output_type -> veil.agent.v1.WriteStdinResponse
-	44, // 59: veil.agent.v1.Process.CloseStdin:output_type -> google.protobuf.Empty
-	40, // 60: veil.agent.v1.Process.ReadStdout:output_type -> veil.agent.v1.ReadStreamResponse
-	40, // 61: veil.agent.v1.Process.ReadStderr:output_type -> veil.agent.v1.ReadStreamResponse
-	44, // 62: veil.agent.v1.Process.DeleteProcess:output_type -> google.protobuf.Empty
-	36, // [36:63] is the sub-list for method output_type
-	9,  // [9:36] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	63, // 5: veil.agent.v1.StateContainerResponse.exited_at:type_name -> google.protobuf.Timestamp
+	22, // 6: veil.agent.v1.ListPidsResponse.processes:type_name -> veil.agent.v1.ProcessInfo
+	64, // 7: veil.agent.v1.StatsContainerResponse.metrics:type_name -> google.protobuf.Any
+	63, // 8: veil.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
+	43, // 9: veil.agent.v1.Interface.addresses:type_name -> veil.agent.v1.IPAddress
+	44, // 10: veil.agent.v1.UpdateInterfaceRequest.interface:type_name -> veil.agent.v1.Interface
+	46, // 11: veil.agent.v1.UpdateRoutesRequest.routes:type_name -> veil.agent.v1.Route
+	46, // 12: veil.agent.v1.UpdateRoutesResponse.routes:type_name -> veil.agent.v1.Route
+	49, // 13: veil.agent.v1.AddNeighborsRequest.neighbors:type_name -> veil.agent.v1.Neighbor
+	44, // 14: veil.agent.v1.ListInterfacesResponse.interfaces:type_name -> veil.agent.v1.Interface
+	46, // 15: veil.agent.v1.ListRoutesResponse.routes:type_name -> veil.agent.v1.Route
+	2,  // 16: veil.agent.v1.CopyFileRequest.kind:type_name -> veil.agent.v1.CopyFileRequest.Kind
+	4,  // 17: veil.agent.v1.Sandbox.CreateSandbox:input_type -> veil.agent.v1.CreateSandboxRequest
+	5,  // 18: veil.agent.v1.Sandbox.DestroySandbox:input_type -> veil.agent.v1.DestroySandboxRequest
+	6,  // 19: veil.agent.v1.Sandbox.SetHostname:input_type -> veil.agent.v1.SetHostnameRequest
+	7,  // 20: veil.agent.v1.Sandbox.SetDNS:input_type -> veil.agent.v1.SetDNSRequest
+	8,  // 21: veil.agent.v1.Sandbox.GuestDetails:input_type -> veil.agent.v1.GuestDetailsRequest
+	10, // 22: veil.agent.v1.Sandbox.Check:input_type -> veil.agent.v1.CheckRequest
+	12, // 23: veil.agent.v1.Sandbox.Version:input_type -> veil.agent.v1.VersionRequest
+	14, // 24: veil.agent.v1.Sandbox.Shutdown:input_type -> veil.agent.v1.ShutdownRequest
+	15, // 25: veil.agent.v1.Container.CreateContainer:input_type -> veil.agent.v1.CreateContainerRequest
+	17, // 26: veil.agent.v1.Container.StartContainer:input_type -> veil.agent.v1.StartContainerRequest
+	18, // 27: veil.agent.v1.Container.RemoveContainer:input_type -> veil.agent.v1.RemoveContainerRequest
+	19, // 28: veil.agent.v1.Container.StateContainer:input_type -> veil.agent.v1.StateContainerRequest
+	21, // 29: veil.agent.v1.Container.ListPids:input_type -> veil.agent.v1.ListPidsRequest
+	24, // 30: veil.agent.v1.Container.StatsContainer:input_type -> veil.agent.v1.StatsContainerRequest
+	26, // 31: veil.agent.v1.Container.UpdateContainer:input_type -> veil.agent.v1.UpdateContainerRequest
+	27, // 32: veil.agent.v1.Container.PauseContainer:input_type -> veil.agent.v1.PauseContainerRequest
+	28, // 33: veil.agent.v1.Container.ResumeContainer:input_type -> veil.agent.v1.ResumeContainerRequest
+	29, // 34: veil.agent.v1.Container.GetOOMEvent:input_type -> veil.agent.v1.GetOOMEventRequest
+	31, // 35: veil.agent.v1.Process.ExecProcess:input_type -> veil.agent.v1.ExecProcessRequest
+	33, // 36: veil.agent.v1.Process.WaitProcess:input_type -> veil.agent.v1.WaitProcessRequest
+	35, // 37: veil.agent.v1.Process.SignalProcess:input_type -> veil.agent.v1.SignalProcessRequest
+	36, // 38: veil.agent.v1.Process.ResizeTTY:input_type -> veil.agent.v1.ResizeTTYRequest
+	37, // 39: veil.agent.v1.Process.WriteStdin:input_type -> veil.agent.v1.WriteStdinRequest
+	39, // 40: veil.agent.v1.Process.CloseStdin:input_type -> veil.agent.v1.CloseStdinRequest
+	40, // 41: veil.agent.v1.Process.ReadStdout:input_type -> veil.agent.v1.ReadStreamRequest
+	40, // 42: veil.agent.v1.Process.ReadStderr:input_type -> veil.agent.v1.ReadStreamRequest
+	42, // 43: veil.agent.v1.Process.DeleteProcess:input_type -> veil.agent.v1.DeleteProcessRequest
+	45, // 44: veil.agent.v1.Network.UpdateInterface:input_type -> veil.agent.v1.UpdateInterfaceRequest
+	47, // 45: veil.agent.v1.Network.UpdateRoutes:input_type -> veil.agent.v1.UpdateRoutesRequest
+	50, // 46: veil.agent.v1.Network.AddNeighbors:input_type -> veil.agent.v1.AddNeighborsRequest
+	51, // 47: veil.agent.v1.Network.ListInterfaces:input_type -> veil.agent.v1.ListInterfacesRequest
+	53, // 48: veil.agent.v1.Network.ListRoutes:input_type -> veil.agent.v1.ListRoutesRequest
+	55, // 49: veil.agent.v1.Volume.CopyFile:input_type -> veil.agent.v1.CopyFileRequest
+	56, // 50: veil.agent.v1.Volume.RemovePath:input_type -> veil.agent.v1.RemovePathRequest
+	57, // 51: veil.agent.v1.Attestation.SetInitData:input_type -> veil.agent.v1.SetInitDataRequest
+	59, // 52: veil.agent.v1.Attestation.Attest:input_type -> veil.agent.v1.AttestRequest
+	61, // 53: veil.agent.v1.Image.PullImage:input_type -> veil.agent.v1.PullImageRequest
+	65, // 54: veil.agent.v1.Sandbox.CreateSandbox:output_type -> google.protobuf.Empty
+	65, // 55: veil.agent.v1.Sandbox.DestroySandbox:output_type -> google.protobuf.Empty
+	65, // 56: veil.agent.v1.Sandbox.SetHostname:output_type -> google.protobuf.Empty
+	65, // 57: veil.agent.v1.Sandbox.SetDNS:output_type -> google.protobuf.Empty
+	9,  // 58: veil.agent.v1.Sandbox.GuestDetails:output_type -> veil.agent.v1.GuestDetailsResponse
+	11, // 59: veil.agent.v1.Sandbox.Check:output_type -> veil.agent.v1.CheckResponse
+	13, // 60: veil.agent.v1.Sandbox.Version:output_type -> veil.agent.v1.VersionResponse
+	65, // 61: veil.agent.v1.Sandbox.Shutdown:output_type -> google.protobuf.Empty
+	16, // 62: veil.agent.v1.Container.CreateContainer:output_type -> veil.agent.v1.CreateContainerResponse
+	65, // 63: veil.agent.v1.Container.StartContainer:output_type -> google.protobuf.Empty
+	65, // 64: veil.agent.v1.Container.RemoveContainer:output_type -> google.protobuf.Empty
+	20, // 65: veil.agent.v1.Container.StateContainer:output_type -> veil.agent.v1.StateContainerResponse
+	23, // 66: veil.agent.v1.Container.ListPids:output_type -> veil.agent.v1.ListPidsResponse
+	25, // 67: veil.agent.v1.Container.StatsContainer:output_type -> veil.agent.v1.StatsContainerResponse
+	65, // 68: veil.agent.v1.Container.UpdateContainer:output_type -> google.protobuf.Empty
+	65, // 69: veil.agent.v1.Container.PauseContainer:output_type -> google.protobuf.Empty
+	65, // 70: veil.agent.v1.Container.ResumeContainer:output_type -> google.protobuf.Empty
+	30, // 71: veil.agent.v1.Container.GetOOMEvent:output_type -> veil.agent.v1.GetOOMEventResponse
+	32, // 72: veil.agent.v1.Process.ExecProcess:output_type -> veil.agent.v1.ExecProcessResponse
+	34, // 73: veil.agent.v1.Process.WaitProcess:output_type -> veil.agent.v1.WaitProcessResponse
+	65, // 74: veil.agent.v1.Process.SignalProcess:output_type -> google.protobuf.Empty
+	65, // 75: veil.agent.v1.Process.ResizeTTY:output_type -> google.protobuf.Empty
+	38, // 76: veil.agent.v1.Process.WriteStdin:output_type -> veil.agent.v1.WriteStdinResponse
+	65, // 77: veil.agent.v1.Process.CloseStdin:output_type -> google.protobuf.Empty
+	41, // 78: veil.agent.v1.Process.ReadStdout:output_type -> veil.agent.v1.ReadStreamResponse
+	41, // 79: veil.agent.v1.Process.ReadStderr:output_type -> veil.agent.v1.ReadStreamResponse
+	65, // 80: veil.agent.v1.Process.DeleteProcess:output_type -> google.protobuf.Empty
+	44, // 81: veil.agent.v1.Network.UpdateInterface:output_type -> veil.agent.v1.Interface
+	48, // 82: veil.agent.v1.Network.UpdateRoutes:output_type -> veil.agent.v1.UpdateRoutesResponse
+	65, // 83: veil.agent.v1.Network.AddNeighbors:output_type -> google.protobuf.Empty
+	52, // 84: veil.agent.v1.Network.ListInterfaces:output_type -> veil.agent.v1.ListInterfacesResponse
+	54, // 85: veil.agent.v1.Network.ListRoutes:output_type -> veil.agent.v1.ListRoutesResponse
+	65, // 86: veil.agent.v1.Volume.CopyFile:output_type -> google.protobuf.Empty
+	65, // 87: veil.agent.v1.Volume.RemovePath:output_type -> google.protobuf.Empty
+	58, // 88: veil.agent.v1.Attestation.SetInitData:output_type -> veil.agent.v1.SetInitDataResponse
+	60, // 89: veil.agent.v1.Attestation.Attest:output_type -> veil.agent.v1.AttestResponse
+	62, // 90: veil.agent.v1.Image.PullImage:output_type -> veil.agent.v1.PullImageResponse
+	54, // [54:91] is the sub-list for method output_type
+	17, // [17:54] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -2599,10 +3850,10 @@ func file_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   40,
+			NumEnums:      3,
+			NumMessages:   60,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   7,
 		},
 		GoTypes:           file_agent_proto_goTypes,
 		DependencyIndexes: file_agent_proto_depIdxs,

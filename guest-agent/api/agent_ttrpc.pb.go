@@ -499,3 +499,243 @@ func (c *processClient) DeleteProcess(ctx context.Context, req *DeleteProcessReq
 	}
 	return &resp, nil
 }
+
+type NetworkService interface {
+	UpdateInterface(context.Context, *UpdateInterfaceRequest) (*Interface, error)
+	UpdateRoutes(context.Context, *UpdateRoutesRequest) (*UpdateRoutesResponse, error)
+	AddNeighbors(context.Context, *AddNeighborsRequest) (*emptypb.Empty, error)
+	ListInterfaces(context.Context, *ListInterfacesRequest) (*ListInterfacesResponse, error)
+	ListRoutes(context.Context, *ListRoutesRequest) (*ListRoutesResponse, error)
+}
+
+func RegisterNetworkService(srv *ttrpc.Server, svc NetworkService) {
+	srv.RegisterService("veil.agent.v1.Network", &ttrpc.ServiceDesc{
+		Methods: map[string]ttrpc.Method{
+			"UpdateInterface": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req UpdateInterfaceRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.UpdateInterface(ctx, &req)
+			},
+			"UpdateRoutes": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req UpdateRoutesRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.UpdateRoutes(ctx, &req)
+			},
+			"AddNeighbors": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req AddNeighborsRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.AddNeighbors(ctx, &req)
+			},
+			"ListInterfaces": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ListInterfacesRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ListInterfaces(ctx, &req)
+			},
+			"ListRoutes": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ListRoutesRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ListRoutes(ctx, &req)
+			},
+		},
+	})
+}
+
+type networkClient struct {
+	client *ttrpc.Client
+}
+
+func NewNetworkClient(client *ttrpc.Client) NetworkService {
+	return &networkClient{
+		client: client,
+	}
+}
+
+func (c *networkClient) UpdateInterface(ctx context.Context, req *UpdateInterfaceRequest) (*Interface, error) {
+	var resp Interface
+	if err := c.client.Call(ctx, "veil.agent.v1.Network", "UpdateInterface", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *networkClient) UpdateRoutes(ctx context.Context, req *UpdateRoutesRequest) (*UpdateRoutesResponse, error) {
+	var resp UpdateRoutesResponse
+	if err := c.client.Call(ctx, "veil.agent.v1.Network", "UpdateRoutes", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *networkClient) AddNeighbors(ctx context.Context, req *AddNeighborsRequest) (*emptypb.Empty, error) {
+	var resp emptypb.Empty
+	if err := c.client.Call(ctx, "veil.agent.v1.Network", "AddNeighbors", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *networkClient) ListInterfaces(ctx context.Context, req *ListInterfacesRequest) (*ListInterfacesResponse, error) {
+	var resp ListInterfacesResponse
+	if err := c.client.Call(ctx, "veil.agent.v1.Network", "ListInterfaces", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *networkClient) ListRoutes(ctx context.Context, req *ListRoutesRequest) (*ListRoutesResponse, error) {
+	var resp ListRoutesResponse
+	if err := c.client.Call(ctx, "veil.agent.v1.Network", "ListRoutes", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+type VolumeService interface {
+	CopyFile(context.Context, *CopyFileRequest) (*emptypb.Empty, error)
+	RemovePath(context.Context, *RemovePathRequest) (*emptypb.Empty, error)
+}
+
+func RegisterVolumeService(srv *ttrpc.Server, svc VolumeService) {
+	srv.RegisterService("veil.agent.v1.Volume", &ttrpc.ServiceDesc{
+		Methods: map[string]ttrpc.Method{
+			"CopyFile": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req CopyFileRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.CopyFile(ctx, &req)
+			},
+			"RemovePath": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req RemovePathRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.RemovePath(ctx, &req)
+			},
+		},
+	})
+}
+
+type volumeClient struct {
+	client *ttrpc.Client
+}
+
+func NewVolumeClient(client *ttrpc.Client) VolumeService {
+	return &volumeClient{
+		client: client,
+	}
+}
+
+func (c *volumeClient) CopyFile(ctx context.Context, req *CopyFileRequest) (*emptypb.Empty, error) {
+	var resp emptypb.Empty
+	if err := c.client.Call(ctx, "veil.agent.v1.Volume", "CopyFile", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *volumeClient) RemovePath(ctx context.Context, req *RemovePathRequest) (*emptypb.Empty, error) {
+	var resp emptypb.Empty
+	if err := c.client.Call(ctx, "veil.agent.v1.Volume", "RemovePath", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+type AttestationService interface {
+	SetInitData(context.Context, *SetInitDataRequest) (*SetInitDataResponse, error)
+	Attest(context.Context, *AttestRequest) (*AttestResponse, error)
+}
+
+func RegisterAttestationService(srv *ttrpc.Server, svc AttestationService) {
+	srv.RegisterService("veil.agent.v1.Attestation", &ttrpc.ServiceDesc{
+		Methods: map[string]ttrpc.Method{
+			"SetInitData": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req SetInitDataRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.SetInitData(ctx, &req)
+			},
+			"Attest": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req AttestRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Attest(ctx, &req)
+			},
+		},
+	})
+}
+
+type attestationClient struct {
+	client *ttrpc.Client
+}
+
+func NewAttestationClient(client *ttrpc.Client) AttestationService {
+	return &attestationClient{
+		client: client,
+	}
+}
+
+func (c *attestationClient) SetInitData(ctx context.Context, req *SetInitDataRequest) (*SetInitDataResponse, error) {
+	var resp SetInitDataResponse
+	if err := c.client.Call(ctx, "veil.agent.v1.Attestation", "SetInitData", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *attestationClient) Attest(ctx context.Context, req *AttestRequest) (*AttestResponse, error) {
+	var resp AttestResponse
+	if err := c.client.Call(ctx, "veil.agent.v1.Attestation", "Attest", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+type ImageService interface {
+	PullImage(context.Context, *PullImageRequest) (*PullImageResponse, error)
+}
+
+func RegisterImageService(srv *ttrpc.Server, svc ImageService) {
+	srv.RegisterService("veil.agent.v1.Image", &ttrpc.ServiceDesc{
+		Methods: map[string]ttrpc.Method{
+			"PullImage": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req PullImageRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.PullImage(ctx, &req)
+			},
+		},
+	})
+}
+
+type imageClient struct {
+	client *ttrpc.Client
+}
+
+func NewImageClient(client *ttrpc.Client) ImageService {
+	return &imageClient{
+		client: client,
+	}
+}
+
+func (c *imageClient) PullImage(ctx context.Context, req *PullImageRequest) (*PullImageResponse, error) {
+	var resp PullImageResponse
+	if err := c.client.Call(ctx, "veil.agent.v1.Image", "PullImage", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}

@@ -9,9 +9,13 @@ import (
 
 // Client bundles the agent's services on one ttrpc connection.
 type Client struct {
-	Sandbox   SandboxService
-	Container ContainerService
-	Process   ProcessService
+	Sandbox     SandboxService
+	Container   ContainerService
+	Process     ProcessService
+	Network     NetworkService
+	Volume      VolumeService
+	Attestation AttestationService
+	Image       ImageService
 
 	conn *ttrpc.Client
 }
@@ -21,10 +25,14 @@ type Client struct {
 func NewClient(conn net.Conn) *Client {
 	c := ttrpc.NewClient(conn)
 	return &Client{
-		Sandbox:   NewSandboxClient(c),
-		Container: NewContainerClient(c),
-		Process:   NewProcessClient(c),
-		conn:      c,
+		Sandbox:     NewSandboxClient(c),
+		Container:   NewContainerClient(c),
+		Process:     NewProcessClient(c),
+		Network:     NewNetworkClient(c),
+		Volume:      NewVolumeClient(c),
+		Attestation: NewAttestationClient(c),
+		Image:       NewImageClient(c),
+		conn:        c,
 	}
 }
 
