@@ -22,6 +22,7 @@ import (
 	"github.com/veil-runtime/veil/guest-agent/service"
 	"github.com/veil-runtime/veil/guest-agent/storage"
 	"github.com/veil-runtime/veil/guest-agent/transport"
+	"github.com/veil-runtime/veil/guest-agent/volume"
 )
 
 // Guest paths.
@@ -154,6 +155,7 @@ func (a *agent) run(pid1 bool) error {
 		SharedDir:  storage.SharedDir,
 		AgentStart: a.start,
 		Ready:      func() time.Duration { return time.Duration(a.ready.Load()) },
+		Volumes:    volume.New(volume.DefaultRoot),
 		PowerOff:   func() { powerOffAsked.Store(true) },
 		Log:        a.log,
 	})

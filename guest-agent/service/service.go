@@ -16,6 +16,7 @@ import (
 
 	"github.com/veil-runtime/veil/guest-agent/api"
 	"github.com/veil-runtime/veil/guest-agent/containers"
+	"github.com/veil-runtime/veil/guest-agent/volume"
 )
 
 // APIVersion is bumped when the agent API changes incompatibly.
@@ -43,6 +44,9 @@ type Config struct {
 	AgentStart time.Duration
 	// Ready returns the time from kernel start to serving (0 before).
 	Ready func() time.Duration
+	// Volumes holds the guest's copies of unshared volumes (the Volume
+	// service); nil refuses copies.
+	Volumes *volume.Volumes
 	// PowerOff is called once Shutdown has stopped the containers; the
 	// caller powers off after the reply has been sent.
 	PowerOff func()
@@ -80,6 +84,7 @@ func (s *Service) Register(srv *ttrpc.Server, transport string) {
 	api.RegisterSandboxService(srv, &sandboxAPI{s: s, transport: transport})
 	api.RegisterContainerService(srv, &containerAPI{s: s})
 	api.RegisterProcessService(srv, &processAPI{s: s})
+	api.RegisterVolumeService(srv, &volumeAPI{s: s})
 }
 
 // rpcErr converts an error to a gRPC status at the RPC boundary.

@@ -25,6 +25,7 @@ import (
 	"github.com/veil-runtime/veil/guest-agent/containers"
 	"github.com/veil-runtime/veil/guest-agent/reaper"
 	"github.com/veil-runtime/veil/guest-agent/storage"
+	"github.com/veil-runtime/veil/guest-agent/volume"
 )
 
 // fakeRunc runs the spec's process on the host with the stdio go-runc would
@@ -129,6 +130,7 @@ func (s *fakeSystem) StartPIDNamespace() (string, func(), error) {
 
 type fixture struct {
 	client   *api.Client
+	volumes  string
 	system   *fakeSystem
 	runc     *fakeRunc
 	shared   string
@@ -152,9 +154,10 @@ func serve(t *testing.T) *fixture {
 		NewRunc:         func(string) containers.Runc { return f }, Exits: r, Mounter: sys,
 		BundleRoot: filepath.Join(dir, "containers"), SharedDir: shared, CgroupRoot: filepath.Join(dir, "cgroup"), Log: log,
 	})
-	fx := &fixture{system: sys, runc: f, shared: shared, poweroff: make(chan struct{})}
+	fx := &fixture{system: sys, runc: f, shared: shared, volumes: filepath.Join(dir, "volumes"), poweroff: make(chan struct{})}
 	svc = New(Config{
 		Containers: mgr, System: sys, Version: "test", SharedDir: shared, AgentStart: 1234, Log: log,
+		Volumes:  volume.New(fx.volumes),
 		PowerOff: func() { close(fx.poweroff) },
 	})
 	srv, err := ttrpc.NewServer()
