@@ -369,6 +369,63 @@ func sweepStale(log *slog.Logger) {
 	}
 }
 
+// veilStateRoot is where veil shims keep pod state (shim.DefaultStateRoot);
+// the mounts of a pod's rootfs and volumes live under it, outside any
+// environment's directory.
+const veilStateRoot = "/run/veil"
+
+// sweepVeilState removes the pod state directories under root
+// (<root>/<namespace>/<sandbox>) that no running shim or VM owns: what
+// shims killed with their test process left (their bind mounts would
+// otherwise stay until reboot). A directory is owned while a process's
+// command line names it (QEMU's does) or a veil shim runs with its sandbox
+// ID.
+func sweepVeilState(log *slog.Logger, root string) {
+	dirs, _ := filepath.Glob(filepath.Join(root, "*", "*"))
+	if len(dirs) == 0 {
+		return
+	}
+	cmdlines := map[int]string{}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		cmdlines[pid] = "\x00" + string(b)
+	}
+	for _, dir := range dirs {
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			continue
+		}
+		if ownedState(dir, cmdlines) {
+			continue
+		}
+		log.Warn("removing a dead pod's veil state", "dir", dir)
+		err := unmountUnder(dir, "")
+		if err == nil {
+			err = os.RemoveAll(dir)
+		}
+		if err != nil {
+			log.Warn("removing a dead pod's veil state", "dir", dir, "err", err)
+		}
+		_ = os.Remove(filepath.Dir(dir)) // the namespace's, once empty
+	}
+}
+
+// ownedState reports whether a process (by its NUL-led, NUL-separated
+// command line) owns the pod state directory dir.
+func ownedState(dir string, cmdlines map[int]string) bool {
+	id := "\x00-id\x00" + filepath.Base(dir) + "\x00"
+	for _, c := range cmdlines {
+		if strings.Contains(c, dir) || (strings.Contains(c, "containerd-shim-veil") && strings.Contains(c+"\x00", id)) {
+			return true
+		}
+	}
+	return false
+}
+
 // processAlive reports whether pid names a running process.
 func processAlive(pid int) bool {
 	err := syscall.Kill(pid, 0)

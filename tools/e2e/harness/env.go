@@ -121,6 +121,7 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 		}
 	}
 	sweepStale(log)
+	sweepVeilState(log, veilStateRoot)
 	// Short: unix socket paths under it must stay below 108 bytes.
 	dir, err := os.MkdirTemp("", "veil-e2e-")
 	if err != nil {
