@@ -92,6 +92,9 @@ type Config struct {
 	TCGTranslationCacheMiB uint32
 	// Debug keeps the guest kernel's boot messages on the console.
 	Debug bool
+	// TEE launches the VM as a confidential guest (tee.go); zero is an
+	// ordinary VM.
+	TEE TEEConfig
 }
 
 // ErrVMExited is returned (wrapped) by operations on a VM that has exited.

@@ -31,6 +31,8 @@ type Launch struct {
 	VsockCID  uint32
 	SharedDir string
 	Debug     bool
+	// TEE is the confidential launch (tee.go); zero is an ordinary VM.
+	TEE hypervisor.TEEConfig
 
 	// QMPFD and AgentFD are the numbers, in QEMU, of listening unix sockets
 	// the driver created (QMP, and the virtio-serial agent port when the
@@ -72,7 +74,7 @@ func Args(l Launch) []string {
 	a := []string{
 		"-name", fmt.Sprintf("%s,process=%s", escapeOpt(name), escapeOpt(processTitle(l.ID))),
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-		"-machine", "q35,sata=off,smbus=off,i8042=off,vmport=off",
+		"-machine", machineOpts(l),
 	}
 	switch l.Accel {
 	case hypervisor.AccelKVM:
@@ -123,6 +125,7 @@ func Args(l Launch) []string {
 			"-device", "virtio-9p-pci,fsdev=share,mount_tag="+hypervisor.ShareTag,
 		)
 	}
+	a = append(a, teeArgs(l)...)
 	return a
 }
 

@@ -122,6 +122,9 @@ func New(cfg hypervisor.Config, logger *slog.Logger) (*QEMU, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkTEELaunch(cfg.TEE, path, accel, SysRoot); err != nil {
+		return nil, fmt.Errorf("checking vm config: %w", err)
+	}
 	transport := hypervisor.HostTransport(cfg.Transport, logger)
 	if transport == hypervisor.TransportVsock && cfg.VsockCID < 3 {
 		return nil, fmt.Errorf("checking vm config: vsock transport needs VsockCID >= 3, have %d", cfg.VsockCID)
@@ -190,6 +193,7 @@ func (q *QEMU) Start(ctx context.Context) (err error) {
 		VsockCID:   q.cfg.VsockCID,
 		SharedDir:  q.cfg.SharedDir,
 		Debug:      q.cfg.Debug,
+		TEE:        q.cfg.TEE,
 		ConsoleLog: q.path(ConsoleLog),
 		PIDFile:    q.path(PIDFile),
 	}
