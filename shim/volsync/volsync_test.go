@@ -192,7 +192,9 @@ func TestRefusedEntries(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{"too large", func(t *testing.T, dir string) { write(t, filepath.Join(dir, "bad"), strings.Repeat("x", MaxFileBytes+1)) }},
+		{"too large", func(t *testing.T, dir string) {
+			write(t, filepath.Join(dir, "bad"), strings.Repeat("x", MaxFileBytes+1))
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			host := t.TempDir()
