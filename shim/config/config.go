@@ -30,6 +30,18 @@
 //	boot_timeout = "60s"           # VM start until the agent answers
 //	call_timeout = "30s"           # every agent call except the waiting ones
 //	shutdown_timeout = "10s"       # guest power-off before the VM is killed
+//
+//	[confidential]
+//	tee = "none"                   # none | sample (veil-dev, INSECURE) | snp | tdx
+//	initdata = ""                  # init-data TOML for pods without the io.veil.initdata annotation
+//	allow_annotation_initdata = true  # honour the pod's io.veil.initdata annotation
+//	firmware = ""                  # snp, tdx: OVMF (AmdSev) / TDVF image, or an SNP .igvm file
+//	snp_policy = 0                 # snp guest policy; 0: 0x30000 (debug off); the debug bit is refused
+//	quote_generation_socket = ""   # tdx: the host's QGS, "vsock:<cid>:<port>" or "unix:<path>"
+//
+// With tee other than none the handler is confidential (veil-dev, veil-snp,
+// veil-tdx): see shim/README.md for what the shim then does and what still
+// goes through the host.
 package config
 
 import (
@@ -42,6 +54,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/veil-runtime/veil/attestation/initdata"
 	"github.com/veil-runtime/veil/hypervisor"
 )
 
@@ -53,7 +66,41 @@ type Config struct {
 	Debug      bool       `toml:"debug"`
 	Hypervisor Hypervisor `toml:"hypervisor"`
 	Agent      Agent      `toml:"agent"`
+	// Confidential is the [confidential] table.
+	Confidential Confidential `toml:"confidential"`
 }
+
+// Confidential configures the TEE of a confidential handler.
+type Confidential struct {
+	// TEE is none, sample, snp or tdx.
+	TEE string `toml:"tee"`
+	// InitData is the path of the init-data document used when the pod
+	// has no io.veil.initdata annotation (or annotations are not allowed).
+	InitData string `toml:"initdata"`
+	// AllowAnnotationInitData honours the pod's io.veil.initdata.
+	AllowAnnotationInitData bool `toml:"allow_annotation_initdata"`
+	// Firmware is the guest firmware for snp and tdx.
+	Firmware string `toml:"firmware"`
+	// SNPPolicy is the SEV-SNP guest policy (0: the default).
+	SNPPolicy uint64 `toml:"snp_policy"`
+	// QuoteGenerationSocket is the TDX quote generation service.
+	QuoteGenerationSocket string `toml:"quote_generation_socket"`
+}
+
+// Kind is the TEE as the hypervisor names it.
+func (c Confidential) Kind() hypervisor.TEE {
+	if c.TEE == "" {
+		return hypervisor.TEENone
+	}
+	return hypervisor.TEE(c.TEE)
+}
+
+// Enabled reports whether the handler is confidential (tee is not none).
+func (c Confidential) Enabled() bool { return c.Kind() != hypervisor.TEENone }
+
+// IsConfidential reports whether the handler runs the confidential flow:
+// the host is then untrusted (DESIGN.md, "Trust").
+func (c Config) IsConfidential() bool { return c.Confidential.Enabled() }
 
 // Hypervisor configures the pod VM.
 type Hypervisor struct {
@@ -111,6 +158,10 @@ func Default() Config {
 			BootTimeout:     Duration(60 * time.Second),
 			CallTimeout:     Duration(30 * time.Second),
 			ShutdownTimeout: Duration(10 * time.Second),
+		},
+		Confidential: Confidential{
+			TEE:                     string(hypervisor.TEENone),
+			AllowAnnotationInitData: true,
 		},
 	}
 }
@@ -203,5 +254,71 @@ func (c Config) validate() error {
 			return fmt.Errorf("key %s: %s must be positive", key, d.Std())
 		}
 	}
+	return c.Confidential.validate()
+}
+
+func (c Confidential) validate() error {
+	kind := c.Kind()
+	if !hypervisor.ValidTEE(kind) {
+		return fmt.Errorf("key confidential.tee: %q is not one of none, sample, snp, tdx", c.TEE)
+	}
+	if !c.Enabled() {
+		for key, set := range map[string]bool{
+			"confidential.initdata":                c.InitData != "",
+			"confidential.firmware":                c.Firmware != "",
+			"confidential.snp_policy":              c.SNPPolicy != 0,
+			"confidential.quote_generation_socket": c.QuoteGenerationSocket != "",
+		} {
+			if set {
+				return fmt.Errorf("key %s: set, but confidential.tee is none", key)
+			}
+		}
+		return nil
+	}
+	if kind.Hardware() && c.Firmware == "" {
+		return fmt.Errorf("key confidential.firmware: must name the guest firmware (OVMF/TDVF or .igvm) for tee %q", c.TEE)
+	}
+	if c.SNPPolicy != 0 && kind != hypervisor.TEESNP {
+		return fmt.Errorf("key confidential.snp_policy: set, but confidential.tee is %q", c.TEE)
+	}
+	if c.QuoteGenerationSocket != "" && kind != hypervisor.TEETDX {
+		return fmt.Errorf("key confidential.quote_generation_socket: set, but confidential.tee is %q", c.TEE)
+	}
+	if err := c.TEEConfig(nil).Validate(); err != nil {
+		return fmt.Errorf("key confidential: %w", err)
+	}
+	if c.InitData != "" {
+		if _, err := c.LoadInitData(); err != nil {
+			return fmt.Errorf("key confidential.initdata: %w", err)
+		}
+	}
 	return nil
+}
+
+// TEEConfig is the hypervisor's launch configuration for this handler,
+// binding the init-data digest (nil binds nothing).
+func (c Confidential) TEEConfig(initDataDigest []byte) hypervisor.TEEConfig {
+	return hypervisor.TEEConfig{
+		Kind:                  c.Kind(),
+		InitDataDigest:        initDataDigest,
+		Firmware:              c.Firmware,
+		SNPPolicy:             c.SNPPolicy,
+		QuoteGenerationSocket: c.QuoteGenerationSocket,
+	}
+}
+
+// LoadInitData reads and validates the handler's default init-data
+// document; nil when none is configured.
+func (c Confidential) LoadInitData() ([]byte, error) {
+	if c.InitData == "" {
+		return nil, nil
+	}
+	doc, err := os.ReadFile(c.InitData)
+	if err != nil {
+		return nil, fmt.Errorf("reading init-data: %w", err)
+	}
+	if _, err := initdata.Parse(doc); err != nil {
+		return nil, fmt.Errorf("init-data %s: %w", c.InitData, err)
+	}
+	return doc, nil
 }
