@@ -49,7 +49,9 @@ type agentConn struct {
 	sandbox   api.SandboxService
 	container api.ContainerService
 	process   api.ProcessService
-	close     func() error
+	// attestation is used for confidential handlers (confidential.go).
+	attestation api.AttestationService
+	close       func() error
 	// done is closed when the connection to the agent is gone.
 	done <-chan struct{}
 }
@@ -61,7 +63,7 @@ func dialAgent(ctx context.Context, hv hypervisor.Hypervisor) (*agentConn, error
 		return nil, err
 	}
 	c := api.NewClient(conn)
-	return &agentConn{sandbox: c.Sandbox, container: c.Container, process: c.Process, close: c.Close, done: c.Done()}, nil
+	return &agentConn{sandbox: c.Sandbox, container: c.Container, process: c.Process, attestation: c.Attestation, close: c.Close, done: c.Done()}, nil
 }
 
 // pod is the VM of one pod and the agent in it.
@@ -126,13 +128,17 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 
 	vcpus, mem := vmSize(cfg.Hypervisor, spec.Annotations, runtime.NumCPU())
 	h := cfg.Hypervisor
+	conf, err := resolveConfidential(cfg.Confidential, spec.Annotations)
+	if err != nil {
+		return nil, fmt.Errorf("confidential pod: %w", err)
+	}
 	hv, err := s.newVM(hypervisor.Config{
 		ID:                     id,
 		StateDir:               stateDir,
 		Binary:                 h.Binary,
 		Kernel:                 h.Kernel,
 		Initrd:                 h.Initrd,
-		KernelArgs:             h.KernelArgs,
+		KernelArgs:             append(append([]string(nil), h.KernelArgs...), conf.kernelArgs()...),
 		VCPUs:                  vcpus,
 		MemoryMiB:              mem,
 		Accel:                  hypervisor.Accel(h.Accel),
@@ -140,6 +146,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		SharedDir:              sharedDir,
 		TCGTranslationCacheMiB: h.TCGTranslationCacheMiB,
 		Debug:                  cfg.Debug,
+		TEE:                    conf.teeConfig(cfg.Confidential),
 	}, slog.New(slog.NewTextHandler(log.G(ctx).WriterLevel(log.DebugLevel), nil)))
 	if err != nil {
 		return nil, fmt.Errorf("configuring pod VM: %w", err)
@@ -182,6 +189,10 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(s.ctx))
 	callCtx, cancelCall := p.callCtx(ctx)
 	defer cancelCall()
+	if err := conf.setInitData(callCtx, agent.attestation); err != nil {
+		p.cancel()
+		return nil, fmt.Errorf("confidential pod: %w%s", err, consoleTail(stateDir))
+	}
 	_, err = agent.sandbox.CreateSandbox(callCtx, &api.CreateSandboxRequest{
 		SandboxId: id,
 		Hostname:  spec.Hostname,

@@ -1,0 +1,121 @@
+package shim
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/containerd/errdefs/pkg/errgrpc"
+
+	"github.com/veil-runtime/veil/attestation/initdata"
+	"github.com/veil-runtime/veil/guest-agent/api"
+	"github.com/veil-runtime/veil/hypervisor"
+	"github.com/veil-runtime/veil/shim/config"
+)
+
+// Kernel parameters that tell the agent it runs a confidential pod. They
+// are part of the measured launch (SNP kernel-hashes, TDX RTMR), so a host
+// that drops or changes them changes the measurement the broker checks.
+const (
+	// TEEParam names the TEE: sample, snp or tdx.
+	TEEParam = "veil.tee"
+	// InitDataDigestParam carries the init-data digest (hex) for the sample
+	// TEE, which has no hardware field to bind it in (veil-dev: software,
+	// proves nothing).
+	InitDataDigestParam = "veil.initdata_digest"
+)
+
+// confidentialPod is what a confidential handler adds to a pod's start:
+// the init-data document and its digest, bound into the launch and handed
+// to the agent before CreateSandbox.
+type confidentialPod struct {
+	tee hypervisor.TEE
+	// doc is the init-data document; nil when the pod has none.
+	doc []byte
+	// source says where doc came from, for logs and errors.
+	source string
+}
+
+// resolveConfidential picks a confidential pod's init-data: the pod's
+// io.veil.initdata annotation when the handler allows it, else the
+// handler's default document, else none. It returns nil for a handler that
+// is not confidential.
+func resolveConfidential(c config.Confidential, annotations map[string]string) (*confidentialPod, error) {
+	if !c.Enabled() {
+		return nil, nil
+	}
+	p := &confidentialPod{tee: c.Kind(), source: "none"}
+	if v, ok := annotations[initdata.Annotation]; ok {
+		if !c.AllowAnnotationInitData {
+			return nil, fmt.Errorf("pod annotation %s: this handler does not accept init-data from pods (confidential.allow_annotation_initdata = false)", initdata.Annotation)
+		}
+		doc, err := initdata.DecodeAnnotation(v)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := initdata.Parse(doc); err != nil {
+			return nil, fmt.Errorf("pod annotation %s: %w", initdata.Annotation, err)
+		}
+		p.doc, p.source = doc, "annotation "+initdata.Annotation
+		return p, nil
+	}
+	doc, err := c.LoadInitData()
+	if err != nil {
+		return nil, fmt.Errorf("handler init-data (confidential.initdata): %w", err)
+	}
+	if doc != nil {
+		p.doc, p.source = doc, c.InitData
+	}
+	return p, nil
+}
+
+// digest is the init-data digest bound at launch; nil without a document.
+func (p *confidentialPod) digest() []byte {
+	if p == nil || p.doc == nil {
+		return nil
+	}
+	d := initdata.Digest(p.doc)
+	return d[:]
+}
+
+// teeConfig is the hypervisor's launch configuration for the pod.
+func (p *confidentialPod) teeConfig(c config.Confidential) hypervisor.TEEConfig {
+	if p == nil {
+		return hypervisor.TEEConfig{}
+	}
+	return c.TEEConfig(p.digest())
+}
+
+// kernelArgs are the pod's confidential kernel parameters: the TEE, and
+// for sample the init-data digest (hardware TEEs carry it in HOSTDATA /
+// MRCONFIGID instead).
+func (p *confidentialPod) kernelArgs() []string {
+	if p == nil {
+		return nil
+	}
+	args := []string{TEEParam + "=" + string(p.tee)}
+	if p.tee == hypervisor.TEESample && p.doc != nil {
+		args = append(args, InitDataDigestParam+"="+hex.EncodeToString(p.digest()))
+	}
+	return args
+}
+
+// setInitData hands the agent the document (empty when none). The agent
+// checks it against the digest its TEE reports and refuses on a mismatch;
+// that refusal fails the pod with the agent's reason.
+func (p *confidentialPod) setInitData(ctx context.Context, a api.AttestationService) error {
+	if p == nil {
+		return nil
+	}
+	resp, err := a.SetInitData(ctx, &api.SetInitDataRequest{Document: p.doc})
+	if err != nil {
+		return fmt.Errorf("handing init-data (%s) to the guest agent: %w", p.source, errgrpc.ToNative(err))
+	}
+	if want := hex.EncodeToString(p.digest()); p.doc != nil && resp.GetDigest() != want {
+		return fmt.Errorf("guest agent reports init-data digest %s, the shim computed %s", resp.GetDigest(), want)
+	}
+	if resp.GetTee() != string(p.tee) {
+		return fmt.Errorf("guest agent runs in TEE %q, the handler launched %q", resp.GetTee(), p.tee)
+	}
+	return nil
+}
