@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/veil-runtime/veil/guest-agent/api"
+	"github.com/veil-runtime/veil/shim/metrics"
 )
 
 // Create creates a container in the pod VM (booting the VM first when this
@@ -100,6 +101,7 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	s.mu.Lock()
 	s.containers[r.ID] = c
 	s.mu.Unlock()
+	s.metrics.MarkContainer(r.ID, metrics.ContainerCreated)
 	s.send(&eventstypes.TaskCreate{
 		ContainerID: r.ID,
 		Bundle:      r.Bundle,

@@ -85,6 +85,7 @@ func (s *service) delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	s.mu.Lock()
 	delete(s.containers, c.id)
 	s.mu.Unlock()
+	s.metrics.ForgetContainer(c.id)
 	s.send(&eventstypes.TaskDelete{
 		ContainerID: c.id,
 		ID:          c.id,

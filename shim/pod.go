@@ -17,12 +17,14 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
 	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/veil-runtime/veil/guest-agent/api"
 	"github.com/veil-runtime/veil/hypervisor"
 	"github.com/veil-runtime/veil/shim/config"
+	"github.com/veil-runtime/veil/shim/metrics"
 )
 
 // State directory layout, under stateRoot/<namespace>/<sandbox-id>:
@@ -57,12 +59,12 @@ type agentConn struct {
 }
 
 // dialAgent connects to the agent of a started VM.
-func dialAgent(ctx context.Context, hv hypervisor.Hypervisor) (*agentConn, error) {
+func dialAgent(ctx context.Context, hv hypervisor.Hypervisor, opts ...ttrpc.ClientOpts) (*agentConn, error) {
 	conn, err := hv.DialAgent(ctx)
 	if err != nil {
 		return nil, err
 	}
-	c := api.NewClient(conn)
+	c := api.NewClient(conn, opts...)
 	return &agentConn{sandbox: c.Sandbox, container: c.Container, process: c.Process, attestation: c.Attestation, close: c.Close, done: c.Done()}, nil
 }
 
@@ -74,6 +76,8 @@ type pod struct {
 	sharedDir string
 	hv        hypervisor.Hypervisor
 	agent     *agentConn
+	// metricsSrv serves the shim's metrics in the state directory.
+	metricsSrv *metrics.Server
 
 	// ctx ends when the VM is gone or the pod is torn down: waiting agent
 	// calls (WaitProcess, ReadStdout/ReadStderr, GetOOMEvent) use it and no
@@ -125,6 +129,15 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 			}
 		}
 	}()
+	metricsSrv, err := s.metrics.Serve(filepath.Join(stateDir, metrics.SocketName))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			_ = metricsSrv.Close()
+		}
+	}()
 
 	vcpus, mem := vmSize(cfg.Hypervisor, spec.Annotations, runtime.NumCPU())
 	h := cfg.Hypervisor
@@ -161,6 +174,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		_ = hv.Cleanup()
 		return nil, fmt.Errorf("starting pod VM: %w%s", err, consoleTail(stateDir))
 	}
+	s.metrics.MarkProcessStart(metrics.PhaseQEMUSpawned, hv.PID())
 	defer func() {
 		if retErr != nil {
 			_ = hv.Kill()
@@ -184,8 +198,10 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 	if err := waitAgent(bootCtx, agent, hv); err != nil {
 		return nil, fmt.Errorf("waiting for the guest agent (boot_timeout %s): %w%s", cfg.Agent.BootTimeout.Std(), err, consoleTail(stateDir))
 	}
+	s.metrics.Mark(metrics.PhaseAgentReady)
+	s.recordBoot(bootCtx, agent, cfg, vcpus, mem)
 
-	p := &pod{id: id, cfg: cfg, stateDir: stateDir, sharedDir: sharedDir, hv: hv, agent: agent, dead: make(chan struct{})}
+	p := &pod{id: id, cfg: cfg, stateDir: stateDir, sharedDir: sharedDir, hv: hv, agent: agent, metricsSrv: metricsSrv, dead: make(chan struct{})}
 	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(s.ctx))
 	callCtx, cancelCall := p.callCtx(ctx)
 	defer cancelCall()
@@ -208,6 +224,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		p.cancel()
 		return nil, fmt.Errorf("creating the sandbox in the guest: %w%s", errgrpc.ToNative(err), consoleTail(stateDir))
 	}
+	s.metrics.Mark(metrics.PhaseSandboxCreated)
 	go s.watchPod(p)
 	go s.watchOOM(p)
 	return p, nil
@@ -289,6 +306,9 @@ func (s *service) teardownPod(ctx context.Context, p *pod) error {
 	}
 	if err := s.mounter.Unmount(p.sharedDir); err != nil {
 		errs = append(errs, err)
+	}
+	if err := p.metricsSrv.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("closing metrics socket: %w", err))
 	}
 	if err := removeUnmounted(p.stateDir); err != nil {
 		errs = append(errs, err)

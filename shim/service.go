@@ -17,6 +17,7 @@ import (
 
 	"github.com/veil-runtime/veil/hypervisor"
 	"github.com/veil-runtime/veil/shim/config"
+	"github.com/veil-runtime/veil/shim/metrics"
 )
 
 var (
@@ -41,6 +42,8 @@ type service struct {
 	dialAgent  func(context.Context, hypervisor.Hypervisor) (*agentConn, error)
 	mounter    mounter
 	loadConfig func(path string) (config.Config, error)
+	// metrics are served on the pod's metrics socket (shim/metrics).
+	metrics *metrics.Pod
 
 	// createMu serialises Create, so the first one alone boots the VM.
 	createMu sync.Mutex
@@ -88,11 +91,14 @@ func newService(ctx context.Context, publisher events.Publisher, sd shutdown.Ser
 		done:       sd.Done(),
 		forwarded:  make(chan struct{}),
 		newVM:      opts.NewHypervisor,
-		dialAgent:  dialAgent,
 		mounter:    hostMounter{},
 		loadConfig: config.Load,
 		containers: make(map[string]*container),
 	}
+	if s.metrics, err = s.newMetrics(); err != nil {
+		return nil, err
+	}
+	s.dialAgent = s.dialMetered
 	// When the shim is told to exit (SIGTERM, or Shutdown), leave no VM,
 	// mount or state directory behind.
 	sd.RegisterCallback(func(ctx context.Context) error {

@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/veil-runtime/veil/guest-agent/api"
+	"github.com/veil-runtime/veil/shim/metrics"
 )
 
 // Start starts a container's init process (TaskStart) or an exec
@@ -54,6 +55,7 @@ func (s *service) startInit(ctx context.Context, p *pod, c *container) error {
 		}
 	}
 	pr.setStatus(task.Status_RUNNING)
+	s.metrics.MarkContainer(c.id, metrics.ContainerStarted)
 	_, pid, _, _ := pr.state()
 	s.send(&eventstypes.TaskStart{ContainerID: c.id, Pid: pid})
 	return nil

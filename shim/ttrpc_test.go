@@ -46,7 +46,7 @@ func TestAgentOverTTRPC(t *testing.T) {
 	go srv.Serve(context.Background(), l) //nolint:errcheck // ends with Close
 	t.Cleanup(func() { srv.Close() })
 
-	h.s.dialAgent = dialAgent // the real client
+	h.s.dialAgent = h.s.dialMetered // the real client, timed by the metrics interceptor
 	var shv *socketHV
 	h.s.newVM = func(cfg hypervisor.Config, _ *slog.Logger) (hypervisor.Hypervisor, error) {
 		h.hv = &fakeHV{cfg: cfg, done: make(chan struct{})}

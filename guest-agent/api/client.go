@@ -21,9 +21,10 @@ type Client struct {
 }
 
 // NewClient speaks the agent API over conn (a virtio-serial socket or vsock
-// connection). Closing the Client closes conn.
-func NewClient(conn net.Conn) *Client {
-	c := ttrpc.NewClient(conn)
+// connection). Closing the Client closes conn. opts configure the ttrpc
+// client (the shim's metrics interceptor).
+func NewClient(conn net.Conn, opts ...ttrpc.ClientOpts) *Client {
+	c := ttrpc.NewClient(conn, opts...)
 	return &Client{
 		Sandbox:     NewSandboxClient(c),
 		Container:   NewContainerClient(c),
