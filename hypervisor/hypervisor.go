@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 )
 
 // Hypervisor controls one virtual machine.
@@ -90,11 +91,22 @@ type Config struct {
 	SharedDir string
 	// TCGTranslationCacheMiB bounds QEMU's TCG translation cache (0: driver default).
 	TCGTranslationCacheMiB uint32
+	// NICs are the VM's network cards, in guest PCI order.
+	NICs []NIC
 	// Debug keeps the guest kernel's boot messages on the console.
 	Debug bool
 	// TEE launches the VM as a confidential guest (tee.go); zero is an
 	// ordinary VM.
 	TEE TEEConfig
+}
+
+// NIC is a virtio-net card backed by an open tap device.
+type NIC struct {
+	// Tap is the tap's fd, opened by the caller (in the pod's network
+	// namespace); the driver passes it to the monitor and does not close it.
+	Tap *os.File
+	// MAC is the guest NIC's hardware address.
+	MAC net.HardwareAddr
 }
 
 // ErrVMExited is returned (wrapped) by operations on a VM that has exited.

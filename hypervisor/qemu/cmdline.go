@@ -39,9 +39,18 @@ type Launch struct {
 	// transport is virtio-serial).
 	QMPFD   int
 	AgentFD int
+	// NICs are virtio-net cards on tap fds the driver passed to QEMU.
+	NICs []NIC
 	// ConsoleLog receives the guest console (hvc0): kernel and agent log.
 	ConsoleLog string
 	PIDFile    string
+}
+
+// NIC is a virtio-net card on a tap whose fd QEMU has as TapFD.
+type NIC struct {
+	TapFD int
+	// MAC in the usual colon form.
+	MAC string
 }
 
 // KernelCmdline is the guest kernel command line: the console on hvc0 (a
@@ -69,6 +78,7 @@ func KernelCmdline(debug bool, extra []string) string {
 //	                        transport also the agent port "veil.agent"
 //	vhost-vsock-pci         with the vsock transport
 //	virtio-9p-pci           SharedDir, mount tag "veilshare", when set
+//	virtio-net-pci          one per NIC, on "-netdev tap,fd=N" (netN)
 func Args(l Launch) []string {
 	name := "veil-" + l.ID
 	a := []string{
@@ -123,6 +133,12 @@ func Args(l Launch) []string {
 		a = append(a,
 			"-fsdev", "local,id=share,path="+escapeOpt(l.SharedDir)+",security_model=passthrough,multidevs=remap",
 			"-device", "virtio-9p-pci,fsdev=share,mount_tag="+hypervisor.ShareTag,
+		)
+	}
+	for i, n := range l.NICs {
+		a = append(a,
+			"-netdev", fmt.Sprintf("tap,id=net%d,fd=%d", i, n.TapFD),
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s", i, n.MAC),
 		)
 	}
 	a = append(a, teeArgs(l)...)

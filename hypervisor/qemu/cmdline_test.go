@@ -76,7 +76,7 @@ func TestArgs(t *testing.T) {
 					"virtserialport,chardev=agent,bus=vser.0,name=veil.agent",
 				},
 			},
-			absent: []string{"-fsdev"},
+			absent: []string{"-fsdev", "-netdev"},
 		},
 		{
 			name: "kvm uses the host cpu",
@@ -117,6 +117,22 @@ func TestArgs(t *testing.T) {
 			name: "debug keeps boot messages and extra args follow",
 			l:    with(func(l *Launch) { l.Debug = true; l.KernelArgs = []string{"agent.log=debug"} }),
 			want: map[string][]string{"-append": {"console=hvc0 panic=-1 agent.log=debug"}},
+		},
+		{
+			name: "NICs on tap fds carry their MACs, in order",
+			l: with(func(l *Launch) {
+				l.NICs = []NIC{{TapFD: 5, MAC: "0a:58:0a:58:00:05"}, {TapFD: 6, MAC: "0a:58:0a:59:00:07"}}
+			}),
+			want: map[string][]string{
+				"-netdev": {"tap,id=net0,fd=5", "tap,id=net1,fd=6"},
+				"-device": {
+					"virtio-serial-pci,id=vser",
+					"virtconsole,chardev=console,bus=vser.0",
+					"virtserialport,chardev=agent,bus=vser.0,name=veil.agent",
+					"virtio-net-pci,netdev=net0,mac=0a:58:0a:58:00:05",
+					"virtio-net-pci,netdev=net1,mac=0a:58:0a:59:00:07",
+				},
+			},
 		},
 		{
 			name:   "no initrd",

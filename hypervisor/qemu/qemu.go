@@ -104,6 +104,11 @@ func New(cfg hypervisor.Config, logger *slog.Logger) (*QEMU, error) {
 	if !hypervisor.ValidTransport(cfg.Transport) {
 		return nil, fmt.Errorf("checking vm config: unknown agent transport %q (want auto, virtio-serial or vsock)", cfg.Transport)
 	}
+	for i, n := range cfg.NICs {
+		if n.Tap == nil || len(n.MAC) != 6 {
+			return nil, fmt.Errorf("checking vm config: NIC %d needs an open tap and a 6-byte MAC, have tap %v, MAC %q", i, n.Tap != nil, n.MAC)
+		}
+	}
 	if cfg.VCPUs == 0 {
 		cfg.VCPUs = DefaultVCPUs
 	}
@@ -205,6 +210,12 @@ func (q *QEMU) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("starting vm %s: %w", q.cfg.ID, err)
 		}
 	}
+	// The taps are the caller's: passed on after the sockets, never closed here.
+	var taps []*os.File
+	for _, n := range q.cfg.NICs {
+		launch.NICs = append(launch.NICs, NIC{TapFD: 3 + len(files) + len(taps), MAC: n.MAC.String()})
+		taps = append(taps, n.Tap)
+	}
 	logf, err := os.OpenFile(q.path(QEMULog), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("starting vm %s: %w", q.cfg.ID, err)
@@ -215,7 +226,7 @@ func (q *QEMU) Start(ctx context.Context) (err error) {
 	cmd := exec.Command(q.binary, args...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	cmd.ExtraFiles = files
+	cmd.ExtraFiles = append(append([]*os.File(nil), files...), taps...)
 	// Own process group: a terminal's signals to the caller's group do not
 	// reach QEMU. Pdeathsig: QEMU dies with the (long-lived) process that
 	// started it, so no VM outlives its shim.
