@@ -1,0 +1,125 @@
+package policy
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/veil-runtime/veil/guest-agent/api"
+)
+
+// Denial is a request the policy refuses.
+type Denial struct {
+	// Rule is the policy key that would allow it ("init-data" before the
+	// document is accepted, "lockdown" after a refusal).
+	Rule string
+	// Method is the ttrpc method ("/veil.agent.v1.Process/ExecProcess").
+	Method string
+	// Why says what in the request the rule forbids.
+	Why string
+}
+
+func (d *Denial) Error() string {
+	return fmt.Sprintf("%s denied by the confidential agent policy (rule %s): %s", d.Method, d.Rule, d.Why)
+}
+
+// Full method names the policy knows.
+const (
+	methodCreateSandbox   = "/veil.agent.v1.Sandbox/CreateSandbox"
+	methodCreateContainer = "/veil.agent.v1.Container/CreateContainer"
+	methodExec            = "/veil.agent.v1.Process/ExecProcess"
+	methodReadStdout      = "/veil.agent.v1.Process/ReadStdout"
+	methodReadStderr      = "/veil.agent.v1.Process/ReadStderr"
+	methodWriteStdin      = "/veil.agent.v1.Process/WriteStdin"
+	// MethodSetInitData is the one request served before init-data.
+	MethodSetInitData = "/veil.agent.v1.Attestation/SetInitData"
+)
+
+// alwaysAllowed are served in every state, even locked down: they reveal
+// nothing of the workload and let the host see the agent and power it off.
+var alwaysAllowed = []string{
+	"/veil.agent.v1.Sandbox/Check",
+	"/veil.agent.v1.Sandbox/GuestDetails",
+	"/veil.agent.v1.Sandbox/Version",
+	"/veil.agent.v1.Sandbox/Shutdown",
+}
+
+// AlwaysAllowed reports whether method is served in every state.
+func AlwaysAllowed(method string) bool { return slices.Contains(alwaysAllowed, method) }
+
+// hostStorage reports whether a storage's content comes from the host.
+func hostStorage(s *api.Storage) bool {
+	switch s.GetDriver() {
+	case "9p", "shared", "virtiofs":
+		return true
+	}
+	return false
+}
+
+// Check decides one request (already unmarshalled) against p.
+func (p Policy) Check(method string, req any) *Denial {
+	deny := func(rule, why string) *Denial { return &Denial{Rule: rule, Method: method, Why: why} }
+	switch method {
+	case methodExec:
+		if !p.AllowExec {
+			return deny("allow_exec", "executing a process in a container")
+		}
+	case methodReadStdout, methodReadStderr:
+		if !p.AllowReadOutput {
+			return deny("allow_read_output", "reading a container's output (logs)")
+		}
+	case methodWriteStdin:
+		if !p.AllowWriteStdin {
+			return deny("allow_write_stdin", "writing to a container's stdin")
+		}
+	case methodCreateSandbox:
+		r, _ := req.(*api.CreateSandboxRequest)
+		for _, s := range r.GetStorages() {
+			if hostStorage(s) && !p.AllowHostShare {
+				return deny("allow_host_share", fmt.Sprintf("mounting the host's %s share %q at %s", s.GetDriver(), s.GetSource(), s.GetMountPoint()))
+			}
+		}
+	case methodCreateContainer:
+		r, _ := req.(*api.CreateContainerRequest)
+		return p.checkCreateContainer(r, deny)
+	}
+	return nil
+}
+
+func (p Policy) checkCreateContainer(r *api.CreateContainerRequest, deny func(rule, why string) *Denial) *Denial {
+	if rootfs := r.GetRootfs(); rootfs != nil && hostStorage(rootfs) && !p.AllowHostShare {
+		return deny("allow_host_share", fmt.Sprintf("container %s: a root filesystem from the host (%s %q)", r.GetContainerId(), rootfs.GetDriver(), rootfs.GetSource()))
+	}
+	for _, s := range r.GetStorages() {
+		if hostStorage(s) && !p.AllowHostMounts {
+			return deny("allow_host_mounts", fmt.Sprintf("container %s: mounting %s %q from the host at %s", r.GetContainerId(), s.GetDriver(), s.GetSource(), s.GetMountPoint()))
+		}
+	}
+	var spec specs.Spec
+	if len(r.GetSpec()) > 0 {
+		if err := json.Unmarshal(r.GetSpec(), &spec); err != nil {
+			return deny("spec", fmt.Sprintf("container %s: the OCI spec does not parse: %v", r.GetContainerId(), err))
+		}
+	}
+	if h := spec.Hooks; h != nil && !p.AllowHooks {
+		//nolint:staticcheck // Prestart is deprecated but still run by runc.
+		if n := len(h.Prestart) + len(h.CreateRuntime) + len(h.CreateContainer) + len(h.StartContainer) + len(h.Poststart) + len(h.Poststop); n > 0 {
+			return deny("allow_hooks", fmt.Sprintf("container %s: %d OCI hooks", r.GetContainerId(), n))
+		}
+	}
+	if c := spec.Process; c != nil && c.Capabilities != nil && !p.AllowPrivileged {
+		if slices.Contains(c.Capabilities.Bounding, "CAP_SYS_ADMIN") || slices.Contains(c.Capabilities.Effective, "CAP_SYS_ADMIN") {
+			return deny("allow_privileged", fmt.Sprintf("container %s: CAP_SYS_ADMIN (a privileged container)", r.GetContainerId()))
+		}
+	}
+	if !p.AllowHostMounts {
+		for _, m := range spec.Mounts {
+			if m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind") {
+				return deny("allow_host_mounts", fmt.Sprintf("container %s: bind mount of %s at %s (from the host's share)", r.GetContainerId(), m.Source, m.Destination))
+			}
+		}
+	}
+	return nil
+}

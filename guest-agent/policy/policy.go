@@ -1,0 +1,77 @@
+// Package policy is the guest agent's request policy for confidential pods
+// (veil-dev, veil-snp, veil-tdx), where the host is an adversary: every
+// request from the host passes Enforcer.Intercept, a ttrpc unary server
+// interceptor, which refuses what the pod's policy forbids with
+// PermissionDenied naming the rule.
+//
+// The policy is the [agent] policy string of the pod's init-data: a small
+// TOML document of named rules, each false (denied) unless the document
+// says true. An empty policy is the default confidential policy: all
+// denied.
+//
+//	allow_exec = false         # Process.ExecProcess
+//	allow_read_output = false  # Process.ReadStdout, ReadStderr (logs)
+//	allow_write_stdin = false  # Process.WriteStdin
+//	allow_host_share = false   # the pod's 9p share from the host: CreateSandbox
+//	                           # storages, and a container rootfs read from it
+//	                           # (today's only rootfs path, until guest pull: #5)
+//	allow_host_mounts = false  # container storages and bind mounts from the host
+//	allow_privileged = false   # CreateContainer with CAP_SYS_ADMIN
+//	allow_hooks = false        # CreateContainer with OCI hooks
+//
+// Kata Containers writes agent policies in Rego and evaluates them with OPA;
+// veil does not embed OPA (it would add several MiB to the guest image and a
+// general-purpose language to the trusted computing base): the rules above
+// are a fixed list decided by pure functions over the request.
+//
+// Until init-data is accepted (Attestation.SetInitData) a confidential
+// agent serves only Check, GuestDetails, Version, Shutdown and SetInitData;
+// after a refused document (or a TEE that could not be found) it is locked
+// down: only Check, GuestDetails, Version and Shutdown, every other request
+// failing with the reason. Ordinary (veil) pods are not checked at all.
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// Policy is a pod's agent policy.
+type Policy struct {
+	AllowExec       bool `toml:"allow_exec"`
+	AllowReadOutput bool `toml:"allow_read_output"`
+	AllowWriteStdin bool `toml:"allow_write_stdin"`
+	AllowHostShare  bool `toml:"allow_host_share"`
+	AllowHostMounts bool `toml:"allow_host_mounts"`
+	AllowPrivileged bool `toml:"allow_privileged"`
+	AllowHooks      bool `toml:"allow_hooks"`
+}
+
+// Default is the confidential default: every rule denies.
+func Default() Policy { return Policy{} }
+
+// Parse reads a policy document; empty means Default. Unknown keys are an
+// error naming them.
+func Parse(doc string) (Policy, error) {
+	p := Default()
+	if strings.TrimSpace(doc) == "" {
+		return p, nil
+	}
+	dec := toml.NewDecoder(bytes.NewReader([]byte(doc))).DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		var strict *toml.StrictMissingError
+		if errors.As(err, &strict) {
+			keys := make([]string, 0, len(strict.Errors))
+			for _, e := range strict.Errors {
+				keys = append(keys, strings.Join(e.Key(), "."))
+			}
+			return Policy{}, fmt.Errorf("agent policy: unknown rules %s (known: allow_exec, allow_read_output, allow_write_stdin, allow_host_share, allow_host_mounts, allow_privileged, allow_hooks)", strings.Join(keys, ", "))
+		}
+		return Policy{}, fmt.Errorf("agent policy: parsing toml: %w", err)
+	}
+	return p, nil
+}
