@@ -1,4 +1,4 @@
-// Command veil is the node and operator CLI: check, install, uninstall,
+// Command veil is the node and operator CLI: check, install, uninstall, metrics,
 // measure, initdata, image encrypt. Each subcommand lives in its own file
 // and registers in commands.
 package main
