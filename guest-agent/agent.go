@@ -16,7 +16,10 @@ import (
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
 
+	"github.com/veil-runtime/veil/attestation/evidence"
+	"github.com/veil-runtime/veil/guest-agent/attest"
 	"github.com/veil-runtime/veil/guest-agent/boot"
+	"github.com/veil-runtime/veil/guest-agent/console"
 	"github.com/veil-runtime/veil/guest-agent/containers"
 	"github.com/veil-runtime/veil/guest-agent/reaper"
 	"github.com/veil-runtime/veil/guest-agent/service"
@@ -79,7 +82,7 @@ func Run(opts Options) (err error) {
 		log.Warn("console", "err", consoleErr)
 	}
 	log.Info("starting", "version", opts.Version, "since_boot", start)
-	a := &agent{log: log, start: start, version: opts.Version}
+	a := &agent{log: log, start: start, version: opts.Version, params: params}
 	return a.run(pid1)
 }
 
@@ -89,6 +92,8 @@ type agent struct {
 	ready   atomic.Int64
 	version string
 	reaper  *reaper.Reaper
+	// params is the kernel command line (veil.tee: guest-agent/attest).
+	params map[string]string
 }
 
 func (a *agent) run(pid1 bool) error {
@@ -118,6 +123,21 @@ func (a *agent) run(pid1 bool) error {
 	runc.Monitor = a.reaper
 	go a.reaper.Run(ctx)
 
+	// A confidential pod's TEE, init-data and policy (guest-agent/attest).
+	conf, err := attest.New(attest.Config{
+		Params: a.params,
+		LoadTEEModules: func() error {
+			if !pid1 {
+				return nil
+			}
+			return boot.LoadTEEModules(a.log)
+		},
+		Detect: func() (evidence.Attester, error) { return evidence.Detect(a.log) },
+		Log:    a.log,
+	})
+	if err != nil {
+		return err
+	}
 	mounts, _ := os.ReadFile("/proc/self/mounts")
 	if err := os.MkdirAll(BundleRoot, 0o700); err != nil {
 		return fmt.Errorf("creating bundle directory: %w", err)
@@ -157,6 +177,7 @@ func (a *agent) run(pid1 bool) error {
 		Ready:      func() time.Duration { return time.Duration(a.ready.Load()) },
 		Volumes:    volume.New(volume.DefaultRoot),
 		PowerOff:   func() { powerOffAsked.Store(true) },
+		Attest:     conf,
 		Log:        a.log,
 	})
 
@@ -167,7 +188,9 @@ func (a *agent) run(pid1 bool) error {
 	served := make(chan error, len(listeners))
 	var servers []*ttrpc.Server
 	for name, l := range listeners {
-		srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(intercept))
+		// The policy check runs inside the shutdown interceptor: a denied
+		// request never reaches its handler.
+		srv, err := ttrpc.NewServer(ttrpc.WithChainUnaryServerInterceptor(intercept, conf.Enforcer().Intercept))
 		if err != nil {
 			return fmt.Errorf("creating ttrpc server: %w", err)
 		}
@@ -182,6 +205,7 @@ func (a *agent) run(pid1 bool) error {
 		}()
 		a.log.Info("serving", "transport", name, "addr", l.Addr().String())
 	}
+	a.startDebugConsole(ctx)
 	ready := boot.SinceBoot()
 	a.ready.Store(int64(ready))
 	a.log.Info("ready", "kernel_to_agent", a.start, "kernel_to_ready", ready)
@@ -210,6 +234,29 @@ func (a *agent) run(pid1 bool) error {
 		return err
 	}
 	select {}
+}
+
+// startDebugConsole serves a shell on the debug console port when the host
+// gave the VM one (the ports of one virtio-serial device appear together,
+// so it is there by now if the agent's port is).
+func (a *agent) startDebugConsole(ctx context.Context) {
+	path, err := transport.PortDevice(console.PortName)
+	if err != nil {
+		a.log.Debug("no debug console port", "err", err)
+		return
+	}
+	srv := &console.Server{
+		Port:  path,
+		Shell: []string{"/bin/sh"},
+		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "TERM=linux", "HOME=/", `PS1=veil-guest:\w# `},
+		Log:   a.log.With("component", "console"),
+	}
+	go func() {
+		if err := srv.Serve(ctx); err != nil {
+			a.log.Warn("debug console", "err", err)
+		}
+	}()
+	a.log.Info("debug console available", "port", path)
 }
 
 // listen opens the agent's transports: the virtio-serial port when the VM

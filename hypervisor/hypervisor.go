@@ -65,6 +65,9 @@ const (
 	AgentVsockPort = 1024
 	// ShareTag is the 9p mount tag of the sandbox's shared directory.
 	ShareTag = "veilshare"
+	// DebugConsolePortName is the virtio-serial port of the guest's debug
+	// shell (guest-agent/console), present when Config.DebugConsole is set.
+	DebugConsolePortName = "veil.console"
 )
 
 // Config is what a VM is launched with. Paths are host paths.
@@ -95,6 +98,9 @@ type Config struct {
 	NICs []NIC
 	// Debug keeps the guest kernel's boot messages on the console.
 	Debug bool
+	// DebugConsole gives the VM the debug console port, bound to a unix
+	// socket in StateDir (the driver names it) for `veil debug console`.
+	DebugConsole bool
 	// TEE launches the VM as a confidential guest (tee.go); zero is an
 	// ordinary VM.
 	TEE TEEConfig

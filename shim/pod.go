@@ -159,6 +159,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		SharedDir:              sharedDir,
 		TCGTranslationCacheMiB: h.TCGTranslationCacheMiB,
 		Debug:                  cfg.Debug,
+		DebugConsole:           cfg.DebugConsole,
 		TEE:                    conf.teeConfig(cfg.Confidential),
 	}, slog.New(slog.NewTextHandler(log.G(ctx).WriterLevel(log.DebugLevel), nil)))
 	if err != nil {

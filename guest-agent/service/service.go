@@ -85,6 +85,7 @@ func (s *Service) Register(srv *ttrpc.Server, transport string) {
 	api.RegisterContainerService(srv, &containerAPI{s: s})
 	api.RegisterProcessService(srv, &processAPI{s: s})
 	api.RegisterVolumeService(srv, &volumeAPI{s: s})
+	api.RegisterNetworkService(srv, newNetworkAPI(s.cfg.Log))
 }
 
 // rpcErr converts an error to a gRPC status at the RPC boundary.

@@ -39,6 +39,9 @@ type Launch struct {
 	// transport is virtio-serial).
 	QMPFD   int
 	AgentFD int
+	// DebugConsoleFD, when not 0, is a listening unix socket for the
+	// debug console port.
+	DebugConsoleFD int
 	// NICs are virtio-net cards on tap fds the driver passed to QEMU.
 	NICs []NIC
 	// ConsoleLog receives the guest console (hvc0): kernel and agent log.
@@ -75,7 +78,8 @@ func KernelCmdline(debug bool, extra []string) string {
 // powers off through it. Every device is virtio-pci:
 //
 //	virtio-serial-pci       hvc0 console -> ConsoleLog; with the virtio-serial
-//	                        transport also the agent port "veil.agent"
+//	                        transport also the agent port "veil.agent"; with
+//	                        DebugConsoleFD the debug console port "veil.console"
 //	vhost-vsock-pci         with the vsock transport
 //	virtio-9p-pci           SharedDir, mount tag "veilshare", when set
 //	virtio-net-pci          one per NIC, on "-netdev tap,fd=N" (netN)
@@ -127,6 +131,12 @@ func Args(l Launch) []string {
 		a = append(a,
 			"-chardev", fmt.Sprintf("socket,id=agent,fd=%d,server=on,wait=off", l.AgentFD),
 			"-device", "virtserialport,chardev=agent,bus=vser.0,name="+hypervisor.AgentPortName,
+		)
+	}
+	if l.DebugConsoleFD != 0 {
+		a = append(a,
+			"-chardev", fmt.Sprintf("socket,id=dbgcon,fd=%d,server=on,wait=off", l.DebugConsoleFD),
+			"-device", "virtserialport,chardev=dbgcon,bus=vser.0,name="+hypervisor.DebugConsolePortName,
 		)
 	}
 	if l.SharedDir != "" {

@@ -135,6 +135,24 @@ func TestArgs(t *testing.T) {
 			},
 		},
 		{
+			name: "debug console port on its own socket",
+			l:    with(func(l *Launch) { l.DebugConsoleFD = 7 }),
+			want: map[string][]string{
+				"-chardev": {
+					"socket,id=qmp,fd=3,server=on,wait=off",
+					"file,id=console,path=/s/console.log",
+					"socket,id=agent,fd=4,server=on,wait=off",
+					"socket,id=dbgcon,fd=7,server=on,wait=off",
+				},
+				"-device": {
+					"virtio-serial-pci,id=vser",
+					"virtconsole,chardev=console,bus=vser.0",
+					"virtserialport,chardev=agent,bus=vser.0,name=veil.agent",
+					"virtserialport,chardev=dbgcon,bus=vser.0,name=veil.console",
+				},
+			},
+		},
+		{
 			name:   "no initrd",
 			l:      with(func(l *Launch) { l.Initrd = "" }),
 			absent: []string{"-initrd"},

@@ -27,9 +27,11 @@ var _ hypervisor.Hypervisor = (*QEMU)(nil)
 const (
 	QMPSocket   = "qmp.sock"
 	AgentSocket = "agent.sock"
-	ConsoleLog  = "console.log"
-	QEMULog     = "qemu.log"
-	PIDFile     = "qemu.pid"
+	// DebugConsoleSocket is the host end of the debug console port.
+	DebugConsoleSocket = "console.sock"
+	ConsoleLog         = "console.log"
+	QEMULog            = "qemu.log"
+	PIDFile            = "qemu.pid"
 )
 
 // Defaults for zero Config fields.
@@ -207,6 +209,11 @@ func (q *QEMU) Start(ctx context.Context) (err error) {
 	}
 	if q.transport == hypervisor.TransportSerial {
 		if launch.AgentFD, err = listen(AgentSocket); err != nil {
+			return fmt.Errorf("starting vm %s: %w", q.cfg.ID, err)
+		}
+	}
+	if q.cfg.DebugConsole {
+		if launch.DebugConsoleFD, err = listen(DebugConsoleSocket); err != nil {
 			return fmt.Errorf("starting vm %s: %w", q.cfg.ID, err)
 		}
 	}
@@ -498,7 +505,7 @@ func (q *QEMU) Cleanup() error {
 // removeFiles removes what Start creates in the state dir.
 func (q *QEMU) removeFiles() error {
 	var errs []error
-	for _, name := range []string{QMPSocket, AgentSocket, ConsoleLog, QEMULog, PIDFile} {
+	for _, name := range []string{QMPSocket, AgentSocket, DebugConsoleSocket, ConsoleLog, QEMULog, PIDFile} {
 		if err := os.Remove(q.path(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}

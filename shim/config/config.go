@@ -12,6 +12,8 @@
 // Every key, with its default:
 //
 //	debug = false                  # debug logging in the shim; guest kernel messages on the console
+//	debug_console = true           # a root shell in the guest for `veil debug console <sandbox>`
+//	                               # (confidential guests refuse it unless their init-data policy allows)
 //
 //	[hypervisor]
 //	binary = ""                    # qemu-system-x86_64 from PATH when empty
@@ -63,9 +65,11 @@ const DefaultPath = "/etc/veil/config.toml"
 
 // Config is the veil runtime configuration.
 type Config struct {
-	Debug      bool       `toml:"debug"`
-	Hypervisor Hypervisor `toml:"hypervisor"`
-	Agent      Agent      `toml:"agent"`
+	Debug bool `toml:"debug"`
+	// DebugConsole gives the VM the debug console port.
+	DebugConsole bool       `toml:"debug_console"`
+	Hypervisor   Hypervisor `toml:"hypervisor"`
+	Agent        Agent      `toml:"agent"`
 	// Confidential is the [confidential] table.
 	Confidential Confidential `toml:"confidential"`
 }
@@ -146,6 +150,7 @@ func (d Duration) Std() time.Duration { return time.Duration(d) }
 // Default returns the configuration used when the file sets nothing.
 func Default() Config {
 	return Config{
+		DebugConsole: true,
 		Hypervisor: Hypervisor{
 			Kernel:    "/opt/veil/share/veil/vmlinuz",
 			Initrd:    "/opt/veil/share/veil/initrd.img",

@@ -26,11 +26,15 @@ func TestParseDefaults(t *testing.T) {
 	if cfg.Debug {
 		t.Error("debug defaults to true")
 	}
+	if !cfg.DebugConsole {
+		t.Error("debug_console defaults to false")
+	}
 }
 
 func TestParseOverrides(t *testing.T) {
 	doc := `
 debug = true
+debug_console = false
 [hypervisor]
 binary = "/usr/bin/qemu-system-x86_64"
 kernel = "/k"
@@ -47,7 +51,7 @@ call_timeout = "5s"
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !cfg.Debug || cfg.Hypervisor.Kernel != "/k" || cfg.Hypervisor.Initrd != "/opt/veil/share/veil/initrd.img" ||
+	if !cfg.Debug || cfg.DebugConsole || cfg.Hypervisor.Kernel != "/k" || cfg.Hypervisor.Initrd != "/opt/veil/share/veil/initrd.img" ||
 		cfg.Hypervisor.VCPUs != 2 || cfg.Hypervisor.MaxVCPUs != 4 || cfg.Hypervisor.MemoryMiB != 512 ||
 		cfg.Hypervisor.Accel != "tcg" || cfg.Hypervisor.Transport != "virtio-serial" ||
 		len(cfg.Hypervisor.KernelArgs) != 1 || cfg.Agent.CallTimeout.Std() != 5*time.Second ||

@@ -98,6 +98,8 @@ func boot(ctx context.Context, id string, sandbox bool) (_ *vm, err error) {
 		MemoryMiB: 512,
 		SharedDir: v.share,
 		Debug:     os.Getenv("VEIL_VMTEST_DEBUG") != "",
+		// The shared VM's debug console is TestDebugConsole's.
+		DebugConsole: sandbox,
 	}, logger)
 	if err != nil {
 		return nil, err

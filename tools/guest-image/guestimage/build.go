@@ -34,7 +34,12 @@ type Options struct {
 	// the Debian package it comes from ("runc").
 	Runc        string
 	RuncPackage string
-	Compression Compression
+	// Shell is a static shell for the debug console ("/bin/busybox" of
+	// Debian's busybox-static) and ShellPackage its package; it becomes
+	// /bin/sh. Empty leaves the image without a shell.
+	Shell        string
+	ShellPackage string
+	Compression  Compression
 	// Mtime is the modification time of every initramfs entry
 	// (SOURCE_DATE_EPOCH, else 0).
 	Mtime int64
@@ -71,6 +76,11 @@ type Manifest struct {
 		Package string `json:"package"`
 		Version string `json:"version"`
 	} `json:"runc"`
+	// Shell is the debug console's /bin/sh (empty without one).
+	Shell struct {
+		Package string `json:"package,omitempty"`
+		Version string `json:"version,omitempty"`
+	} `json:"shell"`
 	// Libraries are runc's shared libraries and the Debian packages they
 	// come from.
 	Libraries []Library `json:"libraries"`
@@ -191,6 +201,17 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 		m.Libraries = append(m.Libraries, lib)
 	}
 
+	// The debug console's shell.
+	if o.Shell != "" {
+		if c.Shell, err = os.ReadFile(o.Shell); err != nil {
+			return nil, fmt.Errorf("reading the debug shell for the initramfs: %w", err)
+		}
+		if m.Shell.Version, err = dpkgVersion(ctx, o.ShellPackage); err != nil {
+			return nil, err
+		}
+		m.Shell.Package = o.ShellPackage
+	}
+
 	// Kernel modules.
 	mods, builtin, err := ResolveModules(ctx, k, o.Modules)
 	if err != nil {
@@ -280,6 +301,9 @@ type Contents struct {
 	Runc []byte
 	// Libraries are runc's interpreter and shared libraries, at their paths.
 	Libraries []File
+	// Shell, when set, becomes /bin/sh (a static busybox: its applets run
+	// inside the shell, so nothing else is needed).
+	Shell []byte
 	// Modules are the kernel modules in load order; ModulesListPath lists them.
 	Modules []Module
 	// TEEModules are more modules, listed in TEEModulesListPath.
@@ -301,6 +325,9 @@ func Entries(c Contents) []cpio.Entry {
 	t.add("/usr/bin/runc", cpio.TypeRegular|0o755, c.Runc)
 	for _, l := range c.Libraries {
 		t.add(l.Path, cpio.TypeRegular|0o755, l.Data)
+	}
+	if c.Shell != nil {
+		t.add("/bin/sh", cpio.TypeRegular|0o755, c.Shell)
 	}
 	for _, m := range c.Modules {
 		t.add(m.Path, cpio.TypeRegular|0o644, m.Data)

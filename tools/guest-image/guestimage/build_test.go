@@ -11,6 +11,7 @@ func TestEntriesLayout(t *testing.T) {
 	c := Contents{
 		Agent: []byte("agent"),
 		Runc:  []byte("runc"),
+		Shell: []byte("busybox"),
 		Libraries: []File{
 			{Path: "/lib64/ld-linux-x86-64.so.2", Data: []byte("ld")},
 			{Path: "/lib/x86_64-linux-gnu/libc.so.6", Data: []byte("libc")},
@@ -38,6 +39,7 @@ func TestEntriesLayout(t *testing.T) {
 	}{
 		{"init", cpio.TypeRegular | 0o755, "agent"},
 		{"usr/bin/runc", cpio.TypeRegular | 0o755, "runc"},
+		{"bin/sh", cpio.TypeRegular | 0o755, "busybox"},
 		{"lib64/ld-linux-x86-64.so.2", cpio.TypeRegular | 0o755, "ld"},
 		{"lib/x86_64-linux-gnu/libc.so.6", cpio.TypeRegular | 0o755, "libc"},
 		{"lib/modules/r/kernel/fs/9p/9p.ko", cpio.TypeRegular | 0o644, "9p"},

@@ -10,6 +10,7 @@
 //
 //	/init                        the veil agent, static, built reproducibly
 //	/usr/bin/runc                the host's runc (Debian package)
+//	/bin/sh                      static busybox (busybox-static), the debug console's shell
 //	/lib64/ld-linux-x86-64.so.2  runc's ELF interpreter
 //	/lib/x86_64-linux-gnu/*.so.* runc's shared libraries (DT_NEEDED, transitively)
 //	/lib/modules/<release>/...   the GuestModules and their dependencies, uncompressed
