@@ -1,0 +1,20 @@
+// Package image pulls container images inside the guest, so that for the
+// confidential handlers the host never sees an image's plaintext: Puller
+// resolves a reference (mirrors first, then the registry; linux/amd64 from
+// an index), checks it against the image security policy
+// (image/policy), downloads layers concurrently into a per-pod content
+// cache keyed by digest (each blob verified against its digest while it
+// streams to disk; a layer shared by containers of the pod is fetched
+// once), then unpacks them in order into a private temporary directory,
+// decrypting ocicrypt layers (image/decrypt) with keys from a KeyFetcher
+// and checking every layer's uncompressed digest against the config's
+// diffID (image/unpack). Only when the whole image has verified is the
+// directory renamed to the rootfs path; on any error it is removed, so no
+// partial plaintext remains.
+//
+// Registry credentials, mirrors, extra TLS roots, the policy and the key
+// URIs are passed in by the caller (the agent takes them from init-data and
+// the key broker, never from the host). The cache holds only what the
+// registry served (ciphertext for encrypted layers) and lives as long as
+// the Puller: one Puller per pod.
+package image

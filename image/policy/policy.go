@@ -1,0 +1,280 @@
+// Package policy evaluates an image security policy with the semantics of
+// containers-policy.json(5): a default requirement list and per-transport
+// lists scoped by registry, namespace, repository or exact reference (the
+// most specific scope that matches wins; within a list every requirement
+// must hold). Supported requirements: insecureAcceptAnything, reject and
+// sigstoreSigned with cosign public keys (key-based signatures stored
+// under the "sha256-<hex>.sig" tag); signedBy (GPG) and Fulcio/Rekor
+// options are refused with a clear "not supported" error.
+//
+// Keys named by keyPath/keyPaths are read through a KeyFetcher, so a path
+// may be a broker resource ("kbs:///repo/type/tag") or a guest file. Scope
+// selection (For) is a pure function; Check does the signature checks.
+package policy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// Requirement types.
+const (
+	TypeAccept   = "insecureAcceptAnything"
+	TypeReject   = "reject"
+	TypeSignedBy = "signedBy"
+	TypeSigstore = "sigstoreSigned"
+)
+
+// TransportDocker is the only transport the guest pulls with.
+const TransportDocker = "docker"
+
+// ErrRejected is wrapped by every refusal of an image by the policy.
+var ErrRejected = errors.New("image rejected by the image security policy")
+
+// Policy is a parsed containers-policy.json.
+type Policy struct {
+	Default    []Requirement                       `json:"default"`
+	Transports map[string]map[string][]Requirement `json:"transports,omitempty"`
+}
+
+// Requirement is one policy requirement; which fields apply depends on
+// Type.
+type Requirement struct {
+	Type           string    `json:"type"`
+	KeyType        string    `json:"keyType,omitempty"`
+	KeyPath        string    `json:"keyPath,omitempty"`
+	KeyPaths       []string  `json:"keyPaths,omitempty"`
+	KeyData        []byte    `json:"keyData,omitempty"`
+	SignedIdentity *Identity `json:"signedIdentity,omitempty"`
+	// Keyless (Fulcio) and transparency-log options are not supported;
+	// they are parsed only to refuse them by name.
+	Fulcio             json.RawMessage `json:"fulcio,omitempty"`
+	RekorPublicKeyPath string          `json:"rekorPublicKeyPath,omitempty"`
+	RekorPublicKeyData []byte          `json:"rekorPublicKeyData,omitempty"`
+}
+
+// Identity is a requirement's signedIdentity.
+type Identity struct {
+	Type             string `json:"type"`
+	DockerReference  string `json:"dockerReference,omitempty"`
+	DockerRepository string `json:"dockerRepository,omitempty"`
+}
+
+// Identity types.
+const (
+	MatchRepoDigestOrExact = "matchRepoDigestOrExact"
+	MatchRepository        = "matchRepository"
+	MatchExact             = "matchExact"
+	ExactReference         = "exactReference"
+	ExactRepository        = "exactRepository"
+)
+
+// Parse reads and validates a containers-policy.json document. Unknown
+// fields and requirement types are errors naming them.
+func Parse(data []byte) (*Policy, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var p Policy
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("parsing image security policy: %w", err)
+	}
+	if len(p.Default) == 0 {
+		return nil, errors.New("image security policy: \"default\" must list at least one requirement")
+	}
+	if err := validate("default", p.Default); err != nil {
+		return nil, err
+	}
+	for transport, scopes := range p.Transports {
+		for scope, reqs := range scopes {
+			where := fmt.Sprintf("transports.%s[%q]", transport, scope)
+			if len(reqs) == 0 {
+				return nil, fmt.Errorf("image security policy: %s lists no requirement", where)
+			}
+			if err := validate(where, reqs); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return &p, nil
+}
+
+func validate(where string, reqs []Requirement) error {
+	for i, r := range reqs {
+		at := fmt.Sprintf("image security policy: %s[%d] (%s)", where, i, r.Type)
+		switch r.Type {
+		case TypeAccept, TypeReject, TypeSignedBy:
+		case TypeSigstore:
+			n := 0
+			if r.KeyPath != "" {
+				n++
+			}
+			if len(r.KeyPaths) > 0 {
+				n++
+			}
+			if len(r.KeyData) > 0 {
+				n++
+			}
+			if len(r.Fulcio) > 0 || r.RekorPublicKeyPath != "" || len(r.RekorPublicKeyData) > 0 {
+				return fmt.Errorf("%s: fulcio/rekor verification is not supported; use a cosign public key (keyPath, keyPaths or keyData)", at)
+			}
+			if n != 1 {
+				return fmt.Errorf("%s: exactly one of keyPath, keyPaths, keyData must be set", at)
+			}
+			if id := r.SignedIdentity; id != nil {
+				switch id.Type {
+				case MatchRepoDigestOrExact, MatchRepository, MatchExact:
+				case ExactReference:
+					if id.DockerReference == "" {
+						return fmt.Errorf("%s: signedIdentity exactReference needs dockerReference", at)
+					}
+				case ExactRepository:
+					if id.DockerRepository == "" {
+						return fmt.Errorf("%s: signedIdentity exactRepository needs dockerRepository", at)
+					}
+				default:
+					return fmt.Errorf("%s: signedIdentity type %q is not supported", at, id.Type)
+				}
+			}
+		case "":
+			return fmt.Errorf("%s: requirement has no type", at)
+		default:
+			return fmt.Errorf("%s: unknown requirement type %q", at, r.Type)
+		}
+	}
+	return nil
+}
+
+// For returns the requirements that apply to ref in the docker transport
+// and the scope they came from ("" for the transport's default, "default"
+// for the global one).
+func (p *Policy) For(ref name.Reference) (scope string, reqs []Requirement) {
+	scopes := p.Transports[TransportDocker]
+	for _, s := range Scopes(ref) {
+		if r, ok := scopes[s]; ok {
+			return s, r
+		}
+	}
+	if r, ok := scopes[""]; ok {
+		return "", r
+	}
+	return "default", p.Default
+}
+
+// Scopes lists the docker-transport scopes that can match ref, most
+// specific first: the reference itself, the repository, each enclosing
+// namespace, the registry host, then wildcard domains (*.example.com).
+func Scopes(ref name.Reference) []string {
+	repo := repository(ref)
+	out := []string{canonical(ref), repo}
+	for s := repo; ; {
+		i := strings.LastIndex(s, "/")
+		if i < 0 {
+			break
+		}
+		s = s[:i]
+		out = append(out, s)
+	}
+	host := registry(ref)
+	if h, _, ok := strings.Cut(host, ":"); !ok {
+		for d := h; ; {
+			i := strings.Index(d, ".")
+			if i < 0 {
+				break
+			}
+			d = d[i+1:]
+			out = append(out, "*."+d)
+		}
+	}
+	return out
+}
+
+func registry(ref name.Reference) string {
+	r := ref.Context().RegistryStr()
+	if r == name.DefaultRegistry {
+		return "docker.io"
+	}
+	return r
+}
+
+// repository is ref's repository as containers-policy.json spells it
+// (docker.io, not index.docker.io).
+func repository(ref name.Reference) string {
+	return registry(ref) + "/" + ref.Context().RepositoryStr()
+}
+
+// canonical is ref with its tag or digest.
+func canonical(ref name.Reference) string {
+	if d, ok := ref.(name.Digest); ok {
+		return repository(ref) + "@" + d.DigestStr()
+	}
+	return repository(ref) + ":" + ref.Identifier()
+}
+
+// Image is what Check looks at.
+type Image struct {
+	// Ref is the reference the image was asked for.
+	Ref name.Reference
+	// Digest is what Ref resolved to ("sha256:..."): the manifest or
+	// index digest signatures are made over.
+	Digest string
+	// Signatures returns the image's cosign signatures; called only when
+	// a requirement needs them.
+	Signatures func(ctx context.Context) ([]Signature, error)
+}
+
+// KeyFetcher returns the bytes of a key named by a policy keyPath: a
+// broker resource URI (kbs:///repo/type/tag) or a file in the guest.
+type KeyFetcher interface {
+	Key(ctx context.Context, uri string) ([]byte, error)
+}
+
+// Check evaluates the requirements that apply to img. Every refusal wraps
+// ErrRejected and names the image, the scope and the reason.
+func (p *Policy) Check(ctx context.Context, img Image, keys KeyFetcher) error {
+	scope, reqs := p.For(img.Ref)
+	var sigs []Signature
+	var sigsErr error
+	fetched := false
+	for i, r := range reqs {
+		at := fmt.Sprintf("%s[%d] %s", scopeName(scope), i, r.Type)
+		switch r.Type {
+		case TypeAccept:
+		case TypeReject:
+			return fmt.Errorf("%w: %s: %s rejects it", ErrRejected, img.Ref, at)
+		case TypeSignedBy:
+			return fmt.Errorf("%w: %s: %s: GPG signatures (signedBy) are not supported in the guest; use sigstoreSigned", ErrRejected, img.Ref, at)
+		case TypeSigstore:
+			if !fetched {
+				fetched = true
+				if img.Signatures != nil {
+					sigs, sigsErr = img.Signatures(ctx)
+				}
+			}
+			if sigsErr != nil {
+				return fmt.Errorf("%w: %s: %s: fetching signatures: %v", ErrRejected, img.Ref, at, sigsErr)
+			}
+			if err := checkSigstore(ctx, r, img, sigs, keys); err != nil {
+				return fmt.Errorf("%w: %s: %s: %v", ErrRejected, img.Ref, at, err)
+			}
+		default:
+			return fmt.Errorf("%w: %s: %s: unknown requirement type", ErrRejected, img.Ref, at)
+		}
+	}
+	return nil
+}
+
+func scopeName(scope string) string {
+	switch scope {
+	case "default":
+		return "default"
+	case "":
+		return "transports.docker[\"\"]"
+	}
+	return fmt.Sprintf("transports.docker[%q]", scope)
+}
