@@ -55,6 +55,45 @@ func LoadModules(log *slog.Logger) error {
 	return nil
 }
 
+// TEEModulesFile lists the TEE guest drivers (sev_guest, tdx_guest), in
+// the format of ModulesFile. They refuse to load (ENODEV) outside their
+// TEE, so the agent loads them only when launched as a TEE guest.
+const TEEModulesFile = "/etc/veil/modules-tee"
+
+// LoadTEEModules loads the modules listed in TEEModulesFile; a missing file
+// means none. A driver for another TEE (ENODEV) is skipped; at least one
+// must load when the file lists any, or the guest is not in a TEE.
+func LoadTEEModules(log *slog.Logger) error {
+	b, err := os.ReadFile(TEEModulesFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading TEE module list: %w", err)
+	}
+	paths, err := ParseModules(string(b))
+	if err != nil {
+		return fmt.Errorf("%s: %w", TEEModulesFile, err)
+	}
+	var loaded int
+	for _, p := range paths {
+		err := loadModule(p)
+		if errors.Is(err, unix.ENODEV) {
+			log.Debug("TEE guest driver not for this guest", "path", p)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		loaded++
+		log.Info("loaded TEE guest driver", "path", p)
+	}
+	if len(paths) > 0 && loaded == 0 {
+		return fmt.Errorf("no TEE guest driver of %s loads here (each reports ENODEV): the guest is not in a TEE", TEEModulesFile)
+	}
+	return nil
+}
+
 func loadModule(path string) error {
 	f, err := os.Open(path)
 	if err != nil {

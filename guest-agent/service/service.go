@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/ttrpc"
 
 	"github.com/veil-runtime/veil/guest-agent/api"
+	"github.com/veil-runtime/veil/guest-agent/attest"
 	"github.com/veil-runtime/veil/guest-agent/containers"
 	"github.com/veil-runtime/veil/guest-agent/volume"
 )
@@ -50,7 +51,9 @@ type Config struct {
 	// PowerOff is called once Shutdown has stopped the containers; the
 	// caller powers off after the reply has been sent.
 	PowerOff func()
-	Log      *slog.Logger
+	// Attest is the confidential state the Attestation service serves.
+	Attest *attest.State
+	Log    *slog.Logger
 }
 
 // Service holds the sandbox state behind the three API services.
@@ -84,6 +87,7 @@ func (s *Service) Register(srv *ttrpc.Server, transport string) {
 	api.RegisterSandboxService(srv, &sandboxAPI{s: s, transport: transport})
 	api.RegisterContainerService(srv, &containerAPI{s: s})
 	api.RegisterProcessService(srv, &processAPI{s: s})
+	api.RegisterAttestationService(srv, &attestationAPI{s: s})
 	api.RegisterVolumeService(srv, &volumeAPI{s: s})
 	api.RegisterNetworkService(srv, newNetworkAPI(s.cfg.Log))
 }

@@ -1,0 +1,239 @@
+// Package attest is the guest agent's side of a confidential pod: it finds
+// the TEE the agent runs in, checks the init-data document the host hands
+// over against the digest the TEE was launched with, installs the
+// document's agent policy (guest-agent/policy), and attests to the broker
+// the document names (attestation/kbs/client).
+//
+// The TEE comes from the kernel command line, which the host sets but
+// cannot change unseen: it is measured at launch (SNP kernel-hashes, TDX
+// RTMR), so the broker's reference values catch a host that drops or
+// alters it:
+//
+//	veil.tee=snp|tdx     load the TEE guest drivers (/etc/veil/modules-tee)
+//	                     and find the report interface (configfs-tsm,
+//	                     /dev/sev-guest, /dev/tdx_guest); none found locks
+//	                     the agent down
+//	veil.tee=sample      veil-dev: software evidence, INSECURE; the digest
+//	veil.initdata_digest=<hex>  is the "bound" init-data
+//	(absent or none)     an ordinary pod: no checks
+package attest
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/veil-runtime/veil/attestation/evidence"
+	"github.com/veil-runtime/veil/attestation/initdata"
+	"github.com/veil-runtime/veil/attestation/kbs/client"
+	"github.com/veil-runtime/veil/guest-agent/policy"
+)
+
+// Kernel parameters (the shim writes them; see shim/confidential.go).
+const (
+	TEEParam            = "veil.tee"
+	InitDataDigestParam = "veil.initdata_digest"
+)
+
+// TEE names as SetInitDataResponse reports them.
+const (
+	None   = "none"
+	Sample = "sample"
+	SNP    = "snp"
+	TDX    = "tdx"
+)
+
+// Config is what New needs from the guest.
+type Config struct {
+	// Params is the parsed kernel command line.
+	Params map[string]string
+	// LoadTEEModules loads the TEE guest drivers (boot.LoadTEEModules);
+	// called only for snp and tdx.
+	LoadTEEModules func() error
+	// Detect finds the hardware attester (evidence.Detect).
+	Detect func() (evidence.Attester, error)
+	Log    *slog.Logger
+}
+
+// State is the agent's confidential state, shared by the Attestation
+// service and the policy enforcer.
+type State struct {
+	tee      string
+	attester evidence.Attester
+	enforcer *policy.Enforcer
+	log      *slog.Logger
+
+	mu     sync.Mutex
+	doc    []byte
+	set    bool
+	client *client.Client
+}
+
+// New reads the TEE from cfg.Params and prepares it. It fails only on a
+// command line it cannot read; a TEE it cannot find locks the agent down
+// (every request but the health ones fails with the reason) rather than
+// stopping it, so the host sees why.
+func New(cfg Config) (*State, error) {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	tee := cfg.Params[TEEParam]
+	if tee == "" {
+		tee = None
+	}
+	s := &State{tee: tee, log: log}
+	switch tee {
+	case None:
+		s.enforcer = policy.NewEnforcer(false)
+		return s, nil
+	case Sample:
+		var digest []byte
+		if v := cfg.Params[InitDataDigestParam]; v != "" {
+			d, err := hex.DecodeString(v)
+			if err != nil || len(d) != 32 {
+				return nil, fmt.Errorf("kernel parameter %s=%q: want 64 hex digits (SHA-256)", InitDataDigestParam, v)
+			}
+			digest = d
+		}
+		s.attester = evidence.NewSample(digest, log)
+		s.enforcer = policy.NewEnforcer(true)
+		log.Warn("confidential pod with the sample TEE", "insecure", evidence.SampleWarning)
+		return s, nil
+	case SNP, TDX:
+		s.enforcer = policy.NewEnforcer(true)
+		if cfg.LoadTEEModules != nil {
+			if err := cfg.LoadTEEModules(); err != nil {
+				s.enforcer.Lock(fmt.Sprintf("loading the %s guest drivers: %v", tee, err))
+				return s, nil
+			}
+		}
+		a, err := cfg.Detect()
+		if err != nil {
+			s.enforcer.Lock(fmt.Sprintf("launched as %s, but: %v", tee, err))
+			return s, nil
+		}
+		if string(a.Tee()) != tee {
+			s.enforcer.Lock(fmt.Sprintf("launched as %s, but the guest runs in %s", tee, a.Tee()))
+			return s, nil
+		}
+		s.attester = a
+		return s, nil
+	}
+	return nil, fmt.Errorf("kernel parameter %s=%q: want none, sample, snp or tdx", TEEParam, tee)
+}
+
+// TEE is the TEE the agent runs in (none, sample, snp, tdx).
+func (s *State) TEE() string { return s.tee }
+
+// Enforcer is the policy enforcer to install as a ttrpc interceptor.
+func (s *State) Enforcer() *policy.Enforcer { return s.enforcer }
+
+// SetInitData checks doc against the TEE and installs its agent policy,
+// returning the document's SHA-256. A mismatch, a document that does not
+// parse or a policy that does not parse locks the agent down: the host
+// gets the reason now and on every later request.
+func (s *State) SetInitData(ctx context.Context, doc []byte) ([32]byte, error) {
+	digest := initdata.Digest(doc)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.set {
+		return digest, errors.New("init-data was already set: it is set once, before CreateSandbox")
+	}
+	if !s.enforcer.Confidential() {
+		s.doc, s.set = doc, true
+		return digest, nil
+	}
+	if reason := s.enforcer.Locked(); reason != "" {
+		return digest, errors.New("the agent is locked down: " + reason)
+	}
+	lock := func(err error) ([32]byte, error) {
+		s.enforcer.Lock(err.Error())
+		s.log.Error("refusing init-data: locked down", "err", err)
+		return digest, err
+	}
+	if err := evidence.CheckInitData(ctx, s.attester, doc); err != nil {
+		return lock(err)
+	}
+	pol := policy.Default()
+	if len(doc) > 0 {
+		d, err := initdata.Parse(doc)
+		if err != nil {
+			return lock(err)
+		}
+		if pol, err = policy.Parse(d.Agent.Policy); err != nil {
+			return lock(fmt.Errorf("init-data agent.policy: %w", err))
+		}
+	}
+	s.doc, s.set = doc, true
+	s.enforcer.SetPolicy(pol)
+	s.log.Info("init-data accepted", "tee", s.tee, "digest", hex.EncodeToString(digest[:]), "policy", fmt.Sprintf("%+v", pol))
+	return digest, nil
+}
+
+// Attestation is the outcome of Attest.
+type Attestation struct {
+	Broker string
+	// Claims is the JSON payload of the broker's token (never the token
+	// itself: it is a bearer credential).
+	Claims json.RawMessage
+}
+
+// Attest attests to the broker the init-data names and returns the
+// token's claims.
+func (s *State) Attest(ctx context.Context) (Attestation, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.attester == nil {
+		return Attestation{}, fmt.Errorf("no TEE to attest (tee %s)", s.tee)
+	}
+	if !s.set {
+		return Attestation{}, errors.New("no init-data: call SetInitData first")
+	}
+	d, err := initdata.Parse(s.doc)
+	if len(s.doc) == 0 {
+		return Attestation{}, errors.New("the pod has no init-data, so no broker to attest to")
+	}
+	if err != nil {
+		return Attestation{}, err
+	}
+	if s.client == nil {
+		c, err := client.FromInitData(s.doc, s.attester, s.log)
+		if err != nil {
+			return Attestation{}, err
+		}
+		s.client = c
+	}
+	token, err := s.client.Attest(ctx)
+	if err != nil {
+		return Attestation{}, fmt.Errorf("attesting to %s: %w", d.Broker.URL, err)
+	}
+	claims, err := tokenClaims(token)
+	if err != nil {
+		return Attestation{}, err
+	}
+	return Attestation{Broker: d.Broker.URL, Claims: claims}, nil
+}
+
+// tokenClaims decodes a JWT's payload.
+func tokenClaims(token string) (json.RawMessage, error) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("broker token: %d parts, want a JWT of 3", len(parts))
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return nil, fmt.Errorf("broker token payload: %w", err)
+	}
+	if !json.Valid(raw) {
+		return nil, errors.New("broker token payload is not JSON")
+	}
+	return bytes.Clone(raw), nil
+}

@@ -1,0 +1,190 @@
+package attest
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/veil-runtime/veil/attestation/evidence"
+	"github.com/veil-runtime/veil/attestation/initdata"
+	"github.com/veil-runtime/veil/attestation/kbs"
+	"github.com/veil-runtime/veil/attestation/kbs/server"
+	"github.com/veil-runtime/veil/attestation/policy"
+)
+
+func doc(broker, agentPolicy string) []byte {
+	s := "version = \"0.1.0\"\nalgorithm = \"sha256\"\n"
+	if broker != "" {
+		s += "\n[broker]\nurl = \"" + broker + "\"\n"
+	}
+	if agentPolicy != "" {
+		s += "\n[agent]\npolicy = '''\n" + agentPolicy + "'''\n"
+	}
+	return []byte(s)
+}
+
+func sampleParams(d []byte) map[string]string {
+	sum := initdata.Digest(d)
+	return map[string]string{TEEParam: Sample, InitDataDigestParam: hex.EncodeToString(sum[:])}
+}
+
+func TestNew(t *testing.T) {
+	tests := []struct {
+		name       string
+		cfg        Config
+		wantTEE    string
+		wantConf   bool
+		wantLocked string
+		wantErr    string
+	}{
+		{name: "ordinary pod", cfg: Config{Params: map[string]string{}}, wantTEE: None},
+		{name: "explicit none", cfg: Config{Params: map[string]string{TEEParam: "none"}}, wantTEE: None},
+		{name: "sample", cfg: Config{Params: sampleParams([]byte("x"))}, wantTEE: Sample, wantConf: true},
+		{name: "sample without init-data", cfg: Config{Params: map[string]string{TEEParam: Sample}}, wantTEE: Sample, wantConf: true},
+		{name: "sample with a bad digest", cfg: Config{Params: map[string]string{TEEParam: Sample, InitDataDigestParam: "abc"}}, wantErr: "veil.initdata_digest"},
+		{name: "unknown tee", cfg: Config{Params: map[string]string{TEEParam: "sgx"}}, wantErr: `veil.tee="sgx"`},
+		{name: "snp without hardware locks down", cfg: Config{Params: map[string]string{TEEParam: SNP},
+			LoadTEEModules: func() error { return nil },
+			Detect:         func() (evidence.Attester, error) { return nil, errors.New("no TEE found") }},
+			wantTEE: SNP, wantConf: true, wantLocked: "launched as snp, but: no TEE found"},
+		{name: "tdx drivers do not load", cfg: Config{Params: map[string]string{TEEParam: TDX},
+			LoadTEEModules: func() error { return errors.New("ENODEV") }},
+			wantTEE: TDX, wantConf: true, wantLocked: "loading the tdx guest drivers: ENODEV"},
+		{name: "snp launch, another tee found", cfg: Config{Params: map[string]string{TEEParam: SNP},
+			Detect: func() (evidence.Attester, error) { return evidence.NewSample(nil, slog.New(slog.DiscardHandler)), nil }},
+			wantTEE: SNP, wantConf: true, wantLocked: "the guest runs in sample"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := New(tt.cfg)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.TEE() != tt.wantTEE || s.Enforcer().Confidential() != tt.wantConf {
+				t.Fatalf("tee %s confidential %v", s.TEE(), s.Enforcer().Confidential())
+			}
+			if got := s.Enforcer().Locked(); !strings.Contains(got, tt.wantLocked) || (tt.wantLocked == "" && got != "") {
+				t.Fatalf("locked %q, want %q", got, tt.wantLocked)
+			}
+		})
+	}
+}
+
+func TestSetInitData(t *testing.T) {
+	good := doc("http://127.0.0.1:1", "allow_exec = true\nallow_host_share = true\n")
+	swapped := doc("http://evil.example:1", "allow_exec = true\nallow_host_share = true\nallow_read_output = true\n")
+
+	t.Run("matching document installs its policy", func(t *testing.T) {
+		s, _ := New(Config{Params: sampleParams(good)})
+		d, err := s.SetInitData(context.Background(), good)
+		if err != nil || d != initdata.Digest(good) {
+			t.Fatalf("SetInitData = %x, %v", d, err)
+		}
+		if err := s.Enforcer().Decide("/veil.agent.v1.Process/ExecProcess", nil); err != nil {
+			t.Fatalf("exec denied under a policy that allows it: %v", err)
+		}
+		if err := s.Enforcer().Decide("/veil.agent.v1.Process/ReadStdout", nil); err == nil {
+			t.Fatal("output reading allowed; the policy does not allow it")
+		}
+		if _, err := s.SetInitData(context.Background(), good); err == nil || !strings.Contains(err.Error(), "already set") {
+			t.Fatalf("second SetInitData: %v", err)
+		}
+	})
+	t.Run("swapped document is refused and locks the agent", func(t *testing.T) {
+		s, _ := New(Config{Params: sampleParams(good)})
+		_, err := s.SetInitData(context.Background(), swapped)
+		if err == nil || !strings.Contains(err.Error(), "the host changed the document") {
+			t.Fatalf("SetInitData(swapped) = %v", err)
+		}
+		if err := s.Enforcer().Decide("/veil.agent.v1.Sandbox/CreateSandbox", nil); err == nil || !strings.Contains(err.Error(), "locked down") {
+			t.Fatalf("after the refusal CreateSandbox: %v", err)
+		}
+		if _, err := s.SetInitData(context.Background(), good); err == nil || !strings.Contains(err.Error(), "locked down") {
+			t.Fatalf("retry with the right document after lockdown: %v", err)
+		}
+	})
+	t.Run("document where none was bound", func(t *testing.T) {
+		s, _ := New(Config{Params: map[string]string{TEEParam: Sample}})
+		if _, err := s.SetInitData(context.Background(), good); err == nil || !strings.Contains(err.Error(), "the host changed the document") {
+			t.Fatalf("SetInitData = %v", err)
+		}
+	})
+	t.Run("no document, none bound: default policy", func(t *testing.T) {
+		s, _ := New(Config{Params: map[string]string{TEEParam: Sample}})
+		if _, err := s.SetInitData(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Enforcer().Decide("/veil.agent.v1.Process/ExecProcess", nil); err == nil || !strings.Contains(err.Error(), "allow_exec") {
+			t.Fatalf("exec under the default policy: %v", err)
+		}
+	})
+	t.Run("bad agent policy locks", func(t *testing.T) {
+		bad := doc("", "allow_all = true\n")
+		s, _ := New(Config{Params: sampleParams(bad)})
+		if _, err := s.SetInitData(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "unknown rules allow_all") {
+			t.Fatalf("SetInitData = %v", err)
+		}
+		if s.Enforcer().Locked() == "" {
+			t.Fatal("not locked")
+		}
+	})
+	t.Run("ordinary pod accepts anything", func(t *testing.T) {
+		s, _ := New(Config{Params: map[string]string{}})
+		if _, err := s.SetInitData(context.Background(), swapped); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestAttestToVeilKBS runs the agent's Attest against a real in-process
+// veil-kbs in dev mode (sample evidence is accepted only there).
+func TestAttestToVeilKBS(t *testing.T) {
+	store, err := server.OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.SetAttestationPolicy(policy.Attestation{Sample: &policy.Sample{}, RequireInitData: true}); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{Store: store, Dev: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+
+	d := doc(ts.URL, "")
+	s, _ := New(Config{Params: sampleParams(d)})
+	if _, err := s.Attest(context.Background()); err == nil || !strings.Contains(err.Error(), "SetInitData first") {
+		t.Fatalf("Attest before init-data: %v", err)
+	}
+	if _, err := s.SetInitData(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Attest(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(res.Claims, &claims); err != nil {
+		t.Fatal(err)
+	}
+	sum := initdata.Digest(d)
+	if res.Broker != ts.URL || claims["tee"] != string(kbs.TeeSample) || claims["init_data_digest"] != hex.EncodeToString(sum[:]) {
+		t.Fatalf("attestation %s claims %v", res.Broker, claims)
+	}
+	if _, ok := claims["insecure"]; !ok {
+		t.Fatalf("sample claims without the insecure marker: %v", claims)
+	}
+}
