@@ -205,7 +205,10 @@ func (a *agent) run(pid1 bool) error {
 		}()
 		a.log.Info("serving", "transport", name, "addr", l.Addr().String())
 	}
-	a.startDebugConsole(ctx)
+	// A shell for the host would undo every rule of a confidential pod.
+	if !conf.Enforcer().Confidential() {
+		a.startDebugConsole(ctx)
+	}
 	ready := boot.SinceBoot()
 	a.ready.Store(int64(ready))
 	a.log.Info("ready", "kernel_to_agent", a.start, "kernel_to_ready", ready)
