@@ -1,0 +1,157 @@
+package report
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"text/tabwriter"
+)
+
+// Figure is one number a run reports.
+type Figure struct {
+	Name  string
+	Value float64
+	Unit  string // "s", "MiB" or "x"
+}
+
+// Figures lists the run's headline numbers in a stable order: start
+// min/median/max per handler, bare boot, shim overhead, veil's segment
+// medians, PSS per idle pod, concurrency wall times and ratios.
+func (r *Result) Figures() []Figure {
+	var out []Figure
+	add := func(name string, v float64, unit string) { out = append(out, Figure{name, v, unit}) }
+	for _, h := range r.Config.Handlers {
+		st := Summarize(r.StartTotals(h))
+		if st.N == 0 {
+			continue
+		}
+		add("start "+h+" min", st.Min, "s")
+		add("start "+h+" median", st.Median, "s")
+		add("start "+h+" max", st.Max, "s")
+	}
+	bare := Summarize(r.BareReady())
+	if bare.N > 0 {
+		add("bare boot to agent-ready median", bare.Median, "s")
+	}
+	if v := Summarize(r.StartTotals("veil")); v.N > 0 && bare.N > 0 {
+		add("veil start - bare boot (median)", v.Median-bare.Median, "s")
+	}
+	if Summarize(r.StartTotals("veil")).N > 0 {
+		for i, m := range r.SegmentMedians("veil") {
+			add("veil phase "+Segments[i].Name, m, "s")
+		}
+	}
+	for _, m := range r.Memory {
+		add(fmt.Sprintf("PSS per pod %s %d idle", m.Handler, m.Pods), m.PerPod()/(1<<20), "MiB")
+	}
+	for _, c := range r.Concurrency {
+		wall, ratio := r.ConcurrencyWall(c.Handler, c.N)
+		add(fmt.Sprintf("concurrency %s %d pods wall", c.Handler, c.N), wall, "s")
+		if c.N != 1 && ratio > 0 {
+			add(fmt.Sprintf("concurrency %s %d pods ratio to 1", c.Handler, c.N), ratio, "x")
+		}
+	}
+	return out
+}
+
+func formatValue(v float64, unit string) string {
+	switch unit {
+	case "s":
+		return fmt.Sprintf("%.3f s", v)
+	case "MiB":
+		return fmt.Sprintf("%.1f MiB", v)
+	default:
+		return fmt.Sprintf("%.2f%s", v, unit)
+	}
+}
+
+// WriteTable writes the short text table of a run.
+func WriteTable(w io.Writer, r *Result) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "machine: %s, %d CPUs (%s), accel %s, QEMU %s, containerd %s\n", r.Machine.CPUModel, r.Machine.CPUs,
+		r.Machine.Kernel, r.Machine.Accel, r.Machine.QEMU, r.Machine.Containerd)
+	fmt.Fprintf(tw, "veil VM: %d vCPU, %d MiB, TCG translation cache %d MiB; %d runs per handler, interleaved\n\n",
+		r.Config.VMVCPUs, r.Config.VMMemoryMiB, r.Config.TCGTranslationCacheMiB, r.Config.Runs)
+	fmt.Fprintln(tw, "pod start (runp -> first output)\tmin\tmedian\tmax\tn")
+	for _, h := range r.Config.Handlers {
+		st := Summarize(r.StartTotals(h))
+		if st.N > 0 {
+			fmt.Fprintf(tw, "  %s\t%.2f s\t%.2f s\t%.2f s\t%d\n", h, st.Min, st.Median, st.Max, st.N)
+		}
+	}
+	if b := Summarize(r.BareReady()); b.N > 0 {
+		fmt.Fprintf(tw, "  bare qemu -kernel to agent-ready\t%.2f s\t%.2f s\t%.2f s\t%d\n", b.Min, b.Median, b.Max, b.N)
+		if v := Summarize(r.StartTotals("veil")); v.N > 0 {
+			fmt.Fprintf(tw, "  veil overhead over bare boot (median)\t\t%.2f s\t\t\n", v.Median-b.Median)
+		}
+	}
+	if Summarize(r.StartTotals("veil")).N > 0 {
+		fmt.Fprintln(tw, "\nveil phases (median)\tseconds\tshare")
+		meds := r.SegmentMedians("veil")
+		var total float64
+		for _, m := range meds {
+			total += m
+		}
+		for i, m := range meds {
+			fmt.Fprintf(tw, "  %s\t%.3f\t%.0f%%\n", Segments[i].Name, m, 100*m/math.Max(total, 1e-9))
+		}
+	}
+	if len(r.Memory) > 0 {
+		fmt.Fprintln(tw, "\nhost memory, idle pods\tpods\tPSS total\tPSS per pod")
+		for _, m := range r.Memory {
+			fmt.Fprintf(tw, "  %s\t%d\t%.1f MiB\t%.1f MiB\n", m.Handler, m.Pods, float64(m.TotalPSS)/(1<<20), m.PerPod()/(1<<20))
+		}
+	}
+	if len(r.Concurrency) > 0 {
+		fmt.Fprintln(tw, "\npods started at once\tpods\twall\tratio to 1")
+		for _, c := range r.Concurrency {
+			_, ratio := r.ConcurrencyWall(c.Handler, c.N)
+			fmt.Fprintf(tw, "  %s\t%d\t%.2f s\t%.2fx\n", c.Handler, c.N, c.Wall, ratio)
+		}
+	}
+	return tw.Flush()
+}
+
+// Change is one figure in two runs.
+type Change struct {
+	Figure
+	Old float64
+	// Delta is New - Old; Percent is Delta relative to Old (NaN when Old
+	// is 0).
+	Delta, Percent float64
+}
+
+// Compare pairs the figures the two runs share, in the new run's order.
+func Compare(old, cur *Result) []Change {
+	prev := map[string]float64{}
+	for _, f := range old.Figures() {
+		prev[f.Name] = f.Value
+	}
+	var out []Change
+	for _, f := range cur.Figures() {
+		o, ok := prev[f.Name]
+		if !ok {
+			continue
+		}
+		pct := math.NaN()
+		if o != 0 {
+			pct = 100 * (f.Value - o) / o
+		}
+		out = append(out, Change{Figure: f, Old: o, Delta: f.Value - o, Percent: pct})
+	}
+	return out
+}
+
+// WriteComparison prints each shared figure: old, new, change.
+func WriteComparison(w io.Writer, changes []Change) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "figure\told\tnew\tchange")
+	for _, c := range changes {
+		pct := "n/a"
+		if !math.IsNaN(c.Percent) {
+			pct = fmt.Sprintf("%+.1f%%", c.Percent)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Name, formatValue(c.Old, c.Unit), formatValue(c.Value, c.Unit), pct)
+	}
+	return tw.Flush()
+}

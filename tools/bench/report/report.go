@@ -1,0 +1,257 @@
+// Package report owns the benchmark's results: the JSON document a run
+// writes (every sample and the machine it ran on), the figures derived from
+// it (min / median / max, per-pod memory, concurrency ratios), the text
+// table, the comparison with an older run, and the PNG chart. It does no
+// measuring; tools/bench does.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+)
+
+// Schema versions the JSON document.
+const Schema = 1
+
+// Result is one benchmark run.
+type Result struct {
+	Schema   int       `json:"schema"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	Machine  Machine   `json:"machine"`
+	Config   Config    `json:"config"`
+	// Starts are the pod start samples of every handler, in the order run
+	// (interleaved between handlers).
+	Starts []Start `json:"starts"`
+	// BareBoots are `qemu -kernel` boots of the same guest to agent-ready.
+	BareBoots []BareBoot `json:"bare_boots"`
+	// Memory are host memory samples with idle pods.
+	Memory []Memory `json:"memory"`
+	// Concurrency are samples of N pods started at once.
+	Concurrency []Concurrency `json:"concurrency"`
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	Hostname   string `json:"hostname"`
+	Kernel     string `json:"kernel"`
+	CPUModel   string `json:"cpu_model"`
+	CPUs       int    `json:"cpus"`
+	MemTotalMB uint64 `json:"mem_total_mib"`
+	Accel      string `json:"accel"` // kvm or tcg, as veil chose it here
+	QEMU       string `json:"qemu"`
+	Containerd string `json:"containerd"`
+	GoVersion  string `json:"go_version"`
+	Commit     string `json:"commit"`
+}
+
+// Config is what the run was asked to do.
+type Config struct {
+	Runs                   int      `json:"runs"`
+	Handlers               []string `json:"handlers"`
+	Concurrency            []int    `json:"concurrency"`
+	Idle                   []int    `json:"idle"`
+	TCGTranslationCacheMiB uint32   `json:"tcg_translation_cache_mib"`
+	VMVCPUs                uint32   `json:"vm_vcpus"`
+	VMMemoryMiB            uint32   `json:"vm_memory_mib"`
+	Image                  string   `json:"image"`
+}
+
+// Start is one pod start: runp -> create -> start -> first output line.
+// Steps and Phases are seconds since the runp command began.
+type Start struct {
+	Handler string `json:"handler"`
+	Run     int    `json:"run"`
+	// Total is runp began to the container's first output line, seconds.
+	Total float64 `json:"total_s"`
+	// Steps: runp_done, create_done, start_done, first_output.
+	Steps map[string]float64 `json:"steps"`
+	// Phases, veil only, from the shim's metrics socket: the pod phases
+	// (shim_start, qemu_spawned, guest_kernel_entry, agent_started,
+	// agent_ready, sandbox_created) and container_created,
+	// container_started.
+	Phases map[string]float64 `json:"phases,omitempty"`
+}
+
+// BareBoot is QEMU started to the agent's first answer, without a shim.
+type BareBoot struct {
+	Run int `json:"run"`
+	// Ready is QEMU start to agent ready (host clock), seconds.
+	Ready float64 `json:"ready_s"`
+	// KernelToReady is the guest clock's kernel start to agent ready.
+	KernelToReady float64 `json:"kernel_to_ready_s"`
+}
+
+// Memory is the host memory of Pods idle pods of one handler.
+type Memory struct {
+	Handler string `json:"handler"`
+	Pods    int    `json:"pods"`
+	// TotalPSS is the PSS of every pod's shim and its descendants (QEMU
+	// for veil, the containers' processes for runc), bytes.
+	TotalPSS uint64 `json:"total_pss_bytes"`
+	// ByProcess sums PSS by process name (comm), bytes.
+	ByProcess map[string]uint64 `json:"by_process_bytes"`
+}
+
+// PerPod is the PSS per idle pod, bytes.
+func (m Memory) PerPod() float64 { return float64(m.TotalPSS) / float64(m.Pods) }
+
+// Concurrency is N pods started at once: the wall time until the last
+// one's first output line.
+type Concurrency struct {
+	Handler string  `json:"handler"`
+	N       int     `json:"n"`
+	Wall    float64 `json:"wall_s"`
+	// Each is every pod's own start time, seconds.
+	Each []float64 `json:"each_s"`
+}
+
+// Write writes r as indented JSON to path.
+func Write(path string, r *Result) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding results: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing results: %w", err)
+	}
+	return nil
+}
+
+// Read reads a result written by Write.
+func Read(path string) (*Result, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading results: %w", err)
+	}
+	var r Result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("decoding results %s: %w", path, err)
+	}
+	if r.Schema != Schema {
+		return nil, fmt.Errorf("results %s: schema %d, this tool reads %d", path, r.Schema, Schema)
+	}
+	return &r, nil
+}
+
+// Stats are min, median and max of samples.
+type Stats struct {
+	N                int
+	Min, Median, Max float64
+}
+
+// Summarize computes Stats; the median of an even count is the mean of the
+// middle two. No samples give N 0.
+func Summarize(xs []float64) Stats {
+	if len(xs) == 0 {
+		return Stats{}
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	med := s[n/2]
+	if n%2 == 0 {
+		med = (s[n/2-1] + s[n/2]) / 2
+	}
+	return Stats{N: n, Min: s[0], Median: med, Max: s[n-1]}
+}
+
+// StartTotals returns the total start times of handler.
+func (r *Result) StartTotals(handler string) []float64 {
+	var xs []float64
+	for _, s := range r.Starts {
+		if s.Handler == handler {
+			xs = append(xs, s.Total)
+		}
+	}
+	return xs
+}
+
+// Segment is one stretch of a veil pod start, between two recorded points.
+type Segment struct {
+	Name     string
+	From, To string
+}
+
+// Segments split a veil pod start, from runp to first output, into what
+// each part of the stack spends. Points are Start.Phases keys, Start.Steps
+// keys, or "begin" (runp began, 0).
+var Segments = []Segment{
+	{"containerd to shim", "begin", "shim_start"},
+	{"shim setup", "shim_start", "qemu_spawned"},
+	{"QEMU to guest kernel", "qemu_spawned", "guest_kernel_entry"},
+	{"guest kernel boot", "guest_kernel_entry", "agent_started"},
+	{"agent init", "agent_started", "agent_ready"},
+	{"sandbox in guest", "agent_ready", "sandbox_created"},
+	{"runp rest (CRI)", "sandbox_created", "runp_done"},
+	{"container create", "runp_done", "container_created"},
+	{"create rest (CRI)", "container_created", "create_done"},
+	{"container start", "create_done", "container_started"},
+	{"first output", "container_started", "first_output"},
+}
+
+// point returns the time of a point in s.
+func (s Start) point(name string) (float64, bool) {
+	if name == "begin" {
+		return 0, true
+	}
+	if v, ok := s.Phases[name]; ok {
+		return v, true
+	}
+	v, ok := s.Steps[name]
+	return v, ok
+}
+
+// SegmentMedians returns each segment's median duration over the starts of
+// handler that have both its points, in Segments order (0 when none has).
+func (r *Result) SegmentMedians(handler string) []float64 {
+	out := make([]float64, len(Segments))
+	for i, seg := range Segments {
+		var xs []float64
+		for _, s := range r.Starts {
+			if s.Handler != handler {
+				continue
+			}
+			a, ok1 := s.point(seg.From)
+			b, ok2 := s.point(seg.To)
+			if ok1 && ok2 {
+				xs = append(xs, b-a)
+			}
+		}
+		out[i] = Summarize(xs).Median
+	}
+	return out
+}
+
+// BareReady returns the bare boots' QEMU-to-agent-ready times.
+func (r *Result) BareReady() []float64 {
+	var xs []float64
+	for _, b := range r.BareBoots {
+		xs = append(xs, b.Ready)
+	}
+	return xs
+}
+
+// ConcurrencyWall returns the wall time of n pods of handler at once and
+// its ratio to one pod (0, 0 when not measured).
+func (r *Result) ConcurrencyWall(handler string, n int) (wall, ratio float64) {
+	var one float64
+	for _, c := range r.Concurrency {
+		if c.Handler != handler {
+			continue
+		}
+		if c.N == 1 {
+			one = c.Wall
+		}
+		if c.N == n {
+			wall = c.Wall
+		}
+	}
+	if one > 0 {
+		ratio = wall / one
+	}
+	return wall, ratio
+}

@@ -1,0 +1,200 @@
+package report
+
+import (
+	"bytes"
+	"image/png"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSummarize(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want Stats
+	}{
+		{nil, Stats{}},
+		{[]float64{3}, Stats{1, 3, 3, 3}},
+		{[]float64{5, 1, 3}, Stats{3, 1, 3, 5}},
+		{[]float64{4, 1, 3, 2}, Stats{4, 1, 2.5, 4}},
+	} {
+		if got := Summarize(c.in); got != c.want {
+			t.Errorf("Summarize(%v) = %+v, want %+v", c.in, got, c.want)
+		}
+	}
+	in := []float64{2, 1}
+	Summarize(in)
+	if in[0] != 2 {
+		t.Error("Summarize sorted its input")
+	}
+}
+
+// sample is a small run: two handlers, two runs each, memory and
+// concurrency.
+func sample() *Result {
+	veil := func(run int, scale float64) Start {
+		ph := map[string]float64{"shim_start": 0.2, "qemu_spawned": 0.3, "guest_kernel_entry": 1.0, "agent_started": 3.0,
+			"agent_ready": 3.5, "sandbox_created": 3.6, "container_created": 4.0, "container_started": 4.4}
+		for k := range ph {
+			ph[k] *= scale
+		}
+		return Start{Handler: "veil", Run: run, Total: 5 * scale, Phases: ph,
+			Steps: map[string]float64{"runp_done": 3.8 * scale, "create_done": 4.1 * scale, "start_done": 4.5 * scale, "first_output": 5 * scale}}
+	}
+	runc := func(run int, total float64) Start {
+		return Start{Handler: "runc", Run: run, Total: total,
+			Steps: map[string]float64{"runp_done": 0.3, "create_done": 0.5, "start_done": 0.6, "first_output": total}}
+	}
+	return &Result{
+		Schema: Schema, Started: time.Unix(1_700_000_000, 0).UTC(), Finished: time.Unix(1_700_000_100, 0).UTC(),
+		Machine:   Machine{Hostname: "h", CPUs: 2, Accel: "tcg", QEMU: "7.2.0"},
+		Config:    Config{Runs: 2, Handlers: []string{"veil", "runc"}, Concurrency: []int{1, 2}, Idle: []int{1, 3}, TCGTranslationCacheMiB: 32},
+		Starts:    []Start{veil(0, 1), runc(0, 0.7), veil(1, 2), runc(1, 0.9)},
+		BareBoots: []BareBoot{{Run: 0, Ready: 3, KernelToReady: 2.4}, {Run: 1, Ready: 4, KernelToReady: 2.5}},
+		Memory: []Memory{
+			{Handler: "veil", Pods: 1, TotalPSS: 100 << 20, ByProcess: map[string]uint64{"qemu-system-x86": 90 << 20, "containerd-shim": 10 << 20}},
+			{Handler: "veil", Pods: 3, TotalPSS: 270 << 20},
+			{Handler: "runc", Pods: 1, TotalPSS: 6 << 20},
+			{Handler: "runc", Pods: 3, TotalPSS: 15 << 20},
+		},
+		Concurrency: []Concurrency{
+			{Handler: "veil", N: 1, Wall: 5, Each: []float64{5}}, {Handler: "veil", N: 2, Wall: 9, Each: []float64{8, 9}},
+			{Handler: "runc", N: 1, Wall: 0.8, Each: []float64{0.8}}, {Handler: "runc", N: 2, Wall: 1.0, Each: []float64{0.9, 1.0}},
+		},
+	}
+}
+
+func TestJSONRoundTrip(t *testing.T) {
+	r := sample()
+	path := filepath.Join(t.TempDir(), "bench.json")
+	if err := Write(path, r); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, r) {
+		t.Errorf("round trip changed the result:\n got %+v\nwant %+v", got, r)
+	}
+	// Another schema is refused by name.
+	if err := os.WriteFile(path, []byte(`{"schema": 99}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Read(path); err == nil || !strings.Contains(err.Error(), "schema 99") {
+		t.Errorf("Read of schema 99: %v", err)
+	}
+}
+
+func TestSegmentsAndFigures(t *testing.T) {
+	r := sample()
+	meds := r.SegmentMedians("veil")
+	// Segment medians over runs scaled by 1 and 2: 1.5x the first run's.
+	want := []float64{0.3, 0.15, 1.05, 3, 0.75, 0.15, 0.3, 0.3, 0.15, 0.45, 0.9}
+	for i := range want {
+		if math.Abs(meds[i]-want[i]) > 1e-9 {
+			t.Errorf("segment %q median = %v, want %v", Segments[i].Name, meds[i], want[i])
+		}
+	}
+	// The segments cover runp to first output without gaps.
+	var sum float64
+	for _, m := range meds {
+		sum += m
+	}
+	if math.Abs(sum-7.5) > 1e-9 {
+		t.Errorf("segments sum to %v, want the median total 7.5", sum)
+	}
+	figs := map[string]float64{}
+	for _, f := range r.Figures() {
+		figs[f.Name] = f.Value
+	}
+	for name, v := range map[string]float64{
+		"start veil median":                  7.5,
+		"start runc max":                     0.9,
+		"bare boot to agent-ready median":    3.5,
+		"veil start - bare boot (median)":    4,
+		"PSS per pod veil 3 idle":            90,
+		"PSS per pod runc 1 idle":            6,
+		"concurrency veil 2 pods ratio to 1": 1.8,
+		"concurrency runc 2 pods wall":       1.0,
+		"veil phase guest kernel boot":       3,
+		"concurrency runc 2 pods ratio to 1": 1.25,
+		"start runc min":                     0.7,
+		"start veil min":                     5,
+	} {
+		if math.Abs(figs[name]-v) > 1e-9 {
+			t.Errorf("figure %q = %v, want %v", name, figs[name], v)
+		}
+	}
+}
+
+func TestCompare(t *testing.T) {
+	old, cur := sample(), sample()
+	cur.Starts[0].Total = 4 // veil run 0 faster: median 7.5 -> 7
+	cur.Memory = cur.Memory[:1]
+	changes := Compare(old, cur)
+	byName := map[string]Change{}
+	for _, c := range changes {
+		byName[c.Name] = c
+	}
+	c, ok := byName["start veil median"]
+	if !ok || c.Old != 7.5 || c.Value != 7 || math.Abs(c.Percent-(-100.0/15)) > 1e-9 {
+		t.Errorf("start veil median change: %+v", c)
+	}
+	if _, ok := byName["PSS per pod veil 3 idle"]; ok {
+		t.Error("a figure the new run lacks is compared")
+	}
+	if c := byName["start runc max"]; c.Delta != 0 || c.Percent != 0 {
+		t.Errorf("unchanged figure: %+v", c)
+	}
+	var b bytes.Buffer
+	if err := WriteComparison(&b, changes); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "start veil median") || !strings.Contains(b.String(), "-6.7%") {
+		t.Errorf("comparison:\n%s", b.String())
+	}
+}
+
+func TestTable(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteTable(&b, sample()); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"TCG translation cache 32 MiB", "veil", "5.00 s", "7.50 s", "10.00 s",
+		"bare qemu -kernel to agent-ready", "guest kernel boot", "90.0 MiB", "1.80x"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestChartIsPNG(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bench.png")
+	if err := WriteChart(path, sample()); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("chart is not a PNG: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() < 100 || b.Dy() < 100 {
+		t.Errorf("chart is %v", b)
+	}
+	// A run with only runc (no veil phases, no memory) still draws.
+	r := sample()
+	r.Starts, r.Memory = r.Starts[1:2], nil
+	if err := WriteChart(filepath.Join(t.TempDir(), "runc.png"), r); err != nil {
+		t.Errorf("runc-only chart: %v", err)
+	}
+}
