@@ -91,6 +91,14 @@ func HandlerConfig(prefix, h string) []byte {
 	b.WriteString("\n[hypervisor]\n")
 	fmt.Fprintf(&b, "kernel = %q\n", filepath.Join(prefix, guestRel("vmlinuz")))
 	fmt.Fprintf(&b, "initrd = %q\n", filepath.Join(prefix, guestRel("initrd.img")))
+	switch h {
+	case "veil-dev":
+		b.WriteString("\n[confidential]\ntee = \"sample\"\n")
+	case "veil-snp", "veil-tdx":
+		tee := strings.TrimPrefix(h, "veil-")
+		b.WriteString("\n# The TEE firmware (OVMF built for " + tee + ", or an SNP .igvm) is not shipped with veil: install it here.\n")
+		fmt.Fprintf(&b, "[confidential]\ntee = %q\nfirmware = %q\n", tee, filepath.Join(prefix, guestRel("OVMF-"+tee+".fd")))
+	}
 	return []byte(b.String())
 }
 
