@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/veil-runtime/veil/hypervisor"
 	"github.com/veil-runtime/veil/runtimeclass/containerdcfg"
 )
 
@@ -103,10 +104,11 @@ type GuestImage struct {
 	Problems []string `json:"problems,omitempty"`
 }
 
-// Minimum QEMU versions for launching confidential guests.
+// Minimum QEMU versions for launching confidential guests: the ones the
+// QEMU driver checks before a launch (hypervisor.MinQEMU).
 var (
-	QEMUForSNP = [2]int{9, 1}
-	QEMUForTDX = [2]int{10, 1}
+	QEMUForSNP = [2]int{hypervisor.MinQEMUForSNP.Major, hypervisor.MinQEMUForSNP.Minor}
+	QEMUForTDX = [2]int{hypervisor.MinQEMUForTDX.Major, hypervisor.MinQEMUForTDX.Minor}
 )
 
 // Cgroup filesystem magics (statfs f_type).
