@@ -26,6 +26,7 @@ import (
 	"github.com/veil-runtime/veil/guest-agent/api"
 	"github.com/veil-runtime/veil/hypervisor"
 	"github.com/veil-runtime/veil/shim/config"
+	"github.com/veil-runtime/veil/shim/network"
 )
 
 // fakeHV is a VM that is "running" from Start until Kill/Stop or die().
@@ -441,6 +442,7 @@ func newHarness(t *testing.T) *harness {
 		return &agentConn{sandbox: h.agent, container: h.agent, process: h.agent, close: func() error { h.agent.disconnect(); return nil }, done: h.agent.conn}, nil
 	}
 	s.mounter = h.mnt
+	s.attachNet = func(string) (*network.Attachment, error) { return &network.Attachment{}, nil } // no NIC
 	s.loadConfig = func(string) (config.Config, error) {
 		cfg := config.Default()
 		cfg.Agent.CallTimeout = config.Duration(5 * time.Second)

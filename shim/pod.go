@@ -25,6 +25,7 @@ import (
 	"github.com/veil-runtime/veil/hypervisor"
 	"github.com/veil-runtime/veil/shim/config"
 	"github.com/veil-runtime/veil/shim/metrics"
+	"github.com/veil-runtime/veil/shim/network"
 )
 
 // State directory layout, under stateRoot/<namespace>/<sandbox-id>:
@@ -53,7 +54,9 @@ type agentConn struct {
 	process   api.ProcessService
 	// attestation is used for confidential handlers (confidential.go).
 	attestation api.AttestationService
-	close       func() error
+	// network configures the guest's NICs (podnet.go).
+	network api.NetworkService
+	close   func() error
 	// done is closed when the connection to the agent is gone.
 	done <-chan struct{}
 }
@@ -65,7 +68,7 @@ func dialAgent(ctx context.Context, hv hypervisor.Hypervisor, opts ...ttrpc.Clie
 		return nil, err
 	}
 	c := api.NewClient(conn, opts...)
-	return &agentConn{sandbox: c.Sandbox, container: c.Container, process: c.Process, attestation: c.Attestation, close: c.Close, done: c.Done()}, nil
+	return &agentConn{sandbox: c.Sandbox, container: c.Container, process: c.Process, attestation: c.Attestation, network: c.Network, close: c.Close, done: c.Done()}, nil
 }
 
 // pod is the VM of one pod and the agent in it.
@@ -76,6 +79,8 @@ type pod struct {
 	sharedDir string
 	hv        hypervisor.Hypervisor
 	agent     *agentConn
+	// net is the pod network's taps; nil when the VM has no NIC.
+	net *network.Attachment
 	// metricsSrv serves the shim's metrics in the state directory.
 	metricsSrv *metrics.Server
 
@@ -145,6 +150,17 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 	if err != nil {
 		return nil, fmt.Errorf("confidential pod: %w", err)
 	}
+	podNet, err := s.attachNetwork(ctx, spec, conf != nil)
+	if err != nil {
+		return nil, fmt.Errorf("pod network: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			if err := detachNetwork(podNet); err != nil {
+				log.G(ctx).WithError(err).Warn("removing the pod network's taps")
+			}
+		}
+	}()
 	hv, err := s.newVM(hypervisor.Config{
 		ID:                     id,
 		StateDir:               stateDir,
@@ -158,6 +174,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		Transport:              hypervisor.Transport(h.Transport),
 		SharedDir:              sharedDir,
 		TCGTranslationCacheMiB: h.TCGTranslationCacheMiB,
+		NICs:                   vmNICs(podNet),
 		Debug:                  cfg.Debug,
 		DebugConsole:           cfg.DebugConsole,
 		TEE:                    conf.teeConfig(cfg.Confidential),
@@ -176,6 +193,9 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		return nil, fmt.Errorf("starting pod VM: %w%s", err, consoleTail(stateDir))
 	}
 	s.metrics.MarkProcessStart(metrics.PhaseQEMUSpawned, hv.PID())
+	if podNet != nil {
+		podNet.CloseFiles() // QEMU has its own: the taps live as long as it does
+	}
 	defer func() {
 		if retErr != nil {
 			_ = hv.Kill()
@@ -202,7 +222,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 	s.metrics.Mark(metrics.PhaseAgentReady)
 	s.recordBoot(bootCtx, agent, cfg, vcpus, mem)
 
-	p := &pod{id: id, cfg: cfg, stateDir: stateDir, sharedDir: sharedDir, hv: hv, agent: agent, metricsSrv: metricsSrv, dead: make(chan struct{})}
+	p := &pod{id: id, cfg: cfg, stateDir: stateDir, sharedDir: sharedDir, hv: hv, agent: agent, net: podNet, metricsSrv: metricsSrv, dead: make(chan struct{})}
 	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(s.ctx))
 	callCtx, cancelCall := p.callCtx(ctx)
 	defer cancelCall()
@@ -210,9 +230,19 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		p.cancel()
 		return nil, fmt.Errorf("confidential pod: %w%s", err, consoleTail(stateDir))
 	}
+	if err := configureGuestNetwork(callCtx, agent.network, podNet); err != nil {
+		p.cancel()
+		return nil, fmt.Errorf("pod network: %w%s", err, consoleTail(stateDir))
+	}
+	dns, err := resolvConf(spec)
+	if err != nil {
+		p.cancel()
+		return nil, err
+	}
 	_, err = agent.sandbox.CreateSandbox(callCtx, &api.CreateSandboxRequest{
 		SandboxId: id,
 		Hostname:  spec.Hostname,
+		Dns:       dns,
 		Storages: []*api.Storage{{
 			Driver:     "9p",
 			Source:     hypervisor.ShareTag,
@@ -304,6 +334,9 @@ func (s *service) teardownPod(ctx context.Context, p *pod) error {
 	var errs []error
 	if err := p.hv.Cleanup(); err != nil {
 		errs = append(errs, fmt.Errorf("cleaning up pod VM: %w", err))
+	}
+	if err := detachNetwork(p.net); err != nil {
+		errs = append(errs, err)
 	}
 	if err := s.mounter.Unmount(p.sharedDir); err != nil {
 		errs = append(errs, err)

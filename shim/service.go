@@ -18,6 +18,7 @@ import (
 	"github.com/veil-runtime/veil/hypervisor"
 	"github.com/veil-runtime/veil/shim/config"
 	"github.com/veil-runtime/veil/shim/metrics"
+	"github.com/veil-runtime/veil/shim/network"
 )
 
 var (
@@ -42,6 +43,8 @@ type service struct {
 	dialAgent  func(context.Context, hypervisor.Hypervisor) (*agentConn, error)
 	mounter    mounter
 	loadConfig func(path string) (config.Config, error)
+	// attachNet connects a pod netns to taps (network.Attach when nil).
+	attachNet func(netnsPath string) (*network.Attachment, error)
 	// metrics are served on the pod's metrics socket (shim/metrics).
 	metrics *metrics.Pod
 
