@@ -69,9 +69,20 @@ test-e2e: $(call e2e_needs,$(E2E_HANDLERS)) ## end to end: private containerd, c
 test-install: guest-image build ## end to end: veil install into the private containerd, a pod on veil, veil uninstall restores its config
 	$(GO) test -count=1 -tags e2e -timeout 30m -v -run TestInstallRunUninstall ./runtimeclass/
 
+.PHONY: installer-image
+installer-image: guest-image build ## build the installer DaemonSet's image into build/veil-installer.tar (ctr images import)
+	$(GO) run ./tools/installer-image -bin $(OUT)/bin -guest $(GUEST) -out $(OUT)/veil-installer.tar -version "$$(git describe --always --dirty 2>/dev/null || echo dev)"
+
 .PHONY: demo
 demo: deps guest-image build ## run a pod in a veil VM next to runc and print what each container saw
 	$(GO) run ./tools/e2e/demo -handlers $(DEMO_HANDLERS) -logs $(OUT)/demo-logs
+
+# Flags for tools/bench, e.g. a quick run: BENCH_ARGS="-runs 2 -concurrency 1,2 -idle 1,3".
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: guest-image build ## benchmark veil next to runc: pod start phases, bare boot, memory per idle pod, concurrency (BENCH_ARGS=...)
+	$(GO) run ./tools/bench -out $(OUT)/bench -logs $(OUT)/bench-logs $(BENCH_ARGS)
 
 .PHONY: clean
 clean: ## remove build outputs (keeps the download cache)
