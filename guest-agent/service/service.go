@@ -90,6 +90,7 @@ func (s *Service) Register(srv *ttrpc.Server, transport string) {
 	api.RegisterAttestationService(srv, &attestationAPI{s: s})
 	api.RegisterVolumeService(srv, &volumeAPI{s: s})
 	api.RegisterNetworkService(srv, newNetworkAPI(s.cfg.Log))
+	api.RegisterImageService(srv, newImageAPI(s, ImagesRoot))
 }
 
 // rpcErr converts an error to a gRPC status at the RPC boundary.

@@ -9,18 +9,20 @@ package decrypt
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"strings"
 
-	"github.com/containers/ocicrypt"
+	"github.com/containers/ocicrypt/blockcipher"
 	"github.com/containers/ocicrypt/config"
+	"github.com/containers/ocicrypt/keywrap/jwe"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	digest "github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // EncryptedSuffix ends the media type of an encrypted layer.
@@ -59,15 +61,9 @@ func Layer(ciphertext io.Reader, desc v1.Descriptor, keys [][]byte) (io.Reader, 
 		"privkeys":           keys,
 		"privkeys-passwords": make([][]byte, len(keys)),
 	}}
-	od := ocispec.Descriptor{
-		MediaType:   string(desc.MediaType),
-		Digest:      digest.Digest(desc.Digest.String()),
-		Size:        desc.Size,
-		Annotations: desc.Annotations,
-	}
-	plain, want, err := ocicrypt.DecryptLayer(dc, ciphertext, od, false)
+	plain, want, err := open(dc, ciphertext, desc)
 	if err != nil {
-		return nil, fmt.Errorf("%w: layer %s: %s", ErrWrongKey, desc.Digest, oneLine(err))
+		return nil, err
 	}
 	r := &reader{r: plain, layer: desc.Digest.String(), h: sha256.New()}
 	if want != "" {
@@ -113,4 +109,54 @@ func (r *reader) Read(p []byte) (int, error) {
 
 func oneLine(err error) string {
 	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// AnnotationPubOpts holds the public block cipher options.
+const AnnotationPubOpts = "org.opencontainers.image.enc.pubopts"
+
+// open does what ocicrypt.DecryptLayer does for JWE-wrapped keys with
+// ocicrypt's own key wrapper and block cipher, without linking the GPG,
+// PKCS#7, PKCS#11 and gRPC key-provider wrappers into the agent: unwrap
+// the layer key from one of the comma-separated JWEs, then decrypt.
+func open(dc *config.DecryptConfig, ciphertext io.Reader, desc v1.Descriptor) (io.Reader, digest.Digest, error) {
+	kw := jwe.NewKeyWrapper()
+	var privOpts []byte
+	var errs []string
+	for _, b64 := range strings.Split(desc.Annotations[AnnotationJWE], ",") {
+		wrapped, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil {
+			return nil, "", fmt.Errorf("layer %s: %s is not base64: %w", desc.Digest, AnnotationJWE, err)
+		}
+		opts, err := kw.UnwrapKey(dc, wrapped)
+		if err == nil {
+			privOpts = opts
+			break
+		}
+		errs = append(errs, oneLine(err))
+	}
+	if privOpts == nil {
+		return nil, "", fmt.Errorf("%w: layer %s: %s", ErrWrongKey, desc.Digest, strings.Join(errs, "; "))
+	}
+	var opts blockcipher.LayerBlockCipherOptions
+	if err := json.Unmarshal(privOpts, &opts.Private); err != nil {
+		return nil, "", fmt.Errorf("layer %s: parsing the unwrapped key options: %w", desc.Digest, err)
+	}
+	if s := desc.Annotations[AnnotationPubOpts]; s != "" {
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			return nil, "", fmt.Errorf("layer %s: %s is not base64: %w", desc.Digest, AnnotationPubOpts, err)
+		}
+		if err := json.Unmarshal(b, &opts.Public); err != nil {
+			return nil, "", fmt.Errorf("layer %s: parsing %s: %w", desc.Digest, AnnotationPubOpts, err)
+		}
+	}
+	h, err := blockcipher.NewLayerBlockCipherHandler()
+	if err != nil {
+		return nil, "", err
+	}
+	plain, opts, err := h.Decrypt(ciphertext, opts)
+	if err != nil {
+		return nil, "", fmt.Errorf("layer %s: %w", desc.Digest, err)
+	}
+	return plain, opts.Private.Digest, nil
 }

@@ -1,0 +1,63 @@
+package service
+
+import (
+	"context"
+	"io"
+	"log"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"google.golang.org/grpc/codes"
+
+	"github.com/veil-runtime/veil/guest-agent/api"
+	"github.com/veil-runtime/veil/guest-agent/attest"
+)
+
+func TestPullImagePlainPod(t *testing.T) {
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	ref, _ := name.ParseReference(strings.TrimPrefix(srv.URL, "http://") + "/app:1")
+	img, err := random.Image(1024, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	a := newImageAPI(New(Config{}), root)
+	ctx := context.Background()
+	res, err := a.PullImage(ctx, &api.PullImageRequest{Image: ref.String(), ContainerId: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	if res.Rootfs != filepath.Join(root, "c1", "rootfs") || res.ManifestDigest != d.String() || len(res.Config) == 0 {
+		t.Errorf("response %+v", res)
+	}
+	if _, err := os.Stat(res.Rootfs); err != nil {
+		t.Error(err)
+	}
+	_, err = a.PullImage(ctx, &api.PullImageRequest{Image: ref.String(), ContainerId: "c1"})
+	wantCode(t, "second pull for c1", err, codes.AlreadyExists)
+	_, err = a.PullImage(ctx, &api.PullImageRequest{Image: ref.String(), ContainerId: "../c2"})
+	wantCode(t, "container id ../c2", err, codes.InvalidArgument)
+}
+
+// A confidential pod never pulls without the init-data's image policy.
+func TestPullImageConfidentialNeedsPolicy(t *testing.T) {
+	st, err := attest.New(attest.Config{Params: map[string]string{attest.TEEParam: attest.Sample}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newImageAPI(New(Config{Attest: st}), t.TempDir())
+	_, err = a.PullImage(context.Background(), &api.PullImageRequest{Image: "127.0.0.1:1/app:1", ContainerId: "c1"})
+	wantCode(t, "confidential pull", err, codes.FailedPrecondition)
+}
