@@ -83,7 +83,9 @@ func (a *imageAPI) pullerFor() (*image.Puller, error) {
 
 type brokerKeys struct{ sec imageSecrets }
 
-func (b brokerKeys) Key(ctx context.Context, uri string) ([]byte, error) { return b.sec.Resource(ctx, uri) }
+func (b brokerKeys) Key(ctx context.Context, uri string) ([]byte, error) {
+	return b.sec.Resource(ctx, uri)
+}
 
 func (a *imageAPI) PullImage(ctx context.Context, req *api.PullImageRequest) (*api.PullImageResponse, error) {
 	if err := containers.CheckID("container id", req.GetContainerId()); err != nil {
