@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/palette"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
@@ -57,6 +58,8 @@ func phasesPlot(r *Result) (*plot.Plot, error) {
 	p.Legend.Left = false
 	width := vg.Points(50)
 	// x: 0 veil (stacked segments), 1 runc, 2 bare qemu boot.
+	// One distinct colour per segment (plotutil's seven repeat).
+	colors := palette.Rainbow(len(Segments)+1, palette.Red, palette.Magenta, 0.6, 0.9, 1).Colors()
 	var below *plotter.BarChart
 	if Summarize(r.StartTotals("veil")).N > 0 {
 		for i, m := range r.SegmentMedians("veil") {
@@ -64,7 +67,7 @@ func phasesPlot(r *Result) (*plot.Plot, error) {
 			if err != nil {
 				return nil, fmt.Errorf("charting phases: %w", err)
 			}
-			b.Color = plotutil.Color(i)
+			b.Color = colors[i]
 			b.LineStyle.Width = 0
 			if below != nil {
 				b.StackOn(below)
@@ -78,13 +81,15 @@ func phasesPlot(r *Result) (*plot.Plot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("charting phases: %w", err)
 	}
-	others.Color = plotutil.Color(len(Segments))
+	others.Color = colors[len(Segments)]
 	if below != nil {
 		others.StackOn(below)
 	}
 	p.Add(others)
 	p.Legend.Add("runc total / bare boot", others)
 	p.NominalX("veil", "runc", "bare qemu -kernel")
+	// Room on the right for the legend.
+	p.X.Max = 4.5
 	return p, nil
 }
 

@@ -177,7 +177,7 @@ type Segment struct {
 }
 
 // Segments split a veil pod start, from runp to first output, into what
-// each part of the stack spends. Points are Start.Phases keys, Start.Steps
+// each part of the stack spends, in the order the points happen. Points are Start.Phases keys, Start.Steps
 // keys, or "begin" (runp began, 0).
 var Segments = []Segment{
 	{"containerd to shim", "begin", "shim_start"},
@@ -187,9 +187,11 @@ var Segments = []Segment{
 	{"agent init", "agent_started", "agent_ready"},
 	{"sandbox in guest", "agent_ready", "sandbox_created"},
 	{"runp rest (CRI)", "sandbox_created", "runp_done"},
-	{"container create", "runp_done", "container_created"},
-	{"create rest (CRI)", "container_created", "create_done"},
-	{"container start", "create_done", "container_started"},
+	// CRI CreateContainer prepares the snapshot only; the shim creates the
+	// container when CRI StartContainer creates the task.
+	{"CRI create (snapshot)", "runp_done", "create_done"},
+	{"container create (shim, guest)", "create_done", "container_created"},
+	{"container start (guest)", "container_created", "container_started"},
 	{"first output", "container_started", "first_output"},
 }
 

@@ -43,7 +43,7 @@ func sample() *Result {
 			ph[k] *= scale
 		}
 		return Start{Handler: "veil", Run: run, Total: 5 * scale, Phases: ph,
-			Steps: map[string]float64{"runp_done": 3.8 * scale, "create_done": 4.1 * scale, "start_done": 4.5 * scale, "first_output": 5 * scale}}
+			Steps: map[string]float64{"runp_done": 3.8 * scale, "create_done": 3.9 * scale, "start_done": 4.5 * scale, "first_output": 5 * scale}}
 	}
 	runc := func(run int, total float64) Start {
 		return Start{Handler: "runc", Run: run, Total: total,
@@ -94,7 +94,7 @@ func TestSegmentsAndFigures(t *testing.T) {
 	r := sample()
 	meds := r.SegmentMedians("veil")
 	// Segment medians over runs scaled by 1 and 2: 1.5x the first run's.
-	want := []float64{0.3, 0.15, 1.05, 3, 0.75, 0.15, 0.3, 0.3, 0.15, 0.45, 0.9}
+	want := []float64{0.3, 0.15, 1.05, 3, 0.75, 0.15, 0.3, 0.15, 0.15, 0.6, 0.9}
 	for i := range want {
 		if math.Abs(meds[i]-want[i]) > 1e-9 {
 			t.Errorf("segment %q median = %v, want %v", Segments[i].Name, meds[i], want[i])
@@ -196,5 +196,17 @@ func TestChartIsPNG(t *testing.T) {
 	r.Starts, r.Memory = r.Starts[1:2], nil
 	if err := WriteChart(filepath.Join(t.TempDir(), "runc.png"), r); err != nil {
 		t.Errorf("runc-only chart: %v", err)
+	}
+}
+
+// The segments chain from runp to first output: no gap, no overlap.
+func TestSegmentsChain(t *testing.T) {
+	if Segments[0].From != "begin" || Segments[len(Segments)-1].To != "first_output" {
+		t.Errorf("segments run from %s to %s", Segments[0].From, Segments[len(Segments)-1].To)
+	}
+	for i := 1; i < len(Segments); i++ {
+		if Segments[i].From != Segments[i-1].To {
+			t.Errorf("segment %q starts at %s, the one before ends at %s", Segments[i].Name, Segments[i].From, Segments[i-1].To)
+		}
 	}
 }

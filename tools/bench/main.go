@@ -1,0 +1,120 @@
+// Command bench measures what a veil pod costs next to runc on the same
+// machine in the same run, through crictl against the end-to-end tier's
+// private containerd (tools/e2e/harness): pod start (runp -> create ->
+// start -> first output line, interleaved between handlers) with veil's
+// phases from the shim's metrics socket, a bare `qemu -kernel` boot of the
+// same guest to agent-ready, host memory (PSS) per idle pod, and N pods
+// started at once. It writes bench.json (every sample, the machine) and
+// bench.png (tools/bench/report) and prints a table; --compare OLD.json
+// prints the change of every figure. `make bench` runs it; see README.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/veil-runtime/veil/tools/bench/report"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var o options
+	flag.IntVar(&o.runs, "runs", 10, "pod starts per handler (and bare boots)")
+	flag.IntVar(&o.warmup, "warmup", 1, "unrecorded pod starts per handler before measuring")
+	handlers := flag.String("handlers", "veil,runc", "CRI handlers to compare, interleaved in this order")
+	conc := flag.String("concurrency", "1,2,4,8", "numbers of pods to start at once (empty: skip)")
+	idle := flag.String("idle", "1,10", "numbers of idle pods to measure host memory with (empty: skip)")
+	flag.UintVar(&o.tcgCacheMiB, "tcg-cache-mib", 64, "QEMU's TCG translation cache size set in the veil config (MiB)")
+	out := flag.String("out", "build/bench", "directory for bench.json and bench.png")
+	compare := flag.String("compare", "", "an earlier bench.json: print the change of every figure")
+	from := flag.String("from", "", "do not measure: print the table of this bench.json, draw its chart into -out (and compare)")
+	logs := flag.String("logs", "", "keep containerd's and the registry's logs in this directory")
+	flag.Parse()
+	if flag.NArg() != 0 {
+		return fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+	var err error
+	if o.concurrency, err = intList("concurrency", *conc); err != nil {
+		return err
+	}
+	if o.idle, err = intList("idle", *idle); err != nil {
+		return err
+	}
+	if o.runs < 1 {
+		return fmt.Errorf("-runs %d: need at least 1", o.runs)
+	}
+	o.handlers = strings.Split(*handlers, ",")
+	o.logDir = *logs
+
+	var res *report.Result
+	if *from != "" {
+		if res, err = report.Read(*from); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(*out, 0o755); err != nil {
+			return fmt.Errorf("creating %s: %w", *out, err)
+		}
+		if err := report.WriteChart(filepath.Join(*out, "bench.png"), res); err != nil {
+			return err
+		}
+	} else {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		o.log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		if res, err = measure(ctx, o); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(*out, 0o755); err != nil {
+			return fmt.Errorf("creating %s: %w", *out, err)
+		}
+		if err := report.Write(filepath.Join(*out, "bench.json"), res); err != nil {
+			return err
+		}
+		if err := report.WriteChart(filepath.Join(*out, "bench.png"), res); err != nil {
+			return err
+		}
+		fmt.Printf("wrote %s and %s\n\n", filepath.Join(*out, "bench.json"), filepath.Join(*out, "bench.png"))
+	}
+	if err := report.WriteTable(os.Stdout, res); err != nil {
+		return err
+	}
+	if *compare != "" {
+		old, err := report.Read(*compare)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\nchange from %s (%s):\n", *compare, old.Started.Format("2006-01-02 15:04"))
+		return report.WriteComparison(os.Stdout, report.Compare(old, res))
+	}
+	return nil
+}
+
+// intList parses "1,2,4" (empty: none).
+func intList(flagName, s string) ([]int, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("-%s: %q is not a positive number", flagName, f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
