@@ -205,10 +205,11 @@ func (a *agent) run(pid1 bool) error {
 		}()
 		a.log.Info("serving", "transport", name, "addr", l.Addr().String())
 	}
-	// A shell for the host would undo every rule of a confidential pod.
-	if !conf.Enforcer().Confidential() {
-		a.startDebugConsole(ctx)
-	}
+	// A shell for the host would undo every rule of a confidential pod:
+	// there each session is refused unless the init-data policy has
+	// allow_debug_console (asked per session, so the policy SetInitData
+	// installs later counts).
+	a.startDebugConsole(ctx, conf.Enforcer().DebugConsole)
 	ready := boot.SinceBoot()
 	a.ready.Store(int64(ready))
 	a.log.Info("ready", "kernel_to_agent", a.start, "kernel_to_ready", ready)
@@ -241,18 +242,20 @@ func (a *agent) run(pid1 bool) error {
 
 // startDebugConsole serves a shell on the debug console port when the host
 // gave the VM one (the ports of one virtio-serial device appear together,
-// so it is there by now if the agent's port is).
-func (a *agent) startDebugConsole(ctx context.Context) {
+// so it is there by now if the agent's port is). allowed decides each
+// session.
+func (a *agent) startDebugConsole(ctx context.Context, allowed func() error) {
 	path, err := transport.PortDevice(console.PortName)
 	if err != nil {
 		a.log.Debug("no debug console port", "err", err)
 		return
 	}
 	srv := &console.Server{
-		Port:  path,
-		Shell: []string{"/bin/sh"},
-		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "TERM=linux", "HOME=/", `PS1=veil-guest:\w# `},
-		Log:   a.log.With("component", "console"),
+		Port:    path,
+		Shell:   []string{"/bin/sh"},
+		Allowed: allowed,
+		Env:     []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "TERM=linux", "HOME=/", `PS1=veil-guest:\w# `},
+		Log:     a.log.With("component", "console"),
 	}
 	go func() {
 		if err := srv.Serve(ctx); err != nil {

@@ -3,7 +3,9 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
+	"path"
 	"slices"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -35,7 +37,25 @@ const (
 	methodWriteStdin      = "/veil.agent.v1.Process/WriteStdin"
 	// MethodSetInitData is the one request served before init-data.
 	MethodSetInitData = "/veil.agent.v1.Attestation/SetInitData"
+	// MethodDebugConsole names a debug console session in denials: it is
+	// not an RPC but a connection to the console port.
+	MethodDebugConsole = "debug-console"
 )
+
+// GuestVolumeRoot is the guest's volume directory (guest-agent/volume's
+// DefaultRoot): what is below it lives in guest memory, written only
+// through the Volume service's path-confined copies.
+const GuestVolumeRoot = "/run/veil/volumes"
+
+// guestVolume reports whether a bind source is inside GuestVolumeRoot.
+// Symlinks there are relative and never climb (guest-agent/volume), so a
+// path below the root stays below it when the kernel follows it.
+func guestVolume(src string) bool {
+	if !path.IsAbs(src) || slices.Contains(strings.Split(src, "/"), "..") {
+		return false
+	}
+	return strings.HasPrefix(path.Clean(src), GuestVolumeRoot+"/")
+}
 
 // alwaysAllowed are served in every state, even locked down: they reveal
 // nothing of the workload and let the host see the agent and power it off.
@@ -74,6 +94,10 @@ func (p Policy) Check(method string, req any) *Denial {
 		if !p.AllowWriteStdin {
 			return deny("allow_write_stdin", "writing to a container's stdin")
 		}
+	case MethodDebugConsole:
+		if !p.AllowDebugConsole {
+			return deny("allow_debug_console", "a root shell in the guest on the debug console port")
+		}
 	case methodCreateSandbox:
 		r, _ := req.(*api.CreateSandboxRequest)
 		for _, s := range r.GetStorages() {
@@ -96,6 +120,9 @@ func (p Policy) checkCreateContainer(r *api.CreateContainerRequest, deny func(ru
 		if hostStorage(s) && !p.AllowHostMounts {
 			return deny("allow_host_mounts", fmt.Sprintf("container %s: mounting %s %q from the host at %s", r.GetContainerId(), s.GetDriver(), s.GetSource(), s.GetMountPoint()))
 		}
+		if s.GetDriver() == "bind" && !guestVolume(s.GetSource()) && !p.AllowHostMounts {
+			return deny("allow_host_mounts", fmt.Sprintf("container %s: bind storage of %s (not a guest volume under %s) at %s", r.GetContainerId(), s.GetSource(), GuestVolumeRoot, s.GetMountPoint()))
+		}
 	}
 	var spec specs.Spec
 	if len(r.GetSpec()) > 0 {
@@ -116,8 +143,9 @@ func (p Policy) checkCreateContainer(r *api.CreateContainerRequest, deny func(ru
 	}
 	if !p.AllowHostMounts {
 		for _, m := range spec.Mounts {
-			if m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind") {
-				return deny("allow_host_mounts", fmt.Sprintf("container %s: bind mount of %s at %s (from the host's share)", r.GetContainerId(), m.Source, m.Destination))
+			bind := m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
+			if bind && !guestVolume(m.Source) {
+				return deny("allow_host_mounts", fmt.Sprintf("container %s: bind mount of %s at %s (not a guest volume under %s)", r.GetContainerId(), m.Source, m.Destination, GuestVolumeRoot))
 			}
 		}
 	}

@@ -77,6 +77,17 @@ func (e *Enforcer) Decide(method string, req any) error {
 	return nil
 }
 
+// DebugConsole decides one debug console session (console.Server's
+// Allowed hook): an ordinary pod allows it; a confidential pod only when
+// its accepted policy has allow_debug_console, never before init-data is
+// accepted or when locked down. The refusal is a *Denial naming the rule.
+func (e *Enforcer) DebugConsole() error {
+	if err := e.Decide(MethodDebugConsole, nil); err != nil {
+		return err
+	}
+	return nil
+}
+
 // Intercept is the ttrpc unary server interceptor: it checks the request
 // once the handler has unmarshalled it, before the handler acts, and
 // answers a denial with PermissionDenied.

@@ -16,8 +16,16 @@
 //	                           # storages, and a container rootfs read from it
 //	                           # (today's only rootfs path, until guest pull: #5)
 //	allow_host_mounts = false  # container storages and bind mounts from the host
+//	                           # (any bind whose source is not a guest volume)
 //	allow_privileged = false   # CreateContainer with CAP_SYS_ADMIN
 //	allow_hooks = false        # CreateContainer with OCI hooks
+//	allow_debug_console = false  # a shell on the debug console port (the
+//	                           # console server asks DebugConsole per session)
+//
+// Bind mounts whose source is inside the guest's volume directory
+// (GuestVolumeRoot, /run/veil/volumes: the copies the Volume service makes
+// and the pod's guest-memory emptyDirs) are the guest's own and need no
+// rule: their content came through the path-confined copy, never a share.
 //
 // Kata Containers writes agent policies in Rego and evaluates them with OPA;
 // veil does not embed OPA (it would add several MiB to the guest image and a
@@ -49,6 +57,8 @@ type Policy struct {
 	AllowHostMounts bool `toml:"allow_host_mounts"`
 	AllowPrivileged bool `toml:"allow_privileged"`
 	AllowHooks      bool `toml:"allow_hooks"`
+	// AllowDebugConsole lets the host open a root shell in the guest.
+	AllowDebugConsole bool `toml:"allow_debug_console"`
 }
 
 // Default is the confidential default: every rule denies.
@@ -69,7 +79,7 @@ func Parse(doc string) (Policy, error) {
 			for _, e := range strict.Errors {
 				keys = append(keys, strings.Join(e.Key(), "."))
 			}
-			return Policy{}, fmt.Errorf("agent policy: unknown rules %s (known: allow_exec, allow_read_output, allow_write_stdin, allow_host_share, allow_host_mounts, allow_privileged, allow_hooks)", strings.Join(keys, ", "))
+			return Policy{}, fmt.Errorf("agent policy: unknown rules %s (known: allow_exec, allow_read_output, allow_write_stdin, allow_host_share, allow_host_mounts, allow_privileged, allow_hooks, allow_debug_console)", strings.Join(keys, ", "))
 		}
 		return Policy{}, fmt.Errorf("agent policy: parsing toml: %w", err)
 	}

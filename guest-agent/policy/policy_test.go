@@ -16,7 +16,14 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/veil-runtime/veil/guest-agent/api"
+	"github.com/veil-runtime/veil/guest-agent/volume"
 )
+
+func TestGuestVolumeRootIsTheVolumeService(t *testing.T) {
+	if GuestVolumeRoot != volume.DefaultRoot {
+		t.Fatalf("GuestVolumeRoot %s, the Volume service writes under %s", GuestVolumeRoot, volume.DefaultRoot)
+	}
+}
 
 func TestParse(t *testing.T) {
 	p, err := Parse("")
@@ -26,6 +33,9 @@ func TestParse(t *testing.T) {
 	p, err = Parse("allow_exec = true\nallow_host_share = true\n")
 	if err != nil || !p.AllowExec || !p.AllowHostShare || p.AllowReadOutput {
 		t.Fatalf("parsed %+v, %v", p, err)
+	}
+	if p, err := Parse("allow_debug_console = true"); err != nil || !p.AllowDebugConsole {
+		t.Fatalf("allow_debug_console: %+v, %v", p, err)
 	}
 	if _, err := Parse("allow_everything = true"); err == nil || !strings.Contains(err.Error(), "unknown rules allow_everything") {
 		t.Fatalf("unknown rule: %v", err)
@@ -90,6 +100,25 @@ func TestCheck(t *testing.T) {
 			s.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/bin/x"}}}
 			s.Process.Capabilities.Bounding = append(s.Process.Capabilities.Bounding, "CAP_SYS_ADMIN")
 		})}, ""},
+		{"guest volume bind needs no rule", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: specJSON(t, func(s *specs.Spec) {
+			s.Mounts = []specs.Mount{
+				{Destination: "/etc/config", Type: "bind", Source: "/run/veil/volumes/c1-3", Options: []string{"rbind", "ro"}},
+				{Destination: "/etc/hosts", Type: "bind", Source: "/run/veil/volumes/c1-0/hosts", Options: []string{"rbind"}},
+			}
+		})}, ""},
+		{"bind climbing out of the guest volumes denied", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: specJSON(t, func(s *specs.Spec) {
+			s.Mounts = []specs.Mount{{Destination: "/x", Type: "bind", Source: "/run/veil/volumes/../attest", Options: []string{"rbind"}}}
+		})}, "allow_host_mounts"},
+		{"bind of the volume root itself denied", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: specJSON(t, func(s *specs.Spec) {
+			s.Mounts = []specs.Mount{{Destination: "/x", Type: "none", Source: "/run/veil/volumes", Options: []string{"bind"}}}
+		})}, "allow_host_mounts"},
+		{"bind of another guest path denied", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: specJSON(t, func(s *specs.Spec) {
+			s.Mounts = []specs.Mount{{Destination: "/x", Type: "bind", Source: "/etc", Options: []string{"rbind"}}}
+		})}, "allow_host_mounts"},
+		{"bind storage of a guest volume", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Storages: []*api.Storage{{Driver: "bind", Source: "/run/veil/volumes/v", MountPoint: "/run/m"}}, Spec: specJSON(t, nil)}, ""},
+		{"bind storage of a guest path denied", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Storages: []*api.Storage{{Driver: "bind", Source: "/", MountPoint: "/run/m"}}, Spec: specJSON(t, nil)}, "allow_host_mounts"},
+		{"debug console denied", Default(), MethodDebugConsole, nil, "allow_debug_console"},
+		{"debug console allowed", Policy{AllowDebugConsole: true}, MethodDebugConsole, nil, ""},
 		{"spec that does not parse", all, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Spec: []byte("{")}, "spec"},
 	}
 	for _, tt := range tests {
@@ -144,6 +173,32 @@ func call(e *Enforcer, method string, req any) (ran bool, err error) {
 	}
 	_, err = e.Intercept(context.Background(), unmarshal, &ttrpc.UnaryServerInfo{FullMethod: method}, m)
 	return ran, err
+}
+
+// TestDebugConsole is the console server's Allowed hook: open for an
+// ordinary pod, refused with the rule named in a confidential one until its
+// policy allows it, and refused again once the agent is locked down.
+func TestDebugConsole(t *testing.T) {
+	if err := NewEnforcer(false).DebugConsole(); err != nil {
+		t.Fatalf("ordinary pod: %v", err)
+	}
+	e := NewEnforcer(true)
+	var d *Denial
+	if err := e.DebugConsole(); !errors.As(err, &d) || d.Rule != "init-data" {
+		t.Fatalf("before init-data: %v", err)
+	}
+	e.SetPolicy(Default())
+	if err := e.DebugConsole(); !errors.As(err, &d) || d.Rule != "allow_debug_console" || !strings.Contains(err.Error(), "debug console") {
+		t.Fatalf("default policy: %v", err)
+	}
+	e.SetPolicy(Policy{AllowDebugConsole: true})
+	if err := e.DebugConsole(); err != nil {
+		t.Fatalf("allowed by policy: %v", err)
+	}
+	e.Lock("init-data digest mismatch")
+	if err := e.DebugConsole(); !errors.As(err, &d) || d.Rule != "lockdown" {
+		t.Fatalf("locked down: %v", err)
+	}
 }
 
 func TestInterceptor(t *testing.T) {
