@@ -65,11 +65,21 @@ type Pod struct {
 
 // RunPod starts a pod named name under handler (`crictl runp --runtime`).
 func (e *Env) RunPod(ctx context.Context, handler, name string) (*Pod, error) {
+	return e.RunPodWith(ctx, handler, name, nil)
+}
+
+// RunPodWith is RunPod with edit applied to the pod config (PodConfig's
+// map) first: port mappings, DNS config, ...
+func (e *Env) RunPodWith(ctx context.Context, handler, name string, edit func(config map[string]any)) (*Pod, error) {
 	logDir := filepath.Join(e.Dir, "pod-logs", name)
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating pod log directory: %w", err)
 	}
-	cfg, err := e.writeJSON("pod-"+name+".json", PodConfig(name, logDir))
+	podConfig := PodConfig(name, logDir)
+	if edit != nil {
+		edit(podConfig)
+	}
+	cfg, err := e.writeJSON("pod-"+name+".json", podConfig)
 	if err != nil {
 		return nil, err
 	}
