@@ -152,13 +152,20 @@ func (m *Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) 
 		return shim.StopStatus{}, err
 	}
 	group := id
-	if spec, err := readSpec("."); err == nil {
+	spec, err := readSpec(".")
+	if err == nil {
 		group = groupID(id, spec.Annotations)
 	} else {
 		log.G(ctx).WithError(err).Warn("reading bundle spec; assuming the task is its own pod")
 	}
 	if err := cleanupTask(ctx, m.stateRoot, ns, group, id, hostMounter{}); err != nil {
 		log.G(ctx).WithError(err).Warn("cleaning up after shim")
+	}
+	if spec != nil && id == group {
+		// The VM is gone (killed above, or with the shim): its cgroup is empty.
+		if err := removeLeftoverCgroup(spec); err != nil {
+			log.G(ctx).WithError(err).Warn("cleaning up after shim")
+		}
 	}
 	return shim.StopStatus{ExitStatus: vmGoneStatus, ExitedAt: time.Now()}, nil
 }

@@ -83,6 +83,9 @@ type pod struct {
 	net *network.Attachment
 	// metricsSrv serves the shim's metrics in the state directory.
 	metricsSrv *metrics.Server
+	// cgroup holds QEMU and the shim (cgroups.go); nil when the sandbox
+	// names none.
+	cgroup podCgroup
 
 	// ctx ends when the VM is gone or the pod is torn down: waiting agent
 	// calls (WaitProcess, ReadStdout/ReadStderr, GetOOMEvent) use it and no
@@ -161,6 +164,17 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 			}
 		}
 	}()
+	cg, err := s.enterVMCgroup(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil && cg != nil {
+			if err := cg.Remove(); err != nil {
+				log.G(ctx).WithError(err).Warn("removing the pod VM's cgroup")
+			}
+		}
+	}()
 	hv, err := s.newVM(hypervisor.Config{
 		ID:                     id,
 		StateDir:               stateDir,
@@ -223,6 +237,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 	s.recordBoot(bootCtx, agent, cfg, vcpus, mem)
 
 	p := &pod{id: id, cfg: cfg, stateDir: stateDir, sharedDir: sharedDir, hv: hv, agent: agent, net: podNet, metricsSrv: metricsSrv, dead: make(chan struct{})}
+	p.cgroup = cg
 	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(s.ctx))
 	callCtx, cancelCall := p.callCtx(ctx)
 	defer cancelCall()
@@ -334,6 +349,11 @@ func (s *service) teardownPod(ctx context.Context, p *pod) error {
 	var errs []error
 	if err := p.hv.Cleanup(); err != nil {
 		errs = append(errs, fmt.Errorf("cleaning up pod VM: %w", err))
+	}
+	if p.cgroup != nil {
+		if err := p.cgroup.Remove(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := detachNetwork(p.net); err != nil {
 		errs = append(errs, err)

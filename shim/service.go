@@ -47,6 +47,8 @@ type service struct {
 	attachNet func(netnsPath string) (*network.Attachment, error)
 	// metrics are served on the pod's metrics socket (shim/metrics).
 	metrics *metrics.Pod
+	// newCgroup creates the pod VM's host cgroup (cgroups.go).
+	newCgroup newPodCgroup
 
 	// createMu serialises Create, so the first one alone boots the VM.
 	createMu sync.Mutex
@@ -96,6 +98,7 @@ func newService(ctx context.Context, publisher events.Publisher, sd shutdown.Ser
 		newVM:      opts.NewHypervisor,
 		mounter:    hostMounter{},
 		loadConfig: config.Load,
+		newCgroup:  newHostCgroup,
 		containers: make(map[string]*container),
 	}
 	if s.metrics, err = s.newMetrics(); err != nil {
