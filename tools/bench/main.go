@@ -58,7 +58,12 @@ func run() error {
 		return fmt.Errorf("-runs %d: need at least 1", o.runs)
 	}
 	o.handlers = strings.Split(*handlers, ",")
-	o.logDir = *logs
+	if *logs != "" {
+		// The harness takes a relative log directory as inside its own.
+		if o.logDir, err = filepath.Abs(*logs); err != nil {
+			return err
+		}
+	}
 
 	var res *report.Result
 	if *from != "" {
