@@ -9,6 +9,7 @@ import (
 
 	"github.com/veil-runtime/veil/attestation/initdata"
 	"github.com/veil-runtime/veil/guest-agent/api"
+	"github.com/veil-runtime/veil/guest-agent/policy"
 	"github.com/veil-runtime/veil/hypervisor"
 	"github.com/veil-runtime/veil/shim/config"
 )
@@ -67,6 +68,29 @@ func resolveConfidential(c config.Confidential, annotations map[string]string) (
 		p.doc, p.source = doc, c.InitData
 	}
 	return p, nil
+}
+
+// allowHostMounts reports whether the pod's agent policy (init-data
+// [agent] policy) lets host paths be shared into containers. The agent
+// decides again on every request; the shim asks only to pick between
+// refusing a host path up front and sharing it.
+func (p *confidentialPod) allowHostMounts() bool {
+	if p == nil || p.doc == nil {
+		return false
+	}
+	d, err := initdata.Parse(p.doc)
+	if err != nil {
+		return false
+	}
+	pol, err := policy.Parse(d.Agent.Policy)
+	return err == nil && pol.AllowHostMounts
+}
+
+// handler names the pod's handler for errors: the CRI handler that
+// conventionally runs the TEE, and the config key that makes it one.
+func (p *confidentialPod) handler() string {
+	name := map[hypervisor.TEE]string{hypervisor.TEESample: "veil-dev", hypervisor.TEESNP: "veil-snp", hypervisor.TEETDX: "veil-tdx"}[p.tee]
+	return fmt.Sprintf("the confidential handler %s (confidential.tee = %q)", name, p.tee)
 }
 
 // digest is the init-data digest bound at launch; nil without a document.

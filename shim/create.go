@@ -145,6 +145,18 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 	c.hostMounts = append(c.hostMounts, rootfs)
 
 	gspec, binds := guestSpec(c.id, spec, hasSubmounts)
+	if p.conf != nil {
+		// Confidential: volumes become guest copies or guest memory.
+		var vols []guestVolume
+		var err error
+		binds, vols, err = confidentialMounts(c.id, spec, gspec, binds, p.conf.allowHostMounts(), p.conf.handler())
+		if err != nil {
+			return err
+		}
+		if err := s.startVolumes(ctx, p, c, vols); err != nil {
+			return err
+		}
+	}
 	for _, b := range binds {
 		target := filepath.Join(p.sharedDir, b.Target)
 		if err := s.mounter.Bind(b.Source, target, b.ReadOnly); err != nil {
@@ -185,9 +197,11 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 	return nil
 }
 
-// unmountContainer undoes the container's host mounts, newest first, and
-// removes its part of the shared directory.
+// unmountContainer stops the container's volume copies (confidential
+// pods), undoes its host mounts, newest first, and removes its part of the
+// shared directory.
 func (s *service) unmountContainer(ctx context.Context, p *pod, c *container) {
+	s.stopVolumes(ctx, p, c)
 	for _, m := range slices.Backward(c.hostMounts) {
 		if err := s.mounter.Unmount(m); err != nil {
 			log.G(ctx).WithError(err).Warn("unmounting container share")

@@ -22,6 +22,8 @@ const guestSharedDir = "/run/veil/shared"
 // hostBind is a host path the shim bind-mounts into the pod's shared
 // directory so the guest can reach it.
 type hostBind struct {
+	// Index is the bind mount's index in the spec's mounts.
+	Index int
 	// Source is the host path (file or directory).
 	Source string
 	// Target is relative to the shared directory: "<cid>/mounts/<n>-<name>".
@@ -72,7 +74,7 @@ func guestSpec(cid string, spec *specs.Spec, hasSubmounts func(string) bool) (*s
 			}
 			target := path.Join(cid, "mounts", fmt.Sprintf("%d-%s", i, name))
 			ro := slices.Contains(m.Options, "ro") || slices.Contains(m.Options, "rro")
-			binds = append(binds, hostBind{Source: m.Source, Target: target, ReadOnly: ro})
+			binds = append(binds, hostBind{Index: i, Source: m.Source, Target: target, ReadOnly: ro})
 			if slices.Contains(m.Options, "ro") && !slices.Contains(m.Options, "rro") && hasSubmounts != nil && hasSubmounts(m.Source) {
 				m.Options = slices.DeleteFunc(m.Options, func(o string) bool { return o == "ro" })
 			}

@@ -22,9 +22,9 @@ func TestGuestSpecMounts(t *testing.T) {
 	out, binds := guestSpec("c1", in, nil)
 
 	wantBinds := []hostBind{
-		{Source: "/var/lib/cri/sb/hosts", Target: "c1/mounts/1-etc-hosts"},
-		{Source: "/srv/data", Target: "c1/mounts/2-data", ReadOnly: true},
-		{Source: "/run/cri/sb/shm", Target: "c1/mounts/3-dev-shm", ReadOnly: true},
+		{Index: 1, Source: "/var/lib/cri/sb/hosts", Target: "c1/mounts/1-etc-hosts"},
+		{Index: 2, Source: "/srv/data", Target: "c1/mounts/2-data", ReadOnly: true},
+		{Index: 3, Source: "/run/cri/sb/shm", Target: "c1/mounts/3-dev-shm", ReadOnly: true},
 	}
 	if !reflect.DeepEqual(binds, wantBinds) {
 		t.Errorf("binds = %+v\nwant %+v", binds, wantBinds)

@@ -56,7 +56,9 @@ type agentConn struct {
 	attestation api.AttestationService
 	// network configures the guest's NICs (podnet.go).
 	network api.NetworkService
-	close   func() error
+	// volume copies confidential pods' volumes into the guest (volumes.go).
+	volume api.VolumeService
+	close  func() error
 	// done is closed when the connection to the agent is gone.
 	done <-chan struct{}
 }
@@ -68,7 +70,7 @@ func dialAgent(ctx context.Context, hv hypervisor.Hypervisor, opts ...ttrpc.Clie
 		return nil, err
 	}
 	c := api.NewClient(conn, opts...)
-	return &agentConn{sandbox: c.Sandbox, container: c.Container, process: c.Process, attestation: c.Attestation, network: c.Network, close: c.Close, done: c.Done()}, nil
+	return &agentConn{sandbox: c.Sandbox, container: c.Container, process: c.Process, attestation: c.Attestation, network: c.Network, volume: c.Volume, close: c.Close, done: c.Done()}, nil
 }
 
 // pod is the VM of one pod and the agent in it.
@@ -81,6 +83,8 @@ type pod struct {
 	agent     *agentConn
 	// net is the pod network's taps; nil when the VM has no NIC.
 	net *network.Attachment
+	// conf is the confidential pod's init-data; nil for veil.
+	conf *confidentialPod
 	// metricsSrv serves the shim's metrics in the state directory.
 	metricsSrv *metrics.Server
 	// cgroup holds QEMU and the shim (cgroups.go); nil when the sandbox
@@ -236,7 +240,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 	s.metrics.Mark(metrics.PhaseAgentReady)
 	s.recordBoot(bootCtx, agent, cfg, vcpus, mem)
 
-	p := &pod{id: id, cfg: cfg, stateDir: stateDir, sharedDir: sharedDir, hv: hv, agent: agent, net: podNet, metricsSrv: metricsSrv, dead: make(chan struct{})}
+	p := &pod{id: id, cfg: cfg, stateDir: stateDir, sharedDir: sharedDir, hv: hv, agent: agent, net: podNet, conf: conf, metricsSrv: metricsSrv, dead: make(chan struct{})}
 	p.cgroup = cg
 	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(s.ctx))
 	callCtx, cancelCall := p.callCtx(ctx)

@@ -88,6 +88,9 @@ type container struct {
 	// hostMounts are shared-directory paths mounted for this container, in
 	// the order made; delete unmounts them in reverse.
 	hostMounts []string
+	// volumes are a confidential pod's volume copies for this container
+	// (volumes.go); stopped with the host mounts.
+	volumes *volumeSet
 	// pause receives the signals Kill sends to a faked sandbox process.
 	pause chan uint32
 

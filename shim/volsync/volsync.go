@@ -21,6 +21,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -131,6 +132,26 @@ func (s *Syncer) Sync(ctx context.Context) error {
 		removed[p] = true
 	}
 	return nil
+}
+
+// Clear removes everything this Syncer sent from the guest volume (each
+// top-level entry, which takes what is below it), for when its container
+// goes. It is not safe to call while Sync or Watch runs.
+func (s *Syncer) Clear(ctx context.Context) error {
+	var top []string
+	for p := range s.sent {
+		if !strings.Contains(p, "/") {
+			top = append(top, p)
+		}
+	}
+	sort.Strings(top)
+	var errs []error
+	for _, p := range top {
+		if err := s.remove(ctx, p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Watch syncs every interval until ctx ends, logging (not returning) a

@@ -210,3 +210,42 @@ func TestRefusedEntries(t *testing.T) {
 		})
 	}
 }
+
+// TestClear removes what a Syncer sent (its top-level entries), leaving
+// another volume and the guest's own files in the same volume alone.
+func TestClear(t *testing.T) {
+	host := t.TempDir()
+	g := &guest{v: volume.New(t.TempDir())}
+	write(t, filepath.Join(host, "..2026_11_27_01/key"), "v")
+	symlink(t, "..2026_11_27_01", filepath.Join(host, "..data"))
+	symlink(t, "..data/key", filepath.Join(host, "key"))
+	s := &Syncer{Source: host, Volume: "c1-3", Copier: g}
+	other := &Syncer{Source: filepath.Join(host, "..2026_11_27_01/key"), Volume: "c1-4", Name: "hosts", Copier: g}
+	ctx := context.Background()
+	for _, sy := range []*Syncer{s, other} {
+		if err := sy.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gdir, _ := g.v.Dir("c1-3")
+	write(t, filepath.Join(gdir, "made-in-guest"), "x")
+	g.calls = nil
+	if err := s.Clear(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(g.calls, "\n"), "remove ..2026_11_27_01\nremove ..data\nremove key"; got != want {
+		t.Errorf("clear sent:\n%s\nwant:\n%s", got, want)
+	}
+	if got := tree(t, gdir); got != "made-in-guest file -rw-r--r-- x" {
+		t.Errorf("guest volume after clear:\n%s", got)
+	}
+	odir, _ := g.v.Dir("c1-4")
+	if got := tree(t, odir); got != "hosts file -rw-r--r-- v" {
+		t.Errorf("other volume after clear:\n%s", got)
+	}
+	// Cleared: a second Clear sends nothing.
+	g.calls = nil
+	if err := s.Clear(ctx); err != nil || len(g.calls) != 0 {
+		t.Errorf("second clear: %v, sent %v", err, g.calls)
+	}
+}
