@@ -12,6 +12,9 @@ package initdata
 
 import (
 	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
@@ -61,10 +64,24 @@ type Agent struct {
 	Policy string `toml:"policy"`
 }
 
-// Image is the [image] table.
+// Image is the [image] table: how the guest pulls container images (the
+// host never supplies any of it).
 type Image struct {
-	// Policy is the image security policy (containers-policy.json).
+	// Policy is the image security policy (containers-policy.json text).
+	// Confidential pods pull nothing without one.
 	Policy string `toml:"policy"`
+	// Keys are the broker resources (kbs:///repo/type/tag) holding the
+	// private keys for ocicrypt-encrypted layers, fetched after
+	// attestation on the first encrypted layer.
+	Keys []string `toml:"keys,omitempty"`
+	// RegistryAuth is the broker resource (kbs:///repo/type/tag) holding
+	// registry credentials as a Docker config.json ({"auths": {...}}).
+	RegistryAuth string `toml:"registry_auth,omitempty"`
+	// Mirrors maps a registry host ("docker.io", "registry:5000") to
+	// mirror hosts tried in order before it.
+	Mirrors map[string][]string `toml:"mirrors,omitempty"`
+	// TLSRoots are extra PEM roots trusted for registries (and mirrors).
+	TLSRoots string `toml:"tls_roots,omitempty"`
 }
 
 // Parse decodes and validates a document. Unknown keys are an error that
@@ -82,7 +99,7 @@ func Parse(doc []byte) (*Document, error) {
 			for _, e := range strict.Errors {
 				keys = append(keys, strings.Join(e.Key(), "."))
 			}
-			return nil, fmt.Errorf("init-data: unknown keys %s (known: version, algorithm, broker.url, broker.cert, agent.policy, image.policy, data)", strings.Join(keys, ", "))
+			return nil, fmt.Errorf("init-data: unknown keys %s (known: version, algorithm, broker.url, broker.cert, agent.policy, image.policy, image.keys, image.registry_auth, image.mirrors, image.tls_roots, data)", strings.Join(keys, ", "))
 		}
 		return nil, fmt.Errorf("parsing init-data toml: %w", err)
 	}
@@ -115,6 +132,9 @@ func (d *Document) Validate() error {
 	if d.Broker.Cert != "" && !strings.Contains(d.Broker.Cert, "-----BEGIN CERTIFICATE-----") {
 		return fmt.Errorf("init-data broker.cert: not a PEM certificate")
 	}
+	if err := d.Image.validate(); err != nil {
+		return err
+	}
 	for name := range d.Data {
 		if name == "" || strings.Contains(name, "..") || strings.HasPrefix(name, "/") {
 			return fmt.Errorf("init-data data key %q: want a relative file name without '..'", name)
@@ -135,4 +155,103 @@ func Marshal(d *Document) ([]byte, error) {
 		return nil, fmt.Errorf("init-data is %d bytes, the limit is %d", buf.Len(), MaxSize)
 	}
 	return buf.Bytes(), nil
+}
+
+// validate checks the [image] table's form; the guest agent parses the
+// policy itself (image/policy) when it pulls.
+func (im *Image) validate() error {
+	if im.Policy != "" && !json.Valid([]byte(im.Policy)) {
+		return errors.New("init-data image.policy: not JSON (want a containers-policy.json document)")
+	}
+	for i, k := range im.Keys {
+		if _, err := ResourcePath(k); err != nil {
+			return fmt.Errorf("init-data image.keys[%d]: %w", i, err)
+		}
+	}
+	if im.RegistryAuth != "" {
+		if _, err := ResourcePath(im.RegistryAuth); err != nil {
+			return fmt.Errorf("init-data image.registry_auth: %w", err)
+		}
+	}
+	for reg, ms := range im.Mirrors {
+		if err := registryHost(reg); err != nil {
+			return fmt.Errorf("init-data image.mirrors key %q: %w", reg, err)
+		}
+		if len(ms) == 0 {
+			return fmt.Errorf("init-data image.mirrors.%q: no mirrors listed", reg)
+		}
+		for _, m := range ms {
+			if err := registryHost(m); err != nil {
+				return fmt.Errorf("init-data image.mirrors.%q: mirror %q: %w", reg, m, err)
+			}
+		}
+	}
+	if im.TLSRoots != "" {
+		if err := pemCerts(im.TLSRoots); err != nil {
+			return fmt.Errorf("init-data image.tls_roots: %w", err)
+		}
+	}
+	return nil
+}
+
+// ResourcePath checks a broker resource URI, kbs:///repo/type/tag (a host
+// part naming another broker is refused: the guest fetches only from the
+// document's broker), and returns "repo/type/tag".
+func ResourcePath(uri string) (string, error) {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return "", fmt.Errorf("resource uri %q: %w", uri, err)
+	}
+	if u.Scheme != "kbs" {
+		return "", fmt.Errorf("resource uri %q: scheme %q, want kbs:///repo/type/tag", uri, u.Scheme)
+	}
+	if u.Host != "" {
+		return "", fmt.Errorf("resource uri %q: names broker %q; write kbs:///repo/type/tag (resources come from broker.url)", uri, u.Host)
+	}
+	parts := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("resource uri %q: want kbs:///repo/type/tag", uri)
+	}
+	return strings.Join(parts, "/"), nil
+}
+
+// registryHost checks a registry host[:port] with no scheme or path.
+func registryHost(h string) error {
+	if h == "" {
+		return errors.New("empty host")
+	}
+	if strings.Contains(h, "://") || strings.ContainsAny(h, "/ \t@") {
+		return errors.New("want host[:port], without scheme or path")
+	}
+	u, err := url.Parse("https://" + h)
+	if err != nil || u.Host != h {
+		return errors.New("want host[:port]")
+	}
+	return nil
+}
+
+// pemCerts checks that s holds PEM certificates and nothing else.
+func pemCerts(s string) error {
+	rest, n := []byte(s), 0
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			return fmt.Errorf("PEM block %q, want CERTIFICATE", b.Type)
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+			return fmt.Errorf("certificate %d: %w", n+1, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return errors.New("no PEM certificate found")
+	}
+	if len(bytes.TrimSpace(rest)) != 0 {
+		return errors.New("trailing data after the PEM certificates")
+	}
+	return nil
 }

@@ -3,10 +3,18 @@ package initdata
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
+	"math/big"
 	"strings"
 	"testing"
+	"time"
 )
 
 const good = `version = "0.1.0"
@@ -164,4 +172,66 @@ func TestQEMUValues(t *testing.T) {
 	if err != nil || len(m) != 48 || !bytes.Equal(m[:32], d[:]) {
 		t.Fatalf("mrconfigid decodes to %x", m)
 	}
+}
+
+func TestParseImageTable(t *testing.T) {
+	cert := testCertPEM(t)
+	base := `version = "0.1.0"
+algorithm = "sha256"
+`
+	full := base + `
+[image]
+policy = '{"default": [{"type": "reject"}]}'
+keys = ["kbs:///default/image-key/app"]
+registry_auth = "kbs:///default/credentials/registry"
+tls_roots = '''` + cert + `'''
+
+[image.mirrors]
+"127.0.0.1:5000" = ["10.88.0.1:5443", "mirror.example"]
+`
+	d, err := Parse([]byte(full))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if d.Image.Keys[0] != "kbs:///default/image-key/app" || d.Image.RegistryAuth != "kbs:///default/credentials/registry" ||
+		len(d.Image.Mirrors["127.0.0.1:5000"]) != 2 || !strings.Contains(d.Image.TLSRoots, "BEGIN CERTIFICATE") {
+		t.Fatalf("image table = %+v", d.Image)
+	}
+	tests := []struct {
+		name, table, wantErr string
+	}{
+		{"policy not json", `policy = "default: reject"`, "image.policy: not JSON"},
+		{"key with another scheme", `keys = ["file:///etc/key.pem"]`, `image.keys[0]: resource uri "file:///etc/key.pem": scheme "file"`},
+		{"key naming another broker", `keys = ["kbs://evil.example/a/b/c"]`, `names broker "evil.example"`},
+		{"key with two parts", `keys = ["kbs:///a/b"]`, "want kbs:///repo/type/tag"},
+		{"auth not a uri", `registry_auth = "user:pass"`, "image.registry_auth"},
+		{"mirror with scheme", "[image.mirrors]\n\"docker.io\" = [\"https://m.example\"]", `mirror "https://m.example": want host[:port]`},
+		{"mirror key with path", "[image.mirrors]\n\"docker.io/library\" = [\"m.example\"]", `mirrors key "docker.io/library"`},
+		{"no mirrors", "[image.mirrors]\n\"docker.io\" = []", "no mirrors listed"},
+		{"roots not pem", `tls_roots = "junk"`, "image.tls_roots: no PEM certificate"},
+		{"roots with a key", "tls_roots = '''-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n'''", `PEM block "PRIVATE KEY"`},
+		{"unknown image key", `insecure = true`, "unknown keys image.insecure"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(base + "\n[image]\n" + tt.table + "\n"))
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Parse error = %v, want containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func testCertPEM(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "registry"}, NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }

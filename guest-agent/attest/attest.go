@@ -2,7 +2,10 @@
 // the TEE the agent runs in, checks the init-data document the host hands
 // over against the digest the TEE was launched with, installs the
 // document's agent policy (guest-agent/policy), and attests to the broker
-// the document names (attestation/kbs/client).
+// the document names (attestation/kbs/client). It also hands the Image
+// service what the document says about guest pull (the [image] table) and
+// fetches broker resources (layer keys, registry credentials) after
+// attestation.
 //
 // The TEE comes from the kernel command line, which the host sets but
 // cannot change unseen: it is measured at launch (SNP kernel-hashes, TDX
@@ -27,6 +30,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 
@@ -72,6 +77,7 @@ type State struct {
 
 	mu     sync.Mutex
 	doc    []byte
+	parsed *initdata.Document // nil without a document
 	set    bool
 	client *client.Client
 }
@@ -163,6 +169,7 @@ func (s *State) SetInitData(ctx context.Context, doc []byte) ([32]byte, error) {
 		return lock(err)
 	}
 	pol := policy.Default()
+	var parsed *initdata.Document
 	if len(doc) > 0 {
 		d, err := initdata.Parse(doc)
 		if err != nil {
@@ -171,11 +178,82 @@ func (s *State) SetInitData(ctx context.Context, doc []byte) ([32]byte, error) {
 		if pol, err = policy.Parse(d.Agent.Policy); err != nil {
 			return lock(fmt.Errorf("init-data agent.policy: %w", err))
 		}
+		parsed = d
 	}
-	s.doc, s.set = doc, true
+	s.doc, s.parsed, s.set = doc, parsed, true
 	s.enforcer.SetPolicy(pol)
 	s.log.Info("init-data accepted", "tee", s.tee, "digest", hex.EncodeToString(digest[:]), "policy", fmt.Sprintf("%+v", pol))
 	return digest, nil
+}
+
+// image is the accepted document's [image] table; empty before
+// SetInitData, without a document, and for an ordinary pod (whose host is
+// trusted and whose document is not checked, so not read).
+func (s *State) image() initdata.Image {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.parsed == nil {
+		return initdata.Image{}
+	}
+	return s.parsed.Image
+}
+
+// ImagePolicy is the init-data's image security policy
+// (containers-policy.json text); empty when the document has none.
+func (s *State) ImagePolicy() string { return s.image().Policy }
+
+// ImageKeys are the broker URIs (kbs:///repo/type/tag) of the layer
+// decryption keys the init-data names.
+func (s *State) ImageKeys() []string { return slices.Clone(s.image().Keys) }
+
+// ImageRegistry is what the init-data says about reaching registries: the
+// broker resource with the registry credentials, mirrors, extra TLS roots.
+func (s *State) ImageRegistry() (auth string, mirrors map[string][]string, tlsRoots string) {
+	im := s.image()
+	return im.RegistryAuth, maps.Clone(im.Mirrors), im.TLSRoots
+}
+
+// Resource fetches a broker resource named kbs:///repo/type/tag from the
+// init-data's broker, attesting first when the session has none (the
+// broker releases it only after attestation, encrypted to a key that
+// lives in this process).
+func (s *State) Resource(ctx context.Context, uri string) ([]byte, error) {
+	path, err := initdata.ResourcePath(uri)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	c, err := s.clientLocked()
+	s.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("fetching %s: %w", uri, err)
+	}
+	b, err := c.Resource(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("fetching %s: %w", uri, err)
+	}
+	return b, nil
+}
+
+// clientLocked returns the broker client, made on first use.
+func (s *State) clientLocked() (*client.Client, error) {
+	if s.attester == nil {
+		return nil, fmt.Errorf("no TEE to attest (tee %s)", s.tee)
+	}
+	if !s.set {
+		return nil, errors.New("no init-data: call SetInitData first")
+	}
+	if len(s.doc) == 0 {
+		return nil, errors.New("the pod has no init-data, so no broker to attest to")
+	}
+	if s.client == nil {
+		c, err := client.FromInitData(s.doc, s.attester, s.log)
+		if err != nil {
+			return nil, err
+		}
+		s.client = c
+	}
+	return s.client, nil
 }
 
 // Attestation is the outcome of Attest.
@@ -190,36 +268,24 @@ type Attestation struct {
 // token's claims.
 func (s *State) Attest(ctx context.Context) (Attestation, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.attester == nil {
-		return Attestation{}, fmt.Errorf("no TEE to attest (tee %s)", s.tee)
+	c, err := s.clientLocked()
+	var broker string
+	if err == nil {
+		broker = s.parsed.Broker.URL
 	}
-	if !s.set {
-		return Attestation{}, errors.New("no init-data: call SetInitData first")
-	}
-	d, err := initdata.Parse(s.doc)
-	if len(s.doc) == 0 {
-		return Attestation{}, errors.New("the pod has no init-data, so no broker to attest to")
-	}
+	s.mu.Unlock()
 	if err != nil {
 		return Attestation{}, err
 	}
-	if s.client == nil {
-		c, err := client.FromInitData(s.doc, s.attester, s.log)
-		if err != nil {
-			return Attestation{}, err
-		}
-		s.client = c
-	}
-	token, err := s.client.Attest(ctx)
+	token, err := c.Attest(ctx)
 	if err != nil {
-		return Attestation{}, fmt.Errorf("attesting to %s: %w", d.Broker.URL, err)
+		return Attestation{}, fmt.Errorf("attesting to %s: %w", broker, err)
 	}
 	claims, err := tokenClaims(token)
 	if err != nil {
 		return Attestation{}, err
 	}
-	return Attestation{Broker: d.Broker.URL, Claims: claims}, nil
+	return Attestation{Broker: broker, Claims: claims}, nil
 }
 
 // tokenClaims decodes a JWT's payload.

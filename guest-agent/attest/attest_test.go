@@ -188,3 +188,90 @@ func TestAttestToVeilKBS(t *testing.T) {
 		t.Fatalf("sample claims without the insecure marker: %v", claims)
 	}
 }
+
+// TestResourceFromVeilKBS fetches broker resources the way the Image
+// service does (layer keys, registry credentials): from a real in-process
+// veil-kbs in dev mode, attesting on first use, only what the broker's
+// resource policy grants.
+func TestResourceFromVeilKBS(t *testing.T) {
+	store, err := server.OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.SetAttestationPolicy(policy.Attestation{Sample: &policy.Sample{}, RequireInitData: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.SetResourcePolicy(policy.Resources{Rules: []policy.ResourceRule{{Resource: "default/image-key/*", Tees: []kbs.Tee{kbs.TeeSample}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.SetResource("default/image-key/app", []byte("private key")); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.SetResource("default/credentials/registry", []byte("secret")); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{Store: store, Dev: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+
+	d := []byte(string(doc(ts.URL, "")) + `
+[image]
+policy = '{"default": [{"type": "insecureAcceptAnything"}]}'
+keys = ["kbs:///default/image-key/app"]
+registry_auth = "kbs:///default/credentials/registry"
+
+[image.mirrors]
+"docker.io" = ["mirror.example:5000"]
+`)
+	s, _ := New(Config{Params: sampleParams(d)})
+	ctx := context.Background()
+	if _, err := s.Resource(ctx, "kbs:///default/image-key/app"); err == nil || !strings.Contains(err.Error(), "SetInitData first") {
+		t.Fatalf("Resource before init-data: %v", err)
+	}
+	if s.ImagePolicy() != "" || s.ImageKeys() != nil {
+		t.Fatal("image settings before init-data")
+	}
+	if _, err := s.SetInitData(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.ImagePolicy(); !strings.Contains(got, "insecureAcceptAnything") {
+		t.Fatalf("ImagePolicy = %q", got)
+	}
+	if got := s.ImageKeys(); len(got) != 1 || got[0] != "kbs:///default/image-key/app" {
+		t.Fatalf("ImageKeys = %q", got)
+	}
+	auth, mirrors, _ := s.ImageRegistry()
+	if auth != "kbs:///default/credentials/registry" || mirrors["docker.io"][0] != "mirror.example:5000" {
+		t.Fatalf("ImageRegistry = %q %v", auth, mirrors)
+	}
+
+	key, err := s.Resource(ctx, "kbs:///default/image-key/app")
+	if err != nil || string(key) != "private key" {
+		t.Fatalf("Resource = %q, %v", key, err)
+	}
+	// Not granted by the resource policy: the broker's refusal is the error.
+	if _, err := s.Resource(ctx, "kbs:///default/credentials/registry"); err == nil || !strings.Contains(err.Error(), "broker refused resource default/credentials/registry") {
+		t.Fatalf("Resource(denied) = %v", err)
+	}
+	if _, err := s.Resource(ctx, "kbs://evil.example:1/default/image-key/app"); err == nil || !strings.Contains(err.Error(), `names broker "evil.example:1"`) {
+		t.Fatalf("Resource(other broker) = %v", err)
+	}
+}
+
+func TestResourceWithoutBroker(t *testing.T) {
+	ctx := context.Background()
+	plain, _ := New(Config{Params: map[string]string{}})
+	if _, err := plain.Resource(ctx, "kbs:///a/b/c"); err == nil || !strings.Contains(err.Error(), "no TEE to attest") {
+		t.Fatalf("ordinary pod Resource = %v", err)
+	}
+	s, _ := New(Config{Params: map[string]string{TEEParam: Sample}})
+	if _, err := s.SetInitData(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Resource(ctx, "kbs:///a/b/c"); err == nil || !strings.Contains(err.Error(), "no init-data, so no broker") {
+		t.Fatalf("Resource without init-data = %v", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/veil-runtime/veil/attestation/kbs/client"
 	"github.com/veil-runtime/veil/guest-agent/api"
 	"github.com/veil-runtime/veil/guest-agent/attest"
 	"github.com/veil-runtime/veil/guest-agent/containers"
@@ -24,15 +25,17 @@ import (
 const ImagesRoot = "/run/veil/images"
 
 // imageSecrets is what PullImage needs from the confidential state
-// (guest-agent/attest) for veil-dev, veil-snp and veil-tdx: the init-data's
-// image security policy, the broker URIs of the layer decryption keys, and
-// broker resources fetched after attestation. Until the state provides it,
-// confidential pods cannot pull.
+// (guest-agent/attest) for veil-dev, veil-snp and veil-tdx: the
+// init-data's [image] table (policy, layer key URIs, registry credentials
+// URI, mirrors, TLS roots) and broker resources fetched after attestation.
 type imageSecrets interface {
 	ImagePolicy() string
 	ImageKeys() []string
+	ImageRegistry() (auth string, mirrors map[string][]string, tlsRoots string)
 	Resource(ctx context.Context, uri string) ([]byte, error)
 }
+
+var _ imageSecrets = (*attest.State)(nil)
 
 // imageAPI serves the Image service: guest pull with image/.
 type imageAPI struct {
@@ -47,9 +50,10 @@ var _ api.ImageService = (*imageAPI)(nil)
 
 func newImageAPI(s *Service, root string) *imageAPI { return &imageAPI{s: s, root: root} }
 
-// pullerFor returns the pod's puller, made on first use with the policy
-// and keys of the pod's kind.
-func (a *imageAPI) pullerFor() (*image.Puller, error) {
+// pullerFor returns the pod's puller, made on first use with the policy,
+// keys and registry settings of the pod's kind. A failure is not
+// remembered: the next pull tries again (the broker may have been down).
+func (a *imageAPI) pullerFor(ctx context.Context) (*image.Puller, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.puller != nil {
@@ -57,19 +61,9 @@ func (a *imageAPI) pullerFor() (*image.Puller, error) {
 	}
 	cfg := image.Config{CacheDir: filepath.Join(a.root, ".cache"), Log: a.s.cfg.Log}
 	if st := a.s.cfg.Attest; st != nil && st.TEE() != attest.None {
-		sec, ok := any(st).(imageSecrets)
-		if !ok {
-			return nil, fmt.Errorf("confidential pod (%s): the agent cannot read the image policy and broker keys yet: %w", st.TEE(), errdefs.ErrFailedPrecondition)
+		if err := confidentialPullConfig(ctx, st, &cfg); err != nil {
+			return nil, err
 		}
-		doc := sec.ImagePolicy()
-		if doc == "" {
-			return nil, fmt.Errorf("confidential pod: init-data has no image.policy (say insecureAcceptAnything explicitly to allow any image): %w", errdefs.ErrFailedPrecondition)
-		}
-		pol, err := policy.Parse([]byte(doc))
-		if err != nil {
-			return nil, fmt.Errorf("init-data image.policy: %v: %w", err, errdefs.ErrFailedPrecondition)
-		}
-		cfg.Policy, cfg.DecryptionKeys, cfg.Keys = pol, sec.ImageKeys(), brokerKeys{sec}
 	}
 	// An ordinary (veil) pod trusts its host: no policy, which accepts
 	// every image.
@@ -79,6 +73,33 @@ func (a *imageAPI) pullerFor() (*image.Puller, error) {
 	}
 	a.puller = p
 	return p, nil
+}
+
+// confidentialPullConfig fills cfg from the init-data: the policy
+// (required), decryption key URIs, mirrors, TLS roots, and the registry
+// credentials fetched from the broker.
+func confidentialPullConfig(ctx context.Context, sec imageSecrets, cfg *image.Config) error {
+	doc := sec.ImagePolicy()
+	if doc == "" {
+		return fmt.Errorf("confidential pod: init-data has no image.policy (say insecureAcceptAnything explicitly to allow any image): %w", errdefs.ErrFailedPrecondition)
+	}
+	pol, err := policy.Parse([]byte(doc))
+	if err != nil {
+		return fmt.Errorf("init-data image.policy: %v: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	authURI, mirrors, roots := sec.ImageRegistry()
+	cfg.Policy, cfg.DecryptionKeys, cfg.Keys = pol, sec.ImageKeys(), brokerKeys{sec}
+	cfg.Mirrors, cfg.RootsPEM = mirrors, []byte(roots)
+	if authURI != "" {
+		raw, err := sec.Resource(ctx, authURI)
+		if err != nil {
+			return fmt.Errorf("registry credentials (init-data image.registry_auth): %v: %w", err, errdefs.ErrPermissionDenied)
+		}
+		if cfg.Auth, err = image.ParseAuth(raw); err != nil {
+			return fmt.Errorf("registry credentials from %s: %v: %w", authURI, err, errdefs.ErrFailedPrecondition)
+		}
+	}
+	return nil
 }
 
 type brokerKeys struct{ sec imageSecrets }
@@ -94,7 +115,7 @@ func (a *imageAPI) PullImage(ctx context.Context, req *api.PullImageRequest) (*a
 	if req.GetImage() == "" {
 		return nil, rpcErr(fmt.Errorf("pull image: no image reference: %w", errdefs.ErrInvalidArgument))
 	}
-	p, err := a.pullerFor()
+	p, err := a.pullerFor(ctx)
 	if err != nil {
 		return nil, rpcErr(fmt.Errorf("pull image %s: %w", req.GetImage(), err))
 	}
@@ -110,11 +131,15 @@ func (a *imageAPI) PullImage(ctx context.Context, req *api.PullImageRequest) (*a
 	return &api.PullImageResponse{ManifestDigest: res.ManifestDigest, Config: res.Config, Rootfs: res.Rootfs}, nil
 }
 
-// pullErr gives a pull failure its gRPC code: refused by policy or keys →
+// pullErr gives a pull failure its gRPC code: refused by policy or keys,
+// or a broker refusing a resource (denied, unknown, attestation failed) →
 // PermissionDenied; a bad image (digests, paths, ciphertext) →
 // FailedPrecondition.
 func pullErr(err error) error {
+	var brokerErr *client.Error
 	switch {
+	case errors.As(err, &brokerErr):
+		return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
 	case errors.Is(err, policy.ErrRejected), errors.Is(err, decrypt.ErrNoKey), errors.Is(err, decrypt.ErrWrongKey):
 		return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
 	case errors.Is(err, decrypt.ErrTampered), errors.Is(err, unpack.ErrEscape), errors.Is(err, unpack.ErrDiffID), errors.Is(err, image.ErrBlobDigest):
