@@ -126,23 +126,16 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 			s.unmountContainer(ctx, p, c)
 		}
 	}()
-	rootfs := filepath.Join(p.sharedDir, rootfsTarget(c.id))
-	mounts := mount.FromProto(r.Rootfs)
-	if len(mounts) == 0 {
-		// No snapshot (ctr run --rootfs): the spec's root is a directory.
-		src := filepath.Join(r.Bundle, "rootfs")
-		if spec.Root != nil && spec.Root.Path != "" {
-			src = spec.Root.Path
-			if !filepath.IsAbs(src) {
-				src = filepath.Join(r.Bundle, src)
-			}
+	rootfsStorage := &api.Storage{Driver: "shared", Source: rootfsTarget(c.id)}
+	if p.cfg.Confidential.GuestPullEnabled() {
+		// The guest pulls the image; the host's snapshot is not shared.
+		var err error
+		if rootfsStorage, err = s.guestPull(ctx, p, c.id, spec); err != nil {
+			return err
 		}
-		mounts = []mount.Mount{{Type: "bind", Source: src, Options: []string{"rbind"}}}
-	}
-	if err := s.mounter.Rootfs(mounts, rootfs); err != nil {
+	} else if err := s.mountRootfs(p, c, spec, r); err != nil {
 		return err
 	}
-	c.hostMounts = append(c.hostMounts, rootfs)
 
 	gspec, binds := guestSpec(c.id, spec, hasSubmounts)
 	if p.conf != nil {
@@ -174,7 +167,7 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 	resp, err := p.agent.container.CreateContainer(cctx, &api.CreateContainerRequest{
 		ContainerId: c.id,
 		Spec:        specJSON,
-		Rootfs:      &api.Storage{Driver: "shared", Source: rootfsTarget(c.id)},
+		Rootfs:      rootfsStorage,
 		Terminal:    r.Terminal,
 		Stdin:       r.Stdin != "",
 	})
@@ -194,6 +187,29 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 		return err
 	}
 	c.init.io = pio
+	return nil
+}
+
+// mountRootfs shares the container's host rootfs (its snapshot mounts,
+// or the bundle's rootfs directory) under the pod's shared directory.
+func (s *service) mountRootfs(p *pod, c *container, spec *specs.Spec, r *taskAPI.CreateTaskRequest) error {
+	rootfs := filepath.Join(p.sharedDir, rootfsTarget(c.id))
+	mounts := mount.FromProto(r.Rootfs)
+	if len(mounts) == 0 {
+		// No snapshot (ctr run --rootfs): the spec's root is a directory.
+		src := filepath.Join(r.Bundle, "rootfs")
+		if spec.Root != nil && spec.Root.Path != "" {
+			src = spec.Root.Path
+			if !filepath.IsAbs(src) {
+				src = filepath.Join(r.Bundle, src)
+			}
+		}
+		mounts = []mount.Mount{{Type: "bind", Source: src, Options: []string{"rbind"}}}
+	}
+	if err := s.mounter.Rootfs(mounts, rootfs); err != nil {
+		return err
+	}
+	c.hostMounts = append(c.hostMounts, rootfs)
 	return nil
 }
 

@@ -58,7 +58,9 @@ type agentConn struct {
 	network api.NetworkService
 	// volume copies confidential pods' volumes into the guest (volumes.go).
 	volume api.VolumeService
-	close  func() error
+	// image pulls confidential pods' images in the guest (guestpull.go).
+	image api.ImageService
+	close func() error
 	// done is closed when the connection to the agent is gone.
 	done <-chan struct{}
 }
@@ -70,7 +72,7 @@ func dialAgent(ctx context.Context, hv hypervisor.Hypervisor, opts ...ttrpc.Clie
 		return nil, err
 	}
 	c := api.NewClient(conn, opts...)
-	return &agentConn{sandbox: c.Sandbox, container: c.Container, process: c.Process, attestation: c.Attestation, network: c.Network, volume: c.Volume, close: c.Close, done: c.Done()}, nil
+	return &agentConn{sandbox: c.Sandbox, container: c.Container, process: c.Process, attestation: c.Attestation, network: c.Network, volume: c.Volume, image: c.Image, close: c.Close, done: c.Done()}, nil
 }
 
 // pod is the VM of one pod and the agent in it.

@@ -89,6 +89,11 @@ type Confidential struct {
 	SNPPolicy uint64 `toml:"snp_policy"`
 	// QuoteGenerationSocket is the TDX quote generation service.
 	QuoteGenerationSocket string `toml:"quote_generation_socket"`
+	// GuestPull makes the agent pull, verify and decrypt each container's
+	// image inside the guest (shim/guestpull.go) instead of sharing the
+	// rootfs containerd unpacked on the host. Unset means true for a
+	// confidential handler; it cannot be set when tee is none.
+	GuestPull *bool `toml:"guest_pull"`
 }
 
 // Kind is the TEE as the hypervisor names it.
@@ -101,6 +106,12 @@ func (c Confidential) Kind() hypervisor.TEE {
 
 // Enabled reports whether the handler is confidential (tee is not none).
 func (c Confidential) Enabled() bool { return c.Kind() != hypervisor.TEENone }
+
+// GuestPullEnabled reports whether containers' images are pulled in the
+// guest: confidential handlers, unless guest_pull = false.
+func (c Confidential) GuestPullEnabled() bool {
+	return c.Enabled() && (c.GuestPull == nil || *c.GuestPull)
+}
 
 // IsConfidential reports whether the handler runs the confidential flow:
 // the host is then untrusted (DESIGN.md, "Trust").
@@ -273,6 +284,7 @@ func (c Confidential) validate() error {
 			"confidential.firmware":                c.Firmware != "",
 			"confidential.snp_policy":              c.SNPPolicy != 0,
 			"confidential.quote_generation_socket": c.QuoteGenerationSocket != "",
+			"confidential.guest_pull":              c.GuestPull != nil && *c.GuestPull,
 		} {
 			if set {
 				return fmt.Errorf("key %s: set, but confidential.tee is none", key)
