@@ -10,7 +10,7 @@ GOBIN := $(CACHE)/bin
 export PATH := $(GOBIN):$(PATH)
 GUEST := $(OUT)/guest
 
-BINARIES := containerd-shim-veil-v2 veil-agent veil-kbs veil
+BINARIES := containerd-shim-veil-v2 veil-agent veil-kbs veil veil-snapshotter
 
 .PHONY: help
 help: ## show this help
