@@ -54,7 +54,7 @@ test-vm: guest-image ## VM tests: real QEMU VMs with the real guest image and ag
 
 # CRI handlers the end-to-end tier and the demo run under. The veil handler
 # needs the shim (make build) and the guest image; runc needs neither.
-E2E_HANDLERS ?= runc,veil
+E2E_HANDLERS ?= runc,veil,veil-dev
 E2E_RUN ?= .
 DEMO_HANDLERS ?= runc,veil
 e2e_needs = $(if $(findstring veil,$(1)),guest-image build)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +21,14 @@ import (
 var env *harness.Env
 
 // handlers are the CRI handlers every scenario runs under, from
-// VEIL_E2E_HANDLERS (comma-separated; default "runc").
+// VEIL_E2E_HANDLERS (comma-separated; default "runc"), except veil-dev:
+// its confidential policy (no exec, no host mounts) refuses much of what
+// the other scenarios do, by design, so it runs confidential_test.go's
+// scenarios instead (confidential, below).
 var handlers []string
+
+// confidential is true when VEIL_E2E_HANDLERS names veil-dev.
+var confidential bool
 
 func TestMain(m *testing.M) {
 	os.Exit(testMain(m))
@@ -31,6 +38,10 @@ func testMain(m *testing.M) int {
 	handlers = strings.Split(os.Getenv("VEIL_E2E_HANDLERS"), ",")
 	if handlers[0] == "" {
 		handlers = []string{harness.Runc}
+	}
+	if i := slices.Index(handlers, harness.VeilDev); i >= 0 {
+		confidential = true
+		handlers = slices.Delete(handlers, i, i+1)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -18,12 +18,17 @@ type Handler struct {
 	ShimPath string
 	// Options are the runtime's options table: runc's Root, veil's ConfigPath.
 	Options map[string]string
+	// PodAnnotations are the pod annotations containerd passes to the
+	// runtime (globs): the confidential handlers take io.veil.initdata.
+	PodAnnotations []string
 }
 
-// Runc and Veil name the two handlers every environment has.
+// Runc, Veil and VeilDev name the handlers every environment has.
 const (
 	Runc = "runc"
 	Veil = "veil"
+	// VeilDev is the confidential flow with the software "sample" TEE.
+	VeilDev = "veil-dev"
 )
 
 // DaemonConfig is everything the private containerd's config file names.
@@ -130,6 +135,9 @@ imports = []
 		fmt.Fprintf(&b, "\n    [%s]\n      runtime_type = %s\n", key, q(h.Type))
 		if h.ShimPath != "" {
 			fmt.Fprintf(&b, "      runtime_path = %s\n", q(h.ShimPath))
+		}
+		if len(h.PodAnnotations) > 0 {
+			fmt.Fprintf(&b, "      pod_annotations = %s\n", list(h.PodAnnotations))
 		}
 		if len(h.Options) > 0 {
 			fmt.Fprintf(&b, "\n      [%s.options]\n", key)

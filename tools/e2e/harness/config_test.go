@@ -17,6 +17,8 @@ func TestContainerdConfig(t *testing.T) {
 			{Name: Runc, Type: "io.containerd.runc.v2", Options: map[string]string{"Root": "/e/runc"}},
 			{Name: Veil, Type: "io.containerd.veil.v2", ShimPath: "/repo/build/bin/containerd-shim-veil-v2",
 				Options: map[string]string{"ConfigPath": "/e/veil.toml"}},
+			{Name: VeilDev, Type: "io.containerd.veil.v2", ShimPath: "/repo/build/bin/containerd-shim-veil-v2",
+				Options: map[string]string{"ConfigPath": "/e/veil-dev.toml"}, PodAnnotations: []string{"io.veil.*"}},
 		},
 	}
 	var doc map[string]any
@@ -58,8 +60,14 @@ func TestContainerdConfig(t *testing.T) {
 		{append(runtimes, "veil", "runtime_type"), "io.containerd.veil.v2"},
 		{append(runtimes, "veil", "runtime_path"), "/repo/build/bin/containerd-shim-veil-v2"},
 		{append(runtimes, "veil", "options", "ConfigPath"), "/e/veil.toml"},
+		{append(runtimes, "veil", "pod_annotations"), nil},
+		{append(runtimes, "veil-dev", "options", "ConfigPath"), "/e/veil-dev.toml"},
+		{append(runtimes, "veil-dev", "pod_annotations"), "io.veil.*"}, // a one-element list
 	} {
 		if got := get(tc.path...); got != tc.want {
+			if a, ok := got.([]any); ok && len(a) == 1 && a[0] == tc.want {
+				continue
+			}
 			t.Errorf("%s = %#v, want %#v", strings.Join(tc.path, "."), got, tc.want)
 		}
 	}

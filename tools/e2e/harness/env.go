@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/veil-runtime/veil/runtimeclass/containerdcfg"
 	"github.com/veil-runtime/veil/tools/e2e/testimages"
 )
 
@@ -211,15 +212,25 @@ func (e *Env) writeConfigs(opts Options) error {
 	if veil == "" {
 		veil = DefaultVeilConfig(e.RepoRoot)
 	}
+	veilDevConfig, err := VeilDevConfig(e.RepoRoot, filepath.Join(e.Dir, "veil-dev-initdata.toml"))
+	if err != nil {
+		return err
+	}
 	e.Handlers = map[string]Handler{
 		Runc: {Name: Runc, Type: "io.containerd.runc.v2", Options: map[string]string{"Root": filepath.Join(e.Dir, "runc")}},
 		Veil: {Name: Veil, Type: "io.containerd.veil.v2",
 			ShimPath: filepath.Join(e.RepoRoot, "build/bin/containerd-shim-veil-v2"),
 			Options:  map[string]string{"ConfigPath": e.veilConfig}},
+		VeilDev: {Name: VeilDev, Type: "io.containerd.veil.v2",
+			ShimPath:       filepath.Join(e.RepoRoot, "build/bin/containerd-shim-veil-v2"),
+			Options:        map[string]string{"ConfigPath": filepath.Join(e.Dir, "veil-dev.toml")},
+			PodAnnotations: containerdcfg.PodAnnotations},
 	}
 	server := "http://" + e.Registry.Host
 	files := map[string]string{
 		"veil.toml":                veil,
+		"veil-dev.toml":            veilDevConfig,
+		"veil-dev-initdata.toml":   VeilDevInitData(),
 		"cni/10-veil-e2e.conflist": CNIConfig("veil-e2e", "veil0", "10.88.0.0/16"),
 		"crictl.yaml": fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 120\n",
 			e.Address, e.Address),
@@ -228,7 +239,7 @@ func (e *Env) writeConfigs(opts Options) error {
 			Address: e.Address, ShimSocketDir: filepath.Join(e.Dir, "s"), PrivateDir: filepath.Join(e.Dir, "private"),
 			HostsDir: filepath.Join(e.Dir, "hosts.d"), CNIConfDir: filepath.Join(e.Dir, "cni"),
 			CNIBinDirs: []string{"/usr/lib/cni"}, SandboxImage: e.Image(testimages.PauseImage), LogLevel: opts.LogLevel,
-			Handlers: []Handler{e.Handlers[Runc], e.Handlers[Veil]},
+			Handlers: []Handler{e.Handlers[Runc], e.Handlers[Veil], e.Handlers[VeilDev]},
 		}),
 	}
 	for _, host := range append([]string{e.Registry.Host}, testimages.CritestRegistries...) {
@@ -335,14 +346,14 @@ func (e *Env) Run(ctx context.Context, cmd *exec.Cmd) (string, error) {
 func (e *Env) CheckHandler(name string) error {
 	h, ok := e.Handlers[name]
 	if !ok {
-		return fmt.Errorf("checking runtime handler %q: not configured (have runc, veil)", name)
+		return fmt.Errorf("checking runtime handler %q: not configured (have runc, veil, veil-dev)", name)
 	}
 	if h.ShimPath != "" {
 		if _, err := os.Stat(h.ShimPath); err != nil {
 			return fmt.Errorf("checking runtime handler %q: shim missing (run `make build`): %w", name, err)
 		}
 	}
-	if name == Veil {
+	if name == Veil || name == VeilDev {
 		for _, f := range []string{"build/guest/vmlinuz", "build/guest/initrd.img"} {
 			if _, err := os.Stat(filepath.Join(e.RepoRoot, f)); err != nil {
 				return fmt.Errorf("checking runtime handler %q: guest image missing (run `make guest-image`): %w", name, err)
