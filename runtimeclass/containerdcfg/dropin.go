@@ -3,6 +3,7 @@ package containerdcfg
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -19,14 +20,31 @@ type Handler struct {
 	Name       string // CRI handler name: veil, veil-dev, veil-snp, veil-tdx
 	ShimPath   string // runtime_path: the installed containerd-shim-veil-v2
 	ConfigPath string // options.ConfigPath: the handler's veil config
+	// GuestPull selects veil's proxy snapshotter for the handler
+	// (snapshotter = "veil"), so containerd leaves the images of its pods
+	// to the guest (snapshotter/). veil-snapshotter must run on the node.
+	GuestPull bool
 }
+
+// Guest-pull settings of the drop-in: veil's proxy snapshotter, the socket
+// veil-snapshotter listens on, and the CRI images plugin whose
+// disable_snapshot_annotations must be false so the snapshotter sees the
+// image reference of each layer.
+const (
+	SnapshotterName    = "veil"
+	SnapshotterAddress = "/run/veil/snapshotter.sock"
+	PluginImagesV3     = "io.containerd.cri.v1.images"
+)
 
 // RenderDropIn renders the drop-in file containerd imports: a version 3
 // config (containerd 2.x; 2.4 and later migrate it to their version 4 on
 // load, which leaves the CRI runtime plugin's tables as they are) with one runtime table per handler. Keys:
 // runtime_type, runtime_path, pod_annotations, and
 // privileged_without_host_devices (a privileged pod must not hand the
-// host's devices to a VM, let alone a TEE), plus options.ConfigPath.
+// host's devices to a VM, let alone a TEE), plus options.ConfigPath; for a
+// GuestPull handler also snapshotter = "veil", and once for the file the
+// proxy_plugins.veil snapshot plugin and the CRI images plugin's
+// disable_snapshot_annotations = false.
 func RenderDropIn(handlers []Handler) []byte {
 	var b strings.Builder
 	b.WriteString("# Written by `veil install`; `veil uninstall` removes it. Reinstalling\n")
@@ -44,8 +62,18 @@ func RenderDropIn(handlers []Handler) []byte {
 		fmt.Fprintf(&b, "  runtime_path = %s\n", q(h.ShimPath))
 		fmt.Fprintf(&b, "  pod_annotations = [%s]\n", strings.Join(annotations, ", "))
 		b.WriteString("  privileged_without_host_devices = true\n")
+		if h.GuestPull {
+			fmt.Fprintf(&b, "  snapshotter = %s\n", q(SnapshotterName))
+		}
 		fmt.Fprintf(&b, "\n  [%s.options]\n", key)
 		fmt.Fprintf(&b, "    ConfigPath = %s\n", q(h.ConfigPath))
+	}
+	if slices.ContainsFunc(handlers, func(h Handler) bool { return h.GuestPull }) {
+		fmt.Fprintf(&b, "\n[proxy_plugins.%s]\n", q(SnapshotterName))
+		b.WriteString("  type = \"snapshot\"\n")
+		fmt.Fprintf(&b, "  address = %s\n", q(SnapshotterAddress))
+		fmt.Fprintf(&b, "\n[plugins.%s]\n", q(PluginImagesV3))
+		b.WriteString("  disable_snapshot_annotations = false\n")
 	}
 	return []byte(b.String())
 }
