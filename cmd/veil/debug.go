@@ -62,8 +62,9 @@ runs the containers (runc --root /run/runc list), and nsenter reaches them.
 Leave with exit or Ctrl-].
 
 The pod's handler config must have debug_console = true (the default). A
-confidential guest (veil-dev, veil-snp, veil-tdx) refuses unless its init-data
-policy allows the debug console.
+confidential guest (veil-dev, veil-snp, veil-tdx) serves the port but refuses
+each session, printing the denial, unless the agent policy in its init-data
+has allow_debug_console = true.
 `
 
 // findConsole finds the debug console socket of the pod whose state
