@@ -20,8 +20,8 @@ import (
 
 // TestConfidential runs pods under veil-dev (the confidential flow with the
 // software "sample" TEE) through crictl: the handler's default init-data
-// (harness.VeilDevPolicy: host share for the rootfs until guest pull,
-// reading output; no exec, no host mounts) is enforced by the agent, and
+// (harness.VeilDevPolicy: the pod's shared directory, reading output; no
+// exec, no host mounts; images pulled in the guest) is enforced by the agent, and
 // volumes reach the containers as guest copies or guest memory, never as a
 // host share. It runs when VEIL_E2E_HANDLERS names veil-dev.
 func TestConfidential(t *testing.T) {
@@ -137,7 +137,7 @@ done`
 	t.Run("init-data annotation", func(t *testing.T) {
 		// A pod's own init-data (io.veil.initdata, passed by containerd's
 		// pod_annotations) replaces the handler's: this one allows exec.
-		doc := harness.VeilDevInitDataWith(harness.VeilDevPolicy + "allow_exec = true\n")
+		doc := env.VeilDevInitData(harness.VeilDevPolicy + "allow_exec = true\n")
 		ann, err := initdata.EncodeAnnotation([]byte(doc))
 		if err != nil {
 			t.Fatal(err)

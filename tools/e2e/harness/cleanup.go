@@ -37,6 +37,11 @@ func (e *Env) Close() error {
 	if err := unmountUnder(e.Dir, e.netnsPath()); err != nil {
 		errs = append(errs, err)
 	}
+	if e.stopSnapshotter != nil {
+		if err := e.stopSnapshotter(); err != nil {
+			errs = append(errs, fmt.Errorf("stopping the snapshotter: %w", err))
+		}
+	}
 	if e.Registry != nil {
 		e.Registry.Close()
 	}

@@ -21,6 +21,10 @@ type Handler struct {
 	// PodAnnotations are the pod annotations containerd passes to the
 	// runtime (globs): the confidential handlers take io.veil.initdata.
 	PodAnnotations []string
+	// Snapshotter is the handler's snapshotter (containerd's per-runtime
+	// option); empty means the CRI default (overlayfs). Guest-pull
+	// handlers use veil's proxy snapshotter (DaemonConfig.ProxySnapshotters).
+	Snapshotter string
 }
 
 // Runc, Veil and VeilDev name the handlers every environment has.
@@ -43,6 +47,9 @@ type DaemonConfig struct {
 	SandboxImage      string
 	LogLevel          string
 	Handlers          []Handler
+	// ProxySnapshotters maps a proxy snapshotter's name to its socket
+	// ([proxy_plugins.NAME] type = "snapshot").
+	ProxySnapshotters map[string]string
 }
 
 // ContainerdConfig renders a containerd (v2.x) config file, version 3, for a
@@ -103,6 +110,9 @@ imports = []
 
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = 'overlayfs'
+  # The CRI passes each layer's image reference to snapshotters (veil's
+  # proxy snapshotter leaves guest-pull images to the guest with it).
+  disable_snapshot_annotations = false
 
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = %s
@@ -139,6 +149,9 @@ imports = []
 		if len(h.PodAnnotations) > 0 {
 			fmt.Fprintf(&b, "      pod_annotations = %s\n", list(h.PodAnnotations))
 		}
+		if h.Snapshotter != "" {
+			fmt.Fprintf(&b, "      snapshotter = %s\n", q(h.Snapshotter))
+		}
 		if len(h.Options) > 0 {
 			fmt.Fprintf(&b, "\n      [%s.options]\n", key)
 			keys := make([]string, 0, len(h.Options))
@@ -150,6 +163,14 @@ imports = []
 				fmt.Fprintf(&b, "        %s = %s\n", k, q(h.Options[k]))
 			}
 		}
+	}
+	names := make([]string, 0, len(c.ProxySnapshotters))
+	for n := range c.ProxySnapshotters {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(&b, "\n[proxy_plugins.%s]\n  type = \"snapshot\"\n  address = %s\n", q(n), q(c.ProxySnapshotters[n]))
 	}
 	return b.String()
 }

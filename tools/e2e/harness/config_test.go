@@ -18,8 +18,9 @@ func TestContainerdConfig(t *testing.T) {
 			{Name: Veil, Type: "io.containerd.veil.v2", ShimPath: "/repo/build/bin/containerd-shim-veil-v2",
 				Options: map[string]string{"ConfigPath": "/e/veil.toml"}},
 			{Name: VeilDev, Type: "io.containerd.veil.v2", ShimPath: "/repo/build/bin/containerd-shim-veil-v2",
-				Options: map[string]string{"ConfigPath": "/e/veil-dev.toml"}, PodAnnotations: []string{"io.veil.*"}},
+				Options: map[string]string{"ConfigPath": "/e/veil-dev.toml"}, PodAnnotations: []string{"io.veil.*"}, Snapshotter: "veil"},
 		},
+		ProxySnapshotters: map[string]string{"veil": "/e/snapshotter.sock"},
 	}
 	var doc map[string]any
 	if err := toml.Unmarshal([]byte(ContainerdConfig(c)), &doc); err != nil {
@@ -63,6 +64,11 @@ func TestContainerdConfig(t *testing.T) {
 		{append(runtimes, "veil", "pod_annotations"), nil},
 		{append(runtimes, "veil-dev", "options", "ConfigPath"), "/e/veil-dev.toml"},
 		{append(runtimes, "veil-dev", "pod_annotations"), "io.veil.*"}, // a one-element list
+		{append(runtimes, "veil-dev", "snapshotter"), "veil"},
+		{append(runtimes, "veil", "snapshotter"), nil},
+		{[]string{"proxy_plugins", "veil", "type"}, "snapshot"},
+		{[]string{"proxy_plugins", "veil", "address"}, "/e/snapshotter.sock"},
+		{[]string{"plugins", "io.containerd.cri.v1.images", "disable_snapshot_annotations"}, false},
 	} {
 		if got := get(tc.path...); got != tc.want {
 			if a, ok := got.([]any); ok && len(a) == 1 && a[0] == tc.want {

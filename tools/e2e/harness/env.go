@@ -51,6 +51,11 @@ type Env struct {
 	// manifest digest.
 	Images   map[string]string
 	Handlers map[string]Handler
+	// SnapshotterRoot is the state of veil's proxy snapshotter, which the
+	// guest-pull handler (veil-dev) uses: snapshot metadata and the native
+	// snapshot directories (empty for layers left to the guest).
+	SnapshotterRoot string
+	stopSnapshotter func() error
 
 	veilConfig    string
 	registryLog   *os.File
@@ -165,6 +170,9 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 	if err := env.pushImages(ctx); err != nil {
 		return env, err
 	}
+	if err := env.startSnapshotter(); err != nil {
+		return env, err
+	}
 	if err := env.writeConfigs(opts); err != nil {
 		return env, err
 	}
@@ -224,13 +232,14 @@ func (e *Env) writeConfigs(opts Options) error {
 		VeilDev: {Name: VeilDev, Type: "io.containerd.veil.v2",
 			ShimPath:       filepath.Join(e.RepoRoot, "build/bin/containerd-shim-veil-v2"),
 			Options:        map[string]string{"ConfigPath": filepath.Join(e.Dir, "veil-dev.toml")},
-			PodAnnotations: containerdcfg.PodAnnotations},
+			PodAnnotations: containerdcfg.PodAnnotations,
+			Snapshotter:    containerdcfg.SnapshotterName},
 	}
 	server := "http://" + e.Registry.Host
 	files := map[string]string{
 		"veil.toml":                veil,
 		"veil-dev.toml":            veilDevConfig,
-		"veil-dev-initdata.toml":   VeilDevInitData(),
+		"veil-dev-initdata.toml":   e.VeilDevInitData(VeilDevPolicy),
 		"cni/10-veil-e2e.conflist": CNIConfig("veil-e2e", "veil0", "10.88.0.0/16"),
 		"crictl.yaml": fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 120\n",
 			e.Address, e.Address),
@@ -239,7 +248,8 @@ func (e *Env) writeConfigs(opts Options) error {
 			Address: e.Address, ShimSocketDir: filepath.Join(e.Dir, "s"), PrivateDir: filepath.Join(e.Dir, "private"),
 			HostsDir: filepath.Join(e.Dir, "hosts.d"), CNIConfDir: filepath.Join(e.Dir, "cni"),
 			CNIBinDirs: []string{"/usr/lib/cni"}, SandboxImage: e.Image(testimages.PauseImage), LogLevel: opts.LogLevel,
-			Handlers: []Handler{e.Handlers[Runc], e.Handlers[Veil], e.Handlers[VeilDev]},
+			Handlers:          []Handler{e.Handlers[Runc], e.Handlers[Veil], e.Handlers[VeilDev]},
+			ProxySnapshotters: map[string]string{containerdcfg.SnapshotterName: e.snapshotterSocket()},
 		}),
 	}
 	for _, host := range append([]string{e.Registry.Host}, testimages.CritestRegistries...) {

@@ -10,10 +10,11 @@ import (
 )
 
 // VeilDevPolicy is the agent policy of the veil-dev handler's default
-// init-data: what the e2e pods need and nothing more. The root filesystem
-// still comes over the host's 9p share (guest pull is issue #5), and the
-// tests read container output; exec, stdin, host mounts, privileged
-// containers, hooks and the debug console stay denied.
+// init-data: what the e2e pods need and nothing more. Images are pulled
+// in the guest; allow_host_share admits the pod's shared directory (the
+// 9p share CreateSandbox mounts), and the tests read container output;
+// exec, stdin, host mounts, privileged containers, hooks and the debug
+// console stay denied.
 const VeilDevPolicy = `allow_host_share = true
 allow_read_output = true
 `
@@ -23,8 +24,10 @@ allow_read_output = true
 // images are unsigned test images.
 const VeilDevImagePolicy = `{"default": [{"type": "insecureAcceptAnything"}]}`
 
-// VeilDevInitData is the veil-dev handler's default init-data document
-// (attestation/initdata): no broker, VeilDevPolicy, VeilDevImagePolicy.
+// VeilDevInitData is the veil-dev handler's init-data document
+// (attestation/initdata) without the registry's mirror: no broker,
+// VeilDevPolicy, VeilDevImagePolicy. The environment's handler uses
+// Env.VeilDevInitData, which adds the mirror.
 func VeilDevInitData() string { return VeilDevInitDataWith(VeilDevPolicy) }
 
 // VeilDevInitDataWith is VeilDevInitData with another agent policy.
@@ -35,8 +38,7 @@ func VeilDevInitDataWith(agentPolicy string) string {
 // VeilDevConfig is the veil-dev handler's config: the one `veil install`
 // writes for veil-dev (install.HandlerConfig: the [confidential] table with
 // tee = "sample"), with this repository's guest image, the e2e timeouts of
-// DefaultVeilConfig, initData as the handler's default init-data, and
-// guest_pull off (see below).
+// DefaultVeilConfig, and initData as the handler's default init-data.
 func VeilDevConfig(repoRoot, initData string) (string, error) {
 	var cfg map[string]any
 	if err := toml.Unmarshal(install.HandlerConfig("/opt/veil", VeilDev), &cfg); err != nil {
@@ -55,11 +57,9 @@ func VeilDevConfig(repoRoot, initData string) (string, error) {
 	table("hypervisor")["initrd"] = filepath.Join(repoRoot, "build/guest/initrd.img")
 	table("agent")["boot_timeout"] = "180s"
 	table("confidential")["initdata"] = initData
-	// The e2e registry listens on the loopback of the harness's network
-	// namespace, which a guest on the CNI bridge cannot reach: the rootfs
-	// comes over the host share (VeilDevPolicy's allow_host_share) until
-	// the harness serves the registry where guests can pull from it.
-	table("confidential")["guest_pull"] = false
+	// guest_pull stays at its default (on): the guest pulls each image
+	// from the registry's guest listener (Env.VeilDevInitData's mirror),
+	// and the handler's snapshotter leaves the layers to it.
 	b, err := toml.Marshal(cfg)
 	if err != nil {
 		return "", fmt.Errorf("writing the %s config: %w", VeilDev, err)

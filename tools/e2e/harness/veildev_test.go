@@ -29,7 +29,7 @@ func TestVeilDevConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, text)
 	}
-	if cfg.Confidential.Kind() != hypervisor.TEESample || cfg.Confidential.InitData != idPath || cfg.Confidential.GuestPullEnabled() {
+	if cfg.Confidential.Kind() != hypervisor.TEESample || cfg.Confidential.InitData != idPath || !cfg.Confidential.GuestPullEnabled() {
 		t.Errorf("confidential = %+v", cfg.Confidential)
 	}
 	if cfg.Hypervisor.Kernel != "/repo/build/guest/vmlinuz" || cfg.Hypervisor.Initrd != "/repo/build/guest/initrd.img" || !cfg.Debug {
@@ -45,5 +45,26 @@ func TestVeilDevConfig(t *testing.T) {
 	}
 	if p != (policy.Policy{AllowHostShare: true, AllowReadOutput: true}) {
 		t.Errorf("default veil-dev policy = %+v", p)
+	}
+}
+
+// The environment's veil-dev init-data points the guest at the registry's
+// guest listener: a mirror of the registry's loopback name, trusted
+// through the listener's certificate.
+func TestEnvVeilDevInitData(t *testing.T) {
+	_, certPEM, err := selfSigned(BridgeIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Env{Registry: &Registry{Host: "127.0.0.1:40000", GuestHost: BridgeIP + ":40001", GuestRootPEM: string(certPEM)}}
+	doc, err := initdata.Parse([]byte(e.VeilDevInitData(VeilDevPolicy)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := doc.Image.Mirrors["127.0.0.1:40000"]; len(m) != 1 || m[0] != "10.88.0.1:40001" {
+		t.Errorf("mirrors = %v", doc.Image.Mirrors)
+	}
+	if doc.Image.TLSRoots != string(certPEM) || doc.Image.Policy != VeilDevImagePolicy {
+		t.Errorf("image table = %+v", doc.Image)
 	}
 }

@@ -1,0 +1,47 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/veil-runtime/veil/snapshotter"
+)
+
+// startSnapshotter runs veil's proxy snapshotter (snapshotter/) in this
+// process, on a socket in the environment's directory, for the guest-pull
+// handler; Close stops it.
+func (e *Env) startSnapshotter() error {
+	e.SnapshotterRoot = filepath.Join(e.Dir, "snapshotter")
+	logf, err := os.Create(filepath.Join(e.LogDir, "snapshotter.log"))
+	if err != nil {
+		return fmt.Errorf("creating snapshotter log: %w", err)
+	}
+	sn, err := snapshotter.New(e.SnapshotterRoot, slog.New(slog.NewTextHandler(logf, nil)))
+	if err != nil {
+		logf.Close()
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- snapshotter.Serve(ctx, sn, e.snapshotterSocket()) }()
+	e.stopSnapshotter = func() error {
+		cancel()
+		err := <-done
+		return errors.Join(err, sn.Close(), logf.Close())
+	}
+	return nil
+}
+
+func (e *Env) snapshotterSocket() string { return filepath.Join(e.Dir, "snapshotter.sock") }
+
+// VeilDevInitData is the veil-dev init-data document with agentPolicy
+// whose [image] table also sends the guest to the registry's guest
+// listener (Registry.GuestImageTable): VeilDevInitDataWith plus the mirror
+// and TLS root.
+func (e *Env) VeilDevInitData(agentPolicy string) string {
+	return VeilDevInitDataWith(agentPolicy) + e.Registry.GuestImageTable()
+}
