@@ -13,8 +13,13 @@
 // partial plaintext remains.
 //
 // Registry credentials, mirrors, extra TLS roots, the policy and the key
-// URIs are passed in by the caller (the agent takes them from init-data and
-// the key broker, never from the host). The cache holds only what the
+// URIs are passed in by the caller, never from the host: the agent's Image
+// service (guest-agent/service/image.go) takes them from the init-data's
+// [image] table (attestation/initdata) and fetches the credentials and keys
+// from the key broker after attestation (guest-agent/attest). For the
+// confidential handlers the shim asks for a pull at each container's
+// Create (shim/guestpull.go), and containerd on the host leaves the
+// layers to the guest (snapshotter/). The cache holds only what the
 // registry served (ciphertext for encrypted layers) and lives as long as
 // the Puller: one Puller per pod.
 package image

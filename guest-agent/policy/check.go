@@ -47,6 +47,11 @@ const (
 // through the Volume service's path-confined copies.
 const GuestVolumeRoot = "/run/veil/volumes"
 
+// GuestImageRoot is where the Image service unpacks guest-pulled images
+// (<root>/<container_id>/rootfs): verified against the init-data's image
+// policy, in guest memory.
+const GuestImageRoot = "/run/veil/images"
+
 // guestVolume reports whether a bind source is inside GuestVolumeRoot.
 // Symlinks there are relative and never climb (guest-agent/volume), so a
 // path below the root stays below it when the kernel follows it.
@@ -115,6 +120,15 @@ func (p Policy) Check(method string, req any) *Denial {
 func (p Policy) checkCreateContainer(r *api.CreateContainerRequest, deny func(rule, why string) *Denial) *Denial {
 	if rootfs := r.GetRootfs(); rootfs != nil && hostStorage(rootfs) && !p.AllowHostShare {
 		return deny("allow_host_share", fmt.Sprintf("container %s: a root filesystem from the host (%s %q)", r.GetContainerId(), rootfs.GetDriver(), rootfs.GetSource()))
+	}
+	// A guest path as the rootfs must be the container's own guest-pulled
+	// image: anything else (a volume the host filled, the agent's own
+	// root) would run what the image policy never saw.
+	if rootfs := r.GetRootfs(); rootfs.GetDriver() == "bind" {
+		want := path.Join(GuestImageRoot, r.GetContainerId(), "rootfs")
+		if rootfs.GetSource() != want {
+			return deny("rootfs", fmt.Sprintf("container %s: rootfs %q is not the container's guest-pulled image %s", r.GetContainerId(), rootfs.GetSource(), want))
+		}
 	}
 	for _, s := range r.GetStorages() {
 		if hostStorage(s) && !p.AllowHostMounts {

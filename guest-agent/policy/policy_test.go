@@ -83,6 +83,10 @@ func TestCheck(t *testing.T) {
 		{"sandbox with tmpfs only", Default(), methodCreateSandbox, &api.CreateSandboxRequest{Storages: []*api.Storage{tmpfs}}, ""},
 		{"container rootfs from host denied", Default(), methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: specJSON(t, nil)}, "allow_host_share"},
 		{"container rootfs from host allowed", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: specJSON(t, nil)}, ""},
+		{"container rootfs pulled in the guest", Default(), methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: &api.Storage{Driver: "bind", Source: "/run/veil/images/c1/rootfs"}, Spec: specJSON(t, nil)}, ""},
+		{"container rootfs of another container's image", all, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: &api.Storage{Driver: "bind", Source: "/run/veil/images/c2/rootfs"}, Spec: specJSON(t, nil)}, "rootfs"},
+		{"container rootfs on a guest volume", all, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: &api.Storage{Driver: "bind", Source: "/run/veil/volumes/c1/v"}, Spec: specJSON(t, nil)}, "rootfs"},
+		{"container rootfs escaping the image root", all, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: &api.Storage{Driver: "bind", Source: "/run/veil/images/c1/rootfs/../../../../"}, Spec: specJSON(t, nil)}, "rootfs"},
 		{"container volume from host denied", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Storages: []*api.Storage{{Driver: "shared", Source: "c1/mounts/0"}}, Spec: specJSON(t, nil)}, "allow_host_mounts"},
 		{"container bind mount denied", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: specJSON(t, func(s *specs.Spec) {
 			s.Mounts = []specs.Mount{{Destination: "/etc/hosts", Type: "bind", Source: "/run/veil/shared/c1/mounts/hosts", Options: []string{"rbind"}}}

@@ -14,6 +14,7 @@ import (
 	"github.com/veil-runtime/veil/guest-agent/api"
 	"github.com/veil-runtime/veil/guest-agent/attest"
 	"github.com/veil-runtime/veil/guest-agent/containers"
+	agentpolicy "github.com/veil-runtime/veil/guest-agent/policy"
 	"github.com/veil-runtime/veil/image"
 	"github.com/veil-runtime/veil/image/decrypt"
 	"github.com/veil-runtime/veil/image/policy"
@@ -21,8 +22,9 @@ import (
 )
 
 // ImagesRoot holds guest-pulled images: <root>/<container_id>/rootfs and
-// the pod's blob cache in <root>/.cache (tmpfs: /run is in memory).
-const ImagesRoot = "/run/veil/images"
+// the pod's blob cache in <root>/.cache (tmpfs: /run is in memory). The
+// agent policy admits a "bind" rootfs only at <root>/<container_id>/rootfs.
+const ImagesRoot = agentpolicy.GuestImageRoot
 
 // imageSecrets is what PullImage needs from the confidential state
 // (guest-agent/attest) for veil-dev, veil-snp and veil-tdx: the
@@ -129,6 +131,18 @@ func (a *imageAPI) PullImage(ctx context.Context, req *api.PullImageRequest) (*a
 		return nil, rpcErr(pullErr(err))
 	}
 	return &api.PullImageResponse{ManifestDigest: res.ManifestDigest, Config: res.Config, Rootfs: res.Rootfs}, nil
+}
+
+// release removes a container's guest-pulled rootfs (it lives in guest
+// memory); the pod's blob cache stays for the next container.
+func (a *imageAPI) release(containerID string) error {
+	if containers.CheckID("container id", containerID) != nil {
+		return nil // never pulled: PullImage refuses such IDs
+	}
+	if err := os.RemoveAll(filepath.Join(a.root, containerID)); err != nil {
+		return fmt.Errorf("removing the guest-pulled rootfs of %s: %w", containerID, err)
+	}
+	return nil
 }
 
 // pullErr gives a pull failure its gRPC code: refused by policy or keys,

@@ -47,6 +47,19 @@ func TestPullImagePlainPod(t *testing.T) {
 	}
 	_, err = a.PullImage(ctx, &api.PullImageRequest{Image: ref.String(), ContainerId: "c1"})
 	wantCode(t, "second pull for c1", err, codes.AlreadyExists)
+	// Removing the container frees its rootfs; the pod's cache stays.
+	if err := a.release("c1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "c1")); !os.IsNotExist(err) {
+		t.Errorf("rootfs of a removed container: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, ".cache")); err != nil {
+		t.Errorf("blob cache after a release: %v", err)
+	}
+	if err := a.release("../x"); err != nil {
+		t.Errorf("release of an invalid id: %v", err)
+	}
 	_, err = a.PullImage(ctx, &api.PullImageRequest{Image: ref.String(), ContainerId: "../c2"})
 	wantCode(t, "container id ../c2", err, codes.InvalidArgument)
 }

@@ -65,6 +65,9 @@ type Service struct {
 	mounts    []string
 	pidns     string
 	stopPause func()
+	// images is the Image service; RemoveContainer releases a container's
+	// guest-pulled rootfs through it.
+	images *imageAPI
 }
 
 // New returns a Service.
@@ -90,7 +93,8 @@ func (s *Service) Register(srv *ttrpc.Server, transport string) {
 	api.RegisterAttestationService(srv, &attestationAPI{s: s})
 	api.RegisterVolumeService(srv, &volumeAPI{s: s})
 	api.RegisterNetworkService(srv, newNetworkAPI(s.cfg.Log))
-	api.RegisterImageService(srv, newImageAPI(s, ImagesRoot))
+	s.images = newImageAPI(s, ImagesRoot)
+	api.RegisterImageService(srv, s.images)
 }
 
 // rpcErr converts an error to a gRPC status at the RPC boundary.
