@@ -153,11 +153,11 @@ func pullErr(err error) error {
 	var brokerErr *client.Error
 	switch {
 	case errors.As(err, &brokerErr):
-		return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
+		return fmt.Errorf("%v: %w", err, errdefs.ErrPermissionDenied)
 	case errors.Is(err, policy.ErrRejected), errors.Is(err, decrypt.ErrNoKey), errors.Is(err, decrypt.ErrWrongKey):
-		return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
+		return fmt.Errorf("%v: %w", err, errdefs.ErrPermissionDenied)
 	case errors.Is(err, decrypt.ErrTampered), errors.Is(err, unpack.ErrEscape), errors.Is(err, unpack.ErrDiffID), errors.Is(err, image.ErrBlobDigest):
-		return fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("%v: %w", err, errdefs.ErrFailedPrecondition)
 	}
 	return err
 }

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"net/http/httptest"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -18,6 +20,9 @@ import (
 
 	"github.com/veil-runtime/veil/guest-agent/api"
 	"github.com/veil-runtime/veil/guest-agent/attest"
+	"github.com/veil-runtime/veil/image"
+	"github.com/veil-runtime/veil/image/decrypt"
+	"github.com/veil-runtime/veil/image/policy"
 )
 
 func TestPullImagePlainPod(t *testing.T) {
@@ -73,4 +78,19 @@ func TestPullImageConfidentialNeedsPolicy(t *testing.T) {
 	a := newImageAPI(New(Config{Attest: st}), t.TempDir())
 	_, err = a.PullImage(context.Background(), &api.PullImageRequest{Image: "127.0.0.1:1/app:1", ContainerId: "c1"})
 	wantCode(t, "confidential pull", err, codes.FailedPrecondition)
+}
+
+// A pull error crosses ttrpc (and the shim, and containerd) with its class
+// named once: a multi-%w error came back as "...: permission denied\npermission denied".
+func TestPullErrRoundTripsOnce(t *testing.T) {
+	for _, cause := range []error{
+		fmt.Errorf("pulling app: %w", decrypt.ErrNoKey),
+		fmt.Errorf("image rejected: %w", policy.ErrRejected),
+		fmt.Errorf("layer: %w", image.ErrBlobDigest),
+	} {
+		got := errgrpc.ToNative(errgrpc.ToGRPC(pullErr(cause))).Error()
+		if strings.Contains(got, "\n") || !strings.HasPrefix(got, cause.Error()+": ") {
+			t.Errorf("pull error %q arrives as %q", cause, got)
+		}
+	}
 }
