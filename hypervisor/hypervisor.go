@@ -34,7 +34,28 @@ type Hypervisor interface {
 	// PID of the monitor process (0 before Start).
 	PID() int
 	Cleanup() error
+	// AttachBlock hot-plugs a host block device into the running VM as a
+	// virtio-blk disk whose serial is dev.ID; it fails when the VM has no
+	// free hotplug slot (Config.BlockSlots). DetachBlock unplugs it again
+	// and returns once the guest has let go of it and the monitor has closed
+	// the host device.
+	AttachBlock(ctx context.Context, dev BlockDevice) error
+	DetachBlock(ctx context.Context, id string) error
 }
+
+// BlockDevice is a host block device given to a running VM.
+type BlockDevice struct {
+	// ID names the attachment in the monitor and is the disk's virtio
+	// serial in the guest (/sys/block/vdX/serial): unique in the VM, at
+	// most MaxBlockIDLen letters, digits, '-' or '_'.
+	ID string
+	// Path is the host block device (/dev/loop3, /dev/sdb, ...).
+	Path     string
+	ReadOnly bool
+}
+
+// MaxBlockIDLen bounds BlockDevice.ID: virtio-blk serials have 20 bytes.
+const MaxBlockIDLen = 20
 
 // Accel is the CPU accelerator a VM runs on.
 type Accel string
@@ -104,6 +125,9 @@ type Config struct {
 	// TEE launches the VM as a confidential guest (tee.go); zero is an
 	// ordinary VM.
 	TEE TEEConfig
+	// BlockSlots is how many block devices can be hot-plugged at once
+	// (AttachBlock); the monitor reserves a PCIe slot for each at launch.
+	BlockSlots uint32
 }
 
 // NIC is a virtio-net card backed by an open tap device.

@@ -161,6 +161,10 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 	if err != nil {
 		return fmt.Errorf("encoding guest spec: %w", err)
 	}
+	devices, err := s.attachBlockDevices(ctx, p, c, spec)
+	if err != nil {
+		return err
+	}
 
 	cctx, cancel := p.callCtx(ctx)
 	defer cancel()
@@ -170,6 +174,7 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 		Rootfs:      rootfsStorage,
 		Terminal:    r.Terminal,
 		Stdin:       r.Stdin != "",
+		Devices:     devices,
 	})
 	if err != nil {
 		return p.agentError("creating container in the guest", err)
@@ -214,10 +219,11 @@ func (s *service) mountRootfs(p *pod, c *container, spec *specs.Spec, r *taskAPI
 }
 
 // unmountContainer stops the container's volume copies (confidential
-// pods), undoes its host mounts, newest first, and removes its part of the
-// shared directory.
+// pods), detaches its block devices, undoes its host mounts, newest first,
+// and removes its part of the shared directory.
 func (s *service) unmountContainer(ctx context.Context, p *pod, c *container) {
 	s.stopVolumes(ctx, p, c)
+	s.detachBlockDevices(ctx, p, c)
 	for _, m := range slices.Backward(c.hostMounts) {
 		if err := s.mounter.Unmount(m); err != nil {
 			log.G(ctx).WithError(err).Warn("unmounting container share")

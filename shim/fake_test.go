@@ -38,6 +38,8 @@ type fakeHV struct {
 	mu       sync.Mutex
 	cleanups int
 	stopped  bool
+	// blockLog records AttachBlock/DetachBlock (blockdev_test.go).
+	blockLog []string
 }
 
 func (h *fakeHV) Start(context.Context) error { return nil }
@@ -91,6 +93,7 @@ type fakeAgent struct {
 	signals   []*api.SignalProcessRequest
 	signalErr error
 	sandboxes []*api.CreateSandboxRequest
+	creates   []*api.CreateContainerRequest
 }
 
 func newFakeAgent() *fakeAgent {
@@ -175,6 +178,7 @@ func (a *fakeAgent) CreateContainer(_ context.Context, r *api.CreateContainerReq
 	}
 	a.mu.Lock()
 	a.specs[r.ContainerId] = &s
+	a.creates = append(a.creates, r)
 	a.mu.Unlock()
 	return &api.CreateContainerResponse{Pid: a.newProc(r.ContainerId + "/").pid}, nil
 }

@@ -92,6 +92,8 @@ type pod struct {
 	// cgroup holds QEMU and the shim (cgroups.go); nil when the sandbox
 	// names none.
 	cgroup podCgroup
+	// blockSeq numbers the block devices attached to the VM (blockdev.go).
+	blockSeq atomic.Uint32
 
 	// ctx ends when the VM is gone or the pod is torn down: waiting agent
 	// calls (WaitProcess, ReadStdout/ReadStderr, GetOOMEvent) use it and no
@@ -198,6 +200,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		Debug:                  cfg.Debug,
 		DebugConsole:           cfg.DebugConsole,
 		TEE:                    conf.teeConfig(cfg.Confidential),
+		BlockSlots:             podBlockSlots(cfg),
 	}, slog.New(slog.NewTextHandler(log.G(ctx).WriterLevel(log.DebugLevel), nil)))
 	if err != nil {
 		return nil, fmt.Errorf("configuring pod VM: %w", err)

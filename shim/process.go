@@ -93,6 +93,8 @@ type container struct {
 	volumes *volumeSet
 	// pause receives the signals Kill sends to a faked sandbox process.
 	pause chan uint32
+	// blockIDs are the disks hot-plugged for the container (blockdev.go).
+	blockIDs []string
 
 	mu sync.Mutex
 	// execs by exec ID.

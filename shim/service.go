@@ -49,6 +49,9 @@ type service struct {
 	metrics *metrics.Pod
 	// newCgroup creates the pod VM's host cgroup (cgroups.go).
 	newCgroup newPodCgroup
+	// hostBlockPath finds the host node of a block device by number
+	// (blockdev.go).
+	hostBlockPath func(major, minor int64) (string, error)
 
 	// createMu serialises Create, so the first one alone boots the VM.
 	createMu sync.Mutex
@@ -99,6 +102,9 @@ func newService(ctx context.Context, publisher events.Publisher, sd shutdown.Ser
 		mounter:    hostMounter{},
 		loadConfig: config.Load,
 		newCgroup:  newHostCgroup,
+		hostBlockPath: func(major, minor int64) (string, error) {
+			return hostBlockPath(sysDevBlock, devDir, major, minor)
+		},
 		containers: make(map[string]*container),
 	}
 	if s.metrics, err = s.newMetrics(); err != nil {

@@ -199,7 +199,7 @@ func (x CopyFileRequest_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CopyFileRequest_Kind.Descriptor instead.
 func (CopyFileRequest_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{52, 0}
+	return file_agent_proto_rawDescGZIP(), []int{53, 0}
 }
 
 // Storage is something the agent mounts in the guest.
@@ -856,8 +856,12 @@ type CreateContainerRequest struct {
 	Storages []*Storage `protobuf:"bytes,4,rep,name=storages,proto3" json:"storages,omitempty"`
 	// stdio of the init process: terminal allocates a pty; stdin keeps an
 	// input stream open for WriteStdin/CloseStdin.
-	Terminal      bool `protobuf:"varint,5,opt,name=terminal,proto3" json:"terminal,omitempty"`
-	Stdin         bool `protobuf:"varint,6,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	Terminal bool `protobuf:"varint,5,opt,name=terminal,proto3" json:"terminal,omitempty"`
+	Stdin    bool `protobuf:"varint,6,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	// devices are block devices the host hot-plugged into the VM for this
+	// container; each replaces the spec's linux.devices entry at its
+	// container_path.
+	Devices       []*Device `protobuf:"bytes,7,rep,name=devices,proto3" json:"devices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -934,6 +938,71 @@ func (x *CreateContainerRequest) GetStdin() bool {
 	return false
 }
 
+func (x *CreateContainerRequest) GetDevices() []*Device {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+// Device is a host block device attached to the VM as a virtio-blk disk.
+type Device struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// container_path is the path of the spec's linux.devices entry (a block
+	// device, its major:minor the host's): the agent sets the guest disk's
+	// numbers there and in the device cgroup rule that allowed the host's.
+	ContainerPath string `protobuf:"bytes,1,opt,name=container_path,json=containerPath,proto3" json:"container_path,omitempty"`
+	// serial is the disk's virtio serial (/sys/block/vdX/serial) the agent
+	// finds it by, waiting for the guest to probe it.
+	Serial        string `protobuf:"bytes,2,opt,name=serial,proto3" json:"serial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Device) Reset() {
+	*x = Device{}
+	mi := &file_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Device) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Device) ProtoMessage() {}
+
+func (x *Device) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Device.ProtoReflect.Descriptor instead.
+func (*Device) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Device) GetContainerPath() string {
+	if x != nil {
+		return x.ContainerPath
+	}
+	return ""
+}
+
+func (x *Device) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
 type CreateContainerResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// pid of the init process in the guest.
@@ -944,7 +1013,7 @@ type CreateContainerResponse struct {
 
 func (x *CreateContainerResponse) Reset() {
 	*x = CreateContainerResponse{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -956,7 +1025,7 @@ func (x *CreateContainerResponse) String() string {
 func (*CreateContainerResponse) ProtoMessage() {}
 
 func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -969,7 +1038,7 @@ func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerResponse.ProtoReflect.Descriptor instead.
 func (*CreateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateContainerResponse) GetPid() uint32 {
@@ -988,7 +1057,7 @@ type StartContainerRequest struct {
 
 func (x *StartContainerRequest) Reset() {
 	*x = StartContainerRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1069,7 @@ func (x *StartContainerRequest) String() string {
 func (*StartContainerRequest) ProtoMessage() {}
 
 func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1082,7 @@ func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerRequest.ProtoReflect.Descriptor instead.
 func (*StartContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StartContainerRequest) GetContainerId() string {
@@ -1033,7 +1102,7 @@ type RemoveContainerRequest struct {
 
 func (x *RemoveContainerRequest) Reset() {
 	*x = RemoveContainerRequest{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +1114,7 @@ func (x *RemoveContainerRequest) String() string {
 func (*RemoveContainerRequest) ProtoMessage() {}
 
 func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +1127,7 @@ func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RemoveContainerRequest) GetContainerId() string {
@@ -1084,7 +1153,7 @@ type StateContainerRequest struct {
 
 func (x *StateContainerRequest) Reset() {
 	*x = StateContainerRequest{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1165,7 @@ func (x *StateContainerRequest) String() string {
 func (*StateContainerRequest) ProtoMessage() {}
 
 func (x *StateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,7 +1178,7 @@ func (x *StateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateContainerRequest.ProtoReflect.Descriptor instead.
 func (*StateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StateContainerRequest) GetContainerId() string {
@@ -1133,7 +1202,7 @@ type StateContainerResponse struct {
 
 func (x *StateContainerResponse) Reset() {
 	*x = StateContainerResponse{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1214,7 @@ func (x *StateContainerResponse) String() string {
 func (*StateContainerResponse) ProtoMessage() {}
 
 func (x *StateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1227,7 @@ func (x *StateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateContainerResponse.ProtoReflect.Descriptor instead.
 func (*StateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StateContainerResponse) GetContainerId() string {
@@ -1212,7 +1281,7 @@ type ListPidsRequest struct {
 
 func (x *ListPidsRequest) Reset() {
 	*x = ListPidsRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1293,7 @@ func (x *ListPidsRequest) String() string {
 func (*ListPidsRequest) ProtoMessage() {}
 
 func (x *ListPidsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1306,7 @@ func (x *ListPidsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPidsRequest.ProtoReflect.Descriptor instead.
 func (*ListPidsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListPidsRequest) GetContainerId() string {
@@ -1258,7 +1327,7 @@ type ProcessInfo struct {
 
 func (x *ProcessInfo) Reset() {
 	*x = ProcessInfo{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1339,7 @@ func (x *ProcessInfo) String() string {
 func (*ProcessInfo) ProtoMessage() {}
 
 func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1352,7 @@ func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
 func (*ProcessInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ProcessInfo) GetPid() uint32 {
@@ -1309,7 +1378,7 @@ type ListPidsResponse struct {
 
 func (x *ListPidsResponse) Reset() {
 	*x = ListPidsResponse{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1321,7 +1390,7 @@ func (x *ListPidsResponse) String() string {
 func (*ListPidsResponse) ProtoMessage() {}
 
 func (x *ListPidsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1334,7 +1403,7 @@ func (x *ListPidsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPidsResponse.ProtoReflect.Descriptor instead.
 func (*ListPidsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListPidsResponse) GetProcesses() []*ProcessInfo {
@@ -1353,7 +1422,7 @@ type StatsContainerRequest struct {
 
 func (x *StatsContainerRequest) Reset() {
 	*x = StatsContainerRequest{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1434,7 @@ func (x *StatsContainerRequest) String() string {
 func (*StatsContainerRequest) ProtoMessage() {}
 
 func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1447,7 @@ func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerRequest.ProtoReflect.Descriptor instead.
 func (*StatsContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StatsContainerRequest) GetContainerId() string {
@@ -1399,7 +1468,7 @@ type StatsContainerResponse struct {
 
 func (x *StatsContainerResponse) Reset() {
 	*x = StatsContainerResponse{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1480,7 @@ func (x *StatsContainerResponse) String() string {
 func (*StatsContainerResponse) ProtoMessage() {}
 
 func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1493,7 @@ func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerResponse.ProtoReflect.Descriptor instead.
 func (*StatsContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StatsContainerResponse) GetMetrics() *anypb.Any {
@@ -1445,7 +1514,7 @@ type UpdateContainerRequest struct {
 
 func (x *UpdateContainerRequest) Reset() {
 	*x = UpdateContainerRequest{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1526,7 @@ func (x *UpdateContainerRequest) String() string {
 func (*UpdateContainerRequest) ProtoMessage() {}
 
 func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1539,7 @@ func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContainerRequest.ProtoReflect.Descriptor instead.
 func (*UpdateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateContainerRequest) GetContainerId() string {
@@ -1496,7 +1565,7 @@ type PauseContainerRequest struct {
 
 func (x *PauseContainerRequest) Reset() {
 	*x = PauseContainerRequest{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1577,7 @@ func (x *PauseContainerRequest) String() string {
 func (*PauseContainerRequest) ProtoMessage() {}
 
 func (x *PauseContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1590,7 @@ func (x *PauseContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseContainerRequest.ProtoReflect.Descriptor instead.
 func (*PauseContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PauseContainerRequest) GetContainerId() string {
@@ -1540,7 +1609,7 @@ type ResumeContainerRequest struct {
 
 func (x *ResumeContainerRequest) Reset() {
 	*x = ResumeContainerRequest{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1552,7 +1621,7 @@ func (x *ResumeContainerRequest) String() string {
 func (*ResumeContainerRequest) ProtoMessage() {}
 
 func (x *ResumeContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1565,7 +1634,7 @@ func (x *ResumeContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeContainerRequest.ProtoReflect.Descriptor instead.
 func (*ResumeContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ResumeContainerRequest) GetContainerId() string {
@@ -1583,7 +1652,7 @@ type GetOOMEventRequest struct {
 
 func (x *GetOOMEventRequest) Reset() {
 	*x = GetOOMEventRequest{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1664,7 @@ func (x *GetOOMEventRequest) String() string {
 func (*GetOOMEventRequest) ProtoMessage() {}
 
 func (x *GetOOMEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1677,7 @@ func (x *GetOOMEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOOMEventRequest.ProtoReflect.Descriptor instead.
 func (*GetOOMEventRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 type GetOOMEventResponse struct {
@@ -1620,7 +1689,7 @@ type GetOOMEventResponse struct {
 
 func (x *GetOOMEventResponse) Reset() {
 	*x = GetOOMEventResponse{}
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1701,7 @@ func (x *GetOOMEventResponse) String() string {
 func (*GetOOMEventResponse) ProtoMessage() {}
 
 func (x *GetOOMEventResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1714,7 @@ func (x *GetOOMEventResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOOMEventResponse.ProtoReflect.Descriptor instead.
 func (*GetOOMEventResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetOOMEventResponse) GetContainerId() string {
@@ -1669,7 +1738,7 @@ type ExecProcessRequest struct {
 
 func (x *ExecProcessRequest) Reset() {
 	*x = ExecProcessRequest{}
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +1750,7 @@ func (x *ExecProcessRequest) String() string {
 func (*ExecProcessRequest) ProtoMessage() {}
 
 func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +1763,7 @@ func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
 func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{28}
+	return file_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ExecProcessRequest) GetContainerId() string {
@@ -1741,7 +1810,7 @@ type ExecProcessResponse struct {
 
 func (x *ExecProcessResponse) Reset() {
 	*x = ExecProcessResponse{}
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +1822,7 @@ func (x *ExecProcessResponse) String() string {
 func (*ExecProcessResponse) ProtoMessage() {}
 
 func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +1835,7 @@ func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessResponse.ProtoReflect.Descriptor instead.
 func (*ExecProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{29}
+	return file_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ExecProcessResponse) GetPid() uint32 {
@@ -1786,7 +1855,7 @@ type WaitProcessRequest struct {
 
 func (x *WaitProcessRequest) Reset() {
 	*x = WaitProcessRequest{}
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +1867,7 @@ func (x *WaitProcessRequest) String() string {
 func (*WaitProcessRequest) ProtoMessage() {}
 
 func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +1880,7 @@ func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessRequest.ProtoReflect.Descriptor instead.
 func (*WaitProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{30}
+	return file_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WaitProcessRequest) GetContainerId() string {
@@ -1839,7 +1908,7 @@ type WaitProcessResponse struct {
 
 func (x *WaitProcessResponse) Reset() {
 	*x = WaitProcessResponse{}
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1851,7 +1920,7 @@ func (x *WaitProcessResponse) String() string {
 func (*WaitProcessResponse) ProtoMessage() {}
 
 func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1864,7 +1933,7 @@ func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessResponse.ProtoReflect.Descriptor instead.
 func (*WaitProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{31}
+	return file_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WaitProcessResponse) GetExitStatus() uint32 {
@@ -1893,7 +1962,7 @@ type SignalProcessRequest struct {
 
 func (x *SignalProcessRequest) Reset() {
 	*x = SignalProcessRequest{}
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +1974,7 @@ func (x *SignalProcessRequest) String() string {
 func (*SignalProcessRequest) ProtoMessage() {}
 
 func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +1987,7 @@ func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessRequest.ProtoReflect.Descriptor instead.
 func (*SignalProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{32}
+	return file_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SignalProcessRequest) GetContainerId() string {
@@ -1961,7 +2030,7 @@ type ResizeTTYRequest struct {
 
 func (x *ResizeTTYRequest) Reset() {
 	*x = ResizeTTYRequest{}
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2042,7 @@ func (x *ResizeTTYRequest) String() string {
 func (*ResizeTTYRequest) ProtoMessage() {}
 
 func (x *ResizeTTYRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2055,7 @@ func (x *ResizeTTYRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeTTYRequest.ProtoReflect.Descriptor instead.
 func (*ResizeTTYRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{33}
+	return file_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ResizeTTYRequest) GetContainerId() string {
@@ -2028,7 +2097,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2040,7 +2109,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2053,7 +2122,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{34}
+	return file_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WriteStdinRequest) GetContainerId() string {
@@ -2086,7 +2155,7 @@ type WriteStdinResponse struct {
 
 func (x *WriteStdinResponse) Reset() {
 	*x = WriteStdinResponse{}
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2098,7 +2167,7 @@ func (x *WriteStdinResponse) String() string {
 func (*WriteStdinResponse) ProtoMessage() {}
 
 func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2111,7 +2180,7 @@ func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
 func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{35}
+	return file_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WriteStdinResponse) GetLen() uint32 {
@@ -2131,7 +2200,7 @@ type CloseStdinRequest struct {
 
 func (x *CloseStdinRequest) Reset() {
 	*x = CloseStdinRequest{}
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2143,7 +2212,7 @@ func (x *CloseStdinRequest) String() string {
 func (*CloseStdinRequest) ProtoMessage() {}
 
 func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2156,7 +2225,7 @@ func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdinRequest.ProtoReflect.Descriptor instead.
 func (*CloseStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{36}
+	return file_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CloseStdinRequest) GetContainerId() string {
@@ -2184,7 +2253,7 @@ type ReadStreamRequest struct {
 
 func (x *ReadStreamRequest) Reset() {
 	*x = ReadStreamRequest{}
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2196,7 +2265,7 @@ func (x *ReadStreamRequest) String() string {
 func (*ReadStreamRequest) ProtoMessage() {}
 
 func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2209,7 +2278,7 @@ func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{37}
+	return file_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReadStreamRequest) GetContainerId() string {
@@ -2242,7 +2311,7 @@ type ReadStreamResponse struct {
 
 func (x *ReadStreamResponse) Reset() {
 	*x = ReadStreamResponse{}
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2254,7 +2323,7 @@ func (x *ReadStreamResponse) String() string {
 func (*ReadStreamResponse) ProtoMessage() {}
 
 func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2267,7 +2336,7 @@ func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamResponse.ProtoReflect.Descriptor instead.
 func (*ReadStreamResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{38}
+	return file_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReadStreamResponse) GetData() []byte {
@@ -2287,7 +2356,7 @@ type DeleteProcessRequest struct {
 
 func (x *DeleteProcessRequest) Reset() {
 	*x = DeleteProcessRequest{}
-	mi := &file_agent_proto_msgTypes[39]
+	mi := &file_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2368,7 @@ func (x *DeleteProcessRequest) String() string {
 func (*DeleteProcessRequest) ProtoMessage() {}
 
 func (x *DeleteProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[39]
+	mi := &file_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2381,7 @@ func (x *DeleteProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProcessRequest.ProtoReflect.Descriptor instead.
 func (*DeleteProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{39}
+	return file_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DeleteProcessRequest) GetContainerId() string {
@@ -2340,7 +2409,7 @@ type IPAddress struct {
 
 func (x *IPAddress) Reset() {
 	*x = IPAddress{}
-	mi := &file_agent_proto_msgTypes[40]
+	mi := &file_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2421,7 @@ func (x *IPAddress) String() string {
 func (*IPAddress) ProtoMessage() {}
 
 func (x *IPAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[40]
+	mi := &file_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2434,7 @@ func (x *IPAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IPAddress.ProtoReflect.Descriptor instead.
 func (*IPAddress) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{40}
+	return file_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *IPAddress) GetAddress() string {
@@ -2396,7 +2465,7 @@ type Interface struct {
 
 func (x *Interface) Reset() {
 	*x = Interface{}
-	mi := &file_agent_proto_msgTypes[41]
+	mi := &file_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2408,7 +2477,7 @@ func (x *Interface) String() string {
 func (*Interface) ProtoMessage() {}
 
 func (x *Interface) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[41]
+	mi := &file_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2421,7 +2490,7 @@ func (x *Interface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interface.ProtoReflect.Descriptor instead.
 func (*Interface) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{41}
+	return file_agent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Interface) GetName() string {
@@ -2461,7 +2530,7 @@ type UpdateInterfaceRequest struct {
 
 func (x *UpdateInterfaceRequest) Reset() {
 	*x = UpdateInterfaceRequest{}
-	mi := &file_agent_proto_msgTypes[42]
+	mi := &file_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2473,7 +2542,7 @@ func (x *UpdateInterfaceRequest) String() string {
 func (*UpdateInterfaceRequest) ProtoMessage() {}
 
 func (x *UpdateInterfaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[42]
+	mi := &file_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2486,7 +2555,7 @@ func (x *UpdateInterfaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateInterfaceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateInterfaceRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{42}
+	return file_agent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *UpdateInterfaceRequest) GetInterface() *Interface {
@@ -2514,7 +2583,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_agent_proto_msgTypes[43]
+	mi := &file_agent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2526,7 +2595,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[43]
+	mi := &file_agent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2539,7 +2608,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{43}
+	return file_agent_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Route) GetDest() string {
@@ -2586,7 +2655,7 @@ type UpdateRoutesRequest struct {
 
 func (x *UpdateRoutesRequest) Reset() {
 	*x = UpdateRoutesRequest{}
-	mi := &file_agent_proto_msgTypes[44]
+	mi := &file_agent_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2598,7 +2667,7 @@ func (x *UpdateRoutesRequest) String() string {
 func (*UpdateRoutesRequest) ProtoMessage() {}
 
 func (x *UpdateRoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[44]
+	mi := &file_agent_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2611,7 +2680,7 @@ func (x *UpdateRoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRoutesRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRoutesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{44}
+	return file_agent_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *UpdateRoutesRequest) GetRoutes() []*Route {
@@ -2630,7 +2699,7 @@ type UpdateRoutesResponse struct {
 
 func (x *UpdateRoutesResponse) Reset() {
 	*x = UpdateRoutesResponse{}
-	mi := &file_agent_proto_msgTypes[45]
+	mi := &file_agent_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2642,7 +2711,7 @@ func (x *UpdateRoutesResponse) String() string {
 func (*UpdateRoutesResponse) ProtoMessage() {}
 
 func (x *UpdateRoutesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[45]
+	mi := &file_agent_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2655,7 +2724,7 @@ func (x *UpdateRoutesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRoutesResponse.ProtoReflect.Descriptor instead.
 func (*UpdateRoutesResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{45}
+	return file_agent_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UpdateRoutesResponse) GetRoutes() []*Route {
@@ -2676,7 +2745,7 @@ type Neighbor struct {
 
 func (x *Neighbor) Reset() {
 	*x = Neighbor{}
-	mi := &file_agent_proto_msgTypes[46]
+	mi := &file_agent_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2688,7 +2757,7 @@ func (x *Neighbor) String() string {
 func (*Neighbor) ProtoMessage() {}
 
 func (x *Neighbor) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[46]
+	mi := &file_agent_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2701,7 +2770,7 @@ func (x *Neighbor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Neighbor.ProtoReflect.Descriptor instead.
 func (*Neighbor) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{46}
+	return file_agent_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Neighbor) GetIp() string {
@@ -2734,7 +2803,7 @@ type AddNeighborsRequest struct {
 
 func (x *AddNeighborsRequest) Reset() {
 	*x = AddNeighborsRequest{}
-	mi := &file_agent_proto_msgTypes[47]
+	mi := &file_agent_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2746,7 +2815,7 @@ func (x *AddNeighborsRequest) String() string {
 func (*AddNeighborsRequest) ProtoMessage() {}
 
 func (x *AddNeighborsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[47]
+	mi := &file_agent_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2759,7 +2828,7 @@ func (x *AddNeighborsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddNeighborsRequest.ProtoReflect.Descriptor instead.
 func (*AddNeighborsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{47}
+	return file_agent_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AddNeighborsRequest) GetNeighbors() []*Neighbor {
@@ -2777,7 +2846,7 @@ type ListInterfacesRequest struct {
 
 func (x *ListInterfacesRequest) Reset() {
 	*x = ListInterfacesRequest{}
-	mi := &file_agent_proto_msgTypes[48]
+	mi := &file_agent_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2789,7 +2858,7 @@ func (x *ListInterfacesRequest) String() string {
 func (*ListInterfacesRequest) ProtoMessage() {}
 
 func (x *ListInterfacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[48]
+	mi := &file_agent_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2802,7 +2871,7 @@ func (x *ListInterfacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInterfacesRequest.ProtoReflect.Descriptor instead.
 func (*ListInterfacesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{48}
+	return file_agent_proto_rawDescGZIP(), []int{49}
 }
 
 type ListInterfacesResponse struct {
@@ -2814,7 +2883,7 @@ type ListInterfacesResponse struct {
 
 func (x *ListInterfacesResponse) Reset() {
 	*x = ListInterfacesResponse{}
-	mi := &file_agent_proto_msgTypes[49]
+	mi := &file_agent_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2826,7 +2895,7 @@ func (x *ListInterfacesResponse) String() string {
 func (*ListInterfacesResponse) ProtoMessage() {}
 
 func (x *ListInterfacesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[49]
+	mi := &file_agent_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2839,7 +2908,7 @@ func (x *ListInterfacesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInterfacesResponse.ProtoReflect.Descriptor instead.
 func (*ListInterfacesResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{49}
+	return file_agent_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListInterfacesResponse) GetInterfaces() []*Interface {
@@ -2857,7 +2926,7 @@ type ListRoutesRequest struct {
 
 func (x *ListRoutesRequest) Reset() {
 	*x = ListRoutesRequest{}
-	mi := &file_agent_proto_msgTypes[50]
+	mi := &file_agent_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2869,7 +2938,7 @@ func (x *ListRoutesRequest) String() string {
 func (*ListRoutesRequest) ProtoMessage() {}
 
 func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[50]
+	mi := &file_agent_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2882,7 +2951,7 @@ func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoutesRequest.ProtoReflect.Descriptor instead.
 func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{50}
+	return file_agent_proto_rawDescGZIP(), []int{51}
 }
 
 type ListRoutesResponse struct {
@@ -2894,7 +2963,7 @@ type ListRoutesResponse struct {
 
 func (x *ListRoutesResponse) Reset() {
 	*x = ListRoutesResponse{}
-	mi := &file_agent_proto_msgTypes[51]
+	mi := &file_agent_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2906,7 +2975,7 @@ func (x *ListRoutesResponse) String() string {
 func (*ListRoutesResponse) ProtoMessage() {}
 
 func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[51]
+	mi := &file_agent_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2919,7 +2988,7 @@ func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoutesResponse.ProtoReflect.Descriptor instead.
 func (*ListRoutesResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{51}
+	return file_agent_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListRoutesResponse) GetRoutes() []*Route {
@@ -2948,7 +3017,7 @@ type CopyFileRequest struct {
 
 func (x *CopyFileRequest) Reset() {
 	*x = CopyFileRequest{}
-	mi := &file_agent_proto_msgTypes[52]
+	mi := &file_agent_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2960,7 +3029,7 @@ func (x *CopyFileRequest) String() string {
 func (*CopyFileRequest) ProtoMessage() {}
 
 func (x *CopyFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[52]
+	mi := &file_agent_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2973,7 +3042,7 @@ func (x *CopyFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyFileRequest.ProtoReflect.Descriptor instead.
 func (*CopyFileRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{52}
+	return file_agent_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CopyFileRequest) GetVolume() string {
@@ -3042,7 +3111,7 @@ type RemovePathRequest struct {
 
 func (x *RemovePathRequest) Reset() {
 	*x = RemovePathRequest{}
-	mi := &file_agent_proto_msgTypes[53]
+	mi := &file_agent_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3054,7 +3123,7 @@ func (x *RemovePathRequest) String() string {
 func (*RemovePathRequest) ProtoMessage() {}
 
 func (x *RemovePathRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[53]
+	mi := &file_agent_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3067,7 +3136,7 @@ func (x *RemovePathRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePathRequest.ProtoReflect.Descriptor instead.
 func (*RemovePathRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{53}
+	return file_agent_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RemovePathRequest) GetVolume() string {
@@ -3093,7 +3162,7 @@ type SetInitDataRequest struct {
 
 func (x *SetInitDataRequest) Reset() {
 	*x = SetInitDataRequest{}
-	mi := &file_agent_proto_msgTypes[54]
+	mi := &file_agent_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3105,7 +3174,7 @@ func (x *SetInitDataRequest) String() string {
 func (*SetInitDataRequest) ProtoMessage() {}
 
 func (x *SetInitDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[54]
+	mi := &file_agent_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3118,7 +3187,7 @@ func (x *SetInitDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetInitDataRequest.ProtoReflect.Descriptor instead.
 func (*SetInitDataRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{54}
+	return file_agent_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SetInitDataRequest) GetDocument() []byte {
@@ -3140,7 +3209,7 @@ type SetInitDataResponse struct {
 
 func (x *SetInitDataResponse) Reset() {
 	*x = SetInitDataResponse{}
-	mi := &file_agent_proto_msgTypes[55]
+	mi := &file_agent_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3152,7 +3221,7 @@ func (x *SetInitDataResponse) String() string {
 func (*SetInitDataResponse) ProtoMessage() {}
 
 func (x *SetInitDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[55]
+	mi := &file_agent_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3165,7 +3234,7 @@ func (x *SetInitDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetInitDataResponse.ProtoReflect.Descriptor instead.
 func (*SetInitDataResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{55}
+	return file_agent_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SetInitDataResponse) GetDigest() string {
@@ -3190,7 +3259,7 @@ type AttestRequest struct {
 
 func (x *AttestRequest) Reset() {
 	*x = AttestRequest{}
-	mi := &file_agent_proto_msgTypes[56]
+	mi := &file_agent_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3202,7 +3271,7 @@ func (x *AttestRequest) String() string {
 func (*AttestRequest) ProtoMessage() {}
 
 func (x *AttestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[56]
+	mi := &file_agent_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3215,7 +3284,7 @@ func (x *AttestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestRequest.ProtoReflect.Descriptor instead.
 func (*AttestRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{56}
+	return file_agent_proto_rawDescGZIP(), []int{57}
 }
 
 type AttestResponse struct {
@@ -3231,7 +3300,7 @@ type AttestResponse struct {
 
 func (x *AttestResponse) Reset() {
 	*x = AttestResponse{}
-	mi := &file_agent_proto_msgTypes[57]
+	mi := &file_agent_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3243,7 +3312,7 @@ func (x *AttestResponse) String() string {
 func (*AttestResponse) ProtoMessage() {}
 
 func (x *AttestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[57]
+	mi := &file_agent_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3256,7 +3325,7 @@ func (x *AttestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestResponse.ProtoReflect.Descriptor instead.
 func (*AttestResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{57}
+	return file_agent_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *AttestResponse) GetTee() string {
@@ -3290,7 +3359,7 @@ type PullImageRequest struct {
 
 func (x *PullImageRequest) Reset() {
 	*x = PullImageRequest{}
-	mi := &file_agent_proto_msgTypes[58]
+	mi := &file_agent_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3302,7 +3371,7 @@ func (x *PullImageRequest) String() string {
 func (*PullImageRequest) ProtoMessage() {}
 
 func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[58]
+	mi := &file_agent_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3315,7 +3384,7 @@ func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
 func (*PullImageRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{58}
+	return file_agent_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *PullImageRequest) GetImage() string {
@@ -3346,7 +3415,7 @@ type PullImageResponse struct {
 
 func (x *PullImageResponse) Reset() {
 	*x = PullImageResponse{}
-	mi := &file_agent_proto_msgTypes[59]
+	mi := &file_agent_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3358,7 +3427,7 @@ func (x *PullImageResponse) String() string {
 func (*PullImageResponse) ProtoMessage() {}
 
 func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[59]
+	mi := &file_agent_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3371,7 +3440,7 @@ func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageResponse.ProtoReflect.Descriptor instead.
 func (*PullImageResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{59}
+	return file_agent_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *PullImageResponse) GetManifestDigest() string {
@@ -3443,14 +3512,18 @@ const file_agent_proto_rawDesc = "" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12\x1f\n" +
 	"\vapi_version\x18\x02 \x01(\rR\n" +
 	"apiVersion\"\x11\n" +
-	"\x0fShutdownRequest\"\xe5\x01\n" +
+	"\x0fShutdownRequest\"\x96\x02\n" +
 	"\x16CreateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
 	"\x04spec\x18\x02 \x01(\fR\x04spec\x12.\n" +
 	"\x06rootfs\x18\x03 \x01(\v2\x16.veil.agent.v1.StorageR\x06rootfs\x122\n" +
 	"\bstorages\x18\x04 \x03(\v2\x16.veil.agent.v1.StorageR\bstorages\x12\x1a\n" +
 	"\bterminal\x18\x05 \x01(\bR\bterminal\x12\x14\n" +
-	"\x05stdin\x18\x06 \x01(\bR\x05stdin\"+\n" +
+	"\x05stdin\x18\x06 \x01(\bR\x05stdin\x12/\n" +
+	"\adevices\x18\a \x03(\v2\x15.veil.agent.v1.DeviceR\adevices\"G\n" +
+	"\x06Device\x12%\n" +
+	"\x0econtainer_path\x18\x01 \x01(\tR\rcontainerPath\x12\x16\n" +
+	"\x06serial\x18\x02 \x01(\tR\x06serial\"+\n" +
 	"\x17CreateContainerResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\":\n" +
 	"\x15StartContainerRequest\x12!\n" +
@@ -3672,7 +3745,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_agent_proto_goTypes = []any{
 	(Status)(0),                     // 0: veil.agent.v1.Status
 	(CheckResponse_Status)(0),       // 1: veil.agent.v1.CheckResponse.Status
@@ -3690,154 +3763,156 @@ var file_agent_proto_goTypes = []any{
 	(*VersionResponse)(nil),         // 13: veil.agent.v1.VersionResponse
 	(*ShutdownRequest)(nil),         // 14: veil.agent.v1.ShutdownRequest
 	(*CreateContainerRequest)(nil),  // 15: veil.agent.v1.CreateContainerRequest
-	(*CreateContainerResponse)(nil), // 16: veil.agent.v1.CreateContainerResponse
-	(*StartContainerRequest)(nil),   // 17: veil.agent.v1.StartContainerRequest
-	(*RemoveContainerRequest)(nil),  // 18: veil.agent.v1.RemoveContainerRequest
-	(*StateContainerRequest)(nil),   // 19: veil.agent.v1.StateContainerRequest
-	(*StateContainerResponse)(nil),  // 20: veil.agent.v1.StateContainerResponse
-	(*ListPidsRequest)(nil),         // 21: veil.agent.v1.ListPidsRequest
-	(*ProcessInfo)(nil),             // 22: veil.agent.v1.ProcessInfo
-	(*ListPidsResponse)(nil),        // 23: veil.agent.v1.ListPidsResponse
-	(*StatsContainerRequest)(nil),   // 24: veil.agent.v1.StatsContainerRequest
-	(*StatsContainerResponse)(nil),  // 25: veil.agent.v1.StatsContainerResponse
-	(*UpdateContainerRequest)(nil),  // 26: veil.agent.v1.UpdateContainerRequest
-	(*PauseContainerRequest)(nil),   // 27: veil.agent.v1.PauseContainerRequest
-	(*ResumeContainerRequest)(nil),  // 28: veil.agent.v1.ResumeContainerRequest
-	(*GetOOMEventRequest)(nil),      // 29: veil.agent.v1.GetOOMEventRequest
-	(*GetOOMEventResponse)(nil),     // 30: veil.agent.v1.GetOOMEventResponse
-	(*ExecProcessRequest)(nil),      // 31: veil.agent.v1.ExecProcessRequest
-	(*ExecProcessResponse)(nil),     // 32: veil.agent.v1.ExecProcessResponse
-	(*WaitProcessRequest)(nil),      // 33: veil.agent.v1.WaitProcessRequest
-	(*WaitProcessResponse)(nil),     // 34: veil.agent.v1.WaitProcessResponse
-	(*SignalProcessRequest)(nil),    // 35: veil.agent.v1.SignalProcessRequest
-	(*ResizeTTYRequest)(nil),        // 36: veil.agent.v1.ResizeTTYRequest
-	(*WriteStdinRequest)(nil),       // 37: veil.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),      // 38: veil.agent.v1.WriteStdinResponse
-	(*CloseStdinRequest)(nil),       // 39: veil.agent.v1.CloseStdinRequest
-	(*ReadStreamRequest)(nil),       // 40: veil.agent.v1.ReadStreamRequest
-	(*ReadStreamResponse)(nil),      // 41: veil.agent.v1.ReadStreamResponse
-	(*DeleteProcessRequest)(nil),    // 42: veil.agent.v1.DeleteProcessRequest
-	(*IPAddress)(nil),               // 43: veil.agent.v1.IPAddress
-	(*Interface)(nil),               // 44: veil.agent.v1.Interface
-	(*UpdateInterfaceRequest)(nil),  // 45: veil.agent.v1.UpdateInterfaceRequest
-	(*Route)(nil),                   // 46: veil.agent.v1.Route
-	(*UpdateRoutesRequest)(nil),     // 47: veil.agent.v1.UpdateRoutesRequest
-	(*UpdateRoutesResponse)(nil),    // 48: veil.agent.v1.UpdateRoutesResponse
-	(*Neighbor)(nil),                // 49: veil.agent.v1.Neighbor
-	(*AddNeighborsRequest)(nil),     // 50: veil.agent.v1.AddNeighborsRequest
-	(*ListInterfacesRequest)(nil),   // 51: veil.agent.v1.ListInterfacesRequest
-	(*ListInterfacesResponse)(nil),  // 52: veil.agent.v1.ListInterfacesResponse
-	(*ListRoutesRequest)(nil),       // 53: veil.agent.v1.ListRoutesRequest
-	(*ListRoutesResponse)(nil),      // 54: veil.agent.v1.ListRoutesResponse
-	(*CopyFileRequest)(nil),         // 55: veil.agent.v1.CopyFileRequest
-	(*RemovePathRequest)(nil),       // 56: veil.agent.v1.RemovePathRequest
-	(*SetInitDataRequest)(nil),      // 57: veil.agent.v1.SetInitDataRequest
-	(*SetInitDataResponse)(nil),     // 58: veil.agent.v1.SetInitDataResponse
-	(*AttestRequest)(nil),           // 59: veil.agent.v1.AttestRequest
-	(*AttestResponse)(nil),          // 60: veil.agent.v1.AttestResponse
-	(*PullImageRequest)(nil),        // 61: veil.agent.v1.PullImageRequest
-	(*PullImageResponse)(nil),       // 62: veil.agent.v1.PullImageResponse
-	(*timestamppb.Timestamp)(nil),   // 63: google.protobuf.Timestamp
-	(*anypb.Any)(nil),               // 64: google.protobuf.Any
-	(*emptypb.Empty)(nil),           // 65: google.protobuf.Empty
+	(*Device)(nil),                  // 16: veil.agent.v1.Device
+	(*CreateContainerResponse)(nil), // 17: veil.agent.v1.CreateContainerResponse
+	(*StartContainerRequest)(nil),   // 18: veil.agent.v1.StartContainerRequest
+	(*RemoveContainerRequest)(nil),  // 19: veil.agent.v1.RemoveContainerRequest
+	(*StateContainerRequest)(nil),   // 20: veil.agent.v1.StateContainerRequest
+	(*StateContainerResponse)(nil),  // 21: veil.agent.v1.StateContainerResponse
+	(*ListPidsRequest)(nil),         // 22: veil.agent.v1.ListPidsRequest
+	(*ProcessInfo)(nil),             // 23: veil.agent.v1.ProcessInfo
+	(*ListPidsResponse)(nil),        // 24: veil.agent.v1.ListPidsResponse
+	(*StatsContainerRequest)(nil),   // 25: veil.agent.v1.StatsContainerRequest
+	(*StatsContainerResponse)(nil),  // 26: veil.agent.v1.StatsContainerResponse
+	(*UpdateContainerRequest)(nil),  // 27: veil.agent.v1.UpdateContainerRequest
+	(*PauseContainerRequest)(nil),   // 28: veil.agent.v1.PauseContainerRequest
+	(*ResumeContainerRequest)(nil),  // 29: veil.agent.v1.ResumeContainerRequest
+	(*GetOOMEventRequest)(nil),      // 30: veil.agent.v1.GetOOMEventRequest
+	(*GetOOMEventResponse)(nil),     // 31: veil.agent.v1.GetOOMEventResponse
+	(*ExecProcessRequest)(nil),      // 32: veil.agent.v1.ExecProcessRequest
+	(*ExecProcessResponse)(nil),     // 33: veil.agent.v1.ExecProcessResponse
+	(*WaitProcessRequest)(nil),      // 34: veil.agent.v1.WaitProcessRequest
+	(*WaitProcessResponse)(nil),     // 35: veil.agent.v1.WaitProcessResponse
+	(*SignalProcessRequest)(nil),    // 36: veil.agent.v1.SignalProcessRequest
+	(*ResizeTTYRequest)(nil),        // 37: veil.agent.v1.ResizeTTYRequest
+	(*WriteStdinRequest)(nil),       // 38: veil.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),      // 39: veil.agent.v1.WriteStdinResponse
+	(*CloseStdinRequest)(nil),       // 40: veil.agent.v1.CloseStdinRequest
+	(*ReadStreamRequest)(nil),       // 41: veil.agent.v1.ReadStreamRequest
+	(*ReadStreamResponse)(nil),      // 42: veil.agent.v1.ReadStreamResponse
+	(*DeleteProcessRequest)(nil),    // 43: veil.agent.v1.DeleteProcessRequest
+	(*IPAddress)(nil),               // 44: veil.agent.v1.IPAddress
+	(*Interface)(nil),               // 45: veil.agent.v1.Interface
+	(*UpdateInterfaceRequest)(nil),  // 46: veil.agent.v1.UpdateInterfaceRequest
+	(*Route)(nil),                   // 47: veil.agent.v1.Route
+	(*UpdateRoutesRequest)(nil),     // 48: veil.agent.v1.UpdateRoutesRequest
+	(*UpdateRoutesResponse)(nil),    // 49: veil.agent.v1.UpdateRoutesResponse
+	(*Neighbor)(nil),                // 50: veil.agent.v1.Neighbor
+	(*AddNeighborsRequest)(nil),     // 51: veil.agent.v1.AddNeighborsRequest
+	(*ListInterfacesRequest)(nil),   // 52: veil.agent.v1.ListInterfacesRequest
+	(*ListInterfacesResponse)(nil),  // 53: veil.agent.v1.ListInterfacesResponse
+	(*ListRoutesRequest)(nil),       // 54: veil.agent.v1.ListRoutesRequest
+	(*ListRoutesResponse)(nil),      // 55: veil.agent.v1.ListRoutesResponse
+	(*CopyFileRequest)(nil),         // 56: veil.agent.v1.CopyFileRequest
+	(*RemovePathRequest)(nil),       // 57: veil.agent.v1.RemovePathRequest
+	(*SetInitDataRequest)(nil),      // 58: veil.agent.v1.SetInitDataRequest
+	(*SetInitDataResponse)(nil),     // 59: veil.agent.v1.SetInitDataResponse
+	(*AttestRequest)(nil),           // 60: veil.agent.v1.AttestRequest
+	(*AttestResponse)(nil),          // 61: veil.agent.v1.AttestResponse
+	(*PullImageRequest)(nil),        // 62: veil.agent.v1.PullImageRequest
+	(*PullImageResponse)(nil),       // 63: veil.agent.v1.PullImageResponse
+	(*timestamppb.Timestamp)(nil),   // 64: google.protobuf.Timestamp
+	(*anypb.Any)(nil),               // 65: google.protobuf.Any
+	(*emptypb.Empty)(nil),           // 66: google.protobuf.Empty
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: veil.agent.v1.CreateSandboxRequest.storages:type_name -> veil.agent.v1.Storage
 	1,  // 1: veil.agent.v1.CheckResponse.status:type_name -> veil.agent.v1.CheckResponse.Status
 	3,  // 2: veil.agent.v1.CreateContainerRequest.rootfs:type_name -> veil.agent.v1.Storage
 	3,  // 3: veil.agent.v1.CreateContainerRequest.storages:type_name -> veil.agent.v1.Storage
-	0,  // 4: veil.agent.v1.StateContainerResponse.status:type_name -> veil.agent.v1.Status
-	63, // 5: veil.agent.v1.StateContainerResponse.exited_at:type_name -> google.protobuf.Timestamp
-	22, // 6: veil.agent.v1.ListPidsResponse.processes:type_name -> veil.agent.v1.ProcessInfo
-	64, // 7: veil.agent.v1.StatsContainerResponse.metrics:type_name -> google.protobuf.Any
-	63, // 8: veil.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
-	43, // 9: veil.agent.v1.Interface.addresses:type_name -> veil.agent.v1.IPAddress
-	44, // 10: veil.agent.v1.UpdateInterfaceRequest.interface:type_name -> veil.agent.v1.Interface
-	46, // 11: veil.agent.v1.UpdateRoutesRequest.routes:type_name -> veil.agent.v1.Route
-	46, // 12: veil.agent.v1.UpdateRoutesResponse.routes:type_name -> veil.agent.v1.Route
-	49, // 13: veil.agent.v1.AddNeighborsRequest.neighbors:type_name -> veil.agent.v1.Neighbor
-	44, // 14: veil.agent.v1.ListInterfacesResponse.interfaces:type_name -> veil.agent.v1.Interface
-	46, // 15: veil.agent.v1.ListRoutesResponse.routes:type_name -> veil.agent.v1.Route
-	2,  // 16: veil.agent.v1.CopyFileRequest.kind:type_name -> veil.agent.v1.CopyFileRequest.Kind
-	4,  // 17: veil.agent.v1.Sandbox.CreateSandbox:input_type -> veil.agent.v1.CreateSandboxRequest
-	5,  // 18: veil.agent.v1.Sandbox.DestroySandbox:input_type -> veil.agent.v1.DestroySandboxRequest
-	6,  // 19: veil.agent.v1.Sandbox.SetHostname:input_type -> veil.agent.v1.SetHostnameRequest
-	7,  // 20: veil.agent.v1.Sandbox.SetDNS:input_type -> veil.agent.v1.SetDNSRequest
-	8,  // 21: veil.agent.v1.Sandbox.GuestDetails:input_type -> veil.agent.v1.GuestDetailsRequest
-	10, // 22: veil.agent.v1.Sandbox.Check:input_type -> veil.agent.v1.CheckRequest
-	12, // 23: veil.agent.v1.Sandbox.Version:input_type -> veil.agent.v1.VersionRequest
-	14, // 24: veil.agent.v1.Sandbox.Shutdown:input_type -> veil.agent.v1.ShutdownRequest
-	15, // 25: veil.agent.v1.Container.CreateContainer:input_type -> veil.agent.v1.CreateContainerRequest
-	17, // 26: veil.agent.v1.Container.StartContainer:input_type -> veil.agent.v1.StartContainerRequest
-	18, // 27: veil.agent.v1.Container.RemoveContainer:input_type -> veil.agent.v1.RemoveContainerRequest
-	19, // 28: veil.agent.v1.Container.StateContainer:input_type -> veil.agent.v1.StateContainerRequest
-	21, // 29: veil.agent.v1.Container.ListPids:input_type -> veil.agent.v1.ListPidsRequest
-	24, // 30: veil.agent.v1.Container.StatsContainer:input_type -> veil.agent.v1.StatsContainerRequest
-	26, // 31: veil.agent.v1.Container.UpdateContainer:input_type -> veil.agent.v1.UpdateContainerRequest
-	27, // 32: veil.agent.v1.Container.PauseContainer:input_type -> veil.agent.v1.PauseContainerRequest
-	28, // 33: veil.agent.v1.Container.ResumeContainer:input_type -> veil.agent.v1.ResumeContainerRequest
-	29, // 34: veil.agent.v1.Container.GetOOMEvent:input_type -> veil.agent.v1.GetOOMEventRequest
-	31, // 35: veil.agent.v1.Process.ExecProcess:input_type -> veil.agent.v1.ExecProcessRequest
-	33, // 36: veil.agent.v1.Process.WaitProcess:input_type -> veil.agent.v1.WaitProcessRequest
-	35, // 37: veil.agent.v1.Process.SignalProcess:input_type -> veil.agent.v1.SignalProcessRequest
-	36, // 38: veil.agent.v1.Process.ResizeTTY:input_type -> veil.agent.v1.ResizeTTYRequest
-	37, // 39: veil.agent.v1.Process.WriteStdin:input_type -> veil.agent.v1.WriteStdinRequest
-	39, // 40: veil.agent.v1.Process.CloseStdin:input_type -> veil.agent.v1.CloseStdinRequest
-	40, // 41: veil.agent.v1.Process.ReadStdout:input_type -> veil.agent.v1.ReadStreamRequest
-	40, // 42: veil.agent.v1.Process.ReadStderr:input_type -> veil.agent.v1.ReadStreamRequest
-	42, // 43: veil.agent.v1.Process.DeleteProcess:input_type -> veil.agent.v1.DeleteProcessRequest
-	45, // 44: veil.agent.v1.Network.UpdateInterface:input_type -> veil.agent.v1.UpdateInterfaceRequest
-	47, // 45: veil.agent.v1.Network.UpdateRoutes:input_type -> veil.agent.v1.UpdateRoutesRequest
-	50, // 46: veil.agent.v1.Network.AddNeighbors:input_type -> veil.agent.v1.AddNeighborsRequest
-	51, // 47: veil.agent.v1.Network.ListInterfaces:input_type -> veil.agent.v1.ListInterfacesRequest
-	53, // 48: veil.agent.v1.Network.ListRoutes:input_type -> veil.agent.v1.ListRoutesRequest
-	55, // 49: veil.agent.v1.Volume.CopyFile:input_type -> veil.agent.v1.CopyFileRequest
-	56, // 50: veil.agent.v1.Volume.RemovePath:input_type -> veil.agent.v1.RemovePathRequest
-	57, // 51: veil.agent.v1.Attestation.SetInitData:input_type -> veil.agent.v1.SetInitDataRequest
-	59, // 52: veil.agent.v1.Attestation.Attest:input_type -> veil.agent.v1.AttestRequest
-	61, // 53: veil.agent.v1.Image.PullImage:input_type -> veil.agent.v1.PullImageRequest
-	65, // 54: veil.agent.v1.Sandbox.CreateSandbox:output_type -> google.protobuf.Empty
-	65, // 55: veil.agent.v1.Sandbox.DestroySandbox:output_type -> google.protobuf.Empty
-	65, // 56: veil.agent.v1.Sandbox.SetHostname:output_type -> google.protobuf.Empty
-	65, // 57: veil.agent.v1.Sandbox.SetDNS:output_type -> google.protobuf.Empty
-	9,  // 58: veil.agent.v1.Sandbox.GuestDetails:output_type -> veil.agent.v1.GuestDetailsResponse
-	11, // 59: veil.agent.v1.Sandbox.Check:output_type -> veil.agent.v1.CheckResponse
-	13, // 60: veil.agent.v1.Sandbox.Version:output_type -> veil.agent.v1.VersionResponse
-	65, // 61: veil.agent.v1.Sandbox.Shutdown:output_type -> google.protobuf.Empty
-	16, // 62: veil.agent.v1.Container.CreateContainer:output_type -> veil.agent.v1.CreateContainerResponse
-	65, // 63: veil.agent.v1.Container.StartContainer:output_type -> google.protobuf.Empty
-	65, // 64: veil.agent.v1.Container.RemoveContainer:output_type -> google.protobuf.Empty
-	20, // 65: veil.agent.v1.Container.StateContainer:output_type -> veil.agent.v1.StateContainerResponse
-	23, // 66: veil.agent.v1.Container.ListPids:output_type -> veil.agent.v1.ListPidsResponse
-	25, // 67: veil.agent.v1.Container.StatsContainer:output_type -> veil.agent.v1.StatsContainerResponse
-	65, // 68: veil.agent.v1.Container.UpdateContainer:output_type -> google.protobuf.Empty
-	65, // 69: veil.agent.v1.Container.PauseContainer:output_type -> google.protobuf.Empty
-	65, // 70: veil.agent.v1.Container.ResumeContainer:output_type -> google.protobuf.Empty
-	30, // 71: veil.agent.v1.Container.GetOOMEvent:output_type -> veil.agent.v1.GetOOMEventResponse
-	32, // 72: veil.agent.v1.Process.ExecProcess:output_type -> veil.agent.v1.ExecProcessResponse
-	34, // 73: veil.agent.v1.Process.WaitProcess:output_type -> veil.agent.v1.WaitProcessResponse
-	65, // 74: veil.agent.v1.Process.SignalProcess:output_type -> google.protobuf.Empty
-	65, // 75: veil.agent.v1.Process.ResizeTTY:output_type -> google.protobuf.Empty
-	38, // 76: veil.agent.v1.Process.WriteStdin:output_type -> veil.agent.v1.WriteStdinResponse
-	65, // 77: veil.agent.v1.Process.CloseStdin:output_type -> google.protobuf.Empty
-	41, // 78: veil.agent.v1.Process.ReadStdout:output_type -> veil.agent.v1.ReadStreamResponse
-	41, // 79: veil.agent.v1.Process.ReadStderr:output_type -> veil.agent.v1.ReadStreamResponse
-	65, // 80: veil.agent.v1.Process.DeleteProcess:output_type -> google.protobuf.Empty
-	44, // 81: veil.agent.v1.Network.UpdateInterface:output_type -> veil.agent.v1.Interface
-	48, // 82: veil.agent.v1.Network.UpdateRoutes:output_type -> veil.agent.v1.UpdateRoutesResponse
-	65, // 83: veil.agent.v1.Network.AddNeighbors:output_type -> google.protobuf.Empty
-	52, // 84: veil.agent.v1.Network.ListInterfaces:output_type -> veil.agent.v1.ListInterfacesResponse
-	54, // 85: veil.agent.v1.Network.ListRoutes:output_type -> veil.agent.v1.ListRoutesResponse
-	65, // 86: veil.agent.v1.Volume.CopyFile:output_type -> google.protobuf.Empty
-	65, // 87: veil.agent.v1.Volume.RemovePath:output_type -> google.protobuf.Empty
-	58, // 88: veil.agent.v1.Attestation.SetInitData:output_type -> veil.agent.v1.SetInitDataResponse
-	60, // 89: veil.agent.v1.Attestation.Attest:output_type -> veil.agent.v1.AttestResponse
-	62, // 90: veil.agent.v1.Image.PullImage:output_type -> veil.agent.v1.PullImageResponse
-	54, // [54:91] is the sub-list for method output_type
-	17, // [17:54] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	16, // 4: veil.agent.v1.CreateContainerRequest.devices:type_name -> veil.agent.v1.Device
+	0,  // 5: veil.agent.v1.StateContainerResponse.status:type_name -> veil.agent.v1.Status
+	64, // 6: veil.agent.v1.StateContainerResponse.exited_at:type_name -> google.protobuf.Timestamp
+	23, // 7: veil.agent.v1.ListPidsResponse.processes:type_name -> veil.agent.v1.ProcessInfo
+	65, // 8: veil.agent.v1.StatsContainerResponse.metrics:type_name -> google.protobuf.Any
+	64, // 9: veil.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
+	44, // 10: veil.agent.v1.Interface.addresses:type_name -> veil.agent.v1.IPAddress
+	45, // 11: veil.agent.v1.UpdateInterfaceRequest.interface:type_name -> veil.agent.v1.Interface
+	47, // 12: veil.agent.v1.UpdateRoutesRequest.routes:type_name -> veil.agent.v1.Route
+	47, // 13: veil.agent.v1.UpdateRoutesResponse.routes:type_name -> veil.agent.v1.Route
+	50, // 14: veil.agent.v1.AddNeighborsRequest.neighbors:type_name -> veil.agent.v1.Neighbor
+	45, // 15: veil.agent.v1.ListInterfacesResponse.interfaces:type_name -> veil.agent.v1.Interface
+	47, // 16: veil.agent.v1.ListRoutesResponse.routes:type_name -> veil.agent.v1.Route
+	2,  // 17: veil.agent.v1.CopyFileRequest.kind:type_name -> veil.agent.v1.CopyFileRequest.Kind
+	4,  // 18: veil.agent.v1.Sandbox.CreateSandbox:input_type -> veil.agent.v1.CreateSandboxRequest
+	5,  // 19: veil.agent.v1.Sandbox.DestroySandbox:input_type -> veil.agent.v1.DestroySandboxRequest
+	6,  // 20: veil.agent.v1.Sandbox.SetHostname:input_type -> veil.agent.v1.SetHostnameRequest
+	7,  // 21: veil.agent.v1.Sandbox.SetDNS:input_type -> veil.agent.v1.SetDNSRequest
+	8,  // 22: veil.agent.v1.Sandbox.GuestDetails:input_type -> veil.agent.v1.GuestDetailsRequest
+	10, // 23: veil.agent.v1.Sandbox.Check:input_type -> veil.agent.v1.CheckRequest
+	12, // 24: veil.agent.v1.Sandbox.Version:input_type -> veil.agent.v1.VersionRequest
+	14, // 25: veil.agent.v1.Sandbox.Shutdown:input_type -> veil.agent.v1.ShutdownRequest
+	15, // 26: veil.agent.v1.Container.CreateContainer:input_type -> veil.agent.v1.CreateContainerRequest
+	18, // 27: veil.agent.v1.Container.StartContainer:input_type -> veil.agent.v1.StartContainerRequest
+	19, // 28: veil.agent.v1.Container.RemoveContainer:input_type -> veil.agent.v1.RemoveContainerRequest
+	20, // 29: veil.agent.v1.Container.StateContainer:input_type -> veil.agent.v1.StateContainerRequest
+	22, // 30: veil.agent.v1.Container.ListPids:input_type -> veil.agent.v1.ListPidsRequest
+	25, // 31: veil.agent.v1.Container.StatsContainer:input_type -> veil.agent.v1.StatsContainerRequest
+	27, // 32: veil.agent.v1.Container.UpdateContainer:input_type -> veil.agent.v1.UpdateContainerRequest
+	28, // 33: veil.agent.v1.Container.PauseContainer:input_type -> veil.agent.v1.PauseContainerRequest
+	29, // 34: veil.agent.v1.Container.ResumeContainer:input_type -> veil.agent.v1.ResumeContainerRequest
+	30, // 35: veil.agent.v1.Container.GetOOMEvent:input_type -> veil.agent.v1.GetOOMEventRequest
+	32, // 36: veil.agent.v1.Process.ExecProcess:input_type -> veil.agent.v1.ExecProcessRequest
+	34, // 37: veil.agent.v1.Process.WaitProcess:input_type -> veil.agent.v1.WaitProcessRequest
+	36, // 38: veil.agent.v1.Process.SignalProcess:input_type -> veil.agent.v1.SignalProcessRequest
+	37, // 39: veil.agent.v1.Process.ResizeTTY:input_type -> veil.agent.v1.ResizeTTYRequest
+	38, // 40: veil.agent.v1.Process.WriteStdin:input_type -> veil.agent.v1.WriteStdinRequest
+	40, // 41: veil.agent.v1.Process.CloseStdin:input_type -> veil.agent.v1.CloseStdinRequest
+	41, // 42: veil.agent.v1.Process.ReadStdout:input_type -> veil.agent.v1.ReadStreamRequest
+	41, // 43: veil.agent.v1.Process.ReadStderr:input_type -> veil.agent.v1.ReadStreamRequest
+	43, // 44: veil.agent.v1.Process.DeleteProcess:input_type -> veil.agent.v1.DeleteProcessRequest
+	46, // 45: veil.agent.v1.Network.UpdateInterface:input_type -> veil.agent.v1.UpdateInterfaceRequest
+	48, // 46: veil.agent.v1.Network.UpdateRoutes:input_type -> veil.agent.v1.UpdateRoutesRequest
+	51, // 47: veil.agent.v1.Network.AddNeighbors:input_type -> veil.agent.v1.AddNeighborsRequest
+	52, // 48: veil.agent.v1.Network.ListInterfaces:input_type -> veil.agent.v1.ListInterfacesRequest
+	54, // 49: veil.agent.v1.Network.ListRoutes:input_type -> veil.agent.v1.ListRoutesRequest
+	56, // 50: veil.agent.v1.Volume.CopyFile:input_type -> veil.agent.v1.CopyFileRequest
+	57, // 51: veil.agent.v1.Volume.RemovePath:input_type -> veil.agent.v1.RemovePathRequest
+	58, // 52: veil.agent.v1.Attestation.SetInitData:input_type -> veil.agent.v1.SetInitDataRequest
+	60, // 53: veil.agent.v1.Attestation.Attest:input_type -> veil.agent.v1.AttestRequest
+	62, // 54: veil.agent.v1.Image.PullImage:input_type -> veil.agent.v1.PullImageRequest
+	66, // 55: veil.agent.v1.Sandbox.CreateSandbox:output_type -> google.protobuf.Empty
+	66, // 56: veil.agent.v1.Sandbox.DestroySandbox:output_type -> google.protobuf.Empty
+	66, // 57: veil.agent.v1.Sandbox.SetHostname:output_type -> google.protobuf.Empty
+	66, // 58: veil.agent.v1.Sandbox.SetDNS:output_type -> google.protobuf.Empty
+	9,  // 59: veil.agent.v1.Sandbox.GuestDetails:output_type -> veil.agent.v1.GuestDetailsResponse
+	11, // 60: veil.agent.v1.Sandbox.Check:output_type -> veil.agent.v1.CheckResponse
+	13, // 61: veil.agent.v1.Sandbox.Version:output_type -> veil.agent.v1.VersionResponse
+	66, // 62: veil.agent.v1.Sandbox.Shutdown:output_type -> google.protobuf.Empty
+	17, // 63: veil.agent.v1.Container.CreateContainer:output_type -> veil.agent.v1.CreateContainerResponse
+	66, // 64: veil.agent.v1.Container.StartContainer:output_type -> google.protobuf.Empty
+	66, // 65: veil.agent.v1.Container.RemoveContainer:output_type -> google.protobuf.Empty
+	21, // 66: veil.agent.v1.Container.StateContainer:output_type -> veil.agent.v1.StateContainerResponse
+	24, // 67: veil.agent.v1.Container.ListPids:output_type -> veil.agent.v1.ListPidsResponse
+	26, // 68: veil.agent.v1.Container.StatsContainer:output_type -> veil.agent.v1.StatsContainerResponse
+	66, // 69: veil.agent.v1.Container.UpdateContainer:output_type -> google.protobuf.Empty
+	66, // 70: veil.agent.v1.Container.PauseContainer:output_type -> google.protobuf.Empty
+	66, // 71: veil.agent.v1.Container.ResumeContainer:output_type -> google.protobuf.Empty
+	31, // 72: veil.agent.v1.Container.GetOOMEvent:output_type -> veil.agent.v1.GetOOMEventResponse
+	33, // 73: veil.agent.v1.Process.ExecProcess:output_type -> veil.agent.v1.ExecProcessResponse
+	35, // 74: veil.agent.v1.Process.WaitProcess:output_type -> veil.agent.v1.WaitProcessResponse
+	66, // 75: veil.agent.v1.Process.SignalProcess:output_type -> google.protobuf.Empty
+	66, // 76: veil.agent.v1.Process.ResizeTTY:output_type -> google.protobuf.Empty
+	39, // 77: veil.agent.v1.Process.WriteStdin:output_type -> veil.agent.v1.WriteStdinResponse
+	66, // 78: veil.agent.v1.Process.CloseStdin:output_type -> google.protobuf.Empty
+	42, // 79: veil.agent.v1.Process.ReadStdout:output_type -> veil.agent.v1.ReadStreamResponse
+	42, // 80: veil.agent.v1.Process.ReadStderr:output_type -> veil.agent.v1.ReadStreamResponse
+	66, // 81: veil.agent.v1.Process.DeleteProcess:output_type -> google.protobuf.Empty
+	45, // 82: veil.agent.v1.Network.UpdateInterface:output_type -> veil.agent.v1.Interface
+	49, // 83: veil.agent.v1.Network.UpdateRoutes:output_type -> veil.agent.v1.UpdateRoutesResponse
+	66, // 84: veil.agent.v1.Network.AddNeighbors:output_type -> google.protobuf.Empty
+	53, // 85: veil.agent.v1.Network.ListInterfaces:output_type -> veil.agent.v1.ListInterfacesResponse
+	55, // 86: veil.agent.v1.Network.ListRoutes:output_type -> veil.agent.v1.ListRoutesResponse
+	66, // 87: veil.agent.v1.Volume.CopyFile:output_type -> google.protobuf.Empty
+	66, // 88: veil.agent.v1.Volume.RemovePath:output_type -> google.protobuf.Empty
+	59, // 89: veil.agent.v1.Attestation.SetInitData:output_type -> veil.agent.v1.SetInitDataResponse
+	61, // 90: veil.agent.v1.Attestation.Attest:output_type -> veil.agent.v1.AttestResponse
+	63, // 91: veil.agent.v1.Image.PullImage:output_type -> veil.agent.v1.PullImageResponse
+	55, // [55:92] is the sub-list for method output_type
+	18, // [18:55] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -3851,7 +3926,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   60,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   7,
 		},

@@ -36,6 +36,8 @@ type CreateRequest struct {
 	Storages []storage.Spec
 	Terminal bool
 	Stdin    bool
+	// Devices are hot-plugged disks standing for spec devices.
+	Devices []DeviceRequest
 }
 
 // Create writes the bundle and runs runc create; it returns the init pid.
@@ -73,6 +75,13 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (pid int, err e
 	spec, err := RewriteSpec(req.Spec, Rewrite{ID: req.ID, Rootfs: rootfs, Terminal: req.Terminal, PIDNamespace: pidns})
 	if err != nil {
 		return 0, err
+	}
+	disks, err := m.findDevices(ctx, req.Devices)
+	if err != nil {
+		return 0, fmt.Errorf("container %q: %w", req.ID, err)
+	}
+	if err := RewriteDevices(spec, disks); err != nil {
+		return 0, fmt.Errorf("container %q: %w", req.ID, err)
 	}
 	plans := make([]storage.Plan, 0, len(req.Storages))
 	for _, s := range req.Storages {

@@ -96,6 +96,9 @@ type Config struct {
 	// pod's) when none was set with SetPIDNamespace. Nil: such containers
 	// get their own PID namespace.
 	PodPIDNamespace func() (string, error)
+	// FindBlockDevice finds a hot-plugged disk by its serial, waiting until
+	// ctx ends for it to appear (nil: FindBlockDevice under SysBlock).
+	FindBlockDevice func(ctx context.Context, serial string) (BlockDevice, error)
 	// BufferBytes bounds each output stream's buffer.
 	BufferBytes int
 	Log         *slog.Logger
@@ -117,6 +120,11 @@ type Manager struct {
 
 // New returns a Manager.
 func New(cfg Config) *Manager {
+	if cfg.FindBlockDevice == nil {
+		cfg.FindBlockDevice = func(ctx context.Context, serial string) (BlockDevice, error) {
+			return FindBlockDevice(ctx, SysBlock, serial)
+		}
+	}
 	if cfg.BufferBytes <= 0 {
 		cfg.BufferBytes = DefaultBufferBytes
 	}

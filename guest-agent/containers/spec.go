@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -40,8 +41,10 @@ type Rewrite struct {
 // containers use the VM's network); a namespace the host gave by path (a
 // host path, meaning "the pod's") is shared with the VM for ipc and uts
 // and created new for the others, except pid, which joins the pod's PID
-// namespace when there is one (r.PIDNamespace); hooks (host binaries) are
-// dropped.
+// namespace when there is one (r.PIDNamespace); a container always gets
+// its own cgroup namespace, as the CRI gives one on a cgroup v2 host (the
+// guest is one, whatever the host's containerd saw), so it finds its own
+// limits at /sys/fs/cgroup; hooks (host binaries) are dropped.
 // A spec that does not parse or has no process is errdefs.ErrInvalidArgument.
 func RewriteSpec(raw []byte, r Rewrite) (*specs.Spec, error) {
 	var s specs.Spec
@@ -87,6 +90,9 @@ func rewriteNamespaces(in []specs.LinuxNamespace, pidns string) []specs.LinuxNam
 	}
 	if !sawPID && pidns != "" {
 		out = append(out, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: pidns})
+	}
+	if !slices.ContainsFunc(out, func(ns specs.LinuxNamespace) bool { return ns.Type == specs.CgroupNamespace }) {
+		out = append(out, specs.LinuxNamespace{Type: specs.CgroupNamespace})
 	}
 	return out
 }

@@ -67,7 +67,7 @@ func TestRewriteSpecAddsSandboxPIDNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []specs.LinuxNamespace{{Type: "pid", Path: "/proc/9/ns/pid"}}
+	want := []specs.LinuxNamespace{{Type: "pid", Path: "/proc/9/ns/pid"}, {Type: "cgroup"}}
 	if !reflect.DeepEqual(s.Linux.Namespaces, want) {
 		t.Fatalf("namespaces = %+v, want %+v", s.Linux.Namespaces, want)
 	}

@@ -20,6 +20,10 @@ func (a *containerAPI) CreateContainer(ctx context.Context, req *api.CreateConta
 	for _, st := range req.GetStorages() {
 		storages = append(storages, StorageSpec(st))
 	}
+	var devices []containers.DeviceRequest
+	for _, d := range req.GetDevices() {
+		devices = append(devices, containers.DeviceRequest{ContainerPath: d.GetContainerPath(), Serial: d.GetSerial()})
+	}
 	pid, err := a.s.cfg.Containers.Create(withoutCancel(ctx), containers.CreateRequest{
 		ID:       req.GetContainerId(),
 		Spec:     req.GetSpec(),
@@ -27,6 +31,7 @@ func (a *containerAPI) CreateContainer(ctx context.Context, req *api.CreateConta
 		Storages: storages,
 		Terminal: req.GetTerminal(),
 		Stdin:    req.GetStdin(),
+		Devices:  devices,
 	})
 	if err != nil {
 		return nil, rpcErr(err)

@@ -264,7 +264,7 @@ func TestContainerAndProcessServicesOverTTRPC(t *testing.T) {
 	}
 	var written specs.Spec
 	_ = json.Unmarshal([]byte(fx.runc.bundles["c1"]), &written)
-	if ns := written.Linux.Namespaces; len(ns) != 1 || ns[0].Path != "/proc/4242/ns/pid" {
+	if ns := written.Linux.Namespaces; len(ns) != 2 || ns[0].Path != "/proc/4242/ns/pid" || ns[1].Type != specs.CgroupNamespace {
 		t.Fatalf("container not placed in the sandbox PID namespace: %+v", ns)
 	}
 	_, err = c.Container.CreateContainer(ctx, &api.CreateContainerRequest{ContainerId: "c1", Spec: spec, Rootfs: rootfs})
@@ -367,7 +367,7 @@ func TestPodPIDNamespaceStartsOnDemand(t *testing.T) {
 		}
 		var written specs.Spec
 		_ = json.Unmarshal([]byte(fx.runc.bundles[id]), &written)
-		if ns := written.Linux.Namespaces; len(ns) != 1 || ns[0].Path != "/proc/4242/ns/pid" {
+		if ns := written.Linux.Namespaces; len(ns) != 2 || ns[0].Path != "/proc/4242/ns/pid" || ns[1].Type != specs.CgroupNamespace {
 			t.Fatalf("container %s not in the pod PID namespace: %+v", id, ns)
 		}
 	}

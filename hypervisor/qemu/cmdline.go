@@ -47,6 +47,9 @@ type Launch struct {
 	// ConsoleLog receives the guest console (hvc0): kernel and agent log.
 	ConsoleLog string
 	PIDFile    string
+	// BlockSlots is the number of empty PCIe root ports for hot-plugged
+	// block devices (hotplug.go).
+	BlockSlots uint32
 }
 
 // NIC is a virtio-net card on a tap whose fd QEMU has as TapFD.
@@ -83,6 +86,8 @@ func KernelCmdline(debug bool, extra []string) string {
 //	vhost-vsock-pci         with the vsock transport
 //	virtio-9p-pci           SharedDir, mount tag "veilshare", when set
 //	virtio-net-pci          one per NIC, on "-netdev tap,fd=N" (netN)
+//	pcie-root-port          BlockSlots empty ports (veil-hpN) that hot-plugged
+//	                        virtio-blk disks go into (hotplug.go)
 func Args(l Launch) []string {
 	name := "veil-" + l.ID
 	a := []string{
@@ -150,6 +155,9 @@ func Args(l Launch) []string {
 			"-netdev", fmt.Sprintf("tap,id=net%d,fd=%d", i, n.TapFD),
 			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s", i, n.MAC),
 		)
+	}
+	for i := range l.BlockSlots {
+		a = append(a, "-device", fmt.Sprintf("pcie-root-port,id=%s,bus=pcie.0,chassis=%d", blockPortID(int(i)), i+1))
 	}
 	a = append(a, teeArgs(l)...)
 	return a

@@ -21,6 +21,7 @@
 //	  -device vhost-vsock-pci,guest-cid=N                                 (vsock transport, instead)
 //	  -fsdev local,id=share,path=<SharedDir>,security_model=passthrough,multidevs=remap
 //	  -device virtio-9p-pci,fsdev=share,mount_tag=veilshare              (when SharedDir is set)
+//	  -device pcie-root-port,id=veil-hpN,bus=pcie.0,chassis=N+1          (BlockSlots of them, for AttachBlock)
 //
 // Choices, and why:
 //
@@ -52,6 +53,14 @@
 //     as listening fds: they exist before QEMU runs (nothing polls for a path
 //     to appear), and once QEMU is gone nothing listens, so a dial fails
 //     instead of hanging.
+//
+// # Block device hotplug
+//
+// AttachBlock and DetachBlock (hotplug.go) plug host block devices into
+// the empty root ports as virtio-blk disks over QMP, and unplug them,
+// waiting for the DEVICE_DELETED event (the guest released the disk under
+// ACPI hotplug) before removing the block node. The QMP client keeps the
+// events it reads during commands for such waits.
 //
 // # Files in the state dir
 //

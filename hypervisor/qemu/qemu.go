@@ -64,6 +64,8 @@ type QEMU struct {
 	cmd     *exec.Cmd
 	qmp     *qmp
 	exitErr error // written once, before done is closed; read after
+	// blocks are the hot-plugged disks by slot (hotplug.go); "" is free.
+	blocks []string
 }
 
 // New checks cfg and resolves what it leaves to the host: the QEMU binary,
@@ -203,6 +205,7 @@ func (q *QEMU) Start(ctx context.Context) (err error) {
 		TEE:        q.cfg.TEE,
 		ConsoleLog: q.path(ConsoleLog),
 		PIDFile:    q.path(PIDFile),
+		BlockSlots: q.cfg.BlockSlots,
 	}
 	if launch.QMPFD, err = listen(QMPSocket); err != nil {
 		return fmt.Errorf("starting vm %s: %w", q.cfg.ID, err)

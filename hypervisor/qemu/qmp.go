@@ -12,20 +12,26 @@ import (
 
 // qmp is a minimal QEMU Machine Protocol client: it reads the greeting,
 // negotiates capabilities and runs one command at a time, matching replies
-// by id. Asynchronous events are logged at debug level and otherwise ignored.
+// by id. Asynchronous events are logged at debug level; the last
+// maxPendingEvents of them are kept for waitEvent.
 type qmp struct {
 	conn   net.Conn
 	dec    *json.Decoder
 	logger *slog.Logger
 
-	mu     sync.Mutex // one command in flight
-	nextID int
+	mu      sync.Mutex // one command (or waitEvent) in flight
+	nextID  int
+	pending []qmpMessage // events read and not yet waited for
 }
+
+// maxPendingEvents bounds the events kept between waitEvent calls.
+const maxPendingEvents = 64
 
 // qmpMessage is any message QEMU sends: a greeting, a reply or an event.
 type qmpMessage struct {
 	QMP    json.RawMessage `json:"QMP"`
 	Event  string          `json:"event"`
+	Data   json.RawMessage `json:"data"`
 	ID     json.RawMessage `json:"id"`
 	Return json.RawMessage `json:"return"`
 	Error  *qmpError       `json:"error"`
@@ -87,7 +93,7 @@ func (q *qmp) executeLocked(ctx context.Context, cmd string, args any) (json.Raw
 			return nil, fmt.Errorf("reading qmp %s reply: %w", cmd, ctxErr(ctx, err))
 		}
 		if m.Event != "" {
-			q.logger.Debug("qmp event", "event", m.Event)
+			q.keepEvent(m)
 			continue
 		}
 		var got int
@@ -99,6 +105,44 @@ func (q *qmp) executeLocked(ctx context.Context, cmd string, args any) (json.Raw
 			return nil, fmt.Errorf("running qmp %s: %w", cmd, m.Error)
 		}
 		return m.Return, nil
+	}
+}
+
+func (q *qmp) keepEvent(m qmpMessage) {
+	q.logger.Debug("qmp event", "event", m.Event)
+	if len(q.pending) == maxPendingEvents {
+		q.pending = q.pending[1:]
+	}
+	q.pending = append(q.pending, m)
+}
+
+// waitEvent returns once QEMU has sent event name with data for which
+// match is true (nil matches any), whether it arrived during an earlier
+// command or arrives now; ctx bounds the wait. The event is consumed.
+func (q *qmp) waitEvent(ctx context.Context, name string, match func(data json.RawMessage) bool) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i, m := range q.pending {
+		if m.Event == name && (match == nil || match(m.Data)) {
+			q.pending = append(q.pending[:i], q.pending[i+1:]...)
+			return nil
+		}
+	}
+	stop := q.deadline(ctx)
+	defer stop()
+	for {
+		var m qmpMessage
+		if err := q.dec.Decode(&m); err != nil {
+			return fmt.Errorf("waiting for qmp event %s: %w", name, ctxErr(ctx, err))
+		}
+		if m.Event == "" {
+			q.logger.Debug("qmp reply to no command ignored", "id", string(m.ID))
+			continue
+		}
+		if m.Event == name && (match == nil || match(m.Data)) {
+			return nil
+		}
+		q.keepEvent(m)
 	}
 }
 
