@@ -44,7 +44,15 @@ func (a *containerAPI) StartContainer(ctx context.Context, req *api.StartContain
 }
 
 func (a *containerAPI) RemoveContainer(ctx context.Context, req *api.RemoveContainerRequest) (*emptypb.Empty, error) {
-	return &emptypb.Empty{}, rpcErr(a.s.cfg.Containers.Remove(withoutCancel(ctx), req.GetContainerId(), req.GetForce()))
+	if err := a.s.cfg.Containers.Remove(withoutCancel(ctx), req.GetContainerId(), req.GetForce()); err != nil {
+		return nil, rpcErr(err)
+	}
+	if a.s.images != nil {
+		if err := a.s.images.release(req.GetContainerId()); err != nil {
+			return nil, rpcErr(err)
+		}
+	}
+	return &emptypb.Empty{}, nil
 }
 
 // apiStatus maps a container status to the API's.
