@@ -14,7 +14,8 @@ import (
 
 const initdataUsage = `usage:
   veil initdata build [--broker-url URL] [--broker-cert FILE] [--agent-policy FILE]
-                      [--image-policy FILE] [--file NAME=PATH]... [-o FILE]
+                      [--image-policy FILE] [--image-key kbs:///R/T/TAG]... [--registry-auth kbs:///R/T/TAG]
+                      [--mirror REGISTRY=MIRROR]... [--registry-roots FILE] [--file NAME=PATH]... [-o FILE]
   veil initdata print  FILE | --annotation VALUE    the document, its digests and annotation
   veil initdata digest [--field sha256|hostdata|mrconfigid|annotation] FILE | --annotation VALUE
   veil initdata check  [--digest HEX] FILE | --annotation VALUE
@@ -53,6 +54,25 @@ func (f fileFlags) Set(v string) error {
 	return nil
 }
 
+// listFlag collects a repeated flag's values.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// mirrorFlags collects repeated REGISTRY=MIRROR flags, in order.
+type mirrorFlags map[string][]string
+
+func (m mirrorFlags) String() string { return fmt.Sprint(map[string][]string(m)) }
+func (m mirrorFlags) Set(v string) error {
+	reg, mirror, ok := strings.Cut(v, "=")
+	if !ok || reg == "" || mirror == "" {
+		return fmt.Errorf("--mirror %q: want REGISTRY=MIRROR", v)
+	}
+	m[reg] = append(m[reg], mirror)
+	return nil
+}
+
 func initdataBuild(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("initdata build", flag.ContinueOnError)
 	brokerURL := fs.String("broker-url", "", "key broker URL")
@@ -62,6 +82,12 @@ func initdataBuild(args []string, stdout io.Writer) error {
 	out := fs.String("o", "", "write the document here instead of stdout")
 	files := fileFlags{}
 	fs.Var(files, "file", "extra file for the guest, NAME=PATH (repeatable)")
+	var keys listFlag
+	fs.Var(&keys, "image-key", "broker resource with a layer decryption key, kbs:///repo/type/tag (repeatable)")
+	registryAuth := fs.String("registry-auth", "", "broker resource with registry credentials (Docker config.json), kbs:///repo/type/tag")
+	mirrors := mirrorFlags{}
+	fs.Var(mirrors, "mirror", "registry mirror for guest pull, REGISTRY=MIRROR (repeatable; tried in order)")
+	registryRoots := fs.String("registry-roots", "", "PEM file of extra TLS roots for registries")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -75,6 +101,13 @@ func initdataBuild(args []string, stdout io.Writer) error {
 		return err
 	}
 	if d.Image.Policy, err = readOptional(*imagePolicy); err != nil {
+		return err
+	}
+	d.Image.Keys, d.Image.RegistryAuth = keys, *registryAuth
+	if len(mirrors) > 0 {
+		d.Image.Mirrors = mirrors
+	}
+	if d.Image.TLSRoots, err = readOptional(*registryRoots); err != nil {
 		return err
 	}
 	if len(files) > 0 {

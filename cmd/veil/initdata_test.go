@@ -74,3 +74,36 @@ func TestInitdataBuildPrintDigestCheck(t *testing.T) {
 		t.Fatal("build accepted an ftp broker url")
 	}
 }
+
+func TestInitdataBuildImageTable(t *testing.T) {
+	var out bytes.Buffer
+	args := []string{"build", "--broker-url", "https://kbs.example:8080",
+		"--image-key", "kbs:///default/image-key/a", "--image-key", "kbs:///default/image-key/b",
+		"--registry-auth", "kbs:///default/credentials/registry",
+		"--mirror", "docker.io=m1.example", "--mirror", "docker.io=m2.example:5000"}
+	if err := initdataCmd(args, &out); err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	d, err := initdata.Parse(out.Bytes())
+	if err != nil {
+		t.Fatalf("built document does not parse: %v\n%s", err, out.String())
+	}
+	if strings.Join(d.Image.Keys, ",") != "kbs:///default/image-key/a,kbs:///default/image-key/b" ||
+		d.Image.RegistryAuth != "kbs:///default/credentials/registry" ||
+		strings.Join(d.Image.Mirrors["docker.io"], ",") != "m1.example,m2.example:5000" {
+		t.Fatalf("image table = %+v", d.Image)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"build", "--image-key", "kbs://other.example/a/b/c"}, "image.keys[0]"},
+		{[]string{"build", "--mirror", "docker.io"}, "want REGISTRY=MIRROR"},
+		{[]string{"build", "--mirror", "docker.io=https://m.example"}, "image.mirrors"},
+		{[]string{"build", "--registry-roots", "/nonexistent/roots.pem"}, "/nonexistent/roots.pem"},
+	} {
+		if err := initdataCmd(tc.args, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error containing %q", tc.args, err, tc.want)
+		}
+	}
+}
