@@ -64,7 +64,8 @@ const runtimeHandlerAnnotation = "io.containerd.cri.runtime-handler"
 //   - a layer encrypted with ocicrypt runs when the key is a resource the
 //     in-process veil-kbs (dev mode, sample TEE accepted) releases after
 //     attestation, and fails naming the reason when the broker denies the
-//     key, when the pod has no key, or when the image policy rejects it;
+//     key, when the pod has no key, or when the image policy rejects its
+//     repository;
 //   - under a sigstoreSigned policy an unsigned image is refused and a
 //     signed one runs.
 //
@@ -85,12 +86,14 @@ func TestGuestPull(t *testing.T) {
 	plainRef := push(t, "guestpull/plain:1", appendLayers(t, base, mutate.Addendum{Layer: markerLayer}))
 	priv, pub := rsaKeyPair(t)
 	secret := "plaintext only in the guest"
-	encRef := push(t, "guestpull/enc:1", appendLayers(t, base, encryptedLayer(t, tarLayer(t, "secret", secret), pub)))
+	encImage := appendLayers(t, base, encryptedLayer(t, tarLayer(t, "secret", secret), pub))
+	encRef := push(t, "guestpull/enc:1", encImage)
 	signKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	signedRef := push(t, "guestpull/signed/app:1", appendLayers(t, base, mutate.Addendum{Layer: tarLayer(t, "signed", "yes")}))
 	sign(t, signedRef, signKey)
 	unsignedRef := push(t, "guestpull/signed/unsigned:1", appendLayers(t, base, mutate.Addendum{Layer: tarLayer(t, "signed", "no")}))
-	blockedRef := push(t, "guestpull/blocked:1", appendLayers(t, base, mutate.Addendum{Layer: tarLayer(t, "blocked", "x")}))
+	// The same encrypted image, in a repository the policy rejects.
+	blockedRef := push(t, "guestpull/blocked:1", encImage)
 
 	broker := startBroker(t, map[string][]byte{"default/image-key/e2e": priv, "default/image-key/denied": priv}, "default/image-key/e2e")
 
