@@ -226,13 +226,11 @@ func (s *State) Resource(ctx context.Context, uri string) ([]byte, error) {
 	c, err := s.clientLocked()
 	s.mu.Unlock()
 	if err != nil {
-		return nil, fmt.Errorf("fetching %s: %w", uri, err)
+		return nil, err
 	}
-	b, err := c.Resource(ctx, path)
-	if err != nil {
-		return nil, fmt.Errorf("fetching %s: %w", uri, err)
-	}
-	return b, nil
+	// The client's errors name the resource ("broker refused resource
+	// repo/type/tag ..."); callers say what it was for.
+	return c.Resource(ctx, path)
 }
 
 // clientLocked returns the broker client, made on first use.
