@@ -127,14 +127,11 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 		}
 	}()
 	rootfsStorage := &api.Storage{Driver: "shared", Source: rootfsTarget(c.id)}
-	if p.cfg.Confidential.GuestPullEnabled() {
-		// The guest pulls the image; the host's snapshot is not shared.
-		var err error
-		if rootfsStorage, err = s.guestPull(ctx, p, c.id, spec); err != nil {
+	guestPull := p.cfg.Confidential.GuestPullEnabled()
+	if !guestPull {
+		if err := s.mountRootfs(p, c, spec, r); err != nil {
 			return err
 		}
-	} else if err := s.mountRootfs(p, c, spec, r); err != nil {
-		return err
 	}
 
 	gspec, binds := guestSpec(c.id, spec, hasSubmounts)
@@ -160,6 +157,18 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 	specJSON, err := json.Marshal(gspec)
 	if err != nil {
 		return fmt.Errorf("encoding guest spec: %w", err)
+	}
+	if guestPull {
+		// The guest pulls the image (after the mounts, so that a refused
+		// one costs no pull); the host's snapshot is not shared.
+		if rootfsStorage, err = s.guestPull(ctx, p, c.id, spec); err != nil {
+			return err
+		}
+		defer func() {
+			if retErr != nil {
+				s.releaseGuestImage(ctx, p, c.id)
+			}
+		}()
 	}
 	devices, err := s.attachBlockDevices(ctx, p, c, spec)
 	if err != nil {

@@ -75,6 +75,18 @@ func (s *service) guestPull(ctx context.Context, p *pod, cid string, spec *specs
 	return &api.Storage{Driver: "bind", Source: resp.GetRootfs()}, nil
 }
 
+// releaseGuestImage frees a pulled rootfs after a Create that failed
+// later: the agent's RemoveContainer drops the container's image also when
+// the container was never created (a NotFound answer is expected then).
+func (s *service) releaseGuestImage(ctx context.Context, p *pod, cid string) {
+	cctx, cancel := p.callCtx(context.WithoutCancel(ctx))
+	defer cancel()
+	_, err := p.agent.container.RemoveContainer(cctx, &api.RemoveContainerRequest{ContainerId: cid, Force: true})
+	if err != nil && !errdefs.IsNotFound(errgrpc.ToNative(err)) {
+		log.G(ctx).WithError(err).WithField("container", cid).Warn("releasing the guest-pulled image after a failed create")
+	}
+}
+
 // guestPullError names the image and keeps the agent's reason (policy,
 // key, digest) and its errdefs class.
 func guestPullError(ref string, err error) error {

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/veil-runtime/veil/guest-agent/api"
+	"github.com/veil-runtime/veil/shim/config"
 )
 
 func TestGuestPullRef(t *testing.T) {
@@ -95,5 +98,27 @@ func TestGuestPull(t *testing.T) {
 	close(p.dead)
 	if _, err := s.guestPull(context.Background(), p, "c3", spec); !errdefs.IsUnavailable(err) || !strings.Contains(err.Error(), "pod VM pod1 is gone") {
 		t.Errorf("dead VM: %v", err)
+	}
+}
+
+// fakeRemover is the agent's Container service as releaseGuestImage sees
+// it: it records RemoveContainer and answers NotFound (never created).
+type fakeRemover struct {
+	api.ContainerService
+	removed []*api.RemoveContainerRequest
+}
+
+func (f *fakeRemover) RemoveContainer(_ context.Context, r *api.RemoveContainerRequest) (*emptypb.Empty, error) {
+	f.removed = append(f.removed, r)
+	return nil, errgrpc.ToGRPC(fmt.Errorf("container %s: %w", r.GetContainerId(), errdefs.ErrNotFound))
+}
+
+func TestReleaseGuestImage(t *testing.T) {
+	rm := &fakeRemover{}
+	p := &pod{id: "pod1", agent: &agentConn{container: rm}, dead: make(chan struct{})}
+	p.cfg.Agent.CallTimeout = config.Duration(time.Second)
+	(&service{}).releaseGuestImage(context.Background(), p, "c1")
+	if len(rm.removed) != 1 || rm.removed[0].GetContainerId() != "c1" || !rm.removed[0].GetForce() {
+		t.Fatalf("RemoveContainer calls %+v, want one forced removal of c1", rm.removed)
 	}
 }

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 
+	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -44,13 +45,17 @@ func (a *containerAPI) StartContainer(ctx context.Context, req *api.StartContain
 }
 
 func (a *containerAPI) RemoveContainer(ctx context.Context, req *api.RemoveContainerRequest) (*emptypb.Empty, error) {
-	if err := a.s.cfg.Containers.Remove(withoutCancel(ctx), req.GetContainerId(), req.GetForce()); err != nil {
-		return nil, rpcErr(err)
-	}
-	if a.s.images != nil {
-		if err := a.s.images.release(req.GetContainerId()); err != nil {
-			return nil, rpcErr(err)
+	err := a.s.cfg.Containers.Remove(withoutCancel(ctx), req.GetContainerId(), req.GetForce())
+	// A guest-pulled rootfs goes with its container, and also when the
+	// container was never created (the shim's cleanup after a failed
+	// Create that had pulled).
+	if (err == nil || errdefs.IsNotFound(err)) && a.s.images != nil {
+		if rerr := a.s.images.release(req.GetContainerId()); rerr != nil {
+			return nil, rpcErr(rerr)
 		}
+	}
+	if err != nil {
+		return nil, rpcErr(err)
 	}
 	return &emptypb.Empty{}, nil
 }

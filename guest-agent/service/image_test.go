@@ -94,3 +94,23 @@ func TestPullErrRoundTripsOnce(t *testing.T) {
 		}
 	}
 }
+
+// RemoveContainer frees a guest-pulled rootfs, also for a container that
+// was never created (the shim's cleanup after a Create that pulled and
+// then failed), and leaves the pod's blob cache.
+func TestRemoveContainerReleasesGuestPulledRootfs(t *testing.T) {
+	fx := serve(t)
+	for _, d := range []string{"c9/rootfs/bin", ".cache/sha256"} {
+		if err := os.MkdirAll(filepath.Join(fx.images, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := fx.client.Container.RemoveContainer(context.Background(), &api.RemoveContainerRequest{ContainerId: "c9", Force: true})
+	wantCode(t, "removing a container that was never created", err, codes.NotFound)
+	if _, err := os.Stat(filepath.Join(fx.images, "c9")); !os.IsNotExist(err) {
+		t.Errorf("guest-pulled rootfs after RemoveContainer: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(fx.images, ".cache", "sha256")); err != nil {
+		t.Errorf("blob cache after RemoveContainer: %v", err)
+	}
+}

@@ -53,7 +53,10 @@ type Config struct {
 	PowerOff func()
 	// Attest is the confidential state the Attestation service serves.
 	Attest *attest.State
-	Log    *slog.Logger
+	// ImagesRoot is where the Image service unpacks guest-pulled images;
+	// empty means ImagesRoot (/run/veil/images).
+	ImagesRoot string
+	Log        *slog.Logger
 }
 
 // Service holds the sandbox state behind the three API services.
@@ -81,6 +84,9 @@ func New(cfg Config) *Service {
 	if cfg.PowerOff == nil {
 		cfg.PowerOff = func() {}
 	}
+	if cfg.ImagesRoot == "" {
+		cfg.ImagesRoot = ImagesRoot
+	}
 	return &Service{cfg: cfg}
 }
 
@@ -93,7 +99,7 @@ func (s *Service) Register(srv *ttrpc.Server, transport string) {
 	api.RegisterAttestationService(srv, &attestationAPI{s: s})
 	api.RegisterVolumeService(srv, &volumeAPI{s: s})
 	api.RegisterNetworkService(srv, newNetworkAPI(s.cfg.Log))
-	s.images = newImageAPI(s, ImagesRoot)
+	s.images = newImageAPI(s, s.cfg.ImagesRoot)
 	api.RegisterImageService(srv, s.images)
 }
 

@@ -134,6 +134,7 @@ type fixture struct {
 	system   *fakeSystem
 	runc     *fakeRunc
 	shared   string
+	images   string
 	poweroff chan struct{}
 }
 
@@ -154,11 +155,12 @@ func serve(t *testing.T) *fixture {
 		NewRunc:         func(string) containers.Runc { return f }, Exits: r, Mounter: sys,
 		BundleRoot: filepath.Join(dir, "containers"), SharedDir: shared, CgroupRoot: filepath.Join(dir, "cgroup"), Log: log,
 	})
-	fx := &fixture{system: sys, runc: f, shared: shared, volumes: filepath.Join(dir, "volumes"), poweroff: make(chan struct{})}
+	fx := &fixture{system: sys, runc: f, shared: shared, volumes: filepath.Join(dir, "volumes"), images: filepath.Join(dir, "images"), poweroff: make(chan struct{})}
 	svc = New(Config{
 		Containers: mgr, System: sys, Version: "test", SharedDir: shared, AgentStart: 1234, Log: log,
-		Volumes:  volume.New(fx.volumes),
-		PowerOff: func() { close(fx.poweroff) },
+		Volumes:    volume.New(fx.volumes),
+		PowerOff:   func() { close(fx.poweroff) },
+		ImagesRoot: fx.images,
 	})
 	srv, err := ttrpc.NewServer()
 	if err != nil {
