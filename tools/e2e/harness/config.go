@@ -25,6 +25,10 @@ type Handler struct {
 	// option); empty means the CRI default (overlayfs). Guest-pull
 	// handlers use veil's proxy snapshotter (DaemonConfig.ProxySnapshotters).
 	Snapshotter string
+	// PrivilegedWithoutHostDevices keeps a privileged pod from getting
+	// every host device (for veil each would be hot-plugged into the VM),
+	// as `veil install` sets for its handlers.
+	PrivilegedWithoutHostDevices bool
 }
 
 // Runc, Veil and VeilDev name the handlers every environment has.
@@ -151,6 +155,9 @@ imports = []
 		}
 		if h.Snapshotter != "" {
 			fmt.Fprintf(&b, "      snapshotter = %s\n", q(h.Snapshotter))
+		}
+		if h.PrivilegedWithoutHostDevices {
+			b.WriteString("      privileged_without_host_devices = true\n")
 		}
 		if len(h.Options) > 0 {
 			fmt.Fprintf(&b, "\n      [%s.options]\n", key)

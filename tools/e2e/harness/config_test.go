@@ -16,7 +16,7 @@ func TestContainerdConfig(t *testing.T) {
 		Handlers: []Handler{
 			{Name: Runc, Type: "io.containerd.runc.v2", Options: map[string]string{"Root": "/e/runc"}},
 			{Name: Veil, Type: "io.containerd.veil.v2", ShimPath: "/repo/build/bin/containerd-shim-veil-v2",
-				Options: map[string]string{"ConfigPath": "/e/veil.toml"}},
+				Options: map[string]string{"ConfigPath": "/e/veil.toml"}, PrivilegedWithoutHostDevices: true},
 			{Name: VeilDev, Type: "io.containerd.veil.v2", ShimPath: "/repo/build/bin/containerd-shim-veil-v2",
 				Options: map[string]string{"ConfigPath": "/e/veil-dev.toml"}, PodAnnotations: []string{"io.veil.*"}, Snapshotter: "veil"},
 		},
@@ -58,6 +58,8 @@ func TestContainerdConfig(t *testing.T) {
 		{append(runtimes, "runc", "runtime_type"), "io.containerd.runc.v2"},
 		{append(runtimes, "runc", "options", "Root"), "/e/runc"},
 		{append(runtimes, "runc", "runtime_path"), nil},
+		{append(runtimes, "runc", "privileged_without_host_devices"), nil},
+		{append(runtimes, "veil", "privileged_without_host_devices"), true},
 		{append(runtimes, "veil", "runtime_type"), "io.containerd.veil.v2"},
 		{append(runtimes, "veil", "runtime_path"), "/repo/build/bin/containerd-shim-veil-v2"},
 		{append(runtimes, "veil", "options", "ConfigPath"), "/e/veil.toml"},

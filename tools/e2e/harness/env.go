@@ -227,13 +227,15 @@ func (e *Env) writeConfigs(opts Options) error {
 	e.Handlers = map[string]Handler{
 		Runc: {Name: Runc, Type: "io.containerd.runc.v2", Options: map[string]string{"Root": filepath.Join(e.Dir, "runc")}},
 		Veil: {Name: Veil, Type: "io.containerd.veil.v2",
-			ShimPath: filepath.Join(e.RepoRoot, "build/bin/containerd-shim-veil-v2"),
-			Options:  map[string]string{"ConfigPath": e.veilConfig}},
+			ShimPath:                     filepath.Join(e.RepoRoot, "build/bin/containerd-shim-veil-v2"),
+			Options:                      map[string]string{"ConfigPath": e.veilConfig},
+			PrivilegedWithoutHostDevices: true},
 		VeilDev: {Name: VeilDev, Type: "io.containerd.veil.v2",
-			ShimPath:       filepath.Join(e.RepoRoot, "build/bin/containerd-shim-veil-v2"),
-			Options:        map[string]string{"ConfigPath": filepath.Join(e.Dir, "veil-dev.toml")},
-			PodAnnotations: containerdcfg.PodAnnotations,
-			Snapshotter:    containerdcfg.SnapshotterName},
+			ShimPath:                     filepath.Join(e.RepoRoot, "build/bin/containerd-shim-veil-v2"),
+			Options:                      map[string]string{"ConfigPath": filepath.Join(e.Dir, "veil-dev.toml")},
+			PodAnnotations:               containerdcfg.PodAnnotations,
+			Snapshotter:                  containerdcfg.SnapshotterName,
+			PrivilegedWithoutHostDevices: true},
 	}
 	server := "http://" + e.Registry.Host
 	files := map[string]string{
