@@ -70,6 +70,17 @@ func resolveConfidential(c config.Confidential, annotations map[string]string) (
 	return p, nil
 }
 
+// guestShareDir is the host directory the pod's VM gets over 9p: sharedDir,
+// or none ("") for a confidential pod that pulls its images in the guest
+// and whose init-data policy lets no host path into its containers. Such a
+// VM has no 9p device at all; its volumes arrive as copies (volumes.go).
+func guestShareDir(sharedDir string, c config.Confidential, p *confidentialPod) string {
+	if p != nil && c.GuestPullEnabled() && !p.allowHostMounts() {
+		return ""
+	}
+	return sharedDir
+}
+
 // allowHostMounts reports whether the pod's agent policy (init-data
 // [agent] policy) lets host paths be shared into containers. The agent
 // decides again on every request; the shim asks only to pick between

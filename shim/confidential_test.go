@@ -140,3 +140,28 @@ func TestSetInitData(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestGuestShareDir(t *testing.T) {
+	doc := func(policy string) *confidentialPod {
+		return &confidentialPod{tee: "sample", doc: []byte("version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[agent]\npolicy = '''\n" + policy + "'''\n")}
+	}
+	no := false
+	for _, tc := range []struct {
+		name string
+		c    config.Confidential
+		p    *confidentialPod
+		want string
+	}{
+		{"veil shares", config.Confidential{TEE: "none"}, nil, "/s"},
+		{"guest pull, default policy: nothing shared", config.Confidential{TEE: "sample"}, doc(""), ""},
+		{"guest pull, no init-data: nothing shared", config.Confidential{TEE: "sample"}, &confidentialPod{tee: "sample"}, ""},
+		{"guest pull, allow_host_mounts: shared", config.Confidential{TEE: "sample"}, doc("allow_host_mounts = true\n"), "/s"},
+		{"host rootfs (guest_pull = false): shared", config.Confidential{TEE: "sample", GuestPull: &no}, doc(""), "/s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := guestShareDir("/s", tc.c, tc.p); got != tc.want {
+				t.Errorf("guestShareDir = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -161,6 +161,10 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 	if err != nil {
 		return nil, fmt.Errorf("confidential pod: %w", err)
 	}
+	guestShare := guestShareDir(sharedDir, cfg.Confidential, conf)
+	if guestShare == "" {
+		log.G(ctx).Info("confidential pod: no filesystem shared with the guest")
+	}
 	podNet, err := s.attachNetwork(ctx, spec, conf != nil)
 	if err != nil {
 		return nil, fmt.Errorf("pod network: %w", err)
@@ -194,7 +198,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		MemoryMiB:              mem,
 		Accel:                  hypervisor.Accel(h.Accel),
 		Transport:              hypervisor.Transport(h.Transport),
-		SharedDir:              sharedDir,
+		SharedDir:              guestShare,
 		TCGTranslationCacheMiB: h.TCGTranslationCacheMiB,
 		NICs:                   vmNICs(podNet),
 		Debug:                  cfg.Debug,
@@ -263,17 +267,21 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		p.cancel()
 		return nil, err
 	}
-	_, err = agent.sandbox.CreateSandbox(callCtx, &api.CreateSandboxRequest{
-		SandboxId: id,
-		Hostname:  spec.Hostname,
-		Dns:       dns,
-		Storages: []*api.Storage{{
+	var storages []*api.Storage
+	if guestShare != "" {
+		storages = []*api.Storage{{
 			Driver:     "9p",
 			Source:     hypervisor.ShareTag,
 			MountPoint: guestSharedDir,
 			Fstype:     "9p",
 			Options:    []string{"trans=virtio", "version=9p2000.L", "msize=262144", "cache=none"},
-		}},
+		}}
+	}
+	_, err = agent.sandbox.CreateSandbox(callCtx, &api.CreateSandboxRequest{
+		SandboxId: id,
+		Hostname:  spec.Hostname,
+		Dns:       dns,
+		Storages:  storages,
 	})
 	if err != nil {
 		p.cancel()

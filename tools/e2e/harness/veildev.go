@@ -11,12 +11,10 @@ import (
 
 // VeilDevPolicy is the agent policy of the veil-dev handler's default
 // init-data: what the e2e pods need and nothing more. Images are pulled
-// in the guest; allow_host_share admits the pod's shared directory (the
-// 9p share CreateSandbox mounts), and the tests read container output;
-// exec, stdin, host mounts, privileged containers, hooks and the debug
-// console stay denied.
-const VeilDevPolicy = `allow_host_share = true
-allow_read_output = true
+// in the guest and the VM gets no share from the host; the tests read
+// container output; exec, stdin, host shares and mounts, privileged
+// containers, hooks and the debug console stay denied.
+const VeilDevPolicy = `allow_read_output = true
 `
 
 // VeilDevImagePolicy is the default init-data's image security policy
