@@ -35,6 +35,8 @@ const (
 	methodReadStdout      = "/veil.agent.v1.Process/ReadStdout"
 	methodReadStderr      = "/veil.agent.v1.Process/ReadStderr"
 	methodWriteStdin      = "/veil.agent.v1.Process/WriteStdin"
+	methodCopyFile        = "/veil.agent.v1.Volume/CopyFile"
+	methodRemovePath      = "/veil.agent.v1.Volume/RemovePath"
 	// MethodSetInitData is the one request served before init-data.
 	MethodSetInitData = "/veil.agent.v1.Attestation/SetInitData"
 	// MethodDebugConsole names a debug console session in denials: it is
@@ -98,6 +100,10 @@ func (p Policy) Check(method string, req any) *Denial {
 	case methodWriteStdin:
 		if !p.AllowWriteStdin {
 			return deny("allow_write_stdin", "writing to a container's stdin")
+		}
+	case methodCopyFile, methodRemovePath:
+		if p.DenyVolumeCopies {
+			return deny("deny_volume_copies", "copying a volume's files from the host into the guest")
 		}
 	case MethodDebugConsole:
 		if !p.AllowDebugConsole {

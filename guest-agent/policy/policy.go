@@ -5,22 +5,25 @@
 // PermissionDenied naming the rule.
 //
 // The policy is the [agent] policy string of the pod's init-data: a small
-// TOML document of named rules, each false (denied) unless the document
-// says true. An empty policy is the default confidential policy: all
-// denied.
+// TOML document of named rules. An empty policy is the default
+// confidential policy: every allow_ rule false (denied), volume copies
+// allowed.
 //
 //	allow_exec = false         # Process.ExecProcess
 //	allow_read_output = false  # Process.ReadStdout, ReadStderr (logs)
 //	allow_write_stdin = false  # Process.WriteStdin
 //	allow_host_share = false   # the pod's 9p share from the host: CreateSandbox
 //	                           # storages, and a container rootfs read from it
-//	                           # (today's only rootfs path, until guest pull: #5)
+//	                           # (only with confidential.guest_pull = false)
 //	allow_host_mounts = false  # container storages and bind mounts from the host
 //	                           # (any bind whose source is not a guest volume)
 //	allow_privileged = false   # CreateContainer with CAP_SYS_ADMIN
 //	allow_hooks = false        # CreateContainer with OCI hooks
 //	allow_debug_console = false  # a shell on the debug console port (the
 //	                           # console server asks DebugConsole per session)
+//	deny_volume_copies = false # Volume.CopyFile, RemovePath: configMap, secret,
+//	                           # downward-API, projected volumes and the CRI's
+//	                           # /etc files copied in from the host
 //
 // Bind mounts whose source is inside the guest's volume directory
 // (GuestVolumeRoot, /run/veil/volumes: the copies the Volume service makes
@@ -59,6 +62,12 @@ type Policy struct {
 	AllowHooks      bool `toml:"allow_hooks"`
 	// AllowDebugConsole lets the host open a root shell in the guest.
 	AllowDebugConsole bool `toml:"allow_debug_console"`
+	// DenyVolumeCopies refuses every file the host copies into the guest
+	// (configMap, secret, downward-API and projected volumes, the CRI's
+	// /etc/hosts, resolv.conf, hostname: the Volume service). Copies are
+	// allowed by default because every Kubernetes pod has such files; a pod
+	// that must take nothing from the host sets this.
+	DenyVolumeCopies bool `toml:"deny_volume_copies"`
 }
 
 // Default is the confidential default: every rule denies.
@@ -79,7 +88,7 @@ func Parse(doc string) (Policy, error) {
 			for _, e := range strict.Errors {
 				keys = append(keys, strings.Join(e.Key(), "."))
 			}
-			return Policy{}, fmt.Errorf("agent policy: unknown rules %s (known: allow_exec, allow_read_output, allow_write_stdin, allow_host_share, allow_host_mounts, allow_privileged, allow_hooks, allow_debug_console)", strings.Join(keys, ", "))
+			return Policy{}, fmt.Errorf("agent policy: unknown rules %s (known: allow_exec, allow_read_output, allow_write_stdin, allow_host_share, allow_host_mounts, allow_privileged, allow_hooks, allow_debug_console, deny_volume_copies)", strings.Join(keys, ", "))
 		}
 		return Policy{}, fmt.Errorf("agent policy: parsing toml: %w", err)
 	}

@@ -123,6 +123,9 @@ func TestCheck(t *testing.T) {
 		{"bind storage of a guest path denied", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Storages: []*api.Storage{{Driver: "bind", Source: "/", MountPoint: "/run/m"}}, Spec: specJSON(t, nil)}, "allow_host_mounts"},
 		{"debug console denied", Default(), MethodDebugConsole, nil, "allow_debug_console"},
 		{"debug console allowed", Policy{AllowDebugConsole: true}, MethodDebugConsole, nil, ""},
+		{"volume copies allowed by default", Default(), methodCopyFile, &api.CopyFileRequest{Volume: "v", Path: "hosts"}, ""},
+		{"volume copies denied", Policy{DenyVolumeCopies: true}, methodCopyFile, &api.CopyFileRequest{Volume: "v", Path: "hosts"}, "deny_volume_copies"},
+		{"volume removals denied", Policy{DenyVolumeCopies: true}, methodRemovePath, &api.RemovePathRequest{Volume: "v", Path: "x"}, "deny_volume_copies"},
 		{"spec that does not parse", all, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Spec: []byte("{")}, "spec"},
 	}
 	for _, tt := range tests {
