@@ -294,4 +294,3 @@ func hasRoute(routes []*api.Route, dest, gw, dev string) bool {
 		return r.GetDest() == dest && r.GetGateway() == gw && r.GetDevice() == dev
 	})
 }
-

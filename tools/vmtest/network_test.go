@@ -94,7 +94,9 @@ func TestPodNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(routes.GetRoutes(), func(r *api.Route) bool { return r.GetDest() == "" && r.GetGateway() == "10.99.0.1" && r.GetDevice() == "eth0" }) {
+	if !slices.ContainsFunc(routes.GetRoutes(), func(r *api.Route) bool {
+		return r.GetDest() == "" && r.GetGateway() == "10.99.0.1" && r.GetDevice() == "eth0"
+	}) {
 		t.Errorf("guest routes %v, want the default via 10.99.0.1 on eth0", routes.GetRoutes())
 	}
 	listed, err := v.client.Network.ListInterfaces(ctx, &api.ListInterfacesRequest{})
