@@ -23,6 +23,7 @@ var commands = map[string]command{
 	"install":   {run: installCmd, usage: "install veil on this node: files, containerd handlers, restart, node labels"},
 	"uninstall": {run: uninstallCmd, usage: "remove what install added; containerd's config gets its original bytes back"},
 	"debug":     {run: debugCmd, usage: "debug console SANDBOX: a root shell inside the pod's VM"},
+	"image":     {run: imageCmd, usage: "encrypt (ocicrypt), sign (cosign format) and keygen for images the guest pulls"},
 	"metrics":   {run: metricsCmd, usage: "scrape every pod's shim metrics: Prometheus text, a table (--format table) or an HTTP exporter (--listen)"},
 }
 
