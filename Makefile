@@ -56,7 +56,7 @@ test-vm: guest-image ## VM tests: real QEMU VMs with the real guest image and ag
 # needs the shim (make build) and the guest image; runc needs neither.
 E2E_HANDLERS ?= runc,veil,veil-dev
 E2E_RUN ?= .
-DEMO_HANDLERS ?= runc,veil
+DEMO_HANDLERS ?= runc,veil,veil-dev
 e2e_needs = $(if $(findstring veil,$(1)),guest-image build)
 
 .PHONY: test-e2e

@@ -1,7 +1,12 @@
 // Command demo starts the end-to-end tier's private containerd, runs one
 // busybox pod under each requested CRI handler with crictl, prints what the
 // container saw (kernel, memory) side by side, and removes everything again.
-// `make demo` runs it.
+// When veil-dev is among the handlers it also runs a veil-dev pod whose
+// image is encrypted (image/encrypt, what `veil image encrypt` runs) for a
+// key held by an in-process veil-kbs in dev mode: the guest attests, the
+// broker releases the key and the container prints the decrypted file;
+// then, with the broker's resource policy denying the key, the same pod
+// fails naming the denied key (encrypted.go). `make demo` runs it.
 package main
 
 import (
@@ -61,6 +66,11 @@ func run() error {
 		outs = append(outs, out)
 	}
 	fmt.Print(sideBySide(titles, outs))
+	for _, h := range strings.Split(*handlers, ",") {
+		if h == harness.VeilDev {
+			return encryptedDemo(ctx, env, os.Stdout)
+		}
+	}
 	return nil
 }
 
