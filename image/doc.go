@@ -22,4 +22,11 @@
 // layers to the guest (snapshotter/). The cache holds only what the
 // registry served (ciphertext for encrypted layers) and lives as long as
 // the Puller: one Puller per pod.
+//
+// The host side of the same formats lives in image/encrypt (ocicrypt layer
+// encryption for JWE recipients, key pair generation) and image/sign
+// (cosign key-based signatures, ECDSA P-256 PEM keys), behind `veil image
+// encrypt`, `veil image sign` and `veil image keygen`; the guest links
+// neither. Their tests round-trip through this package's Puller,
+// image/decrypt and image/policy.
 package image

@@ -9,12 +9,11 @@
 //
 // Keys are plain PEM: Keygen writes an ECDSA P-256 private key (PKCS#8
 // "PRIVATE KEY") and its public key (PKIX "PUBLIC KEY", the format
-// containers-policy.json's keyData/keyPath and `cosign verify --key`
-// take). cosign's own encrypted key files ("ENCRYPTED SIGSTORE PRIVATE
-// KEY") are not read; `cosign import-key-pair --key priv.pem` converts
-// ours for cosign, and a cosign.pub verifies our signatures as is. It is
-// host-side tooling for `veil image sign|keygen`, never linked into the
-// guest.
+// containers-policy.json's keyData/keyPath take, as does cosign). cosign's
+// own encrypted key files ("ENCRYPTED SIGSTORE PRIVATE KEY") are not read
+// (`cosign import-key-pair` is cosign's way to take a PEM key); the tests
+// verify with image/policy, not with cosign itself. It is host-side
+// tooling for `veil image sign|keygen`, never linked into the guest.
 package sign
 
 import (
