@@ -6,15 +6,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"io/fs"
@@ -26,24 +18,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containers/ocicrypt"
-	occonfig "github.com/containers/ocicrypt/config"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	digest "github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/veil-runtime/veil/attestation/initdata"
 	"github.com/veil-runtime/veil/attestation/kbs"
 	"github.com/veil-runtime/veil/attestation/kbs/server"
 	attpolicy "github.com/veil-runtime/veil/attestation/policy"
-	"github.com/veil-runtime/veil/image/policy"
+	"github.com/veil-runtime/veil/image/encrypt"
+	"github.com/veil-runtime/veil/image/sign"
 	"github.com/veil-runtime/veil/tools/e2e/harness"
 	"github.com/veil-runtime/veil/tools/e2e/testimages"
 )
@@ -61,13 +48,14 @@ const runtimeHandlerAnnotation = "io.containerd.cri.runtime-handler"
 //   - a container runs from an image whose layers the host never fetched
 //     or unpacked (containerd's content store lacks the layer, the
 //     snapshotter's directories are empty);
-//   - a layer encrypted with ocicrypt runs when the key is a resource the
+//   - an image encrypted by `veil image encrypt`'s code (image/encrypt,
+//     every layer, ocicrypt JWE) runs when the key is a resource the
 //     in-process veil-kbs (dev mode, sample TEE accepted) releases after
 //     attestation, and fails naming the reason when the broker denies the
 //     key, when the pod has no key, or when the image policy rejects its
 //     repository;
-//   - under a sigstoreSigned policy an unsigned image is refused and a
-//     signed one runs.
+//   - under a sigstoreSigned policy an unsigned image is refused and one
+//     signed by `veil image sign`'s code (image/sign) runs.
 //
 // It runs when VEIL_E2E_HANDLERS names veil-dev.
 func TestGuestPull(t *testing.T) {
@@ -84,21 +72,40 @@ func TestGuestPull(t *testing.T) {
 	marker := fmt.Sprintf("guest-pulled %d", time.Now().UnixNano())
 	markerLayer := tarLayer(t, "marker", marker)
 	plainRef := push(t, "guestpull/plain:1", appendLayers(t, base, mutate.Addendum{Layer: markerLayer}))
-	priv, pub := rsaKeyPair(t)
+	// Encrypted and signed by the code behind `veil image encrypt` and
+	// `veil image sign`.
+	priv, pub, err := encrypt.GenerateKey(encrypt.RSA)
+	if err != nil {
+		t.Fatal(err)
+	}
 	secret := "plaintext only in the guest"
-	encImage := appendLayers(t, base, encryptedLayer(t, tarLayer(t, "secret", secret), pub))
+	encImage, err := encrypt.Image(appendLayers(t, base, mutate.Addendum{Layer: tarLayer(t, "secret", secret)}), [][]byte{pub}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	encRef := push(t, "guestpull/enc:1", encImage)
-	signKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	signPriv, cosignPub, err := sign.Keygen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signKey, err := sign.ParsePrivateKey(signPriv)
+	if err != nil {
+		t.Fatal(err)
+	}
 	signedRef := push(t, "guestpull/signed/app:1", appendLayers(t, base, mutate.Addendum{Layer: tarLayer(t, "signed", "yes")}))
-	sign(t, signedRef, signKey)
+	signedName, err := name.ParseReference(signedRef, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sign.Sign(signedName, signKey, remote.WithTransport(env.Registry.Transport)); err != nil {
+		t.Fatal(err)
+	}
 	unsignedRef := push(t, "guestpull/signed/unsigned:1", appendLayers(t, base, mutate.Addendum{Layer: tarLayer(t, "signed", "no")}))
 	// The same encrypted image, in a repository the policy rejects.
 	blockedRef := push(t, "guestpull/blocked:1", encImage)
 
 	broker := startBroker(t, map[string][]byte{"default/image-key/e2e": priv, "default/image-key/denied": priv}, "default/image-key/e2e")
 
-	pubDER, _ := x509.MarshalPKIXPublicKey(&signKey.PublicKey)
-	cosignPub := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
 	imagePolicy, _ := json.Marshal(map[string]any{
 		"default": []any{map[string]any{"type": "insecureAcceptAnything"}},
 		"transports": map[string]any{"docker": map[string]any{
@@ -322,85 +329,4 @@ func tarLayer(t *testing.T, file, body string) v1.Layer {
 		t.Fatal(err)
 	}
 	return l
-}
-
-func rsaKeyPair(t *testing.T) (privPEM, pubPEM []byte) {
-	t.Helper()
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
-	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}),
-		pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
-}
-
-// encryptedLayer encrypts l with ocicrypt (JWE, for pubPEM) as `veil image
-// encrypt` would: media type +encrypted, ocicrypt's annotations, and the
-// plaintext's diffID in the config.
-func encryptedLayer(t *testing.T, l v1.Layer, pubPEM []byte) mutate.Addendum {
-	t.Helper()
-	cc, err := occonfig.EncryptWithJwe([][]byte{pubPEM})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, err := l.Compressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	d, _ := l.Digest()
-	size, _ := l.Size()
-	encR, fin, err := ocicrypt.EncryptLayer(cc.EncryptConfig, rc, ocispec.Descriptor{MediaType: string(types.OCILayer), Digest: digest.Digest(d.String()), Size: size})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ct, err := io.ReadAll(encR)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ann, err := fin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	diffID, _ := l.DiffID()
-	mt := types.MediaType(string(types.OCILayer) + "+encrypted")
-	return mutate.Addendum{Layer: withDiffID{static.NewLayer(ct, mt), diffID}, Annotations: ann, MediaType: mt}
-}
-
-type withDiffID struct {
-	v1.Layer
-	diffID v1.Hash
-}
-
-func (l withDiffID) DiffID() (v1.Hash, error) { return l.diffID, nil }
-
-// sign stores a cosign key-based signature of ref's digest under its .sig
-// tag (the layout image/policy's sigstoreSigned reads).
-func sign(t *testing.T, ref string, key *ecdsa.PrivateKey) {
-	t.Helper()
-	d := registryImage(t, ref)
-	h, err := d.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo := ref[:strings.LastIndex(ref, ":")]
-	var p policy.Payload
-	p.Critical.Identity.DockerReference = ref
-	p.Critical.Image.DockerManifestDigest = h.String()
-	p.Critical.Type = "cosign container image signature"
-	payload, _ := json.Marshal(p)
-	sum := sha256.Sum256(payload)
-	sig, err := ecdsa.SignASN1(rand.Reader, key, sum[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.Append(mutate.MediaType(empty.Image, types.OCIManifestSchema1), mutate.Addendum{
-		Layer:       static.NewLayer(payload, policy.MediaTypePayload),
-		Annotations: map[string]string{policy.AnnotationSignature: base64.StdEncoding.EncodeToString(sig)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	push(t, strings.TrimPrefix(repo, env.Registry.Host+"/")+":"+policy.SignatureTag(h.String()), img)
 }
