@@ -43,7 +43,7 @@ func TestVeilDevConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p != (policy.Policy{AllowHostShare: true, AllowReadOutput: true}) {
+	if p != (policy.Policy{AllowReadOutput: true}) {
 		t.Errorf("default veil-dev policy = %+v", p)
 	}
 }
