@@ -14,6 +14,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/veil-runtime/veil/guest-agent/api"
+	"github.com/veil-runtime/veil/shim/metrics"
 )
 
 // ImageNameAnnotation is the OCI spec annotation naming a container's
@@ -61,15 +62,18 @@ func (s *service) guestPull(ctx context.Context, p *pod, cid string, spec *specs
 		return nil, fmt.Errorf("guest pull of %s: the agent connection has no Image service: %w", ref, errdefs.ErrNotImplemented)
 	}
 	start := time.Now()
+	s.metrics.MarkContainer(cid, metrics.ContainerPullStarted)
 	cctx, cancel := context.WithTimeout(ctx, guestPullTimeout)
 	defer cancel()
 	resp, err := p.agent.image.PullImage(cctx, &api.PullImageRequest{Image: ref, ContainerId: cid})
 	if err != nil {
+		s.metrics.ForgetContainer(cid)
 		if p.isDead() {
 			return nil, fmt.Errorf("pulling image %s in the guest: pod VM %s is gone: %w", ref, p.id, errdefs.ErrUnavailable)
 		}
 		return nil, guestPullError(ref, errgrpc.ToNative(err))
 	}
+	s.metrics.MarkContainer(cid, metrics.ContainerImagePulled)
 	log.G(ctx).WithField("image", ref).WithField("manifest", resp.GetManifestDigest()).
 		WithField("took", time.Since(start).Round(time.Millisecond)).Info("image pulled in the guest")
 	return &api.Storage{Driver: "bind", Source: resp.GetRootfs()}, nil
@@ -79,6 +83,7 @@ func (s *service) guestPull(ctx context.Context, p *pod, cid string, spec *specs
 // later: the agent's RemoveContainer drops the container's image also when
 // the container was never created (a NotFound answer is expected then).
 func (s *service) releaseGuestImage(ctx context.Context, p *pod, cid string) {
+	s.metrics.ForgetContainer(cid)
 	cctx, cancel := p.callCtx(context.WithoutCancel(ctx))
 	defer cancel()
 	_, err := p.agent.container.RemoveContainer(cctx, &api.RemoveContainerRequest{ContainerId: cid, Force: true})

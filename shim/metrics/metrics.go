@@ -12,7 +12,8 @@
 //     kernel_to_ready / kernel_to_agent the agent reports in GuestDetails),
 //     agent_ready (the agent's first answer), sandbox_created.
 //   - veil_container_phase_timestamp_seconds{container,phase}: created and
-//     started, per container, until the container is deleted.
+//     started, per container, until the container is deleted; with guest
+//     pull also pull_started and image_pulled (the agent's PullImage).
 //   - veil_vm_boot_seconds: QEMU spawned to agent ready (host clock);
 //     veil_guest_boot_seconds{stage}: kernel_to_agent and kernel_to_ready
 //     (guest clock).
@@ -69,9 +70,13 @@ const (
 var PodPhases = []string{PhaseShimStart, PhaseQEMUSpawned, PhaseKernelEntry, PhaseAgentStarted, PhaseAgentReady, PhaseSandboxCreated}
 
 // Container phases (label phase of veil_container_phase_timestamp_seconds).
+// ContainerPullStarted and ContainerImagePulled bracket the agent's
+// PullImage of a guest-pulled container (guest pull handlers only).
 const (
-	ContainerCreated = "created"
-	ContainerStarted = "started"
+	ContainerPullStarted = "pull_started"
+	ContainerImagePulled = "image_pulled"
+	ContainerCreated     = "created"
+	ContainerStarted     = "started"
 )
 
 // scrapeTimeout bounds the agent calls one scrape makes.

@@ -14,31 +14,55 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 )
 
-// WriteChart draws the run as one PNG at path, three panels: where a veil
-// pod start's time goes (stacked bars of the segment medians, next to
-// runc's and the bare boot's medians), PSS per idle pod, and the
-// concurrency curve.
+// WriteChart draws the run as one PNG at path, a panel for each part the
+// run measured: where a veil pod start's time goes (stacked bars of the
+// segment medians, next to runc's and the bare boot's medians), PSS per
+// idle pod, the concurrency curve, and the pull benchmark's times.
 func WriteChart(path string, r *Result) error {
-	phases, err := phasesPlot(r)
-	if err != nil {
-		return err
+	var panels []*plot.Plot
+	if len(r.Starts) > 0 || len(r.BareBoots) > 0 {
+		p, err := phasesPlot(r)
+		if err != nil {
+			return err
+		}
+		panels = append(panels, p)
 	}
-	mem, err := memoryPlot(r)
-	if err != nil {
-		return err
+	if len(r.Memory) > 0 {
+		p, err := memoryPlot(r)
+		if err != nil {
+			return err
+		}
+		panels = append(panels, p)
 	}
-	conc, err := concurrencyPlot(r)
-	if err != nil {
-		return err
+	if len(r.Concurrency) > 0 {
+		p, err := concurrencyPlot(r)
+		if err != nil {
+			return err
+		}
+		panels = append(panels, p)
 	}
-	const w, h = 9 * vg.Inch, 14 * vg.Inch
+	if len(r.Pulls) > 0 {
+		p, err := pullPlot(r)
+		if err != nil {
+			return err
+		}
+		panels = append(panels, p)
+	}
+	if len(panels) == 0 {
+		return fmt.Errorf("charting %s: the run has no samples", path)
+	}
+	w, h := 9*vg.Inch, vg.Length(len(panels))*14*vg.Inch/3
 	img := vgimg.New(w, h)
 	dc := draw.New(img)
-	tiles := draw.Tiles{Rows: 3, Cols: 1, PadTop: vg.Points(10), PadBottom: vg.Points(10), PadX: vg.Points(10), PadY: vg.Points(20)}
-	canvases := plot.Align([][]*plot.Plot{{phases}, {mem}, {conc}}, tiles, dc)
-	phases.Draw(canvases[0][0])
-	mem.Draw(canvases[1][0])
-	conc.Draw(canvases[2][0])
+	tiles := draw.Tiles{Rows: len(panels), Cols: 1, PadTop: vg.Points(10), PadBottom: vg.Points(10), PadX: vg.Points(10), PadY: vg.Points(20)}
+	grid := make([][]*plot.Plot, len(panels))
+	for i, p := range panels {
+		grid[i] = []*plot.Plot{p}
+	}
+	canvases := plot.Align(grid, tiles, dc)
+	for i, p := range panels {
+		p.Draw(canvases[i][0])
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("creating chart: %w", err)
@@ -165,5 +189,27 @@ func concurrencyPlot(r *Result) (*plot.Plot, error) {
 	}
 	p.Legend.Top = true
 	p.Legend.Left = true
+	return p, nil
+}
+
+func pullPlot(r *Result) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("Pull of a %d MiB image (medians)", r.Config.Pull.MiB)
+	p.Y.Label.Text = "seconds"
+	var vals plotter.Values
+	var names []string
+	for _, k := range PullKinds {
+		if s := r.SummarizePulls(k[0], k[1]); s.Time.N > 0 {
+			vals = append(vals, s.Time.Median)
+			names = append(names, k[0]+" "+k[1])
+		}
+	}
+	b, err := plotter.NewBarChart(vals, vg.Points(50))
+	if err != nil {
+		return nil, fmt.Errorf("charting pulls: %w", err)
+	}
+	b.Color = plotutil.Color(0)
+	p.Add(b)
+	p.NominalX(names...)
 	return p, nil
 }

@@ -16,7 +16,8 @@ type Figure struct {
 
 // Figures lists the run's headline numbers in a stable order: start
 // min/median/max per handler, bare boot, shim overhead, veil's segment
-// medians, PSS per idle pod, concurrency wall times and ratios.
+// medians, PSS per idle pod, concurrency wall times and ratios, and per
+// pull kind the median pull time and the memory peak and growth.
 func (r *Result) Figures() []Figure {
 	var out []Figure
 	add := func(name string, v float64, unit string) { out = append(out, Figure{name, v, unit}) }
@@ -50,6 +51,19 @@ func (r *Result) Figures() []Figure {
 		if c.N != 1 && ratio > 0 {
 			add(fmt.Sprintf("concurrency %s %d pods ratio to 1", c.Handler, c.N), ratio, "x")
 		}
+	}
+	for _, k := range PullKinds {
+		s := r.SummarizePulls(k[0], k[1])
+		if s.Time.N == 0 {
+			continue
+		}
+		name := "pull " + k[0] + " " + k[1]
+		add(name+" median", s.Time.Median, "s")
+		if s.Start.N > 0 {
+			add(name+" crictl start median", s.Start.Median, "s")
+		}
+		add(name+" memory peak", s.PeakMiB, "MiB")
+		add(name+" memory growth", s.GrowthMiB, "MiB")
 	}
 	return out
 }
@@ -108,6 +122,28 @@ func WriteTable(w io.Writer, r *Result) error {
 			_, ratio := r.ConcurrencyWall(c.Handler, c.N)
 			fmt.Fprintf(tw, "  %s\t%d\t%.2f s\t%.2fx\n", c.Handler, c.N, c.Wall, ratio)
 		}
+	}
+	if len(r.Pulls) > 0 {
+		pc := r.Config.Pull
+		fmt.Fprintf(tw, "\npull of a %d MiB image (%d random layers + %s, %.1f MiB compressed)\tpull median\tcrictl start median\tmemory peak\tgrowth\tn\n",
+			pc.MiB, pc.Layers, pc.Base, float64(pc.Bytes)/(1<<20))
+		labels := map[[2]string]string{
+			{PullHost, PullPlain}:      "host containerd (overlayfs), plain",
+			{PullGuest, PullPlain}:     "guest veil-dev, plain",
+			{PullGuest, PullEncrypted}: "guest veil-dev, encrypted",
+		}
+		for _, k := range PullKinds {
+			s := r.SummarizePulls(k[0], k[1])
+			if s.Time.N == 0 {
+				continue
+			}
+			start := ""
+			if s.Start.N > 0 {
+				start = fmt.Sprintf("%.2f s", s.Start.Median)
+			}
+			fmt.Fprintf(tw, "  %s\t%.2f s\t%s\t%.1f MiB\t%.1f MiB\t%d\n", labels[k], s.Time.Median, start, s.PeakMiB, s.GrowthMiB, s.Time.N)
+		}
+		fmt.Fprintln(tw, "  (host: crictl pull, containerd's VmRSS; guest: the agent's PullImage, guest MemTotal-MemAvailable, which holds the image on tmpfs)")
 	}
 	return tw.Flush()
 }

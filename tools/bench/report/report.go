@@ -32,6 +32,9 @@ type Result struct {
 	Memory []Memory `json:"memory"`
 	// Concurrency are samples of N pods started at once.
 	Concurrency []Concurrency `json:"concurrency"`
+	// Pulls are the pull benchmark's samples: the same image pulled by
+	// containerd on the host and by the guest of a veil-dev pod.
+	Pulls []Pull `json:"pulls,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -58,6 +61,94 @@ type Config struct {
 	VMVCPUs                uint32   `json:"vm_vcpus"`
 	VMMemoryMiB            uint32   `json:"vm_memory_mib"`
 	Image                  string   `json:"image"`
+	// Pull is what the pull benchmark pulled (zero when it did not run).
+	Pull PullConfig `json:"pull,omitzero"`
+}
+
+// PullConfig describes the pull benchmark's image: Base plus Layers
+// layers of random (incompressible) data, MiB in all, gzip-compressed;
+// the encrypted variant has every layer encrypted with ocicrypt (JWE, a
+// generated key the guest gets from veil-kbs).
+type PullConfig struct {
+	MiB    int    `json:"mib"`
+	Layers int    `json:"layers"`
+	Runs   int    `json:"runs"`
+	Base   string `json:"base"`
+	// Bytes is the plain image's compressed size (every layer), bytes.
+	Bytes int64 `json:"bytes"`
+}
+
+// Where a pull happens (Pull.Where) and of which image (Pull.Variant).
+const (
+	PullHost      = "host"  // containerd with the overlayfs snapshotter, crictl pull
+	PullGuest     = "guest" // the veil-dev guest's agent (image/), at container start
+	PullPlain     = "plain"
+	PullEncrypted = "encrypted"
+)
+
+// Pull is one pull of the benchmark image.
+type Pull struct {
+	Where   string `json:"where"`
+	Variant string `json:"variant"`
+	Run     int    `json:"run"`
+	// Seconds: on the host the `crictl pull` (fetch and unpack); in the
+	// guest the agent's PullImage (the shim's pull_started to
+	// image_pulled: fetch, verify, decrypt, unpack).
+	Seconds float64 `json:"seconds"`
+	// StartSeconds, guest only: `crictl start` of the container (the pull
+	// and the container's create and start) until it returned.
+	StartSeconds float64 `json:"start_s,omitempty"`
+	// PeakBytes is the memory high-water mark during the pull and
+	// BeforeBytes the same figure just before it: on the host containerd's
+	// resident memory (VmRSS); in the guest MemTotal - MemAvailable of the
+	// guest kernel (which counts the image unpacked and the blobs cached on
+	// the guest's tmpfs).
+	PeakBytes   uint64 `json:"peak_bytes"`
+	BeforeBytes uint64 `json:"before_bytes"`
+	// MemorySamples is how many memory samples fell in the pull.
+	MemorySamples int `json:"memory_samples"`
+}
+
+// PullKinds lists the (where, variant) pairs the benchmark measures, in
+// table order.
+var PullKinds = [][2]string{{PullHost, PullPlain}, {PullGuest, PullPlain}, {PullGuest, PullEncrypted}}
+
+// PullsOf returns the pulls of one kind.
+func (r *Result) PullsOf(where, variant string) []Pull {
+	var out []Pull
+	for _, p := range r.Pulls {
+		if p.Where == where && p.Variant == variant {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// PullSummary is one kind's figures: the time's and the start's Stats, and
+// the highest memory peak and its growth over the memory before.
+type PullSummary struct {
+	Time, Start        Stats
+	PeakMiB, GrowthMiB float64
+}
+
+// SummarizePulls summarizes the pulls of one kind (Time.N 0: none).
+func (r *Result) SummarizePulls(where, variant string) PullSummary {
+	var s PullSummary
+	var secs, starts []float64
+	for _, p := range r.PullsOf(where, variant) {
+		secs = append(secs, p.Seconds)
+		if p.StartSeconds > 0 {
+			starts = append(starts, p.StartSeconds)
+		}
+		if peak := float64(p.PeakBytes) / (1 << 20); peak > s.PeakMiB {
+			s.PeakMiB = peak
+		}
+		if g := (float64(p.PeakBytes) - float64(p.BeforeBytes)) / (1 << 20); g > s.GrowthMiB {
+			s.GrowthMiB = g
+		}
+	}
+	s.Time, s.Start = Summarize(secs), Summarize(starts)
+	return s
 }
 
 // Start is one pod start: runp -> create -> start -> first output line.

@@ -68,8 +68,99 @@ func sample() *Result {
 	}
 }
 
-func TestJSONRoundTrip(t *testing.T) {
+// withPulls is sample with the pull benchmark: two runs of each kind.
+func withPulls() *Result {
 	r := sample()
+	r.Config.Pull = PullConfig{MiB: 200, Layers: 4, Runs: 2, Base: "busybox:1", Bytes: 210 << 20}
+	r.Pulls = []Pull{
+		{Where: PullGuest, Variant: PullPlain, Run: 0, Seconds: 30, StartSeconds: 33, PeakBytes: 500 << 20, BeforeBytes: 60 << 20, MemorySamples: 50},
+		{Where: PullGuest, Variant: PullEncrypted, Run: 0, Seconds: 40, StartSeconds: 44, PeakBytes: 520 << 20, BeforeBytes: 70 << 20, MemorySamples: 60},
+		{Where: PullHost, Variant: PullPlain, Run: 0, Seconds: 4, PeakBytes: 80 << 20, BeforeBytes: 40 << 20, MemorySamples: 200},
+		{Where: PullGuest, Variant: PullPlain, Run: 1, Seconds: 34, StartSeconds: 37, PeakBytes: 480 << 20, BeforeBytes: 50 << 20, MemorySamples: 50},
+		{Where: PullGuest, Variant: PullEncrypted, Run: 1, Seconds: 44, StartSeconds: 47, PeakBytes: 530 << 20, BeforeBytes: 90 << 20, MemorySamples: 60},
+		{Where: PullHost, Variant: PullPlain, Run: 1, Seconds: 6, PeakBytes: 70 << 20, BeforeBytes: 40 << 20, MemorySamples: 200},
+	}
+	return r
+}
+
+func TestPullFigures(t *testing.T) {
+	r := withPulls()
+	s := r.SummarizePulls(PullGuest, PullEncrypted)
+	// The highest peak (530) and the largest growth (520-70 = 450, not
+	// 530-90 = 440).
+	if s.Time != (Stats{2, 40, 42, 44}) || s.Start.Median != 45.5 || s.PeakMiB != 530 || s.GrowthMiB != 450 {
+		t.Errorf("guest encrypted summary: %+v", s)
+	}
+	if s := r.SummarizePulls(PullHost, PullPlain); s.Start.N != 0 || s.Time.Median != 5 {
+		t.Errorf("host summary (no crictl start): %+v", s)
+	}
+	figs := map[string]float64{}
+	for _, f := range r.Figures() {
+		figs[f.Name] = f.Value
+	}
+	for name, v := range map[string]float64{
+		"pull host plain median":               5,
+		"pull host plain memory growth":        40,
+		"pull guest plain median":              32,
+		"pull guest plain crictl start median": 35,
+		"pull guest plain memory peak":         500,
+		"pull guest encrypted median":          42,
+		"pull guest encrypted memory growth":   450,
+	} {
+		got, ok := figs[name]
+		if !ok || math.Abs(got-v) > 1e-9 {
+			t.Errorf("figure %q = %v (present %v), want %v", name, got, ok, v)
+		}
+	}
+	if _, ok := figs["pull host plain crictl start median"]; ok {
+		t.Error("a crictl start figure for host pulls, which have none")
+	}
+	if _, ok := sampleFigures()["pull guest plain median"]; ok {
+		t.Error("pull figures in a run without pulls")
+	}
+
+	// Compared with a run whose guest pulls were slower.
+	old := withPulls()
+	for i := range old.Pulls {
+		old.Pulls[i].Seconds *= 2
+	}
+	byName := map[string]Change{}
+	for _, c := range Compare(old, r) {
+		byName[c.Name] = c
+	}
+	if c := byName["pull guest encrypted median"]; c.Old != 84 || c.Value != 42 || c.Percent != -50 {
+		t.Errorf("pull comparison: %+v", c)
+	}
+
+	var b bytes.Buffer
+	if err := WriteTable(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"pull of a 200 MiB image (4 random layers + busybox:1, 210.0 MiB compressed)",
+		"host containerd (overlayfs), plain", "guest veil-dev, encrypted", "42.00 s", "45.50 s", "530.0 MiB", "450.0 MiB"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	if err := WriteTable(&b, sample()); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "pull of") {
+		t.Errorf("a pull section in a run without pulls:\n%s", b.String())
+	}
+}
+
+func sampleFigures() map[string]float64 {
+	figs := map[string]float64{}
+	for _, f := range sample().Figures() {
+		figs[f.Name] = f.Value
+	}
+	return figs
+}
+
+func TestJSONRoundTrip(t *testing.T) {
+	r := withPulls()
 	path := filepath.Join(t.TempDir(), "bench.json")
 	if err := Write(path, r); err != nil {
 		t.Fatal(err)
@@ -197,6 +288,34 @@ func TestChartIsPNG(t *testing.T) {
 	if err := WriteChart(filepath.Join(t.TempDir(), "runc.png"), r); err != nil {
 		t.Errorf("runc-only chart: %v", err)
 	}
+	// A pull-only run draws its one panel; an empty run is refused.
+	p := withPulls()
+	p.Starts, p.BareBoots, p.Memory, p.Concurrency = nil, nil, nil, nil
+	pullOnly := filepath.Join(t.TempDir(), "pull.png")
+	if err := WriteChart(pullOnly, p); err != nil {
+		t.Errorf("pull-only chart: %v", err)
+	}
+	if full, one := chartHeight(t, path), chartHeight(t, pullOnly); one*3 > full+1 || one*3 < full-1 {
+		t.Errorf("pull-only chart is %d high, the 3-panel one %d: want a third", one, full)
+	}
+	p.Pulls = nil
+	if err := WriteChart(filepath.Join(t.TempDir(), "empty.png"), p); err == nil || !strings.Contains(err.Error(), "no samples") {
+		t.Errorf("chart of an empty run: %v", err)
+	}
+}
+
+func chartHeight(t *testing.T, path string) int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cfg, err := png.DecodeConfig(f)
+	if err != nil {
+		t.Fatalf("%s is not a PNG: %v", path, err)
+	}
+	return cfg.Height
 }
 
 // The segments chain from runp to first output: no gap, no overlap.
