@@ -3,8 +3,12 @@
 // private containerd (tools/e2e/harness): pod start (runp -> create ->
 // start -> first output line, interleaved between handlers) with veil's
 // phases from the shim's metrics socket, a bare `qemu -kernel` boot of the
-// same guest to agent-ready, host memory (PSS) per idle pod, and N pods
-// started at once. It writes bench.json (every sample, the machine) and
+// same guest to agent-ready, host memory (PSS) per idle pod, N pods
+// started at once, and (pull.go, -pull-mib; -pull-only alone) an image of
+// random layers pulled by containerd on the host and by the veil-dev guest,
+// plain and encrypted, with the pull's time and memory high-water mark
+// (containerd's VmRSS; the guest's MemTotal - MemAvailable, sampled by a
+// container in the pod). It writes bench.json (every sample, the machine) and
 // bench.png (tools/bench/report) and prints a table; --compare OLD.json
 // prints the change of every figure. `make bench` runs it; see README.md.
 package main
@@ -42,6 +46,10 @@ func run() error {
 	out := flag.String("out", "build/bench", "directory for bench.json and bench.png")
 	compare := flag.String("compare", "", "an earlier bench.json: print the change of every figure")
 	from := flag.String("from", "", "do not measure: print the table of this bench.json, draw its chart into -out (and compare)")
+	flag.IntVar(&o.pullMiB, "pull-mib", 200, "pull benchmark: MiB of random layers on busybox, pulled on the host and in the veil-dev guest, plain and encrypted (0: skip)")
+	flag.IntVar(&o.pullLayers, "pull-layers", 4, "pull benchmark: number of random layers")
+	flag.IntVar(&o.pullRuns, "pull-runs", 2, "pull benchmark: pulls of each kind")
+	flag.BoolVar(&o.pullOnly, "pull-only", false, "run only the pull benchmark")
 	logs := flag.String("logs", "", "keep containerd's and the registry's logs in this directory")
 	flag.Parse()
 	if flag.NArg() != 0 {
@@ -56,6 +64,12 @@ func run() error {
 	}
 	if o.runs < 1 {
 		return fmt.Errorf("-runs %d: need at least 1", o.runs)
+	}
+	if o.pullMiB < 0 || o.pullLayers < 1 || o.pullRuns < 1 {
+		return fmt.Errorf("-pull-mib %d, -pull-layers %d, -pull-runs %d: want -pull-mib >= 0 and at least one layer and run", o.pullMiB, o.pullLayers, o.pullRuns)
+	}
+	if o.pullOnly && o.pullMiB == 0 {
+		return fmt.Errorf("-pull-only with -pull-mib 0: nothing to measure")
 	}
 	o.handlers = strings.Split(*handlers, ",")
 	if *logs != "" {

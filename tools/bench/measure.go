@@ -29,8 +29,12 @@ type options struct {
 	handlers          []string
 	concurrency, idle []int
 	tcgCacheMiB       uint
-	logDir            string
-	log               *slog.Logger
+	// pullMiB > 0 runs the pull benchmark (pullLayers layers, pullRuns
+	// pulls of each kind); pullOnly skips everything else.
+	pullMiB, pullLayers, pullRuns int
+	pullOnly                      bool
+	logDir                        string
+	log                           *slog.Logger
 }
 
 // criNamespace is the containerd namespace CRI pods live in: the veil
@@ -103,6 +107,15 @@ func measure(ctx context.Context, o options) (_ *report.Result, retErr error) {
 	}}
 	res.Machine = describeMachine(ctx, env)
 
+	if o.pullMiB > 0 {
+		if err := b.pullBench(ctx, res); err != nil {
+			return nil, err
+		}
+	}
+	if o.pullOnly {
+		res.Finished = time.Now().UTC()
+		return res, nil
+	}
 	for i := range o.warmup {
 		for _, h := range o.handlers {
 			o.log.Info("warm-up start", "handler", h, "run", i)

@@ -84,9 +84,11 @@ func WriteTable(w io.Writer, r *Result) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "machine: %s, %d CPUs (%s), accel %s, QEMU %s, containerd %s\n", r.Machine.CPUModel, r.Machine.CPUs,
 		r.Machine.Kernel, r.Machine.Accel, r.Machine.QEMU, r.Machine.Containerd)
-	fmt.Fprintf(tw, "veil VM: %d vCPU, %d MiB, TCG translation cache %d MiB; %d runs per handler, interleaved\n\n",
-		r.Config.VMVCPUs, r.Config.VMMemoryMiB, r.Config.TCGTranslationCacheMiB, r.Config.Runs)
-	fmt.Fprintln(tw, "pod start (runp -> first output)\tmin\tmedian\tmax\tn")
+	if len(r.Starts) > 0 || len(r.BareBoots) > 0 {
+		fmt.Fprintf(tw, "veil VM: %d vCPU, %d MiB, TCG translation cache %d MiB; %d runs per handler, interleaved\n\n",
+			r.Config.VMVCPUs, r.Config.VMMemoryMiB, r.Config.TCGTranslationCacheMiB, r.Config.Runs)
+		fmt.Fprintln(tw, "pod start (runp -> first output)\tmin\tmedian\tmax\tn")
+	}
 	for _, h := range r.Config.Handlers {
 		st := Summarize(r.StartTotals(h))
 		if st.N > 0 {

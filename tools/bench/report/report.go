@@ -74,7 +74,7 @@ type PullConfig struct {
 	Layers int    `json:"layers"`
 	Runs   int    `json:"runs"`
 	Base   string `json:"base"`
-	// Bytes is the plain image's compressed size (every layer), bytes.
+	// Bytes is the compressed size of the random layers, bytes.
 	Bytes int64 `json:"bytes"`
 }
 

@@ -149,6 +149,16 @@ func TestPullFigures(t *testing.T) {
 	if strings.Contains(b.String(), "pull of") {
 		t.Errorf("a pull section in a run without pulls:\n%s", b.String())
 	}
+	// A pull-only run has no pod start section.
+	p := withPulls()
+	p.Starts, p.BareBoots, p.Memory, p.Concurrency = nil, nil, nil, nil
+	b.Reset()
+	if err := WriteTable(&b, p); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "pod start") || !strings.Contains(b.String(), "guest veil-dev, plain") {
+		t.Errorf("pull-only table:\n%s", b.String())
+	}
 }
 
 func sampleFigures() map[string]float64 {
