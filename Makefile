@@ -77,11 +77,12 @@ installer-image: guest-image build ## build the installer DaemonSet's image into
 demo: deps guest-image build ## run a pod in a veil VM next to runc and print what each container saw
 	$(GO) run ./tools/e2e/demo -handlers $(DEMO_HANDLERS) -logs $(OUT)/demo-logs
 
-# Flags for tools/bench, e.g. a quick run: BENCH_ARGS="-runs 2 -concurrency 1,2 -idle 1,3".
+# Flags for tools/bench, e.g. a quick run: BENCH_ARGS="-runs 2 -concurrency 1,2 -idle 1,3 -pull-mib 0",
+# or only the guest pull: BENCH_ARGS="-pull-only -pull-runs 1".
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: guest-image build ## benchmark veil next to runc: pod start phases, bare boot, memory per idle pod, concurrency (BENCH_ARGS=...)
+bench: guest-image build ## benchmark veil next to runc: pod start phases, bare boot, memory per idle pod, concurrency, guest pull (BENCH_ARGS=...)
 	$(GO) run ./tools/bench -out $(OUT)/bench -logs $(OUT)/bench-logs $(BENCH_ARGS)
 
 .PHONY: clean

@@ -142,22 +142,37 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 
 // Serve serves sn on a unix socket at address until ctx is done.
 func Serve(ctx context.Context, sn snapshots.Snapshotter, address string) error {
+	ln, err := Listen(address)
+	if err != nil {
+		return err
+	}
+	return ServeListener(ctx, sn, ln)
+}
+
+// Listen creates the unix socket at address (replacing a stale one), so a
+// caller can serve it in the background knowing clients can connect.
+func Listen(address string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(address), 0o755); err != nil {
-		return fmt.Errorf("creating socket directory: %w", err)
+		return nil, fmt.Errorf("creating socket directory: %w", err)
 	}
 	if err := os.Remove(address); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("removing stale socket %s: %w", address, err)
+		return nil, fmt.Errorf("removing stale socket %s: %w", address, err)
 	}
 	ln, err := net.Listen("unix", address)
 	if err != nil {
-		return fmt.Errorf("listening on %s: %w", address, err)
+		return nil, fmt.Errorf("listening on %s: %w", address, err)
 	}
+	return ln, nil
+}
+
+// ServeListener serves sn on ln until ctx is done; it closes ln.
+func ServeListener(ctx context.Context, sn snapshots.Snapshotter, ln net.Listener) error {
 	srv := grpc.NewServer()
 	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
 	stop := context.AfterFunc(ctx, srv.GracefulStop)
 	defer stop()
 	if err := srv.Serve(ln); err != nil {
-		return fmt.Errorf("serving snapshots on %s: %w", address, err)
+		return fmt.Errorf("serving snapshots on %s: %w", ln.Addr(), err)
 	}
 	return nil
 }

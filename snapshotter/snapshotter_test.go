@@ -48,8 +48,12 @@ func TestServeRemoteSnapshotterProtocol(t *testing.T) {
 	defer sn.Close()
 	sock := filepath.Join(root, "s", "snapshotter.sock")
 	ctx, cancel := context.WithCancel(context.Background())
+	ln, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
 	served := make(chan error, 1)
-	go func() { served <- Serve(ctx, sn, sock) }()
+	go func() { served <- ServeListener(ctx, sn, ln) }()
 	defer func() {
 		cancel()
 		if err := <-served; err != nil {

@@ -25,9 +25,14 @@ func (e *Env) startSnapshotter() error {
 		logf.Close()
 		return err
 	}
+	// Listening before containerd starts: its proxy plugin can connect.
+	ln, err := snapshotter.Listen(e.snapshotterSocket())
+	if err != nil {
+		return errors.Join(err, sn.Close(), logf.Close())
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- snapshotter.Serve(ctx, sn, e.snapshotterSocket()) }()
+	go func() { done <- snapshotter.ServeListener(ctx, sn, ln) }()
 	e.stopSnapshotter = func() error {
 		cancel()
 		err := <-done
