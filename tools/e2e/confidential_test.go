@@ -28,6 +28,7 @@ func TestConfidential(t *testing.T) {
 	if !confidential {
 		t.Skip("veil-dev is not in VEIL_E2E_HANDLERS")
 	}
+	useOwnEnv(t, "veil-dev-confidential")
 	if err := env.CheckHandler(harness.VeilDev); err != nil {
 		t.Fatal(err)
 	}

@@ -62,6 +62,7 @@ func TestGuestPull(t *testing.T) {
 	if !confidential {
 		t.Skip("veil-dev is not in VEIL_E2E_HANDLERS")
 	}
+	useOwnEnv(t, "veil-dev-guestpull")
 	if err := env.CheckHandler(harness.VeilDev); err != nil {
 		t.Fatal(err)
 	}

@@ -87,6 +87,19 @@ func ownEnv(t *testing.T, name string) *harness.Env {
 	return e
 }
 
+// useOwnEnv points the package's env at an environment of t's own for the
+// rest of t (tests here do not run in parallel). The veil-dev tests use it:
+// containerd pulls their images through veil's proxy snapshotter, which
+// leaves the layers to the guest, so an image such as the pause image would
+// then have no layer content on the host for a later runc or veil pod to
+// unpack (containerd does not fetch it again; shim/README.md, "Guest pull").
+func useOwnEnv(t *testing.T, name string) {
+	t.Helper()
+	shared := env
+	env = ownEnv(t, name)
+	t.Cleanup(func() { env = shared })
+}
+
 // forEachHandler runs fn as a subtest per handler. A handler that cannot run
 // here (shim or guest image missing) fails the test: the tier never skips.
 func forEachHandler(t *testing.T, fn func(t *testing.T, handler string)) {
