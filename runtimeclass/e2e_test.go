@@ -26,15 +26,22 @@ type restartFunc func(context.Context) error
 func (f restartFunc) Restart(ctx context.Context) error { return f(ctx) }
 func (restartFunc) String() string                      { return "harness restart" }
 
-// withoutHandler drops the tables of runtime handler name from a config
-// rendered by harness.ContainerdConfig.
-func withoutHandler(cfg, name string) string {
-	prefix := "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.\"" + name + "\""
+// withoutVeil drops what is veil's from a config rendered by
+// harness.ContainerdConfig: the tables of the veil handlers and veil's
+// proxy snapshotter.
+func withoutVeil(cfg string) string {
+	prefixes := []string{`[proxy_plugins."veil"]`}
+	for _, h := range []string{harness.Veil, harness.VeilDev} {
+		prefixes = append(prefixes, "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.\""+h+"\"")
+	}
 	var out []string
 	skip := false
 	for _, l := range strings.SplitAfter(cfg, "\n") {
 		if t := strings.TrimSpace(l); strings.HasPrefix(t, "[") {
-			skip = strings.HasPrefix(t, prefix)
+			skip = false
+			for _, p := range prefixes {
+				skip = skip || strings.HasPrefix(t, p)
+			}
 		}
 		if !skip {
 			out = append(out, l)
@@ -63,12 +70,12 @@ func TestInstallRunUninstall(t *testing.T) {
 	}()
 	run := func(args ...string) (string, error) { return env.Run(ctx, env.Crictl(ctx, args...)) }
 
-	// A stock config: the environment's, without its own veil handler.
+	// A stock config: the environment's, without its veil handlers and snapshotter.
 	b, err := os.ReadFile(env.ConfigPath())
 	if err != nil {
 		t.Fatal(err)
 	}
-	stock := withoutHandler(string(b), harness.Veil)
+	stock := withoutVeil(string(b))
 	c, err := containerdcfg.Parse([]byte(stock), env.ConfigPath())
 	if err != nil {
 		t.Fatal(err)
