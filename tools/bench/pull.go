@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -212,25 +210,7 @@ func (b *bench) startBroker(dir string, key []byte) (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	var ln net.Listener
-	if err := b.env.NetNS.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", "0.0.0.0:0")
-		return err
-	}); err != nil {
-		return "", nil, fmt.Errorf("listening for veil-kbs: %w", err)
-	}
-	srv := &http.Server{Handler: h}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ln) // returns on Close
-	}()
-	stop := func() {
-		_ = srv.Close()
-		<-done
-	}
-	return "http://" + net.JoinHostPort(harness.BridgeIP, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)), stop, nil
+	return b.env.ServeOnBridge(h)
 }
 
 // pullInitData is a veil-dev init-data document for the benchmark: the

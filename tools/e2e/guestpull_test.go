@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
-	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -262,18 +260,12 @@ func startBroker(t *testing.T, resources map[string][]byte, granted string) stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ln net.Listener
-	if err := env.NetNS.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", "0.0.0.0:0")
-		return err
-	}); err != nil {
+	url, stop, err := env.ServeOnBridge(h)
+	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: h}
-	go srv.Serve(ln) //nolint:errcheck // returns on Close
-	t.Cleanup(func() { srv.Close() })
-	return "http://" + net.JoinHostPort(harness.BridgeIP, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	t.Cleanup(stop)
+	return url
 }
 
 // --- images ---

@@ -7,10 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -178,23 +175,15 @@ func startBroker(env *harness.Env, key []byte, logs *brokerLog) (*server.Store, 
 	if err != nil {
 		return fail(err)
 	}
-	var ln net.Listener
-	if err := env.NetNS.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", "0.0.0.0:0")
-		return err
-	}); err != nil {
+	url, stopServer, err := env.ServeOnBridge(h)
+	if err != nil {
 		return fail(err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
-	go func() { srv.Serve(ln); close(done) }() //nolint:errcheck // returns on Close
 	stop := func() {
-		srv.Close()
-		<-done
+		stopServer()
 		os.RemoveAll(dir)
 	}
-	return store, "http://" + net.JoinHostPort(harness.BridgeIP, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)), stop, nil
+	return store, url, stop, nil
 }
 
 // runEncrypted runs the encrypted image in a new veil-dev pod whose
