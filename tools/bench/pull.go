@@ -401,10 +401,11 @@ func memoryWindow(samples []memSample, t0, t1 time.Time) (before, peak uint64, n
 // snapshotter, sampling containerd's resident memory meanwhile.
 func (b *bench) hostPull(ctx context.Context, ref string, run int) (report.Pull, error) {
 	p := report.Pull{Where: report.PullHost, Variant: report.PullPlain, Run: run}
-	if out, err := b.env.Run(ctx, b.env.Crictl(ctx, "images", "-q", ref)); err == nil && strings.TrimSpace(out) != "" {
-		if _, err := b.env.Run(ctx, b.env.Crictl(ctx, "rmi", ref)); err != nil {
-			return p, err
-		}
+	// The image may be known from the guest pulls (its record without
+	// content) or not at all (an earlier run removed it). `crictl images -q
+	// REF` did not tell: it printed an ID after REF had been removed.
+	if _, err := b.env.Run(ctx, b.env.Crictl(ctx, "rmi", ref)); err != nil && !strings.Contains(err.Error(), "no such image") {
+		return p, err
 	}
 	pid, err := containerdPID(b.env)
 	if err != nil {
