@@ -115,6 +115,10 @@ type Config struct {
 	SharedDir string
 	// TCGTranslationCacheMiB bounds QEMU's TCG translation cache (0: driver default).
 	TCGTranslationCacheMiB uint32
+	// ReclaimFreedMemory hands memory the guest frees back to the host
+	// (free page reporting); without it the host keeps every page the
+	// guest has ever touched. Not for SEV-SNP or TDX guests.
+	ReclaimFreedMemory bool
 	// NICs are the VM's network cards, in guest PCI order.
 	NICs []NIC
 	// Debug keeps the guest kernel's boot messages on the console.

@@ -200,6 +200,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		Transport:              hypervisor.Transport(h.Transport),
 		SharedDir:              guestShare,
 		TCGTranslationCacheMiB: h.TCGTranslationCacheMiB,
+		ReclaimFreedMemory:     h.ReclaimGuestFreedMemory,
 		NICs:                   vmNICs(podNet),
 		Debug:                  cfg.Debug,
 		DebugConsole:           cfg.DebugConsole,

@@ -50,6 +50,11 @@ type Launch struct {
 	// BlockSlots is the number of empty PCIe root ports for hot-plugged
 	// block devices (hotplug.go).
 	BlockSlots uint32
+	// FreePageReporting gives the VM a virtio-balloon device that reports
+	// the guest's free memory, which QEMU then gives back to the host
+	// (ignored for SEV-SNP and TDX, whose private memory QEMU cannot read
+	// or discard page by page).
+	FreePageReporting bool
 }
 
 // NIC is a virtio-net card on a tap whose fd QEMU has as TapFD.
@@ -86,6 +91,10 @@ func KernelCmdline(debug bool, extra []string) string {
 //	vhost-vsock-pci         with the vsock transport
 //	virtio-9p-pci           SharedDir, mount tag "veilshare", when set
 //	virtio-net-pci          one per NIC, on "-netdev tap,fd=N" (netN)
+//	virtio-balloon-pci      with FreePageReporting: free-page-reporting=on, never
+//	                        inflated; the guest reports freed 2 MiB blocks and
+//	                        QEMU discards them, so host memory follows what the
+//	                        guest uses instead of what it ever touched
 //	pcie-root-port          BlockSlots empty ports (veil-hpN) that hot-plugged
 //	                        virtio-blk disks go into (hotplug.go)
 func Args(l Launch) []string {
@@ -155,6 +164,9 @@ func Args(l Launch) []string {
 			"-netdev", fmt.Sprintf("tap,id=net%d,fd=%d", i, n.TapFD),
 			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s", i, n.MAC),
 		)
+	}
+	if l.FreePageReporting && !l.TEE.Kind.Hardware() {
+		a = append(a, "-device", "virtio-balloon-pci,id=balloon,free-page-reporting=on")
 	}
 	for i := range l.BlockSlots {
 		a = append(a, "-device", fmt.Sprintf("pcie-root-port,id=%s,bus=pcie.0,chassis=%d", blockPortID(int(i)), i+1))

@@ -153,6 +153,32 @@ func TestArgs(t *testing.T) {
 			},
 		},
 		{
+			name: "free page reporting on a balloon that is never inflated",
+			l:    with(func(l *Launch) { l.FreePageReporting = true }),
+			want: map[string][]string{
+				"-device": {
+					"virtio-serial-pci,id=vser",
+					"virtconsole,chardev=console,bus=vser.0",
+					"virtserialport,chardev=agent,bus=vser.0,name=veil.agent",
+					"virtio-balloon-pci,id=balloon,free-page-reporting=on",
+				},
+			},
+		},
+		{
+			name: "no free page reporting for hardware TEEs",
+			l: with(func(l *Launch) {
+				l.FreePageReporting = true
+				l.TEE = hypervisor.TEEConfig{Kind: hypervisor.TEESNP, Firmware: "/fw/OVMF.fd"}
+			}),
+			want: map[string][]string{
+				"-device": {
+					"virtio-serial-pci,id=vser",
+					"virtconsole,chardev=console,bus=vser.0",
+					"virtserialport,chardev=agent,bus=vser.0,name=veil.agent",
+				},
+			},
+		},
+		{
 			name:   "no initrd",
 			l:      with(func(l *Launch) { l.Initrd = "" }),
 			absent: []string{"-initrd"},

@@ -206,6 +206,8 @@ func (q *QEMU) Start(ctx context.Context) (err error) {
 		ConsoleLog: q.path(ConsoleLog),
 		PIDFile:    q.path(PIDFile),
 		BlockSlots: q.cfg.BlockSlots,
+
+		FreePageReporting: q.cfg.ReclaimFreedMemory,
 	}
 	if launch.QMPFD, err = listen(QMPSocket); err != nil {
 		return fmt.Errorf("starting vm %s: %w", q.cfg.ID, err)

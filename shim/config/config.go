@@ -27,6 +27,7 @@
 //	accel = "auto"                 # auto | kvm | tcg
 //	transport = "auto"             # auto | virtio-serial | vsock
 //	tcg_translation_cache_mib = 0  # 0: the driver's default
+//	reclaim_guest_freed_memory = true  # give memory the guest frees back to the host (free page reporting; not snp/tdx)
 //
 //	[agent]
 //	boot_timeout = "60s"           # VM start until the agent answers
@@ -119,17 +120,18 @@ func (c Config) IsConfidential() bool { return c.Confidential.Enabled() }
 
 // Hypervisor configures the pod VM.
 type Hypervisor struct {
-	Binary                 string   `toml:"binary"`
-	Kernel                 string   `toml:"kernel"`
-	Initrd                 string   `toml:"initrd"`
-	KernelArgs             []string `toml:"kernel_args"`
-	VCPUs                  uint32   `toml:"vcpus"`
-	MaxVCPUs               uint32   `toml:"max_vcpus"`
-	MemoryMiB              uint32   `toml:"memory_mib"`
-	MaxMemoryMiB           uint32   `toml:"max_memory_mib"`
-	Accel                  string   `toml:"accel"`
-	Transport              string   `toml:"transport"`
-	TCGTranslationCacheMiB uint32   `toml:"tcg_translation_cache_mib"`
+	Binary                  string   `toml:"binary"`
+	Kernel                  string   `toml:"kernel"`
+	Initrd                  string   `toml:"initrd"`
+	KernelArgs              []string `toml:"kernel_args"`
+	VCPUs                   uint32   `toml:"vcpus"`
+	MaxVCPUs                uint32   `toml:"max_vcpus"`
+	MemoryMiB               uint32   `toml:"memory_mib"`
+	MaxMemoryMiB            uint32   `toml:"max_memory_mib"`
+	Accel                   string   `toml:"accel"`
+	Transport               string   `toml:"transport"`
+	TCGTranslationCacheMiB  uint32   `toml:"tcg_translation_cache_mib"`
+	ReclaimGuestFreedMemory bool     `toml:"reclaim_guest_freed_memory"`
 }
 
 // Agent configures how the shim talks to the guest agent.
@@ -169,6 +171,8 @@ func Default() Config {
 			MemoryMiB: 256,
 			Accel:     string(hypervisor.AccelAuto),
 			Transport: string(hypervisor.TransportAuto),
+
+			ReclaimGuestFreedMemory: true,
 		},
 		Agent: Agent{
 			BootTimeout:     Duration(60 * time.Second),

@@ -22,6 +22,8 @@ import (
 //   - 9p, 9pnet_virtio: the pod's shared directory from the host (virtio-9p)
 //   - vmw_vsock_virtio_transport: the agent's vsock transport
 //   - virtio_blk, virtio_net: block devices and the pod network
+//   - virtio_balloon: free page reporting, so the host gets back memory
+//     the guest frees (hypervisor.Config.ReclaimFreedMemory)
 //   - overlay: container root filesystems layered in the guest
 //   - dm_crypt, xts: encrypted scratch storage (aes-xts-plain64; the guest
 //     has no modprobe, so the cipher mode dm-crypt asks for must be loaded)
@@ -31,6 +33,7 @@ var GuestModules = []string{
 	"9p", "9pnet_virtio",
 	"vmw_vsock_virtio_transport",
 	"virtio_blk", "virtio_net",
+	"virtio_balloon",
 	"overlay",
 	"dm_crypt", "xts",
 	"configfs", "tsm",
