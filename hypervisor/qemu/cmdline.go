@@ -68,16 +68,31 @@ type NIC struct {
 // virtio console costs far less under TCG than an emulated 8250 UART, whose
 // every byte is a port I/O exit), quiet unless debugging, panic=-1 so that a
 // guest panic reboots at once and -no-reboot turns that into QEMU's exit,
-// then the caller's extra arguments.
+// then bootArgs, then the caller's extra arguments.
 func KernelCmdline(debug bool, extra []string) string {
 	args := []string{"console=hvc0"}
 	if !debug {
 		args = append(args, "quiet")
 	}
 	args = append(args, "panic=-1")
+	args = append(args, bootArgs...)
 	args = append(args, extra...)
 	return strings.Join(args, " ")
 }
+
+// bootArgs shorten the guest kernel's boot, each measured alone as QEMU
+// start to agent ready (1 vCPU, 256 MiB, TCG; medians of 3, against
+// 5.62 s without): together 5.62 -> 4.71 s.
+//
+//	cryptomgr.notests        4.80 s  no self-test of each crypto algorithm as it
+//	                                 registers (they find broken implementations,
+//	                                 not attacks; FIPS mode would need them)
+//	noreplace-smp            5.15 s  no patching of SMP lock prefixes out on a
+//	                                 one-vCPU guest (text patching is slow under TCG)
+//	tsc=reliable             5.39 s  with no_timer_check: no clocksource watchdog
+//	no_timer_check                   and no timer IRQ check; a VM's TSC is the
+//	                                 host's (Kata Containers passes the same)
+var bootArgs = []string{"cryptomgr.notests", "noreplace-smp", "tsc=reliable", "no_timer_check"}
 
 // Args is QEMU's argument list (without argv[0]) for l.
 //

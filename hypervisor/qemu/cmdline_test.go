@@ -14,9 +14,9 @@ func TestKernelCmdline(t *testing.T) {
 		extra []string
 		want  string
 	}{
-		{false, nil, "console=hvc0 quiet panic=-1"},
-		{true, nil, "console=hvc0 panic=-1"},
-		{false, []string{"veil.debug=1", "init=/init"}, "console=hvc0 quiet panic=-1 veil.debug=1 init=/init"},
+		{false, nil, "console=hvc0 quiet panic=-1 cryptomgr.notests noreplace-smp tsc=reliable no_timer_check"},
+		{true, nil, "console=hvc0 panic=-1 cryptomgr.notests noreplace-smp tsc=reliable no_timer_check"},
+		{false, []string{"veil.debug=1", "init=/init"}, "console=hvc0 quiet panic=-1 cryptomgr.notests noreplace-smp tsc=reliable no_timer_check veil.debug=1 init=/init"},
 	}
 	for _, tt := range tests {
 		if got := KernelCmdline(tt.debug, tt.extra); got != tt.want {
@@ -62,7 +62,7 @@ func TestArgs(t *testing.T) {
 				"-m":       {"512M"},
 				"-kernel":  {"/g/vmlinuz"},
 				"-initrd":  {"/g/initrd.img"},
-				"-append":  {"console=hvc0 quiet panic=-1"},
+				"-append":  {"console=hvc0 quiet panic=-1 cryptomgr.notests noreplace-smp tsc=reliable no_timer_check"},
 				"-pidfile": {"/s/qemu.pid"},
 				"-mon":     {"chardev=qmp,mode=control"},
 				"-chardev": {
@@ -116,7 +116,7 @@ func TestArgs(t *testing.T) {
 		{
 			name: "debug keeps boot messages and extra args follow",
 			l:    with(func(l *Launch) { l.Debug = true; l.KernelArgs = []string{"agent.log=debug"} }),
-			want: map[string][]string{"-append": {"console=hvc0 panic=-1 agent.log=debug"}},
+			want: map[string][]string{"-append": {"console=hvc0 panic=-1 cryptomgr.notests noreplace-smp tsc=reliable no_timer_check agent.log=debug"}},
 		},
 		{
 			name: "NICs on tap fds carry their MACs, in order",

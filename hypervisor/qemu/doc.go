@@ -11,7 +11,7 @@
 //	  -accel tcg,thread=single,tb-size=64 -cpu max    (or: -accel kvm -cpu host)
 //	  -smp N -m MiB
 //	  -kernel vmlinuz -initrd initrd.img
-//	  -append "console=hvc0 quiet panic=-1 <KernelArgs>"
+//	  -append "console=hvc0 quiet panic=-1 cryptomgr.notests noreplace-smp tsc=reliable no_timer_check <KernelArgs>"
 //	  -pidfile <state>/qemu.pid
 //	  -chardev socket,id=qmp,fd=3,server=on,wait=off -mon chardev=qmp,mode=control
 //	  -device virtio-serial-pci,id=vser
