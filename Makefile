@@ -5,7 +5,10 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 GO ?= go
 CACHE := $(CURDIR)/.cache
-OUT := $(CURDIR)/build
+# build/ is fixed (override): the e2e harness, the demo and the benchmark run
+# the binaries and guest image from <repo>/build, so another OUT would build
+# where they do not look.
+override OUT := $(CURDIR)/build
 GOBIN := $(CACHE)/bin
 export PATH := $(GOBIN):$(PATH)
 GUEST := $(OUT)/guest

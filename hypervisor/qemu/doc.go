@@ -49,9 +49,11 @@
 //     (the compressed initramfs, freed init code, transient allocations),
 //     and a pod's memory peaks (an image pull, a build) would otherwise stay
 //     on the host for the VM's life. It is never inflated: no guest memory
-//     is taken away. Transparent huge pages were also tried off: an idle
-//     guest's touched memory is dense, and QEMU's resident memory did not
-//     change (300 MB either way), so they stay on.
+//     is taken away. It costs boot time (under TCG about 0.5 s: the guest
+//     reports and then touches again memory it churns through at boot), so
+//     the shim leaves it off by default. Transparent huge pages were also
+//     tried off: an idle guest's touched memory is dense, and QEMU's
+//     resident memory did not change (300 MB either way), so they stay on.
 //   - 9p passthrough: the share holds container root filesystems prepared by
 //     the host (image layers with real owners, modes, setuid bits and device
 //     nodes). passthrough shows the guest exactly those and lets runc in the

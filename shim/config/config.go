@@ -27,7 +27,7 @@
 //	accel = "auto"                 # auto | kvm | tcg
 //	transport = "auto"             # auto | virtio-serial | vsock
 //	tcg_translation_cache_mib = 0  # 0: the driver's default
-//	reclaim_guest_freed_memory = true  # give memory the guest frees back to the host (free page reporting; not snp/tdx)
+//	reclaim_guest_freed_memory = false # give memory the guest frees back to the host (free page reporting; not snp/tdx)
 //
 //	[agent]
 //	boot_timeout = "60s"           # VM start until the agent answers
@@ -171,8 +171,6 @@ func Default() Config {
 			MemoryMiB: 256,
 			Accel:     string(hypervisor.AccelAuto),
 			Transport: string(hypervisor.TransportAuto),
-
-			ReclaimGuestFreedMemory: true,
 		},
 		Agent: Agent{
 			BootTimeout:     Duration(60 * time.Second),

@@ -43,6 +43,7 @@ func run() error {
 	conc := flag.String("concurrency", "1,2,4,8", "numbers of pods to start at once (empty: skip)")
 	idle := flag.String("idle", "1,10", "numbers of idle pods to measure host memory with (empty: skip)")
 	flag.UintVar(&o.tcgCacheMiB, "tcg-cache-mib", 64, "QEMU's TCG translation cache size set in the veil config (MiB)")
+	flag.BoolVar(&o.reclaim, "reclaim", false, "free page reporting in the veil VMs (the veil config's reclaim_guest_freed_memory)")
 	out := flag.String("out", "build/bench", "directory for bench.json and bench.png")
 	compare := flag.String("compare", "", "an earlier bench.json: print the change of every figure")
 	from := flag.String("from", "", "do not measure: print the table of this bench.json, draw its chart into -out (and compare)")

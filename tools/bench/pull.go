@@ -277,8 +277,10 @@ func (b *bench) guestPull(ctx context.Context, imgs pullImages, variant string, 
 	if err != nil {
 		return p, err
 	}
+	// The pull is inside StartContainer: past the harness's 120 s crictl
+	// timeout for a large image under software emulation.
 	t0 := time.Now()
-	if _, err := b.env.Run(ctx, b.env.Crictl(ctx, "start", id)); err != nil {
+	if _, err := b.env.Run(ctx, b.env.Crictl(ctx, "--timeout", "15m", "start", id)); err != nil {
 		return p, fmt.Errorf("starting the %s container: %w", variant, err)
 	}
 	t1 := time.Now()

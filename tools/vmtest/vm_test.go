@@ -100,7 +100,8 @@ func boot(ctx context.Context, id string, sandbox bool) (_ *vm, err error) {
 		Debug:     os.Getenv("VEIL_VMTEST_DEBUG") != "",
 		// The shared VM's debug console is TestDebugConsole's.
 		DebugConsole: sandbox,
-		// As the shim's default (reclaim_guest_freed_memory).
+		// Off in the shim by default (reclaim_guest_freed_memory); on here
+		// for TestFreedMemoryReturnsToHost.
 		ReclaimFreedMemory: true,
 	}, logger)
 	if err != nil {

@@ -85,8 +85,12 @@ func WriteTable(w io.Writer, r *Result) error {
 	fmt.Fprintf(tw, "machine: %s, %d CPUs (%s), accel %s, QEMU %s, containerd %s\n", r.Machine.CPUModel, r.Machine.CPUs,
 		r.Machine.Kernel, r.Machine.Accel, r.Machine.QEMU, r.Machine.Containerd)
 	if len(r.Starts) > 0 || len(r.BareBoots) > 0 {
-		fmt.Fprintf(tw, "veil VM: %d vCPU, %d MiB, TCG translation cache %d MiB; %d runs per handler, interleaved\n\n",
-			r.Config.VMVCPUs, r.Config.VMMemoryMiB, r.Config.TCGTranslationCacheMiB, r.Config.Runs)
+		reclaim := "off"
+		if p := r.Config.ReclaimGuestFreedMemory; p != nil && *p {
+			reclaim = "on"
+		}
+		fmt.Fprintf(tw, "veil VM: %d vCPU, %d MiB, TCG translation cache %d MiB, free page reporting %s; %d runs per handler, interleaved\n\n",
+			r.Config.VMVCPUs, r.Config.VMMemoryMiB, r.Config.TCGTranslationCacheMiB, reclaim, r.Config.Runs)
 		fmt.Fprintln(tw, "pod start (runp -> first output)\tmin\tmedian\tmax\tn")
 	}
 	for _, h := range r.Config.Handlers {

@@ -58,9 +58,12 @@ type Config struct {
 	Concurrency            []int    `json:"concurrency"`
 	Idle                   []int    `json:"idle"`
 	TCGTranslationCacheMiB uint32   `json:"tcg_translation_cache_mib"`
-	VMVCPUs                uint32   `json:"vm_vcpus"`
-	VMMemoryMiB            uint32   `json:"vm_memory_mib"`
-	Image                  string   `json:"image"`
+	// ReclaimGuestFreedMemory is free page reporting; nil in runs from
+	// before it existed (off).
+	ReclaimGuestFreedMemory *bool  `json:"reclaim_guest_freed_memory,omitempty"`
+	VMVCPUs                 uint32 `json:"vm_vcpus"`
+	VMMemoryMiB             uint32 `json:"vm_memory_mib"`
+	Image                   string `json:"image"`
 	// Pull is what the pull benchmark pulled (zero when it did not run).
 	Pull PullConfig `json:"pull,omitzero"`
 }
