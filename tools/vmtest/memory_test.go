@@ -16,20 +16,22 @@ import (
 // TestFreedMemoryReturnsToHost: memory the guest touches and frees goes
 // back to the host (free page reporting, hypervisor.Config.ReclaimFreedMemory).
 // A container holds 96 MiB it has written (dd's buffer, blocked on a pipe
-// nobody reads); QEMU's resident memory must grow by most of that, and fall
-// back once the container is killed. Without reporting the host would keep
-// the pages: the second wait would time out. (Both are polls with a
-// deadline: the host gets no event for either.)
+// nobody reads): QEMU's resident memory must grow by half of that, and once
+// the container is killed come back to within a quarter of it of where it
+// started (the guest reports only whole free 2 MiB blocks, so not all of
+// it returns: 60-68 MiB of 70-76 did in runs here). Without reporting the
+// host would keep the pages and the second wait would time out. (Both are
+// polls with a deadline: the host gets no event for either.)
 func TestFreedMemoryReturnsToHost(t *testing.T) {
-	const fill, margin = 96 << 20, 64 << 20
+	const fill, grown, back = 96 << 20, 48 << 20, 24 << 20
 	ctx := testCtx(t)
 	pid := shared.q.PID()
 	before := qemuRSS(t, pid)
 	createContainer(t, ctx, shared, "fill", nil, "sh", "-c", "dd if=/dev/zero bs=96M count=1 2>/dev/null | sleep 100000")
 	startContainer(t, ctx, shared, "fill")
 
-	peak := waitRSS(t, pid, "grow", func(rss int64) bool { return rss >= before+margin })
-	t.Logf("qemu RSS %d MiB before, %d MiB holding %d MiB in the guest", before>>20, peak>>20, fill>>20)
+	peak := waitRSS(t, pid, "grow", func(rss int64) bool { return rss >= before+grown })
+	t.Logf("qemu RSS %d MiB before, %d MiB while the guest holds %d MiB", before>>20, peak>>20, fill>>20)
 
 	if _, err := shared.client.Process.SignalProcess(ctx, &api.SignalProcessRequest{ContainerId: "fill", Signal: uint32(syscall.SIGKILL), All: true}); err != nil {
 		t.Fatalf("killing the container: %v", err)
@@ -37,7 +39,7 @@ func TestFreedMemoryReturnsToHost(t *testing.T) {
 	if _, err := shared.client.Process.WaitProcess(ctx, &api.WaitProcessRequest{ContainerId: "fill"}); err != nil {
 		t.Fatalf("waiting for the container: %v", err)
 	}
-	after := waitRSS(t, pid, "fall", func(rss int64) bool { return rss <= peak-margin })
+	after := waitRSS(t, pid, "fall", func(rss int64) bool { return rss <= before+back })
 	t.Logf("qemu RSS %d MiB after the guest freed it", after>>20)
 }
 
