@@ -68,6 +68,13 @@ type Policy struct {
 	// allowed by default because every Kubernetes pod has such files; a pod
 	// that must take nothing from the host sets this.
 	DenyVolumeCopies bool `toml:"deny_volume_copies"`
+	// AllowUnboundContainers lets the host create containers the policy
+	// does not list (development: the host writes their specs, within the
+	// guest's spec hardening). Without it a policy with no [[containers]]
+	// runs no container.
+	AllowUnboundContainers bool `toml:"allow_unbound_containers"`
+	// Containers are the containers the pod may run (containers.go).
+	Containers []Container `toml:"containers"`
 }
 
 // Default is the confidential default: every rule denies.
@@ -88,7 +95,7 @@ func Parse(doc string) (Policy, error) {
 			for _, e := range strict.Errors {
 				keys = append(keys, strings.Join(e.Key(), "."))
 			}
-			return Policy{}, fmt.Errorf("agent policy: unknown rules %s (known: allow_exec, allow_read_output, allow_write_stdin, allow_host_share, allow_host_mounts, allow_privileged, allow_hooks, allow_debug_console, deny_volume_copies)", strings.Join(keys, ", "))
+			return Policy{}, fmt.Errorf("agent policy: unknown rules %s (known: allow_exec, allow_read_output, allow_write_stdin, allow_host_share, allow_host_mounts, allow_privileged, allow_hooks, allow_debug_console, deny_volume_copies, allow_unbound_containers, containers)", strings.Join(keys, ", "))
 		}
 		return Policy{}, fmt.Errorf("agent policy: parsing toml: %w", err)
 	}
