@@ -55,13 +55,13 @@ type Broker struct {
 	// URL of the key broker (https, or http only for loopback dev setups).
 	URL string `toml:"url"`
 	// Cert is the PEM certificate (or CA) the guest trusts for URL.
-	Cert string `toml:"cert"`
+	Cert string `toml:"cert,multiline"`
 }
 
 // Agent is the [agent] table.
 type Agent struct {
 	// Policy is the agent policy document, interpreted by the guest agent.
-	Policy string `toml:"policy"`
+	Policy string `toml:"policy,multiline"`
 }
 
 // Image is the [image] table: how the guest pulls container images (the
@@ -81,7 +81,7 @@ type Image struct {
 	// mirror hosts tried in order before it.
 	Mirrors map[string][]string `toml:"mirrors,omitempty"`
 	// TLSRoots are extra PEM roots trusted for registries (and mirrors).
-	TLSRoots string `toml:"tls_roots,omitempty"`
+	TLSRoots string `toml:"tls_roots,omitempty,multiline"`
 }
 
 // Parse decodes and validates a document. Unknown keys are an error that
