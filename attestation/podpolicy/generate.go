@@ -513,7 +513,7 @@ func (g *gen) security(c *corev1.Container, out *policy.Container) {
 	sc := c.SecurityContext
 	if sc != nil && sc.Privileged != nil && *sc.Privileged {
 		out.Privileged = true
-		out.Capabilities = append([]string{}, allCaps...)
+		out.Capabilities = slices.Sorted(slices.Values(allCaps))
 	} else {
 		out.Capabilities = capabilities(sc)
 	}
@@ -617,6 +617,11 @@ func (g *gen) mounts(c *corev1.Container, cfg v1.Config) ([]policy.Mount, error)
 			return nil, fmt.Errorf("volumeMount %s names no volume of the pod", vm.Name)
 		}
 		kind, ro := MountKind(vol)
+		if vm.SubPath != "" || vm.SubPathExpr != "" {
+			// kubelet binds a subPath from its volume-subpaths
+			// directory: a host path, never a guest copy.
+			kind, ro = policy.MountHost, false
+		}
 		if kind == policy.MountHost {
 			g.warn("container %s: volume %s at %s comes from the host: the agent refuses it unless the policy sets allow_host_mounts", c.Name, vm.Name, vm.MountPath)
 		}

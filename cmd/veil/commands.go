@@ -24,6 +24,7 @@ var commands = map[string]command{
 	"uninstall": {run: uninstallCmd, usage: "remove what install added; containerd's config gets its original bytes back"},
 	"debug":     {run: debugCmd, usage: "debug console SANDBOX: a root shell inside the pod's VM"},
 	"image":     {run: imageCmd, usage: "encrypt (ocicrypt), sign (cosign format) and keygen for images the guest pulls"},
+	"policy":    {run: policyCmd, usage: "generate the init-data that binds a pod's spec from its manifest; check a container spec against it"},
 	"metrics":   {run: metricsCmd, usage: "scrape every pod's shim metrics: Prometheus text, a table (--format table) or an HTTP exporter (--listen)"},
 }
 
