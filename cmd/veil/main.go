@@ -1,5 +1,5 @@
 // Command veil is the node and operator CLI: check, install, uninstall, metrics,
-// measure, initdata, image encrypt. Each subcommand lives in its own file
+// measure, initdata, policy, image encrypt. Each subcommand lives in its own file
 // and registers in commands.
 package main
 

@@ -151,19 +151,22 @@ func TestPolicyGenerateAndCheck(t *testing.T) {
 		t.Fatalf("the spec containerd builds from the manifest: %v", err)
 	}
 	for _, tc := range []struct {
-		name, field string
-		edit        func(*specs.Spec)
+		name, want string
+		edit       func(*specs.Spec)
 	}{
-		{"changed arg", "args", func(s *specs.Spec) { s.Process.Args[2] = "echo hello; nc -l -p 4444 -e sh" }},
-		{"extra env", "env", func(s *specs.Spec) { s.Process.Env = append(s.Process.Env, "LD_PRELOAD=/scratch/evil.so") }},
-		{"extra mount", "mounts", func(s *specs.Spec) {
+		{"changed arg", "rule containers[app].args", func(s *specs.Spec) { s.Process.Args[2] = "echo hello; nc -l -p 4444 -e sh" }},
+		{"extra env", "rule containers[app].env", func(s *specs.Spec) { s.Process.Env = append(s.Process.Env, "LD_PRELOAD=/scratch/evil.so") }},
+		{"extra mount", "rule containers[app].mounts", func(s *specs.Spec) {
 			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/usr/lib", Type: "bind", Source: "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~empty-dir/evil", Options: []string{"rbind"}})
 		}},
-		{"other image", "image", func(s *specs.Spec) { s.Annotations[imageNameAnnotation] = host + "/other@" + digests["other"] }},
+		// Refused already when the shim asks the guest to pull it.
+		{"other image", "PullImage " + host + "/other@" + digests["other"] + ": rule image", func(s *specs.Spec) {
+			s.Annotations[imageNameAnnotation] = host + "/other@" + digests["other"]
+		}},
 	} {
 		err := check(criSpec(t, pinned, tc.edit))
-		if want := "containers[app]." + tc.field; err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: %v, want a denial naming %s", tc.name, err, want)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want a denial naming %q", tc.name, err, tc.want)
 		}
 	}
 }

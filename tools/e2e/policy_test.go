@@ -182,26 +182,33 @@ func TestPolicyGenerate(t *testing.T) {
 	})
 
 	for i, tc := range []struct {
-		name, want string
-		edit       func(c map[string]any)
+		name string
+		want []string
+		edit func(c map[string]any)
 	}{
-		{"changed arg", "containers[app].args", func(c map[string]any) {
+		{"changed arg", []string{"rule containers[app].args"}, func(c map[string]any) {
 			c["args"] = []string{strings.Replace(script, "sleep 3600", "sleep 3600; nc -l -p 4444 -e sh", 1)}
 		}},
-		{"extra env var", "containers[app].env", func(c map[string]any) {
+		{"extra env var", []string{"rule containers[app].env", "LD_PRELOAD"}, func(c map[string]any) {
 			c["envs"] = append(c["envs"].([]map[string]string), map[string]string{"key": "LD_PRELOAD", "value": "/scratch/evil.so"})
 		}},
-		{"extra mount", "containers[app].mounts", func(c map[string]any) {
+		{"extra mount", []string{"rule containers[app].mounts", "/usr/lib"}, func(c map[string]any) {
 			c["mounts"] = append(c["mounts"].([]map[string]any), map[string]any{"container_path": "/usr/lib", "host_path": evil})
 		}},
-		{"another image digest", otherDigest, func(c map[string]any) {
+		// Refused when the shim asks the guest to pull it.
+		{"another image digest", []string{"PullImage", "rule image", otherDigest}, func(c map[string]any) {
 			c["image"] = map[string]any{"image": other, "user_specified_image": other}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := env.StartContainer(ctx, pod, container(i+1, tc.edit))
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("%s: %v, want a refusal naming %s", tc.name, err, tc.want)
+			if err == nil {
+				t.Fatalf("%s: the container started, want a refusal naming %q", tc.name, tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%s: %v, want a refusal naming %q", tc.name, err, w)
+				}
 			}
 			t.Logf("%s: %v", tc.name, err)
 		})
