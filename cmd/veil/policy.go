@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/veil-runtime/veil/attestation/initdata"
 	"github.com/veil-runtime/veil/attestation/podpolicy"
+	"github.com/veil-runtime/veil/guest-agent/api"
 	"github.com/veil-runtime/veil/guest-agent/policy"
 	"github.com/veil-runtime/veil/shim"
 )
@@ -236,12 +238,18 @@ func policyCheck(args []string, stdout io.Writer) error {
 	if cname == "" {
 		cname = "checked"
 	}
-	req, err := shim.GuestCreateRequest(cname, spec)
+	gspec, err := shim.ConfidentialGuestSpec(cname, spec)
 	if err != nil {
 		return err
 	}
+	raw, err = json.Marshal(gspec)
+	if err != nil {
+		return fmt.Errorf("encoding the guest spec: %w", err)
+	}
+	req := &api.CreateContainerRequest{ContainerId: cname, Spec: raw,
+		Rootfs: &api.Storage{Driver: "bind", Source: path.Join(policy.GuestImageRoot, cname, "rootfs")}}
 	if den := p.Check(methodCreateContainer, req); den != nil {
-		return fmt.Errorf("denied: rule %s: %s", den.Rule, den.Why)
+		return fmt.Errorf("denied: CreateContainer: rule %s: %s", den.Rule, den.Why)
 	}
 	_, err = fmt.Fprintf(stdout, "allowed: container %s (image %s) matches the init-data's policy\n", cname, spec.Annotations[shim.ImageNameAnnotation])
 	return err
