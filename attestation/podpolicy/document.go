@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/pelletier/go-toml/v2"
 
@@ -56,10 +57,43 @@ func PolicyTOML(p policy.Policy, header ...string) (string, error) {
 	if err := enc.Encode(p); err != nil {
 		return "", fmt.Errorf("encoding the agent policy: %w", err)
 	}
-	if _, err := policy.Parse(buf.String()); err != nil {
+	doc := noCapabilities(buf.String(), p.Containers)
+	back, err := policy.Parse(doc)
+	if err != nil {
 		return "", fmt.Errorf("checking the generated agent policy: %w", err)
 	}
-	return buf.String(), nil
+	for i, c := range back.Containers {
+		if (c.Capabilities == nil) != (p.Containers[i].Capabilities == nil) {
+			return "", fmt.Errorf("checking the generated agent policy: container %s's capabilities %q read back as %q", c.Name, p.Containers[i].Capabilities, c.Capabilities)
+		}
+	}
+	return doc, nil
+}
+
+// noCapabilities writes "capabilities = []" for each container whose
+// capability set is empty (drop ALL): the schema's omitempty would leave
+// the key out, and an absent key means containerd's default set.
+func noCapabilities(doc string, cs []policy.Container) string {
+	const table = "\n[[containers]]\n"
+	var out strings.Builder
+	for _, c := range cs {
+		i := strings.Index(doc, table)
+		if i < 0 {
+			break
+		}
+		head := i + len(table)
+		out.WriteString(doc[:head])
+		doc = doc[head:]
+		if c.Capabilities == nil || len(c.Capabilities) > 0 {
+			continue
+		}
+		// The table's first line is its name; the key goes after it.
+		end := strings.IndexByte(doc, '\n') + 1
+		out.WriteString(doc[:end] + "capabilities = []\n")
+		doc = doc[end:]
+	}
+	out.WriteString(doc)
+	return out.String()
 }
 
 // Document is base (broker, image policy, mirrors...) with res's policy

@@ -327,3 +327,27 @@ func TestExpand(t *testing.T) {
 		t.Error("a reference to a variable of unknown value expanded as known")
 	}
 }
+
+// TestDropAllStaysEmpty: a container that drops every capability is bound
+// to none, not (by an omitted key) to containerd's default set.
+func TestDropAllStaysEmpty(t *testing.T) {
+	objs, err := Decode("dropall", []byte("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - {name: a, image: registry.test/app:1, securityContext: {capabilities: {drop: [ALL]}}}\n  - {name: b, image: registry.test/app:1}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Generate(&objs.Workloads[0], objs, testImages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := PolicyTOML(res.Policy, "header")
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := policy.Parse(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := back.Containers[0].Capabilities, back.Containers[1].Capabilities; a == nil || len(a) != 0 || !reflect.DeepEqual(b, slices.Sorted(slices.Values(defaultCaps))) {
+		t.Errorf("capabilities read back: a %#v, b %#v\n%s", a, b, doc)
+	}
+}
