@@ -112,28 +112,40 @@ func (l Limits) check(name string, vol, total, d usage) error {
 	return nil
 }
 
-// measure walks a volume (without following symlinks) and returns what
-// it holds.
+// measure walks dir in a volume (without following symlinks) and
+// returns what is below it. It reads directories through the root, not
+// through io/fs, whose paths must be UTF-8: a name the host chose need not
+// be.
 func measure(r *os.Root, dir string) (usage, error) {
+	f, err := r.Open(dir)
+	if err != nil {
+		return usage{}, err
+	}
+	ents, err := f.ReadDir(-1)
+	f.Close()
+	if err != nil {
+		return usage{}, err
+	}
 	var u usage
-	err := fs.WalkDir(r.FS(), dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p == "." {
-			return nil
-		}
+	for _, e := range ents {
+		p := path.Join(dir, e.Name())
 		u.entries++
-		if d.Type().IsRegular() {
-			fi, err := d.Info()
+		switch {
+		case e.Type().IsRegular():
+			fi, err := e.Info()
 			if err != nil {
-				return err
+				return usage{}, err
 			}
 			u.bytes += fi.Size()
+		case e.IsDir():
+			sub, err := measure(r, p)
+			if err != nil {
+				return usage{}, err
+			}
+			u.add(sub)
 		}
-		return nil
-	})
-	return u, err
+	}
+	return u, nil
 }
 
 // sizeOf is what the entry at rel holds now: nothing when it is missing.
@@ -148,6 +160,7 @@ func sizeOf(r *os.Root, rel string) (usage, fs.FileInfo, error) {
 	switch {
 	case fi.IsDir():
 		u, err := measure(r, rel)
+		u.entries++ // the directory itself
 		return u, fi, err
 	case fi.Mode().IsRegular():
 		return usage{fi.Size(), 1}, fi, nil

@@ -129,3 +129,27 @@ func TestDefaultLimits(t *testing.T) {
 		t.Errorf("limits after SetLimits %+v: zero fields must take the defaults", l)
 	}
 }
+
+// TestLimitsCountNonUTF8Names pins a FuzzCopyFile find: the volume was
+// measured through io/fs, whose paths must be UTF-8, so a directory the
+// host named "\xb1" made every later copy into the volume fail.
+func TestLimitsCountNonUTF8Names(t *testing.T) {
+	root := t.TempDir()
+	v := New(root)
+	if err := v.Put("v", Entry{Path: "\xb1/0", Kind: Symlink, Target: "0"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Put("v", Entry{Path: "\xb1/f", Kind: File, Data: []byte("abc"), Mode: 0o644}); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Remove("v", "\xb1"); err != nil {
+		t.Fatal(err)
+	}
+	v.forget("v") // measure again from the directory
+	if err := v.Put("v", Entry{Path: "\xb2/f", Kind: File, Data: []byte("abcd"), Mode: 0o644}); err != nil {
+		t.Fatal(err)
+	}
+	if c, m := held(t, v, root, "v"); c != m || c != (usage{bytes: 4, entries: 2}) {
+		t.Errorf("counted %+v, on disk %+v, want 4 bytes in 2 entries", c, m)
+	}
+}
