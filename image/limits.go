@@ -97,8 +97,12 @@ func (l Limits) layer(imageUsed int64) unpack.Limits {
 	}
 }
 
-// checkCompressed refuses a layer blob bigger than the compressed cap.
+// checkCompressed refuses a layer blob bigger than the compressed cap
+// (or of a negative size).
 func (l Limits) checkCompressed(size int64) error {
+	if size < 0 {
+		return fmt.Errorf("blob size %d in the manifest is negative", size)
+	}
 	if size > l.LayerCompressedBytes {
 		return fmt.Errorf("blob is %d bytes: %w", size, &unpack.LimitError{
 			Cap:  unpack.Cap{Name: KeyMaxLayerCompressedBytes, Max: l.LayerCompressedBytes},
