@@ -9,7 +9,8 @@
 // entries inside change them), go through a file descriptor opened
 // beneath the root with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS): a
 // later entry that replaced a parent with a symlink cannot carry them
-// outside (the directory is then skipped). The caller owns root
+// outside (the directory is then skipped; openat2 needs Linux 5.6, the
+// guest has 6.12). The caller owns root
 // exclusively while a layer is applied (the puller unpacks into a private
 // temporary directory).
 //
