@@ -56,9 +56,8 @@ const fallbackMemory = 1 << 30
 // memory (the kernel's default) and also holds the compressed blob cache,
 // the pod's other containers' images and the volume copies, so an image
 // at the cap still leaves room for them. For the 256 MiB base guest
-// (MemTotal a little under that: the kernel keeps its image and page
-// structures; estimated, not measured) that is about 60 MiB and 60,000
-// entries per image: enough for busybox, alpine, distroless and slim images; a pod
+// (MemTotal 210.7 MiB, measured with the Debian 6.12 guest kernel; 462
+// MiB for 512) that is 52.7 MiB and 53,944 entries per image: enough for busybox, alpine, distroless and slim images; a pod
 // with bigger images asks for more memory (its memory limit is added to
 // the guest) or raises the caps in its init-data.
 func DefaultLimits(memory int64) Limits {

@@ -51,7 +51,8 @@ const entryCost = 1 << 10
 // thousands of keys. All volumes together may take an eighth of memory,
 // in bytes and in entries (one per KiB): what the host copies cannot
 // crowd out the images and the workload (/run is a tmpfs of half the
-// memory).
+// memory): 26.3 MiB and 26,972 entries in the 256 MiB base guest
+// (MemTotal 210.7 MiB).
 func DefaultLimits(memory int64) Limits {
 	if memory <= 0 {
 		memory = 1 << 30
