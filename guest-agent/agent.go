@@ -138,6 +138,7 @@ func (a *agent) run(pid1 bool) error {
 	if err != nil {
 		return err
 	}
+	conf.Enforcer().SetLog(a.log)
 	mounts, _ := os.ReadFile("/proc/self/mounts")
 	if err := os.MkdirAll(BundleRoot, 0o700); err != nil {
 		return fmt.Errorf("creating bundle directory: %w", err)

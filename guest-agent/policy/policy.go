@@ -46,6 +46,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"path"
+	"reflect"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
@@ -95,9 +97,62 @@ func Parse(doc string) (Policy, error) {
 			for _, e := range strict.Errors {
 				keys = append(keys, strings.Join(e.Key(), "."))
 			}
-			return Policy{}, fmt.Errorf("agent policy: unknown rules %s (known: allow_exec, allow_read_output, allow_write_stdin, allow_host_share, allow_host_mounts, allow_privileged, allow_hooks, allow_debug_console, deny_volume_copies, allow_unbound_containers, containers)", strings.Join(keys, ", "))
+			return Policy{}, fmt.Errorf("agent policy: unknown rules %s (known: %s)", strings.Join(keys, ", "), strings.Join(knownKeys(), ", "))
 		}
 		return Policy{}, fmt.Errorf("agent policy: parsing toml: %w", err)
 	}
+	if err := p.validate(); err != nil {
+		return Policy{}, fmt.Errorf("agent policy: %w", err)
+	}
 	return p, nil
+}
+
+// validate refuses bindings the checks could not apply: a container
+// without a name or named twice, an unknown mount kind or seccomp value, an
+// env pattern that does not compile.
+func (p Policy) validate() error {
+	seen := map[string]bool{}
+	for i, c := range p.Containers {
+		if c.Name == "" {
+			return fmt.Errorf("containers[%d]: no name (the CRI container name)", i)
+		}
+		if seen[c.Name] {
+			return fmt.Errorf("containers[%s]: the name is used twice", c.Name)
+		}
+		seen[c.Name] = true
+		switch c.Seccomp {
+		case "", SeccompRuntimeDefault, SeccompUnconfined:
+		default:
+			return fmt.Errorf("containers[%s].seccomp = %q: want %s or %s", c.Name, c.Seccomp, SeccompRuntimeDefault, SeccompUnconfined)
+		}
+		for _, m := range c.Mounts {
+			switch m.Kind {
+			case MountCopy, MountEmptyDir, MountHost:
+			default:
+				return fmt.Errorf("containers[%s].mounts %s: kind %q, want %s, %s or %s", c.Name, m.Destination, m.Kind, MountCopy, MountEmptyDir, MountHost)
+			}
+			if !path.IsAbs(m.Destination) {
+				return fmt.Errorf("containers[%s].mounts: destination %q is not an absolute path", c.Name, m.Destination)
+			}
+		}
+		for _, e := range c.EnvPatterns {
+			for _, re := range []string{e.Name, e.Value} {
+				if _, err := anchored(re); err != nil {
+					return fmt.Errorf("containers[%s].env_patterns: %w", c.Name, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// knownKeys are the policy's top-level keys, from the struct tags.
+func knownKeys() []string {
+	t := reflect.TypeFor[Policy]()
+	keys := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		k, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ",")
+		keys = append(keys, k)
+	}
+	return keys
 }
