@@ -334,7 +334,9 @@ func TestBoundContainer(t *testing.T) {
 		{name: "root user", spec: func(s *specs.Spec) { s.Process.User.UID = 0 }, wantRule: "containers[app].user.uid", wantWhy: "expected 1000, seen 0"},
 		{name: "gid", spec: func(s *specs.Spec) { s.Process.User.GID = 0 }, wantRule: "containers[app].user.gid"},
 		{name: "extra group", spec: func(s *specs.Spec) { s.Process.User.AdditionalGids = append(s.Process.User.AdditionalGids, 0) }, wantRule: "containers[app].user.additional_gids"},
-		{name: "CAP_SYS_MODULE", spec: func(s *specs.Spec) { s.Process.Capabilities.Bounding = append(slices.Clone(DefaultCapabilities), "CAP_SYS_MODULE") }, wantRule: "containers[app].capabilities", wantWhy: "CAP_SYS_MODULE in the bounding set"},
+		{name: "CAP_SYS_MODULE", spec: func(s *specs.Spec) {
+			s.Process.Capabilities.Bounding = append(slices.Clone(DefaultCapabilities), "CAP_SYS_MODULE")
+		}, wantRule: "containers[app].capabilities", wantWhy: "CAP_SYS_MODULE in the bounding set"},
 		{name: "CAP_SYS_PTRACE effective", spec: func(s *specs.Spec) { s.Process.Capabilities.Effective = []string{"CAP_SYS_PTRACE"} }, wantRule: "containers[app].capabilities"},
 		{name: "bound capabilities", pol: func(p *Policy) { p.Containers[0].Capabilities = []string{"CAP_NET_BIND_SERVICE"} }, wantRule: "containers[app].capabilities", wantWhy: "CAP_CHOWN"},
 		{name: "bound capabilities held", pol: func(p *Policy) { p.Containers[0].Capabilities = []string{"CAP_NET_BIND_SERVICE"} }, spec: func(s *specs.Spec) {
@@ -371,7 +373,9 @@ func TestBoundContainer(t *testing.T) {
 		{name: "guest volume over runc", spec: func(s *specs.Spec) {
 			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/usr/bin/runc", Type: "bind", Source: "/run/veil/volumes/c1-6/runc", Options: []string{"bind"}})
 		}, wantRule: "containers[app].mounts", wantWhy: "/usr/bin/runc"},
-		{name: "devtmpfs", spec: func(s *specs.Spec) { s.Mounts = append(s.Mounts, specs.Mount{Destination: "/dev", Type: "devtmpfs", Source: "devtmpfs"}) }, wantRule: "containers[app].mounts", wantWhy: `type "devtmpfs"`},
+		{name: "devtmpfs", spec: func(s *specs.Spec) {
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/dev", Type: "devtmpfs", Source: "devtmpfs"})
+		}, wantRule: "containers[app].mounts", wantWhy: `type "devtmpfs"`},
 		{name: "writable sysfs", spec: func(s *specs.Spec) { s.Mounts[4].Options = []string{"nosuid"} }, wantRule: "containers[app].privileged"},
 		{name: "hooks", spec: func(s *specs.Spec) { s.Hooks = &specs.Hooks{StartContainer: []specs.Hook{{Path: "/bin/x"}}} }, wantRule: "allow_hooks"},
 		{name: "the agent's mount namespace", spec: func(s *specs.Spec) { s.Linux.Namespaces = s.Linux.Namespaces[:3] }, wantRule: "containers[app].privileged", wantWhy: "no mount namespace"},

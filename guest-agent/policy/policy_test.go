@@ -46,12 +46,12 @@ func TestParse(t *testing.T) {
 		t.Fatalf("the known rules are not listed from the struct tags: %v", err)
 	}
 	for doc, want := range map[string]string{
-		"[[containers]]\nargs = [\"x\"]":                                                    "containers[0]: no name",
-		"[[containers]]\nname = \"a\"\n[[containers]]\nname = \"a\"":                        "containers[a]: the name is used twice",
-		"[[containers]]\nname = \"a\"\nseccomp = \"Off\"":                                   "want RuntimeDefault or Unconfined",
+		"[[containers]]\nargs = [\"x\"]":                                                             "containers[0]: no name",
+		"[[containers]]\nname = \"a\"\n[[containers]]\nname = \"a\"":                                 "containers[a]: the name is used twice",
+		"[[containers]]\nname = \"a\"\nseccomp = \"Off\"":                                            "want RuntimeDefault or Unconfined",
 		"[[containers]]\nname = \"a\"\n[[containers.mounts]]\ndestination = \"/x\"\nkind = \"bind\"": "kind \"bind\"",
 		"[[containers]]\nname = \"a\"\n[[containers.mounts]]\ndestination = \"x\"\nkind = \"copy\"":  "not an absolute path",
-		"[[containers]]\nname = \"a\"\n[[containers.env_patterns]]\nname = \"(\"\nvalue = \"\"":    "containers[a].env_patterns",
+		"[[containers]]\nname = \"a\"\n[[containers.env_patterns]]\nname = \"(\"\nvalue = \"\"":      "containers[a].env_patterns",
 	} {
 		if _, err := Parse(doc); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Parse(%q) = %v, want an error with %q", doc, err, want)
