@@ -68,14 +68,7 @@ func TestParse(t *testing.T) {
 // call runs the interceptor as ttrpc does: the method unmarshals into its
 // request and records whether the handler body ran.
 func call(e *Enforcer, method string, req any) (ran bool, err error) {
-	unmarshal := func(v any) error {
-		// As a real unmarshal would: the request's bytes into v.
-		raw, err := proto.Marshal(req.(proto.Message))
-		if err != nil {
-			return err
-		}
-		return proto.Unmarshal(raw, v.(proto.Message))
-	}
+	unmarshal := protoUnmarshal(req)
 	m := func(ctx context.Context, unmarshal func(any) error) (any, error) {
 		var v any
 		switch req.(type) {
@@ -199,5 +192,16 @@ func TestInterceptor(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// protoUnmarshal unmarshals as ttrpc would: the request's bytes into v.
+func protoUnmarshal(req any) func(any) error {
+	return func(v any) error {
+		raw, err := proto.Marshal(req.(proto.Message))
+		if err != nil {
+			return err
+		}
+		return proto.Unmarshal(raw, v.(proto.Message))
 	}
 }
