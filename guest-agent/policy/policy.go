@@ -4,42 +4,99 @@
 // interceptor, which refuses what the pod's policy forbids with
 // PermissionDenied naming the rule.
 //
-// The policy is the [agent] policy string of the pod's init-data: a small
-// TOML document of named rules. An empty policy is the default
-// confidential policy: every allow_ rule false (denied), volume copies
-// allowed.
+// Deny by default. Every agent RPC has an entry in one table (methods.go):
+// served always (health, version, shutdown, the decision log), allowed
+// once init-data is accepted (lifecycle, state, stats, network: what the
+// host controls anyway, each entry saying why), allowed by a named rule,
+// or allowed when a named check passes on the request. A method without
+// an entry is refused (rule unknown-method); a unit test walks the
+// generated descriptors so that none is missing.
 //
-//	allow_exec = false         # Process.ExecProcess
+// The policy is the [agent] policy string of the pod's init-data: a small
+// TOML document of named rules and the containers the pod may run. An
+// empty policy is the default confidential policy: every allow_ rule
+// false (denied), volume copies allowed, no container.
+//
+//	allow_exec = false         # Process.ExecProcess of any command (bound
+//	                           # containers' exec lists need no rule)
 //	allow_read_output = false  # Process.ReadStdout, ReadStderr (logs)
 //	allow_write_stdin = false  # Process.WriteStdin
 //	allow_host_share = false   # the pod's 9p share from the host: CreateSandbox
 //	                           # storages, and a container rootfs read from it
 //	                           # (only with confidential.guest_pull = false)
-//	allow_host_mounts = false  # container storages and bind mounts from the host
-//	                           # (any bind whose source is not a guest volume)
-//	allow_privileged = false   # CreateContainer with CAP_SYS_ADMIN
+//	allow_host_mounts = false  # bind mounts from the host share
+//	allow_privileged = false   # unbound containers: capabilities beyond
+//	                           # containerd's defaults, devices, device rules,
+//	                           # unmasked paths, writable sysfs/cgroup
 //	allow_hooks = false        # CreateContainer with OCI hooks
 //	allow_debug_console = false  # a shell on the debug console port (the
 //	                           # console server asks DebugConsole per session)
 //	deny_volume_copies = false # Volume.CopyFile, RemovePath: configMap, secret,
 //	                           # downward-API, projected volumes and the CRI's
 //	                           # /etc files copied in from the host
+//	allow_unbound_containers = false  # containers the policy does not list
+//	[[containers]]             # the bound pod spec (containers.go)
+//
+// The checks:
+//
+//   - storages: CreateSandbox carries only the 9p share veil sends (driver
+//     9p, tag veilshare, at /run/veil/shared, fstype 9p, options
+//     trans=virtio, version=9p2000.L, msize=N, cache=none|mmap), and only
+//     with allow_host_share. A container gets no storages at all.
+//   - rootfs: the container's own guest-pulled image
+//     (bind of GuestImageRoot/<id>/rootfs) or, with allow_host_share, its
+//     rootfs in the share (shared <id>/rootfs); no mount point, fstype or
+//     options of the host's choosing.
+//   - image: PullImage only of an image some bound container runs (any with
+//     allow_unbound_containers), once per container ID; CreateContainer's
+//     pulled image must be its binding's. A shared rootfs is the host's
+//     snapshot: allow_host_share gives up the image binding.
+//   - containers: CreateContainer names its binding by the CRI's
+//     io.kubernetes.cri.container-name annotation and is compared field by
+//     field (spec.go): args, env, cwd, user, capabilities, privileged,
+//     no_new_privileges, read-only root, seccomp, sysctls, mounts. A denial
+//     names containers[<name>].<field>, the expected and the seen value.
+//     Unbound containers (allow_unbound_containers) are not compared but
+//     still hardened: capabilities within containerd's defaults, no devices
+//     or device rules, masked and read-only /proc and /sys paths, their own
+//     PID and mount namespaces, read-only sysfs and cgroup (all unless
+//     allow_privileged), binds only of guest volumes (or the host share
+//     with allow_host_mounts), kernel mounts only proc, tmpfs, devpts
+//     (newinstance), mqueue, sysfs and cgroup at their usual places, no
+//     seccomp notifier, no hooks (unless allow_hooks).
+//   - exec: allow_exec, or the args of one of the container's [[exec]]
+//     entries exactly; the process's env, user and capabilities stay within
+//     the container's binding either way.
+//   - resources: UpdateContainer may not allow devices unless the
+//     container is privileged.
+//   - volume-copy: no setuid file or directory, no setgid file.
+//
+// Seccomp residual: RuntimeDefault is checked as "a profile whose default
+// action refuses, with no user-space notifier", not as containerd's exact
+// profile: a host may send a looser refusing profile (say, one that
+// allows every syscall by name). The kernel the container could attack is
+// the guest's, inside the TEE, and the container runs only the bound
+// image and command.
 //
 // Bind mounts whose source is inside the guest's volume directory
 // (GuestVolumeRoot, /run/veil/volumes: the copies the Volume service makes
-// and the pod's guest-memory emptyDirs) are the guest's own and need no
-// rule: their content came through the path-confined copy, never a share.
+// and the pod's guest-memory emptyDirs) are the guest's own: their content
+// came through the path-confined copy, never a share.
 //
 // Kata Containers writes agent policies in Rego and evaluates them with OPA;
 // veil does not embed OPA (it would add several MiB to the guest image and a
 // general-purpose language to the trusted computing base): the rules above
 // are a fixed list decided by pure functions over the request.
 //
+// Every denial, and every allowed call of a checked method, is kept in a
+// bounded decision log (decisions.go, served by Attestation.DecisionLog)
+// and each denial is logged.
+//
 // Until init-data is accepted (Attestation.SetInitData) a confidential
-// agent serves only Check, GuestDetails, Version, Shutdown and SetInitData;
-// after a refused document (or a TEE that could not be found) it is locked
-// down: only Check, GuestDetails, Version and Shutdown, every other request
-// failing with the reason. Ordinary (veil) pods are not checked at all.
+// agent serves only the always-served methods and SetInitData; after a
+// refused document (or a TEE that could not be found) it is locked down:
+// only the always-served methods, every other request failing with the
+// reason. Ordinary (veil) pods are not checked at all.
 package policy
 
 import (
