@@ -356,3 +356,23 @@ func (p Policy) boundNames() string {
 	}
 	return strings.Join(names, ", ")
 }
+
+// CheckContainer decides a container's spec as CreateContainer would for
+// container id (its binding found by the spec's container-name
+// annotation): with the image PullImage fetched for it, or, with image
+// empty, a rootfs from the host's share (which needs allow_host_share and
+// pins no image). spec is the spec the agent receives (the shim's guest
+// spec). This is what `veil policy check` explains.
+func (p Policy) CheckContainer(id, image string, spec *specs.Spec) *Denial {
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		return &Denial{Rule: "spec", Method: MethodCreateContainer, Why: fmt.Sprintf("container %s: encoding the spec: %v", id, err)}
+	}
+	r := &api.CreateContainerRequest{ContainerId: id, Spec: raw, Rootfs: &api.Storage{Driver: "shared", Source: path.Join(id, "rootfs")}}
+	st := State{}
+	if image != "" {
+		r.Rootfs = &api.Storage{Driver: "bind", Source: path.Join(GuestImageRoot, id, "rootfs")}
+		st.Pulled = map[string]string{id: image}
+	}
+	return p.CheckState(MethodCreateContainer, r, st)
+}

@@ -469,3 +469,23 @@ func TestSameImage(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckContainer is the entry `veil policy check` uses: a spec and the
+// image pulled for it.
+func TestCheckContainer(t *testing.T) {
+	p := boundPolicy()
+	if d := p.CheckContainer("c1", appImage, criSpec()); d != nil {
+		t.Fatalf("the bound container: %v", d)
+	}
+	s := criSpec()
+	s.Process.Args = []string{"/bin/sh"}
+	if d := p.CheckContainer("c1", appImage, s); d == nil || d.Rule != "containers[app].args" {
+		t.Fatalf("changed args: %v", d)
+	}
+	if d := p.CheckContainer("c1", "registry.example/app:latest", criSpec()); d == nil || d.Rule != "containers[app].image" {
+		t.Fatalf("another image: %v", d)
+	}
+	if d := p.CheckContainer("c1", "", criSpec()); d == nil || d.Rule != "allow_host_share" {
+		t.Fatalf("a rootfs from the host: %v", d)
+	}
+}
