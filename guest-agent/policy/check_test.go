@@ -254,10 +254,9 @@ func TestCheck(t *testing.T) {
 			s.Linux.Resources.Devices = append(s.Linux.Resources.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: "b", Major: ptr(int64(254)), Access: "rw"})
 		}), "allow_privileged", "254:*"},
 		{"unbound: block device from the host", shareOnly, MethodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: unbound(nil), Devices: []*api.Device{{ContainerPath: "/dev/xvda", Serial: "x"}}}, "allow_privileged", ""},
-		{"unbound: /proc/kcore unmasked", shareOnly, MethodCreateContainer, sharedReq(func(s *specs.Spec) {
-			s.Linux.MaskedPaths = slices.DeleteFunc(s.Linux.MaskedPaths, func(p string) bool { return p == "/proc/kcore" })
-		}), "allow_privileged", "/proc/kcore"},
-		{"unbound: /proc/sys writable", shareOnly, MethodCreateContainer, sharedReq(func(s *specs.Spec) { s.Linux.ReadonlyPaths = nil }), "allow_privileged", "/proc/bus"},
+		// crictl sends no masked paths (containerd masks only what the
+		// client asks): the spec the e2e tier's unbound containers get.
+		{"unbound: no masked or read-only paths", shareOnly, MethodCreateContainer, sharedReq(func(s *specs.Spec) { s.Linux.MaskedPaths, s.Linux.ReadonlyPaths = nil, nil }), "", ""},
 		{"unbound: the agent's PID namespace", shareOnly, MethodCreateContainer, sharedReq(func(s *specs.Spec) { s.Linux.Namespaces = s.Linux.Namespaces[1:] }), "allow_privileged", "no pid namespace"},
 		{"unbound: no linux section", shareOnly, MethodCreateContainer, sharedReq(func(s *specs.Spec) { s.Linux = nil }), "allow_privileged", ""},
 		{"unbound: hooks", shareOnly, MethodCreateContainer, sharedReq(func(s *specs.Spec) {
@@ -378,6 +377,10 @@ func TestBoundContainer(t *testing.T) {
 		}, wantRule: "containers[app].mounts", wantWhy: `type "devtmpfs"`},
 		{name: "writable sysfs", spec: func(s *specs.Spec) { s.Mounts[4].Options = []string{"nosuid"} }, wantRule: "containers[app].privileged"},
 		{name: "hooks", spec: func(s *specs.Spec) { s.Hooks = &specs.Hooks{StartContainer: []specs.Hook{{Path: "/bin/x"}}} }, wantRule: "allow_hooks"},
+		{name: "/proc/kcore unmasked", spec: func(s *specs.Spec) {
+			s.Linux.MaskedPaths = slices.DeleteFunc(s.Linux.MaskedPaths, func(p string) bool { return p == "/proc/kcore" })
+		}, wantRule: "containers[app].privileged", wantWhy: "/proc/kcore is not in linux.maskedPaths"},
+		{name: "/proc/sys writable", spec: func(s *specs.Spec) { s.Linux.ReadonlyPaths = nil }, wantRule: "containers[app].privileged", wantWhy: "/proc/bus"},
 		{name: "the agent's mount namespace", spec: func(s *specs.Spec) { s.Linux.Namespaces = s.Linux.Namespaces[:3] }, wantRule: "containers[app].privileged", wantWhy: "no mount namespace"},
 	}
 	for _, tt := range tests {

@@ -27,7 +27,8 @@
 //	allow_host_mounts = false  # bind mounts from the host share
 //	allow_privileged = false   # unbound containers: capabilities beyond
 //	                           # containerd's defaults, devices, device rules,
-//	                           # unmasked paths, writable sysfs/cgroup
+//	                           # the guest's PID or mount namespace,
+//	                           # writable sysfs/cgroup
 //	allow_hooks = false        # CreateContainer with OCI hooks
 //	allow_debug_console = false  # a shell on the debug console port (the
 //	                           # console server asks DebugConsole per session)
@@ -58,9 +59,10 @@
 //     names containers[<name>].<field>, the expected and the seen value.
 //     Unbound containers (allow_unbound_containers) are not compared but
 //     still hardened: capabilities within containerd's defaults, no devices
-//     or device rules, masked and read-only /proc and /sys paths, their own
-//     PID and mount namespaces, read-only sysfs and cgroup (all unless
-//     allow_privileged), binds only of guest volumes (or the host share
+//     or device rules, their own PID and mount namespaces, read-only sysfs
+//     and cgroup (all unless allow_privileged; a bound container that is
+//     not privileged also needs kubelet's masked and read-only /proc and
+//     /sys paths), binds only of guest volumes (or the host share
 //     with allow_host_mounts), kernel mounts only proc, tmpfs, devpts
 //     (newinstance), mqueue, sysfs and cgroup at their usual places, no
 //     seccomp notifier, no hooks (unless allow_hooks).

@@ -229,6 +229,26 @@ func (s specCheck) unprivileged(linux *specs.Linux) *Denial {
 			}
 		}
 	}
+	// containerd's CRI empties its own masked paths and masks only what
+	// the client sends: kubelet sends RequiredMaskedPaths, crictl and other
+	// clients nothing. Required of bound containers only: what masking
+	// keeps from a container is the guest kernel's, and an unbound
+	// container runs the host's code anyway.
+	if s.c != nil {
+		if d := s.masked(linux, rule); d != nil {
+			return d
+		}
+	}
+	for _, ns := range []specs.LinuxNamespaceType{specs.PIDNamespace, specs.MountNamespace} {
+		if !slices.ContainsFunc(linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == ns }) {
+			return s.deny(rule, fmt.Sprintf("%s: no %s namespace: the container would share the guest agent's", s.what(), ns))
+		}
+	}
+	return nil
+}
+
+// masked requires the default masked and read-only paths.
+func (s specCheck) masked(linux *specs.Linux, rule string) *Denial {
 	for _, p := range RequiredMaskedPaths {
 		if !slices.Contains(linux.MaskedPaths, p) {
 			return s.deny(rule, fmt.Sprintf("%s: %s is not in linux.maskedPaths (want %q masked)", s.what(), p, RequiredMaskedPaths))
@@ -237,11 +257,6 @@ func (s specCheck) unprivileged(linux *specs.Linux) *Denial {
 	for _, p := range RequiredReadonlyPaths {
 		if !slices.Contains(linux.ReadonlyPaths, p) {
 			return s.deny(rule, fmt.Sprintf("%s: %s is not in linux.readonlyPaths (want %q read-only)", s.what(), p, RequiredReadonlyPaths))
-		}
-	}
-	for _, ns := range []specs.LinuxNamespaceType{specs.PIDNamespace, specs.MountNamespace} {
-		if !slices.ContainsFunc(linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == ns }) {
-			return s.deny(rule, fmt.Sprintf("%s: no %s namespace: the container would share the guest agent's", s.what(), ns))
 		}
 	}
 	return nil
