@@ -284,6 +284,6 @@ func TestHostileHost(t *testing.T) {
 	if err := v.shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("boot to agent %v; %d attacks refused in %v; bound container created, run, exec'd and removed in %v; %d decisions logged",
+	t.Logf("boot to agent %v; %d attacks on creation refused in %v; bound container created, run, exec'd (one bound, two refused execs) and removed in %v; %d decisions logged",
 		booted.Round(time.Millisecond), len(attacks)+1, attacksTook.Round(time.Millisecond), legitTook.Round(time.Millisecond), len(dl.GetDecisions()))
 }
