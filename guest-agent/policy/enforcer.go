@@ -140,7 +140,8 @@ func (e *Enforcer) record(method string, req any, d *Denial) {
 
 // done tells the enforcer how a request it allowed ended: a PullImage that
 // succeeded binds the container ID to the image it fetched, a
-// CreateContainer to the binding it was created as.
+// CreateContainer to the binding it was created as, a RemoveContainer
+// unbinds it.
 func (e *Enforcer) done(method string, req any, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -155,6 +156,14 @@ func (e *Enforcer) done(method string, req any, err error) {
 	case *api.CreateContainerRequest:
 		if method == MethodCreateContainer && err == nil {
 			e.state.Created[r.GetContainerId()] = containerName(r.GetSpec())
+		}
+	case *api.RemoveContainerRequest:
+		// The container and its guest-pulled rootfs are gone (also on
+		// NotFound: the shim's cleanup after a pull whose create failed),
+		// so the ID may be pulled and created again, under the same rules.
+		if method == MethodRemoveContainer && (err == nil || errdefs.IsNotFound(errgrpc.ToNative(err))) {
+			delete(e.state.Pulled, r.GetContainerId())
+			delete(e.state.Created, r.GetContainerId())
 		}
 	}
 }

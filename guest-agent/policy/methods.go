@@ -143,5 +143,5 @@ var methods = map[string]entry{
 	MethodDecisionLog: {kind: always, why: "the policy's decisions on what the host itself asked"},
 
 	MethodPullImage: {kind: checked, name: "image", logAllowed: true,
-		why: "only an image of a container the init-data binds (or allow_unbound_containers), once per container"},
+		why: "only an image of a container the init-data binds (or allow_unbound_containers), once per container until RemoveContainer"},
 }

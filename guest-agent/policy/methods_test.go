@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -95,6 +97,8 @@ func fakeHandler(req any, err error) ttrpc.Method {
 			v = &api.CreateContainerRequest{}
 		case *api.ExecProcessRequest:
 			v = &api.ExecProcessRequest{}
+		case *api.RemoveContainerRequest:
+			v = &api.RemoveContainerRequest{}
 		}
 		if uerr := unmarshal(v); uerr != nil {
 			return nil, uerr
@@ -146,6 +150,17 @@ func TestEnforcerState(t *testing.T) {
 	if err := intercept(MethodCreateContainer, r, nil); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "rule containers[app].args") {
 		t.Fatalf("changed args: %v", err)
 	}
+	// Removed (NotFound: the shim's cleanup of a pull whose create
+	// failed), the ID may be pulled again.
+	if err := intercept(MethodRemoveContainer, &api.RemoveContainerRequest{ContainerId: "c1"}, errgrpc.ToGRPC(fmt.Errorf("container c1: %w", errdefs.ErrNotFound))); status.Code(err) != codes.NotFound {
+		t.Fatalf("RemoveContainer: %v", err)
+	}
+	if st := e.StateSnapshot(); len(st.Pulled)+len(st.Created) != 0 {
+		t.Fatalf("state after RemoveContainer: %+v", st)
+	}
+	if err := intercept(MethodPullImage, pull, nil); err != nil {
+		t.Fatalf("pull after RemoveContainer: %v", err)
+	}
 	got, dropped := e.Decisions().Entries()
 	if dropped != 0 {
 		t.Fatalf("dropped %d", dropped)
@@ -160,7 +175,7 @@ func TestEnforcerState(t *testing.T) {
 	want := []string{
 		"PullImage c1 true ", "PullImage c1 true ", "PullImage c1 false image",
 		"ExecProcess c1 false allow_exec", "CreateContainer c1 true ", "ExecProcess c1 true ",
-		"CreateContainer c1 false containers[app].args",
+		"CreateContainer c1 false containers[app].args", "PullImage c1 true ",
 	}
 	if strings.Join(summary, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("decision log:\n%s\nwant:\n%s", strings.Join(summary, "\n"), strings.Join(want, "\n"))
