@@ -298,7 +298,7 @@ func num(p *int64) string {
 }
 
 // checkPull admits a pull of an image some bound container runs (any with
-// allow_unbound_containers), once per container ID.
+// allow_unbound_containers), once per container ID (until RemoveContainer).
 func (p Policy) checkPull(r *api.PullImageRequest, st State, deny func(rule, why string) *Denial) *Denial {
 	id := r.GetContainerId()
 	if prev, ok := st.Pulled[id]; ok {

@@ -49,9 +49,10 @@
 //     rootfs in the share (shared <id>/rootfs); no mount point, fstype or
 //     options of the host's choosing.
 //   - image: PullImage only of an image some bound container runs (any with
-//     allow_unbound_containers), once per container ID until RemoveContainer; CreateContainer's
-//     pulled image must be its binding's. A shared rootfs is the host's
-//     snapshot: allow_host_share gives up the image binding.
+//     allow_unbound_containers), once per container ID until
+//     RemoveContainer; CreateContainer's pulled image must be its
+//     binding's. A shared rootfs is the host's snapshot: allow_host_share
+//     gives up the image binding.
 //   - containers: CreateContainer names its binding by the CRI's
 //     io.kubernetes.cri.container-name annotation and is compared field by
 //     field (spec.go): args, env, cwd, user, capabilities, privileged,
