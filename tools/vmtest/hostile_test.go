@@ -234,6 +234,10 @@ func TestHostileHost(t *testing.T) {
 		_, err := c.Process.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: "app1", ExecId: "preload", Process: raw})
 		denied(t, err, "containers[app].env", "LD_PRELOAD")
 	})
+	t.Run("UpdateContainer allowing a disk", func(t *testing.T) {
+		_, err := c.Container.UpdateContainer(ctx, &api.UpdateContainerRequest{ContainerId: "app1", Resources: []byte(`{"devices":[{"allow":true,"type":"b","major":254,"access":"rwm"}]}`)})
+		denied(t, err, "containers[app].resources", "254:*")
+	})
 	t.Run("PullImage of the bound image is admitted", func(t *testing.T) {
 		// Admitted by the agent policy; it then fails in the Image service
 		// (this init-data has no image policy, and the VM no registry).
@@ -284,6 +288,6 @@ func TestHostileHost(t *testing.T) {
 	if err := v.shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("boot to agent %v; %d attacks on creation refused in %v; bound container created, run, exec'd (one bound, two refused execs) and removed in %v; %d decisions logged",
+	t.Logf("boot to agent %v; %d attacks on creation refused in %v; bound container created, run, exec'd (one bound exec, two execs and an update refused) and removed in %v; %d decisions logged",
 		booted.Round(time.Millisecond), len(attacks)+1, attacksTook.Round(time.Millisecond), legitTook.Round(time.Millisecond), len(dl.GetDecisions()))
 }
