@@ -63,6 +63,12 @@ func Run(opts Options) (err error) {
 	}()
 	var consoleErr error
 	if pid1 {
+		// First of all: out of the initramfs and away from the host's
+		// environment (re-executes the agent; returns at once the second
+		// time).
+		if err := boot.CleanStart(log); err != nil {
+			return err
+		}
 		if err := boot.MountSystem(); err != nil {
 			return err
 		}
@@ -138,7 +144,6 @@ func (a *agent) run(pid1 bool) error {
 	if err != nil {
 		return err
 	}
-	mounts, _ := os.ReadFile("/proc/self/mounts")
 	if err := os.MkdirAll(BundleRoot, 0o700); err != nil {
 		return fmt.Errorf("creating bundle directory: %w", err)
 	}
@@ -149,7 +154,6 @@ func (a *agent) run(pid1 bool) error {
 		BundleRoot:      BundleRoot,
 		SharedDir:       storage.SharedDir,
 		CgroupRoot:      boot.CgroupRoot,
-		NoPivot:         boot.RootIsInitramfs(string(mounts)),
 		Log:             a.log,
 	})
 	// The Shutdown handler asks for the power-off (powerOffAsked); the

@@ -62,7 +62,7 @@ func MountSystem() error {
 
 // RootIsInitramfs reports whether / is the initramfs (rootfs) given the
 // contents of /proc/self/mounts. pivot_root cannot leave an initramfs, so
-// runc must then run with --no-pivot.
+// CleanStart moves the system into a tmpfs root first (SwitchRoot).
 func RootIsInitramfs(mounts string) bool {
 	for _, line := range strings.Split(mounts, "\n") {
 		f := strings.Fields(line)

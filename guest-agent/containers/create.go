@@ -114,7 +114,10 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (pid int, err e
 	}
 	c.runc = m.cfg.NewRunc(bundle)
 	pidFile := filepath.Join(bundle, "init.pid")
-	opts := &runc.CreateOpts{PidFile: pidFile, NoPivot: m.cfg.NoPivot}
+	// Never --no-pivot: the guest's root is a tmpfs (boot.SwitchRoot), so
+	// runc pivots into the container's root and a chroot inside it cannot
+	// climb out to the guest's files.
+	opts := &runc.CreateOpts{PidFile: pidFile}
 	if io.socket != nil {
 		opts.ConsoleSocket = io.socket
 	} else {
