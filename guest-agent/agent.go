@@ -154,6 +154,7 @@ func (a *agent) run(pid1 bool) error {
 		BundleRoot:      BundleRoot,
 		SharedDir:       storage.SharedDir,
 		CgroupRoot:      boot.CgroupRoot,
+		Confidential:    conf.Enforcer().Confidential(),
 		Log:             a.log,
 	})
 	// The Shutdown handler asks for the power-off (powerOffAsked); the

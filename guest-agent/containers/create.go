@@ -72,7 +72,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (pid int, err e
 	if err != nil {
 		return 0, fmt.Errorf("container %q rootfs: %w", req.ID, err)
 	}
-	spec, err := RewriteSpec(req.Spec, Rewrite{ID: req.ID, Rootfs: rootfs, Terminal: req.Terminal, PIDNamespace: pidns})
+	spec, err := RewriteSpec(req.Spec, Rewrite{ID: req.ID, Rootfs: rootfs, Terminal: req.Terminal, PIDNamespace: pidns, Confidential: m.cfg.Confidential})
 	if err != nil {
 		return 0, err
 	}
