@@ -138,8 +138,9 @@ func (a *agent) run(pid1 bool) error {
 			}
 			return boot.LoadTEEModules(a.log)
 		},
-		Detect: func() (evidence.Attester, error) { return evidence.Detect(a.log) },
-		Log:    a.log,
+		Detect:   func() (evidence.Attester, error) { return evidence.Detect(a.log) },
+		Hardware: attest.ProbeHardware,
+		Log:      a.log,
 	})
 	if err != nil {
 		return err
