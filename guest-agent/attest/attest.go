@@ -70,7 +70,7 @@ type Config struct {
 	// Hardware is the TEE the guest shows before any driver loads
 	// (ProbeHardware); nil means none.
 	Hardware func() Hardware
-	Log    *slog.Logger
+	Log      *slog.Logger
 }
 
 // State is the agent's confidential state, shared by the Attestation
