@@ -176,11 +176,15 @@ func TestHardeningSetuidVolume(t *testing.T) {
 
 // TestHardeningKernelEnv boots a guest whose command line carries
 // LD_PRELOAD=/nonexistent.so VEIL_EVIL=1, which the kernel hands /init as
-// environment: the agent (pid 1), runc (whose ld.so would complain about
-// the preload on the container's stderr) and the container see neither.
+// environment, and the word "pause", which it hands /init as an argument:
+// the agent (pid 1), runc (whose ld.so would complain about the preload on
+// the container's stderr) and the container see neither variable, and the
+// agent serves (it did not become a PID namespace holder). A container in
+// the pod's PID namespace then sees the real holder, with the agent's
+// clean environment, and the console shows one agent start.
 func TestHardeningKernelEnv(t *testing.T) {
 	ctx := testCtx(t)
-	v, err := bootArgs(ctx, "kenv", true, []string{"LD_PRELOAD=/nonexistent.so", "VEIL_EVIL=1"})
+	v, err := bootArgs(ctx, "kenv", true, []string{"LD_PRELOAD=/nonexistent.so", "VEIL_EVIL=1", "pause"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,6 +218,21 @@ func TestHardeningKernelEnv(t *testing.T) {
 		if strings.Contains(out, bad) || strings.Contains(string(r.stderr), bad) {
 			t.Errorf("%s reached the guest: stdout %q stderr %q", bad, out, r.stderr)
 		}
+	}
+
+	pod := probeSpec(t, "environ")
+	for i, n := range pod.Linux.Namespaces {
+		if n.Type == specs.PIDNamespace {
+			pod.Linux.Namespaces[i].Path = "/proc/self/ns/pid" // the CRI's way of asking for the pod's
+		}
+	}
+	pod.Process.Capabilities = s.Process.Capabilities
+	r = runProbeContainer(t, ctx, v, "kenv-pod", 0o755, pod)
+	if got := string(r.stdout); r.status != 0 || !strings.Contains(got, "pid1: PATH=/usr/sbin:/usr/bin:/sbin:/bin\n") || strings.Count(got, "pid1: ") != 1 {
+		t.Errorf("the pod's PID namespace holder: status %d, stdout %q, stderr %q; want only the agent's PATH", r.status, got, r.stderr)
+	}
+	if n := strings.Count(v.console(), "msg=starting"); n != 1 {
+		t.Errorf("the console shows %d agent starts, want 1:\n%s", n, v.console())
 	}
 	if line := consoleLine(v.console(), "moved the initramfs into a tmpfs root"); line != "" {
 		t.Logf("console: %s", line)
