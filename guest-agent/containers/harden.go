@@ -23,6 +23,9 @@ import (
 // A confidential pod, whose host is an adversary, also gets:
 //   - nosuid,nodev on every bind, whatever its source: a host-shared file
 //     (allow_host_mounts) is the host's, setuid bits included;
+//   - its own PID and mount namespaces when the spec asks for none (a
+//     hostPID-style spec would otherwise share the VM's, where pid 1 is the
+//     agent: /proc/1/root is the guest's root, /proc/1/mem its memory);
 //   - sysfs mounted read-only;
 //   - containerd's default masked and read-only paths (/proc/kcore,
 //     /sys/firmware, /proc/sys, ...) added when the spec lacks them;
@@ -53,6 +56,11 @@ func harden(s *specs.Spec, confidential bool) {
 	}
 	if !confidential {
 		return
+	}
+	for _, t := range []specs.LinuxNamespaceType{specs.PIDNamespace, specs.MountNamespace} {
+		if !slices.ContainsFunc(s.Linux.Namespaces, func(ns specs.LinuxNamespace) bool { return ns.Type == t }) {
+			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: t})
+		}
 	}
 	for _, p := range DefaultMaskedPaths {
 		if !slices.Contains(s.Linux.MaskedPaths, p) {

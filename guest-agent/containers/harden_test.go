@@ -128,6 +128,34 @@ func TestHardenConfidentialNoResources(t *testing.T) {
 	}
 }
 
+// TestHardenNamespaces: a spec asking for no PID or mount namespace (the
+// host's, hostPID-style) shares the VM's in an ordinary pod, where the
+// host is trusted, and gets its own in a confidential one; a container
+// joining the pod's PID namespace keeps it.
+func TestHardenNamespaces(t *testing.T) {
+	raw := []byte(`{"process":{"args":["sh"]},"linux":{"namespaces":[{"type":"network","path":"/var/run/netns/x"}]}}`)
+	joins := []byte(`{"process":{"args":["sh"]},"linux":{"namespaces":[{"type":"pid","path":"/proc/9/ns/pid"},{"type":"mount"}]}}`)
+	for _, tc := range []struct {
+		name         string
+		raw          []byte
+		pidns        string
+		confidential bool
+		want         []specs.LinuxNamespace
+	}{
+		{"ordinary, host namespaces", raw, "", false, []specs.LinuxNamespace{{Type: "cgroup"}}},
+		{"confidential, host namespaces", raw, "", true, []specs.LinuxNamespace{{Type: "cgroup"}, {Type: "pid"}, {Type: "mount"}}},
+		{"confidential, pod pid namespace", joins, "/proc/7/ns/pid", true, []specs.LinuxNamespace{{Type: "pid", Path: "/proc/7/ns/pid"}, {Type: "mount"}, {Type: "cgroup"}}},
+	} {
+		s, err := RewriteSpec(tc.raw, Rewrite{ID: "c1", Rootfs: "/r", PIDNamespace: tc.pidns, Confidential: tc.confidential})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if !reflect.DeepEqual(s.Linux.Namespaces, tc.want) {
+			t.Errorf("%s: namespaces %+v, want %+v", tc.name, s.Linux.Namespaces, tc.want)
+		}
+	}
+}
+
 func count(list []string, s string) int {
 	n := 0
 	for _, v := range list {
