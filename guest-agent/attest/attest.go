@@ -113,7 +113,7 @@ func New(cfg Config) (*State, error) {
 		log.Error("TEE mismatch: locked down", "reason", d.Lock)
 		return s, nil
 	}
-	if _, set := cfg.Params[TEEParam]; !set && tee != None {
+	if cfg.Params[TEEParam] == "" && tee != None {
 		log.Warn("no "+TEEParam+" on the kernel command line, but the guest runs in a TEE: enforcing as confidential", "tee", tee, "evidence", hw.Evidence)
 	}
 	switch tee {
