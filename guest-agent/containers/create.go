@@ -77,7 +77,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (pid int, err e
 	if err != nil {
 		return 0, fmt.Errorf("container %q rootfs: %w", req.ID, err)
 	}
-	spec, err := RewriteSpec(req.Spec, Rewrite{ID: req.ID, Rootfs: rootfs, Terminal: req.Terminal, PIDNamespace: pidns})
+	spec, err := RewriteSpec(req.Spec, Rewrite{ID: req.ID, Rootfs: rootfs, Terminal: req.Terminal, PIDNamespace: pidns, Confidential: m.cfg.Confidential})
 	if err != nil {
 		return 0, err
 	}
@@ -119,7 +119,10 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (pid int, err e
 	}
 	c.runc = m.cfg.NewRunc(bundle)
 	pidFile := filepath.Join(bundle, "init.pid")
-	opts := &runc.CreateOpts{PidFile: pidFile, NoPivot: m.cfg.NoPivot}
+	// Never --no-pivot: the guest's root is a tmpfs (boot.SwitchRoot), so
+	// runc pivots into the container's root and a chroot inside it cannot
+	// climb out to the guest's files.
+	opts := &runc.CreateOpts{PidFile: pidFile}
 	if io.socket != nil {
 		opts.ConsoleSocket = io.socket
 	} else {

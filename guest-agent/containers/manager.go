@@ -94,8 +94,9 @@ type Config struct {
 	SharedDir string
 	// CgroupRoot is the cgroup2 mount (/sys/fs/cgroup).
 	CgroupRoot string
-	// NoPivot runs runc create with --no-pivot (needed when / is an initramfs).
-	NoPivot bool
+	// Confidential hardens every container's spec for a pod whose host is
+	// an adversary (harden.go).
+	Confidential bool
 	// PodPIDNamespace returns the path of the pod's shared PID namespace,
 	// starting its holder if needed. It is called for a container whose
 	// spec names a PID namespace by path (the CRI's way of asking for the

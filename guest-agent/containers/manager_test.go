@@ -212,7 +212,6 @@ func newHarness(t *testing.T, bufferBytes int) *harness {
 		BundleRoot:  filepath.Join(dir, "containers"),
 		SharedDir:   shared,
 		CgroupRoot:  filepath.Join(dir, "cgroup"),
-		NoPivot:     true,
 		BufferBytes: bufferBytes,
 		Log:         log,
 	})
@@ -444,8 +443,8 @@ func TestForceRemoveKillsAndUnmounts(t *testing.T) {
 	if written.Root.Path != filepath.Join(realShared, "c1/rootfs") || written.Linux.CgroupsPath != "/veil/c1" {
 		t.Fatalf("bundle config root %q cgroups %q", written.Root.Path, written.Linux.CgroupsPath)
 	}
-	if !h.runc.called("create c1 no-pivot=true") {
-		t.Fatalf("runc create not run with --no-pivot: %v", h.runc.calls)
+	if !h.runc.called("create c1 no-pivot=false") {
+		t.Fatalf("runc create run with --no-pivot (a chroot escape): %v", h.runc.calls)
 	}
 	if err := h.m.Start(h.ctx, "c1"); err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"encoding/hex"
 	"io"
 	"log"
 	"net/http/httptest"
@@ -17,23 +16,8 @@ import (
 
 	"github.com/veil-runtime/veil/attestation/initdata"
 	"github.com/veil-runtime/veil/guest-agent/api"
-	"github.com/veil-runtime/veil/guest-agent/attest"
 	"github.com/veil-runtime/veil/guest-agent/volume"
 )
-
-// confidentialState is a veil-dev agent's state that accepted doc.
-func confidentialState(t *testing.T, doc string) *attest.State {
-	t.Helper()
-	sum := initdata.Digest([]byte(doc))
-	st, err := attest.New(attest.Config{Params: map[string]string{attest.TEEParam: attest.Sample, attest.InitDataDigestParam: hex.EncodeToString(sum[:])}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.SetInitData(context.Background(), []byte(doc)); err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
 
 // The init-data's [image] caps reach the puller: a layer over
 // max_layer_bytes is refused with ResourceExhausted naming the key, the
