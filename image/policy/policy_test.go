@@ -83,7 +83,7 @@ func TestParseErrors(t *testing.T) {
 		`{"default": [{"type": "accept"}]}`: `unknown requirement type "accept"`,
 		`{"default": [{"type": "reject"}], "extra": 1}`:                                                          `unknown field "extra"`,
 		`{"default": [{"type": "sigstoreSigned"}]}`:                                                              `exactly one of keyPath`,
-		`{"default": [{"type": "sigstoreSigned", "keyPath": "k", "fulcio": {}}]}`:                                `fulcio/rekor verification is not supported`,
+		`{"default": [{"type": "sigstoreSigned", "keyPath": "k", "fulcio": {}}]}`:                                `fulcio/rekor verification (keyless signatures, transparency-log checks) is not supported in the guest`,
 		`{"default": [{"type": "reject"}], "transports": {"docker": {"r.io": []}}}`:                              `transports.docker["r.io"] lists no requirement`,
 		`{"default": [{"type": "sigstoreSigned", "keyPath": "k", "signedIdentity": {"type": "remapIdentity"}}]}`: `signedIdentity type "remapIdentity" is not supported`,
 	} {
