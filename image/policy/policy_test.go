@@ -228,3 +228,34 @@ func TestCheckRejectAndSignedBy(t *testing.T) {
 		t.Errorf("insecureAcceptAnything: %v", err)
 	}
 }
+
+// TestRequireSigned: with decryption keys, the scopes an image falls into
+// without being named must require a signature (or reject); named scopes
+// may accept unsigned images explicitly.
+func TestRequireSigned(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc, want string // want "" = allowed
+	}{
+		{"default accepts", `{"default": [{"type": "insecureAcceptAnything"}]}`, `default accepts images without a signature (insecureAcceptAnything)`},
+		{"default signed", `{"default": [{"type": "sigstoreSigned", "keyPath": "kbs:///k"}]}`, ""},
+		{"default rejects, named scope accepts", `{"default": [{"type": "reject"}], "transports": {"docker": {"reg.io/ns/public": [{"type": "insecureAcceptAnything"}]}}}`, ""},
+		{"transport default accepts", `{"default": [{"type": "reject"}], "transports": {"docker": {"": [{"type": "insecureAcceptAnything"}]}}}`, `transports.docker[""] accepts images without a signature`},
+		{"transport default signed, global default unused", `{"default": [{"type": "insecureAcceptAnything"}], "transports": {"docker": {"": [{"type": "sigstoreSigned", "keyData": "eA=="}]}}}`, ""},
+		{"accept then signed", `{"default": [{"type": "insecureAcceptAnything"}, {"type": "sigstoreSigned", "keyPath": "kbs:///k"}]}`, ""},
+	} {
+		p, err := Parse([]byte(tc.doc))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		err = p.RequireSigned()
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%s: %v, want allowed", tc.name, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "[image] keys") {
+			t.Errorf("%s: %v, want %q naming [image] keys", tc.name, err, tc.want)
+		}
+	}
+}
