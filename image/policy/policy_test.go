@@ -17,6 +17,8 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	sgsign "github.com/sigstore/sigstore-go/pkg/sign"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 func mustRef(t *testing.T, s string) name.Reference {
@@ -259,3 +261,93 @@ func TestRequireSigned(t *testing.T) {
 		}
 	}
 }
+
+// TestBundleForms: bundles made by sigstore-go's signer with an ephemeral
+// key, checked by the guest's verifier directly: a message signature over
+// the manifest (the artifact's digest is the image digest) and a DSSE
+// statement pass; the shapes a Sigstore bundle may not have are refused
+// naming what is wrong.
+func TestBundleForms(t *testing.T) {
+	kp, err := sgsign.NewEphemeralKeypair(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubPEM, err := kp.GetPublicKeyPem()
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := []byte(`{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}`)
+	sum := sha256.Sum256(manifest)
+	digest := fmt.Sprintf("sha256:%x", sum)
+	ref := mustRef(t, "reg.io/ns/app:1")
+	mk := func(c sgsign.Content) []byte {
+		pb, err := sgsign.Bundle(c, kp, sgsign.BundleOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := protojson.Marshal(pb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	stmt := func(digestHex, predicate, typ string) []byte {
+		b, _ := json.Marshal(map[string]any{"_type": typ, "subject": []any{map[string]any{"digest": map[string]string{"sha256": digestHex}}}, "predicateType": predicate, "predicate": map[string]any{}})
+		return b
+	}
+	edit := func(b []byte, fn func(map[string]any)) []byte {
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		fn(m)
+		out, _ := json.Marshal(m)
+		return out
+	}
+	hexd := digest[len("sha256:"):]
+	dsse := mk(&sgsign.DSSEData{Data: stmt(hexd, PredicateCosignSign, statementV1), PayloadType: payloadTypeInToto})
+	p, err := Parse([]byte(`{"default": [{"type": "sigstoreSigned", "keyData": ` + keyDataJSON(pubPEM) + `}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		bundle []byte
+		want   string // "" = accepted
+	}{
+		{"message signature over the manifest", mk(&sgsign.PlainData{Data: manifest}), ""},
+		{"message signature over another manifest", mk(&sgsign.PlainData{Data: append(manifest, ' ')}), "message signature is over SHA2_256:"},
+		{"DSSE statement", dsse, ""},
+		{"DSSE statement v0.1", mk(&sgsign.DSSEData{Data: stmt(hexd, PredicateCosignSign, statementV01), PayloadType: payloadTypeInToto}), ""},
+		{"not an in-toto statement", mk(&sgsign.DSSEData{Data: stmt(hexd, PredicateCosignSign, "x"), PayloadType: payloadTypeInToto}), `not an in-toto statement (_type "x")`},
+		{"other payload type", mk(&sgsign.DSSEData{Data: stmt(hexd, PredicateCosignSign, statementV1), PayloadType: "text/plain"}), `DSSE payload type is "text/plain"`},
+		{"two signatures", edit(dsse, func(m map[string]any) {
+			env := m["dsseEnvelope"].(map[string]any)
+			sigs := env["signatures"].([]any)
+			env["signatures"] = append(sigs, sigs[0])
+		}), "DSSE envelope has 2 signatures"},
+		{"old media type spelling", edit(dsse, func(m map[string]any) { m["mediaType"] = "application/vnd.dev.sigstore.bundle+json;version=0.2" }), ""},
+		{"unknown media type", edit(dsse, func(m map[string]any) { m["mediaType"] = "application/json" }), `bundle media type "application/json" is not a Sigstore bundle`},
+		{"no content", edit(dsse, func(m map[string]any) { delete(m, "dsseEnvelope") }), "neither a DSSE envelope nor a message signature"},
+		{"not JSON", []byte("{"), "parsing bundle"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := Image{Ref: ref, Digest: digest, Bundles: func(context.Context) ([]Bundle, error) {
+				return []Bundle{{Source: "sha256:referrer", JSON: tc.bundle}}, nil
+			}}
+			err := p.Check(context.Background(), img, nil)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Check = %v, want accepted", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "bundle sha256:referrer") {
+				t.Fatalf("Check = %v, want a rejection naming the bundle and %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// keyDataJSON is pem as policy keyData (base64 in JSON).
+func keyDataJSON(pem string) string { b, _ := json.Marshal([]byte(pem)); return string(b) }

@@ -7,7 +7,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
@@ -15,15 +14,14 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
-	"github.com/sigstore/sigstore-go/pkg/bundle"
-	"github.com/sigstore/sigstore-go/pkg/root"
-	"github.com/sigstore/sigstore-go/pkg/verify"
 	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/options"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // Cosign's legacy storage of key-based signatures: an OCI manifest under
@@ -122,35 +120,17 @@ func checkSigstore(ctx context.Context, r Requirement, img Image, f fetched, key
 	return fmt.Errorf("no valid signature: %s", strings.Join(reasons, "; "))
 }
 
-// policyKey is a public key from the policy with the sigstore-go
-// verifiers for it.
+// policyKey is a public key from the policy with its verifiers
+// (sigstore's signature package).
 type policyKey struct {
-	pub crypto.PublicKey
-	// legacy verifies cosign's simple-signing signatures (SHA-256 for
-	// every key type, as cosign signs them); current verifies bundles
-	// with the key type's default hash (P-384 → SHA-384).
-	legacy, current *verify.Verifier
-}
-
-// keyMaterial is sigstore-go trusted material holding one public key and
-// nothing else: no Fulcio CA, no Rekor or CT log, no timestamp authority.
-// The bundle's key hint is not trusted to pick the key.
-type keyMaterial struct {
-	root.BaseTrustedMaterial
-	key *root.ExpiringKey
-}
-
-func (k *keyMaterial) PublicKeyVerifier(string) (root.TimeConstrainedVerifier, error) {
-	return k.key, nil
+	// sha256 verifies with SHA-256 whatever the key type, as cosign's
+	// legacy signatures and message signatures over a sha256 digest are
+	// made; current uses the key type's default hash (P-384 → SHA-384),
+	// as cosign v3 signs bundles.
+	sha256, current signature.Verifier
 }
 
 func newPolicyKey(pub crypto.PublicKey) (policyKey, error) {
-	mk := func(v signature.Verifier) (*verify.Verifier, error) {
-		// A key has no validity window, and no timestamp is required:
-		// offline, key-based verification (see Requirement).
-		tm := &keyMaterial{key: root.NewExpiringKey(v, time.Time{}, time.Time{})}
-		return verify.NewVerifier(tm, verify.WithNoObserverTimestamps())
-	}
 	sha, err := signature.LoadVerifier(pub, crypto.SHA256)
 	if err != nil {
 		return policyKey{}, fmt.Errorf("loading public key: %w", err)
@@ -159,40 +139,15 @@ func newPolicyKey(pub crypto.PublicKey) (policyKey, error) {
 	if err != nil {
 		return policyKey{}, fmt.Errorf("loading public key: %w", err)
 	}
-	k := policyKey{pub: pub}
-	if k.legacy, err = mk(sha); err != nil {
-		return policyKey{}, err
-	}
-	if k.current, err = mk(def); err != nil {
-		return policyKey{}, err
-	}
-	return k, nil
+	return policyKey{sha256: sha, current: def}, nil
 }
 
-// verifyLegacy checks a simple-signing signature: it is put in a Sigstore
-// bundle as a message signature over the payload and verified by
-// sigstore-go, then the payload must name img's digest and an identity r
-// accepts.
+// verifyLegacy checks a simple-signing signature: by one of the keys, and
+// the payload names img's digest and an identity r accepts.
 func verifyLegacy(r Requirement, img Image, s Signature, keys []policyKey) error {
-	sum := sha256.Sum256(s.Payload)
-	pb := &protobundle.Bundle{
-		MediaType: MediaTypeBundle,
-		VerificationMaterial: &protobundle.VerificationMaterial{
-			Content: &protobundle.VerificationMaterial_PublicKey{PublicKey: &protocommon.PublicKeyIdentifier{}},
-		},
-		Content: &protobundle.Bundle_MessageSignature{MessageSignature: &protocommon.MessageSignature{
-			MessageDigest: &protocommon.HashOutput{Algorithm: protocommon.HashAlgorithm_SHA2_256, Digest: sum[:]},
-			Signature:     s.Signature,
-		}},
-	}
-	b, err := bundle.NewBundle(pb)
-	if err != nil {
-		return fmt.Errorf("reading signature: %w", err)
-	}
 	ok := false
 	for _, k := range keys {
-		pol := verify.NewPolicy(verify.WithArtifact(bytes.NewReader(s.Payload)), verify.WithKey())
-		if _, err := k.legacy.Verify(b, pol); err == nil {
+		if k.sha256.VerifySignature(bytes.NewReader(s.Signature), bytes.NewReader(s.Payload)) == nil {
 			ok = true
 			break
 		}
@@ -214,53 +169,132 @@ func verifyLegacy(r Requirement, img Image, s Signature, keys []policyKey) error
 	return MatchIdentity(r.SignedIdentity, img.Ref, p.Critical.Identity.DockerReference)
 }
 
-// verifyBundle checks a cosign v3 bundle with sigstore-go: signed by one
-// of the keys (a bundle carrying a Fulcio certificate is keyless and
-// refused), over img's digest (the DSSE statement's subject or the
-// message digest), and a DSSE statement must be cosign's signature
-// predicate, not some other attestation. Transparency-log entries and
-// timestamps in the bundle are not required and not checked (see
-// Requirement). Cosign's statement names no image reference, so a
-// requirement with an explicit signedIdentity cannot be met by it.
+// Bundle media types read: v0.3 (cosign v3) and the earlier spellings.
+var bundleMediaTypes = map[string]bool{
+	MediaTypeBundle: true,
+	"application/vnd.dev.sigstore.bundle+json;version=0.1": true,
+	"application/vnd.dev.sigstore.bundle+json;version=0.2": true,
+	"application/vnd.dev.sigstore.bundle.v0.2+json":        true,
+}
+
+// In-toto statement types a DSSE bundle may carry.
+const (
+	payloadTypeInToto = "application/vnd.in-toto+json"
+	statementV01      = "https://in-toto.io/Statement/v0.1"
+	statementV1       = "https://in-toto.io/Statement/v1"
+)
+
+// statement is the part of an in-toto statement the policy reads.
+type statement struct {
+	Type    string `json:"_type"`
+	Subject []struct {
+		Name   string            `json:"name"`
+		Digest map[string]string `json:"digest"`
+	} `json:"subject"`
+	PredicateType string `json:"predicateType"`
+}
+
+// verifyBundle checks a cosign v3 bundle: signed by one of the keys (a
+// bundle carrying a certificate is keyless and refused), over img's
+// digest (the DSSE in-toto statement's subject, or the message digest of
+// a message signature), and a statement must be cosign's signature
+// predicate, not another attestation. Transparency-log entries and
+// timestamps in the bundle are neither required nor checked (offline,
+// key-based; see the package doc). Cosign's statement names no image
+// reference, so a requirement with an explicit signedIdentity is not met
+// by it. The bundle is read with the Sigstore protobuf types and the
+// signature checked with sigstore's signature package and the DSSE
+// pre-authentication encoding of go-securesystemslib, the checks
+// sigstore-go's verifier makes for a key-signed bundle without a log
+// (the tests hold this verifier to sigstore-go's verdicts); sigstore-go
+// itself stays out of the guest for its size (+16.6 MB in the agent, for
+// TUF, Rekor and CT clients the guest does not use).
 func verifyBundle(r Requirement, img Image, raw Bundle, keys []policyKey) error {
-	var b bundle.Bundle
-	if err := b.UnmarshalJSON(raw.JSON); err != nil {
+	var pb protobundle.Bundle
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(raw.JSON, &pb); err != nil {
 		return fmt.Errorf("parsing bundle: %w", err)
 	}
-	vc, err := b.VerificationContent()
-	if err != nil {
-		return fmt.Errorf("reading bundle: %w", err)
+	if !bundleMediaTypes[pb.GetMediaType()] {
+		return fmt.Errorf("bundle media type %q is not a Sigstore bundle this guest reads (want %s)", pb.GetMediaType(), MediaTypeBundle)
 	}
-	if vc.Certificate() != nil {
+	switch pb.GetVerificationMaterial().GetContent().(type) {
+	case *protobundle.VerificationMaterial_PublicKey:
+	case *protobundle.VerificationMaterial_Certificate, *protobundle.VerificationMaterial_X509CertificateChain:
 		return errors.New("signed keyless (a Fulcio certificate, no public key); the policy names a public key, and keyless verification (fulcio, rekorPublicKey) is not supported in the guest")
+	default:
+		return errors.New("bundle has no verification material")
 	}
 	algo, hexDigest, ok := strings.Cut(img.Digest, ":")
 	want, err := hex.DecodeString(hexDigest)
-	if !ok || algo != "sha256" || err != nil {
+	if !ok || algo != "sha256" || err != nil || len(want) != 32 {
 		return fmt.Errorf("image digest %q is not sha256:<hex>", img.Digest)
 	}
-	var res *verify.VerificationResult
-	var errs []string
-	for _, k := range keys {
-		pol := verify.NewPolicy(verify.WithArtifactDigest("sha256", want), verify.WithKey())
-		if res, err = k.current.Verify(&b, pol); err == nil {
-			break
+	switch c := pb.GetContent().(type) {
+	case *protobundle.Bundle_DsseEnvelope:
+		env := c.DsseEnvelope
+		if len(env.GetSignatures()) != 1 {
+			return fmt.Errorf("DSSE envelope has %d signatures, a Sigstore bundle has exactly 1", len(env.GetSignatures()))
 		}
-		errs = append(errs, err.Error())
-	}
-	if res == nil {
-		return fmt.Errorf("not a signature of %s by the policy's key: %s", img.Digest, strings.Join(errs, "; "))
-	}
-	if st := res.Statement; st != nil {
-		if st.GetPredicateType() != PredicateCosignSign {
-			return fmt.Errorf("in-toto predicate type is %q, want cosign's signature %q", st.GetPredicateType(), PredicateCosignSign)
+		if env.GetPayloadType() != payloadTypeInToto {
+			return fmt.Errorf("DSSE payload type is %q, want %q", env.GetPayloadType(), payloadTypeInToto)
 		}
-		for _, s := range st.GetSubject() {
-			if s.GetDigest()["sha256"] == hexDigest && s.GetName() != "" {
-				return MatchIdentity(r.SignedIdentity, img.Ref, s.GetName())
+		pae := dsse.PAE(env.GetPayloadType(), env.GetPayload())
+		if !verifiedBy(keys, func(k policyKey) error {
+			return k.current.VerifySignature(bytes.NewReader(env.GetSignatures()[0].GetSig()), bytes.NewReader(pae))
+		}) {
+			return errors.New("DSSE signature does not verify with the policy's key")
+		}
+		var st statement
+		if err := json.Unmarshal(env.GetPayload(), &st); err != nil {
+			return fmt.Errorf("parsing the signed in-toto statement: %w", err)
+		}
+		if st.Type != statementV1 && st.Type != statementV01 {
+			return fmt.Errorf("signed payload is not an in-toto statement (_type %q)", st.Type)
+		}
+		if st.PredicateType != PredicateCosignSign {
+			return fmt.Errorf("in-toto predicate type is %q, want cosign's signature %q", st.PredicateType, PredicateCosignSign)
+		}
+		for _, s := range st.Subject {
+			if !strings.EqualFold(s.Digest["sha256"], hexDigest) {
+				continue
 			}
+			if s.Name != "" {
+				return MatchIdentity(r.SignedIdentity, img.Ref, s.Name)
+			}
+			return noIdentity(r)
+		}
+		var seen []string
+		for _, s := range st.Subject {
+			seen = append(seen, "sha256:"+s.Digest["sha256"])
+		}
+		return fmt.Errorf("signed statement is for %s, the image is %s", strings.Join(seen, ", "), img.Digest)
+	case *protobundle.Bundle_MessageSignature:
+		ms := c.MessageSignature
+		md := ms.GetMessageDigest()
+		if md.GetAlgorithm() != protocommon.HashAlgorithm_SHA2_256 || !bytes.Equal(md.GetDigest(), want) {
+			return fmt.Errorf("message signature is over %s:%x, the image is %s", md.GetAlgorithm(), md.GetDigest(), img.Digest)
+		}
+		if !verifiedBy(keys, func(k policyKey) error {
+			return k.sha256.VerifySignature(bytes.NewReader(ms.GetSignature()), nil, options.WithDigest(want))
+		}) {
+			return errors.New("message signature does not verify with the policy's key")
+		}
+		return noIdentity(r)
+	}
+	return errors.New("bundle has neither a DSSE envelope nor a message signature")
+}
+
+func verifiedBy(keys []policyKey, verify func(policyKey) error) bool {
+	for _, k := range keys {
+		if verify(k) == nil {
+			return true
 		}
 	}
+	return false
+}
+
+// noIdentity is the verdict on a bundle that binds only the digest.
+func noIdentity(r Requirement) error {
 	if r.SignedIdentity != nil {
 		return fmt.Errorf("the bundle names no image reference, only the digest, so signedIdentity %s cannot be checked; drop signedIdentity from this scope or sign with the legacy format", r.SignedIdentity.Type)
 	}

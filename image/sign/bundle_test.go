@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -25,6 +26,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sigstore/sigstore-go/pkg/bundle"
+	"github.com/sigstore/sigstore-go/pkg/root"
+	"github.com/sigstore/sigstore-go/pkg/verify"
+	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/veil-runtime/veil/image"
 	"github.com/veil-runtime/veil/image/policy"
@@ -131,10 +136,11 @@ func TestBundleVerifies(t *testing.T) {
 				}
 				return ref, ref.Context().Digest(desc.Digest.String()), desc.Descriptor
 			}
-			attach := func(d name.Digest, desc v1.Descriptor, b []byte) {
+			attach := func(d name.Digest, desc v1.Descriptor, b []byte) []byte {
 				if _, err := sign.Attach(d, desc, b, opts); err != nil {
 					t.Fatal(err)
 				}
+				return b
 			}
 			statementFor := func(h v1.Hash) []byte {
 				st, err := sign.Statement(h)
@@ -163,29 +169,36 @@ func TestBundleVerifies(t *testing.T) {
 			if err := pullWith(t, rt, keyPolicy(pub), good.String()); err != nil {
 				t.Fatalf("good bundle refused: %v", err)
 			}
+			if err := sigstoreGoVerify(t, res.Bundle, pub, res.Digest.String()); err != nil {
+				t.Fatalf("sigstore-go refuses the good bundle: %v", err)
+			}
 			if err := pullWith(t, rt, keyPolicy(pub), goodDigest.String()); err != nil {
 				t.Fatalf("good bundle, pulled by digest, refused: %v", err)
 			}
 			// A P-384 key signs with SHA-384, as cosign does.
 			p384, p384Pub := keyPair(t, elliptic.P384())
 			p384Ref, _, _ := img("app/p384")
-			if _, err := sign.SignBundle(p384Ref, p384, opts); err != nil {
+			p384Res, err := sign.SignBundle(p384Ref, p384, opts)
+			if err != nil {
 				t.Fatal(err)
 			}
 			if err := pullWith(t, rt, keyPolicy(p384Pub), p384Ref.String()); err != nil {
 				t.Fatalf("P-384 bundle refused: %v", err)
 			}
+			if err := sigstoreGoVerify(t, p384Res.Bundle, p384Pub, p384Res.Digest.String()); err != nil {
+				t.Fatalf("sigstore-go refuses the P-384 bundle: %v", err)
+			}
 
 			otherRef, otherDigest, _ := img("app/other")
 			wrongDigest, wd, wdDesc := img("app/wrong-digest")
-			attach(wd, wdDesc, bundleOf(statementFor(mustHash(t, otherDigest.DigestStr())), key))
+			wdBundle := attach(wd, wdDesc, bundleOf(statementFor(mustHash(t, otherDigest.DigestStr())), key))
 
 			wrongKey, wk, wkDesc := img("app/wrong-key")
 			otherKey, _ := keyPair(t, elliptic.P256())
-			attach(wk, wkDesc, bundleOf(statementFor(mustHash(t, wk.DigestStr())), otherKey))
+			wkBundle := attach(wk, wkDesc, bundleOf(statementFor(mustHash(t, wk.DigestStr())), otherKey))
 
 			tampered, tp, tpDesc := img("app/tampered")
-			attach(tp, tpDesc, editBundle(t, bundleOf(statementFor(mustHash(t, tp.DigestStr())), key), func(m map[string]any) {
+			tpBundle := attach(tp, tpDesc, editBundle(t, bundleOf(statementFor(mustHash(t, tp.DigestStr())), key), func(m map[string]any) {
 				sig := m["dsseEnvelope"].(map[string]any)["signatures"].([]any)[0].(map[string]any)
 				raw, _ := base64.StdEncoding.DecodeString(sig["sig"].(string))
 				raw[len(raw)/2] ^= 1
@@ -193,7 +206,7 @@ func TestBundleVerifies(t *testing.T) {
 			}))
 
 			tamperedPayload, tpp, tppDesc := img("app/tampered-payload")
-			attach(tpp, tppDesc, editBundle(t, bundleOf(statementFor(mustHash(t, tpp.DigestStr())), key), func(m map[string]any) {
+			tppBundle := attach(tpp, tppDesc, editBundle(t, bundleOf(statementFor(mustHash(t, tpp.DigestStr())), key), func(m map[string]any) {
 				// The statement re-pointed at this image after signing one for another.
 				env := m["dsseEnvelope"].(map[string]any)
 				env["payload"] = base64.StdEncoding.EncodeToString(statementFor(mustHash(t, otherDigest.DigestStr())))
@@ -201,33 +214,44 @@ func TestBundleVerifies(t *testing.T) {
 
 			provenance, pv, pvDesc := img("app/provenance")
 			st := editBundle(t, statementFor(mustHash(t, pv.DigestStr())), func(m map[string]any) { m["predicateType"] = "https://slsa.dev/provenance/v1" })
-			attach(pv, pvDesc, bundleOf(st, key))
+			pvBundle := attach(pv, pvDesc, bundleOf(st, key))
 
 			keyless, kl, klDesc := img("app/keyless")
-			attach(kl, klDesc, editBundle(t, bundleOf(statementFor(mustHash(t, kl.DigestStr())), key), func(m map[string]any) {
+			klBundle := attach(kl, klDesc, editBundle(t, bundleOf(statementFor(mustHash(t, kl.DigestStr())), key), func(m map[string]any) {
 				m["verificationMaterial"] = map[string]any{"certificate": map[string]any{"rawBytes": base64.StdEncoding.EncodeToString(selfSigned(t, key))}}
 			}))
 
 			identity, id, idDesc := img("app/identity")
-			attach(id, idDesc, bundleOf(statementFor(mustHash(t, id.DigestStr())), key))
+			idBundle := attach(id, idDesc, bundleOf(statementFor(mustHash(t, id.DigestStr())), key))
 
+			// sigstore-go is the reference: its verifier (key, no log,
+			// artifact digest) must agree with the guest's on each
+			// bundle, except where the guest adds a rule of its own
+			// (cosign's predicate, signedIdentity).
 			for _, tc := range []struct {
-				name string
-				ref  name.Reference
-				pub  []byte
-				doc  map[string]any
-				want string
+				name   string
+				ref    name.Reference
+				pub    []byte
+				doc    map[string]any
+				want   string
+				bundle []byte // judged by sigstore-go too
+				sgOK   bool   // sigstore-go's verdict
 			}{
-				{"missing", otherRef, pub, nil, "no sigstore signature found for " + otherDigest.DigestStr() + " (no Sigstore bundle among its OCI referrers"},
-				{"another digest", wrongDigest, pub, nil, "not a signature of " + wd.DigestStr() + " by the policy's key"},
-				{"wrong key", wrongKey, pub, nil, "not a signature of " + wk.DigestStr() + " by the policy's key"},
-				{"policy names another key", good, otherPub, nil, "not a signature of " + goodDigest.DigestStr() + " by the policy's key"},
-				{"tampered signature", tampered, pub, nil, "not a signature of " + tp.DigestStr() + " by the policy's key"},
-				{"tampered payload", tamperedPayload, pub, nil, "not a signature of " + tpp.DigestStr() + " by the policy's key"},
-				{"provenance, not a signature", provenance, pub, nil, `in-toto predicate type is "https://slsa.dev/provenance/v1", want cosign's signature`},
-				{"keyless", keyless, pub, nil, "signed keyless (a Fulcio certificate, no public key)"},
-				{"signedIdentity", identity, pub, map[string]any{"default": []any{map[string]any{"type": "sigstoreSigned", "keyData": pub, "signedIdentity": map[string]any{"type": "matchRepository"}}}}, "the bundle names no image reference, only the digest, so signedIdentity matchRepository cannot be checked"},
+				{"missing", otherRef, pub, nil, "no sigstore signature found for " + otherDigest.DigestStr() + " (no Sigstore bundle among its OCI referrers", nil, false},
+				{"another digest", wrongDigest, pub, nil, "signed statement is for " + otherDigest.DigestStr() + ", the image is " + wd.DigestStr(), wdBundle, false},
+				{"wrong key", wrongKey, pub, nil, "DSSE signature does not verify with the policy's key", wkBundle, false},
+				{"policy names another key", good, otherPub, nil, "DSSE signature does not verify with the policy's key", res.Bundle, false},
+				{"tampered signature", tampered, pub, nil, "DSSE signature does not verify with the policy's key", tpBundle, false},
+				{"tampered payload", tamperedPayload, pub, nil, "DSSE signature does not verify with the policy's key", tppBundle, false},
+				{"provenance, not a signature", provenance, pub, nil, `in-toto predicate type is "https://slsa.dev/provenance/v1", want cosign's signature`, pvBundle, true},
+				{"keyless", keyless, pub, nil, "signed keyless (a Fulcio certificate, no public key)", klBundle, false},
+				{"signedIdentity", identity, pub, map[string]any{"default": []any{map[string]any{"type": "sigstoreSigned", "keyData": pub, "signedIdentity": map[string]any{"type": "matchRepository"}}}}, "the bundle names no image reference, only the digest, so signedIdentity matchRepository cannot be checked", idBundle, true},
 			} {
+				if tc.bundle != nil {
+					if err := sigstoreGoVerify(t, tc.bundle, tc.pub, mustDigest(t, tc.ref, rt)); (err == nil) != tc.sgOK {
+						t.Errorf("%s: sigstore-go says %v, want ok=%v", tc.name, err, tc.sgOK)
+					}
+				}
 				doc := tc.doc
 				if doc == nil {
 					doc = keyPolicy(tc.pub)
@@ -268,6 +292,46 @@ func TestLegacyAndBundleTogether(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "signature 0 (tag sha256-") || !strings.Contains(err.Error(), "bundle sha256:") {
 		t.Errorf("another key: %v, want both the signature and the bundle named", err)
 	}
+}
+
+// sigstoreGoVerify verifies a bundle with sigstore-go's verifier for a
+// key-signed bundle without a log: trusted material holding only pubPEM,
+// no observer timestamps, the artifact digest.
+func sigstoreGoVerify(t *testing.T, bundleJSON, pubPEM []byte, digest string) error {
+	t.Helper()
+	var b bundle.Bundle
+	if err := b.UnmarshalJSON(bundleJSON); err != nil {
+		return err
+	}
+	blk, _ := pem.Decode(pubPEM)
+	pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := signature.LoadDefaultVerifier(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm := root.NewTrustedPublicKeyMaterial(func(string) (root.TimeConstrainedVerifier, error) {
+		return root.NewExpiringKey(v, time.Time{}, time.Time{}), nil
+	})
+	verifier, err := verify.NewVerifier(tm, verify.WithNoObserverTimestamps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := mustHash(t, digest)
+	raw, _ := hex.DecodeString(h.Hex)
+	_, err = verifier.Verify(&b, verify.NewPolicy(verify.WithArtifactDigest("sha256", raw), verify.WithKey()))
+	return err
+}
+
+func mustDigest(t *testing.T, ref name.Reference, rt http.RoundTripper) string {
+	t.Helper()
+	d, err := remote.Head(ref, remote.WithTransport(rt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.Digest.String()
 }
 
 func mustHash(t *testing.T, s string) v1.Hash {
