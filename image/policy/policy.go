@@ -6,22 +6,40 @@
 // sigstoreSigned with cosign public keys; signedBy (GPG) and Fulcio/Rekor
 // options are refused with a clear "not supported" error.
 //
-// sigstoreSigned accepts both of cosign's formats, verified with
-// sigstore-go (github.com/sigstore/sigstore-go) against the policy's key:
-// cosign v3's Sigstore bundles attached to the image as OCI referrers (a
-// DSSE in-toto statement of predicate https://sigstore.dev/cosign/sign/v1
-// whose subject is the image digest, or a message signature over the
-// digest), and the legacy simple-signing signatures under the
-// "sha256-<hex>.sig" tag. Verification is offline and key-based: a
-// bundle's transparency-log entry and timestamps are neither required nor
-// checked, as containers-policy.json does for a sigstoreSigned requirement
-// without rekorPublicKey. Keyless signatures (a Fulcio certificate in the
-// bundle) are refused: verifying them needs the Fulcio CA and Rekor
-// public key as trusted roots (the policy's fulcio and rekorPublicKey*
-// options, or a Sigstore trusted_root.json), the certificate identity to
-// expect (subject and OIDC issuer), and a verified Rekor entry or signed
-// timestamp for the certificate's validity, none of which the guest has
-// today.
+// sigstoreSigned accepts both of cosign's formats, checked against the
+// policy's public keys: cosign v3's Sigstore bundles attached to the image
+// as OCI referrers (a DSSE envelope with an in-toto statement of predicate
+// https://sigstore.dev/cosign/sign/v1 whose subject is the image digest,
+// or a message signature over the digest), and the legacy simple-signing
+// signatures under the "sha256-<hex>.sig" tag; one valid signature of
+// either kind passes. Bundles are read with the Sigstore protobuf types
+// (protobuf-specs), DSSE's pre-authentication encoding comes from
+// go-securesystemslib and signatures are checked by sigstore/sigstore's
+// signature package: the checks sigstore-go makes for a key-signed bundle
+// without a log, which the tests hold to sigstore-go's own verdicts;
+// sigstore-go itself would add 16.6 MB to the guest agent.
+//
+// Verification is offline and key-based. A bundle's transparency-log
+// entries and timestamps are neither required nor checked, as
+// containers-policy.json does for a sigstoreSigned requirement without
+// rekorPublicKey (cosign v3 uploads to Rekor by default; the entry is
+// ignored). Keyless signatures (a Fulcio certificate in the bundle) are
+// refused by name, and the fulcio and rekorPublicKey* options at parse
+// time: verifying keyless needs, per scope, the Fulcio CA certificates
+// and the Rekor public key as trusted roots (the policy's fulcio.caData
+// and rekorPublicKeyData, or a Sigstore trusted_root.json from the
+// broker; never fetched over TUF by the guest), the identity to expect
+// (fulcio.subjectEmail and fulcio.oidcIssuer), and a verified Rekor entry
+// (its signed entry timestamp or inclusion proof) to date the signature
+// within the short-lived certificate's validity, which is where
+// sigstore-go's verifier (or its tlog and certificate checks) would come
+// in. A cosign v3 statement names no image reference, only the digest,
+// so a requirement with an explicit signedIdentity is met only by legacy
+// signatures (or bundles whose statement subject has a name).
+//
+// RequireSigned is the rule for pods whose init-data gives layer
+// decryption keys: encryption is not authentication, so images must be
+// signed unless a named scope accepts them explicitly.
 //
 // Keys named by keyPath/keyPaths are read through a KeyFetcher, so a path
 // may be a broker resource ("kbs:///repo/type/tag") or a guest file. Scope
