@@ -15,6 +15,18 @@
 // directory renamed to the rootfs path; on any error it is removed, so no
 // partial plaintext remains.
 //
+// Every pull is capped (Limits, limits.go): a layer's compressed size
+// (checked on the manifest, before the download), its uncompressed size
+// and entry count, and the sum of an image's uncompressed layers, the
+// uncompressed caps enforced while the layer streams, so a decompression
+// bomb stops at the cap. The caps come from the init-data's [image] table
+// (max_layer_bytes, max_layer_compressed_bytes, max_layer_entries,
+// max_image_bytes); unset, each is a quarter of the guest's memory (and
+// one entry per KiB of that quarter: 52.7 MiB and 53,944 entries in the
+// 256 MiB base guest), because the images live in tmpfs in guest memory
+// (DefaultLimits explains the choice). A refusal wraps unpack.ErrLimit
+// and names the key, its value, the image and the layer.
+//
 // Registry credentials, mirrors, extra TLS roots, the policy and the key
 // URIs are passed in by the caller, never from the host: the agent's Image
 // service (guest-agent/service/image.go) takes them from the init-data's

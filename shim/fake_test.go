@@ -94,6 +94,10 @@ type fakeAgent struct {
 	signalErr error
 	sandboxes []*api.CreateSandboxRequest
 	creates   []*api.CreateContainerRequest
+	// readErr, when set, answers every ReadStdout/ReadStderr (a policy
+	// that denies reading output); reads counts those calls.
+	readErr error
+	reads   int
 }
 
 func newFakeAgent() *fakeAgent {
@@ -287,6 +291,13 @@ func (a *fakeAgent) SignalProcess(_ context.Context, r *api.SignalProcessRequest
 	return &emptypb.Empty{}, nil
 }
 func (a *fakeAgent) read(ctx context.Context, ch chan []byte) (*api.ReadStreamResponse, error) {
+	a.mu.Lock()
+	a.reads++
+	err := a.readErr
+	a.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
 	select {
 	case b := <-ch:
 		return &api.ReadStreamResponse{Data: b}, nil

@@ -213,6 +213,22 @@ func (s *State) ImageRegistry() (auth string, mirrors map[string][]string, tlsRo
 	return im.RegistryAuth, maps.Clone(im.Mirrors), im.TLSRoots
 }
 
+// ImageLimits are the init-data's pull caps ([image] max_* keys); zero
+// fields (and an ordinary pod's) take the image package's defaults.
+func (s *State) ImageLimits() initdata.ImageLimits { return s.image().ImageLimits }
+
+// VolumeLimits are the init-data's [volumes] caps on the host's volume
+// copies; zero fields (and an ordinary pod's) take the volume package's
+// defaults.
+func (s *State) VolumeLimits() initdata.VolumeLimits {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.parsed == nil {
+		return initdata.VolumeLimits{}
+	}
+	return s.parsed.Volumes
+}
+
 // Resource fetches a broker resource named kbs:///repo/type/tag from the
 // init-data's broker, attesting first when the session has none (the
 // broker releases it only after attestation, encrypted to a key that

@@ -38,6 +38,11 @@ type CreateRequest struct {
 	Stdin    bool
 	// Devices are hot-plugged disks standing for spec devices.
 	Devices []DeviceRequest
+	// DrainOutput drains the process's stdout and stderr in the guest,
+	// keeping only a tail (OutputTail), for output the host may not read:
+	// a buffer waiting for a reader that never comes would block the
+	// process on its next write.
+	DrainOutput bool
 }
 
 // Create writes the bundle and runs runc create; it returns the init pid.
@@ -127,7 +132,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (pid int, err e
 	pid, err = readPidFile(pidFile)
 	if err == nil {
 		var p *process
-		p, err = io.attach("", pid, req.Stdin, m.cfg.BufferBytes)
+		p, err = io.attach("", pid, req.Stdin, m.cfg.BufferBytes, req.DrainOutput)
 		if err == nil {
 			p.watch(m.cfg.Exits.Watch(pid))
 			c.init = p
