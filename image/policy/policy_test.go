@@ -12,6 +12,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -351,3 +353,38 @@ func TestBundleForms(t *testing.T) {
 
 // keyDataJSON is pem as policy keyData (base64 in JSON).
 func keyDataJSON(pem string) string { b, _ := json.Marshal([]byte(pem)); return string(b) }
+
+// TestCosignV3Bundle: a bundle the real cosign v3.1.3 made with `cosign
+// sign --key` (testdata/cosign-v3.1.3) passes for its digest and key, and
+// is refused for another digest and under another key.
+func TestCosignV3Bundle(t *testing.T) {
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join("testdata", "cosign-v3.1.3", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	bundle, pub, digest := read("bundle.json"), read("cosign.pub"), strings.TrimSpace(string(read("digest")))
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	check := func(pub []byte, digest string) error {
+		p, err := Parse([]byte(`{"default": [{"type": "sigstoreSigned", "keyData": ` + keyDataJSON(string(pub)) + `}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		img := Image{Ref: mustRef(t, "reg.io/cosigned/app@"+digest), Digest: digest, Bundles: func(context.Context) ([]Bundle, error) {
+			return []Bundle{{Source: "sha256:cosign-referrer", JSON: bundle}}, nil
+		}}
+		return p.Check(context.Background(), img, nil)
+	}
+	if err := check(pub, digest); err != nil {
+		t.Fatalf("cosign v3.1.3 bundle refused: %v", err)
+	}
+	otherDigest := "sha256:" + strings.Repeat("0", 64)
+	if err := check(pub, otherDigest); !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "signed statement is for "+digest) {
+		t.Errorf("for another digest: %v", err)
+	}
+	if err := check(pemPub(t, &other.PublicKey), digest); !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "DSSE signature does not verify with the policy's key") {
+		t.Errorf("under another key: %v", err)
+	}
+}

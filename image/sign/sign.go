@@ -21,9 +21,12 @@
 // "PRIVATE KEY") and its public key (PKIX "PUBLIC KEY", the format
 // containers-policy.json's keyData/keyPath take, as does cosign). cosign's
 // own encrypted key files ("ENCRYPTED SIGSTORE PRIVATE KEY") are not read
-// (`cosign import-key-pair` is cosign's way to take a PEM key); the tests
+// (`cosign import-key-pair` is cosign's way to take a PEM key). The tests
 // verify with image/policy through the guest's puller and, for bundles,
-// with sigstore-go's verifier, not with cosign itself. It is host-side
+// with sigstore-go's verifier; cosign v3.1.3 itself was checked once by
+// hand to verify SignBundle's bundles (`cosign verify --key ...
+// --insecure-ignore-tlog`), and a bundle it made is image/policy's
+// fixture. It is host-side
 // tooling for `veil image sign|keygen`, never linked into the guest.
 package sign
 
