@@ -19,9 +19,8 @@ import (
 // maybeBundle) and its predicate annotation, if any, is cosign's
 // signature predicate; at most maxSignatures referrer manifests are read,
 // each bundle at most maxPayloadSize bytes. An image without referrers has
-// none. What the registry says here is only a
-// hint of where to look: the policy verifies every bundle's signature and
-// digest itself.
+// none. What the registry says here is only a hint of where to look: the
+// policy verifies every bundle's signature and digest itself.
 func bundles(repo name.Repository, digest v1.Hash, opts []remote.Option) ([]policy.Bundle, error) {
 	subject := repo.Digest(digest.String())
 	idx, err := remote.Referrers(subject, opts...)
