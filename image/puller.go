@@ -185,6 +185,8 @@ func (p *Puller) Pull(ctx context.Context, reference, rootfs string) (*Result, e
 	if p.cfg.Policy != nil {
 		img := policy.Image{Ref: ref, Digest: res.Digest, Signatures: func(ctx context.Context) ([]policy.Signature, error) {
 			return signatures(src.Context(), desc.Digest, p.options(ctx))
+		}, Bundles: func(ctx context.Context) ([]policy.Bundle, error) {
+			return bundles(src.Context(), desc.Digest, p.options(ctx))
 		}}
 		if err := p.cfg.Policy.Check(ctx, img, p.keys); err != nil {
 			return nil, err

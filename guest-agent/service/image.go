@@ -91,6 +91,13 @@ func confidentialPullConfig(ctx context.Context, sec imageSecrets, cfg *image.Co
 	if err != nil {
 		return fmt.Errorf("init-data image.policy: %v: %w", err, errdefs.ErrFailedPrecondition)
 	}
+	if len(sec.ImageKeys()) > 0 {
+		// Anyone can encrypt an image to the pod's keys: with keys, the
+		// images reaching them unnamed must be signed.
+		if err := pol.RequireSigned(); err != nil {
+			return fmt.Errorf("init-data image.policy: %v: %w", err, errdefs.ErrFailedPrecondition)
+		}
+	}
 	authURI, mirrors, roots := sec.ImageRegistry()
 	cfg.Policy, cfg.DecryptionKeys, cfg.Keys = pol, sec.ImageKeys(), brokerKeys{sec}
 	cfg.Mirrors, cfg.RootsPEM = mirrors, []byte(roots)

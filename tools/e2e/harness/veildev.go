@@ -31,6 +31,15 @@ allow_unbound_containers = true
 // images are unsigned test images.
 const VeilDevImagePolicy = `{"default": [{"type": "insecureAcceptAnything"}]}`
 
+// AcceptRegistryImagePolicy is an image security policy for pods whose
+// init-data gives layer decryption keys and whose test images are
+// unsigned: the guest refuses a default that accepts unsigned images when
+// it has keys (image/policy's RequireSigned), so the registry host is
+// named as the scope that accepts them, and everything else is rejected.
+func AcceptRegistryImagePolicy(host string) string {
+	return `{"default": [{"type": "reject"}], "transports": {"docker": {"` + host + `": [{"type": "insecureAcceptAnything"}]}}}`
+}
+
 // VeilDevInitData is the veil-dev handler's init-data document
 // (attestation/initdata) without the registry's mirror: no broker,
 // VeilDevPolicy, VeilDevImagePolicy. The environment's handler uses
