@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -242,24 +241,21 @@ func policyCheck(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	raw, err = json.Marshal(gspec)
-	if err != nil {
-		return fmt.Errorf("encoding the guest spec: %w", err)
+	// The shim first asks the guest to pull the container's image, then
+	// to create the container from it: both are decided.
+	ref := spec.Annotations[shim.ImageNameAnnotation]
+	if den := p.Check(policy.MethodPullImage, &api.PullImageRequest{Image: ref, ContainerId: cname}); den != nil {
+		return fmt.Errorf("denied: PullImage %s: rule %s: %s", ref, den.Rule, den.Why)
 	}
-	req := &api.CreateContainerRequest{ContainerId: cname, Spec: raw,
-		Rootfs: &api.Storage{Driver: "bind", Source: path.Join(policy.GuestImageRoot, cname, "rootfs")}}
-	if den := p.Check(methodCreateContainer, req); den != nil {
+	if den := p.CheckContainer(cname, ref, gspec); den != nil {
 		return fmt.Errorf("denied: CreateContainer: rule %s: %s", den.Rule, den.Why)
 	}
 	_, err = fmt.Fprintf(stdout, "allowed: container %s (image %s) matches the init-data's policy\n", cname, spec.Annotations[shim.ImageNameAnnotation])
 	return err
 }
 
-// methodCreateContainer is the agent method a container spec reaches.
-const methodCreateContainer = "/veil.agent.v1.Container/CreateContainer"
-
 // containerNameAnnotation is the CRI's container name annotation.
-const containerNameAnnotation = "io.kubernetes.cri.container-name"
+const containerNameAnnotation = policy.ContainerNameAnnotation
 
 // runtimeSpec reads an OCI spec, or crictl inspect output's
 // info.runtimeSpec.
