@@ -52,8 +52,9 @@ const policyUsage = `usage:
                                                         commands the host may exec
         Exec probes and exec lifecycle hooks are allowed automatically.
   veil policy check --initdata FILE | --annotation VALUE  --spec FILE [--image REF] [--name NAME]
-        Decide a container spec as a confidential pod's agent would, and say
-        which rule denies it (exit status 1), or "allowed". --spec is an OCI
+        Decide a container spec as a confidential pod's agent would (the
+        PullImage of its image, then CreateContainer), and say which rule
+        denies it (exit status 1), or "allowed". --spec is an OCI
         config.json as containerd wrote it (a bundle's, or crictl inspect
         output, whose info.runtimeSpec is used); "-" reads stdin. The shim's
         rewriting is applied first (volumes as guest copies, the rootfs the
