@@ -84,6 +84,14 @@ type MoveStats struct {
 // would need --no-pivot there, and a container with CAP_SYS_CHROOT could
 // then chroot out of its root into the guest's files; on a tmpfs root runc
 // pivots, and whatever a container escapes to is the emptied rootfs.
+//
+// It copies on purpose. A bind mount of / moved over / (zero-copy) is
+// also a root runc can pivot in, but it shares the rootfs's files, and
+// every mount namespace's root mount is a copy of the rootfs: a container
+// with CAP_SYS_ADMIN that detaches its root and re-enters its namespace
+// reaches (and can rewrite) /init and /usr/bin/runc. Only an empty rootfs
+// closes that (tools/vmtest TestHardeningChrootEscape; guest-agent/README.md
+// has the figures of both).
 func SwitchRoot(newRoot string) (MoveStats, error) {
 	var st MoveStats
 	if err := os.Mkdir(newRoot, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
