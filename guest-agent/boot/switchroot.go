@@ -196,10 +196,23 @@ func MoveTree(src, dst string, dev uint64, skip string, st *MoveStats) error {
 	return nil
 }
 
+// moveChunk is how much of a file copyFile holds twice at a time: small
+// enough that the pages the source frees sit on the guest allocator's
+// per-CPU lists and the next chunk's copy takes them again.
+const moveChunk = 256 << 10
+
 // copyFile copies regular file src to the new file dst (mode 0600 until
-// copyAttrs) and returns its size.
+// copyAttrs) and returns its size. It copies from the end, moveChunk at a
+// time, and truncates src behind each chunk, so the copy reuses the
+// guest pages the source frees instead of touching new ones (QEMU keeps
+// every page a guest touched). A file that is running (ETXTBSY: /init,
+// the agent itself) cannot be truncated and is copied front to back.
 func copyFile(src, dst string) (int64, error) {
-	in, err := os.Open(src)
+	in, err := os.OpenFile(src, os.O_RDWR, 0)
+	shrink := err == nil
+	if errors.Is(err, unix.ETXTBSY) {
+		in, err = os.Open(src)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -208,7 +221,12 @@ func copyFile(src, dst string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, err := io.Copy(out, in)
+	var n int64
+	if shrink {
+		n, err = copyBackwards(in, out)
+	} else {
+		n, err = io.Copy(out, in)
+	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
@@ -216,6 +234,35 @@ func copyFile(src, dst string) (int64, error) {
 		return 0, fmt.Errorf("copying %s: %w", src, err)
 	}
 	return n, nil
+}
+
+// copyBackwards copies in to the empty out from the last chunk to the
+// first, truncating in behind each one, and returns the size.
+func copyBackwards(in, out *os.File) (int64, error) {
+	fi, err := in.Stat()
+	if err != nil {
+		return 0, err
+	}
+	size := fi.Size()
+	if err := out.Truncate(size); err != nil {
+		return 0, err
+	}
+	buf := make([]byte, min(size, moveChunk))
+	for end := size; end > 0; {
+		start := (end - 1) / moveChunk * moveChunk
+		b := buf[:end-start]
+		if _, err := in.ReadAt(b, start); err != nil {
+			return 0, err
+		}
+		if _, err := out.WriteAt(b, start); err != nil {
+			return 0, err
+		}
+		if err := in.Truncate(start); err != nil {
+			return 0, err
+		}
+		end = start
+	}
+	return size, nil
 }
 
 // copyAttrs gives path the owner, mode and modification time in fi. The
