@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -79,8 +80,9 @@ type MoveStats struct {
 // SwitchRoot makes a tmpfs the root, as switch_root(8) does: it mounts a
 // tmpfs on newRoot, moves every file of / into it (copy, then delete: the
 // initramfs's memory is freed as it goes, and nothing of it stays
-// reachable below the new root), moves the tmpfs over / and chroots into
-// it. The initramfs (rootfs) can never be left with pivot_root, so runc
+// reachable below the new root; on one CPU, and each file backwards as
+// copyFile does, so the copy reuses the pages it frees), moves the tmpfs
+// over / and chroots into it. The initramfs (rootfs) can never be left with pivot_root, so runc
 // would need --no-pivot there, and a container with CAP_SYS_CHROOT could
 // then chroot out of its root into the guest's files; on a tmpfs root runc
 // pivots, and whatever a container escapes to is the emptied rootfs.
@@ -104,7 +106,15 @@ func SwitchRoot(newRoot string) (MoveStats, error) {
 	if err := unix.Stat("/", &root); err != nil {
 		return st, fmt.Errorf("reading /: %w", err)
 	}
-	if err := MoveTree("/", newRoot, root.Dev, newRoot, &st); err != nil {
+	restore, err := pinToOneCPU()
+	if err != nil {
+		return st, err
+	}
+	err = MoveTree("/", newRoot, root.Dev, newRoot, &st)
+	if rerr := restore(); err == nil {
+		err = rerr
+	}
+	if err != nil {
 		return st, fmt.Errorf("moving the initramfs into the tmpfs root: %w", err)
 	}
 	if err := unix.Chdir(newRoot); err != nil {
@@ -120,6 +130,36 @@ func SwitchRoot(newRoot string) (MoveStats, error) {
 		return st, fmt.Errorf("entering the tmpfs root: %w", err)
 	}
 	return st, nil
+}
+
+// pinToOneCPU keeps the calling goroutine on one thread and that thread
+// on one CPU until restore, so the pages a copy frees land on the per-CPU
+// free list the next allocation takes from (see copyFile).
+func pinToOneCPU() (restore func() error, err error) {
+	runtime.LockOSThread()
+	var saved unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &saved); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("reading the CPU affinity: %w", err)
+	}
+	var one unix.CPUSet
+	for cpu := range len(saved) * 64 {
+		if saved.IsSet(cpu) {
+			one.Set(cpu)
+			break
+		}
+	}
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("pinning to one CPU: %w", err)
+	}
+	return func() error {
+		defer runtime.UnlockOSThread()
+		if err := unix.SchedSetaffinity(0, &saved); err != nil {
+			return fmt.Errorf("restoring the CPU affinity: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // MoveTree moves the contents of directory src into the existing directory
@@ -199,7 +239,7 @@ func MoveTree(src, dst string, dev uint64, skip string, st *MoveStats) error {
 // moveChunk is how much of a file copyFile holds twice at a time: small
 // enough that the pages the source frees sit on the guest allocator's
 // per-CPU lists and the next chunk's copy takes them again.
-const moveChunk = 256 << 10
+const moveChunk = 64 << 10
 
 // copyFile copies regular file src to the new file dst (mode 0600 until
 // copyAttrs) and returns its size. It copies from the end, moveChunk at a

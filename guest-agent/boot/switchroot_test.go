@@ -238,3 +238,33 @@ func TestCopyFileShrinksSource(t *testing.T) {
 		t.Error("the running executable changed")
 	}
 }
+
+// TestPinToOneCPU: the thread runs on exactly one CPU until restore, then
+// on the CPUs it had.
+func TestPinToOneCPU(t *testing.T) {
+	var before unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &before); err != nil {
+		t.Fatal(err)
+	}
+	restore, err := pinToOneCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pinned unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &pinned); err != nil {
+		t.Fatal(err)
+	}
+	if pinned.Count() != 1 {
+		t.Errorf("pinned to %d CPUs, want 1", pinned.Count())
+	}
+	if err := restore(); err != nil {
+		t.Fatal(err)
+	}
+	var after unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &after); err != nil {
+		t.Fatal(err)
+	}
+	if after != before {
+		t.Errorf("affinity after restore %v, want %v", after, before)
+	}
+}
