@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -79,11 +80,20 @@ type MoveStats struct {
 // SwitchRoot makes a tmpfs the root, as switch_root(8) does: it mounts a
 // tmpfs on newRoot, moves every file of / into it (copy, then delete: the
 // initramfs's memory is freed as it goes, and nothing of it stays
-// reachable below the new root), moves the tmpfs over / and chroots into
-// it. The initramfs (rootfs) can never be left with pivot_root, so runc
+// reachable below the new root; on one CPU, and each file backwards as
+// copyFile does, so the copy reuses the pages it frees), moves the tmpfs
+// over / and chroots into it. The initramfs (rootfs) can never be left with pivot_root, so runc
 // would need --no-pivot there, and a container with CAP_SYS_CHROOT could
 // then chroot out of its root into the guest's files; on a tmpfs root runc
 // pivots, and whatever a container escapes to is the emptied rootfs.
+//
+// It copies on purpose. A bind mount of / moved over / (zero-copy) is
+// also a root runc can pivot in, but it shares the rootfs's files, and
+// every mount namespace's root mount is a copy of the rootfs: a container
+// with CAP_SYS_ADMIN that detaches its root and re-enters its namespace
+// reaches (and can rewrite) /init and /usr/bin/runc. Only an empty rootfs
+// closes that (tools/vmtest TestHardeningChrootEscape; guest-agent/README.md
+// has the figures of both).
 func SwitchRoot(newRoot string) (MoveStats, error) {
 	var st MoveStats
 	if err := os.Mkdir(newRoot, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
@@ -96,7 +106,15 @@ func SwitchRoot(newRoot string) (MoveStats, error) {
 	if err := unix.Stat("/", &root); err != nil {
 		return st, fmt.Errorf("reading /: %w", err)
 	}
-	if err := MoveTree("/", newRoot, root.Dev, newRoot, &st); err != nil {
+	restore, err := pinToOneCPU()
+	if err != nil {
+		return st, err
+	}
+	err = MoveTree("/", newRoot, root.Dev, newRoot, &st)
+	if rerr := restore(); err == nil {
+		err = rerr
+	}
+	if err != nil {
 		return st, fmt.Errorf("moving the initramfs into the tmpfs root: %w", err)
 	}
 	if err := unix.Chdir(newRoot); err != nil {
@@ -112,6 +130,36 @@ func SwitchRoot(newRoot string) (MoveStats, error) {
 		return st, fmt.Errorf("entering the tmpfs root: %w", err)
 	}
 	return st, nil
+}
+
+// pinToOneCPU keeps the calling goroutine on one thread and that thread
+// on one CPU until restore, so the pages a copy frees land on the per-CPU
+// free list the next allocation takes from (see copyFile).
+func pinToOneCPU() (restore func() error, err error) {
+	runtime.LockOSThread()
+	var saved unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &saved); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("reading the CPU affinity: %w", err)
+	}
+	var one unix.CPUSet
+	for cpu := range len(saved) * 64 {
+		if saved.IsSet(cpu) {
+			one.Set(cpu)
+			break
+		}
+	}
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("pinning to one CPU: %w", err)
+	}
+	return func() error {
+		defer runtime.UnlockOSThread()
+		if err := unix.SchedSetaffinity(0, &saved); err != nil {
+			return fmt.Errorf("restoring the CPU affinity: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // MoveTree moves the contents of directory src into the existing directory
@@ -188,10 +236,23 @@ func MoveTree(src, dst string, dev uint64, skip string, st *MoveStats) error {
 	return nil
 }
 
+// moveChunk is how much of a file copyFile holds twice at a time: small
+// enough that the pages the source frees sit on the guest allocator's
+// per-CPU lists and the next chunk's copy takes them again.
+const moveChunk = 64 << 10
+
 // copyFile copies regular file src to the new file dst (mode 0600 until
-// copyAttrs) and returns its size.
+// copyAttrs) and returns its size. It copies from the end, moveChunk at a
+// time, and truncates src behind each chunk, so the copy reuses the
+// guest pages the source frees instead of touching new ones (QEMU keeps
+// every page a guest touched). A file that is running (ETXTBSY: /init,
+// the agent itself) cannot be truncated and is copied front to back.
 func copyFile(src, dst string) (int64, error) {
-	in, err := os.Open(src)
+	in, err := os.OpenFile(src, os.O_RDWR, 0)
+	shrink := err == nil
+	if errors.Is(err, unix.ETXTBSY) {
+		in, err = os.Open(src)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -200,7 +261,12 @@ func copyFile(src, dst string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, err := io.Copy(out, in)
+	var n int64
+	if shrink {
+		n, err = copyBackwards(in, out)
+	} else {
+		n, err = io.Copy(out, in)
+	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
@@ -208,6 +274,35 @@ func copyFile(src, dst string) (int64, error) {
 		return 0, fmt.Errorf("copying %s: %w", src, err)
 	}
 	return n, nil
+}
+
+// copyBackwards copies in to the empty out from the last chunk to the
+// first, truncating in behind each one, and returns the size.
+func copyBackwards(in, out *os.File) (int64, error) {
+	fi, err := in.Stat()
+	if err != nil {
+		return 0, err
+	}
+	size := fi.Size()
+	if err := out.Truncate(size); err != nil {
+		return 0, err
+	}
+	buf := make([]byte, min(size, moveChunk))
+	for end := size; end > 0; {
+		start := (end - 1) / moveChunk * moveChunk
+		b := buf[:end-start]
+		if _, err := in.ReadAt(b, start); err != nil {
+			return 0, err
+		}
+		if _, err := out.WriteAt(b, start); err != nil {
+			return 0, err
+		}
+		if err := in.Truncate(start); err != nil {
+			return 0, err
+		}
+		end = start
+	}
+	return size, nil
 }
 
 // copyAttrs gives path the owner, mode and modification time in fi. The

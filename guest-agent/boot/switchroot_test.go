@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -182,5 +183,88 @@ func TestClearEnvReachesChildren(t *testing.T) {
 	}
 	if got := strings.Fields(string(out)); !slices.Equal(got, Env()) {
 		t.Fatalf("child's environment %q, want %q", got, Env())
+	}
+}
+
+// TestCopyFileShrinksSource: a file of several chunks arrives whole and
+// the source is emptied as it goes; an empty file copies; a running
+// executable (this test binary: ETXTBSY) is copied front to back and left
+// as it was.
+func TestCopyFileShrinksSource(t *testing.T) {
+	dir := t.TempDir()
+	data := make([]byte, 3*moveChunk+12345)
+	for i := range data {
+		data[i] = byte(i*7 + i/moveChunk)
+	}
+	for _, tc := range []struct {
+		name string
+		data []byte
+	}{{"big", data}, {"chunk", data[:moveChunk]}, {"empty", nil}} {
+		src, dst := filepath.Join(dir, tc.name), filepath.Join(dir, tc.name+".copy")
+		if err := os.WriteFile(src, tc.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n, err := copyFile(src, dst)
+		if err != nil || n != int64(len(tc.data)) {
+			t.Fatalf("%s: copyFile = %d, %v; want %d", tc.name, n, err, len(tc.data))
+		}
+		if b, _ := os.ReadFile(dst); !slices.Equal(b, tc.data) {
+			t.Errorf("%s: copy differs (%d bytes, want %d)", tc.name, len(b), len(tc.data))
+		}
+		if fi, err := os.Stat(src); err != nil || fi.Size() != 0 {
+			t.Errorf("%s: source not emptied: %v", tc.name, err)
+		}
+	}
+
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.OpenFile(exe, os.O_RDWR, 0); !errors.Is(err, unix.ETXTBSY) {
+		t.Fatalf("opening the running test binary for writing: %v, want ETXTBSY", err)
+	}
+	dst := filepath.Join(dir, "exe.copy")
+	if _, err := copyFile(exe, dst); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(dst); !slices.Equal(b, want) {
+		t.Error("copy of the running executable differs")
+	}
+	if b, _ := os.ReadFile(exe); !slices.Equal(b, want) {
+		t.Error("the running executable changed")
+	}
+}
+
+// TestPinToOneCPU: the thread runs on exactly one CPU until restore, then
+// on the CPUs it had.
+func TestPinToOneCPU(t *testing.T) {
+	var before unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &before); err != nil {
+		t.Fatal(err)
+	}
+	restore, err := pinToOneCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pinned unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &pinned); err != nil {
+		t.Fatal(err)
+	}
+	if pinned.Count() != 1 {
+		t.Errorf("pinned to %d CPUs, want 1", pinned.Count())
+	}
+	if err := restore(); err != nil {
+		t.Fatal(err)
+	}
+	var after unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &after); err != nil {
+		t.Fatal(err)
+	}
+	if after != before {
+		t.Errorf("affinity after restore %v, want %v", after, before)
 	}
 }

@@ -110,7 +110,9 @@ func probeSpec(t *testing.T, args ...string) specs.Spec {
 // /usr/bin/runc, /etc/veil/modules and /run/veil/containers; "chroot" did
 // not get out even then, since runc --no-pivot moves the container's root
 // mount onto / and ".." stops at the top of that stack on Linux 6.12. It
-// stays as a guard.)
+// stays as a guard. A bind mount of the initramfs moved over / instead of
+// the copy, tried as a zero-copy switch, fails "namespace root": the
+// rootfs then still holds /init, /usr/bin/runc and /etc/veil/modules.)
 func TestHardeningChrootEscape(t *testing.T) {
 	for _, tc := range []struct {
 		name, probe string
