@@ -94,6 +94,9 @@ type fakeAgent struct {
 	signalErr error
 	sandboxes []*api.CreateSandboxRequest
 	creates   []*api.CreateContainerRequest
+	// exitOnStart makes StartContainer end the container's init with this
+	// status before it returns (a process that dies the moment it starts).
+	exitOnStart *uint32
 }
 
 func newFakeAgent() *fakeAgent {
@@ -184,6 +187,13 @@ func (a *fakeAgent) CreateContainer(_ context.Context, r *api.CreateContainerReq
 }
 func (a *fakeAgent) StartContainer(_ context.Context, r *api.StartContainerRequest) (*emptypb.Empty, error) {
 	a.record("StartContainer " + r.ContainerId)
+	a.mu.Lock()
+	status := a.exitOnStart
+	a.mu.Unlock()
+	if p := a.proc(r.ContainerId, ""); p != nil && status != nil {
+		p.exit <- *status
+		<-p.ended
+	}
 	return &emptypb.Empty{}, a.gone()
 }
 func (a *fakeAgent) RemoveContainer(_ context.Context, r *api.RemoveContainerRequest) (*emptypb.Empty, error) {
@@ -456,6 +466,9 @@ func newHarness(t *testing.T) *harness {
 	t.Cleanup(func() {
 		sd.Shutdown()
 		<-sd.Done()
+		// The fake guest's goroutines (a process's exit watcher, calls
+		// blocked in the fake) end with its connection.
+		h.agent.disconnect()
 	})
 	return h
 }

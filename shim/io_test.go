@@ -18,6 +18,7 @@ import (
 
 func TestStdioThroughFIFOs(t *testing.T) {
 	a := newFakeAgent()
+	t.Cleanup(a.disconnect) // ends the fake's goroutines and the pumps' reads
 	p := a.newProc("c1/")
 	dir := t.TempDir()
 	paths := map[string]string{}
@@ -94,6 +95,7 @@ func (w *failingWriter) Close() error              { w.closed = true; return nil
 
 func TestTerminalHasNoStderrAndFileURIGetsBoth(t *testing.T) {
 	a := newFakeAgent()
+	t.Cleanup(a.disconnect) // ends the fake's goroutines and the pumps' reads
 	p := a.newProc("c1/")
 	logPath := filepath.Join(t.TempDir(), "log", "c1.log")
 	ctx := context.Background()
@@ -199,6 +201,7 @@ func TestBinaryLogger(t *testing.T) {
 // closed ("reading from a closed fifo").
 func TestStdinWriterOpeningAfterCreateReturns(t *testing.T) {
 	a := newFakeAgent()
+	t.Cleanup(a.disconnect) // ends the fake's goroutines and the pumps' reads
 	p := a.newProc("c1/")
 	path := filepath.Join(t.TempDir(), "stdin")
 	if err := syscall.Mkfifo(path, 0o600); err != nil {
