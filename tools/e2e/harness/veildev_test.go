@@ -3,6 +3,7 @@ package harness
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/veil-runtime/veil/attestation/initdata"
@@ -43,7 +44,7 @@ func TestVeilDevConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p != (policy.Policy{AllowReadOutput: true}) {
+	if !reflect.DeepEqual(p, policy.Policy{AllowReadOutput: true}) {
 		t.Errorf("default veil-dev policy = %+v", p)
 	}
 }
