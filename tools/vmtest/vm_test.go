@@ -121,7 +121,7 @@ func boot(ctx context.Context, id string, sandbox bool) (_ *vm, err error) {
 	// The first request waits for the agent; a VM that dies meanwhile ends
 	// the connection, so this does not outlive the guest.
 	if _, err := v.client.Sandbox.Check(ctx, &api.CheckRequest{}); err != nil {
-		return nil, fmt.Errorf("waiting for the agent: %w (vm: %v)\nconsole:\n%s", err, v.q.Err(), v.console())
+		return nil, fmt.Errorf("waiting for the agent: %w (vm: %w)\nconsole:\n%s", err, v.q.Err(), v.console())
 	}
 	v.ready = time.Since(start)
 	if sandbox {
