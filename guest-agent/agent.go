@@ -63,6 +63,12 @@ func Run(opts Options) (err error) {
 	}()
 	var consoleErr error
 	if pid1 {
+		// First of all: out of the initramfs and away from the host's
+		// environment (re-executes the agent; returns at once the second
+		// time).
+		if err := boot.CleanStart(log); err != nil {
+			return err
+		}
 		if err := boot.MountSystem(); err != nil {
 			return err
 		}
@@ -132,13 +138,14 @@ func (a *agent) run(pid1 bool) error {
 			}
 			return boot.LoadTEEModules(a.log)
 		},
-		Detect: func() (evidence.Attester, error) { return evidence.Detect(a.log) },
-		Log:    a.log,
+		Detect:   func() (evidence.Attester, error) { return evidence.Detect(a.log) },
+		Hardware: attest.ProbeHardware,
+		Log:      a.log,
 	})
 	if err != nil {
 		return err
 	}
-	mounts, _ := os.ReadFile("/proc/self/mounts")
+	conf.Enforcer().SetLog(a.log)
 	if err := os.MkdirAll(BundleRoot, 0o700); err != nil {
 		return fmt.Errorf("creating bundle directory: %w", err)
 	}
@@ -149,7 +156,7 @@ func (a *agent) run(pid1 bool) error {
 		BundleRoot:      BundleRoot,
 		SharedDir:       storage.SharedDir,
 		CgroupRoot:      boot.CgroupRoot,
-		NoPivot:         boot.RootIsInitramfs(string(mounts)),
+		Confidential:    conf.Enforcer().Confidential(),
 		Log:             a.log,
 	})
 	// The Shutdown handler asks for the power-off (powerOffAsked); the

@@ -1,7 +1,9 @@
 // Package agent is veil-agent, the guest agent that runs as PID 1 inside a
 // pod's VM. Run wires the parts together:
 //
-//   - boot/: PID 1 duties — mount proc, sys, devtmpfs, devpts (newinstance,
+//   - boot/: PID 1 duties — move out of the initramfs into a tmpfs root
+//     and re-execute with a clean environment (so runc can pivot_root and
+//     nothing from the kernel command line reaches runc); mount proc, sys, devtmpfs, devpts (newinstance,
 //     /dev/ptmx), /dev/shm, cgroup2 (controllers delegated), /tmp, /run; load
 //     the modules in /etc/veil/modules; log to /dev/console at the level of
 //     veil.log=debug|info|warn|error on the kernel command line; power off
@@ -13,7 +15,8 @@
 //     1024 when /dev/vsock exists; GuestDetails reports which one.
 //   - storage/, containers/: storages are mounted, bundles are written at
 //     /run/veil/containers/<id>/ and containers run with /usr/bin/runc in
-//     cgroups /veil/<id>; the shared directory is /run/veil/shared.
+//     cgroups /veil/<id>; the shared directory is /run/veil/shared; specs
+//     are hardened (nosuid,nodev volume binds; more for confidential pods).
 //   - service/: the Sandbox, Container and Process services of api/.
 //
 // With CreateSandbox's sandbox_pidns the agent starts a holder of the

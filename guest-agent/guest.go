@@ -48,6 +48,16 @@ func (g *guest) StartPIDNamespace() (string, func(), error) {
 	return path, stop, nil
 }
 
+// IsPauseHolder reports whether args (and the environment) are those of
+// the PID namespace holder StartPIDNamespace starts. The kernel starts
+// /init with the host's command-line words as arguments, so "pause" there
+// must not turn the guest's PID 1 into a holder: the holder inherits the
+// agent's clean environment (boot.Env), which the kernel's init never has
+// (the kernel always sets HOME and TERM).
+func IsPauseHolder(args []string) bool {
+	return len(args) == 2 && args[1] == PauseCommand && boot.EnvIsClean(os.Environ())
+}
+
 // Pause is the PID namespace holder: PID 1 of the sandbox's PID namespace.
 // It reaps the orphans of the namespace until SIGTERM.
 func Pause() error {

@@ -69,6 +69,12 @@ type Config struct {
 	Log     *slog.Logger
 	// Transport replaces the HTTP transport (tests); RootsPEM then unused.
 	Transport http.RoundTripper
+	// Limits caps layer and image sizes; zero fields take
+	// DefaultLimits(Memory).
+	Limits Limits
+	// Memory is the guest's RAM the default caps are a share of; 0 reads
+	// it (GuestMemory).
+	Memory int64
 }
 
 // Result describes a pulled image.
@@ -120,6 +126,10 @@ func New(cfg Config) (*Puller, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Memory <= 0 {
+		cfg.Memory = GuestMemory()
+	}
+	cfg.Limits = cfg.Limits.withDefaults(cfg.Memory)
 	rt := cfg.Transport
 	if rt == nil {
 		var err error
@@ -175,6 +185,8 @@ func (p *Puller) Pull(ctx context.Context, reference, rootfs string) (*Result, e
 	if p.cfg.Policy != nil {
 		img := policy.Image{Ref: ref, Digest: res.Digest, Signatures: func(ctx context.Context) ([]policy.Signature, error) {
 			return signatures(src.Context(), desc.Digest, p.options(ctx))
+		}, Bundles: func(ctx context.Context) ([]policy.Bundle, error) {
+			return bundles(src.Context(), desc.Digest, p.options(ctx))
 		}}
 		if err := p.cfg.Policy.Check(ctx, img, p.keys); err != nil {
 			return nil, err
@@ -208,6 +220,11 @@ func (p *Puller) Pull(ctx context.Context, reference, rootfs string) (*Result, e
 	}
 	if len(cf.RootFS.DiffIDs) != len(m.Layers) {
 		return nil, fmt.Errorf("pulling %s: manifest has %d layers, config has %d diffIDs", reference, len(m.Layers), len(cf.RootFS.DiffIDs))
+	}
+	for i, l := range m.Layers {
+		if err := p.cfg.Limits.checkCompressed(l.Size); err != nil {
+			return nil, fmt.Errorf("pulling %s: layer %d (%s): %w", reference, i, l.Digest, err)
+		}
 	}
 	var keys [][]byte
 	for _, l := range m.Layers {
@@ -291,6 +308,7 @@ func (p *Puller) unpackAll(ctx context.Context, img v1.Image, layers []v1.Descri
 	defer cancel()
 	sem := make(chan struct{}, p.cfg.Jobs)
 	paths := make([]string, len(layers))
+	var used int64 // uncompressed bytes of the layers applied
 	done := make([]chan error, len(layers))
 	for i, l := range layers {
 		done[i] = make(chan error, 1)
@@ -318,9 +336,11 @@ func (p *Puller) unpackAll(ctx context.Context, img v1.Image, layers []v1.Descri
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		if err := p.apply(tmp, paths[i], l, diffIDs[i], keys); err != nil {
+		st, err := p.apply(tmp, paths[i], l, diffIDs[i], keys, p.cfg.Limits.layer(used))
+		if err != nil {
 			return fmt.Errorf("layer %d (%s): %w", i, l.Digest, err)
 		}
+		used += st.Bytes
 	}
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return err
@@ -353,20 +373,20 @@ func (p *Puller) fetch(ctx context.Context, img v1.Image, l v1.Descriptor) (stri
 	}
 }
 
-// apply unpacks one cached layer into dir.
-func (p *Puller) apply(dir, path string, l v1.Descriptor, diffID v1.Hash, keys [][]byte) error {
+// apply unpacks one cached layer into dir under lim.
+func (p *Puller) apply(dir, path string, l v1.Descriptor, diffID v1.Hash, keys [][]byte, lim unpack.Limits) (unpack.Stats, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return err
+		return unpack.Stats{}, err
 	}
 	defer f.Close()
 	var r io.Reader = f
 	if decrypt.IsEncrypted(string(l.MediaType)) {
 		if r, err = decrypt.Layer(f, l, keys); err != nil {
-			return err
+			return unpack.Stats{}, err
 		}
 	}
-	return unpack.Layer(dir, r, diffID.String(), p.cfg.Log)
+	return unpack.Layer(dir, r, diffID.String(), lim, p.cfg.Log)
 }
 
 // Limits on what a signature tag may make the guest read.

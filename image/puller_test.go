@@ -21,6 +21,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -830,5 +831,68 @@ func TestPullTLSRoots(t *testing.T) {
 	}
 	if _, err := New(Config{CacheDir: t.TempDir(), RootsPEM: []byte("junk")}); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
 		t.Errorf("junk roots: %v", err)
+	}
+}
+
+func TestPullLimits(t *testing.T) {
+	reg := newRegistry(t, false)
+	body := strings.Repeat("x", 3000)
+	l0 := layerOf(t, entry{name: "a", body: body})
+	l1 := layerOf(t, entry{name: "b", body: body}, entry{name: "c", body: body})
+	ref := reg.host + "/big:1"
+	push(t, ref, imageOf(t, "amd64", plain(l0, l1)...))
+	d0, _ := l0.Digest()
+	d1, _ := l1.Digest()
+	for _, tc := range []struct {
+		name  string
+		lim   Limits
+		layer string // the refused layer's index and digest
+		want  string
+	}{
+		{"layer bytes", Limits{LayerBytes: 1024}, "layer 0 (" + d0.String() + ")", "over the limit image.max_layer_bytes = 1024 bytes uncompressed"},
+		{"image bytes", Limits{ImageBytes: 8192}, "layer 1 (" + d1.String() + ")", "over the limit image.max_image_bytes = 8192 bytes uncompressed (earlier layers took 4608)"},
+		{"entries", Limits{LayerEntries: 1}, "layer 1 (" + d1.String() + ")", "over the limit image.max_layer_entries = 1 entries"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pd := newPod(t, Config{Limits: tc.lim})
+			_, err := pd.pull(t, ref, "c1")
+			if !errors.Is(err, unpack.ErrLimit) {
+				t.Fatalf("err = %v, want ErrLimit", err)
+			}
+			for _, want := range []string{ref, tc.layer, tc.want} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+			pd.assertNothingLeft(t, "c1")
+		})
+	}
+
+	// The compressed cap is checked on the manifest, before any download.
+	ref = reg.host + "/big-compressed:1"
+	l2 := layerOf(t, entry{name: "d", body: body})
+	push(t, ref, imageOf(t, "amd64", plain(l2)...))
+	d2, _ := l2.Digest()
+	size, _ := l2.Size()
+	pd := newPod(t, Config{Limits: Limits{LayerCompressedBytes: 100}})
+	_, err := pd.pull(t, ref, "c1")
+	want := "layer 0 (" + d2.String() + "): blob is " + strconv.FormatInt(size, 10) + " bytes: over the limit image.max_layer_compressed_bytes = 100 bytes compressed"
+	if !errors.Is(err, unpack.ErrLimit) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want ErrLimit saying %q", err, want)
+	}
+	if n := reg.gets(d2); n != 0 {
+		t.Errorf("the refused blob was downloaded %d times", n)
+	}
+	pd.assertNothingLeft(t, "c1")
+}
+
+func TestPullDefaultLimitsFromMemory(t *testing.T) {
+	pd := newPod(t, Config{Memory: 256 << 20, Limits: Limits{ImageBytes: 1 << 30}})
+	want := Limits{LayerBytes: 64 << 20, LayerCompressedBytes: 64 << 20, LayerEntries: 65536, ImageBytes: 1 << 30}
+	if got := pd.p.cfg.Limits; got != want {
+		t.Errorf("limits %+v, want %+v (defaults a quarter of 256 MiB, the image cap as given)", got, want)
+	}
+	if GuestMemory() <= 0 {
+		t.Error("GuestMemory() read nothing from sysinfo")
 	}
 }

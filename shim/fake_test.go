@@ -97,6 +97,10 @@ type fakeAgent struct {
 	// exitOnStart makes StartContainer end the container's init with this
 	// status before it returns (a process that dies the moment it starts).
 	exitOnStart *uint32
+	// readErr, when set, answers every ReadStdout/ReadStderr (a policy
+	// that denies reading output); reads counts those calls.
+	readErr error
+	reads   int
 }
 
 func newFakeAgent() *fakeAgent {
@@ -297,6 +301,13 @@ func (a *fakeAgent) SignalProcess(_ context.Context, r *api.SignalProcessRequest
 	return &emptypb.Empty{}, nil
 }
 func (a *fakeAgent) read(ctx context.Context, ch chan []byte) (*api.ReadStreamResponse, error) {
+	a.mu.Lock()
+	a.reads++
+	err := a.readErr
+	a.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
 	select {
 	case b := <-ch:
 		return &api.ReadStreamResponse{Data: b}, nil

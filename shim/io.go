@@ -8,11 +8,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/fifo"
 	"github.com/containerd/log"
 
@@ -32,11 +35,21 @@ const readChunk = 32 << 10
 // reading and discards, so the guest never blocks on a full buffer. The stdin
 // pump copies until containerd closes its end (EOF) or CloseIO, then closes
 // the process's stdin.
+//
+// A confidential pod's policy may deny reading output (allow_read_output
+// false, the default): the agent then drains the output in the guest and
+// refuses every read with PermissionDenied. Each pump stops at its first
+// denial (no retry), the process's stderr (stdout when there is no stderr)
+// gets one line saying why (deniedLine), so `crictl logs` is not silently
+// empty, the shim logs one warning, and the destinations are closed so
+// containerd sees EOF. The exit is still published: WaitProcess is not
+// output.
 type processIO struct {
 	outputs   sync.WaitGroup
 	stdin     io.ReadCloser
 	stdinDone chan struct{}
 	closeOnce sync.Once
+	denyOnce  sync.Once // the one warning for denied output
 }
 
 // outputTarget opens where containerd wants one output stream. It returns
@@ -89,7 +102,8 @@ func outputs(ctx context.Context, st stdio, ns, cid string) (stdout, stderr io.W
 			if st.terminal {
 				return f, nil, nil
 			}
-			return f, nopCloser{f}, nil
+			both := shareWriter(f, 2)
+			return both[0], both[1], nil
 		}
 	}
 	if stdout, err = outputTarget(ctx, st.stdout); err != nil {
@@ -145,27 +159,39 @@ func startIO(ctx, podCtx context.Context, agent api.ProcessService, ns, cid, exe
 	req := func() *api.ReadStreamRequest {
 		return &api.ReadStreamRequest{ContainerId: cid, ExecId: execID, Len: readChunk}
 	}
-	logger := log.G(ctx)
+	logger := log.G(ctx).WithField("container", cid)
+	if execID != "" {
+		logger = logger.WithField("exec", execID)
+	}
+	// A denial is told on stderr, or on stdout when there is no stderr.
+	noticeOnStdout := st.terminal || stderr == nil
+	ended := func(stream string, err error) {
+		switch {
+		case err == nil:
+		case readDenied(err):
+			pio.denyOnce.Do(func() {
+				logger.WithError(err).WithField("rule", deniedRule(err)).Warn("container output not readable by the host: the confidential agent policy denies it; the guest drains the output and the log holds one line saying so")
+			})
+		default:
+			logger.WithError(err).Debug(stream + " pump ended")
+		}
+	}
 	pio.outputs.Add(1)
 	go func() {
 		defer pio.outputs.Done()
-		if err := pumpOutput(podCtx, func(ctx context.Context) ([]byte, error) {
+		ended("stdout", pumpOutput(podCtx, func(ctx context.Context) ([]byte, error) {
 			r, err := agent.ReadStdout(ctx, req())
 			return r.GetData(), err
-		}, stdout); err != nil {
-			logger.WithError(err).Debug("stdout pump ended")
-		}
+		}, stdout, noticeOnStdout))
 	}()
 	if !st.terminal {
 		pio.outputs.Add(1)
 		go func() {
 			defer pio.outputs.Done()
-			if err := pumpOutput(podCtx, func(ctx context.Context) ([]byte, error) {
+			ended("stderr", pumpOutput(podCtx, func(ctx context.Context) ([]byte, error) {
 				r, err := agent.ReadStderr(ctx, req())
 				return r.GetData(), err
-			}, stderr); err != nil {
-				logger.WithError(err).Debug("stderr pump ended")
-			}
+			}, stderr, !noticeOnStdout))
 		}()
 	}
 	if pio.stdin != nil {
@@ -180,8 +206,10 @@ func startIO(ctx, podCtx context.Context, agent api.ProcessService, ns, cid, exe
 }
 
 // pumpOutput copies what read returns to w until read returns no data (EOF)
-// or fails, then closes w. A failing w is dropped, not fatal.
-func pumpOutput(ctx context.Context, read func(context.Context) ([]byte, error), w io.WriteCloser) error {
+// or fails, then closes w. A failing w is dropped, not fatal. A read the
+// agent's policy refuses (readDenied) ends the pump at once, never retried;
+// with notice, deniedLine is written to w first.
+func pumpOutput(ctx context.Context, read func(context.Context) ([]byte, error), w io.WriteCloser, notice bool) error {
 	defer func() {
 		if w != nil {
 			w.Close()
@@ -190,6 +218,9 @@ func pumpOutput(ctx context.Context, read func(context.Context) ([]byte, error),
 	for {
 		data, err := read(ctx)
 		if err != nil {
+			if notice && w != nil && readDenied(err) {
+				_, _ = io.WriteString(w, deniedLine(err))
+			}
 			return err
 		}
 		if len(data) == 0 {
@@ -278,6 +309,70 @@ func (pio *processIO) close() {
 	}
 }
 
-type nopCloser struct{ io.Writer }
+// readDenied reports a read the agent refused by policy (PermissionDenied:
+// a confidential pod without allow_read_output).
+func readDenied(err error) bool {
+	return errdefs.IsPermissionDenied(errgrpc.ToNative(err))
+}
 
-func (nopCloser) Close() error { return nil }
+// ruleInDenial finds the rule an agent policy denial names ("... denied by
+// the confidential agent policy (rule allow_read_output): ...").
+var ruleInDenial = regexp.MustCompile(`\(rule ([A-Za-z0-9_.-]+)\)`)
+
+// deniedRule is the rule a denial names, or "" when it names none.
+func deniedRule(err error) string {
+	if m := ruleInDenial.FindStringSubmatch(err.Error()); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// deniedLine is the line a container's log gets in place of its output
+// when the agent's policy denies reading it.
+func deniedLine(err error) string {
+	if rule := deniedRule(err); rule != "" {
+		return "veil: output not readable by the host: denied by the confidential agent policy (rule " + rule + ")\n"
+	}
+	msg := errgrpc.ToNative(err).Error()
+	return "veil: output not readable by the host: " + strings.ReplaceAll(msg, "\n", " ") + "\n"
+}
+
+// shareWriter gives n writers of w that close w when the last of them is
+// closed: the two output pumps of a file:// log each close their end when
+// their stream ends, and the first to end must not cut off the other's
+// last output (or its denial line).
+func shareWriter(w io.WriteCloser, n int) []io.WriteCloser {
+	s := &sharedWriter{w: w, open: n}
+	out := make([]io.WriteCloser, n)
+	for i := range out {
+		out[i] = &sharedEnd{s: s}
+	}
+	return out
+}
+
+type sharedWriter struct {
+	w    io.WriteCloser
+	mu   sync.Mutex
+	open int
+}
+
+type sharedEnd struct {
+	s    *sharedWriter
+	once sync.Once
+}
+
+func (e *sharedEnd) Write(p []byte) (int, error) { return e.s.w.Write(p) }
+
+func (e *sharedEnd) Close() error {
+	var err error
+	e.once.Do(func() {
+		e.s.mu.Lock()
+		e.s.open--
+		last := e.s.open == 0
+		e.s.mu.Unlock()
+		if last {
+			err = e.s.w.Close()
+		}
+	})
+	return err
+}

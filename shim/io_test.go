@@ -76,7 +76,7 @@ func TestOutputPumpKeepsDrainingWhenReaderIsGone(t *testing.T) {
 		b := chunks[reads]
 		reads++
 		return b, nil
-	}, w)
+	}, w, true)
 	if err != nil || reads != 4 {
 		t.Errorf("pump stopped after %d reads: %v", reads, err)
 	}

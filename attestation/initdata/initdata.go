@@ -1,6 +1,6 @@
 // Package initdata owns the init-data document: the TOML a pod owner
 // supplies (broker URL and certificate, agent policy, image security
-// policy, extra files), its validation, its SHA-256 digest as bound into
+// policy and pull caps, volume copy caps, extra files), its validation, its SHA-256 digest as bound into
 // the TEE at launch (SNP HOSTDATA, TDX MRCONFIGID) and its annotation
 // encoding (io.veil.initdata: base64 of gzip).
 //
@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"reflect"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
@@ -44,8 +45,10 @@ type Document struct {
 	Broker Broker `toml:"broker"`
 	// Agent holds the guest agent's policy.
 	Agent Agent `toml:"agent"`
-	// Image holds the guest's image security policy.
+	// Image holds the guest's image security policy and pull caps.
 	Image Image `toml:"image"`
+	// Volumes caps the volume copies the host makes into the guest.
+	Volumes VolumeLimits `toml:"volumes,omitempty"`
 	// Data holds extra named files handed to the guest (Trustee's [data]).
 	Data map[string]string `toml:"data"`
 }
@@ -82,6 +85,40 @@ type Image struct {
 	Mirrors map[string][]string `toml:"mirrors,omitempty"`
 	// TLSRoots are extra PEM roots trusted for registries (and mirrors).
 	TLSRoots string `toml:"tls_roots,omitempty"`
+	// ImageLimits are the pull caps, keys of the same table.
+	ImageLimits
+}
+
+// ImageLimits caps what one image pull may take of the guest's memory
+// (guest-pulled images live in tmpfs). A key left out (or 0) takes the
+// default, a quarter of the guest's memory (image.DefaultLimits); a pull
+// over a cap is refused naming the key.
+type ImageLimits struct {
+	// MaxLayerBytes caps a layer's uncompressed size, in bytes.
+	MaxLayerBytes int64 `toml:"max_layer_bytes,omitempty"`
+	// MaxLayerCompressedBytes caps a layer blob as the registry serves it.
+	MaxLayerCompressedBytes int64 `toml:"max_layer_compressed_bytes,omitempty"`
+	// MaxLayerEntries caps the entries (files, directories, links) of a
+	// layer; default about one per KiB of that quarter of memory.
+	MaxLayerEntries int64 `toml:"max_layer_entries,omitempty"`
+	// MaxImageBytes caps the sum of an image's uncompressed layers.
+	MaxImageBytes int64 `toml:"max_image_bytes,omitempty"`
+}
+
+// VolumeLimits is the [volumes] table: caps on the configMap, secret,
+// downward-API and projected volumes the host copies into the guest's
+// memory (guest-agent/volume). A key left out (or 0) takes the default
+// (volume.DefaultLimits); a copy over a cap is refused naming the key.
+type VolumeLimits struct {
+	// MaxVolumeBytes caps the file bytes of one volume.
+	MaxVolumeBytes int64 `toml:"max_volume_bytes,omitempty"`
+	// MaxVolumeEntries caps the files, directories and symlinks of one
+	// volume.
+	MaxVolumeEntries int64 `toml:"max_volume_entries,omitempty"`
+	// MaxTotalBytes caps the file bytes of all the pod's volumes.
+	MaxTotalBytes int64 `toml:"max_total_bytes,omitempty"`
+	// MaxTotalEntries caps the entries of all the pod's volumes.
+	MaxTotalEntries int64 `toml:"max_total_entries,omitempty"`
 }
 
 // Parse decodes and validates a document. Unknown keys are an error that
@@ -99,7 +136,7 @@ func Parse(doc []byte) (*Document, error) {
 			for _, e := range strict.Errors {
 				keys = append(keys, strings.Join(e.Key(), "."))
 			}
-			return nil, fmt.Errorf("init-data: unknown keys %s (known: version, algorithm, broker.url, broker.cert, agent.policy, image.policy, image.keys, image.registry_auth, image.mirrors, image.tls_roots, data)", strings.Join(keys, ", "))
+			return nil, fmt.Errorf("init-data: unknown keys %s (known: %s)", strings.Join(keys, ", "), strings.Join(KnownKeys(), ", "))
 		}
 		return nil, fmt.Errorf("parsing init-data toml: %w", err)
 	}
@@ -133,6 +170,9 @@ func (d *Document) Validate() error {
 		return fmt.Errorf("init-data broker.cert: not a PEM certificate")
 	}
 	if err := d.Image.validate(); err != nil {
+		return err
+	}
+	if err := nonNegative("volumes", d.Volumes); err != nil {
 		return err
 	}
 	for name := range d.Data {
@@ -191,7 +231,46 @@ func (im *Image) validate() error {
 			return fmt.Errorf("init-data image.tls_roots: %w", err)
 		}
 	}
+	return nonNegative("image", im.ImageLimits)
+}
+
+// nonNegative refuses a negative cap in a struct of int64 caps, naming
+// its key in table.
+func nonNegative(table string, caps any) error {
+	v := reflect.ValueOf(caps)
+	for i := range v.NumField() {
+		if n := v.Field(i).Int(); n < 0 {
+			return fmt.Errorf("init-data %s.%s: %d is negative; give a size in bytes (or a count), or leave it out for the default", table, tomlName(v.Type().Field(i)), n)
+		}
+	}
 	return nil
+}
+
+// KnownKeys lists the document's keys, derived from the struct tags
+// (tables as "table.key", maps by their own key).
+func KnownKeys() []string { return keysOf(reflect.TypeFor[Document](), "") }
+
+func keysOf(t reflect.Type, prefix string) []string {
+	var out []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Anonymous && f.Tag.Get("toml") == "" {
+			out = append(out, keysOf(f.Type, prefix)...)
+			continue
+		}
+		name := prefix + tomlName(f)
+		if f.Type.Kind() == reflect.Struct {
+			out = append(out, keysOf(f.Type, name+".")...)
+			continue
+		}
+		out = append(out, name)
+	}
+	return out
+}
+
+func tomlName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+	return name
 }
 
 // ResourcePath checks a broker resource URI, kbs:///repo/type/tag (a host

@@ -235,3 +235,72 @@ func testCertPEM(t *testing.T) string {
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
+
+func TestParseLimits(t *testing.T) {
+	base := `version = "0.1.0"
+algorithm = "sha256"
+`
+	d, err := Parse([]byte(base + `
+[image]
+max_layer_bytes = 1_073_741_824
+max_layer_compressed_bytes = 536870912
+max_layer_entries = 100000
+max_image_bytes = 2147483648
+
+[volumes]
+max_volume_bytes = 1048576
+max_volume_entries = 64
+max_total_bytes = 4194304
+max_total_entries = 256
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (ImageLimits{MaxLayerBytes: 1 << 30, MaxLayerCompressedBytes: 1 << 29, MaxLayerEntries: 100000, MaxImageBytes: 2 << 30}); d.Image.ImageLimits != want {
+		t.Errorf("image limits %+v, want %+v", d.Image.ImageLimits, want)
+	}
+	if want := (VolumeLimits{MaxVolumeBytes: 1 << 20, MaxVolumeEntries: 64, MaxTotalBytes: 4 << 20, MaxTotalEntries: 256}); d.Volumes != want {
+		t.Errorf("volume limits %+v, want %+v", d.Volumes, want)
+	}
+	// Marshal writes them back under the same keys; a document without
+	// them gains no [volumes] table.
+	out, err := Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := Parse(out); err != nil || again.Image.ImageLimits != d.Image.ImageLimits || again.Volumes != d.Volumes {
+		t.Errorf("round trip: %+v %v\n%s", again, err, out)
+	}
+	out, _ = Marshal(&Document{Version: Version, Algorithm: Algorithm})
+	if strings.Contains(string(out), "volumes") || strings.Contains(string(out), "max_") {
+		t.Errorf("a document without caps marshals them:\n%s", out)
+	}
+
+	for _, tt := range []struct{ doc, wantErr string }{
+		{"[image]\nmax_layer_bytes = -1", "init-data image.max_layer_bytes: -1 is negative"},
+		{"[image]\nmax_image_bytes = -5", "init-data image.max_image_bytes: -5 is negative"},
+		{"[volumes]\nmax_total_entries = -2", "init-data volumes.max_total_entries: -2 is negative"},
+		{"[image]\nmax_layer_bytes = '1GiB'", "parsing init-data toml"},
+		{"[volumes]\nmax_bytes = 1", "unknown keys volumes.max_bytes (known: "},
+	} {
+		_, err := Parse([]byte(base + tt.doc))
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+			t.Errorf("%q: error %v, want %q", tt.doc, err, tt.wantErr)
+		}
+	}
+}
+
+// TestKnownKeys pins the key list the unknown-key error offers, derived
+// from the struct tags.
+func TestKnownKeys(t *testing.T) {
+	want := "version, algorithm, broker.url, broker.cert, agent.policy, image.policy, image.keys, image.registry_auth, image.mirrors, image.tls_roots, " +
+		"image.max_layer_bytes, image.max_layer_compressed_bytes, image.max_layer_entries, image.max_image_bytes, " +
+		"volumes.max_volume_bytes, volumes.max_volume_entries, volumes.max_total_bytes, volumes.max_total_entries, data"
+	if got := strings.Join(KnownKeys(), ", "); got != want {
+		t.Errorf("KnownKeys:\n got %s\nwant %s", got, want)
+	}
+	_, err := Parse([]byte("version = \"0.1.0\"\nalgorithm = \"sha256\"\nbogus = 1\n"))
+	if err == nil || !strings.Contains(err.Error(), "unknown keys bogus (known: "+want+")") {
+		t.Errorf("unknown key error: %v", err)
+	}
+}

@@ -20,7 +20,7 @@ func main() {
 }
 
 func run() error {
-	if len(os.Args) > 1 && os.Args[1] == agent.PauseCommand {
+	if agent.IsPauseHolder(os.Args) {
 		return agent.Pause()
 	}
 	return agent.Run(agent.Options{Version: version})

@@ -27,9 +27,11 @@ const imageUsage = `usage:
                      [--resource REPO/TYPE/TAG] [--platform OS/ARCH] [--insecure] SRC DST
         encrypt every layer of SRC (a registry reference, or an OCI layout directory)
         with ocicrypt for the recipients and push the result to DST
-  veil image sign --key KEY.pem [--insecure] REF
-        sign REF's digest (cosign key-based format: the .sig tag image/policy's
-        sigstoreSigned verifies in the guest)
+  veil image sign --key KEY.pem [--format bundle|legacy] [--insecure] REF
+        sign REF's digest with a key, in a format image/policy's sigstoreSigned
+        verifies in the guest: bundle (default, as cosign v3 signs: a Sigstore
+        bundle attached as an OCI referrer) or legacy (cosign's simple-signing
+        payload under the sha256-<hex>.sig tag)
   veil image keygen [-o PREFIX]
         write an ECDSA P-256 signing key pair: PREFIX.key (PEM, 0600) and PREFIX.pub
 --insecure: the registry speaks plain HTTP (or TLS without a trusted certificate).
@@ -266,12 +268,16 @@ func writeNew(path string, data []byte, mode os.FileMode) error {
 func imageSign(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("image sign", flag.ContinueOnError)
 	keyFile := fs.String("key", "", "PEM private key (from veil image keygen; ECDSA, RSA or Ed25519)")
+	format := fs.String("format", "bundle", "bundle (cosign v3: a Sigstore bundle as an OCI referrer) or legacy (the .sig tag)")
 	insecure := fs.Bool("insecure", false, "plain-HTTP (or untrusted TLS) registry")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 || *keyFile == "" {
 		return fmt.Errorf("image sign: want --key KEY.pem and REF\n%s", imageUsage)
+	}
+	if *format != "bundle" && *format != "legacy" {
+		return fmt.Errorf("image sign: --format %q: want bundle or legacy", *format)
 	}
 	b, err := os.ReadFile(*keyFile)
 	if err != nil {
@@ -285,7 +291,16 @@ func imageSign(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res, err := sign.Sign(ref, key, registryOptions(context.Background(), nil, *insecure)...)
+	opts := registryOptions(context.Background(), nil, *insecure)
+	if *format == "bundle" {
+		res, err := sign.SignBundle(ref, key, opts...)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "signed %s (%s); Sigstore bundle in referrer %s@%s\n", ref, res.Digest, ref.Context(), res.Referrer)
+		return nil
+	}
+	res, err := sign.Sign(ref, key, opts...)
 	if err != nil {
 		return err
 	}

@@ -120,7 +120,7 @@ func TestImageEncryptSignCLI(t *testing.T) {
 	if _, err := runImage(t, "keygen", "-o", prefix); err == nil || !strings.Contains(err.Error(), "exists") {
 		t.Errorf("keygen over an existing key: %v", err)
 	}
-	if out, err = runImage(t, "sign", "--insecure", "--key", prefix+".key", src); err != nil {
+	if out, err = runImage(t, "sign", "--insecure", "--format", "legacy", "--key", prefix+".key", src); err != nil {
 		t.Fatal(err)
 	}
 	d, _ := img.Digest()
@@ -151,6 +151,29 @@ func TestImageEncryptSignCLI(t *testing.T) {
 		t.Error("a tampered payload verified")
 	}
 
+	// The default format, cosign v3's bundle as an OCI referrer, with
+	// another key: the guest's puller accepts the image under a policy
+	// for that key, which the legacy signature cannot satisfy.
+	prefix2 := filepath.Join(dir, "cosign2")
+	if _, err := runImage(t, "keygen", "-o", prefix2); err != nil {
+		t.Fatal(err)
+	}
+	if out, err = runImage(t, "sign", "--insecure", "--key", prefix2+".key", src); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, d.String()) || !strings.Contains(out, "Sigstore bundle in referrer") {
+		t.Errorf("sign output %q does not name %s and the referrer", out, d)
+	}
+	pub2, _ := os.ReadFile(prefix2 + ".pub")
+	for name, pk := range map[string][]byte{"bundle key": pub2, "legacy key": pub} {
+		pol, _ := policy.Parse(mustJSON(t, map[string]any{"default": []any{map[string]any{"type": "sigstoreSigned", "keyData": pk}}}))
+		pd := t.TempDir()
+		p, _ := image.New(image.Config{CacheDir: filepath.Join(pd, "c"), Policy: pol, Transport: http.DefaultTransport})
+		if _, err := p.Pull(context.Background(), src, filepath.Join(pd, "rootfs")); err != nil {
+			t.Errorf("pulling %s signed with the %s: %v", src, name, err)
+		}
+	}
+
 	// Errors name what was wrong.
 	for _, tc := range []struct {
 		name string
@@ -164,6 +187,7 @@ func TestImageEncryptSignCLI(t *testing.T) {
 		{"push refused", []string{"encrypt", "--insecure", "--recipient", "jwe:" + key + ".pub", src, host + "/readonly/x:1"}, "pushing " + host + "/readonly/x:1"},
 		{"sign with a public key", []string{"sign", "--insecure", "--key", prefix + ".pub", src}, `"PUBLIC KEY" is not a private key`},
 		{"sign a missing image", []string{"sign", "--insecure", "--key", prefix + ".key", host + "/app/missing:1"}, "resolving " + host + "/app/missing:1"},
+		{"sign in an unknown format", []string{"sign", "--insecure", "--format", "v2", "--key", prefix + ".key", src}, `--format "v2": want bundle or legacy`},
 	} {
 		if _, err := runImage(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)

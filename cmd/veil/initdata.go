@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/veil-runtime/veil/attestation/initdata"
+	"github.com/veil-runtime/veil/image/policy"
 )
 
 const initdataUsage = `usage:
@@ -104,6 +105,16 @@ func initdataBuild(args []string, stdout io.Writer) error {
 		return err
 	}
 	d.Image.Keys, d.Image.RegistryAuth = keys, *registryAuth
+	if d.Image.Policy != "" && len(keys) > 0 {
+		// The guest refuses it at the first pull; say so now.
+		pol, err := policy.Parse([]byte(d.Image.Policy))
+		if err != nil {
+			return fmt.Errorf("--image-policy %s: %w", *imagePolicy, err)
+		}
+		if err := pol.RequireSigned(); err != nil {
+			return fmt.Errorf("--image-policy %s with --image-key: %w", *imagePolicy, err)
+		}
+	}
 	if len(mirrors) > 0 {
 		d.Image.Mirrors = mirrors
 	}

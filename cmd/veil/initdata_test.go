@@ -93,11 +93,14 @@ func TestInitdataBuildImageTable(t *testing.T) {
 		strings.Join(d.Image.Mirrors["docker.io"], ",") != "m1.example,m2.example:5000" {
 		t.Fatalf("image table = %+v", d.Image)
 	}
+	accept := filepath.Join(t.TempDir(), "accept.json")
+	os.WriteFile(accept, []byte(`{"default": [{"type": "insecureAcceptAnything"}]}`), 0o600)
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"build", "--image-key", "kbs://other.example/a/b/c"}, "image.keys[0]"},
+		{[]string{"build", "--image-policy", accept, "--image-key", "kbs:///default/image-key/a"}, "default accepts images without a signature (insecureAcceptAnything) while the init-data gives image decryption keys"},
 		{[]string{"build", "--mirror", "docker.io"}, "want REGISTRY=MIRROR"},
 		{[]string{"build", "--mirror", "docker.io=https://m.example"}, "image.mirrors"},
 		{[]string{"build", "--registry-roots", "/nonexistent/roots.pem"}, "/nonexistent/roots.pem"},

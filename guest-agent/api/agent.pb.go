@@ -3349,6 +3349,181 @@ func (x *AttestResponse) GetTokenClaims() []byte {
 	return nil
 }
 
+type DecisionLogRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecisionLogRequest) Reset() {
+	*x = DecisionLogRequest{}
+	mi := &file_agent_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecisionLogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecisionLogRequest) ProtoMessage() {}
+
+func (x *DecisionLogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecisionLogRequest.ProtoReflect.Descriptor instead.
+func (*DecisionLogRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{59}
+}
+
+type Decision struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Time  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	// method is the full ttrpc method ("/veil.agent.v1.Container/CreateContainer").
+	Method      string `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	ContainerId string `protobuf:"bytes,3,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Allowed     bool   `protobuf:"varint,4,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	// rule and why of a denial (guest-agent/policy.Denial).
+	Rule          string `protobuf:"bytes,5,opt,name=rule,proto3" json:"rule,omitempty"`
+	Why           string `protobuf:"bytes,6,opt,name=why,proto3" json:"why,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Decision) Reset() {
+	*x = Decision{}
+	mi := &file_agent_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Decision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Decision) ProtoMessage() {}
+
+func (x *Decision) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Decision.ProtoReflect.Descriptor instead.
+func (*Decision) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *Decision) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *Decision) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *Decision) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *Decision) GetAllowed() bool {
+	if x != nil {
+		return x.Allowed
+	}
+	return false
+}
+
+func (x *Decision) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *Decision) GetWhy() string {
+	if x != nil {
+		return x.Why
+	}
+	return ""
+}
+
+type DecisionLogResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Decisions []*Decision            `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	// dropped is how many older decisions the log no longer holds.
+	Dropped       uint64 `protobuf:"varint,2,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecisionLogResponse) Reset() {
+	*x = DecisionLogResponse{}
+	mi := &file_agent_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecisionLogResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecisionLogResponse) ProtoMessage() {}
+
+func (x *DecisionLogResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecisionLogResponse.ProtoReflect.Descriptor instead.
+func (*DecisionLogResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *DecisionLogResponse) GetDecisions() []*Decision {
+	if x != nil {
+		return x.Decisions
+	}
+	return nil
+}
+
+func (x *DecisionLogResponse) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
 type PullImageRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Image         string                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
@@ -3359,7 +3534,7 @@ type PullImageRequest struct {
 
 func (x *PullImageRequest) Reset() {
 	*x = PullImageRequest{}
-	mi := &file_agent_proto_msgTypes[59]
+	mi := &file_agent_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3371,7 +3546,7 @@ func (x *PullImageRequest) String() string {
 func (*PullImageRequest) ProtoMessage() {}
 
 func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[59]
+	mi := &file_agent_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3384,7 +3559,7 @@ func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
 func (*PullImageRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{59}
+	return file_agent_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *PullImageRequest) GetImage() string {
@@ -3415,7 +3590,7 @@ type PullImageResponse struct {
 
 func (x *PullImageResponse) Reset() {
 	*x = PullImageResponse{}
-	mi := &file_agent_proto_msgTypes[60]
+	mi := &file_agent_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3427,7 +3602,7 @@ func (x *PullImageResponse) String() string {
 func (*PullImageResponse) ProtoMessage() {}
 
 func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[60]
+	mi := &file_agent_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3440,7 +3615,7 @@ func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageResponse.ProtoReflect.Descriptor instead.
 func (*PullImageResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{60}
+	return file_agent_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *PullImageResponse) GetManifestDigest() string {
@@ -3666,7 +3841,18 @@ const file_agent_proto_rawDesc = "" +
 	"\x0eAttestResponse\x12\x10\n" +
 	"\x03tee\x18\x01 \x01(\tR\x03tee\x12\x16\n" +
 	"\x06broker\x18\x02 \x01(\tR\x06broker\x12!\n" +
-	"\ftoken_claims\x18\x03 \x01(\fR\vtokenClaims\"K\n" +
+	"\ftoken_claims\x18\x03 \x01(\fR\vtokenClaims\"\x14\n" +
+	"\x12DecisionLogRequest\"\xb5\x01\n" +
+	"\bDecision\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\x12!\n" +
+	"\fcontainer_id\x18\x03 \x01(\tR\vcontainerId\x12\x18\n" +
+	"\aallowed\x18\x04 \x01(\bR\aallowed\x12\x12\n" +
+	"\x04rule\x18\x05 \x01(\tR\x04rule\x12\x10\n" +
+	"\x03why\x18\x06 \x01(\tR\x03why\"f\n" +
+	"\x13DecisionLogResponse\x125\n" +
+	"\tdecisions\x18\x01 \x03(\v2\x17.veil.agent.v1.DecisionR\tdecisions\x12\x18\n" +
+	"\adropped\x18\x02 \x01(\x04R\adropped\"K\n" +
 	"\x10PullImageRequest\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12!\n" +
 	"\fcontainer_id\x18\x02 \x01(\tR\vcontainerId\"l\n" +
@@ -3725,10 +3911,11 @@ const file_agent_proto_rawDesc = "" +
 	"\x06Volume\x12B\n" +
 	"\bCopyFile\x12\x1e.veil.agent.v1.CopyFileRequest\x1a\x16.google.protobuf.Empty\x12F\n" +
 	"\n" +
-	"RemovePath\x12 .veil.agent.v1.RemovePathRequest\x1a\x16.google.protobuf.Empty2\xaa\x01\n" +
+	"RemovePath\x12 .veil.agent.v1.RemovePathRequest\x1a\x16.google.protobuf.Empty2\x80\x02\n" +
 	"\vAttestation\x12T\n" +
 	"\vSetInitData\x12!.veil.agent.v1.SetInitDataRequest\x1a\".veil.agent.v1.SetInitDataResponse\x12E\n" +
-	"\x06Attest\x12\x1c.veil.agent.v1.AttestRequest\x1a\x1d.veil.agent.v1.AttestResponse2W\n" +
+	"\x06Attest\x12\x1c.veil.agent.v1.AttestRequest\x1a\x1d.veil.agent.v1.AttestResponse\x12T\n" +
+	"\vDecisionLog\x12!.veil.agent.v1.DecisionLogRequest\x1a\".veil.agent.v1.DecisionLogResponse2W\n" +
 	"\x05Image\x12N\n" +
 	"\tPullImage\x12\x1f.veil.agent.v1.PullImageRequest\x1a .veil.agent.v1.PullImageResponseB2Z0github.com/veil-runtime/veil/guest-agent/api;apib\x06proto3"
 
@@ -3745,7 +3932,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_agent_proto_goTypes = []any{
 	(Status)(0),                     // 0: veil.agent.v1.Status
 	(CheckResponse_Status)(0),       // 1: veil.agent.v1.CheckResponse.Status
@@ -3809,11 +3996,14 @@ var file_agent_proto_goTypes = []any{
 	(*SetInitDataResponse)(nil),     // 59: veil.agent.v1.SetInitDataResponse
 	(*AttestRequest)(nil),           // 60: veil.agent.v1.AttestRequest
 	(*AttestResponse)(nil),          // 61: veil.agent.v1.AttestResponse
-	(*PullImageRequest)(nil),        // 62: veil.agent.v1.PullImageRequest
-	(*PullImageResponse)(nil),       // 63: veil.agent.v1.PullImageResponse
-	(*timestamppb.Timestamp)(nil),   // 64: google.protobuf.Timestamp
-	(*anypb.Any)(nil),               // 65: google.protobuf.Any
-	(*emptypb.Empty)(nil),           // 66: google.protobuf.Empty
+	(*DecisionLogRequest)(nil),      // 62: veil.agent.v1.DecisionLogRequest
+	(*Decision)(nil),                // 63: veil.agent.v1.Decision
+	(*DecisionLogResponse)(nil),     // 64: veil.agent.v1.DecisionLogResponse
+	(*PullImageRequest)(nil),        // 65: veil.agent.v1.PullImageRequest
+	(*PullImageResponse)(nil),       // 66: veil.agent.v1.PullImageResponse
+	(*timestamppb.Timestamp)(nil),   // 67: google.protobuf.Timestamp
+	(*anypb.Any)(nil),               // 68: google.protobuf.Any
+	(*emptypb.Empty)(nil),           // 69: google.protobuf.Empty
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: veil.agent.v1.CreateSandboxRequest.storages:type_name -> veil.agent.v1.Storage
@@ -3822,10 +4012,10 @@ var file_agent_proto_depIdxs = []int32{
 	3,  // 3: veil.agent.v1.CreateContainerRequest.storages:type_name -> veil.agent.v1.Storage
 	16, // 4: veil.agent.v1.CreateContainerRequest.devices:type_name -> veil.agent.v1.Device
 	0,  // 5: veil.agent.v1.StateContainerResponse.status:type_name -> veil.agent.v1.Status
-	64, // 6: veil.agent.v1.StateContainerResponse.exited_at:type_name -> google.protobuf.Timestamp
+	67, // 6: veil.agent.v1.StateContainerResponse.exited_at:type_name -> google.protobuf.Timestamp
 	23, // 7: veil.agent.v1.ListPidsResponse.processes:type_name -> veil.agent.v1.ProcessInfo
-	65, // 8: veil.agent.v1.StatsContainerResponse.metrics:type_name -> google.protobuf.Any
-	64, // 9: veil.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
+	68, // 8: veil.agent.v1.StatsContainerResponse.metrics:type_name -> google.protobuf.Any
+	67, // 9: veil.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
 	44, // 10: veil.agent.v1.Interface.addresses:type_name -> veil.agent.v1.IPAddress
 	45, // 11: veil.agent.v1.UpdateInterfaceRequest.interface:type_name -> veil.agent.v1.Interface
 	47, // 12: veil.agent.v1.UpdateRoutesRequest.routes:type_name -> veil.agent.v1.Route
@@ -3834,85 +4024,89 @@ var file_agent_proto_depIdxs = []int32{
 	45, // 15: veil.agent.v1.ListInterfacesResponse.interfaces:type_name -> veil.agent.v1.Interface
 	47, // 16: veil.agent.v1.ListRoutesResponse.routes:type_name -> veil.agent.v1.Route
 	2,  // 17: veil.agent.v1.CopyFileRequest.kind:type_name -> veil.agent.v1.CopyFileRequest.Kind
-	4,  // 18: veil.agent.v1.Sandbox.CreateSandbox:input_type -> veil.agent.v1.CreateSandboxRequest
-	5,  // 19: veil.agent.v1.Sandbox.DestroySandbox:input_type -> veil.agent.v1.DestroySandboxRequest
-	6,  // 20: veil.agent.v1.Sandbox.SetHostname:input_type -> veil.agent.v1.SetHostnameRequest
-	7,  // 21: veil.agent.v1.Sandbox.SetDNS:input_type -> veil.agent.v1.SetDNSRequest
-	8,  // 22: veil.agent.v1.Sandbox.GuestDetails:input_type -> veil.agent.v1.GuestDetailsRequest
-	10, // 23: veil.agent.v1.Sandbox.Check:input_type -> veil.agent.v1.CheckRequest
-	12, // 24: veil.agent.v1.Sandbox.Version:input_type -> veil.agent.v1.VersionRequest
-	14, // 25: veil.agent.v1.Sandbox.Shutdown:input_type -> veil.agent.v1.ShutdownRequest
-	15, // 26: veil.agent.v1.Container.CreateContainer:input_type -> veil.agent.v1.CreateContainerRequest
-	18, // 27: veil.agent.v1.Container.StartContainer:input_type -> veil.agent.v1.StartContainerRequest
-	19, // 28: veil.agent.v1.Container.RemoveContainer:input_type -> veil.agent.v1.RemoveContainerRequest
-	20, // 29: veil.agent.v1.Container.StateContainer:input_type -> veil.agent.v1.StateContainerRequest
-	22, // 30: veil.agent.v1.Container.ListPids:input_type -> veil.agent.v1.ListPidsRequest
-	25, // 31: veil.agent.v1.Container.StatsContainer:input_type -> veil.agent.v1.StatsContainerRequest
-	27, // 32: veil.agent.v1.Container.UpdateContainer:input_type -> veil.agent.v1.UpdateContainerRequest
-	28, // 33: veil.agent.v1.Container.PauseContainer:input_type -> veil.agent.v1.PauseContainerRequest
-	29, // 34: veil.agent.v1.Container.ResumeContainer:input_type -> veil.agent.v1.ResumeContainerRequest
-	30, // 35: veil.agent.v1.Container.GetOOMEvent:input_type -> veil.agent.v1.GetOOMEventRequest
-	32, // 36: veil.agent.v1.Process.ExecProcess:input_type -> veil.agent.v1.ExecProcessRequest
-	34, // 37: veil.agent.v1.Process.WaitProcess:input_type -> veil.agent.v1.WaitProcessRequest
-	36, // 38: veil.agent.v1.Process.SignalProcess:input_type -> veil.agent.v1.SignalProcessRequest
-	37, // 39: veil.agent.v1.Process.ResizeTTY:input_type -> veil.agent.v1.ResizeTTYRequest
-	38, // 40: veil.agent.v1.Process.WriteStdin:input_type -> veil.agent.v1.WriteStdinRequest
-	40, // 41: veil.agent.v1.Process.CloseStdin:input_type -> veil.agent.v1.CloseStdinRequest
-	41, // 42: veil.agent.v1.Process.ReadStdout:input_type -> veil.agent.v1.ReadStreamRequest
-	41, // 43: veil.agent.v1.Process.ReadStderr:input_type -> veil.agent.v1.ReadStreamRequest
-	43, // 44: veil.agent.v1.Process.DeleteProcess:input_type -> veil.agent.v1.DeleteProcessRequest
-	46, // 45: veil.agent.v1.Network.UpdateInterface:input_type -> veil.agent.v1.UpdateInterfaceRequest
-	48, // 46: veil.agent.v1.Network.UpdateRoutes:input_type -> veil.agent.v1.UpdateRoutesRequest
-	51, // 47: veil.agent.v1.Network.AddNeighbors:input_type -> veil.agent.v1.AddNeighborsRequest
-	52, // 48: veil.agent.v1.Network.ListInterfaces:input_type -> veil.agent.v1.ListInterfacesRequest
-	54, // 49: veil.agent.v1.Network.ListRoutes:input_type -> veil.agent.v1.ListRoutesRequest
-	56, // 50: veil.agent.v1.Volume.CopyFile:input_type -> veil.agent.v1.CopyFileRequest
-	57, // 51: veil.agent.v1.Volume.RemovePath:input_type -> veil.agent.v1.RemovePathRequest
-	58, // 52: veil.agent.v1.Attestation.SetInitData:input_type -> veil.agent.v1.SetInitDataRequest
-	60, // 53: veil.agent.v1.Attestation.Attest:input_type -> veil.agent.v1.AttestRequest
-	62, // 54: veil.agent.v1.Image.PullImage:input_type -> veil.agent.v1.PullImageRequest
-	66, // 55: veil.agent.v1.Sandbox.CreateSandbox:output_type -> google.protobuf.Empty
-	66, // 56: veil.agent.v1.Sandbox.DestroySandbox:output_type -> google.protobuf.Empty
-	66, // 57: veil.agent.v1.Sandbox.SetHostname:output_type -> google.protobuf.Empty
-	66, // 58: veil.agent.v1.Sandbox.SetDNS:output_type -> google.protobuf.Empty
-	9,  // 59: veil.agent.v1.Sandbox.GuestDetails:output_type -> veil.agent.v1.GuestDetailsResponse
-	11, // 60: veil.agent.v1.Sandbox.Check:output_type -> veil.agent.v1.CheckResponse
-	13, // 61: veil.agent.v1.Sandbox.Version:output_type -> veil.agent.v1.VersionResponse
-	66, // 62: veil.agent.v1.Sandbox.Shutdown:output_type -> google.protobuf.Empty
-	17, // 63: veil.agent.v1.Container.CreateContainer:output_type -> veil.agent.v1.CreateContainerResponse
-	66, // 64: veil.agent.v1.Container.StartContainer:output_type -> google.protobuf.Empty
-	66, // 65: veil.agent.v1.Container.RemoveContainer:output_type -> google.protobuf.Empty
-	21, // 66: veil.agent.v1.Container.StateContainer:output_type -> veil.agent.v1.StateContainerResponse
-	24, // 67: veil.agent.v1.Container.ListPids:output_type -> veil.agent.v1.ListPidsResponse
-	26, // 68: veil.agent.v1.Container.StatsContainer:output_type -> veil.agent.v1.StatsContainerResponse
-	66, // 69: veil.agent.v1.Container.UpdateContainer:output_type -> google.protobuf.Empty
-	66, // 70: veil.agent.v1.Container.PauseContainer:output_type -> google.protobuf.Empty
-	66, // 71: veil.agent.v1.Container.ResumeContainer:output_type -> google.protobuf.Empty
-	31, // 72: veil.agent.v1.Container.GetOOMEvent:output_type -> veil.agent.v1.GetOOMEventResponse
-	33, // 73: veil.agent.v1.Process.ExecProcess:output_type -> veil.agent.v1.ExecProcessResponse
-	35, // 74: veil.agent.v1.Process.WaitProcess:output_type -> veil.agent.v1.WaitProcessResponse
-	66, // 75: veil.agent.v1.Process.SignalProcess:output_type -> google.protobuf.Empty
-	66, // 76: veil.agent.v1.Process.ResizeTTY:output_type -> google.protobuf.Empty
-	39, // 77: veil.agent.v1.Process.WriteStdin:output_type -> veil.agent.v1.WriteStdinResponse
-	66, // 78: veil.agent.v1.Process.CloseStdin:output_type -> google.protobuf.Empty
-	42, // 79: veil.agent.v1.Process.ReadStdout:output_type -> veil.agent.v1.ReadStreamResponse
-	42, // 80: veil.agent.v1.Process.ReadStderr:output_type -> veil.agent.v1.ReadStreamResponse
-	66, // 81: veil.agent.v1.Process.DeleteProcess:output_type -> google.protobuf.Empty
-	45, // 82: veil.agent.v1.Network.UpdateInterface:output_type -> veil.agent.v1.Interface
-	49, // 83: veil.agent.v1.Network.UpdateRoutes:output_type -> veil.agent.v1.UpdateRoutesResponse
-	66, // 84: veil.agent.v1.Network.AddNeighbors:output_type -> google.protobuf.Empty
-	53, // 85: veil.agent.v1.Network.ListInterfaces:output_type -> veil.agent.v1.ListInterfacesResponse
-	55, // 86: veil.agent.v1.Network.ListRoutes:output_type -> veil.agent.v1.ListRoutesResponse
-	66, // 87: veil.agent.v1.Volume.CopyFile:output_type -> google.protobuf.Empty
-	66, // 88: veil.agent.v1.Volume.RemovePath:output_type -> google.protobuf.Empty
-	59, // 89: veil.agent.v1.Attestation.SetInitData:output_type -> veil.agent.v1.SetInitDataResponse
-	61, // 90: veil.agent.v1.Attestation.Attest:output_type -> veil.agent.v1.AttestResponse
-	63, // 91: veil.agent.v1.Image.PullImage:output_type -> veil.agent.v1.PullImageResponse
-	55, // [55:92] is the sub-list for method output_type
-	18, // [18:55] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	67, // 18: veil.agent.v1.Decision.time:type_name -> google.protobuf.Timestamp
+	63, // 19: veil.agent.v1.DecisionLogResponse.decisions:type_name -> veil.agent.v1.Decision
+	4,  // 20: veil.agent.v1.Sandbox.CreateSandbox:input_type -> veil.agent.v1.CreateSandboxRequest
+	5,  // 21: veil.agent.v1.Sandbox.DestroySandbox:input_type -> veil.agent.v1.DestroySandboxRequest
+	6,  // 22: veil.agent.v1.Sandbox.SetHostname:input_type -> veil.agent.v1.SetHostnameRequest
+	7,  // 23: veil.agent.v1.Sandbox.SetDNS:input_type -> veil.agent.v1.SetDNSRequest
+	8,  // 24: veil.agent.v1.Sandbox.GuestDetails:input_type -> veil.agent.v1.GuestDetailsRequest
+	10, // 25: veil.agent.v1.Sandbox.Check:input_type -> veil.agent.v1.CheckRequest
+	12, // 26: veil.agent.v1.Sandbox.Version:input_type -> veil.agent.v1.VersionRequest
+	14, // 27: veil.agent.v1.Sandbox.Shutdown:input_type -> veil.agent.v1.ShutdownRequest
+	15, // 28: veil.agent.v1.Container.CreateContainer:input_type -> veil.agent.v1.CreateContainerRequest
+	18, // 29: veil.agent.v1.Container.StartContainer:input_type -> veil.agent.v1.StartContainerRequest
+	19, // 30: veil.agent.v1.Container.RemoveContainer:input_type -> veil.agent.v1.RemoveContainerRequest
+	20, // 31: veil.agent.v1.Container.StateContainer:input_type -> veil.agent.v1.StateContainerRequest
+	22, // 32: veil.agent.v1.Container.ListPids:input_type -> veil.agent.v1.ListPidsRequest
+	25, // 33: veil.agent.v1.Container.StatsContainer:input_type -> veil.agent.v1.StatsContainerRequest
+	27, // 34: veil.agent.v1.Container.UpdateContainer:input_type -> veil.agent.v1.UpdateContainerRequest
+	28, // 35: veil.agent.v1.Container.PauseContainer:input_type -> veil.agent.v1.PauseContainerRequest
+	29, // 36: veil.agent.v1.Container.ResumeContainer:input_type -> veil.agent.v1.ResumeContainerRequest
+	30, // 37: veil.agent.v1.Container.GetOOMEvent:input_type -> veil.agent.v1.GetOOMEventRequest
+	32, // 38: veil.agent.v1.Process.ExecProcess:input_type -> veil.agent.v1.ExecProcessRequest
+	34, // 39: veil.agent.v1.Process.WaitProcess:input_type -> veil.agent.v1.WaitProcessRequest
+	36, // 40: veil.agent.v1.Process.SignalProcess:input_type -> veil.agent.v1.SignalProcessRequest
+	37, // 41: veil.agent.v1.Process.ResizeTTY:input_type -> veil.agent.v1.ResizeTTYRequest
+	38, // 42: veil.agent.v1.Process.WriteStdin:input_type -> veil.agent.v1.WriteStdinRequest
+	40, // 43: veil.agent.v1.Process.CloseStdin:input_type -> veil.agent.v1.CloseStdinRequest
+	41, // 44: veil.agent.v1.Process.ReadStdout:input_type -> veil.agent.v1.ReadStreamRequest
+	41, // 45: veil.agent.v1.Process.ReadStderr:input_type -> veil.agent.v1.ReadStreamRequest
+	43, // 46: veil.agent.v1.Process.DeleteProcess:input_type -> veil.agent.v1.DeleteProcessRequest
+	46, // 47: veil.agent.v1.Network.UpdateInterface:input_type -> veil.agent.v1.UpdateInterfaceRequest
+	48, // 48: veil.agent.v1.Network.UpdateRoutes:input_type -> veil.agent.v1.UpdateRoutesRequest
+	51, // 49: veil.agent.v1.Network.AddNeighbors:input_type -> veil.agent.v1.AddNeighborsRequest
+	52, // 50: veil.agent.v1.Network.ListInterfaces:input_type -> veil.agent.v1.ListInterfacesRequest
+	54, // 51: veil.agent.v1.Network.ListRoutes:input_type -> veil.agent.v1.ListRoutesRequest
+	56, // 52: veil.agent.v1.Volume.CopyFile:input_type -> veil.agent.v1.CopyFileRequest
+	57, // 53: veil.agent.v1.Volume.RemovePath:input_type -> veil.agent.v1.RemovePathRequest
+	58, // 54: veil.agent.v1.Attestation.SetInitData:input_type -> veil.agent.v1.SetInitDataRequest
+	60, // 55: veil.agent.v1.Attestation.Attest:input_type -> veil.agent.v1.AttestRequest
+	62, // 56: veil.agent.v1.Attestation.DecisionLog:input_type -> veil.agent.v1.DecisionLogRequest
+	65, // 57: veil.agent.v1.Image.PullImage:input_type -> veil.agent.v1.PullImageRequest
+	69, // 58: veil.agent.v1.Sandbox.CreateSandbox:output_type -> google.protobuf.Empty
+	69, // 59: veil.agent.v1.Sandbox.DestroySandbox:output_type -> google.protobuf.Empty
+	69, // 60: veil.agent.v1.Sandbox.SetHostname:output_type -> google.protobuf.Empty
+	69, // 61: veil.agent.v1.Sandbox.SetDNS:output_type -> google.protobuf.Empty
+	9,  // 62: veil.agent.v1.Sandbox.GuestDetails:output_type -> veil.agent.v1.GuestDetailsResponse
+	11, // 63: veil.agent.v1.Sandbox.Check:output_type -> veil.agent.v1.CheckResponse
+	13, // 64: veil.agent.v1.Sandbox.Version:output_type -> veil.agent.v1.VersionResponse
+	69, // 65: veil.agent.v1.Sandbox.Shutdown:output_type -> google.protobuf.Empty
+	17, // 66: veil.agent.v1.Container.CreateContainer:output_type -> veil.agent.v1.CreateContainerResponse
+	69, // 67: veil.agent.v1.Container.StartContainer:output_type -> google.protobuf.Empty
+	69, // 68: veil.agent.v1.Container.RemoveContainer:output_type -> google.protobuf.Empty
+	21, // 69: veil.agent.v1.Container.StateContainer:output_type -> veil.agent.v1.StateContainerResponse
+	24, // 70: veil.agent.v1.Container.ListPids:output_type -> veil.agent.v1.ListPidsResponse
+	26, // 71: veil.agent.v1.Container.StatsContainer:output_type -> veil.agent.v1.StatsContainerResponse
+	69, // 72: veil.agent.v1.Container.UpdateContainer:output_type -> google.protobuf.Empty
+	69, // 73: veil.agent.v1.Container.PauseContainer:output_type -> google.protobuf.Empty
+	69, // 74: veil.agent.v1.Container.ResumeContainer:output_type -> google.protobuf.Empty
+	31, // 75: veil.agent.v1.Container.GetOOMEvent:output_type -> veil.agent.v1.GetOOMEventResponse
+	33, // 76: veil.agent.v1.Process.ExecProcess:output_type -> veil.agent.v1.ExecProcessResponse
+	35, // 77: veil.agent.v1.Process.WaitProcess:output_type -> veil.agent.v1.WaitProcessResponse
+	69, // 78: veil.agent.v1.Process.SignalProcess:output_type -> google.protobuf.Empty
+	69, // 79: veil.agent.v1.Process.ResizeTTY:output_type -> google.protobuf.Empty
+	39, // 80: veil.agent.v1.Process.WriteStdin:output_type -> veil.agent.v1.WriteStdinResponse
+	69, // 81: veil.agent.v1.Process.CloseStdin:output_type -> google.protobuf.Empty
+	42, // 82: veil.agent.v1.Process.ReadStdout:output_type -> veil.agent.v1.ReadStreamResponse
+	42, // 83: veil.agent.v1.Process.ReadStderr:output_type -> veil.agent.v1.ReadStreamResponse
+	69, // 84: veil.agent.v1.Process.DeleteProcess:output_type -> google.protobuf.Empty
+	45, // 85: veil.agent.v1.Network.UpdateInterface:output_type -> veil.agent.v1.Interface
+	49, // 86: veil.agent.v1.Network.UpdateRoutes:output_type -> veil.agent.v1.UpdateRoutesResponse
+	69, // 87: veil.agent.v1.Network.AddNeighbors:output_type -> google.protobuf.Empty
+	53, // 88: veil.agent.v1.Network.ListInterfaces:output_type -> veil.agent.v1.ListInterfacesResponse
+	55, // 89: veil.agent.v1.Network.ListRoutes:output_type -> veil.agent.v1.ListRoutesResponse
+	69, // 90: veil.agent.v1.Volume.CopyFile:output_type -> google.protobuf.Empty
+	69, // 91: veil.agent.v1.Volume.RemovePath:output_type -> google.protobuf.Empty
+	59, // 92: veil.agent.v1.Attestation.SetInitData:output_type -> veil.agent.v1.SetInitDataResponse
+	61, // 93: veil.agent.v1.Attestation.Attest:output_type -> veil.agent.v1.AttestResponse
+	64, // 94: veil.agent.v1.Attestation.DecisionLog:output_type -> veil.agent.v1.DecisionLogResponse
+	66, // 95: veil.agent.v1.Image.PullImage:output_type -> veil.agent.v1.PullImageResponse
+	58, // [58:96] is the sub-list for method output_type
+	20, // [20:58] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -3926,7 +4120,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   61,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   7,
 		},

@@ -655,6 +655,7 @@ func (c *volumeClient) RemovePath(ctx context.Context, req *RemovePathRequest) (
 type AttestationService interface {
 	SetInitData(context.Context, *SetInitDataRequest) (*SetInitDataResponse, error)
 	Attest(context.Context, *AttestRequest) (*AttestResponse, error)
+	DecisionLog(context.Context, *DecisionLogRequest) (*DecisionLogResponse, error)
 }
 
 func RegisterAttestationService(srv *ttrpc.Server, svc AttestationService) {
@@ -673,6 +674,13 @@ func RegisterAttestationService(srv *ttrpc.Server, svc AttestationService) {
 					return nil, err
 				}
 				return svc.Attest(ctx, &req)
+			},
+			"DecisionLog": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DecisionLogRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DecisionLog(ctx, &req)
 			},
 		},
 	})
@@ -699,6 +707,14 @@ func (c *attestationClient) SetInitData(ctx context.Context, req *SetInitDataReq
 func (c *attestationClient) Attest(ctx context.Context, req *AttestRequest) (*AttestResponse, error) {
 	var resp AttestResponse
 	if err := c.client.Call(ctx, "veil.agent.v1.Attestation", "Attest", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *attestationClient) DecisionLog(ctx context.Context, req *DecisionLogRequest) (*DecisionLogResponse, error) {
+	var resp DecisionLogResponse
+	if err := c.client.Call(ctx, "veil.agent.v1.Attestation", "DecisionLog", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

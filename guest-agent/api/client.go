@@ -50,3 +50,7 @@ func (c *Client) Done() <-chan struct{} {
 	}()
 	return done
 }
+
+// TTRPC is the connection's ttrpc client, for calls by method name (tests
+// that send what no generated client would).
+func (c *Client) TTRPC() *ttrpc.Client { return c.conn }

@@ -7,10 +7,12 @@
 // fetches broker resources (layer keys, registry credentials) after
 // attestation.
 //
-// The TEE comes from the kernel command line, which the host sets but
-// cannot change unseen: it is measured at launch (SNP kernel-hashes, TDX
-// RTMR), so the broker's reference values catch a host that drops or
-// alters it:
+// The TEE comes from the hardware first (hardware.go: an SEV-SNP or TDX
+// guest is enforced as one whatever the command line says, and a
+// veil.tee naming something else there locks the agent down), then from
+// the kernel command line, which the host sets but cannot change unseen:
+// it is measured at launch (SNP kernel-hashes, TDX RTMR), so the broker's
+// reference values catch a host that drops or alters it:
 //
 //	veil.tee=snp|tdx     load the TEE guest drivers (/etc/veil/modules-tee)
 //	                     and find the report interface (configfs-tsm,
@@ -18,7 +20,8 @@
 //	                     the agent down
 //	veil.tee=sample      veil-dev: software evidence, INSECURE; the digest
 //	veil.initdata_digest=<hex>  is the "bound" init-data
-//	(absent or none)     an ordinary pod: no checks
+//	(absent or none)     an ordinary pod: no checks, unless the guest
+//	                     is an SNP or TDX guest
 package attest
 
 import (
@@ -64,7 +67,10 @@ type Config struct {
 	LoadTEEModules func() error
 	// Detect finds the hardware attester (evidence.Detect).
 	Detect func() (evidence.Attester, error)
-	Log    *slog.Logger
+	// Hardware is the TEE the guest shows before any driver loads
+	// (ProbeHardware); nil means none.
+	Hardware func() Hardware
+	Log      *slog.Logger
 }
 
 // State is the agent's confidential state, shared by the Attestation
@@ -91,11 +97,25 @@ func New(cfg Config) (*State, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	tee := cfg.Params[TEEParam]
-	if tee == "" {
-		tee = None
+	var hw Hardware
+	if cfg.Hardware != nil {
+		hw = cfg.Hardware()
 	}
+	d, err := DecideTEE(cfg.Params, hw)
+	if err != nil {
+		return nil, err
+	}
+	tee := d.TEE
 	s := &State{tee: tee, log: log}
+	if d.Lock != "" {
+		s.enforcer = policy.NewEnforcer(true)
+		s.enforcer.Lock(d.Lock)
+		log.Error("TEE mismatch: locked down", "reason", d.Lock)
+		return s, nil
+	}
+	if cfg.Params[TEEParam] == "" && tee != None {
+		log.Warn("no "+TEEParam+" on the kernel command line, but the guest runs in a TEE: enforcing as confidential", "tee", tee, "evidence", hw.Evidence)
+	}
 	switch tee {
 	case None:
 		s.enforcer = policy.NewEnforcer(false)
@@ -211,6 +231,22 @@ func (s *State) ImageKeys() []string { return slices.Clone(s.image().Keys) }
 func (s *State) ImageRegistry() (auth string, mirrors map[string][]string, tlsRoots string) {
 	im := s.image()
 	return im.RegistryAuth, maps.Clone(im.Mirrors), im.TLSRoots
+}
+
+// ImageLimits are the init-data's pull caps ([image] max_* keys); zero
+// fields (and an ordinary pod's) take the image package's defaults.
+func (s *State) ImageLimits() initdata.ImageLimits { return s.image().ImageLimits }
+
+// VolumeLimits are the init-data's [volumes] caps on the host's volume
+// copies; zero fields (and an ordinary pod's) take the volume package's
+// defaults.
+func (s *State) VolumeLimits() initdata.VolumeLimits {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.parsed == nil {
+		return initdata.VolumeLimits{}
+	}
+	return s.parsed.Volumes
 }
 
 // Resource fetches a broker resource named kbs:///repo/type/tag from the

@@ -15,6 +15,7 @@ import (
 	"github.com/veil-runtime/veil/attestation/kbs"
 	"github.com/veil-runtime/veil/attestation/kbs/server"
 	"github.com/veil-runtime/veil/attestation/policy"
+	"github.com/veil-runtime/veil/guest-agent/api"
 )
 
 func doc(broker, agentPolicy string) []byte {
@@ -91,8 +92,9 @@ func TestSetInitData(t *testing.T) {
 		if err != nil || d != initdata.Digest(good) {
 			t.Fatalf("SetInitData = %x, %v", d, err)
 		}
-		if err := s.Enforcer().Decide("/veil.agent.v1.Process/ExecProcess", nil); err != nil {
-			t.Fatalf("exec denied under a policy that allows it: %v", err)
+		share := &api.CreateSandboxRequest{Storages: []*api.Storage{{Driver: "9p", Source: "veilshare"}}}
+		if err := s.Enforcer().Decide("/veil.agent.v1.Sandbox/CreateSandbox", share); err != nil {
+			t.Fatalf("host share denied under a policy that allows it: %v", err)
 		}
 		if err := s.Enforcer().Decide("/veil.agent.v1.Process/ReadStdout", nil); err == nil {
 			t.Fatal("output reading allowed; the policy does not allow it")

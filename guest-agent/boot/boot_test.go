@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/containerd/cgroups/v3/cgroup2"
+	"golang.org/x/sys/unix"
 )
 
 func TestParseCmdline(t *testing.T) {
@@ -63,10 +64,14 @@ func TestSystemMountsCoverPID1Duties(t *testing.T) {
 	for target, fstype := range map[string]string{
 		"/proc": "proc", "/sys": "sysfs", "/dev": "devtmpfs", "/dev/pts": "devpts",
 		"/dev/shm": "tmpfs", "/sys/fs/cgroup": "cgroup2", "/tmp": "tmpfs", "/run": "tmpfs",
+		"/run/veil/volumes": "tmpfs",
 	} {
 		if m, ok := byTarget[target]; !ok || m.FSType != fstype {
 			t.Errorf("%s: got %+v, want a %s mount", target, m, fstype)
 		}
+	}
+	if m := byTarget["/run/veil/volumes"]; m.Flags&unix.MS_NOSUID == 0 || m.Flags&unix.MS_NODEV == 0 {
+		t.Errorf("guest volumes mounted with flags %#x, want nosuid,nodev", m.Flags)
 	}
 	if d := byTarget["/dev/pts"].Data; !strings.Contains(d, "newinstance") || !strings.Contains(d, "ptmxmode=0666") {
 		t.Errorf("devpts options %q lack newinstance,ptmxmode=0666", d)
@@ -76,7 +81,7 @@ func TestSystemMountsCoverPID1Duties(t *testing.T) {
 	for i, m := range SystemMounts() {
 		idx[m.Target] = i
 	}
-	if idx["/dev"] > idx["/dev/pts"] || idx["/sys"] > idx["/sys/fs/cgroup"] {
+	if idx["/dev"] > idx["/dev/pts"] || idx["/sys"] > idx["/sys/fs/cgroup"] || idx["/run"] > idx["/run/veil/volumes"] {
 		t.Error("parent mounts must precede their children")
 	}
 }

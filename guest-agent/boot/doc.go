@@ -1,5 +1,7 @@
-// Package boot does the guest agent's PID 1 duties: it reads the kernel
-// command line, mounts the kernel filesystems (proc, sys, devtmpfs, devpts,
+// Package boot does the guest agent's PID 1 duties: it first leaves the
+// initramfs for a tmpfs root and drops the environment the kernel passed
+// from the host's command line (CleanStart: switch root, re-exec with PATH
+// only), then reads the kernel command line, mounts the kernel filesystems (proc, sys, devtmpfs, devpts,
 // shm, cgroup2, tmp, run), enables cgroup controllers for containers, loads
 // the kernel modules the image lists, opens the console for logging, sets
 // the hostname and resolv.conf, and syncs, unmounts and powers the VM off.

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/veil-runtime/veil/guest-agent/volume"
 )
 
 // Mount is one filesystem PID 1 mounts at boot.
@@ -32,6 +34,11 @@ func SystemMounts() []Mount {
 		{"cgroup2", CgroupRoot, "cgroup2", nodev, "nsdelegate"},
 		{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
 		{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
+		// The guest volumes (copied configMaps and secrets, emptyDirs, shm)
+		// on their own nosuid,nodev tmpfs: a setuid-root file the host
+		// copies in is never setuid here (binds of them are hardened too:
+		// guest-agent/containers/harden.go).
+		{"tmpfs", volume.DefaultRoot, "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
 	}
 }
 
@@ -62,7 +69,7 @@ func MountSystem() error {
 
 // RootIsInitramfs reports whether / is the initramfs (rootfs) given the
 // contents of /proc/self/mounts. pivot_root cannot leave an initramfs, so
-// runc must then run with --no-pivot.
+// CleanStart moves the system into a tmpfs root first (SwitchRoot).
 func RootIsInitramfs(mounts string) bool {
 	for _, line := range strings.Split(mounts, "\n") {
 		f := strings.Fields(line)

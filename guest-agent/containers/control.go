@@ -10,6 +10,8 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 	"golang.org/x/sys/unix"
+
+	"github.com/veil-runtime/veil/guest-agent/stream"
 )
 
 // Status is a container's state.
@@ -127,7 +129,7 @@ func (m *Manager) ReadStdout(ctx context.Context, id, execID string, n int) ([]b
 	if err != nil {
 		return nil, err
 	}
-	return p.stdout.Read(ctx, n)
+	return readStream(ctx, p.stdout, id, execID, "stdout", n)
 }
 
 // ReadStderr is ReadStdout for stderr (EOF at once with a terminal).
@@ -136,7 +138,38 @@ func (m *Manager) ReadStderr(ctx context.Context, id, execID string, n int) ([]b
 	if err != nil {
 		return nil, err
 	}
-	return p.stderr.Read(ctx, n)
+	return readStream(ctx, p.stderr, id, execID, "stderr", n)
+}
+
+// readStream reads b; a drained stream is refused with PermissionDenied.
+func readStream(ctx context.Context, b *stream.Buffer, id, execID, name string, n int) ([]byte, error) {
+	data, err := b.Read(ctx, n)
+	if errors.Is(err, stream.ErrNotReadable) {
+		return nil, fmt.Errorf("%s of container %q exec %q: %w: %w", name, id, execID, err, errdefs.ErrPermissionDenied)
+	}
+	return data, err
+}
+
+// Tail is what the guest kept of a drained output stream.
+type Tail struct {
+	// Data is the last bytes written (at most DrainTailBytes).
+	Data []byte
+	// Total counts every byte the process wrote to the stream.
+	Total int64
+}
+
+// OutputTail returns what was kept of a process's drained stdout and
+// stderr (CreateRequest.DrainOutput), for the pod owner's diagnostics;
+// both are empty when the output is the host's to read. It is never
+// served to the host.
+func (m *Manager) OutputTail(id, execID string) (stdout, stderr Tail, err error) {
+	_, p, err := m.process(id, execID)
+	if err != nil {
+		return Tail{}, Tail{}, err
+	}
+	stdout.Data, stdout.Total = p.stdout.Tail()
+	stderr.Data, stderr.Total = p.stderr.Tail()
+	return stdout, stderr, nil
 }
 
 // DeleteProcess releases an exited exec process.

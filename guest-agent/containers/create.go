@@ -38,6 +38,11 @@ type CreateRequest struct {
 	Stdin    bool
 	// Devices are hot-plugged disks standing for spec devices.
 	Devices []DeviceRequest
+	// DrainOutput drains the process's stdout and stderr in the guest,
+	// keeping only a tail (OutputTail), for output the host may not read:
+	// a buffer waiting for a reader that never comes would block the
+	// process on its next write.
+	DrainOutput bool
 }
 
 // Create writes the bundle and runs runc create; it returns the init pid.
@@ -72,7 +77,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (pid int, err e
 	if err != nil {
 		return 0, fmt.Errorf("container %q rootfs: %w", req.ID, err)
 	}
-	spec, err := RewriteSpec(req.Spec, Rewrite{ID: req.ID, Rootfs: rootfs, Terminal: req.Terminal, PIDNamespace: pidns})
+	spec, err := RewriteSpec(req.Spec, Rewrite{ID: req.ID, Rootfs: rootfs, Terminal: req.Terminal, PIDNamespace: pidns, Confidential: m.cfg.Confidential})
 	if err != nil {
 		return 0, err
 	}
@@ -114,7 +119,10 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (pid int, err e
 	}
 	c.runc = m.cfg.NewRunc(bundle)
 	pidFile := filepath.Join(bundle, "init.pid")
-	opts := &runc.CreateOpts{PidFile: pidFile, NoPivot: m.cfg.NoPivot}
+	// Never --no-pivot: the guest's root is a tmpfs (boot.SwitchRoot), so
+	// runc pivots into the container's root and a chroot inside it cannot
+	// climb out to the guest's files.
+	opts := &runc.CreateOpts{PidFile: pidFile}
 	if io.socket != nil {
 		opts.ConsoleSocket = io.socket
 	} else {
@@ -127,7 +135,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (pid int, err e
 	pid, err = readPidFile(pidFile)
 	if err == nil {
 		var p *process
-		p, err = io.attach("", pid, req.Stdin, m.cfg.BufferBytes)
+		p, err = io.attach("", pid, req.Stdin, m.cfg.BufferBytes, req.DrainOutput)
 		if err == nil {
 			p.watch(m.cfg.Exits.Watch(pid))
 			c.init = p

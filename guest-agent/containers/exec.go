@@ -16,6 +16,8 @@ type ExecRequest struct {
 	Process    []byte
 	Terminal   bool
 	Stdin      bool
+	// DrainOutput is CreateRequest.DrainOutput for the exec.
+	DrainOutput bool
 }
 
 // Exec starts an additional process in a running container with runc exec
@@ -79,7 +81,7 @@ func (m *Manager) Exec(ctx context.Context, req ExecRequest) (pid int, err error
 		return 0, err
 	}
 	_ = os.Remove(pidFile)
-	p, err := io.attach(req.ExecID, pid, req.Stdin, m.cfg.BufferBytes)
+	p, err := io.attach(req.ExecID, pid, req.Stdin, m.cfg.BufferBytes, req.DrainOutput)
 	if err != nil {
 		io.close()
 		return 0, err

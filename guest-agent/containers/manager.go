@@ -12,6 +12,12 @@
 // streams have reached end of file in the buffers, so the host that reads
 // after Wait gets all output, in order, then EOF. The buffers are bounded;
 // a process that writes faster than the host reads blocks on its pipe.
+// Output the host may not read (CreateRequest.DrainOutput, decided by the
+// caller from the pod's policy when the process is created) is drained
+// instead: the copier never stops, only the last DrainTailBytes of each
+// stream are kept for the pod owner (OutputTail), reads are refused with
+// PermissionDenied, and Wait keeps its meaning (exit, then both pipes at
+// EOF).
 //
 // Errors carry containerd errdefs sentinels (NotFound, AlreadyExists,
 // InvalidArgument, FailedPrecondition) for the RPC layer to map.
@@ -88,8 +94,9 @@ type Config struct {
 	SharedDir string
 	// CgroupRoot is the cgroup2 mount (/sys/fs/cgroup).
 	CgroupRoot string
-	// NoPivot runs runc create with --no-pivot (needed when / is an initramfs).
-	NoPivot bool
+	// Confidential hardens every container's spec for a pod whose host is
+	// an adversary (harden.go).
+	Confidential bool
 	// PodPIDNamespace returns the path of the pod's shared PID namespace,
 	// starting its holder if needed. It is called for a container whose
 	// spec names a PID namespace by path (the CRI's way of asking for the
@@ -106,6 +113,10 @@ type Config struct {
 
 // DefaultBufferBytes bounds each stdout/stderr buffer.
 const DefaultBufferBytes = 1 << 20
+
+// DrainTailBytes is how much of each drained stream is kept
+// (CreateRequest.DrainOutput, OutputTail).
+const DrainTailBytes = 64 << 10
 
 // Manager owns the containers of the sandbox.
 type Manager struct {

@@ -212,7 +212,6 @@ func newHarness(t *testing.T, bufferBytes int) *harness {
 		BundleRoot:  filepath.Join(dir, "containers"),
 		SharedDir:   shared,
 		CgroupRoot:  filepath.Join(dir, "cgroup"),
-		NoPivot:     true,
 		BufferBytes: bufferBytes,
 		Log:         log,
 	})
@@ -444,8 +443,8 @@ func TestForceRemoveKillsAndUnmounts(t *testing.T) {
 	if written.Root.Path != filepath.Join(realShared, "c1/rootfs") || written.Linux.CgroupsPath != "/veil/c1" {
 		t.Fatalf("bundle config root %q cgroups %q", written.Root.Path, written.Linux.CgroupsPath)
 	}
-	if !h.runc.called("create c1 no-pivot=true") {
-		t.Fatalf("runc create not run with --no-pivot: %v", h.runc.calls)
+	if !h.runc.called("create c1 no-pivot=false") {
+		t.Fatalf("runc create run with --no-pivot (a chroot escape): %v", h.runc.calls)
 	}
 	if err := h.m.Start(h.ctx, "c1"); err != nil {
 		t.Fatal(err)
@@ -570,5 +569,78 @@ func TestWriteStdinStopsWhenCallerGivesUp(t *testing.T) {
 	cancel()
 	if err := <-done; err == nil {
 		t.Fatal("WriteStdin into a full pipe returned no error after its context ended")
+	}
+}
+
+// Output the host may not read: a process writing 3 MiB to each stream,
+// three times the readable buffer, with nobody reading, runs to its exit;
+// Wait reports it; the guest keeps the tails; reads are refused. With
+// readable buffers the process would block on its next write forever
+// (kata#10680).
+func TestDrainedOutputNeverBlocksTheProcess(t *testing.T) {
+	h := newHarness(t, 1<<20)
+	if err := os.MkdirAll(filepath.Join(h.shared, "c1", "rootfs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := `head -c 3145728 /dev/zero; printf 'out end'; head -c 3145728 /dev/zero >&2; printf 'err end' >&2; exit 5`
+	spec, _ := json.Marshal(specs.Spec{Process: &specs.Process{Args: []string{"/bin/sh", "-c", script}, Cwd: "/"}})
+	if _, err := h.m.Create(h.ctx, CreateRequest{
+		ID: "c1", Spec: spec, DrainOutput: true,
+		Rootfs: storage.Spec{Driver: "shared", Source: "c1/rootfs"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.m.Start(h.ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, time.Minute)
+	defer cancel()
+	status, at, err := h.m.Wait(ctx, "c1", "")
+	if err != nil {
+		t.Fatalf("Wait for a process whose output nobody reads: %v (blocked on a full pipe?)", err)
+	}
+	if status != 5 || at.IsZero() {
+		t.Fatalf("Wait = %d at %v, want 5 with a time", status, at)
+	}
+	out, errOut, err := h.m.OutputTail("c1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tail := range map[string]Tail{"out": out, "err": errOut} {
+		end := name + " end"
+		if tail.Total != 3<<20+int64(len(end)) || len(tail.Data) != DrainTailBytes || !strings.HasSuffix(string(tail.Data), end) {
+			t.Errorf("std%s tail: %d bytes kept of %d, ending %q; want %d of %d ending %q",
+				name, len(tail.Data), tail.Total, tail.Data[max(0, len(tail.Data)-10):], DrainTailBytes, 3<<20+len(end), end)
+		}
+	}
+	for name, read := range map[string]func(context.Context, string, string, int) ([]byte, error){"stdout": h.m.ReadStdout, "stderr": h.m.ReadStderr} {
+		if _, err := read(h.ctx, "c1", "", 10); !errors.Is(err, errdefs.ErrPermissionDenied) {
+			t.Errorf("%s of a drained process = %v, want PermissionDenied", name, err)
+		}
+	}
+}
+
+func TestDrainedExecAndReadableTail(t *testing.T) {
+	h := newHarness(t, 1<<20)
+	h.create(t, "c1", false, "/bin/sh", "-c", "exec sleep 1000")
+	if err := h.m.Start(h.ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.m.Exec(h.ctx, ExecRequest{ID: "c1", ExecID: "e1", DrainOutput: true,
+		Process: []byte(`{"args":["/bin/sh","-c","head -c 2097152 /dev/zero; echo done"]}`)}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, time.Minute)
+	defer cancel()
+	if status, _, err := h.m.Wait(ctx, "c1", "e1"); err != nil || status != 0 {
+		t.Fatalf("drained exec: Wait = %d, %v", status, err)
+	}
+	out, _, err := h.m.OutputTail("c1", "e1")
+	if err != nil || !strings.HasSuffix(string(out.Data), "done\n") {
+		t.Fatalf("exec stdout tail ends %q, %v", out.Data[max(0, len(out.Data)-10):], err)
+	}
+	// The init's output is the host's: no tail kept in the guest.
+	if out, errOut, err := h.m.OutputTail("c1", ""); err != nil || out.Data != nil || errOut.Data != nil {
+		t.Fatalf("readable init's tail = %q, %q, %v; want none", out.Data, errOut.Data, err)
 	}
 }

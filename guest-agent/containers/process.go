@@ -76,14 +76,19 @@ func (s *stdio) close() {
 }
 
 // attach turns the stdio runc has started pid with into a process whose
-// output is being copied.
-func (s *stdio) attach(execID string, pid int, stdin bool, limit int) (*process, error) {
+// output is being copied: into buffers of limit bytes for the host, or,
+// with drain, into tails of DrainTailBytes that never block the process.
+func (s *stdio) attach(execID string, pid int, stdin bool, limit int, drain bool) (*process, error) {
+	newBuffer := func() *stream.Buffer { return stream.NewBuffer(limit) }
+	if drain {
+		newBuffer = func() *stream.Buffer { return stream.NewDrain(DrainTailBytes) }
+	}
 	p := &process{
 		execID:   execID,
 		pid:      pid,
 		terminal: s.socket != nil,
-		stdout:   stream.NewBuffer(limit),
-		stderr:   stream.NewBuffer(limit),
+		stdout:   newBuffer(),
+		stderr:   newBuffer(),
 		exited:   make(chan struct{}),
 		done:     make(chan struct{}),
 	}

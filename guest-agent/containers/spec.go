@@ -33,6 +33,9 @@ type Rewrite struct {
 	Terminal bool
 	// PIDNamespace is the sandbox's shared PID namespace path, or empty.
 	PIDNamespace string
+	// Confidential hardens the spec for a pod whose host is an adversary
+	// (harden.go).
+	Confidential bool
 }
 
 // RewriteSpec parses an OCI spec from the host and makes it runnable in the
@@ -44,7 +47,8 @@ type Rewrite struct {
 // namespace when there is one (r.PIDNamespace); a container always gets
 // its own cgroup namespace, as the CRI gives one on a cgroup v2 host (the
 // guest is one, whatever the host's containerd saw), so it finds its own
-// limits at /sys/fs/cgroup; hooks (host binaries) are dropped.
+// limits at /sys/fs/cgroup; hooks (host binaries) are dropped; and the
+// mounts, masked paths and device rules are hardened (harden.go).
 // A spec that does not parse or has no process is errdefs.ErrInvalidArgument.
 func RewriteSpec(raw []byte, r Rewrite) (*specs.Spec, error) {
 	var s specs.Spec
@@ -66,6 +70,7 @@ func RewriteSpec(raw []byte, r Rewrite) (*specs.Spec, error) {
 	}
 	s.Linux.CgroupsPath = CgroupPath(r.ID)
 	s.Linux.Namespaces = rewriteNamespaces(s.Linux.Namespaces, r.PIDNamespace)
+	harden(&s, r.Confidential)
 	return &s, nil
 }
 

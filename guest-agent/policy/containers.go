@@ -88,7 +88,8 @@ type Container struct {
 }
 
 // EnvPattern admits environment entries whose name and value match the
-// regular expressions (RE2, anchored by the author with ^...$).
+// regular expressions (RE2), each matched against the whole name or value
+// (anchored by the agent: ^(?:...)$).
 type EnvPattern struct {
 	Name  string `toml:"name"`
 	Value string `toml:"value"`

@@ -2,15 +2,14 @@ package policy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -27,7 +26,7 @@ func TestGuestVolumeRootIsTheVolumeService(t *testing.T) {
 
 func TestParse(t *testing.T) {
 	p, err := Parse("")
-	if err != nil || p != Default() {
+	if err != nil || !reflect.DeepEqual(p, Default()) {
 		t.Fatalf("empty: %+v, %v", p, err)
 	}
 	p, err = Parse("allow_exec = true\nallow_host_share = true\n")
@@ -43,121 +42,33 @@ func TestParse(t *testing.T) {
 	if _, err := Parse("allow_exec = "); err == nil || !strings.Contains(err.Error(), "parsing toml") {
 		t.Fatalf("bad toml: %v", err)
 	}
-}
-
-func specJSON(t *testing.T, f func(*specs.Spec)) []byte {
-	t.Helper()
-	s := &specs.Spec{Process: &specs.Process{Args: []string{"sh"}, Capabilities: &specs.LinuxCapabilities{Bounding: []string{"CAP_CHOWN"}}}}
-	if f != nil {
-		f(s)
+	if _, err := Parse("allow_everything = true"); err == nil || !strings.Contains(err.Error(), "allow_unbound_containers, containers") {
+		t.Fatalf("the known rules are not listed from the struct tags: %v", err)
 	}
-	b, err := json.Marshal(s)
-	if err != nil {
-		t.Fatal(err)
+	for doc, want := range map[string]string{
+		"[[containers]]\nargs = [\"x\"]":                                                             "containers[0]: no name",
+		"[[containers]]\nname = \"a\"\n[[containers]]\nname = \"a\"":                                 "containers[a]: the name is used twice",
+		"[[containers]]\nname = \"a\"\nseccomp = \"Off\"":                                            "want RuntimeDefault or Unconfined",
+		"[[containers]]\nname = \"a\"\n[[containers.mounts]]\ndestination = \"/x\"\nkind = \"bind\"": "kind \"bind\"",
+		"[[containers]]\nname = \"a\"\n[[containers.mounts]]\ndestination = \"x\"\nkind = \"copy\"":  "not an absolute path",
+		"[[containers]]\nname = \"a\"\n[[containers.env_patterns]]\nname = \"(\"\nvalue = \"\"":      "containers[a].env_patterns",
+	} {
+		if _, err := Parse(doc); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Parse(%q) = %v, want an error with %q", doc, err, want)
+		}
 	}
-	return b
-}
-
-func TestCheck(t *testing.T) {
-	share := &api.Storage{Driver: "9p", Source: "veilshare", MountPoint: "/run/veil/shared"}
-	rootfs := &api.Storage{Driver: "shared", Source: "c1/rootfs"}
-	tmpfs := &api.Storage{Driver: "tmpfs", Source: "tmpfs", MountPoint: "/run/x"}
-	all := Policy{AllowExec: true, AllowReadOutput: true, AllowWriteStdin: true, AllowHostShare: true, AllowHostMounts: true, AllowPrivileged: true, AllowHooks: true}
-	shareOnly := Policy{AllowHostShare: true}
-	tests := []struct {
-		name     string
-		p        Policy
-		method   string
-		req      any
-		wantRule string // "" allowed
-	}{
-		{"exec denied", Default(), methodExec, &api.ExecProcessRequest{}, "allow_exec"},
-		{"exec allowed", all, methodExec, &api.ExecProcessRequest{}, ""},
-		{"stdout denied", Default(), methodReadStdout, &api.ReadStreamRequest{}, "allow_read_output"},
-		{"stderr denied", Default(), methodReadStderr, &api.ReadStreamRequest{}, "allow_read_output"},
-		{"stdout allowed", all, methodReadStdout, &api.ReadStreamRequest{}, ""},
-		{"stdin denied", Default(), methodWriteStdin, &api.WriteStdinRequest{}, "allow_write_stdin"},
-		{"wait always allowed", Default(), "/veil.agent.v1.Process/WaitProcess", &api.WaitProcessRequest{}, ""},
-		{"sandbox with host share denied", Default(), methodCreateSandbox, &api.CreateSandboxRequest{Storages: []*api.Storage{share}}, "allow_host_share"},
-		{"sandbox with host share allowed", shareOnly, methodCreateSandbox, &api.CreateSandboxRequest{Storages: []*api.Storage{share}}, ""},
-		{"sandbox with tmpfs only", Default(), methodCreateSandbox, &api.CreateSandboxRequest{Storages: []*api.Storage{tmpfs}}, ""},
-		{"container rootfs from host denied", Default(), methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: specJSON(t, nil)}, "allow_host_share"},
-		{"container rootfs from host allowed", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: specJSON(t, nil)}, ""},
-		{"container rootfs pulled in the guest", Default(), methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: &api.Storage{Driver: "bind", Source: "/run/veil/images/c1/rootfs"}, Spec: specJSON(t, nil)}, ""},
-		{"container rootfs of another container's image", all, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: &api.Storage{Driver: "bind", Source: "/run/veil/images/c2/rootfs"}, Spec: specJSON(t, nil)}, "rootfs"},
-		{"container rootfs on a guest volume", all, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: &api.Storage{Driver: "bind", Source: "/run/veil/volumes/c1/v"}, Spec: specJSON(t, nil)}, "rootfs"},
-		{"container rootfs escaping the image root", all, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: &api.Storage{Driver: "bind", Source: "/run/veil/images/c1/rootfs/../../../../"}, Spec: specJSON(t, nil)}, "rootfs"},
-		{"container volume from host denied", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Storages: []*api.Storage{{Driver: "shared", Source: "c1/mounts/0"}}, Spec: specJSON(t, nil)}, "allow_host_mounts"},
-		{"container bind mount denied", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: specJSON(t, func(s *specs.Spec) {
-			s.Mounts = []specs.Mount{{Destination: "/etc/hosts", Type: "bind", Source: "/run/veil/shared/c1/mounts/hosts", Options: []string{"rbind"}}}
-		})}, "allow_host_mounts"},
-		{"container proc mount fine", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: specJSON(t, func(s *specs.Spec) {
-			s.Mounts = []specs.Mount{{Destination: "/proc", Type: "proc", Source: "proc"}}
-		})}, ""},
-		{"privileged denied", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: specJSON(t, func(s *specs.Spec) {
-			s.Process.Capabilities.Bounding = append(s.Process.Capabilities.Bounding, "CAP_SYS_ADMIN")
-		})}, "allow_privileged"},
-		{"hooks denied", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: specJSON(t, func(s *specs.Spec) {
-			s.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/bin/evil"}}}
-		})}, "allow_hooks"},
-		{"everything allowed", all, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: specJSON(t, func(s *specs.Spec) {
-			s.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/bin/x"}}}
-			s.Process.Capabilities.Bounding = append(s.Process.Capabilities.Bounding, "CAP_SYS_ADMIN")
-		})}, ""},
-		{"guest volume bind needs no rule", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: specJSON(t, func(s *specs.Spec) {
-			s.Mounts = []specs.Mount{
-				{Destination: "/etc/config", Type: "bind", Source: "/run/veil/volumes/c1-3", Options: []string{"rbind", "ro"}},
-				{Destination: "/etc/hosts", Type: "bind", Source: "/run/veil/volumes/c1-0/hosts", Options: []string{"rbind"}},
-			}
-		})}, ""},
-		{"bind climbing out of the guest volumes denied", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: specJSON(t, func(s *specs.Spec) {
-			s.Mounts = []specs.Mount{{Destination: "/x", Type: "bind", Source: "/run/veil/volumes/../attest", Options: []string{"rbind"}}}
-		})}, "allow_host_mounts"},
-		{"bind of the volume root itself denied", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: specJSON(t, func(s *specs.Spec) {
-			s.Mounts = []specs.Mount{{Destination: "/x", Type: "none", Source: "/run/veil/volumes", Options: []string{"bind"}}}
-		})}, "allow_host_mounts"},
-		{"bind of another guest path denied", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Spec: specJSON(t, func(s *specs.Spec) {
-			s.Mounts = []specs.Mount{{Destination: "/x", Type: "bind", Source: "/etc", Options: []string{"rbind"}}}
-		})}, "allow_host_mounts"},
-		{"bind storage of a guest volume", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Storages: []*api.Storage{{Driver: "bind", Source: "/run/veil/volumes/v", MountPoint: "/run/m"}}, Spec: specJSON(t, nil)}, ""},
-		{"bind storage of a guest path denied", shareOnly, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Rootfs: rootfs, Storages: []*api.Storage{{Driver: "bind", Source: "/", MountPoint: "/run/m"}}, Spec: specJSON(t, nil)}, "allow_host_mounts"},
-		{"debug console denied", Default(), MethodDebugConsole, nil, "allow_debug_console"},
-		{"debug console allowed", Policy{AllowDebugConsole: true}, MethodDebugConsole, nil, ""},
-		{"volume copies allowed by default", Default(), methodCopyFile, &api.CopyFileRequest{Volume: "v", Path: "hosts"}, ""},
-		{"volume copies denied", Policy{DenyVolumeCopies: true}, methodCopyFile, &api.CopyFileRequest{Volume: "v", Path: "hosts"}, "deny_volume_copies"},
-		{"volume removals denied", Policy{DenyVolumeCopies: true}, methodRemovePath, &api.RemovePathRequest{Volume: "v", Path: "x"}, "deny_volume_copies"},
-		{"spec that does not parse", all, methodCreateContainer, &api.CreateContainerRequest{ContainerId: "c1", Spec: []byte("{")}, "spec"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			d := tt.p.Check(tt.method, tt.req)
-			if tt.wantRule == "" {
-				if d != nil {
-					t.Fatalf("denied: %v", d)
-				}
-				return
-			}
-			if d == nil || d.Rule != tt.wantRule {
-				t.Fatalf("denial %v, want rule %s", d, tt.wantRule)
-			}
-			if !strings.Contains(d.Error(), "rule "+tt.wantRule) || !strings.Contains(d.Error(), tt.method) {
-				t.Fatalf("denial %q does not name the rule and method", d)
-			}
-		})
+	// An empty capability list drops every capability; no list means
+	// containerd's defaults.
+	p, err = Parse("[[containers]]\nname = \"a\"\ncapabilities = []\n[[containers]]\nname = \"b\"")
+	if err != nil || p.Containers[0].Capabilities == nil || p.Containers[1].Capabilities != nil {
+		t.Fatalf("capabilities = [] and none: %+v, %v", p.Containers, err)
 	}
 }
 
 // call runs the interceptor as ttrpc does: the method unmarshals into its
 // request and records whether the handler body ran.
 func call(e *Enforcer, method string, req any) (ran bool, err error) {
-	unmarshal := func(v any) error {
-		// As a real unmarshal would: the request's bytes into v.
-		raw, err := proto.Marshal(req.(proto.Message))
-		if err != nil {
-			return err
-		}
-		return proto.Unmarshal(raw, v.(proto.Message))
-	}
+	unmarshal := protoUnmarshal(req)
 	m := func(ctx context.Context, unmarshal func(any) error) (any, error) {
 		var v any
 		switch req.(type) {
@@ -223,24 +134,29 @@ func TestInterceptor(t *testing.T) {
 		steps []step
 	}{
 		{"ordinary pod: nothing checked", func() *Enforcer { return NewEnforcer(false) }, []step{
-			{methodExec, exec, ""}, {methodCreateSandbox, sandbox, ""},
+			{MethodExecProcess, exec, ""}, {MethodCreateSandbox, sandbox, ""},
 		}},
 		{"confidential before init-data", func() *Enforcer { return NewEnforcer(true) }, []step{
 			{check, &api.CheckRequest{}, ""},
 			{MethodSetInitData, &api.SetInitDataRequest{}, ""},
-			{methodCreateSandbox, sandbox, "rule init-data"},
-			{methodExec, exec, "call Attestation.SetInitData first"},
+			{MethodCreateSandbox, sandbox, "rule init-data"},
+			{MethodExecProcess, exec, "call Attestation.SetInitData first"},
 		}},
 		{"default policy", func() *Enforcer { e := NewEnforcer(true); e.SetPolicy(Default()); return e }, []step{
-			{methodExec, exec, "ExecProcess denied by the confidential agent policy (rule allow_exec)"},
-			{methodCreateSandbox, sandbox, "rule allow_host_share"},
-			{methodReadStdout, &api.ReadStreamRequest{}, "rule allow_read_output"},
+			{MethodExecProcess, exec, "ExecProcess denied by the confidential agent policy (rule allow_exec)"},
+			{MethodCreateSandbox, sandbox, "rule allow_host_share"},
+			{MethodReadStdout, &api.ReadStreamRequest{}, "rule allow_read_output"},
 		}},
 		{"permissive policy", func() *Enforcer {
 			e := NewEnforcer(true)
 			e.SetPolicy(Policy{AllowExec: true, AllowHostShare: true})
 			return e
-		}, []step{{methodExec, exec, ""}, {methodCreateSandbox, sandbox, ""}}},
+		}, []step{
+			{MethodCreateSandbox, sandbox, ""},
+			// allow_exec still needs a container the policy admitted.
+			{MethodExecProcess, exec, "rule exec"},
+			{"/veil.agent.v1.Sandbox/Exploit", &api.CheckRequest{}, "rule unknown-method"},
+		}},
 		{"locked down", func() *Enforcer {
 			e := NewEnforcer(true)
 			e.SetPolicy(Policy{AllowExec: true})
@@ -250,7 +166,7 @@ func TestInterceptor(t *testing.T) {
 		}, []step{
 			{check, &api.CheckRequest{}, ""},
 			{"/veil.agent.v1.Sandbox/Shutdown", &api.CheckRequest{}, ""},
-			{methodExec, exec, "locked down: init-data digest mismatch"},
+			{MethodExecProcess, exec, "locked down: init-data digest mismatch"},
 			{MethodSetInitData, &api.SetInitDataRequest{}, "rule lockdown"},
 		}},
 	}
@@ -276,5 +192,16 @@ func TestInterceptor(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// protoUnmarshal unmarshals as ttrpc would: the request's bytes into v.
+func protoUnmarshal(req any) func(any) error {
+	return func(v any) error {
+		raw, err := proto.Marshal(req.(proto.Message))
+		if err != nil {
+			return err
+		}
+		return proto.Unmarshal(raw, v.(proto.Message))
 	}
 }

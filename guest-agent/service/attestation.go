@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/veil-runtime/veil/guest-agent/api"
 )
@@ -37,4 +38,22 @@ func (a *attestationAPI) Attest(ctx context.Context, _ *api.AttestRequest) (*api
 		return nil, rpcErr(fmt.Errorf("attest: %w: %w", err, errdefs.ErrFailedPrecondition))
 	}
 	return &api.AttestResponse{Tee: st.TEE(), Broker: res.Broker, TokenClaims: res.Claims}, nil
+}
+
+// DecisionLog serves the agent policy's decision log (empty for an
+// ordinary pod, whose requests are not checked).
+func (a *attestationAPI) DecisionLog(ctx context.Context, _ *api.DecisionLogRequest) (*api.DecisionLogResponse, error) {
+	st := a.s.cfg.Attest
+	if st == nil {
+		return &api.DecisionLogResponse{}, nil
+	}
+	entries, dropped := st.Enforcer().Decisions().Entries()
+	resp := &api.DecisionLogResponse{Dropped: dropped}
+	for _, d := range entries {
+		resp.Decisions = append(resp.Decisions, &api.Decision{
+			Time: timestamppb.New(d.Time), Method: d.Method, ContainerId: d.Container,
+			Allowed: d.Allowed, Rule: d.Rule, Why: d.Why,
+		})
+	}
+	return resp, nil
 }

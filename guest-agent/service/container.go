@@ -33,6 +33,8 @@ func (a *containerAPI) CreateContainer(ctx context.Context, req *api.CreateConta
 		Terminal: req.GetTerminal(),
 		Stdin:    req.GetStdin(),
 		Devices:  devices,
+		// Decided now: init-data is accepted before any container exists.
+		DrainOutput: !a.s.outputReadable(),
 	})
 	if err != nil {
 		return nil, rpcErr(err)

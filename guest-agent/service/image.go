@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/veil-runtime/veil/attestation/initdata"
 	"github.com/veil-runtime/veil/attestation/kbs/client"
 	"github.com/veil-runtime/veil/guest-agent/api"
 	"github.com/veil-runtime/veil/guest-agent/attest"
@@ -34,6 +35,7 @@ type imageSecrets interface {
 	ImagePolicy() string
 	ImageKeys() []string
 	ImageRegistry() (auth string, mirrors map[string][]string, tlsRoots string)
+	ImageLimits() initdata.ImageLimits
 	Resource(ctx context.Context, uri string) ([]byte, error)
 }
 
@@ -78,8 +80,8 @@ func (a *imageAPI) pullerFor(ctx context.Context) (*image.Puller, error) {
 }
 
 // confidentialPullConfig fills cfg from the init-data: the policy
-// (required), decryption key URIs, mirrors, TLS roots, and the registry
-// credentials fetched from the broker.
+// (required), decryption key URIs, mirrors, TLS roots, the pull caps, and
+// the registry credentials fetched from the broker.
 func confidentialPullConfig(ctx context.Context, sec imageSecrets, cfg *image.Config) error {
 	doc := sec.ImagePolicy()
 	if doc == "" {
@@ -89,9 +91,17 @@ func confidentialPullConfig(ctx context.Context, sec imageSecrets, cfg *image.Co
 	if err != nil {
 		return fmt.Errorf("init-data image.policy: %v: %w", err, errdefs.ErrFailedPrecondition)
 	}
+	if len(sec.ImageKeys()) > 0 {
+		// Anyone can encrypt an image to the pod's keys: with keys, the
+		// images reaching them unnamed must be signed.
+		if err := pol.RequireSigned(); err != nil {
+			return fmt.Errorf("init-data image.policy: %v: %w", err, errdefs.ErrFailedPrecondition)
+		}
+	}
 	authURI, mirrors, roots := sec.ImageRegistry()
 	cfg.Policy, cfg.DecryptionKeys, cfg.Keys = pol, sec.ImageKeys(), brokerKeys{sec}
 	cfg.Mirrors, cfg.RootsPEM = mirrors, []byte(roots)
+	cfg.Limits = imageLimits(sec.ImageLimits())
 	if authURI != "" {
 		raw, err := sec.Resource(ctx, authURI)
 		if err != nil {
@@ -102,6 +112,17 @@ func confidentialPullConfig(ctx context.Context, sec imageSecrets, cfg *image.Co
 		}
 	}
 	return nil
+}
+
+// imageLimits are the puller's caps from the init-data's [image] keys
+// (zero: the default, a share of guest memory).
+func imageLimits(l initdata.ImageLimits) image.Limits {
+	return image.Limits{
+		LayerBytes:           l.MaxLayerBytes,
+		LayerCompressedBytes: l.MaxLayerCompressedBytes,
+		LayerEntries:         l.MaxLayerEntries,
+		ImageBytes:           l.MaxImageBytes,
+	}
 }
 
 type brokerKeys struct{ sec imageSecrets }
@@ -148,7 +169,8 @@ func (a *imageAPI) release(containerID string) error {
 // pullErr gives a pull failure its gRPC code: refused by policy or keys,
 // or a broker refusing a resource (denied, unknown, attestation failed) →
 // PermissionDenied; a bad image (digests, paths, ciphertext) →
-// FailedPrecondition.
+// FailedPrecondition; an image over a size or entry cap →
+// ResourceExhausted.
 func pullErr(err error) error {
 	var brokerErr *client.Error
 	switch {
@@ -156,6 +178,8 @@ func pullErr(err error) error {
 		return fmt.Errorf("%v: %w", err, errdefs.ErrPermissionDenied)
 	case errors.Is(err, policy.ErrRejected), errors.Is(err, decrypt.ErrNoKey), errors.Is(err, decrypt.ErrWrongKey):
 		return fmt.Errorf("%v: %w", err, errdefs.ErrPermissionDenied)
+	case errors.Is(err, unpack.ErrLimit):
+		return fmt.Errorf("%v: %w", err, errdefs.ErrResourceExhausted)
 	case errors.Is(err, decrypt.ErrTampered), errors.Is(err, unpack.ErrEscape), errors.Is(err, unpack.ErrDiffID), errors.Is(err, image.ErrBlobDigest):
 		return fmt.Errorf("%v: %w", err, errdefs.ErrFailedPrecondition)
 	}

@@ -90,7 +90,9 @@ func TestPullImageConfidential(t *testing.T) {
 	kbsSrv := httptest.NewServer(srv)
 	defer kbsSrv.Close()
 
-	docFor := func(keys string) []byte {
+	// With layer keys, only named scopes may accept unsigned images.
+	const namedAccept = `{"default": [{"type": "reject"}], "transports": {"docker": {"origin.example:5000/enc": [{"type": "insecureAcceptAnything"}]}}}`
+	docWith := func(policy, keys string) []byte {
 		return []byte(`version = "0.1.0"
 algorithm = "sha256"
 
@@ -98,7 +100,7 @@ algorithm = "sha256"
 url = "` + kbsSrv.URL + `"
 
 [image]
-policy = '{"default": [{"type": "insecureAcceptAnything"}]}'
+policy = '` + policy + `'
 keys = [` + keys + `]
 registry_auth = "kbs:///default/credentials/registry"
 tls_roots = '''` + string(roots) + `'''
@@ -107,6 +109,7 @@ tls_roots = '''` + string(roots) + `'''
 "origin.example:5000" = ["` + host + `"]
 `)
 	}
+	docFor := func(keys string) []byte { return docWith(namedAccept, keys) }
 	pod := func(doc []byte) *imageAPI {
 		sum := initdata.Digest(doc)
 		st, err := attest.New(attest.Config{Params: map[string]string{attest.TEEParam: attest.Sample, attest.InitDataDigestParam: hex.EncodeToString(sum[:])}})
@@ -128,6 +131,17 @@ tls_roots = '''` + string(roots) + `'''
 	got, err := os.ReadFile(filepath.Join(res.Rootfs, "secret"))
 	if err != nil || string(got) != "plaintext only in the guest" {
 		t.Fatalf("secret = %q, %v", got, err)
+	}
+
+	// Keys with a default that accepts unsigned images: refused before
+	// any pull, naming the image, the scope and the rule.
+	a = pod(docWith(`{"default": [{"type": "insecureAcceptAnything"}]}`, `"kbs:///default/image-key/enc"`))
+	_, err = a.PullImage(ctx, &api.PullImageRequest{Image: "origin.example:5000/enc:1", ContainerId: "c1"})
+	wantCode(t, "keys with an accept-anything default", err, codes.FailedPrecondition)
+	for _, want := range []string{"origin.example:5000/enc:1", "default accepts images without a signature (insecureAcceptAnything)", "[image] keys"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("keys with an accept-anything default: %v, want %q", err, want)
+		}
 	}
 
 	// A key the broker does not hold: refused, naming the key.

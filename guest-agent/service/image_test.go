@@ -23,6 +23,7 @@ import (
 	"github.com/veil-runtime/veil/image"
 	"github.com/veil-runtime/veil/image/decrypt"
 	"github.com/veil-runtime/veil/image/policy"
+	"github.com/veil-runtime/veil/image/unpack"
 )
 
 func TestPullImagePlainPod(t *testing.T) {
@@ -87,6 +88,7 @@ func TestPullErrRoundTripsOnce(t *testing.T) {
 		fmt.Errorf("pulling app: %w", decrypt.ErrNoKey),
 		fmt.Errorf("image rejected: %w", policy.ErrRejected),
 		fmt.Errorf("layer: %w", image.ErrBlobDigest),
+		fmt.Errorf("layer: %w", &unpack.LimitError{Cap: unpack.Cap{Name: image.KeyMaxImageBytes, Max: 1}, Unit: "bytes uncompressed"}),
 	} {
 		got := errgrpc.ToNative(errgrpc.ToGRPC(pullErr(cause))).Error()
 		if strings.Contains(got, "\n") || !strings.HasPrefix(got, cause.Error()+": ") {

@@ -38,6 +38,7 @@ func (a *processAPI) ExecProcess(ctx context.Context, req *api.ExecProcessReques
 	pid, err := a.s.cfg.Containers.Exec(withoutCancel(ctx), containers.ExecRequest{
 		ID: req.GetContainerId(), ExecID: req.GetExecId(), Process: req.GetProcess(),
 		Terminal: req.GetTerminal(), Stdin: req.GetStdin(),
+		DrainOutput: !a.s.outputReadable(),
 	})
 	if err != nil {
 		return nil, rpcErr(err)

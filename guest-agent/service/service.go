@@ -111,5 +111,13 @@ func rpcErr(err error) error {
 	return errgrpc.ToGRPC(err)
 }
 
+// outputReadable reports whether the host may read the output of the
+// processes created now (the policy's allow_read_output in a confidential
+// pod; always in an ordinary one). Output it may not read is drained in
+// the guest (containers.CreateRequest.DrainOutput).
+func (s *Service) outputReadable() bool {
+	return s.cfg.Attest == nil || s.cfg.Attest.Enforcer().OutputReadable()
+}
+
 // withoutCancel keeps cleanup going when the caller gives up.
 func withoutCancel(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }

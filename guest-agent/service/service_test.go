@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/veil-runtime/veil/guest-agent/api"
+	"github.com/veil-runtime/veil/guest-agent/attest"
 	"github.com/veil-runtime/veil/guest-agent/containers"
 	"github.com/veil-runtime/veil/guest-agent/reaper"
 	"github.com/veil-runtime/veil/guest-agent/storage"
@@ -140,6 +141,13 @@ type fixture struct {
 
 func serve(t *testing.T) *fixture {
 	t.Helper()
+	return serveAttest(t, nil)
+}
+
+// serveAttest is serve with the agent's confidential state (nil: an
+// ordinary pod).
+func serveAttest(t *testing.T, st *attest.State) *fixture {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -161,6 +169,7 @@ func serve(t *testing.T) *fixture {
 		Volumes:    volume.New(fx.volumes),
 		PowerOff:   func() { close(fx.poweroff) },
 		ImagesRoot: fx.images,
+		Attest:     st,
 	})
 	srv, err := ttrpc.NewServer()
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/veil-runtime/veil/attestation/initdata"
 	"github.com/veil-runtime/veil/guest-agent/api"
 	"github.com/veil-runtime/veil/guest-agent/volume"
 )
@@ -18,11 +19,29 @@ type volumeAPI struct{ s *Service }
 
 var _ api.VolumeService = (*volumeAPI)(nil)
 
+// volumes returns the pod's Volumes with the caps of the accepted
+// init-data's [volumes] table (defaults before it and for ordinary pods;
+// a confidential agent serves no copy before init-data is accepted).
 func (a *volumeAPI) volumes() (*volume.Volumes, error) {
-	if a.s.cfg.Volumes == nil {
+	v := a.s.cfg.Volumes
+	if v == nil {
 		return nil, fmt.Errorf("volume copies: %w", errdefs.ErrNotImplemented)
 	}
-	return a.s.cfg.Volumes, nil
+	if st := a.s.cfg.Attest; st != nil {
+		v.SetLimits(volumeLimits(st.VolumeLimits()))
+	}
+	return v, nil
+}
+
+// volumeLimits are the Volume service's caps from the init-data's
+// [volumes] table (zero: the default).
+func volumeLimits(l initdata.VolumeLimits) volume.Limits {
+	return volume.Limits{
+		VolumeBytes:   l.MaxVolumeBytes,
+		VolumeEntries: l.MaxVolumeEntries,
+		TotalBytes:    l.MaxTotalBytes,
+		TotalEntries:  l.MaxTotalEntries,
+	}
 }
 
 func (a *volumeAPI) CopyFile(ctx context.Context, req *api.CopyFileRequest) (*emptypb.Empty, error) {

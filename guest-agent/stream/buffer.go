@@ -3,6 +3,12 @@
 // copying from the pipe) blocks while the buffer is full, so a process that
 // writes faster than the host reads is slowed down by its pipe instead of
 // growing the agent's memory. Readers block until data or end of stream.
+//
+// A buffer made with NewDrain is for output the host may not read (a
+// confidential pod whose policy denies reading output): writes never
+// block, only the last bytes are kept (Tail, for the pod owner's
+// diagnostics), and reads are refused with ErrNotReadable. Backpressure
+// there would block the process forever, since no reader will come.
 package stream
 
 import (
@@ -15,13 +21,19 @@ import (
 // ErrClosed is returned to a writer after the buffer has been discarded.
 var ErrClosed = errors.New("stream buffer closed")
 
-// Buffer is a bounded FIFO of bytes with one end-of-stream mark.
+// ErrNotReadable is returned by Read on a draining buffer (NewDrain).
+var ErrNotReadable = errors.New("output is drained in the guest, not kept for the host")
+
+// Buffer is a bounded FIFO of bytes with one end-of-stream mark, or, made
+// with NewDrain, a tail of the last bytes written.
 type Buffer struct {
 	mu      sync.Mutex
 	data    []byte
 	limit   int
-	eof     bool // the writer is done: readers get io.EOF once data is drained
-	dropped bool // Discard was called: writers fail, readers get io.EOF
+	drain   bool  // NewDrain: writes never block, data is the tail
+	total   int64 // bytes written, in drain mode
+	eof     bool  // the writer is done: readers get io.EOF once data is drained
+	dropped bool  // Discard was called: writers fail, readers get io.EOF
 	changed chan struct{}
 }
 
@@ -33,6 +45,18 @@ func NewBuffer(limit int) *Buffer {
 	return &Buffer{limit: limit, changed: make(chan struct{})}
 }
 
+// NewDrain returns a Buffer for output nobody may read: Write never
+// blocks and keeps only the last tail bytes (Tail); Read returns
+// ErrNotReadable, or io.EOF once the buffer was discarded.
+func NewDrain(tail int) *Buffer {
+	b := NewBuffer(tail)
+	b.drain = true
+	return b
+}
+
+// Draining reports whether b was made with NewDrain.
+func (b *Buffer) Draining() bool { return b.drain }
+
 // notify wakes every waiter; the caller holds mu.
 func (b *Buffer) notify() {
 	close(b.changed)
@@ -40,8 +64,12 @@ func (b *Buffer) notify() {
 }
 
 // Write appends p, blocking while the buffer is full. It returns ErrClosed
-// when the buffer was discarded.
+// when the buffer was discarded. A draining buffer never blocks: it keeps
+// the last bytes and forgets the older ones.
 func (b *Buffer) Write(p []byte) (int, error) {
+	if b.drain {
+		return b.writeTail(p)
+	}
 	n := 0
 	for n < len(p) {
 		b.mu.Lock()
@@ -69,6 +97,38 @@ func (b *Buffer) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// writeTail appends p to a draining buffer, keeping the last limit bytes.
+func (b *Buffer) writeTail(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.dropped || b.eof {
+		return 0, ErrClosed
+	}
+	b.total += int64(len(p))
+	if len(p) >= b.limit {
+		b.data = append(b.data[:0], p[len(p)-b.limit:]...)
+		return len(p), nil
+	}
+	if over := len(b.data) + len(p) - b.limit; over > 0 {
+		rest := copy(b.data, b.data[over:])
+		b.data = b.data[:rest]
+	}
+	b.data = append(b.data, p...)
+	return len(p), nil
+}
+
+// Tail returns a copy of what a draining buffer kept (the last bytes
+// written, at most its tail size) and how many bytes were written in all.
+// For a readable buffer it returns nothing: its data is the host's.
+func (b *Buffer) Tail() (tail []byte, total int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.drain {
+		return nil, 0
+	}
+	return append([]byte(nil), b.data...), b.total
+}
+
 // CloseWrite marks the end of the stream: readers get the remaining data,
 // then io.EOF.
 func (b *Buffer) CloseWrite() {
@@ -92,8 +152,17 @@ func (b *Buffer) Discard() {
 
 // Read blocks until data is available and returns up to n bytes of it, in
 // order. At the end of the stream it returns io.EOF; when ctx ends first, its
-// error.
+// error. A draining buffer returns ErrNotReadable at once (io.EOF once
+// discarded).
 func (b *Buffer) Read(ctx context.Context, n int) ([]byte, error) {
+	if b.drain {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.dropped {
+			return nil, io.EOF
+		}
+		return nil, ErrNotReadable
+	}
 	if n <= 0 {
 		n = 1
 	}
@@ -125,7 +194,8 @@ func (b *Buffer) Read(ctx context.Context, n int) ([]byte, error) {
 	}
 }
 
-// Len reports how many bytes are buffered.
+// Len reports how many bytes are buffered (for a draining buffer, the
+// size of its tail).
 func (b *Buffer) Len() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()

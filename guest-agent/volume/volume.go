@@ -11,6 +11,16 @@
 // atomically (written under a temporary name, then renamed), which is what
 // Kubernetes' atomic-writer layout (..data -> ..<timestamp>) relies on for
 // updates to reach a running container consistently.
+//
+// What the host may copy is capped (Limits): bytes and entries per volume
+// and over all volumes, the defaults a share of the guest's memory, since
+// the copies live in tmpfs. A copy over a cap is refused before anything
+// is written, naming the init-data key ([volumes] table), its value and
+// what the volume holds (ErrLimit, errdefs.ErrResourceExhausted). What a
+// volume holds is measured from its directory the first time the service
+// touches it and then kept up to date with each copy and removal; files a
+// container writes into a volume later (an emptyDir) are its own memory,
+// charged to its cgroup, and are only counted once a removal walks them.
 package volume
 
 import (
@@ -23,6 +33,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/containerd/errdefs"
 )
@@ -69,11 +80,69 @@ type Entry struct {
 // Volumes writes entries under one root directory, one subdirectory per
 // volume.
 type Volumes struct {
-	root string
+	root   string
+	memory int64
+
+	mu     sync.Mutex // serialises writes, guards what follows
+	limits Limits
+	usage  map[string]usage // by volume, once measured
+	total  usage            // sum of usage
 }
 
-// New returns Volumes rooted at root (DefaultRoot in the guest).
-func New(root string) *Volumes { return &Volumes{root: root} }
+// New returns Volumes rooted at root (DefaultRoot in the guest), capped
+// by DefaultLimits of the machine's memory until SetLimits.
+func New(root string) *Volumes {
+	mem := totalMemory()
+	return &Volumes{root: root, memory: mem, limits: DefaultLimits(mem), usage: map[string]usage{}}
+}
+
+// SetLimits replaces the caps; zero fields take DefaultLimits. What the
+// volumes already hold stays, even over the new caps; further copies are
+// checked against them.
+func (v *Volumes) SetLimits(l Limits) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.limits = l.withDefaults(v.memory)
+}
+
+// Limits returns the caps in force.
+func (v *Volumes) Limits() Limits {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.limits
+}
+
+// usageOf returns what volume name holds, measuring it on first use.
+// Called with v.mu held.
+func (v *Volumes) usageOf(name string, r *os.Root) (usage, error) {
+	if u, ok := v.usage[name]; ok {
+		return u, nil
+	}
+	u, err := measure(r, ".")
+	if err != nil {
+		return usage{}, fmt.Errorf("volume %s: measuring: %w", name, err)
+	}
+	v.usage[name] = u
+	v.total.add(u)
+	return u, nil
+}
+
+// charge records delta d for volume name; forget drops what is known of
+// it (after a failed operation) so that the next use measures it again.
+// Called with v.mu held.
+func (v *Volumes) charge(name string, d usage) {
+	u := v.usage[name]
+	u.add(d)
+	v.usage[name] = u
+	v.total.add(d)
+}
+
+func (v *Volumes) forget(name string) {
+	if u, ok := v.usage[name]; ok {
+		v.total.add(u.neg())
+		delete(v.usage, name)
+	}
+}
 
 // Dir returns the directory of volume name (which it does not create), for
 // binding into containers.
@@ -99,11 +168,32 @@ func (v *Volumes) Put(name string, e Entry) error {
 			return fmt.Errorf("volume %s: %w", name, err)
 		}
 	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
 	r, err := v.open(name, true)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
+	held, err := v.usageOf(name, r)
+	if err != nil {
+		return err
+	}
+	d, err := delta(r, rel, e)
+	if err != nil {
+		return fmt.Errorf("volume %s: %s %s: %w", name, e.Kind, rel, confined(err))
+	}
+	if err := v.limits.check(name, held, v.total, d); err != nil {
+		return fmt.Errorf("volume %s: %s %s: %w", name, e.Kind, rel, err)
+	}
+	ok := false
+	defer func() {
+		if ok {
+			v.charge(name, d)
+		} else {
+			v.forget(name)
+		}
+	}()
 	if dir := path.Dir(rel); dir != "." {
 		if err := r.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("volume %s: creating %s: %w", name, dir, confined(err))
@@ -122,7 +212,33 @@ func (v *Volumes) Put(name string, e Entry) error {
 	if err != nil {
 		return fmt.Errorf("volume %s: %s %s: %w", name, e.Kind, rel, confined(err))
 	}
+	ok = true
 	return nil
+}
+
+// delta is what writing e at rel adds to its volume: the missing parent
+// directories, the entry unless it replaces one, and its bytes less those
+// of the file it replaces.
+func delta(r *os.Root, rel string, e Entry) (usage, error) {
+	old, fi, err := sizeOf(r, rel)
+	if err != nil {
+		return usage{}, err
+	}
+	d := usage{entries: missingParents(r, rel)}
+	switch {
+	case fi == nil:
+		d.entries++
+	case e.Kind == Dir:
+		return d, nil // an existing directory is kept (or refused)
+	case fi.IsDir():
+		return d, nil // a rename over a directory fails
+	default:
+		d.bytes -= old.bytes
+	}
+	if e.Kind == File {
+		d.bytes += int64(len(e.Data))
+	}
+	return d, nil
 }
 
 // Remove removes an entry (a directory with everything in it). Removing
@@ -133,6 +249,8 @@ func (v *Volumes) Remove(name, p string) error {
 	if err != nil {
 		return err
 	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
 	r, err := v.open(name, false)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil
@@ -141,9 +259,18 @@ func (v *Volumes) Remove(name, p string) error {
 		return err
 	}
 	defer r.Close()
-	if err := r.RemoveAll(rel); err != nil {
+	if _, err := v.usageOf(name, r); err != nil {
+		return err
+	}
+	gone, _, err := sizeOf(r, rel)
+	if err != nil {
 		return fmt.Errorf("volume %s: removing %s: %w", name, rel, confined(err))
 	}
+	if err := r.RemoveAll(rel); err != nil {
+		v.forget(name)
+		return fmt.Errorf("volume %s: removing %s: %w", name, rel, confined(err))
+	}
+	v.charge(name, gone.neg())
 	return nil
 }
 
@@ -153,6 +280,9 @@ func (v *Volumes) RemoveVolume(name string) error {
 	if err != nil {
 		return err
 	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.forget(name)
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("removing volume %s: %w", name, err)
 	}

@@ -12,14 +12,18 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	sgsign "github.com/sigstore/sigstore-go/pkg/sign"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
-func mustRef(t *testing.T, s string) name.Reference {
+func mustRef(t testing.TB, s string) name.Reference {
 	t.Helper()
 	r, err := name.ParseReference(s)
 	if err != nil {
@@ -83,7 +87,7 @@ func TestParseErrors(t *testing.T) {
 		`{"default": [{"type": "accept"}]}`: `unknown requirement type "accept"`,
 		`{"default": [{"type": "reject"}], "extra": 1}`:                                                          `unknown field "extra"`,
 		`{"default": [{"type": "sigstoreSigned"}]}`:                                                              `exactly one of keyPath`,
-		`{"default": [{"type": "sigstoreSigned", "keyPath": "k", "fulcio": {}}]}`:                                `fulcio/rekor verification is not supported`,
+		`{"default": [{"type": "sigstoreSigned", "keyPath": "k", "fulcio": {}}]}`:                                `fulcio/rekor verification (keyless signatures, transparency-log checks) is not supported in the guest`,
 		`{"default": [{"type": "reject"}], "transports": {"docker": {"r.io": []}}}`:                              `transports.docker["r.io"] lists no requirement`,
 		`{"default": [{"type": "sigstoreSigned", "keyPath": "k", "signedIdentity": {"type": "remapIdentity"}}]}`: `signedIdentity type "remapIdentity" is not supported`,
 	} {
@@ -226,5 +230,161 @@ func TestCheckRejectAndSignedBy(t *testing.T) {
 	p, _ := Parse([]byte(`{"default": [{"type": "insecureAcceptAnything"}]}`))
 	if err := p.Check(context.Background(), Image{Ref: mustRef(t, "reg.io/ns/app:1")}, nil); err != nil {
 		t.Errorf("insecureAcceptAnything: %v", err)
+	}
+}
+
+// TestRequireSigned: with decryption keys, the scopes an image falls into
+// without being named must require a signature (or reject); named scopes
+// may accept unsigned images explicitly.
+func TestRequireSigned(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc, want string // want "" = allowed
+	}{
+		{"default accepts", `{"default": [{"type": "insecureAcceptAnything"}]}`, `default accepts images without a signature (insecureAcceptAnything)`},
+		{"default signed", `{"default": [{"type": "sigstoreSigned", "keyPath": "kbs:///k"}]}`, ""},
+		{"default rejects, named scope accepts", `{"default": [{"type": "reject"}], "transports": {"docker": {"reg.io/ns/public": [{"type": "insecureAcceptAnything"}]}}}`, ""},
+		{"transport default accepts", `{"default": [{"type": "reject"}], "transports": {"docker": {"": [{"type": "insecureAcceptAnything"}]}}}`, `transports.docker[""] accepts images without a signature`},
+		{"transport default signed, global default unused", `{"default": [{"type": "insecureAcceptAnything"}], "transports": {"docker": {"": [{"type": "sigstoreSigned", "keyData": "eA=="}]}}}`, ""},
+		{"accept then signed", `{"default": [{"type": "insecureAcceptAnything"}, {"type": "sigstoreSigned", "keyPath": "kbs:///k"}]}`, ""},
+	} {
+		p, err := Parse([]byte(tc.doc))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		err = p.RequireSigned()
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%s: %v, want allowed", tc.name, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "[image] keys") {
+			t.Errorf("%s: %v, want %q naming [image] keys", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestBundleForms: bundles made by sigstore-go's signer with an ephemeral
+// key, checked by the guest's verifier directly: a message signature over
+// the manifest (the artifact's digest is the image digest) and a DSSE
+// statement pass; the shapes a Sigstore bundle may not have are refused
+// naming what is wrong.
+func TestBundleForms(t *testing.T) {
+	kp, err := sgsign.NewEphemeralKeypair(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubPEM, err := kp.GetPublicKeyPem()
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := []byte(`{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}`)
+	sum := sha256.Sum256(manifest)
+	digest := fmt.Sprintf("sha256:%x", sum)
+	ref := mustRef(t, "reg.io/ns/app:1")
+	mk := func(c sgsign.Content) []byte {
+		pb, err := sgsign.Bundle(c, kp, sgsign.BundleOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := protojson.Marshal(pb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	stmt := func(digestHex, predicate, typ string) []byte {
+		b, _ := json.Marshal(map[string]any{"_type": typ, "subject": []any{map[string]any{"digest": map[string]string{"sha256": digestHex}}}, "predicateType": predicate, "predicate": map[string]any{}})
+		return b
+	}
+	edit := func(b []byte, fn func(map[string]any)) []byte {
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		fn(m)
+		out, _ := json.Marshal(m)
+		return out
+	}
+	hexd := digest[len("sha256:"):]
+	dsse := mk(&sgsign.DSSEData{Data: stmt(hexd, PredicateCosignSign, statementV1), PayloadType: payloadTypeInToto})
+	p, err := Parse([]byte(`{"default": [{"type": "sigstoreSigned", "keyData": ` + keyDataJSON(pubPEM) + `}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		bundle []byte
+		want   string // "" = accepted
+	}{
+		{"message signature over the manifest", mk(&sgsign.PlainData{Data: manifest}), ""},
+		{"message signature over another manifest", mk(&sgsign.PlainData{Data: append(manifest, ' ')}), "message signature is over SHA2_256:"},
+		{"DSSE statement", dsse, ""},
+		{"DSSE statement v0.1", mk(&sgsign.DSSEData{Data: stmt(hexd, PredicateCosignSign, statementV01), PayloadType: payloadTypeInToto}), ""},
+		{"not an in-toto statement", mk(&sgsign.DSSEData{Data: stmt(hexd, PredicateCosignSign, "x"), PayloadType: payloadTypeInToto}), `not an in-toto statement (_type "x")`},
+		{"other payload type", mk(&sgsign.DSSEData{Data: stmt(hexd, PredicateCosignSign, statementV1), PayloadType: "text/plain"}), `DSSE payload type is "text/plain"`},
+		{"two signatures", edit(dsse, func(m map[string]any) {
+			env := m["dsseEnvelope"].(map[string]any)
+			sigs := env["signatures"].([]any)
+			env["signatures"] = append(sigs, sigs[0])
+		}), "DSSE envelope has 2 signatures"},
+		{"old media type spelling", edit(dsse, func(m map[string]any) { m["mediaType"] = "application/vnd.dev.sigstore.bundle+json;version=0.2" }), ""},
+		{"unknown media type", edit(dsse, func(m map[string]any) { m["mediaType"] = "application/json" }), `bundle media type "application/json" is not a Sigstore bundle`},
+		{"no content", edit(dsse, func(m map[string]any) { delete(m, "dsseEnvelope") }), "neither a DSSE envelope nor a message signature"},
+		{"not JSON", []byte("{"), "parsing bundle"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := Image{Ref: ref, Digest: digest, Bundles: func(context.Context) ([]Bundle, error) {
+				return []Bundle{{Source: "sha256:referrer", JSON: tc.bundle}}, nil
+			}}
+			err := p.Check(context.Background(), img, nil)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Check = %v, want accepted", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "bundle sha256:referrer") {
+				t.Fatalf("Check = %v, want a rejection naming the bundle and %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// keyDataJSON is pem as policy keyData (base64 in JSON).
+func keyDataJSON(pem string) string { b, _ := json.Marshal([]byte(pem)); return string(b) }
+
+// TestCosignV3Bundle: a bundle the real cosign v3.1.3 made with `cosign
+// sign --key` (testdata/cosign-v3.1.3) passes for its digest and key, and
+// is refused for another digest and under another key.
+func TestCosignV3Bundle(t *testing.T) {
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join("testdata", "cosign-v3.1.3", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	bundle, pub, digest := read("bundle.json"), read("cosign.pub"), strings.TrimSpace(string(read("digest")))
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	check := func(pub []byte, digest string) error {
+		p, err := Parse([]byte(`{"default": [{"type": "sigstoreSigned", "keyData": ` + keyDataJSON(string(pub)) + `}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		img := Image{Ref: mustRef(t, "reg.io/cosigned/app@"+digest), Digest: digest, Bundles: func(context.Context) ([]Bundle, error) {
+			return []Bundle{{Source: "sha256:cosign-referrer", JSON: bundle}}, nil
+		}}
+		return p.Check(context.Background(), img, nil)
+	}
+	if err := check(pub, digest); err != nil {
+		t.Fatalf("cosign v3.1.3 bundle refused: %v", err)
+	}
+	otherDigest := "sha256:" + strings.Repeat("0", 64)
+	if err := check(pub, otherDigest); !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "signed statement is for "+digest) {
+		t.Errorf("for another digest: %v", err)
+	}
+	if err := check(pemPub(t, &other.PublicKey), digest); !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "DSSE signature does not verify with the policy's key") {
+		t.Errorf("under another key: %v", err)
 	}
 }

@@ -1,18 +1,32 @@
 // Package sign makes cosign key-based signatures of images in a registry,
-// in the layout image/policy's sigstoreSigned requirement verifies in the
-// guest and cosign itself reads: the simple-signing payload
-// (application/vnd.dev.cosign.simplesigning.v1+json) naming the image's
-// digest, one layer of an OCI manifest tagged sha256-<digest>.sig in the
-// image's repository, the base64 signature in the layer annotation
-// dev.cosignproject.cosign/signature. A new signature is added to the
-// ones already under the tag.
+// in cosign's two layouts, both of which image/policy's sigstoreSigned
+// requirement verifies in the guest:
+//
+//   - SignBundle (bundle.go), cosign v3's default: an in-toto statement
+//     (subject the image digest, predicate
+//     https://sigstore.dev/cosign/sign/v1) signed into a Sigstore bundle
+//     (v0.3, DSSE) by sigstore-go's signer, with a public-key hint and no
+//     Rekor entry or timestamp, stored as an OCI referrer of the image
+//     (artifactType application/vnd.dev.sigstore.bundle.v0.3+json), the
+//     referrers tag schema index updated where the registry has no
+//     referrers API;
+//   - Sign, the legacy layout: the simple-signing payload
+//     (application/vnd.dev.cosign.simplesigning.v1+json) naming the image's
+//     digest, one layer of an OCI manifest tagged sha256-<digest>.sig in
+//     the image's repository, the base64 signature in the layer annotation
+//     dev.cosignproject.cosign/signature. A new signature is added to the
+//     ones already under the tag.
 //
 // Keys are plain PEM: Keygen writes an ECDSA P-256 private key (PKCS#8
 // "PRIVATE KEY") and its public key (PKIX "PUBLIC KEY", the format
 // containers-policy.json's keyData/keyPath take, as does cosign). cosign's
 // own encrypted key files ("ENCRYPTED SIGSTORE PRIVATE KEY") are not read
-// (`cosign import-key-pair` is cosign's way to take a PEM key); the tests
-// verify with image/policy, not with cosign itself. It is host-side
+// (`cosign import-key-pair` is cosign's way to take a PEM key). The tests
+// verify with image/policy through the guest's puller and, for bundles,
+// with sigstore-go's verifier; cosign v3.1.3 itself was checked once by
+// hand to verify SignBundle's bundles (`cosign verify --key ...
+// --insecure-ignore-tlog`), and a bundle it made is image/policy's
+// fixture. It is host-side
 // tooling for `veil image sign|keygen`, never linked into the guest.
 package sign
 
@@ -97,8 +111,7 @@ func ParsePrivateKey(b []byte) (crypto.Signer, error) {
 	return nil, fmt.Errorf("private key type %T is not supported", key)
 }
 
-// SignPayload signs payload as cosign does and policy.VerifySignature
-// checks: ECDSA (ASN.1) and RSA PKCS#1 v1.5 over SHA-256, Ed25519 over the
+// SignPayload signs payload as cosign does and image/policy checks: ECDSA (ASN.1) and RSA PKCS#1 v1.5 over SHA-256, Ed25519 over the
 // payload itself.
 func SignPayload(key crypto.Signer, payload []byte) ([]byte, error) {
 	if k, ok := key.(ed25519.PrivateKey); ok {

@@ -5,12 +5,22 @@
 // creates /dev). An entry whose name leaves the root ("../x") is refused;
 // symlinks met while resolving an entry's parent directories are resolved
 // inside the root (github.com/cyphar/filepath-securejoin), so a layer can
-// never write outside it. The caller owns root exclusively while a layer is
-// applied (the puller unpacks into a private temporary directory).
+// never write outside it. Directory times, set after the last entry (the
+// entries inside change them), go through a file descriptor opened
+// beneath the root with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS): a
+// later entry that replaced a parent with a symlink cannot carry them
+// outside (the directory is then skipped; openat2 needs Linux 5.6, the
+// guest has 6.12). The caller owns root
+// exclusively while a layer is applied (the puller unpacks into a private
+// temporary directory).
 //
 // Layer computes the uncompressed digest while streaming and checks it
 // against the config's diffID itself, whatever the decompressor or the
-// decryption below it claims; it never holds a layer in memory.
+// decryption below it claims; it never holds a layer in memory. Limits
+// caps what a layer may take (uncompressed bytes, entries), each cap
+// checked while the stream is read, so a decompression bomb stops at the
+// cap rather than when memory runs out; a refusal is a *LimitError naming
+// the cap and its value.
 package unpack
 
 import (
@@ -55,35 +65,144 @@ var ErrEscape = errors.New("path escapes the rootfs")
 // is not the config's diffID.
 var ErrDiffID = errors.New("uncompressed layer digest does not match the image config's diffID")
 
+// Cap is one limit on a layer. Name says which it is in a refusal (the
+// caller's name for it, such as an init-data key), Max is its value (0 or
+// less: no cap) and Used what earlier layers already took of it (a cap on
+// a whole image spans its layers).
+type Cap struct {
+	Name string
+	Max  int64
+	Used int64
+}
+
+// left is what remains of c, or -1 when c caps nothing.
+func (c Cap) left() int64 {
+	if c.Max <= 0 {
+		return -1
+	}
+	return max(c.Max-c.Used, 0)
+}
+
+// Limits are the caps a layer is unpacked under; the zero value caps
+// nothing.
+type Limits struct {
+	// Bytes cap the uncompressed layer: the tar stream (headers, padding
+	// and anything after the end marker included) and, for sparse files,
+	// their full size.
+	Bytes []Cap
+	// Entries cap the number of tar entries (headers).
+	Entries []Cap
+}
+
+// Stats is what a layer took of its caps.
+type Stats struct {
+	// Bytes is the uncompressed size as Limits.Bytes counts it.
+	Bytes int64
+	// Entries is the number of tar entries.
+	Entries int64
+}
+
+// ErrLimit is wrapped by every *LimitError.
+var ErrLimit = errors.New("layer over a limit")
+
+// LimitError is the refusal of a layer that goes over one of its caps.
+type LimitError struct {
+	// Cap is the cap it went over.
+	Cap Cap
+	// Unit is what the cap counts: "bytes uncompressed" or "entries".
+	Unit string
+}
+
+func (e *LimitError) Error() string {
+	s := fmt.Sprintf("over the limit %s = %d %s", e.Cap.Name, e.Cap.Max, e.Unit)
+	if e.Cap.Used > 0 {
+		s += fmt.Sprintf(" (earlier layers took %d)", e.Cap.Used)
+	}
+	return s
+}
+
+func (e *LimitError) Unwrap() error { return ErrLimit }
+
+const (
+	unitBytes   = "bytes uncompressed"
+	unitEntries = "entries"
+)
+
+// tightest returns the cap of caps with the least left after n more, and
+// whether n more goes over it.
+func tightest(caps []Cap, n int64) (Cap, bool) {
+	var best Cap
+	bestLeft := int64(-1)
+	for _, c := range caps {
+		l := c.left()
+		if l < 0 {
+			continue
+		}
+		if bestLeft < 0 || l < bestLeft {
+			best, bestLeft = c, l
+		}
+	}
+	return best, bestLeft >= 0 && n > bestLeft
+}
+
+// capReader counts the bytes read through it and fails with a
+// *LimitError on the first byte past its tightest cap; it never reads
+// more than one byte past it.
+type capReader struct {
+	r    io.Reader
+	caps []Cap
+	n    int64
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if cp, _ := tightest(c.caps, 0); cp.Max > 0 {
+		left := cp.left() - c.n
+		if left <= 0 {
+			var b [1]byte
+			n, err := io.ReadFull(c.r, b[:])
+			if n == 0 {
+				return 0, err
+			}
+			return 0, &LimitError{Cap: cp, Unit: unitBytes}
+		}
+		if int64(len(p)) > left {
+			p = p[:left]
+		}
+	}
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
 // Layer decompresses blob (gzip, zstd or plain tar, told by its magic
-// bytes), applies it to root and checks the sha256 of the uncompressed
-// stream against diffID ("sha256:<hex>"). It reads blob to its end, so a
-// verifying or authenticating reader below (digest, HMAC) sees EOF and
-// reports its verdict. On error root holds a partial layer: the caller
-// discards it.
-func Layer(root string, blob io.Reader, diffID string, log *slog.Logger) error {
+// bytes), applies it to root under lim and checks the sha256 of the
+// uncompressed stream against diffID ("sha256:<hex>"). It reads blob to
+// its end, so a verifying or authenticating reader below (digest, HMAC)
+// sees EOF and reports its verdict. On error root holds a partial layer:
+// the caller discards it.
+func Layer(root string, blob io.Reader, diffID string, lim Limits, log *slog.Logger) (Stats, error) {
 	want, ok := strings.CutPrefix(diffID, "sha256:")
 	if !ok || len(want) != sha256.Size*2 {
-		return fmt.Errorf("diffID %q is not a sha256 digest", diffID)
+		return Stats{}, fmt.Errorf("diffID %q is not a sha256 digest", diffID)
 	}
 	br := bufio.NewReaderSize(blob, 64<<10)
 	magic, err := br.Peek(4)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("reading layer: %w", err)
+		return Stats{}, fmt.Errorf("reading layer: %w", err)
 	}
 	var plain io.Reader
 	switch {
 	case bytes.HasPrefix(magic, gzipMagic):
 		zr, err := gzip.NewReader(br)
 		if err != nil {
-			return fmt.Errorf("opening gzip layer: %w", err)
+			return Stats{}, fmt.Errorf("opening gzip layer: %w", err)
 		}
 		defer zr.Close()
 		plain = zr
 	case bytes.HasPrefix(magic, zstdMagic):
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
 		if err != nil {
-			return fmt.Errorf("opening zstd layer: %w", err)
+			return Stats{}, fmt.Errorf("opening zstd layer: %w", err)
 		}
 		defer zr.Close()
 		plain = zr
@@ -91,62 +210,117 @@ func Layer(root string, blob io.Reader, diffID string, log *slog.Logger) error {
 		plain = br
 	}
 	h := sha256.New()
-	tee := io.TeeReader(plain, h)
-	if err := Apply(root, tee, log); err != nil {
-		return err
-	}
-	// The tar end marker may be followed by padding: the digest covers it.
-	if _, err := io.Copy(io.Discard, tee); err != nil {
-		return fmt.Errorf("reading layer: %w", err)
+	// The tar end marker may be followed by padding: the digest and the
+	// caps cover it.
+	st, err := apply(root, io.TeeReader(plain, h), lim, log, true)
+	if err != nil {
+		return st, err
 	}
 	if _, err := io.Copy(io.Discard, br); err != nil {
-		return fmt.Errorf("reading layer: %w", err)
+		return st, fmt.Errorf("reading layer: %w", err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != want {
-		return fmt.Errorf("%w: got sha256:%s, config says %s", ErrDiffID, got, diffID)
+		return st, fmt.Errorf("%w: got sha256:%s, config says %s", ErrDiffID, got, diffID)
 	}
-	return nil
+	return st, nil
 }
 
-// Apply extracts the tar stream r into root, an existing directory.
-func Apply(root string, r io.Reader, log *slog.Logger) error {
+// Apply extracts the tar stream r into root, an existing directory, under
+// lim. It stops reading at the tar end marker.
+func Apply(root string, r io.Reader, lim Limits, log *slog.Logger) (Stats, error) {
+	return apply(root, r, lim, log, false)
+}
+
+func apply(root string, r io.Reader, lim Limits, log *slog.Logger, drain bool) (Stats, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &applier{root: root, log: log, created: map[string]bool{}, buf: make([]byte, 128<<10)}
-	tr := tar.NewReader(r)
+	cr := &capReader{r: r, caps: lim.Bytes}
+	a := &applier{root: root, log: log, lim: lim, stream: cr, created: map[string]bool{}, dirIndex: map[string]int{}, buf: make([]byte, 128<<10)}
+	tr := tar.NewReader(cr)
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("reading layer tar: %w", err)
+			return a.stats(), fmt.Errorf("reading layer tar: %w", err)
+		}
+		a.entries++
+		if cp, over := tightest(lim.Entries, a.entries); over {
+			return a.stats(), fmt.Errorf("unpacking %q: %w", hdr.Name, &LimitError{Cap: cp, Unit: unitEntries})
 		}
 		if err := a.entry(hdr, tr); err != nil {
-			return fmt.Errorf("unpacking %q: %w", hdr.Name, err)
+			return a.stats(), fmt.Errorf("unpacking %q: %w", hdr.Name, err)
 		}
 	}
-	// Directory times last: creating entries inside changes them.
-	for i := len(a.dirs) - 1; i >= 0; i-- {
-		if err := setTimes(a.dirs[i].path, a.dirs[i].hdr); err != nil {
-			return fmt.Errorf("setting times of %q: %w", a.dirs[i].hdr.Name, err)
+	if drain {
+		if _, err := io.Copy(io.Discard, cr); err != nil {
+			return a.stats(), fmt.Errorf("reading layer: %w", err)
 		}
 	}
-	return nil
+	if err := a.setDirTimes(); err != nil {
+		return a.stats(), err
+	}
+	return a.stats(), nil
 }
 
 type dirTimes struct {
-	path string
-	hdr  *tar.Header
+	rel string
+	hdr *tar.Header
 }
 
 type applier struct {
-	root    string
-	log     *slog.Logger
-	created map[string]bool // names (cleaned) this layer wrote
-	dirs    []dirTimes
-	buf     []byte
+	root     string
+	log      *slog.Logger
+	lim      Limits
+	stream   *capReader
+	entries  int64
+	files    int64           // full sizes of the regular files so far
+	created  map[string]bool // names (cleaned) this layer wrote
+	dirs     []dirTimes
+	dirIndex map[string]int // rel -> index in dirs
+	buf      []byte
+}
+
+func (a *applier) stats() Stats {
+	return Stats{Bytes: max(a.stream.n, a.files), Entries: a.entries}
+}
+
+// setDirTimes sets the times of the directories the layer created, now
+// that nothing more is created inside them. Each is opened beneath the
+// root without following any symlink: a directory that a later entry
+// replaced, or whose parent it replaced with a symlink, is skipped, never
+// resolved through the symlink.
+func (a *applier) setDirTimes() error {
+	if len(a.dirs) == 0 {
+		return nil
+	}
+	rootFD, err := unix.Open(a.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("opening the rootfs %s: %w", a.root, err)
+	}
+	defer unix.Close(rootFD)
+	how := &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	}
+	for _, d := range a.dirs {
+		fd, err := unix.Openat2(rootFD, d.rel, how)
+		if err != nil {
+			if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.EXDEV) {
+				a.log.Debug("directory replaced later in the layer: times not set", "name", d.hdr.Name, "err", err)
+				continue
+			}
+			return fmt.Errorf("opening %q to set its times: %w", d.hdr.Name, err)
+		}
+		err = unix.UtimesNanoAt(fd, "", headerTimes(d.hdr), unix.AT_EMPTY_PATH)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("setting times of %q: %w", d.hdr.Name, err)
+		}
+	}
+	return nil
 }
 
 // clean returns name relative to the root, or an error if it leaves it.
@@ -206,6 +380,12 @@ func (a *applier) entry(hdr *tar.Header, tr io.Reader) error {
 			return err
 		}
 	case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck // old archives still use TypeRegA
+		// Refuse a file the caps cannot hold before writing any of it:
+		// a sparse file's holes cost no stream bytes but fill memory.
+		if cp, over := tightest(a.lim.Bytes, max(a.stream.n, a.files)+hdr.Size); over {
+			return &LimitError{Cap: cp, Unit: unitBytes}
+		}
+		a.files += hdr.Size
 		f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY|unix.O_NOFOLLOW, 0o600)
 		if err != nil {
 			return err
@@ -250,7 +430,19 @@ func (a *applier) entry(hdr *tar.Header, tr io.Reader) error {
 		return nil
 	}
 	a.created[rel] = true
-	return a.metadata(p, hdr)
+	if err := a.metadata(p, hdr); err != nil {
+		return err
+	}
+	if hdr.Typeflag == tar.TypeDir {
+		// The last header of a directory gives its times.
+		if i, ok := a.dirIndex[rel]; ok {
+			a.dirs[i].hdr = hdr
+		} else {
+			a.dirIndex[rel] = len(a.dirs)
+			a.dirs = append(a.dirs, dirTimes{rel: rel, hdr: hdr})
+		}
+	}
+	return nil
 }
 
 // metadata sets owner, xattrs, mode and times; chown before chmod, since
@@ -279,19 +471,23 @@ func (a *applier) metadata(p string, hdr *tar.Header) error {
 		return err
 	}
 	if hdr.Typeflag == tar.TypeDir {
-		a.dirs = append(a.dirs, dirTimes{path: p, hdr: hdr})
-		return nil
+		return nil // set by setDirTimes at the end
 	}
 	return setTimes(p, hdr)
 }
 
+// setTimes sets the times of p, just created (its parents resolved inside
+// the root a moment ago); p itself is not followed.
 func setTimes(p string, hdr *tar.Header) error {
+	return unix.UtimesNanoAt(unix.AT_FDCWD, p, headerTimes(hdr), unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func headerTimes(hdr *tar.Header) []unix.Timespec {
 	atime := hdr.AccessTime
 	if atime.IsZero() {
 		atime = hdr.ModTime
 	}
-	ts := []unix.Timespec{timespec(atime), timespec(hdr.ModTime)}
-	return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
+	return []unix.Timespec{timespec(atime), timespec(hdr.ModTime)}
 }
 
 func timespec(t time.Time) unix.Timespec {

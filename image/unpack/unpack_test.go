@@ -6,10 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -93,7 +95,7 @@ func TestApplyWhiteouts(t *testing.T) {
 		entry{name: ".wh..wh.plnk", body: ""},
 	)
 	for i, l := range [][]byte{l1, l2} {
-		if err := Layer(root, bytes.NewReader(l), digestOf(l), nil); err != nil {
+		if _, err := Layer(root, bytes.NewReader(l), digestOf(l), Limits{}, nil); err != nil {
 			t.Fatalf("layer %d: %v", i, err)
 		}
 	}
@@ -118,7 +120,7 @@ func TestApplyLinksModesOwnership(t *testing.T) {
 		entry{name: "dev/null", typ: tar.TypeChar},
 		entry{name: "/abs/file", body: "absolute names are rootfs-relative"},
 	)
-	if err := Layer(root, bytes.NewReader(l), digestOf(l), nil); err != nil {
+	if _, err := Layer(root, bytes.NewReader(l), digestOf(l), Limits{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	st, err := os.Stat(filepath.Join(root, "bin/busybox"))
@@ -173,7 +175,7 @@ func TestApplyRefusesEscapingNames(t *testing.T) {
 				t.Fatal(err)
 			}
 			b := tarOf(t, l...)
-			err := Layer(root, bytes.NewReader(b), digestOf(b), nil)
+			_, err := Layer(root, bytes.NewReader(b), digestOf(b), Limits{}, nil)
 			if !errors.Is(err, ErrEscape) {
 				t.Fatalf("err = %v, want ErrEscape", err)
 			}
@@ -208,7 +210,7 @@ func TestApplySymlinkTraversalStaysInRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, l := range [][]byte{l1, l2} {
-		if err := Layer(root, bytes.NewReader(l), digestOf(l), nil); err != nil {
+		if _, err := Layer(root, bytes.NewReader(l), digestOf(l), Limits{}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -223,7 +225,7 @@ func TestApplySymlinkTraversalStaysInRoot(t *testing.T) {
 
 func TestLayerDiffIDMismatch(t *testing.T) {
 	b := tarOf(t, entry{name: "f", body: "x"})
-	err := Layer(t.TempDir(), bytes.NewReader(b), digestOf([]byte("other")), nil)
+	_, err := Layer(t.TempDir(), bytes.NewReader(b), digestOf([]byte("other")), Limits{}, nil)
 	if !errors.Is(err, ErrDiffID) {
 		t.Fatalf("err = %v, want ErrDiffID", err)
 	}
@@ -241,7 +243,7 @@ func TestLayerCompressions(t *testing.T) {
 	for name, blob := range map[string][]byte{"tar": b, "gzip": gz.Bytes(), "zstd": zs.Bytes()} {
 		t.Run(name, func(t *testing.T) {
 			root := t.TempDir()
-			if err := Layer(root, bytes.NewReader(blob), digestOf(b), nil); err != nil {
+			if _, err := Layer(root, bytes.NewReader(blob), digestOf(b), Limits{}, nil); err != nil {
 				t.Fatal(err)
 			}
 			if got, _ := os.ReadFile(filepath.Join(root, "f")); string(got) != "hello" {
@@ -291,7 +293,7 @@ func TestLayerStreamsInBoundedMemory(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	start := time.Now()
-	if err := Layer(root, bytes.NewReader(blob.Bytes()), diffID, nil); err != nil {
+	if _, err := Layer(root, bytes.NewReader(blob.Bytes()), diffID, Limits{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	elapsed := time.Since(start)
@@ -304,4 +306,236 @@ func TestLayerStreamsInBoundedMemory(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(root, "big")); err != nil || fi.Size() != size {
 		t.Errorf("big: %v %v", fi, err)
 	}
+}
+
+// TestApplyDirTimesNotThroughReplacedParent pins the deferred
+// directory-times bug: a layer creates a/ and a/b/, then replaces a with a
+// symlink to a directory outside the root that has a b of its own. The
+// times of a/b, set after the last entry, used to go through the path
+// root/a/b and so land on outside/b. They must not: outside/b keeps its
+// times, and a/b (gone) is skipped.
+func TestApplyDirTimesNotThroughReplacedParent(t *testing.T) {
+	base := t.TempDir()
+	root := filepath.Join(base, "root")
+	outside := filepath.Join(base, "outside")
+	sentinel := filepath.Join(outside, "b")
+	for _, d := range []string{root, outside, sentinel} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := time.Unix(1600000000, 0)
+	if err := os.Chtimes(sentinel, before, before); err != nil {
+		t.Fatal(err)
+	}
+	l := tarOf(t,
+		entry{name: "a/", typ: tar.TypeDir},
+		entry{name: "a/b/", typ: tar.TypeDir},
+		entry{name: "c/", typ: tar.TypeDir},
+		entry{name: "a", typ: tar.TypeSymlink, link: outside},
+	)
+	if _, err := Layer(root, bytes.NewReader(l), digestOf(l), Limits{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(sentinel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.ModTime().Equal(before) {
+		t.Errorf("outside/b mtime changed to %v (want %v): directory times went through the symlink", fi.ModTime(), before)
+	}
+	// Directories that stayed get the layer's times.
+	fi, err = os.Stat(filepath.Join(root, "c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.ModTime().Equal(time.Unix(1700000000, 0)) {
+		t.Errorf("c mtime %v, want the header's", fi.ModTime())
+	}
+	if target, err := os.Readlink(filepath.Join(root, "a")); err != nil || target != outside {
+		t.Errorf("a -> %q (%v), want the symlink the layer made", target, err)
+	}
+}
+
+// infiniteLayer writes, compressed with compress, a tar of one small file
+// followed by an endless run of entries (each a 4 KiB file) when entries
+// is true, or by endless zero padding after the end marker otherwise,
+// until the reader goes away. It stands for a decompression bomb: nothing
+// in a header says how big it is.
+func infiniteLayer(t *testing.T, compress string, entries bool) io.Reader {
+	t.Helper()
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { pr.Close() })
+	go func() {
+		var w io.WriteCloser
+		switch compress {
+		case "gzip":
+			w, _ = gzip.NewWriterLevel(pw, gzip.BestSpeed)
+		case "zstd":
+			w, _ = zstd.NewWriter(pw, zstd.WithEncoderLevel(zstd.SpeedFastest))
+		default:
+			w = pw
+		}
+		tw := tar.NewWriter(w)
+		body := make([]byte, 4096)
+		var err error
+		for i := 0; err == nil; i++ {
+			if i > 0 && !entries {
+				break
+			}
+			if err = tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("f%d", i), Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err == nil {
+				_, err = tw.Write(body)
+			}
+		}
+		if err == nil {
+			err = tw.Close()
+		}
+		for err == nil {
+			_, err = w.Write(body)
+		}
+		pw.CloseWithError(err)
+	}()
+	return pr
+}
+
+func TestLayerCapsStopDecompressionBombs(t *testing.T) {
+	const limit = 4 << 20
+	for _, compress := range []string{"tar", "gzip", "zstd"} {
+		for _, entries := range []bool{false, true} {
+			name := compress + "/padding"
+			if entries {
+				name = compress + "/entries"
+			}
+			t.Run(name, func(t *testing.T) {
+				root := t.TempDir()
+				lim := Limits{Bytes: []Cap{{Name: "image.max_layer_bytes", Max: limit}}}
+				st, err := Layer(root, infiniteLayer(t, compress, entries), digestOf(nil), lim, nil)
+				var le *LimitError
+				if !errors.As(err, &le) || !errors.Is(err, ErrLimit) {
+					t.Fatalf("err = %v, want a *LimitError", err)
+				}
+				if le.Cap.Name != "image.max_layer_bytes" || le.Cap.Max != limit || le.Unit != "bytes uncompressed" {
+					t.Errorf("refusal names %+v %q", le.Cap, le.Unit)
+				}
+				for _, want := range []string{"image.max_layer_bytes", "4194304"} {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("error %q does not name %s", err, want)
+					}
+				}
+				if st.Bytes > limit {
+					t.Errorf("read %d bytes uncompressed, cap is %d", st.Bytes, limit)
+				}
+			})
+		}
+	}
+}
+
+func TestLayerEntriesCap(t *testing.T) {
+	root := t.TempDir()
+	lim := Limits{Entries: []Cap{{Name: "image.max_layer_entries", Max: 100}}}
+	_, err := Layer(root, infiniteLayer(t, "gzip", true), digestOf(nil), lim, nil)
+	var le *LimitError
+	if !errors.As(err, &le) || le.Cap.Name != "image.max_layer_entries" || le.Unit != "entries" {
+		t.Fatalf("err = %v, want the entries cap", err)
+	}
+	if !strings.Contains(err.Error(), "over the limit image.max_layer_entries = 100 entries") {
+		t.Errorf("error %q", err)
+	}
+	ents, _ := os.ReadDir(root)
+	if len(ents) != 100 {
+		t.Errorf("%d entries unpacked, want the 100 the cap allows", len(ents))
+	}
+	// At the cap exactly is allowed.
+	l := tarOf(t, entry{name: "a", body: "a"}, entry{name: "b", body: "b"})
+	lim = Limits{Entries: []Cap{{Name: "e", Max: 2}}}
+	if st, err := Layer(t.TempDir(), bytes.NewReader(l), digestOf(l), lim, nil); err != nil || st.Entries != 2 {
+		t.Errorf("two entries under a cap of 2: %+v %v", st, err)
+	}
+}
+
+// A header that claims more than the caps hold is refused before any of
+// the file is written, sparse or not; an image-wide cap counts what
+// earlier layers took.
+func TestLayerCapsRefuseBigFileUpFront(t *testing.T) {
+	// A PAX sparse file: 64 MiB of holes, one byte of data.
+	buf := sparseTar(t, "sparse", 64<<20)
+	root := t.TempDir()
+	lim := Limits{Bytes: []Cap{{Name: "layer", Max: 1 << 20}}}
+	_, err := Layer(root, bytes.NewReader(buf), digestOf(buf), lim, nil)
+	if !errors.Is(err, ErrLimit) {
+		t.Fatalf("sparse 64 MiB file: err = %v, want ErrLimit", err)
+	}
+	if exists(t, filepath.Join(root, "sparse")) {
+		t.Error("the refused file was created")
+	}
+
+	l := tarOf(t, entry{name: "f", body: strings.Repeat("x", 3<<20)})
+	lim = Limits{Bytes: []Cap{
+		{Name: "image.max_layer_bytes", Max: 8 << 20},
+		{Name: "image.max_image_bytes", Max: 10 << 20, Used: 8 << 20},
+	}}
+	_, err = Layer(t.TempDir(), bytes.NewReader(l), digestOf(l), lim, nil)
+	var le *LimitError
+	if !errors.As(err, &le) || le.Cap.Name != "image.max_image_bytes" {
+		t.Fatalf("err = %v, want the image cap", err)
+	}
+	if !strings.Contains(err.Error(), "over the limit image.max_image_bytes = 10485760 bytes uncompressed (earlier layers took 8388608)") {
+		t.Errorf("error %q", err)
+	}
+	lim.Bytes[1].Used = 0
+	st, err := Layer(t.TempDir(), bytes.NewReader(l), digestOf(l), lim, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Bytes != int64(len(l)) || st.Entries != 1 {
+		t.Errorf("stats %+v, want %d bytes, 1 entry", st, len(l))
+	}
+}
+
+// paxRecord is one PAX extended header record ("<len> key=value\n").
+func paxRecord(k, v string) string {
+	s := " " + k + "=" + v + "\n"
+	for d := 1; ; d++ {
+		if n := len(s) + d; len(fmt.Sprint(n)) == d {
+			return fmt.Sprint(n) + s
+		}
+	}
+}
+
+// rawHeader is a ustar header block of any type (archive/tar writes
+// neither PAX headers by hand nor GNU sparse records).
+func rawHeader(t testing.TB, name string, typ byte, size int64) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if err := tar.NewWriter(&b).WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: size, Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}); err != nil {
+		t.Fatal(err)
+	}
+	blk := b.Bytes()[:512]
+	blk[156] = typ
+	copy(blk[148:156], "        ")
+	sum := 0
+	for _, c := range blk {
+		sum += int(c)
+	}
+	copy(blk[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	return blk
+}
+
+// sparseTar is a tar of one PAX (GNU 1.0) sparse file of size bytes, all
+// holes but its last byte.
+func sparseTar(t testing.TB, name string, size int64) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	recs := paxRecord("GNU.sparse.major", "1") + paxRecord("GNU.sparse.minor", "0") +
+		paxRecord("GNU.sparse.name", name) + paxRecord("GNU.sparse.realsize", fmt.Sprint(size))
+	buf.Write(rawHeader(t, "PaxHeaders/"+name, tar.TypeXHeader, int64(len(recs))))
+	buf.WriteString(recs)
+	buf.Write(make([]byte, 512-len(recs)%512))
+	buf.Write(rawHeader(t, "GNUSparseFile.0/"+name, tar.TypeReg, 1024))
+	m := make([]byte, 1024)
+	copy(m, fmt.Sprintf("1\n%d\n1\n", size-1))
+	m[512] = 'x'
+	buf.Write(m)
+	buf.Write(make([]byte, 1024))
+	return buf.Bytes()
 }

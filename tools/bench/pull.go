@@ -221,7 +221,12 @@ func (b *bench) pullInitData(imgs pullImages, variant string) string {
 	if variant == report.PullEncrypted {
 		doc += fmt.Sprintf("\n[broker]\nurl = %q\n", imgs.brokerURL)
 	}
-	doc += fmt.Sprintf("\n[agent]\npolicy = '''\n%s'''\n\n[image]\npolicy = '''%s'''\n", harness.VeilDevPolicy, harness.VeilDevImagePolicy)
+	imagePolicy := harness.VeilDevImagePolicy
+	if variant == report.PullEncrypted {
+		// With keys, the guest wants the unsigned images' scope named.
+		imagePolicy = harness.AcceptRegistryImagePolicy(b.env.Registry.Host)
+	}
+	doc += fmt.Sprintf("\n[agent]\npolicy = '''\n%s'''\n\n[image]\npolicy = '''%s'''\n", harness.VeilDevPolicy, imagePolicy)
 	if variant == report.PullEncrypted {
 		doc += fmt.Sprintf("keys = [%q]\n", "kbs:///"+pullKeyResource)
 	}

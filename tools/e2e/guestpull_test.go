@@ -53,7 +53,9 @@ const runtimeHandlerAnnotation = "io.containerd.cri.runtime-handler"
 //     key, when the pod has no key, or when the image policy rejects its
 //     repository;
 //   - under a sigstoreSigned policy an unsigned image is refused and one
-//     signed by `veil image sign`'s code (image/sign) runs.
+//     signed by `veil image sign`'s code (image/sign) runs; the encrypted
+//     image is signed as cosign v3 signs (a Sigstore bundle as an OCI
+//     referrer), which a pod with layer keys requires.
 //
 // It runs when VEIL_E2E_HANDLERS names veil-dev.
 func TestGuestPull(t *testing.T) {
@@ -99,6 +101,16 @@ func TestGuestPull(t *testing.T) {
 	if _, err := sign.Sign(signedName, signKey, remote.WithTransport(env.Registry.Transport)); err != nil {
 		t.Fatal(err)
 	}
+	// The encrypted image is signed as cosign v3 does (a Sigstore bundle
+	// as an OCI referrer): a pod with layer keys pulls only signed images
+	// unless a named scope accepts them (policy.RequireSigned).
+	encName, err := name.ParseReference(encRef, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sign.SignBundle(encName, signKey, remote.WithTransport(env.Registry.Transport)); err != nil {
+		t.Fatal(err)
+	}
 	unsignedRef := push(t, "guestpull/signed/unsigned:1", appendLayers(t, base, mutate.Addendum{Layer: tarLayer(t, "signed", "no")}))
 	// The same encrypted image, in a repository the policy rejects.
 	blockedRef := push(t, "guestpull/blocked:1", encImage)
@@ -110,6 +122,13 @@ func TestGuestPull(t *testing.T) {
 		"transports": map[string]any{"docker": map[string]any{
 			env.Registry.Host + "/guestpull/signed":  []any{map[string]any{"type": "sigstoreSigned", "keyData": cosignPub}},
 			env.Registry.Host + "/guestpull/blocked": []any{map[string]any{"type": "reject"}},
+		}},
+	})
+
+	encPolicy, _ := json.Marshal(map[string]any{
+		"default": []any{map[string]any{"type": "reject"}},
+		"transports": map[string]any{"docker": map[string]any{
+			env.Registry.Host + "/guestpull/enc": []any{map[string]any{"type": "sigstoreSigned", "keyData": cosignPub}},
 		}},
 	})
 
@@ -160,13 +179,13 @@ func TestGuestPull(t *testing.T) {
 	})
 
 	t.Run("encrypted image with the key from veil-kbs", func(t *testing.T) {
-		pod := guestPullPod(t, ctx, "gp-enc", guestPullInitData(broker, harness.VeilDevImagePolicy, []string{"kbs:///default/image-key/e2e"}))
+		pod := guestPullPod(t, ctx, "gp-enc", guestPullInitData(broker, string(encPolicy), []string{"kbs:///default/image-key/e2e"}))
 		id := startAndWait(t, ctx, pod, "enc", encRef, "cat /secret; echo; sleep 3600")
 		waitLogs(t, ctx, id, secret, time.Minute)
 	})
 
 	t.Run("encrypted image, key denied by the broker", func(t *testing.T) {
-		pod := guestPullPod(t, ctx, "gp-denied", guestPullInitData(broker, harness.VeilDevImagePolicy, []string{"kbs:///default/image-key/denied"}))
+		pod := guestPullPod(t, ctx, "gp-denied", guestPullInitData(broker, string(encPolicy), []string{"kbs:///default/image-key/denied"}))
 		_, err := env.StartContainer(ctx, pod, harness.ContainerConfig("enc", encRef, []string{"true"}, false))
 		if err == nil || !strings.Contains(err.Error(), encRef) || !strings.Contains(err.Error(), "broker refused resource default/image-key/denied") {
 			t.Fatalf("encrypted image with a denied key: %v, want a refusal naming the image and the denied key", err)

@@ -13,4 +13,7 @@
 // exec, signals, stdio); the tests that end VMs (killing QEMU, ten boots in a
 // row) boot their own. TestFigures logs the numbers a release note quotes:
 // image size, QEMU start to agent ready, QEMU's resident memory.
+// TestHostileHost is the hostile host: a veil-dev guest whose init-data
+// binds one container gets each attack through the real agent API and
+// refuses it naming the rule, while the bound container runs.
 package vmtest

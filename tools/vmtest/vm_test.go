@@ -69,6 +69,11 @@ func guestFile(name string) string {
 // boot starts a VM and waits for its agent. With sandbox it also creates
 // the sandbox, mounting the shared dir at /run/veil/shared.
 func boot(ctx context.Context, id string, sandbox bool) (_ *vm, err error) {
+	return bootArgs(ctx, id, sandbox, nil)
+}
+
+// bootArgs is boot with extra kernel command line words.
+func bootArgs(ctx context.Context, id string, sandbox bool, kernelArgs []string) (_ *vm, err error) {
 	root, err := os.MkdirTemp("", "veil-vmtest-"+id+"-")
 	if err != nil {
 		return nil, err
@@ -90,14 +95,15 @@ func boot(ctx context.Context, id string, sandbox bool) (_ *vm, err error) {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	v.q, err = qemu.New(hypervisor.Config{
-		ID:        id,
-		StateDir:  v.state,
-		Kernel:    guestFile("vmlinuz"),
-		Initrd:    guestFile("initrd.img"),
-		VCPUs:     2,
-		MemoryMiB: 512,
-		SharedDir: v.share,
-		Debug:     os.Getenv("VEIL_VMTEST_DEBUG") != "",
+		ID:         id,
+		StateDir:   v.state,
+		Kernel:     guestFile("vmlinuz"),
+		Initrd:     guestFile("initrd.img"),
+		KernelArgs: kernelArgs,
+		VCPUs:      2,
+		MemoryMiB:  512,
+		SharedDir:  v.share,
+		Debug:      os.Getenv("VEIL_VMTEST_DEBUG") != "",
 		// The shared VM's debug console is TestDebugConsole's.
 		DebugConsole: sandbox,
 		// Off in the shim by default (reclaim_guest_freed_memory); on here

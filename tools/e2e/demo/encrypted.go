@@ -191,7 +191,7 @@ func startBroker(env *harness.Env, key []byte, logs *brokerLog) (*server.Store, 
 // printed.
 func runEncrypted(ctx context.Context, env *harness.Env, podName, ref, brokerURL string) (string, error) {
 	doc := fmt.Sprintf("version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[broker]\nurl = %q\n\n[agent]\npolicy = '''\n%s'''\n\n[image]\npolicy = '''%s'''\nkeys = [%q]\n%s",
-		brokerURL, harness.VeilDevPolicy, harness.VeilDevImagePolicy, "kbs:///"+demoKey, env.Registry.GuestImageTable())
+		brokerURL, harness.VeilDevPolicy, harness.AcceptRegistryImagePolicy(env.Registry.Host), "kbs:///"+demoKey, env.Registry.GuestImageTable())
 	if _, err := initdata.Parse([]byte(doc)); err != nil {
 		return "", fmt.Errorf("init-data: %w", err)
 	}

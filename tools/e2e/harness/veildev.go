@@ -14,13 +14,31 @@ import (
 // in the guest and the VM gets no share from the host; the tests read
 // container output; exec, stdin, host shares and mounts, privileged
 // containers, hooks and the debug console stay denied.
+//
+// allow_unbound_containers: a handler's default init-data is written
+// once, at install, and cannot know the pods it will run, so it binds no
+// container and lets the host write their specs, within the guest's spec
+// hardening (no capability beyond containerd's defaults, no devices, no
+// mounts but guest volumes and the usual kernel filesystems, no hooks). A
+// pod that must be held to its spec carries its own init-data with
+// [[containers]] (`veil policy generate`).
 const VeilDevPolicy = `allow_read_output = true
+allow_unbound_containers = true
 `
 
 // VeilDevImagePolicy is the default init-data's image security policy
 // (containers-policy.json) for pulls in the guest: the e2e registry's
 // images are unsigned test images.
 const VeilDevImagePolicy = `{"default": [{"type": "insecureAcceptAnything"}]}`
+
+// AcceptRegistryImagePolicy is an image security policy for pods whose
+// init-data gives layer decryption keys and whose test images are
+// unsigned: the guest refuses a default that accepts unsigned images when
+// it has keys (image/policy's RequireSigned), so the registry host is
+// named as the scope that accepts them, and everything else is rejected.
+func AcceptRegistryImagePolicy(host string) string {
+	return `{"default": [{"type": "reject"}], "transports": {"docker": {"` + host + `": [{"type": "insecureAcceptAnything"}]}}}`
+}
 
 // VeilDevInitData is the veil-dev handler's init-data document
 // (attestation/initdata) without the registry's mirror: no broker,

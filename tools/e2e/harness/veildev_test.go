@@ -44,7 +44,7 @@ func TestVeilDevConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(p, policy.Policy{AllowReadOutput: true}) {
+	if !reflect.DeepEqual(p, policy.Policy{AllowReadOutput: true, AllowUnboundContainers: true}) {
 		t.Errorf("default veil-dev policy = %+v", p)
 	}
 }
