@@ -103,8 +103,13 @@ type fakeAgent struct {
 	reads   int
 }
 
-func newFakeAgent() *fakeAgent {
-	return &fakeAgent{specs: map[string]*specs.Spec{}, procs: map[string]*fakeProc{}, nextPid: 100, oom: make(chan string, 4), conn: make(chan struct{})}
+// newFakeAgent returns a fake guest that disconnects when the test ends,
+// which ends its goroutines (a process's exit watcher, calls blocked in
+// the fake) before TestMain's leak check.
+func newFakeAgent(t *testing.T) *fakeAgent {
+	a := &fakeAgent{specs: map[string]*specs.Spec{}, procs: map[string]*fakeProc{}, nextPid: 100, oom: make(chan string, 4), conn: make(chan struct{})}
+	t.Cleanup(a.disconnect)
+	return a
 }
 
 func (a *fakeAgent) record(call string) {
@@ -452,7 +457,7 @@ func newHarness(t *testing.T) *harness {
 	t.Helper()
 	ctx := namespaces.WithNamespace(context.Background(), "test")
 	ctx, sd := shutdown.WithShutdown(ctx)
-	h := &harness{agent: newFakeAgent(), mnt: &fakeMounter{}, pub: &recorder{notify: make(chan struct{}, 1)}, sd: sd, root: t.TempDir()}
+	h := &harness{agent: newFakeAgent(t), mnt: &fakeMounter{}, pub: &recorder{notify: make(chan struct{}, 1)}, sd: sd, root: t.TempDir()}
 	s, err := newService(ctx, h.pub, sd, Options{
 		StateRoot: h.root,
 		NewHypervisor: func(cfg hypervisor.Config, _ *slog.Logger) (hypervisor.Hypervisor, error) {
@@ -477,9 +482,6 @@ func newHarness(t *testing.T) *harness {
 	t.Cleanup(func() {
 		sd.Shutdown()
 		<-sd.Done()
-		// The fake guest's goroutines (a process's exit watcher, calls
-		// blocked in the fake) end with its connection.
-		h.agent.disconnect()
 	})
 	return h
 }
