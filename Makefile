@@ -44,12 +44,30 @@ guest-image: ## build the guest kernel + initramfs + manifest into build/guest
 	$(GO) run ./tools/guest-image -out $(GUEST) -cache $(CACHE)
 
 .PHONY: test
-test: deps proto-check test-unit test-vm test-e2e test-install ## run every test tier (unit, VM, end to end)
+test: deps proto-check lint test-unit fuzz test-vm test-e2e test-install ## run every test tier (lint, unit, fuzz, VM, end to end)
 
 .PHONY: test-unit
-test-unit: ## unit tests: no VM, seconds
+test-unit: ## unit tests with the race detector and goroutine leak checks: no VM
 	$(GO) vet ./...
-	$(GO) test -count=1 ./...
+	$(GO) test -race -count=1 ./...
+
+.PHONY: lint
+lint: ## golangci-lint (the version tools/deps.sh pins) with .golangci.yml
+	golangci-lint run ./...
+
+# Seconds (a go test -fuzztime) each fuzz target runs for in `make fuzz`.
+FUZZTIME ?= 10s
+# Every func FuzzX(f *testing.F) in a _test.go file, as "dir:FuzzX".
+FUZZ_TARGETS = $(shell grep -rlE --include='*_test.go' --exclude-dir=.cache --exclude-dir=build '^func Fuzz[A-Za-z0-9_]+\(f \*testing\.F\)' . | \
+	xargs -r grep -oE '^func Fuzz[A-Za-z0-9_]+' -H | sed -E 's|^\./||; s|/[^/]*_test\.go:func |:|' | sort)
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 10s), seeds and testdata/fuzz corpus first
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		dir=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz: $$name ./$$dir ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$dir; \
+	done
 
 .PHONY: test-vm
 test-vm: guest-image ## VM tests: real QEMU VMs with the real guest image and agent

@@ -106,11 +106,13 @@ func (l *logBinary) streamClosed() {
 	if !last {
 		return
 	}
+	// The binary's exit status says nothing once its pipes are closed (or
+	// it was killed): log binaries exit as they like.
 	select {
-	case <-l.waited:
+	case <-l.waited: //nolint:errcheck // see above
 	case <-time.After(logBinaryReadyTimeout):
 		_ = l.cmd.Process.Kill()
-		<-l.waited
+		<-l.waited //nolint:errcheck // see above
 	}
 }
 

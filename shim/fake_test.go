@@ -94,14 +94,22 @@ type fakeAgent struct {
 	signalErr error
 	sandboxes []*api.CreateSandboxRequest
 	creates   []*api.CreateContainerRequest
+	// exitOnStart makes StartContainer end the container's init with this
+	// status before it returns (a process that dies the moment it starts).
+	exitOnStart *uint32
 	// readErr, when set, answers every ReadStdout/ReadStderr (a policy
 	// that denies reading output); reads counts those calls.
 	readErr error
 	reads   int
 }
 
-func newFakeAgent() *fakeAgent {
-	return &fakeAgent{specs: map[string]*specs.Spec{}, procs: map[string]*fakeProc{}, nextPid: 100, oom: make(chan string, 4), conn: make(chan struct{})}
+// newFakeAgent returns a fake guest that disconnects when the test ends,
+// which ends its goroutines (a process's exit watcher, calls blocked in
+// the fake) before TestMain's leak check.
+func newFakeAgent(t *testing.T) *fakeAgent {
+	a := &fakeAgent{specs: map[string]*specs.Spec{}, procs: map[string]*fakeProc{}, nextPid: 100, oom: make(chan string, 4), conn: make(chan struct{})}
+	t.Cleanup(a.disconnect)
+	return a
 }
 
 func (a *fakeAgent) record(call string) {
@@ -188,6 +196,13 @@ func (a *fakeAgent) CreateContainer(_ context.Context, r *api.CreateContainerReq
 }
 func (a *fakeAgent) StartContainer(_ context.Context, r *api.StartContainerRequest) (*emptypb.Empty, error) {
 	a.record("StartContainer " + r.ContainerId)
+	a.mu.Lock()
+	status := a.exitOnStart
+	a.mu.Unlock()
+	if p := a.proc(r.ContainerId, ""); p != nil && status != nil {
+		p.exit <- *status
+		<-p.ended
+	}
 	return &emptypb.Empty{}, a.gone()
 }
 func (a *fakeAgent) RemoveContainer(_ context.Context, r *api.RemoveContainerRequest) (*emptypb.Empty, error) {
@@ -442,7 +457,7 @@ func newHarness(t *testing.T) *harness {
 	t.Helper()
 	ctx := namespaces.WithNamespace(context.Background(), "test")
 	ctx, sd := shutdown.WithShutdown(ctx)
-	h := &harness{agent: newFakeAgent(), mnt: &fakeMounter{}, pub: &recorder{notify: make(chan struct{}, 1)}, sd: sd, root: t.TempDir()}
+	h := &harness{agent: newFakeAgent(t), mnt: &fakeMounter{}, pub: &recorder{notify: make(chan struct{}, 1)}, sd: sd, root: t.TempDir()}
 	s, err := newService(ctx, h.pub, sd, Options{
 		StateRoot: h.root,
 		NewHypervisor: func(cfg hypervisor.Config, _ *slog.Logger) (hypervisor.Hypervisor, error) {

@@ -42,7 +42,7 @@ func guestPullRef(spec *specs.Spec) (string, error) {
 		return "", fmt.Errorf("guest pull: image %s is an image ID, not a registry reference the guest can pull (create the container from the image's name): %w", ref, errdefs.ErrInvalidArgument)
 	}
 	if _, err := name.ParseReference(ref); err != nil {
-		return "", fmt.Errorf("guest pull: image %q: %v: %w", ref, err, errdefs.ErrInvalidArgument)
+		return "", fmt.Errorf("guest pull: image %q: %w: %w", ref, err, errdefs.ErrInvalidArgument)
 	}
 	return ref, nil
 }

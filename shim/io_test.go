@@ -17,7 +17,7 @@ import (
 )
 
 func TestStdioThroughFIFOs(t *testing.T) {
-	a := newFakeAgent()
+	a := newFakeAgent(t)
 	p := a.newProc("c1/")
 	dir := t.TempDir()
 	paths := map[string]string{}
@@ -93,7 +93,7 @@ func (w *failingWriter) Write([]byte) (int, error) { w.writes++; return 0, sysca
 func (w *failingWriter) Close() error              { w.closed = true; return nil }
 
 func TestTerminalHasNoStderrAndFileURIGetsBoth(t *testing.T) {
-	a := newFakeAgent()
+	a := newFakeAgent(t)
 	p := a.newProc("c1/")
 	logPath := filepath.Join(t.TempDir(), "log", "c1.log")
 	ctx := context.Background()
@@ -198,7 +198,7 @@ func TestBinaryLogger(t *testing.T) {
 // so a writer that opened its end after Create returned found the FIFO
 // closed ("reading from a closed fifo").
 func TestStdinWriterOpeningAfterCreateReturns(t *testing.T) {
-	a := newFakeAgent()
+	a := newFakeAgent(t)
 	p := a.newProc("c1/")
 	path := filepath.Join(t.TempDir(), "stdin")
 	if err := syscall.Mkfifo(path, 0o600); err != nil {

@@ -98,7 +98,7 @@ func TestOutputDeniedByPolicy(t *testing.T) {
 		}, []string{"stdout"}, "stdout", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := newFakeAgent()
+			a := newFakeAgent(t)
 			a.newProc("c1/")
 			a.readErr = deniedRead(t)
 			dir := t.TempDir()

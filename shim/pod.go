@@ -206,7 +206,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		DebugConsole:           cfg.DebugConsole,
 		TEE:                    conf.teeConfig(cfg.Confidential),
 		BlockSlots:             podBlockSlots(cfg),
-	}, slog.New(slog.NewTextHandler(log.G(ctx).WriterLevel(log.DebugLevel), nil)))
+	}, slogTo(log.G(ctx)))
 	if err != nil {
 		return nil, fmt.Errorf("configuring pod VM: %w", err)
 	}

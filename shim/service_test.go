@@ -162,9 +162,13 @@ func TestExitBeforeStartReturnsIsReportedAfterStart(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
 	must(h.s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle(t, nil)}))
-	// The process dies the moment it is created: its exit must still follow
-	// TaskStart.
-	h.agent.proc("c1", "").exit <- 0
+	// The process dies the moment it starts, and the guest reports the exit
+	// before StartContainer returns: the exit must still follow TaskStart.
+	// (Sending the exit before calling Start raced the waiter against Start
+	// for startMu; under -race the waiter won about 1 run in 20 and Start
+	// rightly refused a STOPPED container.)
+	zero := uint32(0)
+	h.agent.exitOnStart = &zero
 	must(h.s.Start(ctx, &taskAPI.StartRequest{ID: "c1"}))
 	evs := h.pub.waitFor(t, "exit", has("TaskExit(c1/c1=0)"))
 	if got := names(evs); !reflect.DeepEqual(got, []string{"TaskCreate(c1)", "TaskStart(c1)", "TaskExit(c1/c1=0)"}) {

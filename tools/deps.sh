@@ -15,6 +15,7 @@ PROTOC_GEN_GO=v1.36.12          # google.golang.org/protobuf
 PROTOC_GEN_GO_TTRPC=v1.2.10     # github.com/containerd/ttrpc
 CONTAINERD=v2.4.2               # github.com/containerd/containerd/v2
 CRI_TOOLS=v1.37.0               # sigs.k8s.io/cri-tools (crictl, critest)
+GOLANGCI_LINT=v2.15.0           # github.com/golangci/golangci-lint/v2 (make lint; built with this Go)
 
 APT_PACKAGES=(
 	qemu-system-x86 qemu-utils   # the hypervisor (TCG here, KVM where available)
@@ -61,6 +62,7 @@ gotool containerd github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD
 gotool containerd-shim-runc-v2 github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD
 gotool ctr github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD
 gotool crictl sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS
+gotool golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_LINT
 
 # critest is a Go test binary, not a command: build it from the cri-tools
 # module's own source directory, with that module's go.mod.

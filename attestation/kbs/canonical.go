@@ -3,7 +3,9 @@ package kbs
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strconv"
 	"unicode/utf8"
@@ -21,6 +23,11 @@ func Canonicalize(doc []byte) ([]byte, error) {
 	var v any
 	if err := dec.Decode(&v); err != nil {
 		return nil, fmt.Errorf("decoding json: %w", err)
+	}
+	// One document: what follows it would otherwise be left out of the
+	// canonical form (and the hash) without a word.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("decoding json: expected one document, seen data after it at offset %d", dec.InputOffset())
 	}
 	var buf bytes.Buffer
 	if err := writeCanonical(&buf, v); err != nil {

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/veil-runtime/veil/attestation/kbs"
@@ -86,9 +87,9 @@ func Evaluate(p Attestation, c verify.Claims, b Binding) []Violation {
 		if p.Sample == nil {
 			return append(vs, noSection(p, c.Tee))
 		}
-		var svn int
-		fmt.Sscanf(c.SVN, "%d", &svn)
-		if svn < p.Sample.MinSVN {
+		// An SVN that is not an integer meets no minimum.
+		svn, err := strconv.Atoi(c.SVN)
+		if p.Sample.MinSVN > 0 && (err != nil || svn < p.Sample.MinSVN) {
 			vs = append(vs, Violation{"sample.svn", fmt.Sprintf(">= %d", p.Sample.MinSVN), c.SVN})
 		}
 	default:

@@ -47,7 +47,7 @@ func debugCmd(args []string, stdout io.Writer) error {
 	defer conn.Close()
 	if c, err := console.ConsoleFromFile(os.Stdin); err == nil {
 		if err := c.SetRaw(); err == nil {
-			defer c.Reset()
+			defer func() { _ = c.Reset() }() // leaving: nothing left to tell
 		}
 	}
 	fmt.Fprintf(os.Stderr, "veil: shell in the guest of pod %s; exit or Ctrl-] to leave\r\n", id)

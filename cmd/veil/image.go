@@ -39,7 +39,7 @@ Registry credentials come from the Docker config (~/.docker/config.json).`
 
 func imageCmd(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New(imageUsage)
+		return errors.New(imageUsage) //nolint:staticcheck // ST1005: the usage text is the message
 	}
 	switch args[0] {
 	case "encrypt":

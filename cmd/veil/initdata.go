@@ -24,7 +24,7 @@ FILE "-" reads stdin.`
 
 func initdataCmd(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New(initdataUsage)
+		return errors.New(initdataUsage) //nolint:staticcheck // ST1005: the usage text is the message
 	}
 	switch args[0] {
 	case "build":

@@ -308,7 +308,7 @@ func (q *QEMU) connectQMP(ctx context.Context) (*qmp, error) {
 // wait reaps QEMU, records why it exited and closes done.
 func (q *QEMU) wait(cmd *exec.Cmd) {
 	werr := cmd.Wait()
-	status := "exited"
+	var status string
 	if werr != nil {
 		status = werr.Error()
 	} else {

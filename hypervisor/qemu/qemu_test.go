@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
 	"github.com/veil-runtime/veil/hypervisor"
@@ -35,7 +36,9 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(fakeQEMUEnv); mode != "" {
 		os.Exit(fakeQEMU(mode, os.Args[1:]))
 	}
-	os.Exit(m.Run())
+	// A test that leaves a goroutine running fails the package: the driver
+	// runs for the pod's whole life, one watcher per VM.
+	goleak.VerifyTestMain(m)
 }
 
 // fakeQEMU honours the parts of the command line the driver relies on: the

@@ -161,7 +161,7 @@ func (q *qmp) close() error { return q.conn.Close() }
 // ctxErr prefers the context's error over the I/O error it caused.
 func ctxErr(ctx context.Context, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
-		return fmt.Errorf("%w (%v)", cerr, err)
+		return fmt.Errorf("%w (%w)", cerr, err)
 	}
 	return err
 }

@@ -226,7 +226,7 @@ func AddImport(src []byte, path, name string) (Edit, error) {
 // otherwise (the file changed since) it is cut where it occurs, if it
 // occurs exactly once. The result is checked like AddImport's.
 func RemoveImport(cur []byte, e Edit, path, name string) ([]byte, error) {
-	off := -1
+	var off int
 	if e.Offset >= 0 && e.Offset+len(e.Text) <= len(cur) && string(cur[e.Offset:e.Offset+len(e.Text)]) == e.Text {
 		off = e.Offset
 	} else if n := bytes.Count(cur, []byte(e.Text)); n == 1 {

@@ -183,19 +183,21 @@ const userHZ = 100
 // converting through /proc/stat's btime would round to whole seconds, so
 // the start is placed relative to now on the same clock instead.
 func (m *Pod) processStart(pid int) time.Time {
-	now := m.opts.Now()
 	p, err := m.fs.Proc(pid)
 	if err != nil {
-		return now
+		return m.opts.Now()
 	}
 	st, err := p.Stat()
 	if err != nil {
-		return now
+		return m.opts.Now()
 	}
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return now
+		return m.opts.Now()
 	}
+	// Read together with the boot clock: the procfs reads above take
+	// milliseconds under load, which would otherwise count as age.
+	now := m.opts.Now()
 	age := time.Duration(ts.Nano()) - time.Duration(st.Starttime)*time.Second/userHZ
 	if age < 0 {
 		return now

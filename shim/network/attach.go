@@ -55,7 +55,9 @@ func Attach(netnsPath string) (*Attachment, error) {
 		for n, iface := range cfg.Interfaces {
 			nic, err := connect(h, iface, TapName(n))
 			if err != nil {
-				a.detach(h)
+				if derr := a.detach(h); derr != nil {
+					err = errors.Join(err, fmt.Errorf("undoing the taps: %w", derr))
+				}
 				return fmt.Errorf("connecting %s to a tap: %w", iface.Name, err)
 			}
 			a.NICs = append(a.NICs, nic)

@@ -127,7 +127,7 @@ func bootArgs(ctx context.Context, id string, sandbox bool, kernelArgs []string)
 	// The first request waits for the agent; a VM that dies meanwhile ends
 	// the connection, so this does not outlive the guest.
 	if _, err := v.client.Sandbox.Check(ctx, &api.CheckRequest{}); err != nil {
-		return nil, fmt.Errorf("waiting for the agent: %w (vm: %v)\nconsole:\n%s", err, v.q.Err(), v.console())
+		return nil, fmt.Errorf("waiting for the agent: %w (vm: %w)\nconsole:\n%s", err, v.q.Err(), v.console())
 	}
 	v.ready = time.Since(start)
 	if sandbox {

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -48,7 +49,8 @@ func TestBrokerErrorsAreReported(t *testing.T) {
 		t.Fatalf("Attest error = %v", err)
 	}
 	_, err = c.getResource(context.Background(), "a/b/c")
-	if e, ok := err.(*Error); !ok || e.Status != http.StatusBadGateway || e.Info.Detail != "boom" {
+	var e *Error
+	if !errors.As(err, &e) || e.Status != http.StatusBadGateway || e.Info.Detail != "boom" {
 		t.Fatalf("resource error = %#v", err)
 	}
 }

@@ -16,7 +16,7 @@ import (
 )
 
 const (
-	tokenKeyFile   = "token-key.pem"
+	tokenKeyFile   = "token-key.pem" //nolint:gosec // G101: a file name, not a credential
 	adminTokenFile = "admin-token"
 )
 

@@ -132,12 +132,12 @@ func NewHTTPServer(addr string, h http.Handler) *http.Server {
 func writeError(w http.ResponseWriter, status int, typ, detail string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(kbs.ErrorInformation{Type: typ, Detail: detail})
+	_ = json.NewEncoder(w).Encode(kbs.ErrorInformation{Type: typ, Detail: detail}) // the client is gone: nobody to tell
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(v)
+	_ = json.NewEncoder(w).Encode(v) // the client is gone: nobody to tell
 }
 
 // readBody reads at most limit bytes and fails beyond.
@@ -156,7 +156,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 // setCookie sets the session cookie. It carries no expiry: the broker
 // enforces nonce and grant lifetimes itself, against its own clock.
 func (s *Server) setCookie(w http.ResponseWriter, r *http.Request, id string) {
-	http.SetCookie(w, &http.Cookie{
+	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: Secure whenever the broker serves TLS; a dev broker may serve plain HTTP
 		Name:     kbs.SessionCookie,
 		Value:    id,
 		Path:     kbs.PathPrefix,

@@ -351,7 +351,7 @@ func (r *raw) auth() (*http.Cookie, kbs.Challenge) {
 
 func (r *raw) authTee(tee kbs.Tee) (*http.Cookie, kbs.Challenge) {
 	r.t.Helper()
-	resp, body := r.do("POST", kbs.PathAuth, kbs.Request{Version: kbs.ProtocolVersion, Tee: tee, ExtraParams: json.RawMessage(`""`)}, nil)
+	resp, body := r.do("POST", kbs.PathAuth, kbs.Request{Version: kbs.ProtocolVersion, Tee: tee, ExtraParams: json.RawMessage(`""`)}, nil) //nolint:bodyclose // raw.do read and closed it
 	if resp.StatusCode != http.StatusOK {
 		r.t.Fatalf("auth: %d %s", resp.StatusCode, body)
 	}
@@ -387,13 +387,13 @@ func (r *raw) attestation(nonce string, key, boundKey *ecdsa.PrivateKey) kbs.Att
 
 func (r *raw) attest(cookie *http.Cookie, att any) (int, string) {
 	r.t.Helper()
-	resp, body := r.do("POST", kbs.PathAttest, att, cookie)
+	resp, body := r.do("POST", kbs.PathAttest, att, cookie) //nolint:bodyclose // raw.do read and closed it
 	return resp.StatusCode, string(body)
 }
 
 func (r *raw) resource(cookie *http.Cookie) int {
 	r.t.Helper()
-	resp, _ := r.do("GET", kbs.PathResource+snpResource, nil, cookie)
+	resp, _ := r.do("GET", kbs.PathResource+snpResource, nil, cookie) //nolint:bodyclose // raw.do read and closed it
 	return resp.StatusCode
 }
 
@@ -515,7 +515,7 @@ func TestRequestLimits(t *testing.T) {
 	if status, body := r.attest(cookie, huge); status != http.StatusUnauthorized || !strings.Contains(body, "limit") {
 		t.Fatalf("oversized attest: %d %s", status, body)
 	}
-	resp, body := r.do("POST", kbs.PathAuth, kbs.Request{Version: "0.1.0", Tee: kbs.TeeSNP}, nil)
+	resp, body := r.do("POST", kbs.PathAuth, kbs.Request{Version: "0.1.0", Tee: kbs.TeeSNP}, nil) //nolint:bodyclose // raw.do read and closed it
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "version: expected 0.4.0") {
 		t.Fatalf("old protocol version: %d %s", resp.StatusCode, body)
 	}

@@ -151,7 +151,7 @@ func (e *Env) WaitContainer(ctx context.Context, id, state string, timeout time.
 			return st, nil
 		}
 		if time.Now().After(deadline) {
-			return st, fmt.Errorf("waiting for container %s to be %s: still %q after %s (last error: %v)", id, state, st.State, timeout, err)
+			return st, fmt.Errorf("waiting for container %s to be %s: still %q after %s (last error: %w)", id, state, st.State, timeout, err)
 		}
 		select {
 		case <-ctx.Done():

@@ -298,7 +298,7 @@ func (e *Env) startDaemon(ctx context.Context) error {
 		select {
 		case err := <-e.daemonDone:
 			e.daemonDone <- err
-			return fmt.Errorf("starting containerd: exited (%v); see %s", err, logf.Name())
+			return fmt.Errorf("starting containerd: exited (%w); see %s", err, logf.Name())
 		default:
 		}
 		if _, err := e.Run(ctx, e.Crictl(ctx, "info")); err == nil {
