@@ -144,7 +144,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (pid int, err e
 				// end the container's other processes; as runc's shim does,
 				// kill them, or they hold the output pipes open and the exit
 				// is never reported (found by the shim's e2e run).
-				go func() {
+				go func() { //nolint:gosec // G118: runs after the create request (and its ctx) has ended, at the init's exit
 					<-p.exited
 					_ = c.runc.Kill(context.Background(), req.ID, 9, &runc.KillOpts{All: true})
 				}()

@@ -53,7 +53,7 @@ type Rewrite struct {
 func RewriteSpec(raw []byte, r Rewrite) (*specs.Spec, error) {
 	var s specs.Spec
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return nil, fmt.Errorf("container %q: spec is not OCI runtime spec JSON: %v: %w", r.ID, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("container %q: spec is not OCI runtime spec JSON: %w: %w", r.ID, err, errdefs.ErrInvalidArgument)
 	}
 	if s.Process == nil {
 		return nil, fmt.Errorf("container %q: spec has no process: %w", r.ID, errdefs.ErrInvalidArgument)
@@ -125,7 +125,7 @@ func JoinsPodPIDNamespace(raw []byte) bool {
 func ParseProcess(raw []byte, terminal bool) (*specs.Process, error) {
 	var p specs.Process
 	if err := json.Unmarshal(raw, &p); err != nil {
-		return nil, fmt.Errorf("process is not OCI process JSON: %v: %w", err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("process is not OCI process JSON: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	if len(p.Args) == 0 && p.CommandLine == "" {
 		return nil, fmt.Errorf("process has no args: %w", errdefs.ErrInvalidArgument)
@@ -141,7 +141,7 @@ func ParseProcess(raw []byte, terminal bool) (*specs.Process, error) {
 func ParseResources(raw []byte) (*specs.LinuxResources, error) {
 	var r specs.LinuxResources
 	if err := json.Unmarshal(raw, &r); err != nil {
-		return nil, fmt.Errorf("resources are not OCI LinuxResources JSON: %v: %w", err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("resources are not OCI LinuxResources JSON: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	return &r, nil
 }

@@ -288,7 +288,7 @@ func (p *Policy) Check(ctx context.Context, img Image, keys KeyFetcher) error {
 		case TypeSigstore:
 			f.fetch(ctx, img)
 			if err := checkSigstore(ctx, r, img, f, keys); err != nil {
-				return fmt.Errorf("%w: %s: %s: %v", ErrRejected, img.Ref, at, err)
+				return fmt.Errorf("%w: %s: %s: %w", ErrRejected, img.Ref, at, err)
 			}
 		default:
 			return fmt.Errorf("%w: %s: %s: unknown requirement type", ErrRejected, img.Ref, at)

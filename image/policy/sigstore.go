@@ -315,7 +315,7 @@ func MatchIdentity(id *Identity, ref name.Reference, signed string) error {
 		// A bare repository (what cosign writes) has no tag or digest.
 		r, rerr := name.NewRepository(signed)
 		if rerr != nil {
-			return fmt.Errorf("signed identity %q is not a reference: %v", signed, rerr)
+			return fmt.Errorf("signed identity %q is not a reference: %w", signed, rerr)
 		}
 		sref = r.Tag("")
 	}
@@ -345,7 +345,7 @@ func MatchIdentity(id *Identity, ref name.Reference, signed string) error {
 	case ExactReference:
 		want, err := name.ParseReference(id.DockerReference, name.StrictValidation)
 		if err != nil {
-			return fmt.Errorf("policy dockerReference %q: %v", id.DockerReference, err)
+			return fmt.Errorf("policy dockerReference %q: %w", id.DockerReference, err)
 		}
 		if !sTagged || canonical(sref) != canonical(want) {
 			return fmt.Errorf("signed identity %q is not %s", signed, id.DockerReference)
@@ -354,7 +354,7 @@ func MatchIdentity(id *Identity, ref name.Reference, signed string) error {
 	case ExactRepository:
 		want, err := name.NewRepository(id.DockerRepository)
 		if err != nil {
-			return fmt.Errorf("policy dockerRepository %q: %v", id.DockerRepository, err)
+			return fmt.Errorf("policy dockerRepository %q: %w", id.DockerRepository, err)
 		}
 		return sameRepo(repository(want.Tag("")))
 	}
