@@ -64,7 +64,7 @@ Registry credentials come from the Docker config (~/.docker/config.json).`
 
 func policyCmd(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New(policyUsage)
+		return errors.New(policyUsage) //nolint:staticcheck // ST1005: the usage text is the message
 	}
 	switch args[0] {
 	case "generate":
@@ -97,7 +97,7 @@ func policyGenerate(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	if len(manifests) == 0 || fs.NArg() != 0 {
-		return errors.New("policy generate: want -f MANIFEST (and no other arguments)\n" + policyUsage)
+		return errors.New("policy generate: want -f MANIFEST (and no other arguments)\n" + policyUsage) //nolint:staticcheck // ST1005: the usage text follows the message
 	}
 	if *pin != string(podpolicy.PinDigest) && *pin != string(podpolicy.PinSignature) {
 		return fmt.Errorf("--pin %q: want digest or signature", *pin)
@@ -197,7 +197,7 @@ func policyCheck(args []string, stdout io.Writer) error {
 		return err
 	}
 	if fs.NArg() != 0 || *specFile == "" || (*docFile == "") == (*annotation == "") {
-		return errors.New("policy check: want --initdata FILE or --annotation VALUE, and --spec FILE\n" + policyUsage)
+		return errors.New("policy check: want --initdata FILE or --annotation VALUE, and --spec FILE\n" + policyUsage) //nolint:staticcheck // ST1005: the usage text follows the message
 	}
 	var doc []byte
 	var err error
