@@ -75,6 +75,10 @@ func Generate(w *Workload, objs *Objects, images map[string]Image) (*Result, err
 	if objs == nil {
 		objs = &Objects{}
 	}
+	if len(w.Spec.Containers) == 0 {
+		// The API server refuses such a pod too; bound, it would run nothing.
+		return nil, fmt.Errorf("%s: the pod spec has no containers", w.ID())
+	}
 	g := &gen{w: w, objs: objs, images: images, res: &Result{Workload: w}}
 	if err := g.annotations(); err != nil {
 		return nil, err

@@ -254,6 +254,8 @@ func TestGenerateRefuses(t *testing.T) {
 			[]string{"no command", "registry.test/nocmd:1"}},
 		{"raw block device", pod("spec:\n  containers:\n  - name: a\n    image: registry.test/app:1\n    volumeDevices: [{name: d, devicePath: /dev/xvda}]\n  volumes: [{name: d, persistentVolumeClaim: {claimName: c}}]\n"),
 			[]string{"volumeDevices"}},
+		// Found by FuzzGenerate: a pod without containers bound nothing.
+		{"pod without containers", pod("spec: {}\n"), []string{"pod/p", "no containers"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
