@@ -192,6 +192,10 @@ func (a *agent) run(pid1 bool) error {
 	if err != nil {
 		return err
 	}
+	// Ready is stored before the first request can be served, so a
+	// GuestDetails that comes in at once never reports 0.
+	ready := boot.SinceBoot()
+	a.ready.Store(int64(ready))
 	served := make(chan error, len(listeners))
 	var servers []*ttrpc.Server
 	for name, l := range listeners {
@@ -217,8 +221,6 @@ func (a *agent) run(pid1 bool) error {
 	// allow_debug_console (asked per session, so the policy SetInitData
 	// installs later counts).
 	a.startDebugConsole(ctx, conf.Enforcer().DebugConsole)
-	ready := boot.SinceBoot()
-	a.ready.Store(int64(ready))
 	a.log.Info("ready", "kernel_to_agent", a.start, "kernel_to_ready", ready)
 
 	sigs := make(chan os.Signal, 1)
