@@ -89,17 +89,7 @@ func TestUnknownMethodRefused(t *testing.T) {
 // returns err.
 func fakeHandler(req any, err error) ttrpc.Method {
 	return func(ctx context.Context, unmarshal func(any) error) (any, error) {
-		var v any
-		switch req.(type) {
-		case *api.PullImageRequest:
-			v = &api.PullImageRequest{}
-		case *api.CreateContainerRequest:
-			v = &api.CreateContainerRequest{}
-		case *api.ExecProcessRequest:
-			v = &api.ExecProcessRequest{}
-		case *api.RemoveContainerRequest:
-			v = &api.RemoveContainerRequest{}
-		}
+		v := emptyLike(req)
 		if uerr := unmarshal(v); uerr != nil {
 			return nil, uerr
 		}

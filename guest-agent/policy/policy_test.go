@@ -70,19 +70,7 @@ func TestParse(t *testing.T) {
 func call(e *Enforcer, method string, req any) (ran bool, err error) {
 	unmarshal := protoUnmarshal(req)
 	m := func(ctx context.Context, unmarshal func(any) error) (any, error) {
-		var v any
-		switch req.(type) {
-		case *api.ExecProcessRequest:
-			v = &api.ExecProcessRequest{}
-		case *api.CreateSandboxRequest:
-			v = &api.CreateSandboxRequest{}
-		case *api.SetInitDataRequest:
-			v = &api.SetInitDataRequest{}
-		case *api.ReadStreamRequest:
-			v = &api.ReadStreamRequest{}
-		default:
-			v = &api.CheckRequest{}
-		}
+		v := emptyLike(req)
 		if err := unmarshal(v); err != nil {
 			return nil, err
 		}
@@ -196,6 +184,10 @@ func TestInterceptor(t *testing.T) {
 }
 
 // protoUnmarshal unmarshals as ttrpc would: the request's bytes into v.
+// emptyLike returns a new, empty message of req's type, as a ttrpc handler
+// has for its request before unmarshalling.
+func emptyLike(req any) any { return req.(proto.Message).ProtoReflect().New().Interface() }
+
 func protoUnmarshal(req any) func(any) error {
 	return func(v any) error {
 		raw, err := proto.Marshal(req.(proto.Message))
