@@ -25,14 +25,7 @@ import (
 // volumes reach the containers as guest copies or guest memory, never as a
 // host share. It runs when VEIL_E2E_HANDLERS names veil-dev.
 func TestConfidential(t *testing.T) {
-	if !confidential {
-		t.Skip("veil-dev is not in VEIL_E2E_HANDLERS")
-	}
-	useOwnEnv(t, "veil-dev-confidential")
-	if err := env.CheckHandler(harness.VeilDev); err != nil {
-		t.Fatal(err)
-	}
-	ctx := testContext(t, 15*time.Minute)
+	ctx := veilDevTest(t, "veil-dev-confidential", 15*time.Minute)
 
 	// kubelet-shaped volume directories: <root>/pods/<uid>/volumes/kubernetes.io~<plugin>/<name>.
 	kubelet := t.TempDir()

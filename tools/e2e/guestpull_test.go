@@ -59,14 +59,7 @@ const runtimeHandlerAnnotation = "io.containerd.cri.runtime-handler"
 //
 // It runs when VEIL_E2E_HANDLERS names veil-dev.
 func TestGuestPull(t *testing.T) {
-	if !confidential {
-		t.Skip("veil-dev is not in VEIL_E2E_HANDLERS")
-	}
-	useOwnEnv(t, "veil-dev-guestpull")
-	if err := env.CheckHandler(harness.VeilDev); err != nil {
-		t.Fatal(err)
-	}
-	ctx := testContext(t, 20*time.Minute)
+	ctx := veilDevTest(t, "veil-dev-guestpull", 20*time.Minute)
 	base := registryImage(t, env.Image(testimages.BusyboxImage))
 
 	// The images, pushed to the e2e registry.

@@ -100,6 +100,22 @@ func useOwnEnv(t *testing.T, name string) {
 	t.Cleanup(func() { env = shared })
 }
 
+// veilDevTest starts a veil-dev test: it runs only when VEIL_E2E_HANDLERS
+// names veil-dev (make test's default does), in an environment of its own
+// (useOwnEnv) whose veil-dev handler must be able to run, and returns the
+// test's context, ending after timeout.
+func veilDevTest(t *testing.T, name string, timeout time.Duration) context.Context {
+	t.Helper()
+	if !confidential {
+		t.Skip("veil-dev is not in VEIL_E2E_HANDLERS")
+	}
+	useOwnEnv(t, name)
+	if err := env.CheckHandler(harness.VeilDev); err != nil {
+		t.Fatal(err)
+	}
+	return testContext(t, timeout)
+}
+
 // forEachHandler runs fn as a subtest per handler. A handler that cannot run
 // here (shim or guest image missing) fails the test: the tier never skips.
 func forEachHandler(t *testing.T, fn func(t *testing.T, handler string)) {

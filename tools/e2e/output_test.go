@@ -24,14 +24,7 @@ import (
 // write once 1 MiB was buffered, forever (kata#10680 has the same bug).
 // It runs when VEIL_E2E_HANDLERS names veil-dev.
 func TestConfidentialOutput(t *testing.T) {
-	if !confidential {
-		t.Skip("veil-dev is not in VEIL_E2E_HANDLERS")
-	}
-	useOwnEnv(t, "veil-dev-output")
-	if err := env.CheckHandler(harness.VeilDev); err != nil {
-		t.Fatal(err)
-	}
-	ctx := testContext(t, 15*time.Minute)
+	ctx := veilDevTest(t, "veil-dev-output", 15*time.Minute)
 
 	// allow_unbound_containers: the policy binds no container spec, so it
 	// lets the host's spec run (within the guest's hardening).

@@ -36,14 +36,7 @@ var (
 // the guest agent naming the field. It runs when VEIL_E2E_HANDLERS names
 // veil-dev.
 func TestPolicyGenerate(t *testing.T) {
-	if !confidential {
-		t.Skip("veil-dev is not in VEIL_E2E_HANDLERS")
-	}
-	useOwnEnv(t, "veil-dev-policy")
-	if err := env.CheckHandler(harness.VeilDev); err != nil {
-		t.Fatal(err)
-	}
-	ctx := testContext(t, 20*time.Minute)
+	ctx := veilDevTest(t, "veil-dev-policy", 20*time.Minute)
 
 	// Generate, in-process, against the e2e registry.
 	raw, err := os.ReadFile(filepath.Join("testdata", "policy-pod.yaml"))
