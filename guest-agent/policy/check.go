@@ -103,6 +103,9 @@ func (p Policy) CheckState(method string, req any, st State) *Denial {
 	case MethodCopyFile:
 		r, _ := req.(*api.CopyFileRequest)
 		return p.checkCopy(r, deny)
+	case MethodRemovePath:
+		r, _ := req.(*api.RemovePathRequest)
+		return p.checkRemove(r, deny)
 	}
 	return deny("unknown-method", fmt.Sprintf("method %s has a check in the table but none in the policy", method))
 }
@@ -325,12 +328,40 @@ func (p Policy) checkCopy(r *api.CopyFileRequest, deny func(rule, why string) *D
 	if p.DenyVolumeCopies {
 		return deny("deny_volume_copies", "copying a volume's files from the host into the guest")
 	}
+	// A guest-memory volume (an emptyDir, the pod's shm) holds only what the
+	// pod's containers write: the host may create its directory, never put
+	// or change anything inside it.
+	if memoryVolume(r.GetVolume()) && (r.GetKind() != api.CopyFileRequest_DIR || r.GetPath() != memoryVolumeDir) {
+		return deny("volume-copy", fmt.Sprintf("volume %s path %s: a guest-memory volume (emptyDir or shm) takes nothing from the host but its directory %q", r.GetVolume(), r.GetPath(), memoryVolumeDir))
+	}
 	const setuid, setgid = 0o4000, 0o2000
 	mode := r.GetMode()
 	if mode&setuid != 0 || (mode&setgid != 0 && r.GetKind() != api.CopyFileRequest_DIR) {
 		return deny("volume-copy", fmt.Sprintf("volume %s path %s: mode %#o has a setuid or setgid bit (a copied file would run with another identity)", r.GetVolume(), r.GetPath(), mode))
 	}
 	return nil
+}
+
+// checkRemove admits the removal of a copied file; what the pod's
+// containers wrote into a guest-memory volume is theirs.
+func (p Policy) checkRemove(r *api.RemovePathRequest, deny func(rule, why string) *Denial) *Denial {
+	if p.DenyVolumeCopies {
+		return deny("deny_volume_copies", "removing a volume's files copied from the host")
+	}
+	if memoryVolume(r.GetVolume()) {
+		return deny("volume-copy", fmt.Sprintf("volume %s path %s: removing from a guest-memory volume (emptyDir or shm), which holds only what the pod wrote", r.GetVolume(), r.GetPath()))
+	}
+	return nil
+}
+
+// memoryVolumeDir is the one entry of a guest-memory volume the host
+// creates (shim/volumes.go makeMemoryEntry): the directory containers bind.
+const memoryVolumeDir = "dir"
+
+// memoryVolume reports whether a Volume service volume is a guest-memory
+// one: an emptyDir ("emptydir-<name>") or the pod's shm ("shm").
+func memoryVolume(name string) bool {
+	return name == sourceSHM || strings.HasPrefix(name, "emptydir-")
 }
 
 // container is the bound container named name, or nil.

@@ -278,6 +278,13 @@ func TestCheck(t *testing.T) {
 		{"volume copies denied", Policy{DenyVolumeCopies: true}, MethodCopyFile, &api.CopyFileRequest{Volume: "v", Path: "hosts"}, "deny_volume_copies", ""},
 		{"volume removals denied", Policy{DenyVolumeCopies: true}, MethodRemovePath, &api.RemovePathRequest{Volume: "v", Path: "x"}, "deny_volume_copies", ""},
 		{"setuid copied file", Default(), MethodCopyFile, &api.CopyFileRequest{Volume: "v", Path: "su", Mode: 0o4755}, "volume-copy", "04755"},
+		{"emptyDir directory created by the host", Default(), MethodCopyFile, &api.CopyFileRequest{Volume: "emptydir-data", Path: "dir", Kind: api.CopyFileRequest_DIR, Mode: 0o777}, "", ""},
+		{"shm directory created by the host", Default(), MethodCopyFile, &api.CopyFileRequest{Volume: "shm", Path: "dir", Kind: api.CopyFileRequest_DIR, Mode: 0o1777}, "", ""},
+		{"file planted in an emptyDir", Default(), MethodCopyFile, &api.CopyFileRequest{Volume: "emptydir-data", Path: "dir/run.sh", Kind: api.CopyFileRequest_FILE, Mode: 0o755}, "volume-copy", "guest-memory volume"},
+		{"symlink planted as an emptyDir's directory", Default(), MethodCopyFile, &api.CopyFileRequest{Volume: "emptydir-data", Path: "dir", Kind: api.CopyFileRequest_SYMLINK}, "volume-copy", "emptydir-data"},
+		{"file planted in the pod's shm", Default(), MethodCopyFile, &api.CopyFileRequest{Volume: "shm", Path: "dir/x", Kind: api.CopyFileRequest_FILE}, "volume-copy", "shm"},
+		{"removal inside an emptyDir", Default(), MethodRemovePath, &api.RemovePathRequest{Volume: "emptydir-data", Path: "dir/state.db"}, "volume-copy", "guest-memory volume"},
+		{"removal of a copied file", Default(), MethodRemovePath, &api.RemovePathRequest{Volume: "c1-3", Path: "..data"}, "", ""},
 		{"setgid copied file", Default(), MethodCopyFile, &api.CopyFileRequest{Volume: "v", Path: "sg", Mode: 0o2755}, "volume-copy", ""},
 		{"setgid directory (fsGroup)", Default(), MethodCopyFile, &api.CopyFileRequest{Volume: "v", Path: "d", Kind: api.CopyFileRequest_DIR, Mode: 0o2777}, "", ""},
 

@@ -135,8 +135,9 @@ var methods = map[string]entry{
 	MethodListRoutes:      {kind: allowed, why: "the host configured them"},
 
 	MethodCopyFile: {kind: checked, name: "volume-copy",
-		why: "configMap, secret, downward-API files: allowed unless deny_volume_copies, never setuid (or setgid files)"},
-	MethodRemovePath: {kind: rule, name: "deny_volume_copies", why: "as CopyFile"},
+		why: "configMap, secret, downward-API files: allowed unless deny_volume_copies, never setuid (or setgid files), nothing but the directory of a guest-memory volume (emptyDir, shm)"},
+	MethodRemovePath: {kind: checked, name: "volume-copy",
+		why: "removes copied files: allowed unless deny_volume_copies, never inside a guest-memory volume (emptyDir, shm)"},
 
 	MethodSetInitData: {kind: beforeInitData, why: "the document is checked against the TEE's digest (guest-agent/attest)"},
 	MethodAttest:      {kind: allowed, why: "the pod's own attestation; it returns no secrets"},

@@ -181,6 +181,14 @@ func TestHostileHost(t *testing.T) {
 			_, err := c.Volume.CopyFile(ctx, &api.CopyFileRequest{Volume: "app1-0", Path: "su", Data: []byte("#!/bin/sh\n"), Mode: 0o4755})
 			return err
 		}},
+		{"file planted in an emptyDir", "volume-copy", "guest-memory volume", func() error {
+			_, err := c.Volume.CopyFile(ctx, &api.CopyFileRequest{Volume: "emptydir-data", Path: "dir/run.sh", Data: []byte("#!/bin/sh\n"), Mode: 0o755})
+			return err
+		}},
+		{"removal inside an emptyDir", "volume-copy", "guest-memory volume", func() error {
+			_, err := c.Volume.RemovePath(ctx, &api.RemovePathRequest{Volume: "emptydir-data", Path: "dir/state.db"})
+			return err
+		}},
 		{"PullImage of another image", "image", "registry.example/evil:latest", func() error {
 			_, err := c.Image.PullImage(ctx, &api.PullImageRequest{Image: "registry.example/evil:latest", ContainerId: "evil-pull"})
 			return err
