@@ -197,3 +197,7 @@ func ParseMetadata(fw []byte) (Metadata, error) {
 	}
 	return m, nil
 }
+
+// IsIGVM reports whether a firmware path names an IGVM file (QEMU's
+// igvm-cfg) rather than an OVMF image; this package measures OVMF only.
+func IsIGVM(path string) bool { return strings.HasSuffix(path, ".igvm") }
