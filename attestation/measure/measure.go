@@ -16,9 +16,9 @@ type Result struct {
 	Inputs Inputs `json:"inputs"`
 	// SHA-256 of the files, and of the command line as SEV hashes it
 	// (with its NUL).
-	FirmwareSHA256 string `json:"firmware_sha256,omitempty"`
-	KernelSHA256   string `json:"kernel_sha256"`
-	InitrdSHA256   string `json:"initrd_sha256,omitempty"`
+	FirmwareSHA256 string     `json:"firmware_sha256,omitempty"`
+	KernelSHA256   string     `json:"kernel_sha256"`
+	InitrdSHA256   string     `json:"initrd_sha256,omitempty"`
 	SNP            *SNPValues `json:"snp,omitempty"`
 	TDX            *TDXValues `json:"tdx,omitempty"`
 }

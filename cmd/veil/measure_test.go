@@ -85,7 +85,7 @@ func TestMeasureCmd(t *testing.T) {
 	if err := measureCmd([]string{"--handler", "veil-snp", "--prefix", prefix, "--vcpu-sig", "a00f11"}, &text); err != nil {
 		t.Fatal(err)
 	}
-	if !regexp.MustCompile(`(?m)^snp\.measurement +` + r.SNP.Measurement + `$`).MatchString(text.String()) || !strings.Contains(text.String(), "no manifest.json") {
+	if !regexp.MustCompile(`(?m)^snp\.measurement +`+r.SNP.Measurement+`$`).MatchString(text.String()) || !strings.Contains(text.String(), "no manifest.json") {
 		t.Errorf("text output:\n%s", text.String())
 	}
 
