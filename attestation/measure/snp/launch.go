@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 )
 
 // ErrNoKernelHashes is returned when a kernel is given but the firmware
@@ -112,7 +113,7 @@ func SEVESDigest(fw []byte, m Metadata, kernel *KernelHashes, vcpus int, vcpuSig
 		return [32]byte{}, fmt.Errorf("SEV-ES launch with %d vCPUs: the firmware has no SEV-ES reset block", vcpus)
 	}
 	h := sha256.New()
-	if err := sevPrefix(h.Write, fw, m, kernel); err != nil {
+	if err := sevPrefix(h, fw, m, kernel); err != nil {
 		return [32]byte{}, err
 	}
 	for i := range vcpus {
@@ -131,7 +132,7 @@ func SEVESDigest(fw []byte, m Metadata, kernel *KernelHashes, vcpus int, vcpuSig
 // padded hash table (when a kernel is given).
 func SEVDigest(fw []byte, m Metadata, kernel *KernelHashes) ([sha256.Size]byte, error) {
 	h := sha256.New()
-	if err := sevPrefix(h.Write, fw, m, kernel); err != nil {
+	if err := sevPrefix(h, fw, m, kernel); err != nil {
 		return [32]byte{}, err
 	}
 	var d [32]byte
@@ -139,14 +140,16 @@ func SEVDigest(fw []byte, m Metadata, kernel *KernelHashes) ([sha256.Size]byte, 
 	return d, nil
 }
 
-func sevPrefix(write func([]byte) (int, error), fw []byte, m Metadata, kernel *KernelHashes) error {
+// sevPrefix hashes what SEV and SEV-ES measure first: the firmware and,
+// with a kernel, the padded hash table. A hash.Hash never fails to write.
+func sevPrefix(h hash.Hash, fw []byte, m Metadata, kernel *KernelHashes) error {
 	if kernel != nil && m.HashTableGPA == 0 {
 		return fmt.Errorf("measuring SEV kernel hashes: %w: no SEV hash table in the firmware's footer", ErrNoKernelHashes)
 	}
-	write(fw)
+	h.Write(fw)
 	if kernel != nil {
 		t := kernel.Table()
-		write(t[:])
+		h.Write(t[:])
 	}
 	return nil
 }
