@@ -38,8 +38,8 @@ type Inputs struct {
 	// VCPUSig is the vCPU signature (CPUID 1 EAX) an SNP VMSA carries;
 	// 0 means the signature of CPUType, which must then be a model name.
 	VCPUSig uint32 `json:"vcpu_sig,omitempty"`
-	// GuestFeatures is SEV_FEATURES (SNP).
-	GuestFeatures uint64 `json:"guest_features"`
+	// GuestFeatures is SEV_FEATURES (SNP only).
+	GuestFeatures uint64 `json:"guest_features,omitempty"`
 	// InitDataDigest is the SHA-256 of the init-data document (hex), bound
 	// in HOSTDATA (SNP), MRCONFIGID (TDX) or on the command line (sample);
 	// empty when none.
@@ -56,15 +56,17 @@ func FromConfig(cfg config.Config, initDataDigest []byte) Inputs {
 	vm := cfg.VM(initDataDigest, cfg.Hypervisor.VCPUs, cfg.Hypervisor.MemoryMiB)
 	l := qemu.LaunchFor(vm, hypervisor.AccelKVM, hypervisor.TransportVsock)
 	in := Inputs{
-		TEE:           cfg.Confidential.Kind(),
-		Firmware:      vm.TEE.Firmware,
-		Kernel:        l.Kernel,
-		Initrd:        l.Initrd,
-		Append:        l.Append(),
-		VCPUs:         l.VCPUs,
-		MemoryMiB:     l.MemoryMiB,
-		CPUType:       l.CPU(),
-		GuestFeatures: DefaultGuestFeatures,
+		TEE:       cfg.Confidential.Kind(),
+		Firmware:  vm.TEE.Firmware,
+		Kernel:    l.Kernel,
+		Initrd:    l.Initrd,
+		Append:    l.Append(),
+		VCPUs:     l.VCPUs,
+		MemoryMiB: l.MemoryMiB,
+		CPUType:   l.CPU(),
+	}
+	if in.TEE == hypervisor.TEESNP {
+		in.GuestFeatures = DefaultGuestFeatures
 	}
 	if len(initDataDigest) > 0 {
 		in.InitDataDigest = hex.EncodeToString(initDataDigest)

@@ -49,7 +49,12 @@ type TDXValues struct {
 
 // TDX is the seam to attestation/measure/tdx: it computes a TD's MRTD and
 // RTMRs from in (firmware, kernel, initrd, Append, MemoryMiB). nil until
-// that package is wired in; Measure then refuses TDX inputs.
+// that package is wired in; Measure then refuses TDX inputs. Wiring it is
+// a few lines over tdx.Measure (tdx.Inputs{Firmware, Kernel, Initrd:
+// nil when in.Initrd is "", Cmdline: in.Append, MemoryBytes:
+// in.MemoryMiB<<20}), hex-encoding MRTD and RTMR[0..3] and RTMR0Known.
+// Note that TDX's kernel event covers the setup header QEMU patches for
+// the guest's RAM size, so unlike SNP's it follows the pod's memory.
 var TDX func(in Inputs) (TDXValues, error)
 
 // ErrNoTDX is returned for TDX inputs when TDX is not wired in.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -108,10 +109,16 @@ func measureCmd(args []string, stdout io.Writer) error {
 		in = measure.Inputs{
 			TEE: hypervisor.TEE(*tee), Firmware: *firmware, Kernel: *kernel, Initrd: *initrd, Append: *appendLine,
 			VCPUs: uint32(*vcpus), MemoryMiB: uint32(*memMiB), CPUType: measure.HostCPU,
-			GuestFeatures: measure.DefaultGuestFeatures, InitDataDigest: strings.ToLower(*idDigest),
+			InitDataDigest: strings.ToLower(*idDigest),
+		}
+		if in.TEE == hypervisor.TEESNP {
+			in.GuestFeatures = measure.DefaultGuestFeatures
 		}
 		if *initdataFile != "" {
 			return fmt.Errorf("measure: --initdata needs --handler; give --init-data-digest (veil initdata digest FILE)")
+		}
+		if d, err := hex.DecodeString(in.InitDataDigest); err != nil || (len(d) != 0 && len(d) != 32) {
+			return fmt.Errorf("measure: --init-data-digest %q: want 64 hex digits (SHA-256)", *idDigest)
 		}
 	}
 	if set["firmware"] {

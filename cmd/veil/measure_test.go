@@ -97,6 +97,7 @@ func TestMeasureCmd(t *testing.T) {
 		{[]string{"--handler", "veil-snp", "--prefix", prefix, "--cpu-type", "Skylake"}, "unknown vCPU model"},
 		{[]string{"--handler", "veil-nope", "--prefix", prefix}, "veil-nope.toml"},
 		{[]string{"--append", "x"}, "give --handler"},
+		{[]string{"--tee", "sample", "--kernel", filepath.Join(share, "vmlinuz"), "--init-data-digest", "abc"}, "want 64 hex digits"},
 	} {
 		if err := measureCmd(tt.args, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("measure %q: %v, want %q", tt.args, err, tt.want)
