@@ -9,26 +9,26 @@ import (
 
 // TCG event types TDVF logs (TCG PC Client Platform Firmware Profile).
 const (
-	EvSeparator                   uint32 = 0x00000004
-	EvEventTag                    uint32 = 0x00000006
-	EvPlatformConfigFlags         uint32 = 0x0000000A
-	EvEFIVariableDriverConfig     uint32 = 0x80000001
-	EvEFIVariableBoot             uint32 = 0x80000002
-	EvEFIBootServicesApplication  uint32 = 0x80000003
-	EvEFIAction                   uint32 = 0x80000007
-	EvEFIPlatformFirmwareBlob2    uint32 = 0x8000000A
-	EvEFIHandoffTables2           uint32 = 0x8000000B
-	efiGlobalVariable                    = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
-	efiImageSecurityDatabase             = "d719b2cb-3d3a-4596-a3bc-dad00e67656f"
-	actionCallingEFIApplication          = "Calling EFI Application from Boot Option"
-	actionExitBootServicesInvocation     = "Exit Boot Services Invocation"
-	actionExitBootServicesReturned       = "Exit Boot Services Returned with Success"
-	initrdCmdlineSuffix                  = " initrd=initrd"
-	ovmfDXEFVName                        = "7cb8bdc9-f8eb-4f34-aaea-3ee4af6516a1"
-	ovmfUiAppFile                        = "462caa21-7614-4503-836e-8ab6f4662331"
-	loadOptionActiveHiddenApp            = 0x00000109 // ACTIVE | HIDDEN | CATEGORY_APP
-	devicePathMediaFV                    = 0x0704     // type 4 (media), subtype 7 (PIWG firmware volume)
-	devicePathMediaFVFile                = 0x0604     // type 4, subtype 6 (PIWG firmware file)
+	EvSeparator                      uint32 = 0x00000004
+	EvEventTag                       uint32 = 0x00000006
+	EvPlatformConfigFlags            uint32 = 0x0000000A
+	EvEFIVariableDriverConfig        uint32 = 0x80000001
+	EvEFIVariableBoot                uint32 = 0x80000002
+	EvEFIBootServicesApplication     uint32 = 0x80000003
+	EvEFIAction                      uint32 = 0x80000007
+	EvEFIPlatformFirmwareBlob2       uint32 = 0x8000000A
+	EvEFIHandoffTables2              uint32 = 0x8000000B
+	efiGlobalVariable                       = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
+	efiImageSecurityDatabase                = "d719b2cb-3d3a-4596-a3bc-dad00e67656f"
+	actionCallingEFIApplication             = "Calling EFI Application from Boot Option"
+	actionExitBootServicesInvocation        = "Exit Boot Services Invocation"
+	actionExitBootServicesReturned          = "Exit Boot Services Returned with Success"
+	initrdCmdlineSuffix                     = " initrd=initrd"
+	ovmfDXEFVName                           = "7cb8bdc9-f8eb-4f34-aaea-3ee4af6516a1"
+	ovmfUiAppFile                           = "462caa21-7614-4503-836e-8ab6f4662331"
+	loadOptionActiveHiddenApp               = 0x00000109 // ACTIVE | HIDDEN | CATEGORY_APP
+	devicePathMediaFV                       = 0x0704     // type 4 (media), subtype 7 (PIWG firmware volume)
+	devicePathMediaFVFile                   = 0x0604     // type 4, subtype 6 (PIWG firmware file)
 )
 
 // Event is one measurement TDVF (or the kernel's EFI stub) extends into an
