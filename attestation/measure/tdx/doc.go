@@ -45,9 +45,11 @@
 //	        6.8 or later).
 //	RTMR3   zero at launch (veil's guest does not extend it).
 //
-// The RTMR0 event sequence and Boot0000 are those of OVMF before
-// edk2-stable202505 (the dstack tdx-lite hardware quote); a newer OVMF may
-// log other events. The vCPU count changes nothing but the ACPI tables.
+// The event sequences (RTMR0's, Boot0000, the " initrd=initrd" suffix OVMF
+// adds to the command line) are those of OVMF before edk2-stable202505 (the
+// dstack tdx-lite hardware quote); a newer OVMF may log other events, so
+// check a reference boot's event log when the firmware changes. The vCPU
+// count changes nothing but the ACPI tables.
 //
 // # Sources and vectors
 //
