@@ -16,8 +16,10 @@
 //     image, its SEV metadata sections, the kernel hashes table (kernel,
 //     initrd, command line) and one VMSA per vCPU. The init-data digest is
 //     bound in HOSTDATA, outside the digest.
-//   - TDX: MRTD and RTMRs through the TDX seam (tdx.go), wired to
-//     attestation/measure/tdx.
+//   - TDX: MRTD, RTMR 1 (kernel) and RTMR 2 (command line, initrd) from
+//     attestation/measure/tdx; RTMR 0 needs QEMU's ACPI table digests and
+//     is left unknown. RTMR 1 follows the VM's memory size (QEMU patches
+//     the initrd address into the kernel's setup header).
 //   - sample (veil-dev): no hardware value; the init-data digest is on the
 //     kernel command line and the sample evidence reports it.
 //

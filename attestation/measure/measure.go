@@ -3,11 +3,11 @@ package measure
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 
 	"github.com/veil-runtime/veil/attestation/measure/snp"
+	"github.com/veil-runtime/veil/attestation/measure/tdx"
 	"github.com/veil-runtime/veil/hypervisor"
 )
 
@@ -47,19 +47,6 @@ type TDXValues struct {
 	RTMR0Known bool `json:"rtmr0_known"`
 }
 
-// TDX is the seam to attestation/measure/tdx: it computes a TD's MRTD and
-// RTMRs from in (firmware, kernel, initrd, Append, MemoryMiB). nil until
-// that package is wired in; Measure then refuses TDX inputs. Wiring it is
-// a few lines over tdx.Measure (tdx.Inputs{Firmware, Kernel, Initrd:
-// nil when in.Initrd is "", Cmdline: in.Append, MemoryBytes:
-// in.MemoryMiB<<20}), hex-encoding MRTD and RTMR[0..3] and RTMR0Known.
-// Note that TDX's kernel event covers the setup header QEMU patches for
-// the guest's RAM size, so unlike SNP's it follows the pod's memory.
-var TDX func(in Inputs) (TDXValues, error)
-
-// ErrNoTDX is returned for TDX inputs when TDX is not wired in.
-var ErrNoTDX = errors.New("TDX measurement is not available in this build (attestation/measure/tdx is not wired to measure.TDX)")
-
 // Measure reads the files in and computes the values of its TEE.
 func Measure(in Inputs) (Result, error) {
 	r := Result{Inputs: in}
@@ -88,17 +75,14 @@ func Measure(in Inputs) (Result, error) {
 		}
 		r.SNP = &v
 	case hypervisor.TEETDX:
-		if TDX == nil {
-			return r, ErrNoTDX
-		}
 		fw, err := os.ReadFile(in.Firmware)
 		if err != nil {
 			return r, fmt.Errorf("reading the TDX firmware: %w", err)
 		}
 		r.FirmwareSHA256 = sum(fw)
-		v, err := TDX(in)
+		v, err := TDX(in, fw, kernel, initrd)
 		if err != nil {
-			return r, fmt.Errorf("measuring the TDX launch: %w", err)
+			return r, err
 		}
 		r.TDX = &v
 	case hypervisor.TEESample:
@@ -144,6 +128,31 @@ func SNP(in Inputs, fw, kernel, initrd []byte) (SNPValues, error) {
 		VCPUSig:        sig,
 		Sections:       m.Sections,
 	}, nil
+}
+
+// TDX computes the TDX values of a QEMU launch of fw with kernel, initrd
+// (nil: none), in.Append and in.MemoryMiB of RAM (attestation/measure/tdx,
+// KVM's single-pass page add). RTMR 0 is left unknown: it covers QEMU's
+// ACPI tables, which only a reference boot's event log gives. RTMR 1
+// covers the kernel with the setup header QEMU patches for the guest's RAM,
+// so it follows the VM's memory size (handler base plus the pod's memory
+// limit).
+func TDX(in Inputs, fw, kernel, initrd []byte) (TDXValues, error) {
+	if in.Initrd != "" && initrd == nil {
+		initrd = []byte{} // an empty -initrd file is still an initrd
+	}
+	v, err := tdx.Measure(tdx.Inputs{
+		Firmware: fw, Kernel: kernel, Initrd: initrd, Cmdline: in.Append,
+		MemoryBytes: uint64(in.MemoryMiB) << 20,
+	})
+	if err != nil {
+		return TDXValues{}, fmt.Errorf("measuring the TDX launch of %s: %w", in.Firmware, err)
+	}
+	out := TDXValues{MRTD: hex.EncodeToString(v.MRTD[:]), RTMR0Known: v.RTMR0Known}
+	for i, r := range v.RTMR {
+		out.RTMR[i] = hex.EncodeToString(r[:])
+	}
+	return out, nil
 }
 
 func sum(b []byte) string {

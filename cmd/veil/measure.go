@@ -32,8 +32,13 @@ With --handler the inputs are the installed handler config
 the QEMU driver launch a pod with: the kernel command line, firmware, vCPU
 count (pinned for snp and tdx handlers) and the handler's init-data. The
 guest image's manifest.json, when present, must list the same kernel and
-initrd. --cpu-type, --vcpu-sig, --guest-features and --firmware override the
-handler's values (e.g. to measure for another host).
+initrd. --cpu-type, --vcpu-sig, --guest-features, --firmware and --memory-mib
+override the handler's values (e.g. to measure for another host).
+
+TDX: MRTD, RTMR 1 (kernel) and RTMR 2 (command line and initrd); RTMR 0
+covers QEMU's ACPI tables and is not computed. RTMR 1 follows the VM's
+memory size: the handler's memory_mib plus the pod's memory limit
+(--memory-mib).
 
 The SNP digest covers the vCPU signature: QEMU runs SNP guests with
 -cpu host, so the default is this machine's CPU (from /proc/cpuinfo); give
@@ -58,7 +63,7 @@ func measureCmd(args []string, stdout io.Writer) error {
 	initrd := fs.String("initrd", "", "initrd (-initrd)")
 	appendLine := fs.String("append", "", "kernel command line, exactly as QEMU gets it (-append)")
 	vcpus := fs.Uint("vcpus", 1, "vCPU count")
-	memMiB := fs.Uint("memory-mib", 256, "guest memory in MiB (TDX)")
+	memMiB := fs.Uint("memory-mib", 256, "guest memory in MiB (TDX; with --handler: its memory_mib)")
 	cpuType := fs.String("cpu-type", "", "QEMU vCPU model (EPYC-v4, EPYC-Milan, ...); default: this host's CPU")
 	vcpuSig := fs.String("vcpu-sig", "", "vCPU signature (CPUID 1 EAX, hex) instead of --cpu-type")
 	features := fs.String("guest-features", "", "SEV_FEATURES (hex; default 0x1)")
@@ -82,7 +87,7 @@ func measureCmd(args []string, stdout io.Writer) error {
 	var in measure.Inputs
 	var source string
 	if *handler != "" || *cfgPath != "" {
-		for _, f := range []string{"tee", "kernel", "initrd", "append", "vcpus", "memory-mib", "init-data-digest"} {
+		for _, f := range []string{"tee", "kernel", "initrd", "append", "vcpus", "init-data-digest"} {
 			if set[f] {
 				return fmt.Errorf("measure: --%s comes from the handler config; edit the config or measure without --handler", f)
 			}
@@ -123,6 +128,9 @@ func measureCmd(args []string, stdout io.Writer) error {
 	}
 	if set["firmware"] {
 		in.Firmware = *firmware
+	}
+	if set["memory-mib"] {
+		in.MemoryMiB = uint32(*memMiB) // TDX: the pod's memory limit adds to the handler's base
 	}
 	if *cpuType != "" {
 		in.CPUType = *cpuType
