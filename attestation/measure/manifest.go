@@ -34,6 +34,9 @@ type Recorded struct {
 	// -cpu host a node's value is that of the model whose family, model
 	// and stepping its CPU has).
 	SNP map[string]string `json:"snp,omitempty"`
+	// TDX are the TDX values at the handler's base memory size (RTMR 1
+	// follows the VM's memory; RTMR 0 is not computed).
+	TDX *TDXValues `json:"tdx,omitempty"`
 	// NotComputable says why no hardware value was recorded.
 	NotComputable string `json:"not_computable,omitempty"`
 }

@@ -51,6 +51,9 @@ type Options struct {
 	// SNPFirmware is the OVMF (AmdSev) image veil-snp's launch digest is
 	// recorded with; empty looks in SNPFirmwareCandidates.
 	SNPFirmware string
+	// TDXFirmware is the TDVF veil-tdx's values are recorded with; empty
+	// looks in TDXFirmwareCandidates.
+	TDXFirmware string
 	Log         *slog.Logger
 }
 
@@ -285,7 +288,7 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 			return nil, err
 		}
 	}
-	if m.Measurements, err = measurements(o.OutDir, o.SNPFirmware); err != nil {
+	if m.Measurements, err = measurements(o.OutDir, o.SNPFirmware, o.TDXFirmware); err != nil {
 		return nil, fmt.Errorf("recording launch measurements: %w", err)
 	}
 	mj, err := json.MarshalIndent(&m, "", "  ")

@@ -8,6 +8,7 @@ import (
 	"sort"
 
 	"github.com/veil-runtime/veil/attestation/measure"
+	"github.com/veil-runtime/veil/hypervisor"
 	"github.com/veil-runtime/veil/runtimeclass/install"
 	"github.com/veil-runtime/veil/shim/config"
 )
@@ -24,17 +25,21 @@ var SNPFirmwareCandidates = []string{"/usr/share/ovmf/OVMF.amdsev.fd", "/usr/sha
 // `veil measure --handler veil-snp` on the node.
 var SNPModels = []string{"EPYC-Milan", "EPYC-Genoa", "EPYC-Turin"}
 
+// TDXFirmwareCandidates are where a TDVF is looked for when
+// Options.TDXFirmware is empty: Debian's ovmf package (OVMF.fd, the
+// OvmfPkgX64 build, carries the TDVF metadata; trixie adds OVMF.inteltdx.fd).
+var TDXFirmwareCandidates = []string{"/usr/share/ovmf/OVMF.inteltdx.fd", "/usr/share/ovmf/OVMF.fd"}
+
 // MeasuredHandlers are the handlers whose default inputs the manifest
-// records (veil-tdx: TDX values are `veil measure`'s, once its TDVF and
-// TDX measurement are available).
-var MeasuredHandlers = []string{"veil-dev", "veil-snp"}
+// records.
+var MeasuredHandlers = []string{"veil-dev", "veil-snp", "veil-tdx"}
 
 // measurements computes, for each handler of MeasuredHandlers as `veil
 // install` configures it (install.HandlerConfig under the default
 // prefix), the launch values of the image just written to outDir. A value
 // that cannot be computed here (no SNP-capable firmware) is recorded with
 // the reason instead of failing the build.
-func measurements(outDir, snpFirmware string) (map[string]measure.Recorded, error) {
+func measurements(outDir, snpFirmware, tdxFirmware string) (map[string]measure.Recorded, error) {
 	out := map[string]measure.Recorded{}
 	for _, h := range MeasuredHandlers {
 		cfg, err := config.Parse(install.HandlerConfig(install.DefaultPrefix, h), h+".toml")
@@ -50,12 +55,12 @@ func measurements(outDir, snpFirmware string) (map[string]measure.Recorded, erro
 		// the files just built (only their contents count).
 		local := in
 		local.Kernel, local.Initrd = filepath.Join(outDir, KernelFile), filepath.Join(outDir, InitrdFile)
-		if in.TEE.Hardware() {
-			fw, why := findSNPFirmware(snpFirmware)
+		switch in.TEE {
+		case hypervisor.TEESNP:
+			fw, why := findFirmware(snpFirmware, SNPFirmwareCandidates, "SNP-capable OVMF (AmdSev build with the kernel-hashes section)", "Debian bookworm's ovmf has none")
 			if fw == "" {
 				rec.NotComputable = why
-				out[h] = rec
-				continue
+				break
 			}
 			local.Firmware = fw
 			rec.SNP = map[string]string{}
@@ -68,29 +73,43 @@ func measurements(outDir, snpFirmware string) (map[string]measure.Recorded, erro
 				}
 				rec.SNP[model], rec.FirmwareSHA256 = r.SNP.Measurement, r.FirmwareSHA256
 			}
+		case hypervisor.TEETDX:
+			fw, why := findFirmware(tdxFirmware, TDXFirmwareCandidates, "TDVF (OVMF with TDX metadata)", "install Debian's ovmf")
+			if fw == "" {
+				rec.NotComputable = why
+				break
+			}
+			local.Firmware = fw
+			r, err := measure.Measure(local)
+			if err != nil {
+				rec.NotComputable = fmt.Sprintf("TDX values not computable with %s: %v", fw, err)
+				break
+			}
+			rec.TDX, rec.FirmwareSHA256 = r.TDX, r.FirmwareSHA256
 		}
 		out[h] = rec
 	}
 	return out, nil
 }
 
-// findSNPFirmware returns the firmware to measure veil-snp with: given, or
-// the first candidate present; or "" and why there is none.
-func findSNPFirmware(given string) (string, string) {
+// findFirmware returns the firmware to measure with: given, or the first
+// candidate present; or "" and why there is none (what names the kind of
+// firmware, hint what to do).
+func findFirmware(given string, candidates []string, what, hint string) (string, string) {
 	if given != "" {
 		if _, err := os.Stat(given); err != nil {
-			return "", fmt.Sprintf("SNP firmware %s: %v", given, err)
+			return "", fmt.Sprintf("firmware %s: %v", given, err)
 		}
 		return given, ""
 	}
-	for _, c := range SNPFirmwareCandidates {
+	for _, c := range candidates {
 		if _, err := os.Stat(c); err == nil {
 			return c, ""
 		} else if !errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Sprintf("SNP firmware %s: %v", c, err)
+			return "", fmt.Sprintf("firmware %s: %v", c, err)
 		}
 	}
-	c := append([]string(nil), SNPFirmwareCandidates...)
+	c := append([]string(nil), candidates...)
 	sort.Strings(c)
-	return "", fmt.Sprintf("no SNP-capable OVMF (AmdSev build with the kernel-hashes section) on the build machine: none of %v exists (Debian bookworm's ovmf has none); pass -snp-firmware, or run `veil measure --handler veil-snp` on the node with its firmware", c)
+	return "", fmt.Sprintf("no %s on the build machine: none of %v exists (%s); pass it to the build, or run `veil measure --handler` on the node with its firmware", what, c, hint)
 }

@@ -23,9 +23,13 @@ func TestMeasurements(t *testing.T) {
 	}
 
 	t.Run("with an SNP firmware", func(t *testing.T) {
-		m, err := measurements(out, fw)
+		m, err := measurements(out, fw, fw)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// A fake kernel and an SNP firmware make no TD: recorded as such.
+		if tdx := m["veil-tdx"]; tdx.TDX != nil || !strings.Contains(tdx.NotComputable, "TDX values not computable with") {
+			t.Errorf("veil-tdx: %+v", tdx)
 		}
 		snp := m["veil-snp"]
 		if snp.NotComputable != "" || len(snp.SNP) != len(SNPModels) {
@@ -52,21 +56,25 @@ func TestMeasurements(t *testing.T) {
 	})
 
 	t.Run("without one the build still succeeds and says why", func(t *testing.T) {
-		saved := SNPFirmwareCandidates
+		savedSNP, savedTDX := SNPFirmwareCandidates, TDXFirmwareCandidates
 		SNPFirmwareCandidates = []string{filepath.Join(out, "absent.fd")}
-		defer func() { SNPFirmwareCandidates = saved }()
-		m, err := measurements(out, "")
+		TDXFirmwareCandidates = []string{filepath.Join(out, "absent-tdx.fd")}
+		defer func() { SNPFirmwareCandidates, TDXFirmwareCandidates = savedSNP, savedTDX }()
+		m, err := measurements(out, "", "")
 		if err != nil {
 			t.Fatal(err)
 		}
 		if snp := m["veil-snp"]; snp.SNP != nil || !strings.Contains(snp.NotComputable, "no SNP-capable OVMF") {
 			t.Errorf("veil-snp: %+v", snp)
 		}
+		if tdx := m["veil-tdx"]; tdx.TDX != nil || !strings.Contains(tdx.NotComputable, "no TDVF") {
+			t.Errorf("veil-tdx: %+v", tdx)
+		}
 	})
 
 	t.Run("a firmware without the kernel-hashes section", func(t *testing.T) {
 		x64, _ := filepath.Abs("../../../attestation/measure/snp/testdata/sev-snp-measure/ovmf_OvmfX64_suffix.bin")
-		m, err := measurements(out, x64)
+		m, err := measurements(out, x64, "")
 		if err != nil {
 			t.Fatal(err)
 		}
