@@ -46,7 +46,8 @@ The SNP digest covers the vCPU signature: QEMU runs SNP guests with
 another host.
 
 --for-kbs prints the veil-kbs commands that pin the values in the broker's
-attestation policy.
+attestation policy (add --url, --admin-token-file, --ca to each when the
+broker is not veil-kbs's default https://127.0.0.1:8080).
 
 flags:`
 
