@@ -14,16 +14,11 @@ import (
 	"github.com/veil-runtime/veil/shim/config"
 )
 
-// Kernel parameters that tell the agent it runs a confidential pod. They
-// are part of the measured launch (SNP kernel-hashes, TDX RTMR), so a host
-// that drops or changes them changes the measurement the broker checks.
+// Kernel parameters that tell the agent it runs a confidential pod
+// (config.GuestKernelArgs writes them).
 const (
-	// TEEParam names the TEE: sample, snp or tdx.
-	TEEParam = "veil.tee"
-	// InitDataDigestParam carries the init-data digest (hex) for the sample
-	// TEE, which has no hardware field to bind it in (veil-dev: software,
-	// proves nothing).
-	InitDataDigestParam = "veil.initdata_digest"
+	TEEParam            = config.TEEParam
+	InitDataDigestParam = config.InitDataDigestParam
 )
 
 // confidentialPod is what a confidential handler adds to a pod's start:
@@ -111,28 +106,6 @@ func (p *confidentialPod) digest() []byte {
 	}
 	d := initdata.Digest(p.doc)
 	return d[:]
-}
-
-// teeConfig is the hypervisor's launch configuration for the pod.
-func (p *confidentialPod) teeConfig(c config.Confidential) hypervisor.TEEConfig {
-	if p == nil {
-		return hypervisor.TEEConfig{}
-	}
-	return c.TEEConfig(p.digest())
-}
-
-// kernelArgs are the pod's confidential kernel parameters: the TEE, and
-// for sample the init-data digest (hardware TEEs carry it in HOSTDATA /
-// MRCONFIGID instead).
-func (p *confidentialPod) kernelArgs() []string {
-	if p == nil {
-		return nil
-	}
-	args := []string{TEEParam + "=" + string(p.tee)}
-	if p.tee == hypervisor.TEESample && p.doc != nil {
-		args = append(args, InitDataDigestParam+"="+hex.EncodeToString(p.digest()))
-	}
-	return args
 }
 
 // setInitData hands the agent the document (empty when none). The agent

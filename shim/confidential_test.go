@@ -67,8 +67,9 @@ func TestResolveConfidential(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			cfg := config.Config{Confidential: tt.c}
 			if tt.wantNil {
-				if p != nil || p.kernelArgs() != nil || p.teeConfig(tt.c).Kind != "" {
+				if p != nil || cfg.GuestKernelArgs(p.digest()) != nil || cfg.VM(p.digest(), 1, 256).TEE.Kind != "" {
 					t.Fatalf("non-confidential pod got %+v", p)
 				}
 				return
@@ -76,10 +77,10 @@ func TestResolveConfidential(t *testing.T) {
 			if string(p.doc) != tt.wantDoc {
 				t.Errorf("doc = %q, want %q", p.doc, tt.wantDoc)
 			}
-			if got := p.kernelArgs(); !slices.Equal(got, tt.wantArgs) {
+			if got := cfg.GuestKernelArgs(p.digest()); !slices.Equal(got, tt.wantArgs) {
 				t.Errorf("kernel args = %q, want %q", got, tt.wantArgs)
 			}
-			tc := p.teeConfig(tt.c)
+			tc := cfg.VM(p.digest(), 1, 256).TEE
 			if tc.Kind != tt.c.Kind() || hex.EncodeToString(tc.InitDataDigest) != hexDigestOrEmpty(tt.wantDoc) {
 				t.Errorf("tee config = %+v", tc)
 			}
