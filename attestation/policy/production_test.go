@@ -11,8 +11,8 @@ import (
 
 func productionPolicy() (Attestation, Resources) {
 	a := Attestation{
-		SNP: &SNP{Measurements: []string{"aa"}, MinTCB: &verify.SNPTCB{BootLoader: 3, SNP: 20, Microcode: 209}},
-		TDX: &TDX{MRTDs: []string{"bb"}, RTMRs: [4][]string{1: {"r1"}, 2: {"r2"}}, MinTeeTCBSVN: "03000000000000000000000000000000"},
+		SNP:             &SNP{Measurements: []string{"aa"}, MinTCB: &verify.SNPTCB{BootLoader: 3, SNP: 20, Microcode: 209}},
+		TDX:             &TDX{MRTDs: []string{"bb"}, RTMRs: [4][]string{1: {"r1"}, 2: {"r2"}}, MinTeeTCBSVN: "03000000000000000000000000000000"},
 		RequireInitData: true,
 		InitDataDigests: []string{"0102"},
 	}
