@@ -131,3 +131,7 @@ func (c *Collateral) Get(url string) (map[string][]string, []byte, error) {
 	}
 	return r.Header, r.Body, nil
 }
+
+// ChecksCollateral reports whether quotes are checked against collateral
+// (TCB info, QE identity, CRLs); a production broker requires it.
+func (t *TDX) ChecksCollateral() bool { return t.Collateral != nil }

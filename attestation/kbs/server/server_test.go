@@ -78,6 +78,7 @@ func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return 
 
 type env struct {
 	ts     *httptest.Server
+	admin  *httptest.Server // the admin listener
 	store  *server.Store
 	clock  *clock
 	signer *snptest.Signer
@@ -140,7 +141,9 @@ func newEnv(t *testing.T, o envOpts) *env {
 	}
 	ts := httptest.NewTLSServer(srv)
 	t.Cleanup(ts.Close)
-	e := &env{ts: ts, store: store, clock: c, signer: signer, logs: logs, log: log}
+	adm := httptest.NewTLSServer(srv.Admin())
+	t.Cleanup(adm.Close)
+	e := &env{ts: ts, admin: adm, store: store, clock: c, signer: signer, logs: logs, log: log}
 	t.Cleanup(func() {
 		// No secret, token or session id in any log line, ever.
 		for _, s := range []string{secret, devSecret, adminToken} {
@@ -261,7 +264,7 @@ func TestRejectedEvidence(t *testing.T) {
 		{name: "migration agent allowed", report: func(r *snptest.Report) { r.MigrateMA = true }, want: "snp.policy.migrate_ma: expected false, seen true"},
 		{name: "vmpl 1", report: func(r *snptest.Report) { r.VMPL = 1 }, want: "snp.vmpl: expected 0, seen 1"},
 		{name: "measurement not a reference value", report: func(r *snptest.Report) { r.Measurement = [48]byte{0xee} }, want: "snp.measurement: expected one of [abcd"},
-		{name: "tcb below policy", opts: envOpts{policy: func(p *policy.Attestation) { p.SNP.MinTCB.SNP = 8 }}, want: "snp.reported_tcb.snp: expected >= 8, seen 0"},
+		{name: "tcb below policy", opts: envOpts{policy: func(p *policy.Attestation) { p.SNP.MinTCB = &verify.SNPTCB{SNP: 8} }}, want: "snp.reported_tcb.snp: expected >= 8, seen 0"},
 		{name: "host data does not match init-data", doc: otherDoc, want: "snp.host_data: expected " + hexDigest(otherDoc)},
 		{name: "host data set, no init-data sent", doc: []byte{}, want: "snp.host_data: expected zero"},
 		{name: "tampered signature", tamper: true, want: "signature"},
@@ -546,13 +549,13 @@ func TestBearerToken(t *testing.T) {
 }
 
 func TestAdminAPI(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	e := newEnv(t, envOpts{dev: true})
 	put := func(path, token, body string) int {
-		req, _ := http.NewRequest("PUT", e.ts.URL+path, strings.NewReader(body))
+		req, _ := http.NewRequest("PUT", e.admin.URL+path, strings.NewReader(body))
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
-		resp, err := e.ts.Client().Do(req)
+		resp, err := e.admin.Client().Do(req)
 		must(t, err)
 		resp.Body.Close()
 		return resp.StatusCode
