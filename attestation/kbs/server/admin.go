@@ -235,8 +235,8 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 // Explanation is the answer of veil-kbs explain: every check the broker
 // makes of a recorded attestation under the current policy.
 type Explanation struct {
-	Client string    `json:"client,omitempty"`
-	Tee    kbs.Tee   `json:"tee"`
+	Client string  `json:"client,omitempty"`
+	Tee    kbs.Tee `json:"tee"`
 	// Recorded is what the broker decided when it received the
 	// attestation.
 	Recorded string `json:"recorded,omitempty"`
