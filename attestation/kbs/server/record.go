@@ -29,7 +29,7 @@ type Recorded struct {
 	// Detail is the refusal the guest received; empty when accepted.
 	Detail string `json:"detail,omitempty"`
 	// Attestation is the request body.
-	Attestation json.RawMessage `json:"attestation"`
+	Attestation json.RawMessage `json:"attestation,omitempty"`
 }
 
 // Limits of the evidence recorder: the last attestation of at most

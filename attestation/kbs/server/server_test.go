@@ -87,10 +87,12 @@ type env struct {
 }
 
 type envOpts struct {
-	dev       bool
-	realRoots bool // pin AMD's real roots instead of the test chain
-	tdx       bool // verify TDX quotes at the date go-tdx-guest's sample quote was valid
-	policy    func(*policy.Attestation)
+	dev        bool
+	realRoots  bool // pin AMD's real roots instead of the test chain
+	tdx        bool // verify TDX quotes at the date go-tdx-guest's sample quote was valid
+	policy     func(*policy.Attestation)
+	perClient  int  // Config.MaxSessionsPerClient
+	collateral bool // the TDX verifier has (empty) collateral
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -125,16 +127,21 @@ func newEnv(t *testing.T, o envOpts) *env {
 		snp.Roots = nil
 	}
 	verifiers := map[kbs.Tee]verify.Verifier{kbs.TeeSNP: snp}
-	if o.tdx {
-		verifiers[kbs.TeeTDX] = &verify.TDX{Now: func() time.Time { return time.Date(2023, 7, 1, 1, 0, 0, 0, time.UTC) }}
+	if o.tdx || o.collateral {
+		tdx := &verify.TDX{Now: func() time.Time { return time.Date(2023, 7, 1, 1, 0, 0, 0, time.UTC) }}
+		if o.collateral {
+			tdx.Collateral = &verify.Collateral{}
+		}
+		verifiers[kbs.TeeTDX] = tdx
 	}
 	srv, err := server.New(server.Config{
-		Store:      store,
-		Verifiers:  verifiers,
-		Dev:        o.dev,
-		AdminToken: adminToken,
-		Now:        c.Now,
-		Log:        log,
+		Store:                store,
+		Verifiers:            verifiers,
+		Dev:                  o.dev,
+		AdminToken:           adminToken,
+		MaxSessionsPerClient: o.perClient,
+		Now:                  c.Now,
+		Log:                  log,
 	})
 	if err != nil {
 		t.Fatal(err)
