@@ -8,9 +8,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	tdxabi "github.com/google/go-tdx-guest/abi"
+	"github.com/google/go-tdx-guest/pcs"
 	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
 	tdxverify "github.com/google/go-tdx-guest/verify"
 
@@ -121,6 +123,42 @@ func LoadCollateral(path string) (*Collateral, error) {
 		return nil, fmt.Errorf("decoding tdx collateral %s: %w", path, err)
 	}
 	return &c, nil
+}
+
+// Complete checks that the file holds every kind of collateral a TDX
+// quote is checked against: TCB info, QE identity, the PCK CRL and the
+// Intel root CA CRL; the error names the missing ones.
+func (c *Collateral) Complete() error {
+	kinds := []struct {
+		name string
+		has  func(string) bool
+	}{
+		{"TCB info (" + pcs.TcbInfoURL("<fmspc>") + ")", func(u string) bool { return strings.HasPrefix(u, pcs.TcbInfoURL("")) }},
+		{"QE identity (" + pcs.QeIdentityURL() + ")", func(u string) bool { return u == pcs.QeIdentityURL() }},
+		{"PCK CRL (" + pcs.PckCrlURL("<ca>") + ")", func(u string) bool {
+			return strings.HasPrefix(u, strings.SplitN(pcs.PckCrlURL(""), "?", 2)[0])
+		}},
+		{"root CA CRL (https://certificates.trustedservices.intel.com/IntelSGXRootCA.der)", func(u string) bool {
+			return strings.HasPrefix(u, "https://certificates.trustedservices.intel.com/")
+		}},
+	}
+	var missing []string
+	for _, k := range kinds {
+		found := false
+		for u := range c.Responses {
+			if k.has(u) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			missing = append(missing, k.name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("tdx collateral: expected TCB info, QE identity, PCK CRL and root CA CRL, missing %s", strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 // Get implements go-tdx-guest's trust.HTTPSGetter.
