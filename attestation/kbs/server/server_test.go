@@ -647,7 +647,7 @@ func TestTDXQuoteOverProtocol(t *testing.T) {
 	key := newKey(t)
 	pub, _ := kbs.PublicKeyJWK(key)
 	cookie, ch := r.authTee(kbs.TeeTDX)
-	ev, err := evidence.NewTDX(fixedQuote(tdxdata.RawQuote), e.log).Evidence(context.Background(), [64]byte{})
+	ev, err := evidence.NewTDX(fixedQuote(tdxdata.RawQuote), nil, e.log).Evidence(context.Background(), [64]byte{})
 	must(t, err)
 	status, body := r.attest(cookie, kbs.Attestation{RuntimeData: kbs.RuntimeData{Nonce: ch.Nonce, TeePubKey: pub}, TeeEvidence: kbs.CompositeEvidence{PrimaryEvidence: ev}})
 	if status != http.StatusUnauthorized || !strings.Contains(body, "report_data: expected") || strings.Contains(body, "tdx.mrtd") || strings.Contains(body, "verifying") {
@@ -659,7 +659,7 @@ func TestTDXQuoteOverProtocol(t *testing.T) {
 	// Tampered, it fails verification before any policy.
 	bad := append([]byte(nil), tdxdata.RawQuote...)
 	bad[48+200] ^= 1
-	ev, err = evidence.NewTDX(fixedQuote(bad), e.log).Evidence(context.Background(), [64]byte{})
+	ev, err = evidence.NewTDX(fixedQuote(bad), nil, e.log).Evidence(context.Background(), [64]byte{})
 	must(t, err)
 	cookie, ch = r.authTee(kbs.TeeTDX)
 	status, body = r.attest(cookie, kbs.Attestation{RuntimeData: kbs.RuntimeData{Nonce: ch.Nonce, TeePubKey: pub}, TeeEvidence: kbs.CompositeEvidence{PrimaryEvidence: ev}})
