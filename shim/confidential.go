@@ -49,7 +49,11 @@ func resolveConfidential(c config.Confidential, annotations map[string]string) (
 		if err != nil {
 			return nil, err
 		}
-		if _, err := initdata.Parse(doc); err != nil {
+		d, err := initdata.Parse(doc)
+		if err != nil {
+			return nil, fmt.Errorf("pod annotation %s: %w", initdata.Annotation, err)
+		}
+		if err := d.CheckBrokerFor(string(p.tee)); err != nil {
 			return nil, fmt.Errorf("pod annotation %s: %w", initdata.Annotation, err)
 		}
 		p.doc, p.source = doc, "annotation "+initdata.Annotation
@@ -60,6 +64,13 @@ func resolveConfidential(c config.Confidential, annotations map[string]string) (
 		return nil, fmt.Errorf("handler init-data (confidential.initdata): %w", err)
 	}
 	if doc != nil {
+		d, err := initdata.Parse(doc)
+		if err != nil {
+			return nil, fmt.Errorf("handler init-data %s: %w", c.InitData, err)
+		}
+		if err := d.CheckBrokerFor(string(p.tee)); err != nil {
+			return nil, fmt.Errorf("handler init-data %s: %w", c.InitData, err)
+		}
 		p.doc, p.source = doc, c.InitData
 	}
 	return p, nil
