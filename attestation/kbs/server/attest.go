@@ -2,7 +2,6 @@ package server
 
 import (
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -54,8 +53,8 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		reject(err)
 		return
 	}
-	var att kbs.Attestation
-	if err := json.Unmarshal(body, &att); err != nil {
+	att, err := kbs.DecodeAttestation(body, se.nonce)
+	if err != nil {
 		reject(fmt.Errorf("decoding attestation: %w", err))
 		return
 	}
