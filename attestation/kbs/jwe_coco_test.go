@@ -1,113 +1,36 @@
 package kbs
 
 import (
-	"bytes"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"encoding/json"
-	"fmt"
 	"math/big"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/go-jose/go-jose/v4"
-	josecipher "github.com/go-jose/go-jose/v4/cipher"
+
+	"github.com/veil-runtime/veil/attestation/internal/cocotest"
 )
 
-// cocoAAD computes the additional data the way a Confidential Containers
-// guest does (guest-components kbs_protocol keypair.rs decrypt_response ->
-// kbs_types ProtectedHeader::generate_aad): decode the received header
-// into {alg, enc, other members}, serialise it again with serde_json —
-// alg, enc, then the other members in sorted order, nested objects sorted
-// too (serde_json's default map is ordered by key), no whitespace, no HTML
-// escaping — and base64url-encode that. The received bytes themselves are
-// never used.
-func cocoAAD(t *testing.T, protected string) ([]byte, map[string]any) {
+func cocoAAD(t *testing.T, protected string) []byte {
 	t.Helper()
-	raw, err := b64url.DecodeString(protected)
+	aad, _, err := cocotest.AAD(protected)
 	if err != nil {
-		t.Fatalf("protected header base64url: %v", err)
+		t.Fatal(err)
 	}
-	var members map[string]any
-	if err := json.Unmarshal(raw, &members); err != nil {
-		t.Fatalf("protected header json: %v", err)
-	}
-	enc := func(v any) string {
-		var buf bytes.Buffer
-		e := json.NewEncoder(&buf)
-		e.SetEscapeHTML(false)
-		if err := e.Encode(v); err != nil {
-			t.Fatal(err)
-		}
-		return strings.TrimSuffix(buf.String(), "\n")
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, `{"alg":%s,"enc":%s`, enc(members["alg"]), enc(members["enc"]))
-	var others []string
-	for k := range members {
-		if k != "alg" && k != "enc" {
-			others = append(others, k)
-		}
-	}
-	slices.Sort(others)
-	for _, k := range others {
-		fmt.Fprintf(&b, `,%s:%s`, enc(k), enc(members[k]))
-	}
-	b.WriteString("}")
-	return []byte(b64url.EncodeToString([]byte(b.String()))), members
+	return aad
 }
 
-// cocoDecrypt opens a Response the way a Confidential Containers guest
-// does: unwrap the content key by the header's alg (ECDH-ES+A256KW with
-// the epk's curve, x and y; RSA-OAEP-256), then AES-256-GCM with cocoAAD.
 func cocoDecrypt(t *testing.T, priv any, r Response) ([]byte, error) {
 	t.Helper()
-	aad, h := cocoAAD(t, r.Protected)
-	wrapped, _ := b64url.DecodeString(r.EncryptedKey)
-	var cek []byte
-	switch h["alg"] {
-	case "ECDH-ES+A256KW":
-		key := priv.(*ecdsa.PrivateKey)
-		epk, _ := h["epk"].(map[string]any)
-		if epk["crv"] != key.Curve.Params().Name {
-			return nil, fmt.Errorf("unmatched curve %v", epk["crv"])
-		}
-		x, _ := b64url.DecodeString(epk["x"].(string))
-		y, _ := b64url.DecodeString(epk["y"].(string))
-		pub := &ecdsa.PublicKey{Curve: key.Curve, X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}
-		block, err := aes.NewCipher(josecipher.DeriveECDHES("ECDH-ES+A256KW", nil, nil, key, pub, 32))
-		if err != nil {
-			return nil, err
-		}
-		if cek, err = josecipher.KeyUnwrap(block, wrapped); err != nil {
-			return nil, fmt.Errorf("unwrapping cek: %w", err)
-		}
-	case "RSA-OAEP-256":
-		var err error
-		if cek, err = rsa.DecryptOAEP(sha256.New(), nil, priv.(*rsa.PrivateKey), wrapped, nil); err != nil {
-			return nil, fmt.Errorf("unwrapping cek: %w", err)
-		}
-	default:
-		return nil, fmt.Errorf("unsupported alg %v", h["alg"])
-	}
-	iv, _ := b64url.DecodeString(r.IV)
-	ct, _ := b64url.DecodeString(r.Ciphertext)
-	tag, _ := b64url.DecodeString(r.Tag)
-	block, err := aes.NewCipher(cek)
+	body, err := json.Marshal(r)
 	if err != nil {
-		return nil, err
+		t.Fatal(err)
 	}
-	gcm, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
-	}
-	return gcm.Open(nil, iv, append(ct, tag...), aad)
+	return cocotest.Decrypt(priv, body)
 }
 
 // TestSealSurvivesCoCoAAD: a resource veil-kbs seals decrypts in a
@@ -149,7 +72,7 @@ func TestSealSurvivesCoCoAAD(t *testing.T) {
 			if !strings.HasPrefix(string(raw), tt.header) {
 				t.Errorf("protected header %s, want it to start with %s", raw, tt.header)
 			}
-			aad, _ := cocoAAD(t, resp.Protected)
+			aad := cocoAAD(t, resp.Protected)
 			if string(aad) != resp.Protected {
 				t.Errorf("re-serialised header %s differs from the emitted %s", aad, resp.Protected)
 			}

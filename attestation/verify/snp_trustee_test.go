@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-sev-guest/abi"
 	tdxdata "github.com/google/go-tdx-guest/testing/testdata"
 
 	"github.com/veil-runtime/veil/attestation/internal/snptest"
@@ -24,53 +22,19 @@ import (
 var update = flag.Bool("update", false, "rewrite testdata/trustee-snp/milan-evidence.json from the raw report")
 
 // trusteeSNPJSON encodes a raw report the way guest-components' SNP
-// attester does: serde_json of the sev crate's AttestationReport (fields in
-// the struct's order) and a cert_chain of CertTableEntry {cert_type, data}.
-func trusteeSNPJSON(t *testing.T, raw []byte, chain []trusteeSNPCert) []byte {
+// attester does, with snptest's encoder (written apart from this
+// package's decoder, so the two check each other).
+func trusteeSNPJSON(t *testing.T, raw []byte, chain []snptest.TrusteeCert) []byte {
 	t.Helper()
-	r, err := abi.ReportToProto(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tcb := func(v uint64) sevTCB {
-		var b [8]byte
-		binary.LittleEndian.PutUint64(b[:], v)
-		return sevTCB{Bootloader: b[0], TEE: b[1], SNP: b[6], Microcode: b[7]} // Milan/Genoa layout, fmc null
-	}
-	u8 := func(v byte) *uint8 { return &v }
-	u64 := func(v uint64) *uint64 { return &v }
-	fam, mod, step := abi.FmsFromCpuid1Eax(r.GetCpuid1EaxFms())
-	rep := sevReport{
-		Version: r.GetVersion(), GuestSVN: r.GetGuestSvn(), Policy: r.GetPolicy(),
-		FamilyID: r.GetFamilyId(), ImageID: r.GetImageId(), VMPL: r.GetVmpl(), SigAlgo: r.GetSignatureAlgo(),
-		CurrentTCB: tcb(r.GetCurrentTcb()), PlatInfo: r.GetPlatformInfo(), KeyInfo: r.GetSignerInfo(),
-		ReportData: r.GetReportData(), Measurement: r.GetMeasurement(), HostData: r.GetHostData(),
-		IDKeyDigest: r.GetIdKeyDigest(), AuthorKeyDigest: r.GetAuthorKeyDigest(),
-		ReportID: r.GetReportId(), ReportIDMA: r.GetReportIdMa(), ReportedTCB: tcb(r.GetReportedTcb()),
-		ChipID: r.GetChipId(), CommittedTCB: tcb(r.GetCommittedTcb()),
-		Current:   sevVersion{Major: uint8(r.GetCurrentMajor()), Minor: uint8(r.GetCurrentMinor()), Build: uint8(r.GetCurrentBuild())},
-		Committed: sevVersion{Major: uint8(r.GetCommittedMajor()), Minor: uint8(r.GetCommittedMinor()), Build: uint8(r.GetCommittedBuild())},
-		LaunchTCB: tcb(r.GetLaunchTcb()),
-		Signature: sevSignature{R: r.GetSignature()[:72], S: r.GetSignature()[72:144]},
-	}
-	if r.GetVersion() >= 3 {
-		rep.CPUIDFamID, rep.CPUIDModID, rep.CPUIDStep = u8(fam), u8(mod), u8(step)
-	}
-	if r.GetVersion() >= 5 {
-		rep.LaunchMitVector, rep.CurrentMitVector = u64(r.GetLaunchMitVector()), u64(r.GetCurrentMitVector())
-	}
-	out, err := json.Marshal(struct {
-		AttestationReport sevReport        `json:"attestation_report"`
-		CertChain         []trusteeSNPCert `json:"cert_chain"`
-	}{rep, chain})
+	out, err := snptest.TrusteeEvidence(raw, chain)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return out
 }
 
-func certEntry(kind string, der []byte) trusteeSNPCert {
-	return trusteeSNPCert{CertType: json.RawMessage(`"` + kind + `"`), Data: der}
+func certEntry(kind string, der []byte) snptest.TrusteeCert {
+	return snptest.TrusteeCert{Kind: kind, DER: der}
 }
 
 // TestTrusteeSNPRealMilanReport: a real SEV-SNP report from an AMD EPYC
@@ -90,7 +54,7 @@ func TestTrusteeSNPRealMilanReport(t *testing.T) {
 	}
 	fixture := filepath.Join(dir, "milan-evidence.json")
 	if *update {
-		if err := os.WriteFile(fixture, append(trusteeSNPJSON(t, raw, []trusteeSNPCert{certEntry("VCEK", vcek)}), '\n'), 0o644); err != nil {
+		if err := os.WriteFile(fixture, append(trusteeSNPJSON(t, raw, []snptest.TrusteeCert{certEntry("VCEK", vcek)}), '\n'), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -175,7 +139,9 @@ func TestTrusteeSNPPolicyClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := trusteeSNPJSON(t, raw, []trusteeSNPCert{certEntry("VCEK", signer.VCEK()), {CertType: json.RawMessage(`{"OTHER":"00000000-0000-0000-0000-000000000000"}`), Data: []byte{1}}})
+	ev := trusteeSNPJSON(t, raw, []snptest.TrusteeCert{certEntry("VCEK", signer.VCEK()), certEntry("CRL", []byte{1})})
+	// The sev crate writes CertType::OTHER(guid) as {"OTHER": "<guid>"}.
+	ev = bytes.Replace(ev, []byte(`{"cert_type":"CRL"`), []byte(`{"cert_type":{"OTHER":"00000000-0000-0000-0000-000000000000"}`), 1)
 	v := &SNP{Roots: signer.Roots(), Now: later}
 	got, err := v.Verify(context.Background(), ev)
 	if err != nil {
@@ -198,7 +164,7 @@ func TestTrusteeSNPPolicyClaims(t *testing.T) {
 	}{
 		{"no vcek anywhere", v, trusteeSNPJSON(t, raw, nil), "missing VCEK certificate"},
 		{"real amd roots, test chain", &SNP{Now: later}, ev, "verifying sev-snp report signature"},
-		{"unknown cert type", v, trusteeSNPJSON(t, raw, []trusteeSNPCert{certEntry("PEK", []byte{1})}), `cert_type: expected ARK, ASK, VCEK, VLEK, CRL, Empty or OTHER, seen "PEK"`},
+		{"unknown cert type", v, trusteeSNPJSON(t, raw, []snptest.TrusteeCert{certEntry("PEK", []byte{1})}), `cert_type: expected ARK, ASK, VCEK, VLEK, CRL, Empty or OTHER, seen "PEK"`},
 		{"short measurement", v, bytes.Replace(ev, []byte(`"measurement":[7,`), []byte(`"measurement":[`), 1), "measurement: expected 48 bytes, seen 47"},
 		{"byte out of range", v, bytes.Replace(ev, []byte(`"measurement":[7,`), []byte(`"measurement":[700,`), 1), "want 0..255"},
 		{"report of wrong size", v, []byte(`{"attestation_report":"AAAA","cert_chain":null}`), "3 bytes, want 1184"},
