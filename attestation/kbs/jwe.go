@@ -11,7 +11,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"hash"
 
 	"github.com/go-jose/go-jose/v4"
 	josecipher "github.com/go-jose/go-jose/v4/cipher"
@@ -90,7 +89,7 @@ func Seal(to TeePubKey, plaintext []byte) (Response, error) {
 		n := (len(point) - 1) / 2
 		header.EPK = &EphemeralKey{Crv: k.Curve.Params().Name, Kty: "EC", X: b64url.EncodeToString(point[1 : 1+n]), Y: b64url.EncodeToString(point[1+n:])}
 	case *rsa.PublicKey:
-		var h hash.Hash = sha256.New()
+		h := sha256.New()
 		if alg == jose.RSA_OAEP {
 			h = sha1.New() //nolint:gosec // see import
 		}

@@ -17,7 +17,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"slices"
 	"strings"
 
@@ -117,9 +116,17 @@ func Decrypt(priv any, body []byte) ([]byte, error) {
 		if errX != nil || errY != nil {
 			return nil, errors.New("epk x or y is not base64url")
 		}
-		pub := &ecdsa.PublicKey{Curve: key.Curve, X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}
-		if !key.Curve.IsOnCurve(pub.X, pub.Y) { //nolint:staticcheck // the point comes from the wire
-			return nil, errors.New("epk is not on the curve")
+		size := (key.Curve.Params().BitSize + 7) / 8
+		if len(x) > size || len(y) > size {
+			return nil, errors.New("epk x or y longer than the curve's size")
+		}
+		point := make([]byte, 1+2*size)
+		point[0] = 4
+		copy(point[1+size-len(x):], x)
+		copy(point[1+2*size-len(y):], y)
+		pub, err := ecdsa.ParseUncompressedPublicKey(key.Curve, point)
+		if err != nil {
+			return nil, fmt.Errorf("epk: %w", err)
 		}
 		block, err := aes.NewCipher(josecipher.DeriveECDHES("ECDH-ES+A256KW", nil, nil, key, pub, 32))
 		if err != nil {
