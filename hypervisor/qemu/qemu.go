@@ -127,10 +127,7 @@ func New(cfg hypervisor.Config, logger *slog.Logger) (*QEMU, error) {
 	if err != nil {
 		return nil, fmt.Errorf("finding qemu: %w", err)
 	}
-	accel, err := hypervisor.HostAccel(cfg.Accel, logger)
-	if err != nil {
-		return nil, err
-	}
+	accel := hypervisor.HostAccel(cfg.Accel, logger)
 	if err := checkTEELaunch(cfg.TEE, path, accel, SysRoot); err != nil {
 		return nil, fmt.Errorf("checking vm config: %w", err)
 	}

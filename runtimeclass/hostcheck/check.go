@@ -21,13 +21,10 @@ import (
 
 // Facts are what Gather read from the machine, uninterpreted.
 type Facts struct {
-	// ProcModules is /proc/modules ("" when missing); SysModules are the
-	// kvm* entries under /sys/module (built-in modules with parameters show
-	// there too, and /proc/modules may be missing).
-	ProcModules string
-	SysModules  []string
-	DevKVM      bool
-	VhostVsock  bool // /dev/vhost-vsock exists
+	// KVM is what the accelerator choice reads (/dev/kvm usability, CPU
+	// flags, kvm modules): the shim reads the same with the same function.
+	KVM        hypervisor.KVMHost
+	VhostVsock bool // /dev/vhost-vsock exists
 
 	QEMUPath        string // "" when not found
 	QEMUVersionOut  string // `qemu-system-x86_64 --version`
@@ -64,9 +61,15 @@ type Report struct {
 	Problems []string `json:"problems"`
 }
 
-// KVM says whether hardware virtualisation is usable.
+// KVM says whether hardware virtualisation is usable: the shim's own
+// choice for accel = "auto" (hypervisor.ChooseAccel) over the same facts.
 type KVM struct {
-	DevKVM   bool     `json:"dev_kvm"`
+	DevKVM bool `json:"dev_kvm"`
+	// APIVersion is KVM_GET_API_VERSION on /dev/kvm (12), 0 when it could
+	// not be asked.
+	APIVersion int `json:"api_version"`
+	// CPUFlag is vmx, svm or "" (/proc/cpuinfo).
+	CPUFlag  string   `json:"cpu_flag"`
 	Modules  []string `json:"modules"`
 	Hardware bool     `json:"hardware"`
 	Accel    string   `json:"accel"` // what the shim picks with accel=auto: kvm or tcg
@@ -146,42 +149,21 @@ func Evaluate(f Facts) Report {
 }
 
 func evalKVM(f Facts) KVM {
-	k := KVM{DevKVM: f.DevKVM, Modules: kvmModules(f)}
-	for _, m := range k.Modules {
-		if m == "kvm_intel" || m == "kvm_amd" {
-			k.Hardware = true
-		}
+	h := f.KVM
+	k := KVM{DevKVM: h.DevKVM, APIVersion: h.APIVersion, Modules: h.Modules}
+	if k.Modules == nil {
+		k.Modules = []string{}
 	}
 	switch {
-	case k.Hardware && f.DevKVM:
-		k.Accel, k.Note = "kvm", "hardware virtualisation"
-	case k.Hardware:
-		k.Accel, k.Note = "tcg", "a hardware KVM module is loaded but /dev/kvm is missing: software emulation"
-	case slices.Contains(k.Modules, "kvm_pvm"):
-		k.Accel, k.Note = "tcg", "no hardware virtualisation: kvm_pvm is a paravirtual KVM that boots only specially built guests; software emulation (TCG)"
-	default:
-		k.Accel, k.Note = "tcg", "no hardware virtualisation (neither kvm_intel nor kvm_amd): software emulation (TCG)"
+	case h.VMX:
+		k.CPUFlag = "vmx"
+	case h.SVM:
+		k.CPUFlag = "svm"
 	}
+	accel, reason := hypervisor.ChooseAccel(hypervisor.AccelAuto, h)
+	k.Accel, k.Note = string(accel), reason
+	k.Hardware = accel == hypervisor.AccelKVM
 	return k
-}
-
-// kvmModules lists the kvm modules from /proc/modules and /sys/module.
-func kvmModules(f Facts) []string {
-	var out []string
-	sc := bufio.NewScanner(strings.NewReader(f.ProcModules))
-	for sc.Scan() {
-		name, _, _ := strings.Cut(sc.Text(), " ")
-		if strings.HasPrefix(name, "kvm") && !slices.Contains(out, name) {
-			out = append(out, name)
-		}
-	}
-	for _, name := range f.SysModules {
-		if strings.HasPrefix(name, "kvm") && !slices.Contains(out, name) {
-			out = append(out, name)
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 var qemuVersionRE = regexp.MustCompile(`QEMU emulator version (\d+)\.(\d+)(?:\.(\d+))?`)
@@ -334,12 +316,12 @@ func evalGuest(f Facts) GuestImage {
 }
 
 // TEE is the node's veil.io/tee label: the TEE the host kernel, QEMU and
-// the hardware KVM module all support, else none.
+// the hardware KVM module all support (with a usable /dev/kvm), else none.
 func TEE(r Report) string {
 	switch {
-	case r.HostTEE.SEVSNP && r.QEMU.SNP && slices.Contains(r.KVM.Modules, "kvm_amd") && r.KVM.DevKVM:
+	case r.HostTEE.SEVSNP && r.QEMU.SNP && slices.Contains(r.KVM.Modules, "kvm_amd") && r.KVM.Hardware:
 		return "snp"
-	case r.HostTEE.TDX && r.QEMU.TDX && slices.Contains(r.KVM.Modules, "kvm_intel") && r.KVM.DevKVM:
+	case r.HostTEE.TDX && r.QEMU.TDX && slices.Contains(r.KVM.Modules, "kvm_intel") && r.KVM.Hardware:
 		return "tdx"
 	}
 	return "none"

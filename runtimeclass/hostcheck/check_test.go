@@ -11,29 +11,37 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/veil-runtime/veil/hypervisor"
 )
 
 const qemu72 = "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright (c) 2003-2022 Fabrice Bellard\n"
 const objects72 = "List of user creatable objects:\n  authz-list\n  sev-guest\n  thread-context\n"
 
+// TestEvalKVM: the report's accelerator is the shim's choice
+// (hypervisor.ChooseAccel) over the same facts, for the real-host kinds.
 func TestEvalKVM(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		f        Facts
+		h        hypervisor.KVMHost
 		hardware bool
 		accel    string
 		note     string
 	}{
-		{"kvm_intel in /proc/modules", Facts{DevKVM: true, ProcModules: "kvm_intel 1 0 - Live 0x0\nkvm 2 1 kvm_intel, Live 0x0\n"}, true, "kvm", "hardware"},
-		{"kvm_amd only under /sys/module", Facts{DevKVM: true, SysModules: []string{"kvm", "kvm_amd"}}, true, "kvm", "hardware"},
-		{"kvm_pvm is not hardware", Facts{DevKVM: true, SysModules: []string{"kvm", "kvm_pvm"}}, false, "tcg", "kvm_pvm is a paravirtual KVM"},
-		{"nothing", Facts{}, false, "tcg", "neither kvm_intel nor kvm_amd"},
-		{"module without /dev/kvm", Facts{SysModules: []string{"kvm_intel"}}, true, "tcg", "/dev/kvm is missing"},
+		{"intel, kvm built in", hypervisor.KVMHost{DevKVM: true, APIVersion: 12, VMX: true}, true, "kvm", "hardware virtualisation"},
+		{"amd, kvm_amd module", hypervisor.KVMHost{DevKVM: true, APIVersion: 12, SVM: true, Modules: []string{"kvm", "kvm_amd"}}, true, "kvm", "svm"},
+		{"kvm_pvm is not hardware", hypervisor.KVMHost{DevKVM: true, APIVersion: 12, Modules: []string{"kvm", "kvm_pvm"}}, false, "tcg", "kvm_pvm, a paravirtual KVM"},
+		{"nothing", hypervisor.KVMHost{}, false, "tcg", "no /dev/kvm"},
+		{"module and flags without /dev/kvm", hypervisor.KVMHost{VMX: true, Modules: []string{"kvm_intel"}}, false, "tcg", "no /dev/kvm"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			k := evalKVM(tc.f)
+			k := evalKVM(Facts{KVM: tc.h})
 			if k.Hardware != tc.hardware || k.Accel != tc.accel || !strings.Contains(k.Note, tc.note) {
 				t.Fatalf("got %+v, want hardware %v accel %s note ~%q", k, tc.hardware, tc.accel, tc.note)
+			}
+			want, _ := hypervisor.ChooseAccel(hypervisor.AccelAuto, tc.h)
+			if k.Accel != string(want) {
+				t.Fatalf("veil check says %s, the shim would pick %s", k.Accel, want)
 			}
 		})
 	}
@@ -132,12 +140,12 @@ func TestEvalGuest(t *testing.T) {
 }
 
 func TestTEE(t *testing.T) {
-	snpHost := Report{KVM: KVM{DevKVM: true, Modules: []string{"kvm", "kvm_amd"}}, QEMU: QEMU{SNP: true}, HostTEE: HostTEE{SEVSNP: true}}
-	tdxHost := Report{KVM: KVM{DevKVM: true, Modules: []string{"kvm", "kvm_intel"}}, QEMU: QEMU{TDX: true, SNP: true}, HostTEE: HostTEE{TDX: true}}
+	snpHost := Report{KVM: KVM{DevKVM: true, Hardware: true, Modules: []string{"kvm", "kvm_amd"}}, QEMU: QEMU{SNP: true}, HostTEE: HostTEE{SEVSNP: true}}
+	tdxHost := Report{KVM: KVM{DevKVM: true, Hardware: true, Modules: []string{"kvm", "kvm_intel"}}, QEMU: QEMU{TDX: true, SNP: true}, HostTEE: HostTEE{TDX: true}}
 	oldQEMU := snpHost
 	oldQEMU.QEMU = QEMU{}
 	noKVM := tdxHost
-	noKVM.KVM.DevKVM = false
+	noKVM.KVM.DevKVM, noKVM.KVM.Hardware = false, false
 	for _, tc := range []struct {
 		name string
 		r    Report
@@ -221,7 +229,7 @@ func TestGatherOnTheDevMachine(t *testing.T) {
 	if err := WriteText(&text, r); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(text.String(), "no hardware virtualisation") || !strings.Contains(text.String(), "launches SEV-SNP no, TDX no") {
+	if !strings.Contains(text.String(), "software emulation (TCG)") || !strings.Contains(text.String(), "launches SEV-SNP no, TDX no") {
 		t.Errorf("text report:\n%s", text.String())
 	}
 

@@ -19,7 +19,15 @@ func WriteText(w io.Writer, r Report) error {
 	if mods == "" {
 		mods = "none"
 	}
-	fmt.Fprintf(&b, "kvm:          %s (/dev/kvm %s; modules: %s; accel %s)\n", r.KVM.Note, yes(r.KVM.DevKVM), mods, r.KVM.Accel)
+	dev := yes(r.KVM.DevKVM)
+	if r.KVM.APIVersion != 0 {
+		dev += fmt.Sprintf(", API %d", r.KVM.APIVersion)
+	}
+	flag := r.KVM.CPUFlag
+	if flag == "" {
+		flag = "neither vmx nor svm"
+	}
+	fmt.Fprintf(&b, "kvm:          %s (/dev/kvm %s; cpu %s; modules: %s; accel %s)\n", r.KVM.Note, dev, flag, mods, r.KVM.Accel)
 	transport := "virtio-serial"
 	if r.VhostVsock {
 		transport = "vsock"
