@@ -472,6 +472,7 @@ func newHarness(t *testing.T) *harness {
 		return &agentConn{sandbox: h.agent, container: h.agent, process: h.agent, close: func() error { h.agent.disconnect(); return nil }, done: h.agent.conn}, nil
 	}
 	s.mounter = h.mnt
+	s.hostRoot = t.TempDir()                                                                      // no /dev/vhost-vsock: virtio-serial, whatever this host has
 	s.attachNet = func(string) (*network.Attachment, error) { return &network.Attachment{}, nil } // no NIC
 	s.loadConfig = func(string) (config.Config, error) {
 		cfg := config.Default()

@@ -39,6 +39,9 @@ const (
 	consoleLogName = "console.log"
 )
 
+// vhostVsockDev is the host device of the vsock transport.
+const vhostVsockDev = "/dev/vhost-vsock"
+
 // DefaultStateRoot is where pod state directories live. It is short on
 // purpose: the QEMU driver creates unix sockets in the state directory, and
 // socket paths are limited to 108 bytes.
@@ -92,6 +95,8 @@ type pod struct {
 	// cgroup holds QEMU and the shim (cgroups.go); nil when the sandbox
 	// names none.
 	cgroup podCgroup
+	// cid is the VM's guest CID with the vsock transport; nil otherwise.
+	cid *cidLease
 	// blockSeq numbers the block devices attached to the VM (blockdev.go).
 	blockSeq atomic.Uint32
 
@@ -187,6 +192,18 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 			}
 		}
 	}()
+	transport, cid, err := s.agentTransport(ctx, id, hypervisor.Transport(h.Transport))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		// Registered before the VM's own cleanup, so it runs after QEMU is gone.
+		if retErr != nil {
+			if err := cid.Release(); err != nil {
+				log.G(ctx).WithError(err).Warn("releasing the guest CID")
+			}
+		}
+	}()
 	hv, err := s.newVM(hypervisor.Config{
 		ID:                     id,
 		StateDir:               stateDir,
@@ -197,7 +214,8 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		VCPUs:                  vcpus,
 		MemoryMiB:              mem,
 		Accel:                  hypervisor.Accel(h.Accel),
-		Transport:              hypervisor.Transport(h.Transport),
+		Transport:              transport,
+		VsockCID:               cid.CID(),
 		SharedDir:              guestShare,
 		TCGTranslationCacheMiB: h.TCGTranslationCacheMiB,
 		ReclaimFreedMemory:     h.ReclaimGuestFreedMemory,
@@ -252,6 +270,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 
 	p := &pod{id: id, cfg: cfg, stateDir: stateDir, sharedDir: sharedDir, hv: hv, agent: agent, net: podNet, conf: conf, metricsSrv: metricsSrv, dead: make(chan struct{})}
 	p.cgroup = cg
+	p.cid = cid
 	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(s.ctx))
 	callCtx, cancelCall := p.callCtx(ctx)
 	defer cancelCall()
@@ -292,6 +311,26 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 	go s.watchPod(p)
 	go s.watchOOM(p)
 	return p, nil
+}
+
+// agentTransport resolves the configured agent transport on this host
+// (vsock when it has /dev/vhost-vsock, for auto) and, for vsock, allocates
+// the VM's guest CID.
+func (s *service) agentTransport(ctx context.Context, id string, requested hypervisor.Transport) (hypervisor.Transport, *cidLease, error) {
+	_, err := os.Stat(filepath.Join(s.hostRoot, vhostVsockDev))
+	t := hypervisor.ChooseTransport(requested, err == nil)
+	fields := log.Fields{"transport": t, "requested": requested, "vhost_vsock": err == nil}
+	if t != hypervisor.TransportVsock {
+		log.G(ctx).WithFields(fields).Info("agent transport chosen")
+		return t, nil, nil
+	}
+	cid, err := s.cids.Allocate(id)
+	if err != nil {
+		return "", nil, err
+	}
+	fields["guest_cid"] = cid.CID()
+	log.G(ctx).WithFields(fields).Info("agent transport chosen")
+	return t, cid, nil
 }
 
 // waitAgent calls Check until the agent serves: the first request waits for
@@ -372,6 +411,9 @@ func (s *service) teardownPod(ctx context.Context, p *pod) error {
 		if err := p.cgroup.Remove(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := p.cid.Release(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := detachNetwork(p.net); err != nil {
 		errs = append(errs, err)
