@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -109,6 +110,11 @@ type pod struct {
 	// gone, for whatever reason.
 	dead     chan struct{}
 	stopping atomic.Bool
+	// failed is closed by fail (health.go) with failReason set: the shim
+	// gave up on a VM that still runs.
+	failed     chan struct{}
+	failOnce   sync.Once
+	failReason string
 }
 
 // callCtx bounds one agent call by the configured call timeout.
@@ -268,7 +274,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 	s.metrics.Mark(metrics.PhaseAgentReady)
 	s.recordBoot(bootCtx, agent, cfg, vcpus, mem)
 
-	p := &pod{id: id, cfg: cfg, stateDir: stateDir, sharedDir: sharedDir, hv: hv, agent: agent, net: podNet, conf: conf, metricsSrv: metricsSrv, dead: make(chan struct{})}
+	p := &pod{id: id, cfg: cfg, stateDir: stateDir, sharedDir: sharedDir, hv: hv, agent: agent, net: podNet, conf: conf, metricsSrv: metricsSrv, dead: make(chan struct{}), failed: make(chan struct{})}
 	p.cgroup = cg
 	p.cid = cid
 	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(s.ctx))
@@ -310,6 +316,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 	s.metrics.Mark(metrics.PhaseSandboxCreated)
 	go s.watchPod(p)
 	go s.watchOOM(p)
+	go s.healthCheck(p)
 	return p, nil
 }
 
@@ -357,10 +364,11 @@ func waitAgent(ctx context.Context, agent *agentConn, hv hypervisor.Hypervisor) 
 	}
 }
 
-// watchPod notices the VM or the agent going away. Unless the shim is
-// tearing the pod down, that is a failure: the VM is killed, the pod's
-// context ends, every waiting agent call fails, and so every process still
-// running exits with status 255 (exit.go).
+// watchPod notices the VM or the agent going away, or the pod failing its
+// health check (health.go). Unless the shim is tearing the pod down, that is
+// a failure: the VM is killed, the pod's context ends, every waiting agent
+// call fails, and so every process still running exits with status 255
+// (exit.go), logged with the reason.
 func (s *service) watchPod(p *pod) {
 	var why string
 	select {
@@ -368,8 +376,11 @@ func (s *service) watchPod(p *pod) {
 		why = fmt.Sprintf("VM exited: %v", p.hv.Err())
 	case <-p.agent.done:
 		why = "agent connection closed"
+	case <-p.failed:
+		why = p.failReason + "; killing the pod VM"
 	}
 	if !p.stopping.Load() {
+		p.fail(why)
 		log.G(s.ctx).WithField("pod", p.id).Errorf("pod VM died: %s%s", why, consoleTail(p.stateDir))
 	}
 	_ = p.hv.Kill()

@@ -33,6 +33,9 @@
 //	boot_timeout = "60s"           # VM start until the agent answers
 //	call_timeout = "30s"           # every agent call except the waiting ones
 //	shutdown_timeout = "10s"       # guest power-off before the VM is killed
+//	health_interval = "10s"        # ask the agent's Check this often; "0s": never
+//	health_timeout = "5s"          # each health check's deadline
+//	health_failures = 3            # this many failed checks in a row fail the pod
 //
 //	[confidential]
 //	tee = "none"                   # none | sample (veil-dev, INSECURE) | snp | tdx
@@ -139,6 +142,12 @@ type Agent struct {
 	BootTimeout     Duration `toml:"boot_timeout"`
 	CallTimeout     Duration `toml:"call_timeout"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// HealthInterval is how often the shim asks a running pod's agent
+	// Check (0: never); HealthFailures failed checks in a row, each
+	// bounded by HealthTimeout, fail the pod (shim/health.go).
+	HealthInterval Duration `toml:"health_interval"`
+	HealthTimeout  Duration `toml:"health_timeout"`
+	HealthFailures uint32   `toml:"health_failures"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s").
@@ -176,6 +185,9 @@ func Default() Config {
 			BootTimeout:     Duration(60 * time.Second),
 			CallTimeout:     Duration(30 * time.Second),
 			ShutdownTimeout: Duration(10 * time.Second),
+			HealthInterval:  Duration(10 * time.Second),
+			HealthTimeout:   Duration(5 * time.Second),
+			HealthFailures:  3,
 		},
 		Confidential: Confidential{
 			TEE:                     string(hypervisor.TEENone),
@@ -267,10 +279,17 @@ func (c Config) validate() error {
 		"agent.boot_timeout":     c.Agent.BootTimeout,
 		"agent.call_timeout":     c.Agent.CallTimeout,
 		"agent.shutdown_timeout": c.Agent.ShutdownTimeout,
+		"agent.health_timeout":   c.Agent.HealthTimeout,
 	} {
 		if d <= 0 {
 			return fmt.Errorf("key %s: %s must be positive", key, d.Std())
 		}
+	}
+	if c.Agent.HealthInterval < 0 {
+		return fmt.Errorf("key agent.health_interval: %s must be positive, or 0s for no health checks", c.Agent.HealthInterval.Std())
+	}
+	if c.Agent.HealthFailures == 0 {
+		return errors.New("key agent.health_failures: must be at least 1")
 	}
 	return c.Confidential.validate()
 }

@@ -23,6 +23,9 @@ func TestParseDefaults(t *testing.T) {
 	if cfg.Agent.CallTimeout.Std() != 30*time.Second || cfg.Agent.BootTimeout.Std() != time.Minute || cfg.Agent.ShutdownTimeout.Std() != 10*time.Second {
 		t.Errorf("agent defaults: %+v", cfg.Agent)
 	}
+	if a := cfg.Agent; a.HealthInterval.Std() != 10*time.Second || a.HealthTimeout.Std() != 5*time.Second || a.HealthFailures != 3 {
+		t.Errorf("agent health defaults: %+v", a)
+	}
 	if cfg.Debug {
 		t.Error("debug defaults to true")
 	}
@@ -71,6 +74,9 @@ func TestParseErrors(t *testing.T) {
 		{"wrong type", "[hypervisor]\nvcpus = \"two\"", []string{"bad.toml", "vcpus"}},
 		{"bad duration", "[agent]\ncall_timeout = \"soon\"", []string{"bad.toml", "call_timeout"}},
 		{"zero duration", "[agent]\ncall_timeout = \"0s\"", []string{"bad.toml", "agent.call_timeout"}},
+		{"zero health timeout", "[agent]\nhealth_timeout = \"0s\"", []string{"agent.health_timeout"}},
+		{"negative health interval", "[agent]\nhealth_interval = \"-1s\"", []string{"agent.health_interval", "0s for no health checks"}},
+		{"zero health failures", "[agent]\nhealth_failures = 0", []string{"agent.health_failures", "at least 1"}},
 		{"bad accel", "[hypervisor]\naccel = \"hvf\"", []string{"bad.toml", "hypervisor.accel", "hvf"}},
 		{"bad transport", "[hypervisor]\ntransport = \"tcp\"", []string{"bad.toml", "hypervisor.transport"}},
 		{"zero vcpus", "[hypervisor]\nvcpus = 0", []string{"bad.toml", "hypervisor.vcpus"}},
