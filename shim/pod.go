@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/veil-runtime/veil/guest-agent/api"
+	"github.com/veil-runtime/veil/guest-agent/boot"
 	"github.com/veil-runtime/veil/hypervisor"
 	"github.com/veil-runtime/veil/shim/config"
 	"github.com/veil-runtime/veil/shim/metrics"
@@ -210,13 +210,15 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 			}
 		}
 	}()
+	console := h.Console()
+	console.Line = guestLogLine(log.G(s.ctx).WithField("pod", id))
 	hv, err := s.newVM(hypervisor.Config{
 		ID:                     id,
 		StateDir:               stateDir,
 		Binary:                 h.Binary,
 		Kernel:                 h.Kernel,
 		Initrd:                 h.Initrd,
-		KernelArgs:             append(append([]string(nil), h.KernelArgs...), conf.kernelArgs()...),
+		KernelArgs:             append(append(append([]string(nil), h.KernelArgs...), agentLogArgs(cfg.Agent)...), conf.kernelArgs()...),
 		VCPUs:                  vcpus,
 		MemoryMiB:              mem,
 		Accel:                  hypervisor.Accel(h.Accel),
@@ -230,6 +232,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		DebugConsole:           cfg.DebugConsole,
 		TEE:                    conf.teeConfig(cfg.Confidential),
 		BlockSlots:             podBlockSlots(cfg),
+		Console:                console,
 	}, slogTo(log.G(ctx)))
 	if err != nil {
 		return nil, fmt.Errorf("configuring pod VM: %w", err)
@@ -460,20 +463,20 @@ func removeUnmounted(dir string) error {
 	return nil
 }
 
+// agentLogArgs set the agent's log level on its kernel command line
+// (nothing for the agent's default, info, so the command line of a
+// confidential guest, which is measured, does not change by default).
+func agentLogArgs(a config.Agent) []string {
+	if l, err := a.Level(); err != nil || l == slog.LevelInfo {
+		return nil
+	}
+	return []string{boot.LogLevelParam + "=" + strings.ToLower(a.LogLevel)}
+}
+
 // consoleTail returns the end of the guest console log, formatted to follow
 // an error message, or "" when there is none.
 func consoleTail(stateDir string) string {
-	f, err := os.Open(filepath.Join(stateDir, consoleLogName))
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	const max = 2048
-	if fi, err := f.Stat(); err == nil && fi.Size() > max {
-		_, _ = f.Seek(-max, io.SeekEnd)
-	}
-	b, _ := io.ReadAll(f)
-	tail := strings.TrimSpace(string(b))
+	tail := strings.TrimSpace(hypervisor.ConsoleTail(filepath.Join(stateDir, consoleLogName), 2048))
 	if tail == "" {
 		return ""
 	}

@@ -64,6 +64,9 @@ type QEMU struct {
 	cmd     *exec.Cmd
 	qmp     *qmp
 	exitErr error // written once, before done is closed; read after
+	// consoleDone is closed when the console copier has read the guest
+	// console to its end (QEMU gone) and closed console.log.
+	consoleDone chan struct{}
 	// blocks are the hot-plugged disks by slot (hotplug.go); "" is free.
 	blocks []string
 }
@@ -200,7 +203,6 @@ func (q *QEMU) Start(ctx context.Context) (err error) {
 		SharedDir:  q.cfg.SharedDir,
 		Debug:      q.cfg.Debug,
 		TEE:        q.cfg.TEE,
-		ConsoleLog: q.path(ConsoleLog),
 		PIDFile:    q.path(PIDFile),
 		BlockSlots: q.cfg.BlockSlots,
 
@@ -219,6 +221,28 @@ func (q *QEMU) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("starting vm %s: %w", q.cfg.ID, err)
 		}
 	}
+	// The guest console: QEMU writes a pipe, the driver copies it into a
+	// capped, rotated console.log and hands the lines to Console.Line.
+	console, err := hypervisor.NewRotatingFile(q.path(ConsoleLog), q.cfg.Console.MaxBytes, q.cfg.Console.Files)
+	if err != nil {
+		return fmt.Errorf("starting vm %s: %w", q.cfg.ID, err)
+	}
+	cr, cw, err := os.Pipe()
+	if err != nil {
+		console.Close()
+		return fmt.Errorf("starting vm %s: console pipe: %w", q.cfg.ID, err)
+	}
+	files = append(files, cw) // closed after the fork: then QEMU holds the only write end
+	launch.ConsoleFD = 2 + len(files)
+	q.consoleDone = make(chan struct{})
+	go func() {
+		defer close(q.consoleDone)
+		if err := hypervisor.CopyConsole(cr, console, q.cfg.Console.Line); err != nil {
+			q.logger.Warn("copying the guest console", "err", err)
+		}
+		cr.Close()
+		console.Close()
+	}()
 	// The taps are the caller's: passed on after the sockets, never closed here.
 	var taps []*os.File
 	for _, n := range q.cfg.NICs {
@@ -316,7 +340,11 @@ func (q *QEMU) wait(cmd *exec.Cmd) {
 	if t := tail(q.path(QEMULog), tailBytes); t != "" {
 		fmt.Fprintf(&b, "\n--- qemu.log (tail) ---\n%s", t)
 	}
-	if t := tail(q.path(ConsoleLog), tailBytes); t != "" {
+	if q.consoleDone != nil {
+		<-q.consoleDone // QEMU's exit closed the pipe: the console's last lines are in
+	}
+	ct := hypervisor.ConsoleTail(q.path(ConsoleLog), tailBytes)
+	if t := tailText([]byte(ct), len(ct) >= tailBytes); t != "" {
 		fmt.Fprintf(&b, "\n--- console.log (tail) ---\n%s", t)
 	}
 	q.exitErr = fmt.Errorf("%w: %s", hypervisor.ErrVMExited, b.String())
@@ -507,7 +535,8 @@ func (q *QEMU) Cleanup() error {
 // removeFiles removes what Start creates in the state dir.
 func (q *QEMU) removeFiles() error {
 	var errs []error
-	for _, name := range []string{QMPSocket, AgentSocket, DebugConsoleSocket, ConsoleLog, QEMULog, PIDFile} {
+	names := []string{QMPSocket, AgentSocket, DebugConsoleSocket, QEMULog, PIDFile}
+	for _, name := range append(names, hypervisor.RotatedFiles(ConsoleLog, q.cfg.Console.Files)...) {
 		if err := os.Remove(q.path(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}

@@ -28,6 +28,8 @@
 //	transport = "auto"             # auto | virtio-serial | vsock
 //	tcg_translation_cache_mib = 0  # 0: the driver's default
 //	reclaim_guest_freed_memory = false # give memory the guest frees back to the host (free page reporting; not snp/tdx)
+//	console_log_max_kib = 1024     # cap of console.log (guest kernel and agent log) in the pod's state dir
+//	console_log_files = 2          # console.log files kept, the live one included (console.log, console.log.1)
 //
 //	[agent]
 //	boot_timeout = "60s"           # VM start until the agent answers
@@ -36,6 +38,8 @@
 //	health_interval = "10s"        # ask the agent's Check this often; "0s": never
 //	health_timeout = "5s"          # each health check's deadline
 //	health_failures = 3            # this many failed checks in a row fail the pod
+//	log_level = "info"             # debug | info | warn | error: the agent logs at this level
+//	                               # (kernel parameter veil.log) and the shim forwards its lines
 //
 //	[confidential]
 //	tee = "none"                   # none | sample (veil-dev, INSECURE) | snp | tdx
@@ -54,6 +58,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -61,6 +66,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/veil-runtime/veil/attestation/initdata"
+	"github.com/veil-runtime/veil/guest-agent/boot"
 	"github.com/veil-runtime/veil/hypervisor"
 )
 
@@ -135,6 +141,9 @@ type Hypervisor struct {
 	Transport               string   `toml:"transport"`
 	TCGTranslationCacheMiB  uint32   `toml:"tcg_translation_cache_mib"`
 	ReclaimGuestFreedMemory bool     `toml:"reclaim_guest_freed_memory"`
+	// ConsoleLogMaxKiB and ConsoleLogFiles cap the guest console log.
+	ConsoleLogMaxKiB uint32 `toml:"console_log_max_kib"`
+	ConsoleLogFiles  uint32 `toml:"console_log_files"`
 }
 
 // Agent configures how the shim talks to the guest agent.
@@ -148,6 +157,20 @@ type Agent struct {
 	HealthInterval Duration `toml:"health_interval"`
 	HealthTimeout  Duration `toml:"health_timeout"`
 	HealthFailures uint32   `toml:"health_failures"`
+	// LogLevel is the agent's log level (debug, info, warn, error); the
+	// shim forwards the agent's console lines into its own log.
+	LogLevel string `toml:"log_level"`
+}
+
+// Level is the agent's log level; an unknown name is an error that says
+// which are valid (the agent's own parser: guest-agent/boot).
+func (a Agent) Level() (slog.Level, error) {
+	return boot.LogLevel(map[string]string{boot.LogLevelParam: a.LogLevel})
+}
+
+// Console is the hypervisor's console log bound (no line forwarding).
+func (h Hypervisor) Console() hypervisor.Console {
+	return hypervisor.Console{MaxBytes: int64(h.ConsoleLogMaxKiB) << 10, Files: int(h.ConsoleLogFiles)}
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s").
@@ -180,6 +203,9 @@ func Default() Config {
 			MemoryMiB: 256,
 			Accel:     string(hypervisor.AccelAuto),
 			Transport: string(hypervisor.TransportAuto),
+
+			ConsoleLogMaxKiB: hypervisor.DefaultConsoleMaxBytes >> 10,
+			ConsoleLogFiles:  hypervisor.DefaultConsoleFiles,
 		},
 		Agent: Agent{
 			BootTimeout:     Duration(60 * time.Second),
@@ -188,6 +214,7 @@ func Default() Config {
 			HealthInterval:  Duration(10 * time.Second),
 			HealthTimeout:   Duration(5 * time.Second),
 			HealthFailures:  3,
+			LogLevel:        "info",
 		},
 		Confidential: Confidential{
 			TEE:                     string(hypervisor.TEENone),
@@ -290,6 +317,15 @@ func (c Config) validate() error {
 	}
 	if c.Agent.HealthFailures == 0 {
 		return errors.New("key agent.health_failures: must be at least 1")
+	}
+	if _, err := c.Agent.Level(); err != nil {
+		return fmt.Errorf("key agent.log_level: %w", err)
+	}
+	if h.ConsoleLogMaxKiB == 0 {
+		return errors.New("key hypervisor.console_log_max_kib: must be at least 1")
+	}
+	if h.ConsoleLogFiles == 0 {
+		return errors.New("key hypervisor.console_log_files: must be at least 1 (the live file)")
 	}
 	return c.Confidential.validate()
 }

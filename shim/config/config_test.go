@@ -23,7 +23,10 @@ func TestParseDefaults(t *testing.T) {
 	if cfg.Agent.CallTimeout.Std() != 30*time.Second || cfg.Agent.BootTimeout.Std() != time.Minute || cfg.Agent.ShutdownTimeout.Std() != 10*time.Second {
 		t.Errorf("agent defaults: %+v", cfg.Agent)
 	}
-	if a := cfg.Agent; a.HealthInterval.Std() != 10*time.Second || a.HealthTimeout.Std() != 5*time.Second || a.HealthFailures != 3 {
+	if c := h.Console(); c.MaxBytes != 1<<20 || c.Files != 2 {
+		t.Errorf("console defaults: %+v, want 1 MiB x 2", c)
+	}
+	if a := cfg.Agent; a.HealthInterval.Std() != 10*time.Second || a.HealthTimeout.Std() != 5*time.Second || a.HealthFailures != 3 || a.LogLevel != "info" {
 		t.Errorf("agent health defaults: %+v", a)
 	}
 	if cfg.Debug {
@@ -77,6 +80,9 @@ func TestParseErrors(t *testing.T) {
 		{"zero health timeout", "[agent]\nhealth_timeout = \"0s\"", []string{"agent.health_timeout"}},
 		{"negative health interval", "[agent]\nhealth_interval = \"-1s\"", []string{"agent.health_interval", "0s for no health checks"}},
 		{"zero health failures", "[agent]\nhealth_failures = 0", []string{"agent.health_failures", "at least 1"}},
+		{"bad agent log level", "[agent]\nlog_level = \"loud\"", []string{"agent.log_level", "debug, info, warn or error"}},
+		{"zero console cap", "[hypervisor]\nconsole_log_max_kib = 0", []string{"hypervisor.console_log_max_kib"}},
+		{"zero console files", "[hypervisor]\nconsole_log_files = 0", []string{"hypervisor.console_log_files"}},
 		{"bad accel", "[hypervisor]\naccel = \"hvf\"", []string{"bad.toml", "hypervisor.accel", "hvf"}},
 		{"bad transport", "[hypervisor]\ntransport = \"tcp\"", []string{"bad.toml", "hypervisor.transport"}},
 		{"zero vcpus", "[hypervisor]\nvcpus = 0", []string{"bad.toml", "hypervisor.vcpus"}},
