@@ -34,6 +34,11 @@ type Facts struct {
 	TDXParam        string // /sys/module/kvm_intel/parameters/tdx, "" when missing
 	CgroupRootMagic int64  // statfs f_type of /sys/fs/cgroup
 	CgroupUnified   bool   // /sys/fs/cgroup/unified is a cgroup2 mount
+	// KubeletFiles are the kubelet's config and flag files that exist
+	// (KubeletConfigFiles), path -> content.
+	KubeletFiles map[string]string
+	// SystemdBooted: /run/systemd/system exists (systemd is PID 1).
+	SystemdBooted bool
 
 	ContainerdPath       string
 	ContainerdVersionOut string
@@ -53,7 +58,10 @@ type Report struct {
 	QEMU       QEMU       `json:"qemu"`
 	HostTEE    HostTEE    `json:"host_tee"`
 	Cgroups    string     `json:"cgroups"`
-	Containerd Containerd `json:"containerd"`
+	// CgroupDriver is the kubelet's cgroup driver, which decides where the
+	// shim puts pod VMs.
+	CgroupDriver CgroupDriver `json:"cgroup_driver"`
+	Containerd   Containerd   `json:"containerd"`
 	GuestImage GuestImage `json:"guest_image"`
 	// TEE is the node's veil.io/tee label: snp, tdx or none.
 	TEE string `json:"tee"`
@@ -74,6 +82,68 @@ type KVM struct {
 	Hardware bool     `json:"hardware"`
 	Accel    string   `json:"accel"` // what the shim picks with accel=auto: kvm or tcg
 	Note     string   `json:"note"`
+}
+
+// CgroupDriver is the kubelet's cgroup driver as its files say.
+type CgroupDriver struct {
+	// Kubelet is systemd, cgroupfs, or "" when no kubelet file was found
+	// (containerd and crictl users: the cgroup parent decides).
+	Kubelet string `json:"kubelet"`
+	// Source is the file that said so.
+	Source        string `json:"source,omitempty"`
+	SystemdBooted bool   `json:"systemd_booted"`
+	Note          string `json:"note"`
+}
+
+// KubeletConfigFiles are where the kubelet's cgroup driver is read from, in
+// order: kubeadm's KubeletConfiguration, then flag files (--cgroup-driver).
+var KubeletConfigFiles = []string{
+	"/var/lib/kubelet/config.yaml",
+	"/var/lib/kubelet/kubeadm-flags.env",
+	"/etc/default/kubelet",
+	"/etc/sysconfig/kubelet",
+}
+
+var (
+	kubeletConfigDriverRE = regexp.MustCompile(`(?m)^cgroupDriver:\s*["']?([A-Za-z]+)["']?\s*(?:#.*)?$`)
+	kubeletFlagDriverRE   = regexp.MustCompile(`--cgroup-driver[= ]["']?([A-Za-z]+)`)
+)
+
+// evalCgroupDriver reads the kubelet's cgroup driver. A KubeletConfiguration
+// without cgroupDriver means the kubelet's default, cgroupfs.
+func evalCgroupDriver(f Facts) CgroupDriver {
+	d := CgroupDriver{SystemdBooted: f.SystemdBooted}
+	for _, p := range KubeletConfigFiles {
+		content, ok := f.KubeletFiles[p]
+		if !ok {
+			continue
+		}
+		re := kubeletFlagDriverRE
+		if strings.HasSuffix(p, ".yaml") {
+			re = kubeletConfigDriverRE
+		}
+		if m := re.FindStringSubmatch(content); m != nil {
+			d.Kubelet, d.Source = strings.ToLower(m[1]), p
+			break
+		}
+		if strings.HasSuffix(p, ".yaml") {
+			d.Kubelet, d.Source = "cgroupfs", p+" (no cgroupDriver: the kubelet's default)"
+			break
+		}
+	}
+	switch {
+	case d.Kubelet == "systemd" && !d.SystemdBooted:
+		d.Note = "the kubelet uses the systemd cgroup driver but systemd is not PID 1 here: pod VMs cannot be placed in their pods' scopes"
+	case d.Kubelet == "systemd":
+		d.Note = "pod VMs run in systemd scopes in their pods' slices (D-Bus), under the pods' limits and RuntimeClass overhead"
+	case d.Kubelet == "cgroupfs":
+		d.Note = "pod VMs run in their sandboxes' cgroupfs cgroups, under the pods' limits and RuntimeClass overhead"
+	case d.Kubelet != "":
+		d.Note = fmt.Sprintf("unknown kubelet cgroup driver %q", d.Kubelet)
+	default:
+		d.Note = "no kubelet configuration found: the sandbox's cgroup parent decides (slice:prefix:name means systemd)"
+	}
+	return d
 }
 
 // QEMU is the hypervisor binary and the TEEs it can launch.
@@ -129,6 +199,7 @@ func Evaluate(f Facts) Report {
 	r.QEMU = evalQEMU(f)
 	r.HostTEE = HostTEE{SEVSNP: paramOn(f.SEVSNPParam), TDX: paramOn(f.TDXParam)}
 	r.Cgroups = CgroupMode(f.CgroupRootMagic, f.CgroupUnified)
+	r.CgroupDriver = evalCgroupDriver(f)
 	r.Containerd = evalContainerd(f)
 	r.GuestImage = evalGuest(f)
 	r.TEE = TEE(r)
@@ -141,6 +212,9 @@ func Evaluate(f Facts) Report {
 	}
 	if !r.Containerd.Supported {
 		r.Problems = append(r.Problems, "containerd: "+r.Containerd.Note)
+	}
+	if r.CgroupDriver.Kubelet == "systemd" && !r.CgroupDriver.SystemdBooted {
+		r.Problems = append(r.Problems, "cgroup driver: "+r.CgroupDriver.Note)
 	}
 	if r.Cgroups == "unknown" {
 		r.Problems = append(r.Problems, "cgroups: /sys/fs/cgroup is neither cgroup v1 nor v2")

@@ -263,3 +263,69 @@ func TestGatherUnderRoot(t *testing.T) {
 		t.Errorf("binaries found in an empty root: qemu %q containerd %q", r.QEMU.Path, r.Containerd.Path)
 	}
 }
+
+// kubeadmConfig is the head of the KubeletConfiguration kubeadm writes.
+const kubeadmConfig = `apiVersion: kubelet.config.k8s.io/v1beta1
+authentication:
+  anonymous:
+    enabled: false
+cgroupDriver: systemd
+clusterDNS:
+- 10.96.0.10
+`
+
+func TestEvalCgroupDriver(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		files   map[string]string
+		systemd bool
+		driver  string
+		source  string
+		problem bool
+	}{
+		{"kubeadm node", map[string]string{"/var/lib/kubelet/config.yaml": kubeadmConfig}, true, "systemd", "/var/lib/kubelet/config.yaml", false},
+		{"config without cgroupDriver", map[string]string{"/var/lib/kubelet/config.yaml": "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"}, true, "cgroupfs", "/var/lib/kubelet/config.yaml (no cgroupDriver: the kubelet's default)", false},
+		{"quoted cgroupfs", map[string]string{"/var/lib/kubelet/config.yaml": "cgroupDriver: \"cgroupfs\" # set by hand\n"}, false, "cgroupfs", "/var/lib/kubelet/config.yaml", false},
+		{"nested key is not the driver", map[string]string{"/var/lib/kubelet/config.yaml": "foo:\n  cgroupDriver: systemd\n"}, true, "cgroupfs", "/var/lib/kubelet/config.yaml (no cgroupDriver: the kubelet's default)", false},
+		{"old flags file", map[string]string{"/var/lib/kubelet/kubeadm-flags.env": `KUBELET_KUBEADM_ARGS="--cgroup-driver=systemd --container-runtime-endpoint=unix:///run/containerd/containerd.sock"`}, true, "systemd", "/var/lib/kubelet/kubeadm-flags.env", false},
+		{"sysconfig", map[string]string{"/etc/sysconfig/kubelet": "KUBELET_EXTRA_ARGS=--cgroup-driver cgroupfs\n"}, true, "cgroupfs", "/etc/sysconfig/kubelet", false},
+		{"no kubelet", nil, false, "", "", false},
+		{"systemd driver without systemd", map[string]string{"/var/lib/kubelet/config.yaml": kubeadmConfig}, false, "systemd", "/var/lib/kubelet/config.yaml", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Evaluate(Facts{KubeletFiles: tc.files, SystemdBooted: tc.systemd})
+			d := r.CgroupDriver
+			if d.Kubelet != tc.driver || d.Source != tc.source || d.Note == "" {
+				t.Fatalf("got %+v, want driver %q from %q", d, tc.driver, tc.source)
+			}
+			hasProblem := strings.Contains(strings.Join(r.Problems, "\n"), "cgroup driver:")
+			if hasProblem != tc.problem {
+				t.Errorf("problems %q, want a cgroup driver problem: %v", r.Problems, tc.problem)
+			}
+		})
+	}
+}
+
+func TestGatherKubeletCgroupDriver(t *testing.T) {
+	root := t.TempDir()
+	for name, content := range map[string]string{"var/lib/kubelet/config.yaml": kubeadmConfig, "run/systemd/system/.keep": ""} {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := Evaluate(Gather(context.Background(), Options{Root: root, GuestDir: "/nowhere"}))
+	if r.CgroupDriver.Kubelet != "systemd" || !r.CgroupDriver.SystemdBooted {
+		t.Errorf("cgroup driver under root: %+v", r.CgroupDriver)
+	}
+	var text bytes.Buffer
+	if err := WriteText(&text, r); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "cgroup driver: kubelet systemd (/var/lib/kubelet/config.yaml); systemd is PID 1: yes; pod VMs run in systemd scopes") {
+		t.Errorf("text report:\n%s", text.String())
+	}
+}

@@ -71,6 +71,16 @@ func Gather(ctx context.Context, o Options) Facts {
 		f.CgroupUnified = int64(st.Type) == cgroup2Magic
 	}
 
+	for _, p := range KubeletConfigFiles {
+		if b, err := os.ReadFile(o.host(p)); err == nil {
+			if f.KubeletFiles == nil {
+				f.KubeletFiles = map[string]string{}
+			}
+			f.KubeletFiles[p] = string(b)
+		}
+	}
+	f.SystemdBooted = exists(o.host("/run/systemd/system"))
+
 	f.QEMUPath, f.QEMUErr = o.lookPath(o.QEMU, "qemu-system-x86_64")
 	if f.QEMUPath != "" {
 		var e1, e2 string

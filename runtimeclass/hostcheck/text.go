@@ -44,6 +44,13 @@ func WriteText(w io.Writer, r Report) error {
 	}
 	fmt.Fprintf(&b, "host TEE:     SEV-SNP %s, TDX %s\n", yes(r.HostTEE.SEVSNP), yes(r.HostTEE.TDX))
 	fmt.Fprintf(&b, "cgroups:      %s\n", r.Cgroups)
+	driver := r.CgroupDriver.Kubelet
+	if driver == "" {
+		driver = "no kubelet"
+	} else {
+		driver = "kubelet " + driver + " (" + r.CgroupDriver.Source + ")"
+	}
+	fmt.Fprintf(&b, "cgroup driver: %s; systemd is PID 1: %s; %s\n", driver, yes(r.CgroupDriver.SystemdBooted), r.CgroupDriver.Note)
 	if r.Containerd.Version != "" {
 		fmt.Fprintf(&b, "containerd:   %s %s, supported %s", r.Containerd.Path, r.Containerd.Version, yes(r.Containerd.Supported))
 		if r.Containerd.Note != "" {
