@@ -156,10 +156,12 @@ func Args(l Launch) []string {
 		"-device", "virtio-serial-pci,id=vser",
 	)
 	if l.ConsoleFD != 0 {
-		// QEMU opens /dev/fdset/N by dup'ing the fd added to set N.
+		// QEMU opens /dev/fdset/N by dup'ing the fd added to set N;
+		// append=on, since it would ftruncate the dup for O_TRUNC, which a
+		// pipe refuses (EINVAL, QEMU 7.2).
 		a = append(a,
 			"-add-fd", fmt.Sprintf("fd=%d,set=%d", l.ConsoleFD, consoleFDSet),
-			"-chardev", fmt.Sprintf("file,id=console,path=/dev/fdset/%d", consoleFDSet),
+			"-chardev", fmt.Sprintf("file,id=console,path=/dev/fdset/%d,append=on", consoleFDSet),
 		)
 	} else {
 		a = append(a, "-chardev", "file,id=console,path="+escapeOpt(l.ConsoleLog))

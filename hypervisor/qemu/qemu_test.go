@@ -65,8 +65,8 @@ func fakeQEMU(mode string, args []string) int {
 	}
 	os.WriteFile(pidfile, fmt.Appendf(nil, "%d\n", os.Getpid()), 0o644)
 	out := os.NewFile(uintptr(consoleFD), "console")
-	if console != "/dev/fdset/1" || out == nil {
-		fmt.Fprintf(os.Stderr, "console %q on fd %d: want /dev/fdset/1 with -add-fd\n", console, consoleFD)
+	if console != "/dev/fdset/1,append=on" || out == nil {
+		fmt.Fprintf(os.Stderr, "console %q on fd %d: want /dev/fdset/1,append=on with -add-fd\n", console, consoleFD)
 		return 2
 	}
 	out.WriteString("fake guest booted\nagent: serving\n")

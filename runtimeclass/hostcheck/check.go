@@ -53,16 +53,16 @@ type Facts struct {
 
 // Report is what the node can run. Field names are the --json keys.
 type Report struct {
-	KVM        KVM        `json:"kvm"`
-	VhostVsock bool       `json:"vhost_vsock"`
-	QEMU       QEMU       `json:"qemu"`
-	HostTEE    HostTEE    `json:"host_tee"`
-	Cgroups    string     `json:"cgroups"`
+	KVM        KVM     `json:"kvm"`
+	VhostVsock bool    `json:"vhost_vsock"`
+	QEMU       QEMU    `json:"qemu"`
+	HostTEE    HostTEE `json:"host_tee"`
+	Cgroups    string  `json:"cgroups"`
 	// CgroupDriver is the kubelet's cgroup driver, which decides where the
 	// shim puts pod VMs.
 	CgroupDriver CgroupDriver `json:"cgroup_driver"`
 	Containerd   Containerd   `json:"containerd"`
-	GuestImage GuestImage `json:"guest_image"`
+	GuestImage   GuestImage   `json:"guest_image"`
 	// TEE is the node's veil.io/tee label: snp, tdx or none.
 	TEE string `json:"tee"`
 	// Problems are the reasons veil cannot run pods here; empty when it can.
