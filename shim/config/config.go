@@ -48,6 +48,7 @@
 //	firmware = ""                  # snp, tdx: OVMF (AmdSev) / TDVF image, or an SNP .igvm file
 //	snp_policy = 0                 # snp guest policy; 0: 0x30000 (debug off); the debug bit is refused
 //	quote_generation_socket = ""   # tdx: the host's QGS, "vsock:<cid>:<port>" or "unix:<path>"
+//	guest_pull = true              # (tee not none) the guest pulls each container's image; unset: true
 //
 // With tee other than none the handler is confidential (veil-dev, veil-snp,
 // veil-tdx): see shim/README.md for what the shim then does and what still
