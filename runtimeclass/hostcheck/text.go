@@ -30,7 +30,7 @@ func WriteText(w io.Writer, r Report) error {
 	fmt.Fprintf(&b, "kvm:          %s (/dev/kvm %s; cpu %s; modules: %s; accel %s)\n", r.KVM.Note, dev, flag, mods, r.KVM.Accel)
 	transport := "virtio-serial"
 	if r.VhostVsock {
-		transport = "vsock"
+		transport = "vsock, a guest CID per pod locked under /run/veil/vsock"
 	}
 	fmt.Fprintf(&b, "vhost-vsock:  %s (agent transport %s)\n", yes(r.VhostVsock), transport)
 	if r.QEMU.Version != "" {

@@ -36,7 +36,7 @@
 //	call_timeout = "30s"           # every agent call except the waiting ones
 //	shutdown_timeout = "10s"       # guest power-off before the VM is killed
 //	health_interval = "10s"        # ask the agent's Check this often; "0s": never
-//	health_timeout = "5s"          # each health check's deadline
+//	health_timeout = "10s"         # each health check's deadline
 //	health_failures = 3            # this many failed checks in a row fail the pod
 //	log_level = "info"             # debug | info | warn | error: the agent logs at this level
 //	                               # (kernel parameter veil.log) and the shim forwards its lines
@@ -213,7 +213,7 @@ func Default() Config {
 			CallTimeout:     Duration(30 * time.Second),
 			ShutdownTimeout: Duration(10 * time.Second),
 			HealthInterval:  Duration(10 * time.Second),
-			HealthTimeout:   Duration(5 * time.Second),
+			HealthTimeout:   Duration(10 * time.Second),
 			HealthFailures:  3,
 			LogLevel:        "info",
 		},

@@ -26,7 +26,7 @@ func TestParseDefaults(t *testing.T) {
 	if c := h.Console(); c.MaxBytes != 1<<20 || c.Files != 2 {
 		t.Errorf("console defaults: %+v, want 1 MiB x 2", c)
 	}
-	if a := cfg.Agent; a.HealthInterval.Std() != 10*time.Second || a.HealthTimeout.Std() != 5*time.Second || a.HealthFailures != 3 || a.LogLevel != "info" {
+	if a := cfg.Agent; a.HealthInterval.Std() != 10*time.Second || a.HealthTimeout.Std() != 10*time.Second || a.HealthFailures != 3 || a.LogLevel != "info" {
 		t.Errorf("agent health defaults: %+v", a)
 	}
 	if cfg.Debug {
