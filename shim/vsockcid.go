@@ -162,7 +162,7 @@ func vhostVsockInUse(dev string) func(cid uint32) (bool, error) {
 		defer unix.Close(fd)
 		const vhostVsockSetGuestCID = 0x4008af60 // _IOW(VHOST_VIRTIO 0xAF, 0x60, __u64)
 		v := uint64(cid)
-		_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), vhostVsockSetGuestCID, uintptr(unsafe.Pointer(&v)))
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), vhostVsockSetGuestCID, uintptr(unsafe.Pointer(&v))) //nolint:gosec // G103: the ioctl reads a __u64 through this pointer, for the call only
 		switch errno {
 		case 0:
 			return false, nil
