@@ -19,6 +19,15 @@ import (
 const podInitData = "version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[broker]\nurl = \"http://10.88.0.1:8080\"\n"
 const handlerInitData = "version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[broker]\nurl = \"https://kbs.example\"\n"
 
+func writeDoc(t *testing.T, doc string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "initdata.toml")
+	if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func TestResolveConfidential(t *testing.T) {
 	dir := t.TempDir()
 	hdoc := filepath.Join(dir, "initdata.toml")
@@ -30,6 +39,10 @@ func TestResolveConfidential(t *testing.T) {
 		t.Fatal(err)
 	}
 	badDoc, _ := initdata.EncodeAnnotation([]byte("version = \"0.1.0\"\nalgorithm = \"md5\"\n"))
+	annHTTPS, err := initdata.EncodeAnnotation([]byte(handlerInitData))
+	if err != nil {
+		t.Fatal(err)
+	}
 	sample := config.Confidential{TEE: "sample", AllowAnnotationInitData: true, InitData: hdoc}
 	tests := []struct {
 		name     string
@@ -46,8 +59,12 @@ func TestResolveConfidential(t *testing.T) {
 		{name: "handler default", c: sample, wantDoc: handlerInitData,
 			wantArgs: []string{"veil.tee=sample", "veil.initdata_digest=" + hexDigest(handlerInitData)}},
 		{name: "no init-data at all", c: config.Confidential{TEE: "sample"}, wantArgs: []string{"veil.tee=sample"}},
-		{name: "snp binds in hardware, not on the cmdline", c: config.Confidential{TEE: "snp", Firmware: "/fw", AllowAnnotationInitData: true}, ann: map[string]string{initdata.Annotation: ann},
-			wantDoc: podInitData, wantArgs: []string{"veil.tee=snp"}},
+		{name: "snp binds in hardware, not on the cmdline", c: config.Confidential{TEE: "snp", Firmware: "/fw", AllowAnnotationInitData: true}, ann: map[string]string{initdata.Annotation: annHTTPS},
+			wantDoc: handlerInitData, wantArgs: []string{"veil.tee=snp"}},
+		{name: "snp refuses a plain http broker", c: config.Confidential{TEE: "snp", Firmware: "/fw", AllowAnnotationInitData: true}, ann: map[string]string{initdata.Annotation: ann},
+			wantErr: `annotation io.veil.initdata: init-data broker.url "http://10.88.0.1:8080": expected https for a snp guest`},
+		{name: "tdx refuses a plain http broker in the handler's document", c: config.Confidential{TEE: "tdx", Firmware: "/fw", InitData: writeDoc(t, podInitData)},
+			wantErr: "expected https for a tdx guest"},
 		{name: "annotation not allowed", c: config.Confidential{TEE: "sample", InitData: hdoc}, ann: map[string]string{initdata.Annotation: ann},
 			wantErr: "allow_annotation_initdata = false"},
 		{name: "annotation not base64", c: sample, ann: map[string]string{initdata.Annotation: "!!"}, wantErr: "io.veil.initdata base64"},
@@ -67,8 +84,9 @@ func TestResolveConfidential(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			cfg := config.Config{Confidential: tt.c}
 			if tt.wantNil {
-				if p != nil || p.kernelArgs() != nil || p.teeConfig(tt.c).Kind != "" {
+				if p != nil || cfg.GuestKernelArgs(p.digest()) != nil || cfg.VM(p.digest(), 1, 256).TEE.Kind != "" {
 					t.Fatalf("non-confidential pod got %+v", p)
 				}
 				return
@@ -76,10 +94,10 @@ func TestResolveConfidential(t *testing.T) {
 			if string(p.doc) != tt.wantDoc {
 				t.Errorf("doc = %q, want %q", p.doc, tt.wantDoc)
 			}
-			if got := p.kernelArgs(); !slices.Equal(got, tt.wantArgs) {
+			if got := cfg.GuestKernelArgs(p.digest()); !slices.Equal(got, tt.wantArgs) {
 				t.Errorf("kernel args = %q, want %q", got, tt.wantArgs)
 			}
-			tc := p.teeConfig(tt.c)
+			tc := cfg.VM(p.digest(), 1, 256).TEE
 			if tc.Kind != tt.c.Kind() || hex.EncodeToString(tc.InitDataDigest) != hexDigestOrEmpty(tt.wantDoc) {
 				t.Errorf("tee config = %+v", tc)
 			}

@@ -22,7 +22,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/veil-runtime/veil/guest-agent/api"
-	"github.com/veil-runtime/veil/guest-agent/boot"
 	"github.com/veil-runtime/veil/hypervisor"
 	"github.com/veil-runtime/veil/shim/config"
 	"github.com/veil-runtime/veil/shim/metrics"
@@ -166,8 +165,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		}
 	}()
 
-	vcpus, mem := vmSize(cfg.Hypervisor, spec.Annotations, runtime.NumCPU())
-	h := cfg.Hypervisor
+	vcpus, mem := vmSize(cfg.Hypervisor, cfg.PinnedVCPUs(), spec.Annotations, runtime.NumCPU())
 	conf, err := resolveConfidential(cfg.Confidential, spec.Annotations)
 	if err != nil {
 		return nil, fmt.Errorf("confidential pod: %w", err)
@@ -198,7 +196,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 			}
 		}
 	}()
-	transport, cid, err := s.agentTransport(ctx, id, hypervisor.Transport(h.Transport))
+	transport, cid, err := s.agentTransport(ctx, id, hypervisor.Transport(cfg.Hypervisor.Transport))
 	if err != nil {
 		return nil, err
 	}
@@ -210,30 +208,12 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 			}
 		}
 	}()
-	console := h.Console()
-	console.Line = guestLogLine(log.G(s.ctx).WithField("pod", id))
-	hv, err := s.newVM(hypervisor.Config{
-		ID:                     id,
-		StateDir:               stateDir,
-		Binary:                 h.Binary,
-		Kernel:                 h.Kernel,
-		Initrd:                 h.Initrd,
-		KernelArgs:             append(append(append([]string(nil), h.KernelArgs...), agentLogArgs(cfg.Agent)...), conf.kernelArgs()...),
-		VCPUs:                  vcpus,
-		MemoryMiB:              mem,
-		Accel:                  hypervisor.Accel(h.Accel),
-		Transport:              transport,
-		VsockCID:               cid.CID(),
-		SharedDir:              guestShare,
-		TCGTranslationCacheMiB: h.TCGTranslationCacheMiB,
-		ReclaimFreedMemory:     h.ReclaimGuestFreedMemory,
-		NICs:                   vmNICs(podNet),
-		Debug:                  cfg.Debug,
-		DebugConsole:           cfg.DebugConsole,
-		TEE:                    conf.teeConfig(cfg.Confidential),
-		BlockSlots:             podBlockSlots(cfg),
-		Console:                console,
-	}, slogTo(log.G(ctx)))
+	vmCfg := cfg.VM(conf.digest(), vcpus, mem)
+	vmCfg.ID, vmCfg.StateDir, vmCfg.SharedDir = id, stateDir, guestShare
+	vmCfg.NICs, vmCfg.BlockSlots = vmNICs(podNet), podBlockSlots(cfg)
+	vmCfg.Transport, vmCfg.VsockCID = transport, cid.CID()
+	vmCfg.Console.Line = guestLogLine(log.G(s.ctx).WithField("pod", id))
+	hv, err := s.newVM(vmCfg, slogTo(log.G(ctx)))
 	if err != nil {
 		return nil, fmt.Errorf("configuring pod VM: %w", err)
 	}
@@ -461,16 +441,6 @@ func removeUnmounted(dir string) error {
 		return fmt.Errorf("removing %s: %w", dir, err)
 	}
 	return nil
-}
-
-// agentLogArgs set the agent's log level on its kernel command line
-// (nothing for the agent's default, info, so the command line of a
-// confidential guest, which is measured, does not change by default).
-func agentLogArgs(a config.Agent) []string {
-	if l, err := a.Level(); err != nil || l == slog.LevelInfo {
-		return nil
-	}
-	return []string{boot.LogLevelParam + "=" + strings.ToLower(a.LogLevel)}
 }
 
 // consoleTail returns the end of the guest console log, formatted to follow

@@ -55,7 +55,8 @@ type Document struct {
 
 // Broker is the [broker] table.
 type Broker struct {
-	// URL of the key broker (https, or http only for loopback dev setups).
+	// URL of the key broker: https (CheckBrokerFor), http only for
+	// veil-dev.
 	URL string `toml:"url"`
 	// Cert is the PEM certificate (or CA) the guest trusts for URL.
 	Cert string `toml:"cert,multiline"`
@@ -179,6 +180,32 @@ func (d *Document) Validate() error {
 		if name == "" || strings.Contains(name, "..") || strings.HasPrefix(name, "/") {
 			return fmt.Errorf("init-data data key %q: want a relative file name without '..'", name)
 		}
+	}
+	return nil
+}
+
+// DevTEE is the TEE whose guests may reach their broker over plain http:
+// the sample TEE of veil-dev, which protects nothing anyway.
+const DevTEE = "sample"
+
+// CheckBrokerFor refuses a broker.url a guest in tee must not use: outside
+// veil-dev (the sample TEE) it must be https. The protocol seals
+// resources to the guest's key with ECDH-ES, which does not authenticate
+// the sender, so over plain http a man in the middle could attest with
+// nothing, answer with resources sealed to the guest's key, and hand the
+// guest keys of its choosing; TLS to a broker the guest trusts (the
+// system roots or broker.cert) is what authenticates the broker.
+func (d *Document) CheckBrokerFor(tee string) error {
+	if d.Broker.URL == "" || tee == DevTEE {
+		return nil
+	}
+	u, err := url.Parse(d.Broker.URL)
+	if err != nil {
+		return fmt.Errorf("init-data broker.url: %w", err)
+	}
+	if u.Scheme != "https" {
+		return fmt.Errorf("init-data broker.url %q: expected https for a %s guest (ECDH-ES resource sealing does not authenticate the broker: over %s a man in the middle could hand the guest keys of its choosing), seen %s; plain http is for veil-dev only",
+			d.Broker.URL, tee, u.Scheme, u.Scheme)
 	}
 	return nil
 }

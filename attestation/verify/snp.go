@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -32,11 +33,37 @@ type SNP struct {
 	// vcek-<chip id hex>-<reported tcb hex>.der, used when a report's
 	// certificate table has none. The broker never fetches from AMD.
 	VCEKCache string
+	// CRL, when set, is AMD's CRL for the product line, recorded from
+	// the KDS (LoadCRL): it must be signed by the pinned ARK, and reports
+	// whose ASK or VCEK it revokes are refused. The broker never fetches
+	// it.
+	CRL *x509.RevocationList
 	// Now is the time certificates are checked against; nil is time.Now.
 	Now func() time.Time
 }
 
 var _ Verifier = (*SNP)(nil)
+
+// recordedCRL answers go-sev-guest's CRL requests with the recorded CRL.
+type recordedCRL []byte
+
+func (c recordedCRL) Get(string) ([]byte, error) { return c, nil }
+
+// LoadCRL reads a CRL recorded from AMD's KDS (DER, or PEM "X509 CRL").
+func LoadCRL(path string) (*x509.RevocationList, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading amd crl: %w", err)
+	}
+	if b, _ := pem.Decode(raw); b != nil {
+		raw = b.Bytes
+	}
+	crl, err := x509.ParseRevocationList(raw)
+	if err != nil {
+		return nil, fmt.Errorf("parsing amd crl %s: %w", path, err)
+	}
+	return crl, nil
+}
 
 // Verify implements Verifier.
 func (s *SNP) Verify(_ context.Context, raw json.RawMessage) (Claims, error) {
@@ -71,8 +98,15 @@ func (s *SNP) Verify(_ context.Context, raw json.RawMessage) (Claims, error) {
 		TrustedRoots:        s.Roots,
 		Now:                 now,
 	}
+	if s.CRL != nil {
+		opts.CheckRevocations = true
+		opts.Getter = recordedCRL(s.CRL.Raw)
+	}
 	if err := sevverify.SnpAttestation(att, opts); err != nil {
 		return Claims{}, fmt.Errorf("verifying sev-snp report signature and certificate chain: %w", err)
+	}
+	if err := s.notRevoked(att); err != nil {
+		return Claims{}, err
 	}
 	if err := checkEndorsementTCB(att); err != nil {
 		return Claims{}, err
@@ -94,6 +128,30 @@ func (s *SNP) fillFromCache(att *spb.Attestation) error {
 		return fmt.Errorf("sev-snp report has no VCEK in its certificate table and the cache has none: %w", err)
 	}
 	att.CertificateChain.VcekCert = der
+	return nil
+}
+
+// notRevoked refuses an endorsement key (VCEK or VLEK) the recorded CRL
+// lists; go-sev-guest checks the ASK and the CRL's signature.
+func (s *SNP) notRevoked(att *spb.Attestation) error {
+	if s.CRL == nil {
+		return nil
+	}
+	for _, der := range [][]byte{att.GetCertificateChain().GetVcekCert(), att.GetCertificateChain().GetVlekCert()} {
+		if len(der) == 0 {
+			continue
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("parsing sev-snp endorsement key certificate: %w", err)
+		}
+		for _, e := range s.CRL.RevokedCertificateEntries {
+			if e.SerialNumber.Cmp(cert.SerialNumber) == 0 {
+				return fmt.Errorf("sev-snp endorsement key: expected a certificate the AMD CRL does not revoke, seen serial %s revoked at %s",
+					cert.SerialNumber, e.RevocationTime.UTC().Format(time.RFC3339))
+			}
+		}
+	}
 	return nil
 }
 
