@@ -129,6 +129,9 @@ type Config struct {
 	// TEE launches the VM as a confidential guest (tee.go); zero is an
 	// ordinary VM.
 	TEE TEEConfig
+	// Console caps the console log in StateDir and forwards its lines
+	// (console.go); zero: 1 MiB x 2 files, no forwarding.
+	Console Console
 	// BlockSlots is how many block devices can be hot-plugged at once
 	// (AttachBlock); the monitor reserves a PCIe slot for each at launch.
 	BlockSlots uint32

@@ -44,7 +44,11 @@ type Launch struct {
 	DebugConsoleFD int
 	// NICs are virtio-net cards on tap fds the driver passed to QEMU.
 	NICs []NIC
-	// ConsoleLog receives the guest console (hvc0): kernel and agent log.
+	// ConsoleFD, when not 0, is the write end of a pipe QEMU writes the
+	// guest console (hvc0: kernel and agent log) to; the driver reads the
+	// other end (capped and rotated console.log, hypervisor.Console).
+	// Otherwise the console goes to the file ConsoleLog.
+	ConsoleFD  int
 	ConsoleLog string
 	PIDFile    string
 	// BlockSlots is the number of empty PCIe root ports for hot-plugged
@@ -115,7 +119,7 @@ var bootArgs = []string{"cryptomgr.notests", "noreplace-smp", "tsc=reliable", "n
 // the i8042 keyboard controller, VMware port); ACPI stays because the guest
 // powers off through it. Every device is virtio-pci:
 //
-//	virtio-serial-pci       hvc0 console -> ConsoleLog; with the virtio-serial
+//	virtio-serial-pci       hvc0 console -> ConsoleFD (or ConsoleLog); with the virtio-serial
 //	                        transport also the agent port "veil.agent"; with
 //	                        DebugConsoleFD the debug console port "veil.console"
 //	vhost-vsock-pci         with the vsock transport
@@ -165,7 +169,19 @@ func Args(l Launch) []string {
 		"-chardev", fmt.Sprintf("socket,id=qmp,fd=%d,server=on,wait=off", l.QMPFD),
 		"-mon", "chardev=qmp,mode=control",
 		"-device", "virtio-serial-pci,id=vser",
-		"-chardev", "file,id=console,path="+escapeOpt(l.ConsoleLog),
+	)
+	if l.ConsoleFD != 0 {
+		// QEMU opens /dev/fdset/N by dup'ing the fd added to set N;
+		// append=on, since it would ftruncate the dup for O_TRUNC, which a
+		// pipe refuses (EINVAL, QEMU 7.2).
+		a = append(a,
+			"-add-fd", fmt.Sprintf("fd=%d,set=%d", l.ConsoleFD, consoleFDSet),
+			"-chardev", fmt.Sprintf("file,id=console,path=/dev/fdset/%d,append=on", consoleFDSet),
+		)
+	} else {
+		a = append(a, "-chardev", "file,id=console,path="+escapeOpt(l.ConsoleLog))
+	}
+	a = append(a,
 		"-device", "virtconsole,chardev=console,bus=vser.0",
 	)
 	switch l.Transport {
@@ -204,6 +220,9 @@ func Args(l Launch) []string {
 	a = append(a, teeArgs(l)...)
 	return a
 }
+
+// consoleFDSet is the QEMU fd set holding the console pipe.
+const consoleFDSet = 1
 
 // escapeOpt escapes a value for QEMU's comma-separated option syntax, where
 // a literal comma is written twice.

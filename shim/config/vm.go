@@ -2,7 +2,10 @@ package config
 
 import (
 	"encoding/hex"
+	"log/slog"
+	"strings"
 
+	"github.com/veil-runtime/veil/guest-agent/boot"
 	"github.com/veil-runtime/veil/hypervisor"
 )
 
@@ -20,8 +23,10 @@ const (
 
 // GuestKernelArgs are the kernel parameters this handler adds to the
 // driver's own command line for a pod whose init-data digest is
-// initDataDigest (nil: no init-data): hypervisor.kernel_args, then for a
-// confidential handler veil.tee=<tee>, and for the sample TEE the digest
+// initDataDigest (nil: no init-data): hypervisor.kernel_args, then the
+// agent's log level when agent.log_level is not info (veil.log; nothing
+// by default, so the default measured command line does not change), then
+// for a confidential handler veil.tee=<tee>, and for the sample TEE the digest
 // (hardware TEEs bind it in SNP HOSTDATA / TDX MRCONFIGID instead).
 //
 // The shim launches pods with exactly these (VM), and `veil measure`
@@ -29,6 +34,9 @@ const (
 // reference values cannot drift from what is launched.
 func (c Config) GuestKernelArgs(initDataDigest []byte) []string {
 	args := append([]string(nil), c.Hypervisor.KernelArgs...)
+	if l, err := c.Agent.Level(); err == nil && l != slog.LevelInfo {
+		args = append(args, boot.LogLevelParam+"="+strings.ToLower(c.Agent.LogLevel))
+	}
 	if !c.Confidential.Enabled() {
 		return args
 	}
@@ -66,6 +74,7 @@ func (c Config) VM(initDataDigest []byte, vcpus, memMiB uint32) hypervisor.Confi
 		ReclaimFreedMemory:     h.ReclaimGuestFreedMemory,
 		Debug:                  c.Debug,
 		DebugConsole:           c.DebugConsole,
+		Console:                h.Console(),
 	}
 	if c.Confidential.Enabled() {
 		vm.TEE = c.Confidential.TEEConfig(initDataDigest)
