@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/hex"
 
+	"github.com/veil-runtime/veil/guest-agent/api/wire"
 	"github.com/veil-runtime/veil/hypervisor"
 )
 
@@ -11,11 +12,11 @@ import (
 // that drops or changes them changes the measurement the broker checks.
 const (
 	// TEEParam names the TEE: sample, snp or tdx.
-	TEEParam = "veil.tee"
+	TEEParam = wire.TEEParam
 	// InitDataDigestParam carries the init-data digest (hex) for the sample
 	// TEE, which has no hardware field to bind it in (veil-dev: software,
 	// proves nothing).
-	InitDataDigestParam = "veil.initdata_digest"
+	InitDataDigestParam = wire.InitDataDigestParam
 )
 
 // GuestKernelArgs are the kernel parameters this handler adds to the
