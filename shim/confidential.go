@@ -33,30 +33,41 @@ type confidentialPod struct {
 }
 
 // resolveConfidential picks a confidential pod's init-data: the pod's
-// io.veil.initdata annotation when the handler allows it, else the
-// handler's default document, else none. It returns nil for a handler that
-// is not confidential.
+// io.veil.initdata annotation, or Confidential Containers'
+// io.katacontainers.config.hypervisor.cc_init_data (same encoding; its
+// guest-components files are mapped or refused by initdata.Parse), when
+// the handler allows it; else the handler's default document, else none.
+// It returns nil for a handler that is not confidential.
 func resolveConfidential(c config.Confidential, annotations map[string]string) (*confidentialPod, error) {
 	if !c.Enabled() {
 		return nil, nil
 	}
 	p := &confidentialPod{tee: c.Kind(), source: "none"}
-	if v, ok := annotations[initdata.Annotation]; ok {
-		if !c.AllowAnnotationInitData {
-			return nil, fmt.Errorf("pod annotation %s: this handler does not accept init-data from pods (confidential.allow_annotation_initdata = false)", initdata.Annotation)
+	veilValue, veilOK := annotations[initdata.Annotation]
+	cocoValue, cocoOK := annotations[initdata.CoCoAnnotation]
+	if veilOK && cocoOK {
+		return nil, fmt.Errorf("pod annotations %s and %s: expected one init-data document, seen both", initdata.Annotation, initdata.CoCoAnnotation)
+	}
+	if veilOK || cocoOK {
+		name, value, decode := initdata.Annotation, veilValue, initdata.DecodeAnnotation
+		if cocoOK {
+			name, value, decode = initdata.CoCoAnnotation, cocoValue, initdata.DecodeCoCoAnnotation
 		}
-		doc, err := initdata.DecodeAnnotation(v)
+		if !c.AllowAnnotationInitData {
+			return nil, fmt.Errorf("pod annotation %s: this handler does not accept init-data from pods (confidential.allow_annotation_initdata = false)", name)
+		}
+		doc, err := decode(value)
 		if err != nil {
 			return nil, err
 		}
 		d, err := initdata.Parse(doc)
 		if err != nil {
-			return nil, fmt.Errorf("pod annotation %s: %w", initdata.Annotation, err)
+			return nil, fmt.Errorf("pod annotation %s: %w", name, err)
 		}
 		if err := d.CheckBrokerFor(string(p.tee)); err != nil {
-			return nil, fmt.Errorf("pod annotation %s: %w", initdata.Annotation, err)
+			return nil, fmt.Errorf("pod annotation %s: %w", name, err)
 		}
-		p.doc, p.source = doc, "annotation "+initdata.Annotation
+		p.doc, p.source = doc, "annotation "+name
 		return p, nil
 	}
 	doc, err := c.LoadInitData()

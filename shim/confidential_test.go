@@ -17,6 +17,7 @@ import (
 )
 
 const podInitData = "version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[broker]\nurl = \"http://10.88.0.1:8080\"\n"
+const cocoInitData = "algorithm = \"sha256\"\nversion = \"0.1.0\"\n\n[data]\n\"aa.toml\" = \"[token_configs.kbs]\\nurl = 'http://10.88.0.1:8080'\\n\"\n"
 const handlerInitData = "version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[broker]\nurl = \"https://kbs.example\"\n"
 
 func writeDoc(t *testing.T, doc string) string {
@@ -43,6 +44,9 @@ func TestResolveConfidential(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// CoCo documents as Kata's cc_init_data carries them (gzip, base64).
+	cocoAnn, _ := initdata.EncodeAnnotation([]byte(cocoInitData))
+	cocoRego, _ := initdata.EncodeAnnotation([]byte("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"policy.rego\" = \"package agent_policy\"\n"))
 	sample := config.Confidential{TEE: "sample", AllowAnnotationInitData: true, InitData: hdoc}
 	tests := []struct {
 		name     string
@@ -70,6 +74,15 @@ func TestResolveConfidential(t *testing.T) {
 		{name: "annotation not base64", c: sample, ann: map[string]string{initdata.Annotation: "!!"}, wantErr: "io.veil.initdata base64"},
 		{name: "annotation invalid document", c: sample, ann: map[string]string{initdata.Annotation: badDoc}, wantErr: "annotation io.veil.initdata: init-data algorithm"},
 		{name: "annotation too large", c: sample, ann: map[string]string{initdata.Annotation: strings.Repeat("A", initdata.MaxAnnotationSize+4)}, wantErr: "the limit is"},
+		{name: "coco annotation", c: sample, ann: map[string]string{initdata.CoCoAnnotation: cocoAnn}, wantDoc: cocoInitData,
+			wantArgs: []string{"veil.tee=sample", "veil.initdata_digest=" + hexDigest(cocoInitData)}},
+		{name: "coco rego policy refused", c: sample, ann: map[string]string{initdata.CoCoAnnotation: cocoRego},
+			wantErr: `pod annotation io.katacontainers.config.hypervisor.cc_init_data: init-data data."policy.rego": a Kata agent policy in Rego is not supported`},
+		{name: "coco annotation not allowed", c: config.Confidential{TEE: "sample"}, ann: map[string]string{initdata.CoCoAnnotation: cocoAnn},
+			wantErr: "pod annotation io.katacontainers.config.hypervisor.cc_init_data: this handler does not accept init-data from pods"},
+		{name: "both annotations", c: sample, ann: map[string]string{initdata.Annotation: ann, initdata.CoCoAnnotation: cocoAnn},
+			wantErr: "expected one init-data document, seen both"},
+		{name: "coco annotation not base64", c: sample, ann: map[string]string{initdata.CoCoAnnotation: "!!"}, wantErr: "io.katacontainers.config.hypervisor.cc_init_data base64"},
 		{name: "handler file gone", c: config.Confidential{TEE: "sample", InitData: filepath.Join(dir, "gone.toml")}, wantErr: "confidential.initdata"},
 	}
 	for _, tt := range tests {

@@ -123,7 +123,10 @@ type VolumeLimits struct {
 }
 
 // Parse decodes and validates a document. Unknown keys are an error that
-// names them.
+// names them. A Confidential Containers document (guest-components files
+// in [data]) is read as CoCo's guests read it where veil can honour it
+// (the broker from aa.toml or cdh.toml) and refused where it cannot
+// (applyCoCo); the document's bytes, and so its digest, are unchanged.
 func Parse(doc []byte) (*Document, error) {
 	if len(doc) > MaxSize {
 		return nil, fmt.Errorf("init-data is %d bytes, the limit is %d", len(doc), MaxSize)
@@ -141,6 +144,9 @@ func Parse(doc []byte) (*Document, error) {
 		}
 		return nil, fmt.Errorf("parsing init-data toml: %w", err)
 	}
+	if err := d.applyCoCo(); err != nil {
+		return nil, err
+	}
 	if err := d.Validate(); err != nil {
 		return nil, err
 	}
@@ -153,7 +159,7 @@ func (d *Document) Validate() error {
 		return fmt.Errorf("init-data version: %q, want %q", d.Version, Version)
 	}
 	if d.Algorithm != Algorithm {
-		return fmt.Errorf("init-data algorithm: %q, want %q", d.Algorithm, Algorithm)
+		return fmt.Errorf("init-data algorithm: %q, want %q (veil binds the SHA-256 of the exact document bytes; a CoCo document written for another hash must say algorithm = %q)", d.Algorithm, Algorithm, Algorithm)
 	}
 	if d.Broker.URL != "" {
 		u, err := url.Parse(d.Broker.URL)

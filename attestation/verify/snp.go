@@ -65,26 +65,19 @@ func LoadCRL(path string) (*x509.RevocationList, error) {
 	return crl, nil
 }
 
-// Verify implements Verifier.
+// Verify implements Verifier. It reads veil's encoding
+// (evidence.SNPEvidence: raw report and GHCB certificate table) and the
+// encoding of Confidential Containers' guests (trusteeSNPEvidence).
 func (s *SNP) Verify(_ context.Context, raw json.RawMessage) (Claims, error) {
-	var ev evidence.SNPEvidence
-	if err := json.Unmarshal(raw, &ev); err != nil {
-		return Claims{}, fmt.Errorf("decoding sev-snp evidence: %w", err)
+	var att *spb.Attestation
+	var err error
+	if isTrusteeSNP(raw) {
+		att, err = decodeTrusteeSNP(raw)
+	} else {
+		att, err = decodeVeilSNP(raw)
 	}
-	report, err := base64.StdEncoding.DecodeString(ev.Report)
 	if err != nil {
-		return Claims{}, fmt.Errorf("decoding sev-snp evidence report: %w", err)
-	}
-	if len(report) != abi.ReportSize {
-		return Claims{}, fmt.Errorf("sev-snp evidence report: %d bytes, want %d", len(report), abi.ReportSize)
-	}
-	certs, err := base64.StdEncoding.DecodeString(ev.CertTable)
-	if err != nil {
-		return Claims{}, fmt.Errorf("decoding sev-snp evidence cert_table: %w", err)
-	}
-	att, err := abi.ReportCertsToProto(append(report, certs...))
-	if err != nil {
-		return Claims{}, fmt.Errorf("parsing sev-snp report and certificate table: %w", err)
+		return Claims{}, err
 	}
 	if err := s.fillFromCache(att); err != nil {
 		return Claims{}, err
@@ -112,6 +105,30 @@ func (s *SNP) Verify(_ context.Context, raw json.RawMessage) (Claims, error) {
 		return Claims{}, err
 	}
 	return snpClaims(att.GetReport())
+}
+
+// decodeVeilSNP reads evidence.SNPEvidence.
+func decodeVeilSNP(raw json.RawMessage) (*spb.Attestation, error) {
+	var ev evidence.SNPEvidence
+	if err := json.Unmarshal(raw, &ev); err != nil {
+		return nil, fmt.Errorf("decoding sev-snp evidence: %w", err)
+	}
+	report, err := base64.StdEncoding.DecodeString(ev.Report)
+	if err != nil {
+		return nil, fmt.Errorf("decoding sev-snp evidence report: %w", err)
+	}
+	if len(report) != abi.ReportSize {
+		return nil, fmt.Errorf("sev-snp evidence report: %d bytes, want %d", len(report), abi.ReportSize)
+	}
+	certs, err := base64.StdEncoding.DecodeString(ev.CertTable)
+	if err != nil {
+		return nil, fmt.Errorf("decoding sev-snp evidence cert_table: %w", err)
+	}
+	att, err := abi.ReportCertsToProto(append(report, certs...))
+	if err != nil {
+		return nil, fmt.Errorf("parsing sev-snp report and certificate table: %w", err)
+	}
+	return att, nil
 }
 
 func (s *SNP) fillFromCache(att *spb.Attestation) error {

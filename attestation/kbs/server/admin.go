@@ -3,8 +3,8 @@ package server
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -261,9 +261,9 @@ type ResourceDecision struct {
 // Explain replays rec against the current attestation and resource
 // policies with this broker's verifiers.
 func (s *Server) Explain(ctx context.Context, rec Recorded) (Explanation, error) {
-	var att kbs.Attestation
-	if err := json.Unmarshal(rec.Attestation, &att); err != nil {
-		return Explanation{}, errors.New("recorded attestation: decoding: " + err.Error())
+	att, err := kbs.DecodeAttestation(rec.Attestation, rec.Nonce)
+	if err != nil {
+		return Explanation{}, fmt.Errorf("recorded attestation: decoding: %w", err)
 	}
 	if rec.Tee == "" {
 		return Explanation{}, errors.New("recorded attestation: tee: expected snp, tdx or sample, seen none")

@@ -66,8 +66,8 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		reject(outcomeMalformed, err)
 		return
 	}
-	var att kbs.Attestation
-	if err := json.Unmarshal(body, &att); err != nil {
+	att, err := kbs.DecodeAttestation(body, se.nonce)
+	if err != nil {
 		reject(outcomeMalformed, fmt.Errorf("decoding attestation: %w", err))
 		return
 	}

@@ -12,13 +12,9 @@ import (
 	"github.com/veil-runtime/veil/attestation/kbs"
 )
 
-// checkVersion accepts protocol versions 0.4.x.
-func checkVersion(v string) error {
-	if v == kbs.ProtocolVersion || strings.HasPrefix(v, "0.4.") {
-		return nil
-	}
-	return fmt.Errorf("version: expected %s, seen %q", kbs.ProtocolVersion, v)
-}
+// checkVersion accepts the protocol versions kbs.CheckProtocolVersion
+// names (0.3.x and 0.4.x).
+func checkVersion(v string) error { return kbs.CheckProtocolVersion(v) }
 
 func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 	log := s.log.With("remote", r.RemoteAddr, "step", "auth")
