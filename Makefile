@@ -34,6 +34,7 @@ proto: ## regenerate guest-agent/api from agent.proto
 		--go_out=. --go_opt=module=github.com/veil-runtime/veil \
 		--go-ttrpc_out=. --go-ttrpc_opt=module=github.com/veil-runtime/veil \
 		guest-agent/api/agent.proto
+	$(GO) test ./guest-agent/api -run TestMethodNames -update
 
 .PHONY: proto-check
 proto-check: ## fail when the committed generated code differs from agent.proto

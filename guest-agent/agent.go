@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/veil-runtime/veil/attestation/evidence"
+	"github.com/veil-runtime/veil/guest-agent/api/wire"
 	"github.com/veil-runtime/veil/guest-agent/attest"
 	"github.com/veil-runtime/veil/guest-agent/boot"
 	"github.com/veil-runtime/veil/guest-agent/console"
@@ -32,7 +33,7 @@ import (
 const (
 	BundleRoot = "/run/veil/containers"
 	// PortName is the virtio-serial port the agent serves on.
-	PortName = "veil.agent"
+	PortName = wire.AgentPortName
 	// portWait bounds how long the agent waits for its port to appear.
 	portWait = 10 * time.Second
 )

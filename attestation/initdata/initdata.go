@@ -22,6 +22,8 @@ import (
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/veil-runtime/veil/guest-agent/api/wire"
 )
 
 // MaxSize bounds a document: it travels in a pod annotation and in the
@@ -192,7 +194,7 @@ func (d *Document) Validate() error {
 
 // DevTEE is the TEE whose guests may reach their broker over plain http:
 // the sample TEE of veil-dev, which protects nothing anyway.
-const DevTEE = "sample"
+const DevTEE = string(wire.TEESample)
 
 // CheckBrokerFor refuses a broker.url a guest in tee must not use: outside
 // veil-dev (the sample TEE) it must be https. The protocol seals

@@ -41,21 +41,22 @@ import (
 	"github.com/veil-runtime/veil/attestation/evidence"
 	"github.com/veil-runtime/veil/attestation/initdata"
 	"github.com/veil-runtime/veil/attestation/kbs/client"
+	"github.com/veil-runtime/veil/guest-agent/api/wire"
 	"github.com/veil-runtime/veil/guest-agent/policy"
 )
 
-// Kernel parameters (the shim writes them; see shim/confidential.go).
+// Kernel parameters (the shim writes them: shim/config.GuestKernelArgs).
 const (
-	TEEParam            = "veil.tee"
-	InitDataDigestParam = "veil.initdata_digest"
+	TEEParam            = wire.TEEParam
+	InitDataDigestParam = wire.InitDataDigestParam
 )
 
 // TEE names as SetInitDataResponse reports them.
 const (
-	None   = "none"
-	Sample = "sample"
-	SNP    = "snp"
-	TDX    = "tdx"
+	None   = string(wire.TEENone)
+	Sample = string(wire.TEESample)
+	SNP    = string(wire.TEESNP)
+	TDX    = string(wire.TEETDX)
 )
 
 // Config is what New needs from the guest.

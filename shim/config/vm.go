@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/veil-runtime/veil/guest-agent/boot"
+	"github.com/veil-runtime/veil/guest-agent/api/wire"
 	"github.com/veil-runtime/veil/hypervisor"
 )
 
@@ -14,11 +15,11 @@ import (
 // that drops or changes them changes the measurement the broker checks.
 const (
 	// TEEParam names the TEE: sample, snp or tdx.
-	TEEParam = "veil.tee"
+	TEEParam = wire.TEEParam
 	// InitDataDigestParam carries the init-data digest (hex) for the sample
 	// TEE, which has no hardware field to bind it in (veil-dev: software,
 	// proves nothing).
-	InitDataDigestParam = "veil.initdata_digest"
+	InitDataDigestParam = wire.InitDataDigestParam
 )
 
 // GuestKernelArgs are the kernel parameters this handler adds to the
