@@ -31,8 +31,15 @@ const readChunk = 32 << 10
 //
 // Output pumps read until the agent reports EOF (empty data), which it does
 // after the process exited and its output was drained, or until the pod's
-// context ends (VM gone). If containerd's reader goes away the pump keeps
-// reading and discards, so the guest never blocks on a full buffer. The stdin
+// context ends (VM gone). Output FIFOs are opened read-write (O_RDWR), as
+// containerd's runc shim keeps a read end of its own: the FIFO then always
+// has a reader, so a write never fails with EPIPE while containerd is away
+// (restarting); what the process writes meanwhile waits in the FIFO (and,
+// once that is full, in the guest) until containerd opens the FIFO again
+// and reads on. A write that fails (a file:// log on a full disk, a
+// binary:// logger that died) loses that chunk only: the destination is
+// kept for the next one, never dropped for the rest of the process's life.
+// The stdin
 // pump copies until containerd closes its end (EOF) or CloseIO, then closes
 // the process's stdin.
 //
@@ -65,7 +72,9 @@ func outputTarget(ctx context.Context, uri string) (io.WriteCloser, error) {
 		if err == nil && u.Scheme == "fifo" {
 			path = u.Path
 		}
-		w, err := fifo.OpenFifo(ctx, path, syscall.O_WRONLY, 0)
+		// O_RDWR: the FIFO keeps a reader (this fd) while containerd's is
+		// gone, so writes wait instead of failing (processIO).
+		w, err := fifo.OpenFifo(ctx, path, syscall.O_RDWR, 0)
 		if err != nil {
 			return nil, fmt.Errorf("opening output fifo %s: %w", path, err)
 		}
@@ -206,15 +215,21 @@ func startIO(ctx, podCtx context.Context, agent api.ProcessService, ns, cid, exe
 }
 
 // pumpOutput copies what read returns to w until read returns no data (EOF)
-// or fails, then closes w. A failing w is dropped, not fatal. A read the
-// agent's policy refuses (readDenied) ends the pump at once, never retried;
-// with notice, deniedLine is written to w first.
+// or fails, or ctx ends, then closes w. A failing write loses that chunk
+// only: w is kept for the next one. ctx ending also closes w, so a write
+// waiting for a reader that never comes back does not hold the pump. A
+// read the agent's policy refuses (readDenied) ends the pump at once, never
+// retried; with notice, deniedLine is written to w first.
 func pumpOutput(ctx context.Context, read func(context.Context) ([]byte, error), w io.WriteCloser, notice bool) error {
-	defer func() {
-		if w != nil {
-			w.Close()
-		}
-	}()
+	if w != nil {
+		var once sync.Once
+		closeW := func() { once.Do(func() { w.Close() }) }
+		stop := context.AfterFunc(ctx, closeW)
+		defer func() {
+			stop()
+			closeW()
+		}()
+	}
 	for {
 		data, err := read(ctx)
 		if err != nil {
@@ -227,10 +242,7 @@ func pumpOutput(ctx context.Context, read func(context.Context) ([]byte, error),
 			return nil
 		}
 		if w != nil {
-			if _, err := w.Write(data); err != nil {
-				w.Close()
-				w = nil
-			}
+			_, _ = w.Write(data)
 		}
 	}
 }
