@@ -96,10 +96,9 @@ func TestOutputFIFOSurvivesReaderRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
-	openReader := func() io.ReadCloser {
-		return must(fifo.OpenFifo(ctx, path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0))
-	}
-	r := openReader()
+	// As containerd does before it creates the task: the open completes
+	// when the shim opens its end.
+	var r io.ReadCloser = must(fifo.OpenFifo(ctx, path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0))
 	w, err := outputTarget(ctx, path)
 	if err != nil {
 		t.Fatal(err)
@@ -132,15 +131,25 @@ func TestOutputFIFOSurvivesReaderRestart(t *testing.T) {
 	send("while-away-")
 	send("more-")
 	<-asked // both writes above returned with no reader open
-	r = openReader()
-	defer r.Close()
+	// containerd back: its open returns once the FIFO has a writer. The old
+	// write-only FIFO had lost its writer at the first EPIPE.
+	reopened := make(chan io.ReadCloser, 1)
+	go func() {
+		if r, err := fifo.OpenFifo(ctx, path, syscall.O_RDONLY, 0); err == nil {
+			reopened <- r
+		}
+	}()
+	select {
+	case r = <-reopened:
+		defer r.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the FIFO had no writer left for the reader that came back")
+	}
 	chunks <- []byte("after")
 	send("") // EOF: the pump closes its end
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	// The old write-only FIFO lost its writer at the first EPIPE: the new
-	// reader then never saw a writer, nor EOF.
 	var got []byte
 	readAll := make(chan error, 1)
 	go func() {

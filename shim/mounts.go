@@ -48,7 +48,8 @@ func rootfsTarget(cid string) string { return path.Join(cid, "rootfs") }
 //     their host paths: a path is how the CRI says "the pod's namespace"
 //     (the pause process's), and the agent maps it to the pod's namespace in
 //     the guest (guest-agent/containers.RewriteSpec).
-//   - Hooks name host binaries and are dropped.
+//   - Hooks name host binaries and are dropped: the shim runs those that
+//     run on the host itself (hooks.go).
 //   - root.path becomes "rootfs" (the agent uses the rootfs storage). The
 //     cgroups path is left to the agent, which puts containers under /veil.
 //
