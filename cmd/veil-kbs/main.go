@@ -6,18 +6,17 @@
 //	veil-kbs resource-policy get|set FILE
 //	veil-kbs resource set REPO/TYPE/TAG FILE
 //	veil-kbs reference add FIELD HEX
+//	veil-kbs version
 //
 // See attestation/README.md.
 package main
 
 import (
-	"fmt"
 	"os"
+
+	"github.com/veil-runtime/veil/cmd/internal/cli"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "veil-kbs:", err)
-		os.Exit(1)
-	}
+	cli.Exit("veil-kbs", run(os.Args[1:]))
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/veil-runtime/veil/cmd/internal/cli"
+
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -31,6 +33,7 @@ const usage = `usage:
   veil-kbs resource set [flags] REPO/TYPE/TAG FILE     store a resource ("-" reads stdin)
   veil-kbs reference add [flags] FIELD HEX             add a reference value
                                    (snp.measurement, tdx.mrtd, tdx.rtmr0..3, init-data)
+  veil-kbs version                                     the commit and the guest image digest
 admin flags: --url, --admin-token-file, --ca
 run "veil-kbs COMMAND -h" for flags`
 
@@ -47,6 +50,12 @@ func run(args []string) error {
 		return adminCommand(args[0], args[1:])
 	case "-h", "--help", "help":
 		fmt.Println(usage)
+		return nil
+	case "version", "--version", "-v":
+		if len(args) != 1 {
+			return fmt.Errorf("version takes no arguments, got %q", args[1:])
+		}
+		cli.PrintVersion(os.Stdout, "veil-kbs", true)
 		return nil
 	}
 	return fmt.Errorf("unknown command %q\n%s", args[0], usage)
@@ -69,7 +78,7 @@ func serve(ctx context.Context, args []string, ready chan<- string) error {
 	tdxCollateral := fs.String("tdx-collateral", "", "recorded Intel PCS responses (JSON) for TDX TCB checks")
 	nonceTTL := fs.Duration("nonce-ttl", 5*time.Minute, "how long a challenge nonce stays valid")
 	grantTTL := fs.Duration("grant-ttl", 10*time.Minute, "how long an attestation lets a guest read resources")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
@@ -154,7 +163,7 @@ func adminCommand(cmd string, args []string) error {
 	url := fs.String("url", "https://127.0.0.1:8080", "broker URL")
 	tokenFile := fs.String("admin-token-file", "/var/lib/veil-kbs/admin-token", "admin token file")
 	caFile := fs.String("ca", "", "CA certificate (PEM) to trust for the broker")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	raw, err := os.ReadFile(*tokenFile)

@@ -44,7 +44,7 @@ func TestCtrRunPrestartHook(t *testing.T) {
 		if err := os.Mkdir(rootfs, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := env.Run(ctx, env.Ctr(ctx, "images", "mount", image, rootfs)); err != nil {
+		if _, err := env.Run(ctx, env.Ctr(ctx, "images", "mount", "--rw", image, rootfs)); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
