@@ -275,7 +275,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 			Source:     hypervisor.ShareTag,
 			MountPoint: guestSharedDir,
 			Fstype:     "9p",
-			Options:    []string{"trans=virtio", "version=9p2000.L", "msize=262144", "cache=none"},
+			Options:    ShareOptions,
 		}}
 	}
 	_, err = agent.sandbox.CreateSandbox(callCtx, &api.CreateSandboxRequest{

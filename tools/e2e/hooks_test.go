@@ -72,7 +72,7 @@ func TestCtrRunPrestartHook(t *testing.T) {
 		}
 		id := "hook-" + handler
 		spec.Root = &specs.Root{Path: rootfs}
-		spec.Process.Args = []string{"true"}
+		spec.Process.Args = []string{"/bin/sh", "-c", "exit 0"}
 		spec.Process.Terminal = false
 		spec.Annotations = map[string]string{"io.veil.test": "hook"}
 		for i, n := range spec.Linux.Namespaces {
