@@ -179,6 +179,9 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 	}
 
 	gspec, binds := guestSpec(c.id, spec, hasSubmounts)
+	if p.guestShm {
+		binds = useGuestShm(gspec, binds)
+	}
 	if p.conf != nil {
 		// Confidential: volumes become guest copies or guest memory.
 		var vols []guestVolume

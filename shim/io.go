@@ -31,9 +31,9 @@ const readChunk = 32 << 10
 //
 // Output pumps read until the agent reports EOF (empty data), which it does
 // after the process exited and its output was drained, or until the pod's
-// context ends (VM gone). Output FIFOs are opened read-write (O_RDWR), as
-// containerd's runc shim keeps a read end of its own: the FIFO then always
-// has a reader, so a write never fails with EPIPE while containerd is away
+// context ends (VM gone). The shim holds a read end of each output FIFO
+// next to its write end, as containerd's runc shim does: the FIFO then
+// always has a reader, so a write never fails with EPIPE while containerd is away
 // (restarting); what the process writes meanwhile waits in the FIFO (and,
 // once that is full, in the guest) until containerd opens the FIFO again
 // and reads on. A write that fails (a file:// log on a full disk, a
@@ -72,13 +72,21 @@ func outputTarget(ctx context.Context, uri string) (io.WriteCloser, error) {
 		if err == nil && u.Scheme == "fifo" {
 			path = u.Path
 		}
-		// O_RDWR: the FIFO keeps a reader (this fd) while containerd's is
-		// gone, so writes wait instead of failing (processIO).
-		w, err := fifo.OpenFifo(ctx, path, syscall.O_RDWR, 0)
+		// The write end first: it waits for containerd's reader, so output
+		// of a process that ends at once is not written before anyone
+		// reads. Then a read end of the shim's own, which it never reads:
+		// the FIFO keeps a reader while containerd's is gone, so writes
+		// wait instead of failing (processIO).
+		w, err := fifo.OpenFifo(ctx, path, syscall.O_WRONLY, 0)
 		if err != nil {
 			return nil, fmt.Errorf("opening output fifo %s: %w", path, err)
 		}
-		return w, nil
+		r, err := fifo.OpenFifo(ctx, path, syscall.O_RDONLY, 0)
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("opening output fifo %s for reading: %w", path, err)
+		}
+		return &heldFIFO{WriteCloser: w, r: r}, nil
 	}
 	switch u.Scheme {
 	case "file":
@@ -93,6 +101,17 @@ func outputTarget(ctx context.Context, uri string) (io.WriteCloser, error) {
 	default:
 		return nil, fmt.Errorf("stdio URI scheme %q (%s): %w", u.Scheme, uri, errdefs.ErrNotImplemented)
 	}
+}
+
+// heldFIFO is an output FIFO's write end with a read end the shim holds
+// open, and never reads, for as long as it writes.
+type heldFIFO struct {
+	io.WriteCloser
+	r io.Closer
+}
+
+func (f *heldFIFO) Close() error {
+	return errors.Join(f.WriteCloser.Close(), f.r.Close())
 }
 
 // outputs opens the process's stdout and stderr destinations. A file:// or

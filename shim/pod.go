@@ -87,6 +87,9 @@ type pod struct {
 	net *network.Attachment
 	// conf is the confidential pod's init-data; nil for veil.
 	conf *confidentialPod
+	// guestShm is set when the pod's /dev/shm is the guest tmpfs at
+	// guestShmDir (mounts.go), not the CRI's host tmpfs over 9p.
+	guestShm bool
 	// metricsSrv serves the shim's metrics in the state directory.
 	metricsSrv *metrics.Server
 	// cgroup holds QEMU and the shim (cgroups.go); nil when the sandbox
@@ -277,6 +280,16 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 			Fstype:     "9p",
 			Options:    ShareOptions,
 		}}
+	}
+	if conf == nil {
+		shm, err := shmStorage(spec)
+		if err != nil {
+			p.cancel()
+			return nil, err
+		}
+		if shm != nil {
+			storages, p.guestShm = append(storages, shm), true
+		}
 	}
 	_, err = agent.sandbox.CreateSandbox(callCtx, &api.CreateSandboxRequest{
 		SandboxId: id,
