@@ -78,7 +78,7 @@ func TestHooksRunInPodNetNSWithState(t *testing.T) {
 	})
 	log := filepath.Join(dir, "hooks.log")
 	spec := &specs.Spec{Version: "1.2.0", Annotations: map[string]string{"a": "b"}, Hooks: &specs.Hooks{
-		Prestart:      []specs.Hook{recordingHook(t, log, "prestart")},
+		Prestart:      []specs.Hook{recordingHook(t, log, "prestart")}, //nolint:staticcheck // deprecated, still used (NVIDIA)
 		CreateRuntime: []specs.Hook{recordingHook(t, log, "createRuntime1"), recordingHook(t, log, "createRuntime2")},
 		Poststart:     []specs.Hook{recordingHook(t, log, "poststart")},
 		Poststop:      []specs.Hook{recordingHook(t, log, "poststop")},
