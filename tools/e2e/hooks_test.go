@@ -23,9 +23,10 @@ import (
 // runs a container whose spec has a prestart hook and joins a network
 // namespace the test made. The hook runs on the host and records the OCI
 // state it read on stdin, its own network namespace and that of the pid in
-// the state. Under every handler the hook must have run in that namespace
-// (as nerdctl's CNI hook needs: it configures /proc/<pid>/ns/net) with
-// the container's id, bundle, status "creating" and annotations.
+// the state. Under every handler the state's pid must be in that
+// namespace (nerdctl's CNI hook configures /proc/<pid>/ns/net), and the
+// state must carry the container's id, bundle, status "creating" and
+// annotations; under veil the hook itself runs in that namespace too.
 func TestCtrRunPrestartHook(t *testing.T) {
 	forEachHandler(t, func(t *testing.T, handler string) {
 		ctx := testContext(t, 5*time.Minute)
@@ -105,7 +106,9 @@ func TestCtrRunPrestartHook(t *testing.T) {
 			}
 			return strings.TrimSpace(string(b))
 		}
-		if got := read(".ns"); got != want {
+		// runc runs hooks in its own (the runtime's) namespace, as the
+		// spec says; veil runs them inside the pod's (shim/README.md).
+		if got := read(".ns"); got != want && handler != harness.Runc {
 			t.Errorf("the hook ran in %s, the pod's namespace is %s", got, want)
 		}
 		if got := read(".pidns"); got != want {
