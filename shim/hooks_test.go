@@ -151,6 +151,26 @@ func TestHookTimeoutAndFailure(t *testing.T) {
 	}
 }
 
+// A shim that died leaves the pod's namespace pinned; containerd's cleanup
+// (shim delete) removes it with the rest of the pod's state.
+func TestCleanupTaskRemovesPodNetNS(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "ns"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pin := filepath.Join(root, "ns", "sb.netns")
+	if err := newNetNS(pin); err != nil {
+		t.Fatal(err)
+	}
+	if err := cleanupTask(context.Background(), root, "ns", "sb", "sb", &fakeMounter{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(pin); !os.IsNotExist(err) {
+		_ = removeNetNS(pin)
+		t.Errorf("pod network namespace pin left after cleanup: %v", err)
+	}
+}
+
 func TestContainerNamespaceHooksRefused(t *testing.T) {
 	for _, h := range []*specs.Hooks{
 		{CreateContainer: []specs.Hook{{Path: "/usr/bin/nvidia-ctk"}}},
