@@ -69,7 +69,7 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		podID := groupID(r.ID, spec.Annotations)
 		// The first container's create hooks run before the VM boots, so
 		// the network they set up is the VM's (hooks.go).
-		if hooks.hasCreateHooks() && !hostNetwork(spec) && netnsPath(spec) == "" {
+		if !hooks.empty() && !hostNetwork(spec) && netnsPath(spec) == "" {
 			dir := filepath.Join(s.stateRoot, s.namespace)
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				return nil, fmt.Errorf("creating state directory: %w", err)

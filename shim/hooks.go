@@ -87,8 +87,10 @@ func hostHooks(id, bundle string, spec *specs.Spec) (hookSet, error) {
 	return hs, nil
 }
 
-// hasCreateHooks reports whether hs has hooks that run at Create.
-func (hs hookSet) hasCreateHooks() bool { return len(hs.prestart)+len(hs.createRuntime) > 0 }
+// empty reports whether hs has no hook at all.
+func (hs hookSet) empty() bool {
+	return len(hs.prestart)+len(hs.createRuntime)+len(hs.poststart)+len(hs.poststop) == 0
+}
 
 // state is the OCI state of the container for a hook run by pid.
 func (hs hookSet) state(status specs.ContainerState, pid int) specs.State {
