@@ -158,8 +158,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		}
 	}()
 
-	vcpus, mem := vmSize(cfg.Hypervisor, spec.Annotations, runtime.NumCPU())
-	h := cfg.Hypervisor
+	vcpus, mem := vmSize(cfg.Hypervisor, cfg.PinnedVCPUs(), spec.Annotations, runtime.NumCPU())
 	conf, err := resolveConfidential(cfg.Confidential, spec.Annotations)
 	if err != nil {
 		return nil, fmt.Errorf("confidential pod: %w", err)
@@ -190,26 +189,10 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 			}
 		}
 	}()
-	hv, err := s.newVM(hypervisor.Config{
-		ID:                     id,
-		StateDir:               stateDir,
-		Binary:                 h.Binary,
-		Kernel:                 h.Kernel,
-		Initrd:                 h.Initrd,
-		KernelArgs:             append(append([]string(nil), h.KernelArgs...), conf.kernelArgs()...),
-		VCPUs:                  vcpus,
-		MemoryMiB:              mem,
-		Accel:                  hypervisor.Accel(h.Accel),
-		Transport:              hypervisor.Transport(h.Transport),
-		SharedDir:              guestShare,
-		TCGTranslationCacheMiB: h.TCGTranslationCacheMiB,
-		ReclaimFreedMemory:     h.ReclaimGuestFreedMemory,
-		NICs:                   vmNICs(podNet),
-		Debug:                  cfg.Debug,
-		DebugConsole:           cfg.DebugConsole,
-		TEE:                    conf.teeConfig(cfg.Confidential),
-		BlockSlots:             podBlockSlots(cfg),
-	}, slogTo(log.G(ctx)))
+	vmCfg := cfg.VM(conf.digest(), vcpus, mem)
+	vmCfg.ID, vmCfg.StateDir, vmCfg.SharedDir = id, stateDir, guestShare
+	vmCfg.NICs, vmCfg.BlockSlots = vmNICs(podNet), podBlockSlots(cfg)
+	hv, err := s.newVM(vmCfg, slogTo(log.G(ctx)))
 	if err != nil {
 		return nil, fmt.Errorf("configuring pod VM: %w", err)
 	}

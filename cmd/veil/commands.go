@@ -27,6 +27,7 @@ var commands = map[string]command{
 	"debug":     {run: debugCmd, usage: "debug console SANDBOX: a root shell inside the pod's VM"},
 	"image":     {run: imageCmd, usage: "encrypt (ocicrypt), sign (cosign format) and keygen for images the guest pulls"},
 	"policy":    {run: policyCmd, usage: "generate the init-data that binds a pod's spec from its manifest; check a container spec against it"},
+	"measure":   {run: measureCmd, usage: "compute the launch measurement (SNP digest, TDX MRTD/RTMRs) and init-data digest of a handler's pod VM"},
 	"metrics":   {run: metricsCmd, usage: "scrape every pod's shim metrics: Prometheus text, a table (--format table) or an HTTP exporter (--listen)"},
 	"version":   {run: versionCmd, usage: "print the commit veil was built from and the guest image's digest (also --version)"},
 }

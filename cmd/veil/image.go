@@ -243,9 +243,10 @@ func registerHelp(keyFile, resource string) string {
 		abs = keyFile
 	}
 	return fmt.Sprintf(`private key: %[1]s (public: %[1]s.pub)
-register it with veil-kbs as a resource and allow it to your pods' TEE:
-  veil-kbs resource set --url https://KBS:8080 --admin-token-file /var/lib/veil-kbs/admin-token %[2]s %[1]s
-  veil-kbs resource-policy set --url https://KBS:8080 rules.json   # a rule {"resource": "%[2]s", "tees": ["snp", "tdx"], ...}
+register it with veil-kbs as a resource and allow it to your pods' TEE (on the broker's host:
+the admin API listens on loopback, or give --url https://KBS:8081 with --client-cert for mTLS):
+  veil-kbs resource set --admin-token-file /var/lib/veil-kbs/admin-token %[2]s %[1]s
+  veil-kbs resource-policy set rules.json   # a rule {"resource": "%[2]s", "tees": ["snp", "tdx"], "init_data_digests": [...]}
 and name it in the pods' init-data:
   veil initdata build --broker-url https://KBS:8080 --image-policy policy.json --image-key kbs:///%[2]s ...
 `, abs, resource)

@@ -195,6 +195,9 @@ func (s *State) SetInitData(ctx context.Context, doc []byte) ([32]byte, error) {
 		if err != nil {
 			return lock(err)
 		}
+		if err := d.CheckBrokerFor(s.tee); err != nil {
+			return lock(err)
+		}
 		if pol, err = policy.Parse(d.Agent.Policy); err != nil {
 			return lock(fmt.Errorf("init-data agent.policy: %w", err))
 		}

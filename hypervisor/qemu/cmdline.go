@@ -80,6 +80,21 @@ func KernelCmdline(debug bool, extra []string) string {
 	return strings.Join(args, " ")
 }
 
+// Append is the -append value: KernelCmdline of the launch's debug flag
+// and kernel arguments. SEV-SNP (kernel-hashes) and TDX (RTMR 2) measure
+// it, so `veil measure` takes it from here too.
+func (l Launch) Append() string { return KernelCmdline(l.Debug, l.KernelArgs) }
+
+// CPU is the -cpu model: the host's CPU under KVM, "max" under TCG. An
+// SEV-SNP launch digest covers the vCPU's family, model and stepping
+// (CPUID 1 EAX, in each VMSA), which with "host" are the host CPU's.
+func (l Launch) CPU() string {
+	if l.Accel == hypervisor.AccelKVM {
+		return "host"
+	}
+	return "max"
+}
+
 // bootArgs shorten the guest kernel's boot, each measured alone as QEMU
 // start to agent ready (1 vCPU, 256 MiB, TCG; medians of 3, against
 // 5.62 s without): together 5.62 -> 4.71 s.
@@ -121,7 +136,7 @@ func Args(l Launch) []string {
 	}
 	switch l.Accel {
 	case hypervisor.AccelKVM:
-		a = append(a, "-accel", "kvm", "-cpu", "host")
+		a = append(a, "-accel", "kvm", "-cpu", l.CPU())
 	default:
 		tb := l.TBSizeMiB
 		if tb == 0 {
@@ -134,7 +149,7 @@ func Args(l Launch) []string {
 		// int3 after the patch completed and the kernel oopses ("Oops: int3",
 		// seen at boot and when runc created the first cgroup, more often
 		// under host load). Regression: TestTenVMsLeaveNothing under load.
-		a = append(a, "-accel", "tcg,thread=single,tb-size="+strconv.FormatUint(uint64(tb), 10), "-cpu", "max")
+		a = append(a, "-accel", "tcg,thread=single,tb-size="+strconv.FormatUint(uint64(tb), 10), "-cpu", l.CPU())
 	}
 	a = append(a,
 		"-smp", strconv.FormatUint(uint64(l.VCPUs), 10),
@@ -144,7 +159,7 @@ func Args(l Launch) []string {
 	if l.Initrd != "" {
 		a = append(a, "-initrd", l.Initrd)
 	}
-	a = append(a, "-append", KernelCmdline(l.Debug, l.KernelArgs))
+	a = append(a, "-append", l.Append())
 	a = append(a,
 		"-pidfile", l.PIDFile,
 		"-chardev", fmt.Sprintf("socket,id=qmp,fd=%d,server=on,wait=off", l.QMPFD),

@@ -148,6 +148,30 @@ func New(cfg hypervisor.Config, logger *slog.Logger) (*QEMU, error) {
 	}, nil
 }
 
+// LaunchFor is the Launch of a VM configured as cfg on accelerator accel
+// and transport (neither auto): everything but the files Start creates
+// (sockets, taps, console log, pid file). `veil measure` and its tests
+// build the command line of a handler's VM with it, as Start does.
+func LaunchFor(cfg hypervisor.Config, accel hypervisor.Accel, transport hypervisor.Transport) Launch {
+	return Launch{
+		ID:                cfg.ID,
+		Kernel:            cfg.Kernel,
+		Initrd:            cfg.Initrd,
+		KernelArgs:        cfg.KernelArgs,
+		VCPUs:             cfg.VCPUs,
+		MemoryMiB:         cfg.MemoryMiB,
+		Accel:             accel,
+		TBSizeMiB:         cfg.TCGTranslationCacheMiB,
+		Transport:         transport,
+		VsockCID:          cfg.VsockCID,
+		SharedDir:         cfg.SharedDir,
+		Debug:             cfg.Debug,
+		TEE:               cfg.TEE,
+		BlockSlots:        cfg.BlockSlots,
+		FreePageReporting: cfg.ReclaimFreedMemory,
+	}
+}
+
 // Accel is the accelerator the VM runs on (never auto).
 func (q *QEMU) Accel() hypervisor.Accel { return q.accel }
 
@@ -189,26 +213,8 @@ func (q *QEMU) Start(ctx context.Context) (err error) {
 		files = append(files, f)
 		return 2 + len(files), nil // ExtraFiles[i] is fd 3+i
 	}
-	launch := Launch{
-		ID:         q.cfg.ID,
-		Kernel:     q.cfg.Kernel,
-		Initrd:     q.cfg.Initrd,
-		KernelArgs: q.cfg.KernelArgs,
-		VCPUs:      q.cfg.VCPUs,
-		MemoryMiB:  q.cfg.MemoryMiB,
-		Accel:      q.accel,
-		TBSizeMiB:  q.cfg.TCGTranslationCacheMiB,
-		Transport:  q.transport,
-		VsockCID:   q.cfg.VsockCID,
-		SharedDir:  q.cfg.SharedDir,
-		Debug:      q.cfg.Debug,
-		TEE:        q.cfg.TEE,
-		ConsoleLog: q.path(ConsoleLog),
-		PIDFile:    q.path(PIDFile),
-		BlockSlots: q.cfg.BlockSlots,
-
-		FreePageReporting: q.cfg.ReclaimFreedMemory,
-	}
+	launch := LaunchFor(q.cfg, q.accel, q.transport)
+	launch.ConsoleLog, launch.PIDFile = q.path(ConsoleLog), q.path(PIDFile)
 	if launch.QMPFD, err = listen(QMPSocket); err != nil {
 		return fmt.Errorf("starting vm %s: %w", q.cfg.ID, err)
 	}

@@ -20,8 +20,9 @@
 //	kernel = "/opt/veil/share/veil/vmlinuz"
 //	initrd = "/opt/veil/share/veil/initrd.img"
 //	kernel_args = []               # appended to the driver's kernel command line
-//	vcpus = 1                      # base vCPUs; the pod's CPU limit is added
-//	max_vcpus = 0                  # cap on vCPUs; 0 means the host's CPU count
+//	vcpus = 1                      # base vCPUs; the pod's CPU limit is added (snp, tdx: exactly
+//	                               # this many, the launch measurement covers it: PinnedVCPUs)
+//	max_vcpus = 0                  # cap on vCPUs; 0 means the host's CPU count (not snp, tdx)
 //	memory_mib = 256               # base memory; the pod's memory limit is added
 //	max_memory_mib = 0             # cap on memory; 0 means no cap
 //	accel = "auto"                 # auto | kvm | tcg

@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/veil-runtime/veil/tools/guest-image/guestimage"
@@ -38,6 +39,8 @@ func run() error {
 		runc        = flag.String("runc", "/usr/sbin/runc", "runc binary to copy into the image")
 		shell       = flag.String("shell", "/bin/busybox", "static shell for the debug console, from Debian's busybox-static (empty: none)")
 		compression = flag.String("compression", string(guestimage.DefaultCompression), "initramfs compression: none, gzip, zstd, xz or lz4")
+		snpFirmware = flag.String("snp-firmware", "", "OVMF (AmdSev) image to record veil-snp's launch digest with (default: "+strings.Join(guestimage.SNPFirmwareCandidates, " or ")+" if present)")
+		tdxFirmware = flag.String("tdx-firmware", "", "TDVF to record veil-tdx's values with (default: "+strings.Join(guestimage.TDXFirmwareCandidates, " or ")+" if present)")
 		verbose     = flag.Bool("v", false, "log debug messages")
 	)
 	flag.Parse()
@@ -77,6 +80,7 @@ func run() error {
 		Shell: *shell, ShellPackage: "busybox-static",
 		Compression: comp, Mtime: mtime,
 		Modules: guestimage.GuestModules, TEEModules: guestimage.TEEModules, Log: log,
+		SNPFirmware: *snpFirmware, TDXFirmware: *tdxFirmware,
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -42,6 +42,12 @@ func runMain(m *testing.M) int {
 	}
 	shared = v
 	code := m.Run()
+	// The binaries tests built once (probe, veil CLI) live in temp dirs of their own.
+	for _, p := range []string{probeOnce.path, veilOnce.path} {
+		if p != "" {
+			os.RemoveAll(filepath.Dir(p))
+		}
+	}
 	if code != 0 {
 		fmt.Fprintf(os.Stderr, "--- shared vm console.log ---\n%s\n", v.console())
 	}

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/veil-runtime/veil/attestation/measure"
 	"github.com/veil-runtime/veil/tools/guest-image/cpio"
 )
 
@@ -47,7 +48,13 @@ type Options struct {
 	// TEEModules those listed apart (normally TEEModules).
 	Modules    []string
 	TEEModules []string
-	Log        *slog.Logger
+	// SNPFirmware is the OVMF (AmdSev) image veil-snp's launch digest is
+	// recorded with; empty looks in SNPFirmwareCandidates.
+	SNPFirmware string
+	// TDXFirmware is the TDVF veil-tdx's values are recorded with; empty
+	// looks in TDXFirmwareCandidates.
+	TDXFirmware string
+	Log         *slog.Logger
 }
 
 // Artifact files in OutDir.
@@ -103,6 +110,10 @@ type Manifest struct {
 	} `json:"initramfs"`
 	// Artifacts maps each output file name to its digest and size.
 	Artifacts map[string]Artifact `json:"artifacts"`
+	// Measurements are the launch values of this image for the handlers'
+	// default inputs (measure.go), by handler: what `veil measure
+	// --handler` computes on a node with the same firmware and CPU.
+	Measurements map[string]measure.Recorded `json:"measurements"`
 }
 
 // Library is a shared library in the initramfs.
@@ -276,6 +287,9 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 		if err := writeAtomic(filepath.Join(o.OutDir, a.name), a.data); err != nil {
 			return nil, err
 		}
+	}
+	if m.Measurements, err = measurements(o.OutDir, o.SNPFirmware, o.TDXFirmware); err != nil {
+		return nil, fmt.Errorf("recording launch measurements: %w", err)
 	}
 	mj, err := json.MarshalIndent(&m, "", "  ")
 	if err != nil {
