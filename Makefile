@@ -14,6 +14,9 @@ export PATH := $(GOBIN):$(PATH)
 GUEST := $(OUT)/guest
 
 BINARIES := containerd-shim-veil-v2 veil-agent veil-kbs veil veil-snapshotter
+# --version prints this commit (cmd/internal/cli); without it, the Go
+# toolchain's vcs.revision stamp.
+VERSION_LDFLAGS := -X github.com/veil-runtime/veil/cmd/internal/cli.commit=$(shell git describe --always --dirty 2>/dev/null)
 
 .PHONY: help
 help: ## show this help
@@ -26,7 +29,7 @@ deps: ## install what veil needs on Debian 12 (apt packages, pinned Go tools, gu
 .PHONY: build
 build: ## build the binaries into build/bin
 	@mkdir -p $(OUT)/bin
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(OUT)/bin/ $(addprefix ./cmd/,$(BINARIES))
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(VERSION_LDFLAGS)" -o $(OUT)/bin/ $(addprefix ./cmd/,$(BINARIES))
 
 .PHONY: proto
 proto: ## regenerate guest-agent/api from agent.proto

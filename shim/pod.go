@@ -90,6 +90,9 @@ type pod struct {
 	net *network.Attachment
 	// conf is the confidential pod's init-data; nil for veil.
 	conf *confidentialPod
+	// guestShm is set when the pod's /dev/shm is the guest tmpfs at
+	// guestShmDir (mounts.go), not the CRI's host tmpfs over 9p.
+	guestShm bool
 	// metricsSrv serves the shim's metrics in the state directory.
 	metricsSrv *metrics.Server
 	// cgroup holds QEMU and the shim (cgroups.go); nil when the sandbox
@@ -283,8 +286,18 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 			Source:     hypervisor.ShareTag,
 			MountPoint: guestSharedDir,
 			Fstype:     "9p",
-			Options:    []string{"trans=virtio", "version=9p2000.L", "msize=262144", "cache=none"},
+			Options:    ShareOptions,
 		}}
+	}
+	if conf == nil {
+		shm, err := shmStorage(spec)
+		if err != nil {
+			p.cancel()
+			return nil, err
+		}
+		if shm != nil {
+			storages, p.guestShm = append(storages, shm), true
+		}
 	}
 	_, err = agent.sandbox.CreateSandbox(callCtx, &api.CreateSandboxRequest{
 		SandboxId: id,

@@ -68,6 +68,9 @@ type service struct {
 	mu         sync.Mutex
 	pod        *pod
 	containers map[string]*container
+	// podNetNS is the network namespace the shim created for a pod whose
+	// spec asked for a new one without a path (hooks.go); "" when none.
+	podNetNS string
 }
 
 // Options configure a task service.

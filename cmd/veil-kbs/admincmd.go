@@ -18,6 +18,7 @@ import (
 	"github.com/veil-runtime/veil/attestation/kbs/admin"
 	"github.com/veil-runtime/veil/attestation/kbs/server"
 	"github.com/veil-runtime/veil/attestation/policy"
+	"github.com/veil-runtime/veil/cmd/internal/cli"
 )
 
 // adminCommand runs an operator command against the admin listener.
@@ -35,7 +36,7 @@ func adminCommand(cmd string, args []string, out io.Writer) error {
 	dev := fs.Bool("dev", false, "policy set, resource-policy set: skip the production checks (the broker checks again unless it runs with --dev)")
 	client := fs.String("client", "", "explain: the client whose last attestation to replay (as evidence list shows it)")
 	outFile := fs.String("o", "", "resource get: write to this file (0600) instead of stdout")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	c, err := adminClient(*urlFlag, *tokenFile, *caFile, *clientCert, *clientKey)

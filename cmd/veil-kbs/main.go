@@ -8,6 +8,7 @@
 //	veil-kbs reference add|remove|list [FIELD HEX]
 //	veil-kbs evidence list
 //	veil-kbs explain [--client ADDR | FILE]
+//	veil-kbs version
 //
 // Outside --dev, serve and policy set refuse a policy a production broker
 // must not serve (attestation/policy.Production). The admin API and the
@@ -17,13 +18,11 @@
 package main
 
 import (
-	"fmt"
 	"os"
+
+	"github.com/veil-runtime/veil/cmd/internal/cli"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "veil-kbs:", err)
-		os.Exit(1)
-	}
+	cli.Exit("veil-kbs", run(os.Args[1:]))
 }

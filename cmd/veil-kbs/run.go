@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/veil-runtime/veil/attestation/kbs/server"
+	"github.com/veil-runtime/veil/cmd/internal/cli"
 )
 
 const usage = `usage:
@@ -31,6 +32,7 @@ const usage = `usage:
 admin flags: --url (default http://127.0.0.1:8081, the loopback admin listener),
   --admin-token-file, --ca, --client-cert/--client-key (admin listener with mTLS),
   --dev (policy set, resource-policy set: skip the production checks)
+  veil-kbs version                                     the commit and the guest image digest
 run "veil-kbs COMMAND -h" for flags`
 
 func run(args []string) error {
@@ -46,6 +48,12 @@ func run(args []string) error {
 		return adminCommand(args[0], args[1:], os.Stdout)
 	case "-h", "--help", "help":
 		fmt.Println(usage)
+		return nil
+	case "version", "--version", "-v":
+		if len(args) != 1 {
+			return fmt.Errorf("version takes no arguments, got %q", args[1:])
+		}
+		cli.PrintVersion(os.Stdout, "veil-kbs", true)
 		return nil
 	}
 	return fmt.Errorf("unknown command %q\n%s", args[0], usage)

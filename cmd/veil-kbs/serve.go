@@ -16,6 +16,7 @@ import (
 	"github.com/veil-runtime/veil/attestation/kbs"
 	"github.com/veil-runtime/veil/attestation/kbs/server"
 	"github.com/veil-runtime/veil/attestation/verify"
+	"github.com/veil-runtime/veil/cmd/internal/cli"
 )
 
 // addrs are the addresses serve listens on.
@@ -44,7 +45,7 @@ func serve(ctx context.Context, args []string, ready chan<- addrs) error {
 	nonceTTL := fs.Duration("nonce-ttl", 5*time.Minute, "how long a challenge nonce stays valid")
 	grantTTL := fs.Duration("grant-ttl", 10*time.Minute, "how long an attestation lets a guest read resources")
 	perClient := fs.Int("max-sessions-per-client", 64, "sessions one client (source address, IPv6 /64) may hold at once")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/veil-runtime/veil/cmd/internal/cli"
+
 	"context"
 	"crypto/tls"
 	"errors"
@@ -153,7 +155,7 @@ func imageEncrypt(ctx context.Context, args []string, stdout io.Writer) (err err
 	resource := fs.String("resource", "default/image-key/app", "broker resource path the instructions name for the generated key")
 	plat := fs.String("platform", "linux/amd64", "platform picked when SRC is an index")
 	insecure := fs.Bool("insecure", false, "plain-HTTP (or untrusted TLS) registries")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 2 {
@@ -271,7 +273,7 @@ func imageSign(args []string, stdout io.Writer) error {
 	keyFile := fs.String("key", "", "PEM private key (from veil image keygen; ECDSA, RSA or Ed25519)")
 	format := fs.String("format", "bundle", "bundle (cosign v3: a Sigstore bundle as an OCI referrer) or legacy (the .sig tag)")
 	insecure := fs.Bool("insecure", false, "plain-HTTP (or untrusted TLS) registry")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 || *keyFile == "" {
@@ -312,7 +314,7 @@ func imageSign(args []string, stdout io.Writer) error {
 func imageKeygen(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("image keygen", flag.ContinueOnError)
 	prefix := fs.String("o", "cosign", "output prefix: PREFIX.key and PREFIX.pub")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/veil-runtime/veil/attestation/measure"
+	"github.com/veil-runtime/veil/cmd/internal/cli"
 	"github.com/veil-runtime/veil/hypervisor"
 	"github.com/veil-runtime/veil/runtimeclass/install"
 	"github.com/veil-runtime/veil/shim/config"
@@ -76,7 +77,7 @@ func measureCmd(args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, measureUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return helpIsNoError(err)
 	}
 	if fs.NArg() != 0 {
