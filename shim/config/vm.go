@@ -5,8 +5,8 @@ import (
 	"log/slog"
 	"strings"
 
-	"github.com/veil-runtime/veil/guest-agent/boot"
 	"github.com/veil-runtime/veil/guest-agent/api/wire"
+	"github.com/veil-runtime/veil/guest-agent/boot"
 	"github.com/veil-runtime/veil/hypervisor"
 )
 
