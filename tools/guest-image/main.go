@@ -36,6 +36,7 @@ func run() error {
 		agent       = flag.String("agent", "./cmd/veil-agent", "Go package of the agent, relative to -repo")
 		repo        = flag.String("repo", ".", "root of the veil module")
 		runc        = flag.String("runc", "/usr/sbin/runc", "runc binary to copy into the image")
+		crun        = flag.String("crun", "/usr/bin/crun", "crun binary to copy into the image (the agent's default OCI runtime); empty: none")
 		shell       = flag.String("shell", "/bin/busybox", "static shell for the debug console, from Debian's busybox-static (empty: none)")
 		compression = flag.String("compression", string(guestimage.DefaultCompression), "initramfs compression: none, gzip, zstd, xz or lz4")
 		verbose     = flag.Bool("v", false, "log debug messages")
@@ -74,6 +75,7 @@ func run() error {
 		OutDir: *out, CacheDir: cacheDir, Kernel: pin,
 		RepoDir: repoDir, AgentPackage: *agent,
 		Runc: *runc, RuncPackage: "runc",
+		Crun: *crun, CrunPackage: "crun",
 		Shell: *shell, ShellPackage: "busybox-static",
 		Compression: comp, Mtime: mtime,
 		Modules: guestimage.GuestModules, TEEModules: guestimage.TEEModules, Log: log,
