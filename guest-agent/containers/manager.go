@@ -1,4 +1,5 @@
-// Package containers runs the pod's containers in the guest with runc. For
+// Package containers runs the pod's containers in the guest with an OCI
+// runtime that has runc's command line (crun or runc). For
 // each container it writes an OCI bundle at <BundleRoot>/<id>/ (config.json
 // rewritten for the guest, runc's log.json, the pid files of the init and
 // exec processes), runs runc create/start/exec through a Runc seam whose
