@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -88,6 +89,10 @@ func SealBinary(path string) (*os.File, error) {
 	}
 	defer src.Close()
 	fd, err := unix.MemfdCreate("veil-sealed:"+path, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|unix.MFD_EXEC)
+	if errors.Is(err, unix.EINVAL) {
+		// Before Linux 6.3 there is no MFD_EXEC: memfds are executable.
+		fd, err = unix.MemfdCreate("veil-sealed:"+path, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sealing %s: memfd_create: %w", path, err)
 	}
