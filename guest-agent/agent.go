@@ -168,6 +168,18 @@ func (a *agent) run(pid1 bool) error {
 		}
 		a.sealed = sealed
 	}
+	if pid1 {
+		// The image's other runtime is never used in this boot: free the
+		// guest memory its file holds in the tmpfs root.
+		for _, other := range boot.OCIRuntimes {
+			if other.Name == runtime.Name {
+				continue
+			}
+			if err := os.Remove(other.Binary); err != nil && !errors.Is(err, os.ErrNotExist) {
+				a.log.Warn("oci runtime: removing the unused one", "runtime", other.Name, "err", err)
+			}
+		}
+	}
 	a.log.Info("oci runtime", "runtime", runtime.Name, "binary", runtime.Binary, "sealed", a.sealed != nil)
 	var svc *service.Service
 	mgr := containers.New(containers.Config{
