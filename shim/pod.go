@@ -304,6 +304,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		Hostname:  spec.Hostname,
 		Dns:       dns,
 		Storages:  storages,
+		Sysctls:   podSysctls(spec, conf != nil),
 	})
 	if err != nil {
 		p.cancel()
@@ -464,4 +465,17 @@ func consoleTail(stateDir string) string {
 		return ""
 	}
 	return "; guest console (" + filepath.Join(stateDir, consoleLogName) + ") ends:\n" + tail
+}
+
+// podSysctls are the sysctls the guest sets for the pod: the CRI sandbox
+// container's linux.sysctl (the pod's securityContext.sysctls and
+// containerd's defaults), which runc would set in the pause container's
+// namespaces, the ones the pod's containers join; in a veil pod those are
+// the guest's. A confidential pod gets none: its init-data binds no pod
+// sysctls, and its agent refuses them.
+func podSysctls(spec *specs.Spec, confidential bool) map[string]string {
+	if confidential || !isSandbox(spec.Annotations) || spec.Linux == nil {
+		return nil
+	}
+	return spec.Linux.Sysctl
 }

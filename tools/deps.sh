@@ -19,7 +19,8 @@ GOLANGCI_LINT=v2.15.0           # github.com/golangci/golangci-lint/v2 (make lin
 
 APT_PACKAGES=(
 	qemu-system-x86 qemu-utils   # the hypervisor (TCG here, KVM where available)
-	runc                         # runs containers inside the guest (copied into the initramfs)
+	crun                         # the guest's default OCI runtime (copied into the initramfs)
+	runc                         # the guest's fallback OCI runtime, veil.oci_runtime=runc (copied too)
 	busybox-static               # guest debugging and the e2e tier's busybox:static image
 	protobuf-compiler libprotobuf-dev  # make proto
 	cpio kmod zstd xz-utils lz4  # guest image tooling (lz4 compresses the initramfs)

@@ -98,7 +98,7 @@ type entry struct {
 // pause, signal or observe the lifecycle are allowed.
 var methods = map[string]entry{
 	MethodCreateSandbox: {kind: checked, name: "storages", logAllowed: true,
-		why: "only the 9p share veil itself sends, with allow_host_share; hostname and DNS are the host's anyway (it carries every packet)"},
+		why: "only the 9p share veil itself sends, with allow_host_share, and no pod sysctls; hostname and DNS are the host's anyway (it carries every packet)"},
 	MethodDestroySandbox: {kind: allowed, why: "stops the pod: availability, which the host controls anyway"},
 	MethodSetHostname:    {kind: allowed, why: "the host names the pod; a container's HOSTNAME env is bound separately"},
 	MethodSetDNS:         {kind: allowed, why: "the host answers DNS and routes every packet anyway; the workload must authenticate its peers (TLS)"},

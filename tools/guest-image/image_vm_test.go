@@ -41,6 +41,7 @@ func options(t *testing.T, out, agent string) guestimage.Options {
 		OutDir: out, CacheDir: cache, Kernel: pin,
 		RepoDir: repo, AgentPackage: agent,
 		Runc: "/usr/sbin/runc", RuncPackage: "runc",
+		Crun: "/usr/bin/crun", CrunPackage: "crun",
 		Compression: guestimage.DefaultCompression,
 		Modules:     guestimage.GuestModules,
 		TEEModules:  guestimage.TEEModules,
@@ -102,7 +103,7 @@ func TestBuildIsReproducible(t *testing.T) {
 // (testdata/smokeinit) that loads /etc/veil/modules the way the agent does,
 // checks 9p, overlay, vsock, virtio-net/blk, dm-crypt and configfs-tsm are
 // there and that the TEE drivers refuse with ENODEV outside a TEE, runs
-// runc from the image, and powers off.
+// runc and crun from the image, and powers off.
 func TestImageBoots(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -37,6 +37,7 @@ func run() error {
 		agent       = flag.String("agent", "./cmd/veil-agent", "Go package of the agent, relative to -repo")
 		repo        = flag.String("repo", ".", "root of the veil module")
 		runc        = flag.String("runc", "/usr/sbin/runc", "runc binary to copy into the image")
+		crun        = flag.String("crun", "/usr/bin/crun", "crun binary to copy into the image (the agent's default OCI runtime); empty: none")
 		shell       = flag.String("shell", "/bin/busybox", "static shell for the debug console, from Debian's busybox-static (empty: none)")
 		compression = flag.String("compression", string(guestimage.DefaultCompression), "initramfs compression: none, gzip, zstd, xz or lz4")
 		snpFirmware = flag.String("snp-firmware", "", "OVMF (AmdSev) image to record veil-snp's launch digest with (default: "+strings.Join(guestimage.SNPFirmwareCandidates, " or ")+" if present)")
@@ -77,6 +78,7 @@ func run() error {
 		OutDir: *out, CacheDir: cacheDir, Kernel: pin,
 		RepoDir: repoDir, AgentPackage: *agent,
 		Runc: *runc, RuncPackage: "runc",
+		Crun: *crun, CrunPackage: "crun",
 		Shell: *shell, ShellPackage: "busybox-static",
 		Compression: comp, Mtime: mtime,
 		Modules: guestimage.GuestModules, TEEModules: guestimage.TEEModules, Log: log,

@@ -35,6 +35,12 @@ type Options struct {
 	// the Debian package it comes from ("runc").
 	Runc        string
 	RuncPackage string
+	// Crun is the host's crun binary ("/usr/bin/crun") and CrunPackage
+	// the Debian package it comes from ("crun"); it becomes /usr/bin/crun,
+	// the agent's default OCI runtime. Empty leaves it out (the agent then
+	// needs veil.oci_runtime=runc).
+	Crun        string
+	CrunPackage string
 	// Shell is a static shell for the debug console ("/bin/busybox" of
 	// Debian's busybox-static) and ShellPackage its package; it becomes
 	// /bin/sh. Empty leaves the image without a shell.
@@ -83,13 +89,18 @@ type Manifest struct {
 		Package string `json:"package"`
 		Version string `json:"version"`
 	} `json:"runc"`
+	// Crun is /usr/bin/crun (empty without it).
+	Crun struct {
+		Package string `json:"package,omitempty"`
+		Version string `json:"version,omitempty"`
+	} `json:"crun"`
 	// Shell is the debug console's /bin/sh (empty without one).
 	Shell struct {
 		Package string `json:"package,omitempty"`
 		Version string `json:"version,omitempty"`
 	} `json:"shell"`
-	// Libraries are runc's shared libraries and the Debian packages they
-	// come from.
+	// Libraries are runc's and crun's shared libraries and the Debian
+	// packages they come from.
 	Libraries []Library `json:"libraries"`
 	Agent     struct {
 		Package   string `json:"package"`
@@ -200,6 +211,20 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	libs, err := SharedLibraries("/", o.Runc, LibrarySearchPath)
 	if err != nil {
 		return nil, err
+	}
+	if o.Crun != "" {
+		if c.Crun, err = os.ReadFile(o.Crun); err != nil {
+			return nil, fmt.Errorf("reading crun for the initramfs: %w", err)
+		}
+		if m.Crun.Version, err = dpkgVersion(ctx, o.CrunPackage); err != nil {
+			return nil, err
+		}
+		m.Crun.Package = o.CrunPackage
+		crunLibs, err := SharedLibraries("/", o.Crun, LibrarySearchPath)
+		if err != nil {
+			return nil, err
+		}
+		libs = UnionLibraries(libs, crunLibs)
 	}
 	for _, l := range libs {
 		b, err := os.ReadFile(l.Source)
@@ -313,7 +338,10 @@ type Contents struct {
 	Agent []byte
 	// Runc becomes /usr/bin/runc.
 	Runc []byte
-	// Libraries are runc's interpreter and shared libraries, at their paths.
+	// Crun, when set, becomes /usr/bin/crun.
+	Crun []byte
+	// Libraries are runc's and crun's interpreter and shared libraries, at
+	// their paths.
 	Libraries []File
 	// Shell, when set, becomes /bin/sh (a static busybox: its applets run
 	// inside the shell, so nothing else is needed).
@@ -337,6 +365,9 @@ func Entries(c Contents) []cpio.Entry {
 	t.addDev("/dev/console", 0o600, 5, 1)
 	t.add("/init", cpio.TypeRegular|0o755, c.Agent)
 	t.add("/usr/bin/runc", cpio.TypeRegular|0o755, c.Runc)
+	if c.Crun != nil {
+		t.add("/usr/bin/crun", cpio.TypeRegular|0o755, c.Crun)
+	}
 	for _, l := range c.Libraries {
 		t.add(l.Path, cpio.TypeRegular|0o755, l.Data)
 	}

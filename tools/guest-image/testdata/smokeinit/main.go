@@ -3,7 +3,7 @@
 // agent does (finit_module, in order), checks that the filesystems they
 // provide are registered, that configfs-tsm is there and that each TEE
 // driver of /etc/veil/modules-tee refuses to load with ENODEV (this VM is no
-// TEE), runs runc from the image, prints one line per
+// TEE), runs runc and crun from the image, prints one line per
 // check to the console and powers the VM off. The VM test reads the lines.
 package main
 
@@ -96,12 +96,14 @@ func run() error {
 		}
 		fmt.Println("smoke: module", want)
 	}
-	out, err := exec.Command("/usr/bin/runc", "--version").CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("running runc: %w: %s", err, out)
+	for _, rt := range []string{"runc", "crun"} {
+		out, err := exec.Command("/usr/bin/"+rt, "--version").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("running %s: %w: %s", rt, err, out)
+		}
+		fmt.Printf("smoke: %s %s", rt, strings.ReplaceAll(string(out), "\n", " | "))
+		fmt.Println()
 	}
-	fmt.Printf("smoke: runc %s", strings.ReplaceAll(string(out), "\n", " | "))
-	fmt.Println()
 	up, _ = os.ReadFile("/proc/uptime")
 	fmt.Printf("smoke: done uptime %s", up)
 	return nil
