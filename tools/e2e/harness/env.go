@@ -56,6 +56,9 @@ type Env struct {
 	// snapshot directories (empty for layers left to the guest).
 	SnapshotterRoot string
 	stopSnapshotter func() error
+	// beforeClose run first in Close, newest first (a Kubernetes cluster
+	// stops before its pods are removed).
+	beforeClose []func() error
 
 	veilConfig    string
 	registryLog   *os.File
