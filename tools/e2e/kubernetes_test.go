@@ -84,11 +84,25 @@ func TestKubernetes(t *testing.T) {
 	if os.Getenv(kubernetesSwitch) != "1" {
 		t.Skip(kubernetesSwitch + " is not 1")
 	}
-	useOwnEnv(t, "kubernetes")
+	ctx := testContext(t, 20*time.Minute)
+	// A node before veil install: containerd knows runc only.
+	opts := envOptions("kubernetes")
+	opts.RuncOnly = true
+	shared := env
+	e, err := harness.Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env = e
+	t.Cleanup(func() {
+		env = shared
+		if err := e.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	if err := env.CheckHandler(harness.Veil); err != nil {
 		t.Fatal(err)
 	}
-	ctx := testContext(t, 20*time.Minute)
 	start := time.Now()
 	cl, err := env.StartKubernetes(ctx)
 	if err != nil {
@@ -102,20 +116,6 @@ func TestKubernetes(t *testing.T) {
 			t.Fatal(err)
 		}
 		return out
-	}
-
-	// What veil install does on a node, done by the harness: the private
-	// containerd already has the veil handlers; the node gets the labels
-	// the RuntimeClasses select on.
-	rcs, err := os.ReadFile(filepath.Join(env.RepoRoot, "runtimeclass/runtimeclasses.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cl.Apply(ctx, string(rcs)); err != nil {
-		t.Fatal(err)
-	}
-	if err := cl.Label(ctx, "veil.io/runtime=true", "veil.io/tee=none"); err != nil {
-		t.Fatal(err)
 	}
 
 	var pod, uid string
@@ -132,6 +132,27 @@ func TestKubernetes(t *testing.T) {
 		t.Helper()
 		return kubectl(t, append([]string{"exec", pod, "-c", "app", "--"}, args...)...)
 	}
+
+	step("installer-daemonset", func(t *testing.T) {
+		installWithDaemonSet(t, ctx, cl)
+		labels := kubectl(t, "get", "node", harness.NodeName, "-o", "jsonpath={.metadata.labels}")
+		if !strings.Contains(labels, `"veil.io/runtime":"true"`) {
+			t.Fatalf("node labels after the installer ran: %s; want veil.io/runtime=true", labels)
+		}
+		info := crictl(t, ctx, "info")
+		for _, h := range []string{harness.Veil, harness.VeilDev} {
+			if !strings.Contains(info, `"`+h+`"`) {
+				t.Errorf("crictl info after the installer ran lacks runtime handler %s", h)
+			}
+		}
+		rcs, err := os.ReadFile(filepath.Join(env.RepoRoot, "runtimeclass/runtimeclasses.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.Apply(ctx, string(rcs)); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	step("deployment", func(t *testing.T) {
 		if err := cl.Apply(ctx, fmt.Sprintf(webManifest, env.Registry.Host)); err != nil {
@@ -341,4 +362,83 @@ func firstLine(ctx context.Context, cmd *exec.Cmd, prefix string) (string, error
 		_ = cmd.Wait()
 		return "", fmt.Errorf("%s printed no %q in 2 minutes: %s", strings.Join(cmd.Args, " "), prefix, stderr.String())
 	}
+}
+
+// installerRef is the installer image's name in the test: imported into
+// containerd, never pulled.
+const installerRef = "ghcr.io/veil-runtime/veil-installer:e2e"
+
+// installWithDaemonSet installs veil into the environment's containerd the
+// way a cluster admin does: runtimeclass/base (namespace, RBAC and
+// admission policy, DaemonSet) applied with the installer image
+// (tools/installer-image, built from build/) loaded into containerd. Only
+// host paths differ from the shipped DaemonSet: the prefix, containerd's
+// config and drop-in live in the environment's directory, and containerd
+// is restarted through the harness (a restart command that asks the test
+// process, which runs containerd, as systemd would on a node). It returns
+// once the DaemonSet's pod is Ready (its probe: install.json exists).
+func installWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Cluster) {
+	t.Helper()
+	tar := filepath.Join(env.Dir, "veil-installer.tar")
+	build := exec.CommandContext(ctx, "go", "run", "./tools/installer-image", "-bin", "build/bin", "-guest", "build/guest",
+		"-out", tar, "-ref", installerRef)
+	build.Dir = env.RepoRoot
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the installer image: %v: %s", err, out)
+	}
+	if _, err := env.Run(ctx, env.NetNS.Command(ctx, env.Bin("ctr"), "--address", env.Address, "--namespace", "k8s.io",
+		"images", "import", tar)); err != nil {
+		t.Fatal(err)
+	}
+	verOut, err := exec.CommandContext(ctx, env.Bin("containerd"), "--version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(verOut))
+	if len(f) < 3 {
+		t.Fatalf("containerd --version = %q", verOut)
+	}
+	env.WatchRestartRequests()
+
+	prefix := filepath.Join(env.Dir, "opt/veil")
+	args := []string{"install", "--root=/host", "--node=$(NODE_NAME)", "--label=auto", "--wait",
+		"--prefix=" + prefix, "--containerd-config=" + env.ConfigPath(),
+		"--drop-in=" + filepath.Join(env.Dir, "conf.d/veil.toml"),
+		"--containerd-version=" + strings.TrimPrefix(f[2], "v"),
+		"--restart=command", "--restart-command=" + env.RestartCommand("/host")}
+	argsJSON, err := json.Marshal(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var manifests []string
+	for _, name := range []string{"namespace.yaml", "rbac.yaml", "daemonset.yaml"} {
+		b, err := os.ReadFile(filepath.Join(env.RepoRoot, "runtimeclass/base", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		manifests = append(manifests, string(b))
+	}
+	ds := manifests[2]
+	for _, r := range []struct{ old, new string }{
+		{"image: ghcr.io/veil-runtime/veil-installer:latest",
+			"image: " + installerRef + "\n          imagePullPolicy: Never"},
+		{`args: ["install", "--root=/host", "--node=$(NODE_NAME)", "--label=auto", "--wait"]`, "args: " + string(argsJSON)},
+		{`command: ["test", "-e", "/host/opt/veil/install.json"]`,
+			`command: ["test", "-e", "/host` + prefix + `/install.json"]`},
+	} {
+		if strings.Count(ds, r.old) != 1 {
+			t.Fatalf("runtimeclass/base/daemonset.yaml no longer holds %q once: update installWithDaemonSet", r.old)
+		}
+		ds = strings.Replace(ds, r.old, r.new, 1)
+	}
+	manifests[2] = ds
+	s := time.Now()
+	if err := cl.Apply(ctx, strings.Join(manifests, "\n---\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "rollout", "status", "ds/veil-installer", "--timeout=5m")); err != nil {
+		logs, _ := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "logs", "ds/veil-installer"))
+		t.Fatalf("%v\ninstaller logs:\n%s", err, logs)
+	}
+	t.Logf("installer DaemonSet ready after %s", time.Since(s).Round(100*time.Millisecond))
 }

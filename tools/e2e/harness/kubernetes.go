@@ -24,11 +24,14 @@ const (
 	// NodeIP is the node's InternalIP, on a dummy interface k8s0: the
 	// kubelet refuses a loopback node IP, and CNI's bridge appears only
 	// with the first pod.
-	NodeIP      = "10.87.0.1"
-	NodeName    = "veil-e2e"
-	apiPort     = "6443"
+	NodeIP   = "10.87.0.1"
+	NodeName = "veil-e2e"
+	// apiPort is the API server's port, 443 so that the kubernetes
+	// Service's ClusterIP (also an address of k8s0) reaches it without a
+	// kube-proxy: pods using in-cluster config (the installer) work.
+	apiPort     = "443"
 	serviceCIDR = "10.96.0.0/24"
-	serviceIP   = "10.96.0.1" // the kubernetes Service's ClusterIP
+	serviceIP   = "10.96.0.1"
 )
 
 // Cluster is a single-node Kubernetes on an environment's containerd:
@@ -36,7 +39,8 @@ const (
 // kubelet, each a process in the environment's network namespace, with
 // every file (certificates, etcd's data, the kubelet's root directory and
 // pod logs) under Dir. No kube-proxy and no cluster DNS: Services get a
-// ClusterIP that nothing routes.
+// ClusterIP that nothing routes, except the kubernetes Service's, which is
+// an address of the node (see apiPort).
 type Cluster struct {
 	Dir        string // ENV/k8s
 	BinDir     string // the Kubernetes binaries
@@ -81,7 +85,7 @@ func (e *Env) StartKubernetes(ctx context.Context) (c *Cluster, err error) {
 		}
 	}
 	if out, err := e.NetNS.Command(ctx, "sh", "-c",
-		"ip link add k8s0 type dummy && ip addr add "+NodeIP+"/32 dev k8s0 && ip link set k8s0 up").CombinedOutput(); err != nil {
+		"ip link add k8s0 type dummy && ip addr add "+NodeIP+"/32 dev k8s0 && ip addr add "+serviceIP+"/32 dev k8s0 && ip link set k8s0 up").CombinedOutput(); err != nil {
 		return c, fmt.Errorf("adding the node address %s: %w: %s", NodeIP, err, out)
 	}
 	if err := c.writeFiles(); err != nil {
