@@ -119,21 +119,21 @@ func TestKubernetes(t *testing.T) {
 	}
 
 	var pod, uid string
-	step := func(name string, fn func(t *testing.T)) {
-		if !t.Run(name, func(t *testing.T) {
+	// step runs one scenario as a subtest, timed; the later ones need
+	// the first two, which end the test when they fail.
+	step := func(name string, fn func(t *testing.T)) bool {
+		return t.Run(name, func(t *testing.T) {
 			s := time.Now()
 			fn(t)
 			t.Logf("%s took %s", name, time.Since(s).Round(100*time.Millisecond))
-		}) {
-			t.FailNow()
-		}
+		})
 	}
 	podExec := func(t *testing.T, args ...string) string {
 		t.Helper()
 		return kubectl(t, append([]string{"exec", pod, "-c", "app", "--"}, args...)...)
 	}
 
-	step("installer-daemonset", func(t *testing.T) {
+	if !step("installer-daemonset", func(t *testing.T) {
 		installWithDaemonSet(t, ctx, cl)
 		labels := kubectl(t, "get", "node", harness.NodeName, "-o", "jsonpath={.metadata.labels}")
 		if !strings.Contains(labels, `"veil.io/runtime":"true"`) {
@@ -152,9 +152,11 @@ func TestKubernetes(t *testing.T) {
 		if err := cl.Apply(ctx, string(rcs)); err != nil {
 			t.Fatal(err)
 		}
-	})
+	}) {
+		t.FailNow()
+	}
 
-	step("deployment", func(t *testing.T) {
+	if !step("deployment", func(t *testing.T) {
 		if err := cl.Apply(ctx, fmt.Sprintf(webManifest, env.Registry.Host)); err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +195,9 @@ func TestKubernetes(t *testing.T) {
 		if guest := strings.TrimSpace(podExec(t, "uname", "-r")); guest == strings.TrimSpace(string(host)) {
 			t.Fatalf("uname -r in pod %s = %q, the host's kernel: not in a VM", pod, guest)
 		}
-	})
+	}) {
+		t.FailNow()
+	}
 
 	step("readiness-probe", func(t *testing.T) {
 		podExec(t, "touch", "/scratch/ready")
