@@ -21,13 +21,14 @@ const KubernetesVersion = "v1.37.2"
 // network namespace (so they never collide with the host's or another
 // environment's).
 const (
-	// NodeIP is the node's InternalIP, on a dummy interface k8s0: the
-	// kubelet refuses a loopback node IP, and CNI's bridge appears only
-	// with the first pod.
+	// NodeIP is the node's InternalIP, an address of the namespace's lo
+	// (this kernel has no dummy interfaces): the kubelet refuses a
+	// loopback node IP (127.0.0.0/8), and CNI's bridge appears only with
+	// the first pod.
 	NodeIP   = "10.87.0.1"
 	NodeName = "veil-e2e"
 	// apiPort is the API server's port, 443 so that the kubernetes
-	// Service's ClusterIP (also an address of k8s0) reaches it without a
+	// Service's ClusterIP (also an address of lo) reaches it without a
 	// kube-proxy: pods using in-cluster config (the installer) work.
 	apiPort     = "443"
 	serviceCIDR = "10.96.0.0/24"
@@ -85,7 +86,7 @@ func (e *Env) StartKubernetes(ctx context.Context) (c *Cluster, err error) {
 		}
 	}
 	if out, err := e.NetNS.Command(ctx, "sh", "-c",
-		"ip link add k8s0 type dummy && ip addr add "+NodeIP+"/32 dev k8s0 && ip addr add "+serviceIP+"/32 dev k8s0 && ip link set k8s0 up").CombinedOutput(); err != nil {
+		"ip addr add "+NodeIP+"/32 dev lo && ip addr add "+serviceIP+"/32 dev lo").CombinedOutput(); err != nil {
 		return c, fmt.Errorf("adding the node address %s: %w: %s", NodeIP, err, out)
 	}
 	if err := c.writeFiles(); err != nil {
