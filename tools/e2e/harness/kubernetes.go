@@ -125,7 +125,7 @@ func (e *Env) StartKubernetes(ctx context.Context) (c *Cluster, err error) {
 		"--kubeconfig="+filepath.Join(c.Dir, "controller-manager.kubeconfig"), "--leader-elect=false",
 		"--bind-address=127.0.0.1", "--cert-dir="+filepath.Join(c.Dir, "run"),
 		"--service-account-private-key-file="+p("sa.key"), "--root-ca-file="+p("ca.crt"),
-		"--use-service-account-credentials=false", "--profiling=false"); err != nil {
+		"--use-service-account-credentials=true", "--profiling=false"); err != nil {
 		return c, err
 	}
 	if err := c.startDaemon("kube-scheduler", "kube-scheduler",
