@@ -440,7 +440,13 @@ func installWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Cluster
 	if err := cl.Apply(ctx, strings.Join(manifests, "\n---\n")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "rollout", "status", "ds/veil-installer", "--timeout=5m")); err != nil {
+	// rollout status alone can return before the controller counted the
+	// node; the pod's own Ready (install.json exists) is what counts.
+	sel := "app.kubernetes.io/name=veil-installer"
+	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "wait", "--for=create", "pod", "-l", sel, "--timeout=2m")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "wait", "--for=condition=Ready", "pod", "-l", sel, "--timeout=5m")); err != nil {
 		logs, _ := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "logs", "ds/veil-installer"))
 		t.Fatalf("%v\ninstaller logs:\n%s", err, logs)
 	}
