@@ -276,7 +276,7 @@ func TestKubernetes(t *testing.T) {
 		if _, err := firstLine(pctx, pf, "Forwarding from 127.0.0.1:18080"); err != nil {
 			t.Fatal(err)
 		}
-		page, err := env.Run(ctx, env.NetNS.Command(ctx, "busybox", "wget", "-q", "-T", "30", "-O", "-", "http://127.0.0.1:18080/"))
+		page, err := env.Run(ctx, env.NetNS.Command(ctx, "curl", "-sS", "--max-time", "30", "http://127.0.0.1:18080/"))
 		if err != nil {
 			t.Fatal(err)
 		}
