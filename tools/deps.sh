@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything veil needs on a Debian 12 machine, as root, idempotently:
-# apt packages, pinned Go tools (into .cache/bin) and the pinned guest kernel
+# apt packages, pinned Go tools (into .cache/bin), the pinned Kubernetes of the
+# e2e tier (tools/k8s/build.sh, into .cache/k8s) and the pinned guest kernel
 # package (into .cache/kernel). `make deps` runs it; `make test` and
 # `make demo` run it first.
 set -euo pipefail
@@ -86,6 +87,11 @@ if [[ ! -x $debs/busybox/bin/busybox ]]; then
 	(cd "$debs" && apt-get download -qq -o APT::Sandbox::User=root busybox)
 	dpkg-deb -x "$debs"/busybox_*.deb "$debs/busybox"
 fi
+
+# The single-node Kubernetes of the e2e tier (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, kubelet, kubectl), built from the
+# module proxy into .cache/k8s/<version>/bin once (a few minutes).
+tools/k8s/build.sh "$cache"
 
 # The guest kernel package, pinned by KernelPin in tools/guest-image/guestimage/kernel.go:
 # downloaded into .cache/kernel once; says which versions exist when the pin is gone.
