@@ -24,7 +24,7 @@ help: ## show this help
 
 .PHONY: deps
 deps: ## install what veil needs on Debian 12 (apt packages, pinned Go tools, guest kernel); idempotent
-	tools/deps.sh
+	VEIL_E2E_KUBERNETES=$(E2E_KUBERNETES) tools/deps.sh
 
 .PHONY: build
 build: ## build the binaries into build/bin

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything veil needs on a Debian 12 machine, as root, idempotently:
-# apt packages, pinned Go tools (into .cache/bin), the pinned Kubernetes of the
-# e2e tier (tools/k8s/build.sh, into .cache/k8s) and the pinned guest kernel
-# package (into .cache/kernel). `make deps` runs it; `make test` and
+# apt packages, pinned Go tools (into .cache/bin), the pinned guest kernel
+# package (into .cache/kernel) and, with VEIL_E2E_KUBERNETES=1, the pinned
+# Kubernetes of the e2e tier (tools/k8s/build.sh, into .cache/k8s). `make deps` runs it; `make test` and
 # `make demo` run it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -90,8 +90,13 @@ fi
 
 # The single-node Kubernetes of the e2e tier (etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, kubelet, kubectl), built from the
-# module proxy into .cache/k8s/<version>/bin once (a few minutes).
-tools/k8s/build.sh "$cache"
+# module proxy into .cache/k8s/<version>/bin once (a few minutes on an idle
+# machine). Only when the Kubernetes scenarios are switched on
+# (make deps E2E_KUBERNETES=1): TestKubernetes is off by default until it
+# passes reliably, and CI should not pay the build for a test it skips.
+if [[ ${VEIL_E2E_KUBERNETES:-0} == 1 ]]; then
+	tools/k8s/build.sh "$cache"
+fi
 
 # The guest kernel package, pinned by KernelPin in tools/guest-image/guestimage/kernel.go:
 # downloaded into .cache/kernel once; says which versions exist when the pin is gone.
