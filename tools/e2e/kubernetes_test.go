@@ -357,7 +357,7 @@ func firstLine(ctx context.Context, cmd *exec.Cmd, prefix string) (string, error
 	case line, ok := <-found:
 		if !ok {
 			err := cmd.Wait()
-			return "", fmt.Errorf("%s ended (%v) before printing %q: %s", strings.Join(cmd.Args, " "), err, prefix, stderr.String())
+			return "", fmt.Errorf("%s ended (%w) before printing %q: %s", strings.Join(cmd.Args, " "), err, prefix, stderr.String())
 		}
 		go func() { _ = cmd.Wait() }()
 		return line, nil

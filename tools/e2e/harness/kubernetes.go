@@ -182,7 +182,7 @@ func (c *Cluster) waitFor(ctx context.Context, what string, timeout time.Duratio
 			select {
 			case derr := <-d.done:
 				d.done <- derr
-				return fmt.Errorf("waiting for %s: %s exited (%v); see %s", what, d.name, derr,
+				return fmt.Errorf("waiting for %s: %s exited (%w); see %s", what, d.name, derr,
 					filepath.Join(c.env.LogDir, d.name+".log"))
 			default:
 			}
@@ -228,7 +228,10 @@ func (c *Cluster) Stop() error {
 		d := c.daemons[i]
 		_ = d.cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-d.done:
+		case err := <-d.done:
+			if err != nil && !isSignalExit(err) {
+				errs = append(errs, fmt.Errorf("stopping %s: %w", d.name, err))
+			}
 		case <-time.After(10 * time.Second):
 			_ = d.cmd.Process.Kill()
 			if err := <-d.done; err != nil && !isSignalExit(err) {
