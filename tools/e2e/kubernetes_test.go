@@ -1,4 +1,4 @@
-//go:build e2e
+//go:build e2e && kubernetes
 
 package e2e
 
@@ -17,9 +17,6 @@ import (
 
 	"github.com/veil-runtime/veil/tools/e2e/harness"
 )
-
-// kubernetesSwitch turns TestKubernetes on.
-const kubernetesSwitch = "VEIL_E2E_KUBERNETES"
 
 // webManifest is the scenario's workload: a configMap, a secret and a
 // Deployment of one `veil` pod with configMap, secret, projected and
@@ -79,11 +76,9 @@ spec:
 // TestKubernetes runs a single-node Kubernetes (harness.StartKubernetes:
 // etcd, API server, controller manager, scheduler, kubelet) on the
 // environment's containerd and drives a `veil` Deployment through the
-// Kubernetes API with kubectl. It runs when VEIL_E2E_KUBERNETES=1.
+// Kubernetes API with kubectl. It is built only with the kubernetes tag
+// (make test-e2e E2E_KUBERNETES=1), so the default tier never skips it.
 func TestKubernetes(t *testing.T) {
-	if os.Getenv(kubernetesSwitch) != "1" {
-		t.Skip(kubernetesSwitch + " is not 1")
-	}
 	ctx := testContext(t, 20*time.Minute)
 	// A node before veil install: containerd knows runc only.
 	opts := envOptions("kubernetes")
