@@ -132,21 +132,10 @@ func TestMeasureVeilDev(t *testing.T) {
 	}
 	vmCfg := cfg.VM(sum[:], cfg.Hypervisor.VCPUs, cfg.Hypervisor.MemoryMiB)
 	vmCfg.ID, vmCfg.StateDir, vmCfg.SharedDir = "measure", v.state, v.share
-	if v.q, err = qemu.New(vmCfg, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
 	defer cancel()
-	if err := v.q.Start(ctx); err != nil {
+	if err := v.boot(ctx, vmCfg, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
-	}
-	conn, err := v.q.DialAgent(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v.client = api.NewClient(conn)
-	if _, err := v.client.Sandbox.Check(ctx, &api.CheckRequest{}); err != nil {
-		t.Fatalf("waiting for the agent: %v\nconsole:\n%s", err, v.console())
 	}
 
 	// QEMU's own argv: what the driver launched.

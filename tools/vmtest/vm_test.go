@@ -101,7 +101,7 @@ func bootArgs(ctx context.Context, id string, sandbox bool, kernelArgs []string)
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	v.q, err = qemu.New(hypervisor.Config{
+	if err := v.boot(ctx, hypervisor.Config{
 		ID:         id,
 		StateDir:   v.state,
 		Kernel:     guestFile("vmlinuz"),
@@ -116,27 +116,9 @@ func bootArgs(ctx context.Context, id string, sandbox bool, kernelArgs []string)
 		// Off in the shim by default (reclaim_guest_freed_memory); on here
 		// for TestFreedMemoryReturnsToHost.
 		ReclaimFreedMemory: true,
-	}, logger)
-	if err != nil {
+	}, logger); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, bootTimeout)
-	defer cancel()
-	start := time.Now()
-	if err := v.q.Start(ctx); err != nil {
-		return nil, err
-	}
-	conn, err := v.q.DialAgent(ctx)
-	if err != nil {
-		return nil, err
-	}
-	v.client = api.NewClient(conn)
-	// The first request waits for the agent; a VM that dies meanwhile ends
-	// the connection, so this does not outlive the guest.
-	if _, err := v.client.Sandbox.Check(ctx, &api.CheckRequest{}); err != nil {
-		return nil, fmt.Errorf("waiting for the agent: %w (vm: %w)\nconsole:\n%s", err, v.q.Err(), v.console())
-	}
-	v.ready = time.Since(start)
 	if sandbox {
 		_, err := v.client.Sandbox.CreateSandbox(ctx, &api.CreateSandboxRequest{
 			SandboxId: id,
@@ -149,6 +131,33 @@ func bootArgs(ctx context.Context, id string, sandbox bool, kernelArgs []string)
 		}
 	}
 	return v, nil
+}
+
+// boot starts the VM from cfg and waits for its agent's first answer,
+// recording how long that took in v.ready.
+func (v *vm) boot(ctx context.Context, cfg hypervisor.Config, log *slog.Logger) error {
+	var err error
+	if v.q, err = qemu.New(cfg, log); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, bootTimeout)
+	defer cancel()
+	start := time.Now()
+	if err := v.q.Start(ctx); err != nil {
+		return err
+	}
+	conn, err := v.q.DialAgent(ctx)
+	if err != nil {
+		return err
+	}
+	v.client = api.NewClient(conn)
+	// The first request waits for the agent; a VM that dies meanwhile ends
+	// the connection, so this does not outlive the guest.
+	if _, err := v.client.Sandbox.Check(ctx, &api.CheckRequest{}); err != nil {
+		return fmt.Errorf("waiting for the agent: %w (vm: %w)\nconsole:\n%s", err, v.q.Err(), v.console())
+	}
+	v.ready = time.Since(start)
+	return nil
 }
 
 func (v *vm) console() string {
