@@ -17,6 +17,11 @@ BINARIES := containerd-shim-veil-v2 veil-agent veil-kbs veil veil-snapshotter
 # --version prints this commit (cmd/internal/cli); without it, the Go
 # toolchain's vcs.revision stamp.
 VERSION_LDFLAGS := -X github.com/veil-runtime/veil/cmd/internal/cli.commit=$(shell git describe --always --dirty 2>/dev/null)
+# -s -w: no symbol table or DWARF in the built binaries, about a third of
+# each file (the shim: 28 -> 19 MB); panics and logs still name functions
+# (from the runtime's own tables), and resident memory is the same (neither
+# is loaded). A debugger needs a build without them.
+LDFLAGS := -s -w $(VERSION_LDFLAGS)
 
 .PHONY: help
 help: ## show this help
@@ -29,7 +34,7 @@ deps: ## install what veil needs on Debian 12 (apt packages, pinned Go tools, gu
 .PHONY: build
 build: ## build the binaries into build/bin
 	@mkdir -p $(OUT)/bin
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(VERSION_LDFLAGS)" -o $(OUT)/bin/ $(addprefix ./cmd/,$(BINARIES))
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(OUT)/bin/ $(addprefix ./cmd/,$(BINARIES))
 
 .PHONY: proto
 proto: ## regenerate guest-agent/api from agent.proto
