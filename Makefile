@@ -17,6 +17,11 @@ BINARIES := containerd-shim-veil-v2 veil-agent veil-kbs veil veil-snapshotter
 # --version prints this commit (cmd/internal/cli); without it, the Go
 # toolchain's vcs.revision stamp.
 VERSION_LDFLAGS := -X github.com/veil-runtime/veil/cmd/internal/cli.commit=$(shell git describe --always --dirty 2>/dev/null)
+# -s -w: no symbol table or DWARF in the built binaries, about a third of
+# each file (the shim: 28 -> 19 MB); panics and logs still name functions
+# (from the runtime's own tables), and resident memory is the same (neither
+# is loaded). A debugger needs a build without them.
+LDFLAGS := -s -w $(VERSION_LDFLAGS)
 
 .PHONY: help
 help: ## show this help
@@ -37,9 +42,9 @@ HOST_BINARIES := $(filter-out veil-agent,$(BINARIES))
 build: ## build the binaries into build/bin (RACE=1: host binaries with -race)
 	@mkdir -p $(OUT)/bin
 	$(if $(filter 1,$(RACE)), \
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(VERSION_LDFLAGS)" -o $(OUT)/bin/ ./cmd/veil-agent && \
-	CGO_ENABLED=1 $(GO) build -race -trimpath -ldflags "$(VERSION_LDFLAGS)" -o $(OUT)/bin/ $(addprefix ./cmd/,$(HOST_BINARIES)), \
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(VERSION_LDFLAGS)" -o $(OUT)/bin/ $(addprefix ./cmd/,$(BINARIES)))
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(OUT)/bin/ ./cmd/veil-agent && \
+	CGO_ENABLED=1 $(GO) build -race -trimpath -ldflags "$(LDFLAGS)" -o $(OUT)/bin/ $(addprefix ./cmd/,$(HOST_BINARIES)), \
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(OUT)/bin/ $(addprefix ./cmd/,$(BINARIES)))
 
 .PHONY: proto
 proto: ## regenerate guest-agent/api from agent.proto

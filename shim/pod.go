@@ -102,6 +102,9 @@ type pod struct {
 	cid *cidLease
 	// blockSeq numbers the block devices attached to the VM (blockdev.go).
 	blockSeq atomic.Uint32
+	// vcpus and memMiB are the VM's size, fixed at boot (vmSize): Update
+	// refuses what does not fit (checkResize).
+	vcpus, memMiB uint32
 
 	// ctx ends when the VM is gone or the pod is torn down: waiting agent
 	// calls (WaitProcess, ReadStdout/ReadStderr, GetOOMEvent) use it and no
@@ -261,6 +264,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 	s.recordBoot(bootCtx, agent, cfg, vcpus, mem)
 
 	p := &pod{id: id, cfg: cfg, stateDir: stateDir, sharedDir: sharedDir, hv: hv, agent: agent, net: podNet, conf: conf, metricsSrv: metricsSrv, dead: make(chan struct{}), failed: make(chan struct{})}
+	p.vcpus, p.memMiB = vcpus, mem
 	p.cgroup = cg
 	p.cid = cid
 	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(s.ctx))
