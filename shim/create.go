@@ -196,7 +196,7 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 	}
 	for _, b := range binds {
 		target := filepath.Join(p.sharedDir, b.Target)
-		if err := s.mounter.Bind(b.Source, target, b.ReadOnly); err != nil {
+		if err := s.mounter.Bind(b.Source, target, b.ReadOnly, b.RecursiveReadOnly); err != nil {
 			return err
 		}
 		c.hostMounts = append(c.hostMounts, target)

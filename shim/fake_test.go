@@ -396,12 +396,15 @@ func (m *fakeMounter) Rootfs(mounts []mount.Mount, target string) error {
 	m.log = append(m.log, "rootfs "+mounts[0].Type+" "+target)
 	return os.MkdirAll(target, 0o755)
 }
-func (m *fakeMounter) Bind(source, target string, ro bool) error {
+func (m *fakeMounter) Bind(source, target string, ro, recursive bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.mounted = append(m.mounted, target)
 	mode := "rw"
-	if ro {
+	switch {
+	case ro && recursive:
+		mode = "rro"
+	case ro:
 		mode = "ro"
 	}
 	m.log = append(m.log, "bind "+source+" "+target+" "+mode)

@@ -95,6 +95,8 @@ type hostBind struct {
 	// Target is relative to the shared directory: "<cid>/mounts/<n>-<name>".
 	Target   string
 	ReadOnly bool
+	// RecursiveReadOnly makes the mounts below Source read-only too ("rro").
+	RecursiveReadOnly bool
 }
 
 // rootfsTarget is the container's rootfs, relative to the shared directory.
@@ -126,7 +128,9 @@ func rootfsTarget(cid string) string { return path.Join(cid, "rootfs") }
 // on the host only: the guest sees the share as one 9p filesystem, so a
 // read-only bind there would cover the submounts too, and a non-recursive
 // read-only mount must leave them writable. The host's read-only bind makes
-// QEMU's writes to the top fail all the same. hasSubmounts reports whether
+// QEMU's writes to the top fail all the same. A recursive read-only bind
+// ("rro") is read-only on the host all the way down (mount_setattr
+// AT_RECURSIVE) and keeps "rro" in the guest. hasSubmounts reports whether
 // a host path has mounts below it (nil: never).
 func guestSpec(cid string, spec *specs.Spec, hasSubmounts func(string) bool) (*specs.Spec, []hostBind) {
 	out := *spec
@@ -140,8 +144,9 @@ func guestSpec(cid string, spec *specs.Spec, hasSubmounts func(string) bool) (*s
 				name = "root"
 			}
 			target := path.Join(cid, "mounts", fmt.Sprintf("%d-%s", i, name))
-			ro := slices.Contains(m.Options, "ro") || slices.Contains(m.Options, "rro")
-			binds = append(binds, hostBind{Index: i, Source: m.Source, Target: target, ReadOnly: ro})
+			rro := slices.Contains(m.Options, "rro")
+			ro := slices.Contains(m.Options, "ro") || rro
+			binds = append(binds, hostBind{Index: i, Source: m.Source, Target: target, ReadOnly: ro, RecursiveReadOnly: rro})
 			if slices.Contains(m.Options, "ro") && !slices.Contains(m.Options, "rro") && hasSubmounts != nil && hasSubmounts(m.Source) {
 				m.Options = slices.DeleteFunc(m.Options, func(o string) bool { return o == "ro" })
 			}
@@ -191,9 +196,11 @@ type mounter interface {
 	// Rootfs mounts the container's root filesystem (containerd's mounts from
 	// the snapshotter; a bind of the bundle's rootfs when there are none).
 	Rootfs(mounts []mount.Mount, target string) error
-	// Bind bind-mounts source (a file or directory) at target, creating
-	// target to match, read-only when asked.
-	Bind(source, target string, readOnly bool) error
+	// Bind bind-mounts source (a file or directory) and the mounts below
+	// it at target, creating target to match. readOnly makes the bind
+	// read-only; recursive (with readOnly) makes the mounts below it
+	// read-only too.
+	Bind(source, target string, readOnly, recursive bool) error
 	// Unmount removes every mount at target.
 	Unmount(target string) error
 }
@@ -210,7 +217,7 @@ func (hostMounter) Rootfs(mounts []mount.Mount, target string) error {
 	return nil
 }
 
-func (hostMounter) Bind(source, target string, readOnly bool) error {
+func (hostMounter) Bind(source, target string, readOnly, recursive bool) error {
 	fi, err := os.Stat(source)
 	if err != nil {
 		return fmt.Errorf("sharing bind mount source: %w", err)
@@ -233,7 +240,13 @@ func (hostMounter) Bind(source, target string, readOnly bool) error {
 	if err := unix.Mount(source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind mounting %s: %w", source, err)
 	}
-	if readOnly {
+	if readOnly && recursive {
+		attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+		if err := unix.MountSetattr(-1, target, unix.AT_RECURSIVE, attr); err != nil {
+			_ = mount.UnmountRecursive(target, unix.MNT_DETACH)
+			return fmt.Errorf("making bind mount of %s read-only recursively: %w", source, err)
+		}
+	} else if readOnly {
 		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 			_ = unix.Unmount(target, unix.MNT_DETACH)
 			return fmt.Errorf("making bind mount of %s read-only: %w", source, err)

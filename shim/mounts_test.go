@@ -100,6 +100,10 @@ func TestNonRecursiveReadOnlyWithSubmounts(t *testing.T) {
 		if !b.ReadOnly {
 			t.Errorf("host bind of %s not read-only", b.Source)
 		}
+		// Only "rro" makes the host's submounts read-only too.
+		if want := b.Index == 1; b.RecursiveReadOnly != want {
+			t.Errorf("host bind %d of %s: RecursiveReadOnly = %v, want %v", b.Index, b.Source, b.RecursiveReadOnly, want)
+		}
 	}
 	if !slices.Contains(in.Mounts[0].Options, "ro") {
 		t.Error("guestSpec modified its input options")
