@@ -7,23 +7,22 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go/features"
 )
 
-// Runtime features. containerd asks each runtime's shim (`-info`) for an OCI
-// runtime-spec features document (RuntimeInfo.Features) and derives the CRI
-// runtime handler's features from it: recursive read-only mounts when
-// MountOptions has "rro", user namespaces when Linux.Namespaces has "user"
-// and Linux.MountExtensions.IDMap is enabled. runc's shim answers with
-// `runc features`. A veil container is run by the guest's OCI runtime
-// (crun, runc when the image has no crun) behind the agent, with hooks run
-// by the shim on the host (hooks.go), so the document is veil's own: what a
-// spec handed to veil really gets.
+// RuntimeFeatures returns veil's OCI runtime-spec features document, which
+// the shim's -info answers with (RuntimeInfo.Features). containerd's CRI
+// derives the runtime handler's features from it: recursive read-only
+// mounts when MountOptions has "rro", user namespaces when Linux.Namespaces
+// has "user" and Linux.MountExtensions.IDMap is enabled. runc's shim
+// answers with `runc features`; a veil container is run by the guest's OCI
+// runtime (crun, runc when the image has no crun) behind the agent, with
+// hooks run by the shim on the host (hooks.go), so the document is veil's
+// own: what a spec handed to veil really gets.
 //
 //   - MountOptions: the options both guest runtimes apply (crun 1.8.1 and
 //     runc 1.1.5, the Debian bookworm packages the guest image copies;
-//     `runc features` lists these and more, crun 1.8.1 has no `features`
-//     command). Bind mounts reach the guest over the pod's 9p share
-//     (mounts.go): "ro" on a host source with submounts is read-only on the
-//     host only, so the submounts stay writable; "rro" is read-only on the
-//     host recursively and in the guest.
+//     crun 1.8.1 has no `features` command). Bind mounts reach the guest
+//     over the pod's 9p share (mounts.go); the mounts below a host source
+//     are shared as binds of their own, writable under "ro", read-only
+//     under "rro", which is read-only on the host too.
 //     Not listed: "idmap"/"ridmap" (crun 1.8.1 has no idmapped bind
 //     mounts, and 9p in the guest cannot idmap), "nosymfollow" and its
 //     kin (not in crun 1.8.1), "acl"/"noacl".
@@ -35,10 +34,11 @@ import (
 //   - Cgroup: v2 only (the guest mounts the unified hierarchy), no systemd
 //     (the guest has none).
 //
-// guestRuntimeVersions names the runtime versions this was checked against;
-// tools/guest-image's test fails when the image pins others, so a new crun
-// or runc gets its features looked at again.
-func runtimeFeatures() *features.Features {
+// GuestRuntimeVersions names the runtime versions this was checked against;
+// tools/guest-image's VM-tier test fails when the image would copy others
+// (so a new crun or runc gets its features looked at again) and when `runc
+// features` of the runc it copies lacks a mount option or hook claimed here.
+func RuntimeFeatures() *features.Features {
 	yes, no := true, false
 	return &features.Features{
 		OCIVersionMin: "1.0.0",
@@ -57,17 +57,17 @@ func runtimeFeatures() *features.Features {
 			},
 		},
 		Annotations: map[string]string{
-			"io.github.veil-runtime.guest-runtimes": guestRuntimeVersions,
+			"io.github.veil-runtime.guest-runtimes": "crun " + GuestRuntimeVersions["crun"] + ", runc " + GuestRuntimeVersions["runc"],
 		},
 	}
 }
 
-// guestRuntimeVersions are the guest OCI runtimes runtimeFeatures describes
-// (Debian package versions, as in the guest image's manifest).
-const guestRuntimeVersions = "crun 1.8.1-1+deb12u1, runc 1.1.5+ds1-1+deb12u1"
+// GuestRuntimeVersions are the guest OCI runtimes RuntimeFeatures describes:
+// Debian package name to version, as in the guest image's manifest.
+var GuestRuntimeVersions = map[string]string{"crun": "1.8.1-1+deb12u1", "runc": "1.1.5+ds1-1+deb12u1"}
 
 // mountOptions are the OCI mount options a veil container's spec may use
-// (see runtimeFeatures).
+// (see RuntimeFeatures).
 var mountOptions = []string{
 	"async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec",
 	"iversion", "lazytime", "loud", "mand", "noatime", "nodev", "nodiratime",

@@ -54,9 +54,9 @@ func TestInfoReportsFeatures(t *testing.T) {
 // The document is a fresh copy each time: a caller changing it does not
 // change what the next -info reports.
 func TestRuntimeFeaturesIsACopy(t *testing.T) {
-	f := runtimeFeatures()
+	f := RuntimeFeatures()
 	f.MountOptions[0] = "changed"
-	if runtimeFeatures().MountOptions[0] == "changed" {
-		t.Error("runtimeFeatures shares its MountOptions slice")
+	if RuntimeFeatures().MountOptions[0] == "changed" {
+		t.Error("RuntimeFeatures shares its MountOptions slice")
 	}
 }

@@ -232,11 +232,11 @@ func killVM(stateDir string) error {
 }
 
 // Info reports the runtime's name, version and OCI features
-// (runtimeFeatures), echoing its options.
+// (RuntimeFeatures), echoing its options.
 func (m *Manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeInfo, error) {
 	info := &types.RuntimeInfo{Name: m.name, Version: &types.RuntimeVersion{Version: "veil"}}
 	var err error
-	if info.Features, err = typeurl.MarshalAnyToProto(runtimeFeatures()); err != nil {
+	if info.Features, err = typeurl.MarshalAnyToProto(RuntimeFeatures()); err != nil {
 		return nil, fmt.Errorf("encoding runtime features: %w", err)
 	}
 	opts, err := shim.ReadRuntimeOptions[*runtimeoptions.Options](optionsR)
