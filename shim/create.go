@@ -178,7 +178,13 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 		}
 	}
 
-	gspec, binds := guestSpec(c.id, spec, hasSubmounts)
+	// A confidential pod shares host paths only by allow_host_mounts, and
+	// then whole (confidentialMounts classifies the spec's own mounts).
+	submounts := hostSubmounts
+	if p.conf != nil {
+		submounts = nil
+	}
+	gspec, binds := guestSpec(c.id, spec, submounts)
 	if p.guestShm {
 		binds = useGuestShm(gspec, binds)
 	}
@@ -196,7 +202,7 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 	}
 	for _, b := range binds {
 		target := filepath.Join(p.sharedDir, b.Target)
-		if err := s.mounter.Bind(b.Source, target, b.ReadOnly); err != nil {
+		if err := s.mounter.Bind(b.Source, target, b.mode()); err != nil {
 			return err
 		}
 		c.hostMounts = append(c.hostMounts, target)

@@ -396,13 +396,19 @@ func (m *fakeMounter) Rootfs(mounts []mount.Mount, target string) error {
 	m.log = append(m.log, "rootfs "+mounts[0].Type+" "+target)
 	return os.MkdirAll(target, 0o755)
 }
-func (m *fakeMounter) Bind(source, target string, ro bool) error {
+func (m *fakeMounter) Bind(source, target string, bm bindMode) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.mounted = append(m.mounted, target)
 	mode := "rw"
-	if ro {
+	switch {
+	case bm.ReadOnly && bm.Recursive:
+		mode = "rro"
+	case bm.ReadOnly:
 		mode = "ro"
+	}
+	if bm.Flat {
+		mode += " flat"
 	}
 	m.log = append(m.log, "bind "+source+" "+target+" "+mode)
 	return nil

@@ -29,6 +29,10 @@ import (
 //     has no modprobe, so the cipher mode dm-crypt asks for must be loaded)
 //   - configfs, tsm: configfs-tsm, the kernel's attestation report
 //     interface (/sys/kernel/config/tsm/report); both load on any machine
+//   - bridge: Linux bridges made inside a container with CAP_NET_ADMIN
+//     (brctl addbr, a CNI plugin in a privileged pod; critest's Privileged
+//     and capability cases); without modprobe the kernel's on-demand load
+//     of it fails
 var GuestModules = []string{
 	"9p", "9pnet_virtio",
 	"vmw_vsock_virtio_transport",
@@ -37,6 +41,7 @@ var GuestModules = []string{
 	"overlay",
 	"dm_crypt", "xts",
 	"configfs", "tsm",
+	"bridge",
 }
 
 // TEEModules are the confidential-computing guest drivers (SEV-SNP, TDX).
