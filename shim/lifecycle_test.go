@@ -173,3 +173,22 @@ func TestNoDriverRegistered(t *testing.T) {
 		t.Errorf("newService without drivers: %v", err)
 	}
 }
+
+// TestDebugConsoleLinkReplacesAStaleOne: a state directory left by a shim
+// that crashed still has its link; the new pod's replaces it instead of
+// failing the boot.
+func TestDebugConsoleLinkReplacesAStaleOne(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Symlink("/old/console.sock", filepath.Join(dir, DebugConsoleLink)); err != nil {
+		t.Fatal(err)
+	}
+	if err := linkDebugConsole(dir, "/new/console.sock"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.Readlink(filepath.Join(dir, DebugConsoleLink)); err != nil || got != "/new/console.sock" {
+		t.Errorf("link -> %q (%v), want /new/console.sock", got, err)
+	}
+	if err := linkDebugConsole(dir, ""); err != nil {
+		t.Errorf("no debug console: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -305,6 +306,11 @@ func linkDebugConsole(stateDir, path string) error {
 		return nil
 	}
 	link := filepath.Join(stateDir, DebugConsoleLink)
+	// A link left by a shim that crashed with this pod's ID is replaced, as
+	// the driver replaces its own stale files.
+	if err := os.Remove(link); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("linking the debug console: %w", err)
+	}
 	if err := os.Symlink(path, link); err != nil {
 		return fmt.Errorf("linking the debug console: %w", err)
 	}
