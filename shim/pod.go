@@ -102,6 +102,9 @@ type pod struct {
 	cid *cidLease
 	// blockSeq numbers the block devices attached to the VM (blockdev.go).
 	blockSeq atomic.Uint32
+	// vcpus and memMiB are the VM's size, fixed at boot (vmSize): Update
+	// refuses what does not fit (checkResize).
+	vcpus, memMiB uint32
 
 	// ctx ends when the VM is gone or the pod is torn down: waiting agent
 	// calls (WaitProcess, ReadStdout/ReadStderr, GetOOMEvent) use it and no
@@ -250,6 +253,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 	s.metrics.Mark(metrics.PhaseAgentReady)
 	s.recordBoot(bootCtx, p.agent, cfg, vmCfg.VCPUs, vmCfg.MemoryMiB)
 
+	p.vcpus, p.memMiB = vmCfg.VCPUs, vmCfg.MemoryMiB
 	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(s.ctx))
 	undo.push("ending the pod's context", func() error { p.cancel(); return nil })
 	callCtx, cancelCall := p.callCtx(ctx)

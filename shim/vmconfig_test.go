@@ -20,12 +20,13 @@ import (
 // parameters, the share, transport, NICs and hotplug slots.
 func TestPodVM(t *testing.T) {
 	host := podVMHost{ID: "sb", StateDir: "/run/veil/k8s.io/sb", SharedDir: "/run/veil/k8s.io/sb/shared", HostCPUs: 8, Transport: hypervisor.TransportSerial}
-	// base is what the default handler launches a pod without limits with.
+	// base is what the default handler launches a pod without limits with
+	// (default_memory_mib: a pod without a memory limit).
 	base := func(mod func(*hypervisor.Config)) hypervisor.Config {
 		vm := hypervisor.Config{
 			ID: "sb", StateDir: host.StateDir, SharedDir: host.SharedDir,
 			Kernel: "/opt/veil/share/veil/vmlinuz", Initrd: "/opt/veil/share/veil/initrd.img",
-			VCPUs: 1, MemoryMiB: 256, Accel: hypervisor.AccelAuto, Transport: hypervisor.TransportSerial,
+			VCPUs: 1, MemoryMiB: config.DefaultPodMemoryMiB, Accel: hypervisor.AccelAuto, Transport: hypervisor.TransportSerial,
 			DebugConsole: true, Console: hypervisor.Console{MaxBytes: 1 << 20, Files: 2}, BlockSlots: blockSlots,
 		}
 		if mod != nil {
@@ -99,7 +100,7 @@ func TestPodVM(t *testing.T) {
 		{name: "confidential without guest pull keeps the share", cfg: withConf("sample", func(c *config.Config) { c.Confidential.GuestPull = &noPull }),
 			conf: &confidentialPod{tee: hypervisor.TEESample},
 			want: base(func(vm *hypervisor.Config) {
-				vm.VCPUs = 2
+				vm.VCPUs = 2 // no limits: default_memory_mib
 				vm.KernelArgs = []string{"veil.tee=sample"}
 				vm.TEE = hypervisor.TEEConfig{Kind: hypervisor.TEESample}
 				vm.BlockSlots = 0

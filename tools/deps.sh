@@ -27,6 +27,7 @@ APT_PACKAGES=(
 	cpio kmod zstd xz-utils lz4  # guest image tooling (lz4 compresses the initramfs)
 	containernetworking-plugins iproute2 iptables  # CNI for the e2e tier
 	dbus-daemon                  # the installer's systemd-restart unit test runs a private bus
+	gcc libc6-dev                 # cgo, which -race needs (make test-unit, RACE=1 builds)
 	ca-certificates git util-linux
 )
 

@@ -25,6 +25,8 @@
 //	                               # this many, the launch measurement covers it: PinnedVCPUs)
 //	max_vcpus = 0                  # cap on vCPUs; 0 means the host's CPU count (not snp, tdx)
 //	memory_mib = 256               # base memory; the pod's memory limit is added
+//	default_memory_mib = 2048      # memory of a pod without a memory limit (at least memory_mib),
+//	                               # as Kata's default_memory: the guest touches it only when used
 //	max_memory_mib = 0             # cap on memory; 0 means no cap
 //	accel = "auto"                 # auto | kvm | tcg
 //	transport = "auto"             # auto | virtio-serial | vsock
@@ -141,6 +143,7 @@ type Hypervisor struct {
 	VCPUs                   uint32   `toml:"vcpus"`
 	MaxVCPUs                uint32   `toml:"max_vcpus"`
 	MemoryMiB               uint32   `toml:"memory_mib"`
+	DefaultMemoryMiB        uint32   `toml:"default_memory_mib"`
 	MaxMemoryMiB            uint32   `toml:"max_memory_mib"`
 	Accel                   string   `toml:"accel"`
 	Transport               string   `toml:"transport"`
@@ -202,13 +205,14 @@ func Default() Config {
 	return Config{
 		DebugConsole: true,
 		Hypervisor: Hypervisor{
-			Kernel:    "/opt/veil/share/veil/vmlinuz",
-			Initrd:    "/opt/veil/share/veil/initrd.img",
-			VCPUs:     1,
-			MemoryMiB: 256,
-			Accel:     string(hypervisor.AccelAuto),
-			Transport: string(hypervisor.TransportAuto),
-			Driver:    "qemu",
+			Kernel:           "/opt/veil/share/veil/vmlinuz",
+			Initrd:           "/opt/veil/share/veil/initrd.img",
+			VCPUs:            1,
+			MemoryMiB:        256,
+			DefaultMemoryMiB: DefaultPodMemoryMiB,
+			Accel:            string(hypervisor.AccelAuto),
+			Transport:        string(hypervisor.TransportAuto),
+			Driver:           "qemu",
 
 			ConsoleLogMaxKiB: hypervisor.DefaultConsoleMaxBytes >> 10,
 			ConsoleLogFiles:  hypervisor.DefaultConsoleFiles,
@@ -307,6 +311,9 @@ func (c Config) validate() error {
 	}
 	if h.MemoryMiB < 64 {
 		return fmt.Errorf("key hypervisor.memory_mib: %d is below the 64 MiB a guest needs", h.MemoryMiB)
+	}
+	if h.DefaultMemoryMiB < 64 {
+		return fmt.Errorf("key hypervisor.default_memory_mib: %d is below the 64 MiB a guest needs", h.DefaultMemoryMiB)
 	}
 	if h.MaxMemoryMiB != 0 && h.MaxMemoryMiB < h.MemoryMiB {
 		return fmt.Errorf("key hypervisor.max_memory_mib: %d is less than memory_mib (%d)", h.MaxMemoryMiB, h.MemoryMiB)

@@ -17,7 +17,7 @@ func TestParseDefaults(t *testing.T) {
 	if h.Kernel != "/opt/veil/share/veil/vmlinuz" || h.Initrd != "/opt/veil/share/veil/initrd.img" {
 		t.Errorf("kernel/initrd defaults: %q %q", h.Kernel, h.Initrd)
 	}
-	if h.VCPUs != 1 || h.MemoryMiB != 256 || h.Accel != "auto" || h.Transport != "auto" || h.Binary != "" {
+	if h.VCPUs != 1 || h.MemoryMiB != 256 || h.DefaultMemoryMiB != 2048 || h.Accel != "auto" || h.Transport != "auto" || h.Binary != "" {
 		t.Errorf("hypervisor defaults: %+v", h)
 	}
 	if cfg.Agent.CallTimeout.Std() != 30*time.Second || cfg.Agent.BootTimeout.Std() != time.Minute || cfg.Agent.ShutdownTimeout.Std() != 10*time.Second {
@@ -89,6 +89,7 @@ func TestParseErrors(t *testing.T) {
 		{"zero vcpus", "[hypervisor]\nvcpus = 0", []string{"bad.toml", "hypervisor.vcpus"}},
 		{"max below base", "[hypervisor]\nvcpus = 4\nmax_vcpus = 2", []string{"hypervisor.max_vcpus"}},
 		{"tiny memory", "[hypervisor]\nmemory_mib = 16", []string{"hypervisor.memory_mib"}},
+		{"tiny default memory", "[hypervisor]\ndefault_memory_mib = 32", []string{"hypervisor.default_memory_mib", "32"}},
 		{"empty kernel", "[hypervisor]\nkernel = \"\"", []string{"hypervisor.kernel"}},
 		{"syntax", "[hypervisor\n", []string{"bad.toml:1"}},
 	} {
@@ -118,5 +119,35 @@ func TestLoad(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(dir, "missing.toml")); err == nil || !strings.Contains(err.Error(), "missing.toml") {
 		t.Errorf("missing explicit file: %v", err)
+	}
+}
+
+// TestPodMemoryMiB: a pod without a memory limit gets default_memory_mib
+// (at least memory_mib), one with a limit memory_mib plus the limit, both
+// capped by max_memory_mib.
+func TestPodMemoryMiB(t *testing.T) {
+	h := Default().Hypervisor
+	for _, tc := range []struct {
+		name       string
+		base, def  uint32
+		max        uint32
+		limitBytes int64
+		want       uint32
+	}{
+		{"no limit: the default", 256, 2048, 0, 0, 2048},
+		{"negative limit is none", 256, 2048, 0, -1, 2048},
+		{"a limit: base plus limit", 256, 2048, 0, 64 << 20, 320},
+		{"a limit rounds up to MiB", 256, 2048, 0, 64<<20 + 1, 321},
+		{"a limit above the default", 256, 2048, 0, 4 << 30, 256 + 4096},
+		{"default below the base", 4096, 2048, 0, 0, 4096},
+		{"default capped", 256, 2048, 1024, 0, 1024},
+		{"limit capped", 256, 2048, 1024, 4 << 30, 1024},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.MemoryMiB, h.DefaultMemoryMiB, h.MaxMemoryMiB = tc.base, tc.def, tc.max
+			if got := h.PodMemoryMiB(tc.limitBytes); got != tc.want {
+				t.Errorf("PodMemoryMiB(%d) = %d, want %d", tc.limitBytes, got, tc.want)
+			}
+		})
 	}
 }
