@@ -97,15 +97,11 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		if err != nil {
 			return nil, err
 		}
-		s.mu.Lock()
-		s.pod = p
-		s.mu.Unlock()
+		s.setPod(p)
 		defer func() {
 			if retErr != nil {
-				s.mu.Lock()
-				s.pod = nil
-				s.mu.Unlock()
-				if err := s.teardownPod(context.WithoutCancel(ctx), p); err != nil {
+				s.takePod(false)
+				if err := s.teardownPod(context.WithoutCancel(ctx), p, false); err != nil {
 					log.G(ctx).WithError(err).Warn("tearing down pod VM after failed create")
 				}
 			}

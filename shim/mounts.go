@@ -70,19 +70,8 @@ func useGuestShm(gspec *specs.Spec, binds []hostBind) []hostBind {
 	return keep
 }
 
-// ShareOptions are the 9p mount options of the pod's share in the guest.
-// cache=mmap, not cache=none: with cache=none the guest kernel refuses a
-// writable MAP_SHARED mapping of a file on the share (EINVAL), which the
-// rootfs and every volume are (databases, SQLite in WAL mode, anything
-// that maps its files); cache=mmap keeps no other cache (reads and writes
-// still go to the host at once, so the host and the guest see each other's
-// changes) and lets mmap use the page cache, written back on msync and
-// munmap. Measured by tools/vmtest TestSharedWritableMmap, which runs a
-// container on a VM whose share has these options.
-var ShareOptions = []string{"trans=virtio", "version=9p2000.L", "msize=262144", "cache=mmap"}
-
 // guestSharedDir is where the agent mounts the pod's shared directory (the
-// 9p share with tag hypervisor.ShareTag) in the guest.
+// share the driver exports with tag hypervisor.ShareTag) in the guest.
 const guestSharedDir = "/run/veil/shared"
 
 // hostBind is a host path the shim bind-mounts into the pod's shared

@@ -77,8 +77,12 @@ func FromConfig(cfg config.Config, initDataDigest []byte) Inputs {
 
 // HandlerInputs reads the handler's own init-data document
 // (confidential.initdata), when it has one, and returns FromConfig with
-// its digest.
+// its digest. It refuses a handler whose hypervisor.driver is not qemu:
+// the launch it computes is QEMU's.
 func HandlerInputs(cfg config.Config) (Inputs, error) {
+	if d := cfg.Hypervisor.Driver; d != qemu.DriverName {
+		return Inputs{}, fmt.Errorf("key hypervisor.driver: reference values are computed for the %s driver's launch only, the handler uses %q", qemu.DriverName, d)
+	}
 	doc, err := cfg.Confidential.LoadInitData()
 	if err != nil {
 		return Inputs{}, fmt.Errorf("reading the handler's init-data: %w", err)

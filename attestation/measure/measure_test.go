@@ -267,3 +267,15 @@ func TestManifestCheck(t *testing.T) {
 		t.Errorf("mismatched initrd: %v", err)
 	}
 }
+
+// TestRefusesOtherDrivers: the reference values are QEMU's launch; a
+// handler configured for another driver gets an error naming the key,
+// not values that would never match its pods.
+func TestRefusesOtherDrivers(t *testing.T) {
+	cfg := installed(t, "veil-dev", true)
+	cfg.Hypervisor.Driver = "cloud-hypervisor"
+	_, err := HandlerInputs(cfg)
+	if err == nil || !strings.Contains(err.Error(), "hypervisor.driver") || !strings.Contains(err.Error(), `"cloud-hypervisor"`) {
+		t.Errorf("HandlerInputs with driver cloud-hypervisor: %v, want an error naming hypervisor.driver and the driver", err)
+	}
+}

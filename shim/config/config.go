@@ -16,6 +16,7 @@
 //	                               # (confidential guests refuse it unless their init-data policy allows)
 //
 //	[hypervisor]
+//	driver = "qemu"                # the hypervisor driver (hypervisor.Register); qemu is built in
 //	binary = ""                    # qemu-system-x86_64 from PATH when empty
 //	kernel = "/opt/veil/share/veil/vmlinuz"
 //	initrd = "/opt/veil/share/veil/initrd.img"
@@ -133,6 +134,8 @@ func (c Config) IsConfidential() bool { return c.Confidential.Enabled() }
 
 // Hypervisor configures the pod VM.
 type Hypervisor struct {
+	// Driver names the hypervisor driver (hypervisor.Lookup).
+	Driver                  string   `toml:"driver"`
 	Binary                  string   `toml:"binary"`
 	Kernel                  string   `toml:"kernel"`
 	Initrd                  string   `toml:"initrd"`
@@ -209,6 +212,7 @@ func Default() Config {
 			DefaultMemoryMiB: DefaultPodMemoryMiB,
 			Accel:            string(hypervisor.AccelAuto),
 			Transport:        string(hypervisor.TransportAuto),
+			Driver:           "qemu",
 
 			ConsoleLogMaxKiB: hypervisor.DefaultConsoleMaxBytes >> 10,
 			ConsoleLogFiles:  hypervisor.DefaultConsoleFiles,
@@ -280,6 +284,9 @@ func Parse(data []byte, name string) (Config, error) {
 
 func (c Config) validate() error {
 	h := c.Hypervisor
+	if h.Driver == "" {
+		return errors.New(`key hypervisor.driver: must not be empty (the built-in driver is "qemu")`)
+	}
 	switch hypervisor.Accel(h.Accel) {
 	case hypervisor.AccelAuto, hypervisor.AccelKVM, hypervisor.AccelTCG:
 	default:

@@ -83,6 +83,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad agent log level", "[agent]\nlog_level = \"loud\"", []string{"agent.log_level", "debug, info, warn or error"}},
 		{"zero console cap", "[hypervisor]\nconsole_log_max_kib = 0", []string{"hypervisor.console_log_max_kib"}},
 		{"zero console files", "[hypervisor]\nconsole_log_files = 0", []string{"hypervisor.console_log_files"}},
+		{"empty driver", "[hypervisor]\ndriver = \"\"", []string{"bad.toml", "hypervisor.driver", "qemu"}},
 		{"bad accel", "[hypervisor]\naccel = \"hvf\"", []string{"bad.toml", "hypervisor.accel", "hvf"}},
 		{"bad transport", "[hypervisor]\ntransport = \"tcp\"", []string{"bad.toml", "hypervisor.transport"}},
 		{"zero vcpus", "[hypervisor]\nvcpus = 0", []string{"bad.toml", "hypervisor.vcpus"}},
