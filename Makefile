@@ -108,7 +108,7 @@ e2e_needs = $(if $(findstring veil,$(1)),guest-image build)
 test-e2e: $(call e2e_needs,$(E2E_HANDLERS)$(if $(filter 1,$(E2E_KUBERNETES)),veil)) ## end to end: private containerd, ctr, crictl, critest, local registry, Kubernetes (E2E_HANDLERS=runc,veil E2E_RUN=regexp E2E_KUBERNETES=1)
 	rm -rf $(OUT)/e2e-logs && mkdir -p $(OUT)/e2e-logs
 	VEIL_E2E_HANDLERS=$(E2E_HANDLERS) VEIL_E2E_LOGS=$(OUT)/e2e-logs \
-		$(GO) test -count=1 -tags e2e$(if $(filter 1,$(E2E_KUBERNETES)),$(comma)kubernetes) -timeout 180m -v -run '$(E2E_RUN)' ./tools/e2e/
+		$(GO) test -count=1 -tags e2e$(if $(filter 1,$(E2E_KUBERNETES)),$(comma)kubernetes) -timeout 180m -v -run '$(value E2E_RUN)' ./tools/e2e/
 
 .PHONY: test-install
 test-install: guest-image build ## end to end: veil install into the private containerd, a pod on veil, veil uninstall restores its config
