@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/veil-runtime/veil/attestation/initdata"
 	"github.com/veil-runtime/veil/tools/e2e/harness"
 )
 
@@ -128,11 +132,21 @@ func TestKubernetes(t *testing.T) {
 		return kubectl(t, append([]string{"exec", pod, "-c", "app", "--"}, args...)...)
 	}
 
+	var configBefore []byte
 	if !step("installer-daemonset", func(t *testing.T) {
+		var err error
+		if configBefore, err = os.ReadFile(env.ConfigPath()); err != nil {
+			t.Fatal(err)
+		}
 		installWithDaemonSet(t, ctx, cl)
+		// Ready means labelled (the probe's file is written last); this
+		// machine has no SEV-SNP or TDX.
 		labels := kubectl(t, "get", "node", harness.NodeName, "-o", "jsonpath={.metadata.labels}")
-		if !strings.Contains(labels, `"veil.io/runtime":"true"`) {
-			t.Fatalf("node labels after the installer ran: %s; want veil.io/runtime=true", labels)
+		if !strings.Contains(labels, `"veil.io/runtime":"true"`) || !strings.Contains(labels, `"veil.io/tee":"none"`) {
+			t.Fatalf("node labels after the installer ran: %s; want veil.io/runtime=true and veil.io/tee=none", labels)
+		}
+		if drop, err := os.ReadFile(filepath.Join(env.Dir, "conf.d/veil.toml")); err != nil || !strings.Contains(string(drop), `snapshotter = "veil"`) || strings.Contains(string(drop), "veil-snp") {
+			t.Errorf("drop-in (%v): want guest pull (snapshotter = \"veil\") and no veil-snp handler on a node without SEV-SNP:\n%s", err, drop)
 		}
 		info := crictl(t, ctx, "info")
 		for _, h := range []string{harness.Veil, harness.VeilDev} {
@@ -280,6 +294,65 @@ func TestKubernetes(t *testing.T) {
 		}
 	})
 
+	step("runtimeclass-overhead", func(t *testing.T) {
+		// The RuntimeClass admission put the overhead into the pod, and
+		// the node's allocated resources count it.
+		got := kubectl(t, "get", "pod", pod, "-o", "jsonpath={.spec.overhead.cpu} {.spec.overhead.memory}")
+		if got != "250m 384Mi" {
+			t.Errorf("pod %s spec.overhead = %q, want the veil RuntimeClass's 250m 384Mi", pod, got)
+		}
+		var pods struct {
+			Items []struct {
+				Spec struct {
+					Containers []struct {
+						Resources struct{ Requests map[string]resource.Quantity }
+					}
+					Overhead map[string]resource.Quantity
+				}
+				Status struct{ Phase string }
+			}
+		}
+		if err := json.Unmarshal([]byte(kubectl(t, "get", "pods", "-A", "--field-selector=spec.nodeName="+harness.NodeName, "-o", "json")), &pods); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]*resource.Quantity{"cpu": resource.NewQuantity(0, resource.DecimalSI), "memory": resource.NewQuantity(0, resource.BinarySI)}
+		for _, p := range pods.Items {
+			if p.Status.Phase == "Succeeded" || p.Status.Phase == "Failed" {
+				continue
+			}
+			for name, q := range want {
+				for _, c := range p.Spec.Containers {
+					if r, ok := c.Resources.Requests[name]; ok {
+						q.Add(r)
+					}
+				}
+				if o, ok := p.Spec.Overhead[name]; ok {
+					q.Add(o)
+				}
+			}
+		}
+		desc := kubectl(t, "describe", "node", harness.NodeName)
+		i := strings.Index(desc, "Allocated resources:")
+		if i < 0 {
+			t.Fatalf("kubectl describe node has no Allocated resources:\n%s", desc)
+		}
+		for name, q := range want {
+			var seen string
+			for _, line := range strings.Split(desc[i:], "\n") {
+				if f := strings.Fields(line); len(f) >= 2 && f[0] == name {
+					seen = f[1]
+					break
+				}
+			}
+			got, err := resource.ParseQuantity(seen)
+			if err != nil || got.Cmp(*q) != 0 {
+				t.Errorf("node's allocated %s requests = %q (%v), want %s (the pods' requests plus their RuntimeClass overhead)", name, seen, err, q)
+			} else {
+				t.Logf("node's allocated %s requests: %s, RuntimeClass overhead included", name, seen)
+			}
+		}
+	})
+
 	step("delete-pod", func(t *testing.T) {
 		sandbox := strings.TrimSpace(crictl(t, ctx, "pods", "-q", "--label", "io.kubernetes.pod.uid="+uid))
 		if sandbox == "" || strings.Contains(sandbox, "\n") {
@@ -300,7 +373,97 @@ func TestKubernetes(t *testing.T) {
 			return out == "", out
 		})
 	})
+
+	step("confidential-pod", func(t *testing.T) {
+		// veil-dev with its init-data from Confidential Containers'
+		// annotation: an agent policy without allow_exec, and the image
+		// pulled in the guest (veil-snapshotter left its layers alone).
+		doc := env.VeilDevInitData(harness.VeilDevPolicy)
+		ann, err := initdata.EncodeAnnotation([]byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.Apply(ctx, fmt.Sprintf(confidentialManifest, initdata.CoCoAnnotation, ann, env.Registry.Host)); err != nil {
+			t.Fatal(err)
+		}
+		kubectl(t, "wait", "--for=condition=Ready", "pod/conf", "--timeout=8m")
+		if out := kubectl(t, "logs", "conf"); !strings.Contains(out, "confidential started") {
+			t.Errorf("kubectl logs conf = %q, want its output (the policy allows reading it)", out)
+		}
+		out, err := env.Run(ctx, cl.Kubectl(ctx, "exec", "conf", "--", "true"))
+		if err == nil || !strings.Contains(err.Error(), "allow_exec") {
+			t.Errorf("kubectl exec into the veil-dev pod: %v (output %q), want a refusal naming allow_exec", err, out)
+		}
+		logs := kubectl(t, "-n", "veil-system", "logs", "ds/veil-installer", "-c", "snapshotter")
+		ref := env.Registry.Host + "/busybox:latest"
+		if !strings.Contains(logs, `msg="layer left to the guest" image=`+ref) {
+			t.Errorf("veil-snapshotter's log has no layer of %s left to the guest:\n%s", ref, logs)
+		}
+		kubectl(t, "delete", "pod", "conf", "--wait=true", "--timeout=3m")
+	})
+
+	step("uninstall", func(t *testing.T) {
+		// No veil pod may be left: uninstall refuses while shims run.
+		kubectl(t, "delete", "deployment", "web", "--wait=true", "--timeout=3m")
+		kubectl(t, "wait", "--for=delete", "pod", "-l", "app=web", "--timeout=3m")
+		waitUntil(t, ctx, "containerd to drop every veil sandbox", 3*time.Minute, func() (bool, string) {
+			var sb struct {
+				Items []struct{ ID, RuntimeHandler string }
+			}
+			out := crictl(t, ctx, "pods", "-o", "json")
+			if err := json.Unmarshal([]byte(out), &sb); err != nil {
+				t.Fatalf("crictl pods -o json: %v: %s", err, out)
+			}
+			var veil []string
+			for _, it := range sb.Items {
+				if strings.HasPrefix(it.RuntimeHandler, "veil") {
+					veil = append(veil, it.ID+" ("+it.RuntimeHandler+")")
+				}
+			}
+			return len(veil) == 0, strings.Join(veil, ", ")
+		})
+		uninstallWithDaemonSet(t, ctx, cl)
+		labels := kubectl(t, "get", "node", harness.NodeName, "-o", "jsonpath={.metadata.labels}")
+		if strings.Contains(labels, "veil.io/") {
+			t.Errorf("node labels after uninstall: %s; want no veil.io/ label", labels)
+		}
+		kubectl(t, "-n", "veil-system", "delete", "daemonset", "veil-installer", "--wait=true", "--timeout=3m")
+		kubectl(t, "-n", "veil-system", "wait", "--for=delete", "pod", "-l", "app.kubernetes.io/name=veil-installer", "--timeout=3m")
+		after, err := os.ReadFile(env.ConfigPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(after, configBefore) {
+			t.Errorf("containerd config after uninstall differs from before install:\nbefore:\n%s\nafter:\n%s", configBefore, after)
+		}
+		if _, err := os.Stat(filepath.Join(env.Dir, "conf.d/veil.toml")); err == nil {
+			t.Error("the drop-in is still there after uninstall")
+		}
+		if _, err := os.Stat(filepath.Join(env.Dir, "opt/veil/install.json")); err == nil {
+			t.Error("install.json is still there after uninstall")
+		}
+		if info := crictl(t, ctx, "info"); strings.Contains(info, `"`+harness.Veil+`"`) {
+			t.Errorf("crictl info after uninstall still has runtime handler %s", harness.Veil)
+		}
+	})
 }
+
+// confidentialManifest is a veil-dev pod whose init-data is the annotation
+// %[1]s = %[2]s; %[3]s is the registry host.
+const confidentialManifest = `apiVersion: v1
+kind: Pod
+metadata:
+  name: conf
+  annotations: {%[1]q: %[2]q}
+spec:
+  runtimeClassName: veil-dev
+  terminationGracePeriodSeconds: 5
+  enableServiceLinks: false
+  containers:
+  - name: app
+    image: %[3]s/busybox:latest
+    command: [sh, -c, 'echo confidential started; while true; do sleep 1; done']
+`
 
 // waitUntil polls cond every half second until it holds or timeout passes;
 // cond returns whether it holds and what it saw.
@@ -363,6 +526,29 @@ func firstLine(ctx context.Context, cmd *exec.Cmd, prefix string) (string, error
 	}
 }
 
+// uninstallWithDaemonSet runs `veil uninstall` as runtimeclass/uninstall
+// does (the installer container's args patched; the rest of the DaemonSet
+// as it was) and returns once the new pod is Ready (uninstall finished).
+func uninstallWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Cluster) {
+	t.Helper()
+	args := []string{"uninstall", "--root=/host", "--node=$(NODE_NAME)", "--label=auto", "--wait",
+		"--prefix=" + filepath.Join(env.Dir, "opt/veil"),
+		"--restart=command", "--restart-command=" + env.RestartCommand("/host")}
+	patch, err := json.Marshal([]map[string]any{{"op": "replace", "path": "/spec/template/spec/containers/0/args", "value": args}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := time.Now()
+	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "patch", "daemonset", "veil-installer", "--type=json", "-p", string(patch))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "rollout", "status", "daemonset/veil-installer", "--timeout=5m")); err != nil {
+		logs, _ := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "logs", "ds/veil-installer", "-c", "installer"))
+		t.Fatalf("%v\nuninstaller logs:\n%s", err, logs)
+	}
+	t.Logf("uninstall DaemonSet ready after %s", time.Since(s).Round(100*time.Millisecond))
+}
+
 // installerRef is the installer image's name in the test: imported into
 // containerd, never pulled.
 const installerRef = "ghcr.io/veil-runtime/veil-installer:e2e"
@@ -374,8 +560,9 @@ const installerRef = "ghcr.io/veil-runtime/veil-installer:e2e"
 // host paths differ from the shipped DaemonSet: the prefix, containerd's
 // config and drop-in live in the environment's directory, and containerd
 // is restarted through the harness (a restart command that asks the test
-// process, which runs containerd, as systemd would on a node). It returns
-// once the DaemonSet's pod is Ready (its probe: install.json exists).
+// process, which runs containerd, as systemd would on a node), and
+// veil-snapshotter's socket and root are in it too. It returns once the
+// DaemonSet's pod is Ready (its probe: install finished, labels included).
 func installWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Cluster) {
 	t.Helper()
 	tar := filepath.Join(env.Dir, "veil-installer.tar")
@@ -400,12 +587,18 @@ func installWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Cluster
 	env.WatchRestartRequests()
 
 	prefix := filepath.Join(env.Dir, "opt/veil")
+	snapRun, snapRoot := filepath.Join(env.Dir, "run/veil"), filepath.Join(env.Dir, "var/lib/veil/snapshotter")
 	args := []string{"install", "--root=/host", "--node=$(NODE_NAME)", "--label=auto", "--wait",
 		"--prefix=" + prefix, "--containerd-config=" + env.ConfigPath(),
 		"--drop-in=" + filepath.Join(env.Dir, "conf.d/veil.toml"),
 		"--containerd-version=" + strings.TrimPrefix(f[2], "v"),
+		"--snapshotter-address=" + filepath.Join(snapRun, "snapshotter.sock"),
 		"--restart=command", "--restart-command=" + env.RestartCommand("/host")}
 	argsJSON, err := json.Marshal(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snapArgs, err := json.Marshal([]string{"--address=" + filepath.Join(snapRun, "snapshotter.sock"), "--root=" + snapRoot})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,17 +611,23 @@ func installWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Cluster
 		manifests = append(manifests, string(b))
 	}
 	ds := manifests[2]
-	for _, r := range []struct{ old, new string }{
+	for _, r := range []struct {
+		old, new string
+		n        int
+	}{
 		{"image: ghcr.io/veil-runtime/veil-installer:latest",
-			"image: " + installerRef + "\n          imagePullPolicy: Never"},
-		{`args: ["install", "--root=/host", "--node=$(NODE_NAME)", "--label=auto", "--wait"]`, "args: " + string(argsJSON)},
-		{`command: ["test", "-e", "/host/opt/veil/install.json"]`,
-			`command: ["test", "-e", "/host` + prefix + `/install.json"]`},
+			"image: " + installerRef + "\n          imagePullPolicy: Never", 2},
+		{`args: ["install", "--root=/host", "--node=$(NODE_NAME)", "--label=auto", "--wait"]`, "args: " + string(argsJSON), 1},
+		{`args: ["--address=/run/veil/snapshotter.sock", "--root=/var/lib/veil/snapshotter"]`, "args: " + string(snapArgs), 1},
+		{"mountPath: /run/veil\n", "mountPath: " + snapRun + "\n", 1},
+		{"path: /run/veil\n", "path: " + snapRun + "\n", 1},
+		{"mountPath: /var/lib/veil/snapshotter\n", "mountPath: " + snapRoot + "\n", 1},
+		{"path: /var/lib/veil/snapshotter\n", "path: " + snapRoot + "\n", 1},
 	} {
-		if strings.Count(ds, r.old) != 1 {
-			t.Fatalf("runtimeclass/base/daemonset.yaml no longer holds %q once: update installWithDaemonSet", r.old)
+		if strings.Count(ds, r.old) != r.n {
+			t.Fatalf("runtimeclass/base/daemonset.yaml no longer holds %q %d times: update installWithDaemonSet", r.old, r.n)
 		}
-		ds = strings.Replace(ds, r.old, r.new, 1)
+		ds = strings.ReplaceAll(ds, r.old, r.new)
 	}
 	manifests[2] = ds
 	s := time.Now()
