@@ -145,6 +145,9 @@ func TestKubernetes(t *testing.T) {
 		if !strings.Contains(labels, `"veil.io/runtime":"true"`) || !strings.Contains(labels, `"veil.io/tee":"none"`) {
 			t.Fatalf("node labels after the installer ran: %s; want veil.io/runtime=true and veil.io/tee=none", labels)
 		}
+		if b, err := os.ReadFile(filepath.Join(env.Dir, "opt/veil/etc/veil.d/50-e2e.toml")); err != nil || string(b) != adminOverride {
+			t.Errorf("the admin's override after install: %q, %v; want it as written", b, err)
+		}
 		if drop, err := os.ReadFile(filepath.Join(env.Dir, "conf.d/veil.toml")); err != nil || !strings.Contains(string(drop), `snapshotter = "veil"`) || strings.Contains(string(drop), "veil-snp") {
 			t.Errorf("drop-in (%v): want guest pull (snapshotter = \"veil\") and no veil-snp handler on a node without SEV-SNP:\n%s", err, drop)
 		}
@@ -549,6 +552,10 @@ func uninstallWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Clust
 	t.Logf("uninstall DaemonSet ready after %s", time.Since(s).Round(100*time.Millisecond))
 }
 
+// adminOverride is the admin's drop-in for the veil and veil-dev handler
+// configs (shim/config DropInDir).
+const adminOverride = "[agent]\nboot_timeout = \"300s\"\n"
+
 // installerRef is the installer image's name in the test: imported into
 // containerd, never pulled.
 const installerRef = "ghcr.io/veil-runtime/veil-installer:e2e"
@@ -601,6 +608,18 @@ func installWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Cluster
 	snapArgs, err := json.Marshal([]string{"--address=" + filepath.Join(snapRun, "snapshotter.sock"), "--root=" + snapRoot})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The admin's overrides, in the handler configs' drop-in directories
+	// (which install reads and never writes): this loaded machine's TCG
+	// guests boot slower than the default boot_timeout allows.
+	for _, h := range []string{harness.Veil, harness.VeilDev} {
+		dir := filepath.Join(prefix, "etc", h+".d")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "50-e2e.toml"), []byte(adminOverride), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var manifests []string
 	for _, name := range []string{"namespace.yaml", "rbac.yaml", "daemonset.yaml"} {
