@@ -351,6 +351,12 @@ func TestKubernetes(t *testing.T) {
 		if err != nil || !strings.Contains(filepath.Base(exe), "qemu") {
 			t.Fatalf("sandbox %s pid %d runs %q (%v), want QEMU", sandbox, qemu, exe, err)
 		}
+		// The VM runs in the sandbox's own cgroup (where runc would put
+		// pause), not in containerd's.
+		cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", qemu))
+		if err != nil || !strings.Contains(string(cg), "/"+sandbox+"\n") {
+			t.Errorf("QEMU of sandbox %s is in cgroups %q (%v), want the sandbox's own", sandbox, cg, err)
+		}
 		kubectl(t, "delete", "pod", pod, "--wait=true", "--timeout=3m")
 		waitUntil(t, ctx, "QEMU of the deleted pod to exit", 2*time.Minute, func() (bool, string) {
 			exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", qemu))
