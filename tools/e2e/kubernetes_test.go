@@ -25,7 +25,8 @@ import (
 // webManifest is the scenario's workload: a configMap, a secret and a
 // Deployment of one `veil` pod with configMap, secret, projected and
 // emptyDir volumes, a readiness probe that passes while /scratch/ready
-// exists, and a web server (for port-forward once the shim supports it:
+// exists (with a timeout for a loaded TCG guest: a probe that times out
+// would read as not ready), and a web server (for port-forward once the shim supports it:
 // shim/README.md, "Pod network"). %s is the registry host.
 const webManifest = `apiVersion: v1
 kind: ConfigMap
@@ -56,6 +57,7 @@ spec:
         readinessProbe:
           exec: {command: [test, -f, /scratch/ready]}
           periodSeconds: 1
+          timeoutSeconds: 60
           failureThreshold: 1
         volumeMounts:
         - {name: config, mountPath: /config}
@@ -545,7 +547,7 @@ func uninstallWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Clust
 
 // adminOverride is the admin's drop-in for the veil and veil-dev handler
 // configs (shim/config DropInDir).
-const adminOverride = "[agent]\nboot_timeout = \"300s\"\n"
+const adminOverride = "[agent]\nboot_timeout = \"300s\"\ncall_timeout = \"180s\"\n"
 
 // installerRef is the installer image's name in the test: imported into
 // containerd, never pulled.
@@ -602,7 +604,8 @@ func installWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Cluster
 	}
 	// The admin's overrides, in the handler configs' drop-in directories
 	// (which install reads and never writes): this loaded machine's TCG
-	// guests boot slower than the default boot_timeout allows.
+	// guests boot, and start execs, slower than the default boot_timeout
+	// and call_timeout allow.
 	for _, h := range []string{harness.Veil, harness.VeilDev} {
 		dir := filepath.Join(prefix, "etc", h+".d")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
