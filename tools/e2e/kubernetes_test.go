@@ -86,7 +86,7 @@ spec:
 // Kubernetes API with kubectl. It is built only with the kubernetes tag
 // (make test-e2e E2E_KUBERNETES=1), so the default tier never skips it.
 func TestKubernetes(t *testing.T) {
-	ctx := testContext(t, 20*time.Minute)
+	ctx := testContext(t, 50*time.Minute)
 	// A node before veil install: containerd knows runc only.
 	opts := envOptions("kubernetes")
 	opts.RuncOnly = true
@@ -175,8 +175,8 @@ func TestKubernetes(t *testing.T) {
 		if err := cl.Apply(ctx, fmt.Sprintf(webManifest, env.Registry.Host)); err != nil {
 			t.Fatal(err)
 		}
-		kubectl(t, "wait", "--for=create", "pod", "-l", "app=web", "--timeout=2m")
-		kubectl(t, "wait", "--for=jsonpath={.status.phase}=Running", "pod", "-l", "app=web", "--timeout=8m")
+		kubectl(t, "wait", "--for=create", "pod", "-l", "app=web", "--timeout=5m")
+		kubectl(t, "wait", "--for=jsonpath={.status.phase}=Running", "pod", "-l", "app=web", "--timeout=15m")
 		var p struct {
 			Items []struct {
 				Metadata struct{ Name, UID string }
@@ -216,11 +216,11 @@ func TestKubernetes(t *testing.T) {
 
 	step("readiness-probe", func(t *testing.T) {
 		podExec(t, "touch", "/scratch/ready")
-		kubectl(t, "wait", "--for=condition=Ready", "pod/"+pod, "--timeout=2m")
+		kubectl(t, "wait", "--for=condition=Ready", "pod/"+pod, "--timeout=5m")
 		podExec(t, "rm", "/scratch/ready")
-		kubectl(t, "wait", "--for=condition=Ready=false", "pod/"+pod, "--timeout=2m")
+		kubectl(t, "wait", "--for=condition=Ready=false", "pod/"+pod, "--timeout=5m")
 		podExec(t, "touch", "/scratch/ready")
-		kubectl(t, "wait", "--for=condition=Ready", "pod/"+pod, "--timeout=2m")
+		kubectl(t, "wait", "--for=condition=Ready", "pod/"+pod, "--timeout=5m")
 	})
 
 	step("volumes-and-exec", func(t *testing.T) {
@@ -360,11 +360,11 @@ func TestKubernetes(t *testing.T) {
 			t.Errorf("QEMU of sandbox %s is in cgroups %q (%v), want the sandbox's own", sandbox, cg, err)
 		}
 		kubectl(t, "delete", "pod", pod, "--wait=true", "--timeout=3m")
-		waitUntil(t, ctx, "QEMU of the deleted pod to exit", 2*time.Minute, func() (bool, string) {
+		waitUntil(t, ctx, "QEMU of the deleted pod to exit", 5*time.Minute, func() (bool, string) {
 			exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", qemu))
 			return err != nil || exe == "", exe
 		})
-		waitUntil(t, ctx, "containerd to drop the deleted pod's sandbox", 2*time.Minute, func() (bool, string) {
+		waitUntil(t, ctx, "containerd to drop the deleted pod's sandbox", 5*time.Minute, func() (bool, string) {
 			out := strings.TrimSpace(crictl(t, ctx, "pods", "-q", "--label", "io.kubernetes.pod.uid="+uid))
 			return out == "", out
 		})
@@ -382,7 +382,7 @@ func TestKubernetes(t *testing.T) {
 		if err := cl.Apply(ctx, fmt.Sprintf(confidentialManifest, initdata.CoCoAnnotation, ann, env.Registry.Host)); err != nil {
 			t.Fatal(err)
 		}
-		kubectl(t, "wait", "--for=condition=Ready", "pod/conf", "--timeout=8m")
+		kubectl(t, "wait", "--for=condition=Ready", "pod/conf", "--timeout=15m")
 		if out := kubectl(t, "logs", "conf"); !strings.Contains(out, "confidential started") {
 			t.Errorf("kubectl logs conf = %q, want its output (the policy allows reading it)", out)
 		}
@@ -515,10 +515,10 @@ func firstLine(ctx context.Context, cmd *exec.Cmd, prefix string) (string, error
 		}
 		go func() { _ = cmd.Wait() }()
 		return line, nil
-	case <-time.After(2 * time.Minute):
+	case <-time.After(5 * time.Minute):
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		return "", fmt.Errorf("%s printed no %q in 2 minutes: %s", strings.Join(cmd.Args, " "), prefix, stderr.String())
+		return "", fmt.Errorf("%s printed no %q in 5 minutes: %s", strings.Join(cmd.Args, " "), prefix, stderr.String())
 	}
 }
 
@@ -538,7 +538,7 @@ func uninstallWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Clust
 	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "patch", "daemonset", "veil-installer", "--type=json", "-p", string(patch))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "rollout", "status", "daemonset/veil-installer", "--timeout=5m")); err != nil {
+	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "rollout", "status", "daemonset/veil-installer", "--timeout=15m")); err != nil {
 		logs, _ := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "logs", "ds/veil-installer", "-c", "installer"))
 		t.Fatalf("%v\nuninstaller logs:\n%s", err, logs)
 	}
@@ -650,10 +650,10 @@ func installWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Cluster
 	// rollout status alone can return before the controller counted the
 	// node; the pod's own Ready (install.json exists) is what counts.
 	sel := "app.kubernetes.io/name=veil-installer"
-	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "wait", "--for=create", "pod", "-l", sel, "--timeout=2m")); err != nil {
+	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "wait", "--for=create", "pod", "-l", sel, "--timeout=5m")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "wait", "--for=condition=Ready", "pod", "-l", sel, "--timeout=5m")); err != nil {
+	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "wait", "--for=condition=Ready", "pod", "-l", sel, "--timeout=15m")); err != nil {
 		logs, _ := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "logs", "ds/veil-installer"))
 		t.Fatalf("%v\ninstaller logs:\n%s", err, logs)
 	}
