@@ -547,7 +547,7 @@ func uninstallWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Clust
 
 // adminOverride is the admin's drop-in for the veil and veil-dev handler
 // configs (shim/config DropInDir).
-const adminOverride = "[agent]\nboot_timeout = \"300s\"\ncall_timeout = \"180s\"\n"
+const adminOverride = "[agent]\nboot_timeout = \"300s\"\ncall_timeout = \"180s\"\nhealth_timeout = \"120s\"\n"
 
 // installerRef is the installer image's name in the test: imported into
 // containerd, never pulled.
@@ -604,8 +604,9 @@ func installWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Cluster
 	}
 	// The admin's overrides, in the handler configs' drop-in directories
 	// (which install reads and never writes): this loaded machine's TCG
-	// guests boot, and start execs, slower than the default boot_timeout
-	// and call_timeout allow.
+	// guests boot, start execs and answer health checks slower than the
+	// default boot_timeout, call_timeout and health_timeout allow (at load
+	// 20 the 10 s health check failed three times and killed the VM).
 	for _, h := range []string{harness.Veil, harness.VeilDev} {
 		dir := filepath.Join(prefix, "etc", h+".d")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
