@@ -383,9 +383,12 @@ func TestKubernetes(t *testing.T) {
 			t.Fatal(err)
 		}
 		kubectl(t, "wait", "--for=condition=Ready", "pod/conf", "--timeout=15m")
-		if out := kubectl(t, "logs", "conf"); !strings.Contains(out, "confidential started") {
-			t.Errorf("kubectl logs conf = %q, want its output (the policy allows reading it)", out)
-		}
+		// Its output is readable (the policy allows it); Ready can come
+		// before the first line reached the log.
+		waitUntil(t, ctx, "the veil-dev pod's output in kubectl logs", 5*time.Minute, func() (bool, string) {
+			out := kubectl(t, "logs", "conf")
+			return strings.Contains(out, "confidential started"), out
+		})
 		out, err := env.Run(ctx, cl.Kubectl(ctx, "exec", "conf", "--", "true"))
 		if err == nil || !strings.Contains(err.Error(), "allow_exec") {
 			t.Errorf("kubectl exec into the veil-dev pod: %v (output %q), want a refusal naming allow_exec", err, out)
