@@ -65,6 +65,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -233,8 +235,18 @@ func Default() Config {
 	}
 }
 
-// Load reads the configuration at path. An empty path means DefaultPath, and
-// a missing DefaultPath means Default(); a missing explicit path is an error.
+// DropInDir is the drop-in directory of the config file at path: path
+// without its .toml suffix, plus ".d" (/opt/veil/etc/veil-dev.toml:
+// /opt/veil/etc/veil-dev.d). Its *.toml files are read after the file, in
+// name order, each setting only the keys it holds. `veil install` rewrites
+// the handler configs it owns but never writes their drop-in directories:
+// they are where an admin's overrides live.
+func DropInDir(path string) string { return strings.TrimSuffix(path, ".toml") + ".d" }
+
+// Load reads the configuration at path, then the *.toml files of its
+// drop-in directory (DropInDir) over it. An empty path means DefaultPath,
+// and a missing DefaultPath means Default(); a missing explicit path is an
+// error. A missing drop-in directory is no error.
 func Load(path string) (Config, error) {
 	explicit := path != ""
 	if !explicit {
@@ -243,43 +255,84 @@ func Load(path string) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if !explicit && errors.Is(err, os.ErrNotExist) {
-			return Default(), nil
+			data = nil
+		} else {
+			return Config{}, fmt.Errorf("reading veil config: %w", err)
 		}
-		return Config{}, fmt.Errorf("reading veil config: %w", err)
 	}
-	return Parse(data, path)
+	docs := []document{{data: data, name: path}}
+	dropIns, err := filepath.Glob(filepath.Join(DropInDir(path), "*.toml"))
+	if err != nil {
+		return Config{}, fmt.Errorf("listing the drop-ins of %s: %w", path, err)
+	}
+	sort.Strings(dropIns)
+	for _, d := range dropIns {
+		b, err := os.ReadFile(d)
+		if err != nil {
+			return Config{}, fmt.Errorf("reading veil config drop-in: %w", err)
+		}
+		docs = append(docs, document{data: b, name: d})
+	}
+	return parse(docs)
+}
+
+// document is one config file's content and name.
+type document struct {
+	data []byte
+	name string
 }
 
 // Parse decodes a configuration document over the defaults; name is the file
 // name used in errors.
 func Parse(data []byte, name string) (Config, error) {
+	return parse([]document{{data: data, name: name}})
+}
+
+// parse decodes docs in order over the defaults (each sets the keys it
+// holds) and validates the result; the last document's name is the one a
+// validation error gives when there are several, with the others listed.
+func parse(docs []document) (Config, error) {
 	cfg := Default()
+	for _, d := range docs {
+		if err := decode(&cfg, d.data, d.name); err != nil {
+			return Config{}, err
+		}
+	}
+	if err := cfg.validate(); err != nil {
+		names := make([]string, len(docs))
+		for i, d := range docs {
+			names[i] = d.name
+		}
+		return Config{}, fmt.Errorf("veil config %s: %w", strings.Join(names, " + "), err)
+	}
+	return cfg, nil
+}
+
+// decode decodes one document over cfg, strictly.
+func decode(cfg *Config, data []byte, name string) error {
 	dec := toml.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cfg); err != nil {
+	if err := dec.Decode(cfg); err != nil {
 		var strict *toml.StrictMissingError
 		if errors.As(err, &strict) {
 			keys := make([]string, 0, len(strict.Errors))
 			for _, e := range strict.Errors {
 				keys = append(keys, strings.Join(e.Key(), "."))
 			}
-			return Config{}, fmt.Errorf("veil config %s: unknown key %s", name, strings.Join(keys, ", "))
+			return fmt.Errorf("veil config %s: unknown key %s", name, strings.Join(keys, ", "))
 		}
 		var de *toml.DecodeError
 		if errors.As(err, &de) {
 			row, col := de.Position()
 			key := strings.Join(de.Key(), ".")
 			if key != "" {
-				return Config{}, fmt.Errorf("veil config %s:%d:%d: key %s: %s", name, row, col, key, de.Error())
+				return fmt.Errorf("veil config %s:%d:%d: key %s: %s", name, row, col, key, de.Error())
 			}
-			return Config{}, fmt.Errorf("veil config %s:%d:%d: %s", name, row, col, de.Error())
+			return fmt.Errorf("veil config %s:%d:%d: %s", name, row, col, de.Error())
 		}
-		return Config{}, fmt.Errorf("veil config %s: %w", name, err)
+		return fmt.Errorf("veil config %s: %w", name, err)
 	}
-	if err := cfg.validate(); err != nil {
-		return Config{}, fmt.Errorf("veil config %s: %w", name, err)
-	}
-	return cfg, nil
+	return nil
 }
 
 func (c Config) validate() error {
