@@ -288,8 +288,8 @@ func TestKubernetes(t *testing.T) {
 		// The RuntimeClass admission put the overhead into the pod, and
 		// the node's allocated resources count it.
 		got := kubectl(t, "get", "pod", pod, "-o", "jsonpath={.spec.overhead.cpu} {.spec.overhead.memory}")
-		if got != "250m 384Mi" {
-			t.Errorf("pod %s spec.overhead = %q, want the veil RuntimeClass's 250m 384Mi", pod, got)
+		if got != "250m 448Mi" {
+			t.Errorf("pod %s spec.overhead = %q, want the veil RuntimeClass's 250m 448Mi", pod, got)
 		}
 		var pods struct {
 			Items []struct {
