@@ -86,7 +86,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 10s), seeds and testda
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		dir=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz: $$name ./$$dir ($(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$dir; \
+		GO=$(GO) tools/fuzz.sh $$dir $$name $(FUZZTIME); \
 	done
 
 .PHONY: test-vm
