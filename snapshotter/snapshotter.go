@@ -11,6 +11,21 @@
 // applying the layer. The container's own (active) snapshot on top of
 // such layers is an empty directory: the shim does not use it.
 //
+// Native images are the exception: the node's sandbox (pause) image,
+// which containerd's config pins (read at each decision, imports
+// followed: SandboxImage; containerd's default registry.k8s.io/pause when
+// the config pins none or cannot be read), and the references given as
+// Options.NativeImages (veil-snapshotter --native-image). Their layers are
+// prepared natively, so containerd fetches and unpacks them as for any
+// snapshotter. containerd's CRI image store is one for all snapshotters:
+// when a guest-pull pod is the node's first, the CRI pulls the sandbox
+// image through this snapshotter, and later runc or veil pods, whose
+// snapshotter must unpack it from containerd's content store, would fail
+// with `content digest ... not found` had its layers been skipped
+// (kubelet never pulls the sandbox image again: it exists). The pause
+// image is public and runs nothing in a confidential guest, so unpacking
+// it on the host gives the host nothing it does not have.
+//
 // Everything else (a Prepare without the CRI's labels, views, containers,
 // Remove, Walk, Usage) is containerd's native snapshotter, so an image
 // pulled without the labels (ctr pull) is unpacked as usual.
@@ -34,6 +49,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"github.com/containerd/containerd/v2/contrib/snapshotservice"
@@ -42,6 +58,8 @@ import (
 	"github.com/containerd/containerd/v2/plugins/snapshots/native"
 	"github.com/containerd/errdefs"
 	"google.golang.org/grpc"
+
+	"github.com/veil-runtime/veil/runtimeclass/containerdcfg"
 )
 
 // Labels the Snapshotter reads (set by containerd's unpacker and CRI).
@@ -54,6 +72,9 @@ const (
 	// LabelLayerDigest is the layer's (compressed, maybe encrypted) digest
 	// (pkg/snapshotters.TargetLayerDigestLabel).
 	LabelLayerDigest = "containerd.io/snapshot/cri.layer-digest"
+	// LabelManifestDigest is the digest of the image manifest the layer
+	// belongs to (pkg/snapshotters.TargetManifestDigestLabel).
+	LabelManifestDigest = "containerd.io/snapshot/cri.manifest-digest"
 )
 
 // LabelGuestPulled marks the layers the Snapshotter skipped; its value is
@@ -68,32 +89,69 @@ type Decision struct {
 	// ImageRef and Layer are recorded on the skipped layer.
 	ImageRef string
 	Layer    string
+	// Native is set when the layer would be skipped but its image is a
+	// native one: the entry it matched.
+	Native *NativeImage
 }
 
 // Decide is the Snapshotter's one decision, over a Prepare's labels: a
 // layer snapshot of an image the CRI pulls (both the target and the
-// image-ref labels present) is skipped; anything else is prepared by the
-// native snapshotter.
-func Decide(labels map[string]string) Decision {
+// image-ref labels present) is skipped, unless the image is one of native
+// (NativeImage.Matches); anything else is prepared by the native
+// snapshotter.
+func Decide(labels map[string]string, native []NativeImage) Decision {
 	target, ref := labels[LabelTarget], labels[LabelImageRef]
 	if target == "" || ref == "" {
 		return Decision{}
 	}
-	return Decision{Skip: true, Target: target, ImageRef: ref, Layer: labels[LabelLayerDigest]}
+	d := Decision{Skip: true, Target: target, ImageRef: ref, Layer: labels[LabelLayerDigest]}
+	for i := range native {
+		if native[i].Matches(ref, labels[LabelManifestDigest]) {
+			d.Skip, d.Native = false, &native[i]
+			break
+		}
+	}
+	return d
+}
+
+// Options are the Snapshotter's settings beyond its root.
+type Options struct {
+	// Log receives the decisions; nil discards them.
+	Log *slog.Logger
+	// NativeImages are references whose layers are always prepared
+	// natively (veil-snapshotter --native-image; ParseNativeImage).
+	NativeImages []string
+	// ContainerdConfig is containerd's config file; the sandbox image it
+	// pins is native too, read again at each decision (SandboxImage) so
+	// a changed config counts once containerd uses it. Empty, or when the
+	// file cannot be read: containerd's default sandbox repository
+	// (containerdcfg.DefaultSandboxRepository).
+	ContainerdConfig string
 }
 
 // Snapshotter is the native snapshotter with layer skipping.
 type Snapshotter struct {
 	snapshots.Snapshotter
-	log *slog.Logger
+	log              *slog.Logger
+	native           []NativeImage
+	containerdConfig string
 }
 
 var _ snapshots.Snapshotter = (*Snapshotter)(nil)
 
 // New opens (creating) the snapshotter's state under root.
-func New(root string, log *slog.Logger) (*Snapshotter, error) {
+func New(root string, opts Options) (*Snapshotter, error) {
+	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	var nativeImages []NativeImage
+	for _, ref := range opts.NativeImages {
+		n, err := ParseNativeImage(ref, "--native-image")
+		if err != nil {
+			return nil, err
+		}
+		nativeImages = append(nativeImages, n)
 	}
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("creating snapshotter root: %w", err)
@@ -102,7 +160,28 @@ func New(root string, log *slog.Logger) (*Snapshotter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening native snapshots in %s: %w", root, err)
 	}
-	return &Snapshotter{Snapshotter: inner, log: log}, nil
+	return &Snapshotter{Snapshotter: inner, log: log, native: nativeImages, containerdConfig: opts.ContainerdConfig}, nil
+}
+
+// nativeImages are the configured native images and the node's sandbox
+// image as containerd's config pins it now.
+func (s *Snapshotter) nativeImages() []NativeImage {
+	out := slices.Clone(s.native)
+	ref, source := containerdcfg.DefaultSandboxRepository, "containerd's default sandbox image"
+	if s.containerdConfig != "" {
+		switch r, file, err := SandboxImage(s.containerdConfig); {
+		case err != nil:
+			s.log.Warn("reading the sandbox image from containerd's config; taking containerd's default", "config", s.containerdConfig, "err", err)
+		case r != "":
+			ref, source = r, "sandbox image of "+file
+		}
+	}
+	n, err := ParseNativeImage(ref, source)
+	if err != nil {
+		s.log.Warn("the sandbox image does not parse; taking containerd's default", "err", err)
+		n, _ = ParseNativeImage(containerdcfg.DefaultSandboxRepository, "containerd's default sandbox image")
+	}
+	return append(out, n)
 }
 
 // Prepare skips the layers Decide says the guest pulls, and otherwise
@@ -114,7 +193,15 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 			return nil, err
 		}
 	}
-	d := Decide(info.Labels)
+	var native []NativeImage
+	if info.Labels[LabelTarget] != "" && info.Labels[LabelImageRef] != "" {
+		native = s.nativeImages()
+	}
+	d := Decide(info.Labels, native)
+	if d.Native != nil {
+		s.log.Info("layer prepared on the host: native image", "image", d.ImageRef, "layer", d.Layer,
+			"snapshot", d.Target, "native", d.Native.Ref, "source", d.Native.Source)
+	}
 	if !d.Skip {
 		return s.Snapshotter.Prepare(ctx, key, parent, opts...)
 	}

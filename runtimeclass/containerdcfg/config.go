@@ -46,7 +46,21 @@ type Config struct {
 	// Runtimes are the CRI runtime handler names the file defines, under
 	// either plugin key (or the version 1 `cri` key).
 	Runtimes []string
+	// SandboxImage is the sandbox (pause) image the file pins, empty when
+	// it names none: the CRI images plugin's pinned_images.sandbox
+	// (version 3 and later), the CRI plugin's sandbox_image (version 2,
+	// and version 1's `cri` key, which containerd migrates to it).
+	SandboxImage string
 }
+
+// PluginImagesV3 is the CRI images plugin of containerd 2.x (config
+// version 3): pinned_images, disable_snapshot_annotations.
+const PluginImagesV3 = "io.containerd.cri.v1.images"
+
+// DefaultSandboxRepository is the repository of containerd's default
+// sandbox image, the one the CRI pulls when no config pins another; its
+// tag depends on the containerd release (2.4: registry.k8s.io/pause:3.10.2).
+const DefaultSandboxRepository = "registry.k8s.io/pause"
 
 // Parse decodes a containerd config; name is used in errors.
 func Parse(src []byte, name string) (Config, error) {
@@ -79,7 +93,31 @@ func Parse(src []byte, name string) (Config, error) {
 		}
 	}
 	slices.Sort(c.Runtimes)
+	if c.SandboxImage, err = sandboxImage(plugins, c.Version); err != nil {
+		return Config{}, fmt.Errorf("containerd config %s: %w", name, err)
+	}
 	return c, nil
+}
+
+// sandboxImage is the sandbox image a config of version v pins, where
+// containerd reads it for that version.
+func sandboxImage(plugins map[string]any, v int) (string, error) {
+	table, key, where := dig(plugins, PluginImagesV3, "pinned_images"), "sandbox", PluginImagesV3+".pinned_images.sandbox"
+	switch v {
+	case 1:
+		table, key, where = dig(plugins, "cri"), "sandbox_image", "cri.sandbox_image"
+	case 2:
+		table, key, where = dig(plugins, PluginV2), "sandbox_image", PluginV2+".sandbox_image"
+	}
+	raw, ok := table[key]
+	if !ok {
+		return "", nil
+	}
+	s, ok := raw.(string)
+	if !ok {
+		return "", fmt.Errorf("key plugins.%s: %v is not a string", where, raw)
+	}
+	return s, nil
 }
 
 func decode(src []byte, name string) (map[string]any, error) {

@@ -188,9 +188,15 @@ func TestParse(t *testing.T) {
 		version  int
 		imports  []string
 		runtimes []string
+		sandbox  string
 		err      string
 	}{
-		{name: "containerd 2.4 default", in: string(stock), version: 4, imports: []string{"/etc/containerd/conf.d/*.toml"}, runtimes: []string{"runc"}},
+		{name: "containerd 2.4 default", in: string(stock), version: 4, imports: []string{"/etc/containerd/conf.d/*.toml"}, runtimes: []string{"runc"}, sandbox: "registry.k8s.io/pause:3.10.2"},
+		{name: "version 3 pinned sandbox", in: "version = 3\n[plugins.'io.containerd.cri.v1.images'.pinned_images]\nsandbox = 'example.com/pause@sha256:" + strings.Repeat("a", 64) + "'\n", version: 3, sandbox: "example.com/pause@sha256:" + strings.Repeat("a", 64)},
+		{name: "version 3 ignores the version 2 key", in: "version = 3\n[plugins.\"io.containerd.grpc.v1.cri\"]\nsandbox_image = 'example.com/pause:1'\n", version: 3},
+		{name: "version 2 sandbox_image", in: "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\nsandbox_image = \"k8s.gcr.io/pause:3.2\"\n", version: 2, sandbox: "k8s.gcr.io/pause:3.2"},
+		{name: "version 1 cri sandbox_image", in: "[plugins.cri]\nsandbox_image = \"pause:3.1\"\n", version: 1, sandbox: "pause:3.1"},
+		{name: "sandbox not a string", in: "version = 3\n[plugins.'io.containerd.cri.v1.images'.pinned_images]\nsandbox = 3\n", err: "pinned_images.sandbox: 3 is not a string"},
 		{name: "no version", in: "", version: 1},
 		{name: "version 2 runtimes", in: "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.kata]\n", version: 2, runtimes: []string{"kata"}},
 		{name: "version 1 cri key", in: "[plugins.cri.containerd.runtimes.veil]\n", version: 1, runtimes: []string{"veil"}},
@@ -209,8 +215,8 @@ func TestParse(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.Version != tc.version || !slices.Equal(c.Imports, tc.imports) || !slices.Equal(c.Runtimes, tc.runtimes) {
-				t.Fatalf("got %+v, want version %d imports %q runtimes %q", c, tc.version, tc.imports, tc.runtimes)
+			if c.Version != tc.version || !slices.Equal(c.Imports, tc.imports) || !slices.Equal(c.Runtimes, tc.runtimes) || c.SandboxImage != tc.sandbox {
+				t.Fatalf("got %+v, want version %d imports %q runtimes %q sandbox image %q", c, tc.version, tc.imports, tc.runtimes, tc.sandbox)
 			}
 		})
 	}

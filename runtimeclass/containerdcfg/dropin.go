@@ -30,14 +30,13 @@ type Handler struct {
 	GuestPull bool
 }
 
-// Guest-pull settings of the drop-in: veil's proxy snapshotter, the socket
-// veil-snapshotter listens on by default, and the CRI images plugin whose
+// Guest-pull settings of the drop-in: veil's proxy snapshotter and the
+// socket veil-snapshotter listens on by default (the CRI images plugin's
 // disable_snapshot_annotations must be false so the snapshotter sees the
-// image reference of each layer.
+// image reference of each layer: PluginImagesV3).
 const (
 	SnapshotterName    = "veil"
 	SnapshotterAddress = "/run/veil/snapshotter.sock"
-	PluginImagesV3     = "io.containerd.cri.v1.images"
 )
 
 // RenderDropIn renders the drop-in file containerd imports: a version 3

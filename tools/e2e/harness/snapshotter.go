@@ -13,14 +13,17 @@ import (
 
 // startSnapshotter runs veil's proxy snapshotter (snapshotter/) in this
 // process, on a socket in the environment's directory, for the guest-pull
-// handler; Close stops it.
+// handler, reading the sandbox image from the environment's containerd
+// config (ConfigPath) as veil-snapshotter --containerd-config does; Close
+// stops it.
 func (e *Env) startSnapshotter() error {
 	e.SnapshotterRoot = filepath.Join(e.Dir, "snapshotter")
 	logf, err := os.Create(filepath.Join(e.LogDir, "snapshotter.log"))
 	if err != nil {
 		return fmt.Errorf("creating snapshotter log: %w", err)
 	}
-	sn, err := snapshotter.New(e.SnapshotterRoot, slog.New(slog.NewTextHandler(logf, nil)))
+	sn, err := snapshotter.New(e.SnapshotterRoot, snapshotter.Options{
+		Log: slog.New(slog.NewTextHandler(logf, nil)), ContainerdConfig: e.ConfigPath()})
 	if err != nil {
 		logf.Close()
 		return err
