@@ -98,9 +98,12 @@ func ownEnv(t *testing.T, name string) *harness.Env {
 // useOwnEnv points the package's env at an environment of t's own for the
 // rest of t (tests here do not run in parallel). The veil-dev tests use it:
 // containerd pulls their images through veil's proxy snapshotter, which
-// leaves the layers to the guest, so an image such as the pause image would
-// then have no layer content on the host for a later runc or veil pod to
-// unpack (containerd does not fetch it again; shim/README.md, "Guest pull").
+// leaves the layers to the guest, so an image pulled there has no layer
+// content on the host for a later runc or veil pod that does not pull it
+// again (containerd does not fetch it at unpack; shim/README.md, "Guest
+// pull"; the sandbox image is the exception, prepared natively:
+// TestSandboxImageAfterGuestPull), and what they check of the host's
+// snapshots is theirs alone.
 func useOwnEnv(t *testing.T, name string) {
 	t.Helper()
 	shared := env
