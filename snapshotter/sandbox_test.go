@@ -110,7 +110,7 @@ func TestSnapshotterNativeImages(t *testing.T) {
 	defer sn.Close()
 	refs := func() string {
 		var out []string
-		for _, n := range sn.nativeImages() {
+		for _, n := range sn.NativeImages() {
 			out = append(out, n.Ref+" ("+n.Source+")")
 		}
 		return strings.Join(out, ", ")

@@ -163,9 +163,11 @@ func New(root string, opts Options) (*Snapshotter, error) {
 	return &Snapshotter{Snapshotter: inner, log: log, native: nativeImages, containerdConfig: opts.ContainerdConfig}, nil
 }
 
-// nativeImages are the configured native images and the node's sandbox
-// image as containerd's config pins it now.
-func (s *Snapshotter) nativeImages() []NativeImage {
+// NativeImages are the images whose layers Prepare does not skip now: the
+// configured ones (Options.NativeImages) and the node's sandbox image as
+// containerd's config pins it (a warning is logged when the config cannot
+// be read).
+func (s *Snapshotter) NativeImages() []NativeImage {
 	out := slices.Clone(s.native)
 	ref, source := containerdcfg.DefaultSandboxRepository, "containerd's default sandbox image"
 	if s.containerdConfig != "" {
@@ -195,7 +197,7 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 	}
 	var native []NativeImage
 	if info.Labels[LabelTarget] != "" && info.Labels[LabelImageRef] != "" {
-		native = s.nativeImages()
+		native = s.NativeImages()
 	}
 	d := Decide(info.Labels, native)
 	if d.Native != nil {

@@ -72,8 +72,11 @@ func run(args []string) error {
 		return err
 	}
 	defer sn.Close()
+	for _, n := range sn.NativeImages() {
+		log.Info("layers prepared natively", "image", n.Ref, "source", n.Source)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	log.Info("serving", "address", *address, "root", *root, "containerd-config", *containerdConfig, "native-images", nativeImages)
+	log.Info("serving", "address", *address, "root", *root, "containerd-config", *containerdConfig)
 	return snapshotter.Serve(ctx, sn, *address)
 }

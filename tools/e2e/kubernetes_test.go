@@ -20,6 +20,7 @@ import (
 
 	"github.com/veil-runtime/veil/attestation/initdata"
 	"github.com/veil-runtime/veil/tools/e2e/harness"
+	"github.com/veil-runtime/veil/tools/e2e/testimages"
 )
 
 // webManifest is the scenario's workload: a configMap, a secret and a
@@ -398,6 +399,12 @@ func TestKubernetes(t *testing.T) {
 		if !strings.Contains(logs, `msg="layer left to the guest" image=`+ref) {
 			t.Errorf("veil-snapshotter's log has no layer of %s left to the guest:\n%s", ref, logs)
 		}
+		// It read the sandbox image from containerd's config (mounted
+		// from the node), so a guest-pull pod would not leave it without
+		// content for runc pods (TestSandboxImageAfterGuestPull).
+		if want := fmt.Sprintf("image=%s source=\"sandbox image of %s\"", env.Image(testimages.PauseImage), env.ConfigPath()); !strings.Contains(logs, want) {
+			t.Errorf("veil-snapshotter's log does not name the node's sandbox image (%s):\n%s", want, logs)
+		}
 		kubectl(t, "delete", "pod", "conf", "--wait=true", "--timeout=3m")
 	})
 
@@ -601,7 +608,8 @@ func installWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Cluster
 	if err != nil {
 		t.Fatal(err)
 	}
-	snapArgs, err := json.Marshal([]string{"--address=" + filepath.Join(snapRun, "snapshotter.sock"), "--root=" + snapRoot})
+	snapArgs, err := json.Marshal([]string{"--address=" + filepath.Join(snapRun, "snapshotter.sock"), "--root=" + snapRoot,
+		"--containerd-config=" + env.ConfigPath()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -635,7 +643,12 @@ func installWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Cluster
 		{"image: ghcr.io/veil-runtime/veil-installer:latest",
 			"image: " + installerRef + "\n          imagePullPolicy: Never", 2},
 		{`args: ["install", "--root=/host", "--node=$(NODE_NAME)", "--label=auto", "--wait"]`, "args: " + string(argsJSON), 1},
-		{`args: ["--address=/run/veil/snapshotter.sock", "--root=/var/lib/veil/snapshotter"]`, "args: " + string(snapArgs), 1},
+		{`args: ["--address=/run/veil/snapshotter.sock", "--root=/var/lib/veil/snapshotter", "--containerd-config=/etc/containerd/config.toml"]`, "args: " + string(snapArgs), 1},
+		// containerd's config and the drop-in it imports, in the
+		// environment's directory (the snapshotter's other mounts are
+		// below it; containerd mounts parents first).
+		{"mountPath: /etc/containerd\n", "mountPath: " + env.Dir + "\n", 1},
+		{"path: /etc/containerd\n", "path: " + env.Dir + "\n", 1},
 		{"mountPath: /run/veil\n", "mountPath: " + snapRun + "\n", 1},
 		{"path: /run/veil\n", "path: " + snapRun + "\n", 1},
 		{"mountPath: /var/lib/veil/snapshotter\n", "mountPath: " + snapRoot + "\n", 1},
