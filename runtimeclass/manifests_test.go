@@ -279,6 +279,24 @@ func TestManifests(t *testing.T) {
 			t.Errorf("snapshotter mounts volume %s (host path %q) at %s: containerd would not find its snapshots", m.Name, hostPaths[m.Name], m.MountPath)
 		}
 	}
+	// It reads the node's containerd config (the sandbox image it pins
+	// is prepared natively), from a read-only mount of the host's.
+	cfgSeen := false
+	for _, a := range sn.Args {
+		cfg, ok := strings.CutPrefix(a, "--containerd-config=")
+		if !ok {
+			continue
+		}
+		cfgSeen = true
+		if !slices.ContainsFunc(sn.VolumeMounts, func(m corev1.VolumeMount) bool {
+			return m.ReadOnly && strings.HasPrefix(cfg, strings.TrimSuffix(m.MountPath, "/")+"/")
+		}) {
+			t.Errorf("snapshotter reads containerd's config %s, which no read-only mount of the host provides", cfg)
+		}
+	}
+	if !cfgSeen {
+		t.Error("snapshotter has no --containerd-config: it would not know the node's sandbox image")
+	}
 	if c.Image == "" || len(c.Args) == 0 || c.Args[0] != "install" || !slices.Contains(c.Args, "--wait") || !slices.Contains(c.Args, "--node=$(NODE_NAME)") {
 		t.Errorf("DaemonSet container %s: image %q args %q, want `install ... --node=$(NODE_NAME) --wait`", c.Name, c.Image, c.Args)
 	}
