@@ -71,7 +71,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 10s), seeds and testda
 
 .PHONY: test-vm
 test-vm: guest-image ## VM tests: real QEMU VMs with the real guest image and agent
-	VEIL_GUEST_DIR=$(GUEST) VEIL_CACHE_DIR=$(CACHE) $(GO) test -count=1 -tags vm -timeout 30m -v ./tools/vmtest/... ./tools/guest-image/...
+	VEIL_GUEST_DIR=$(GUEST) VEIL_CACHE_DIR=$(CACHE) $(GO) test -count=1 -tags vm -timeout 60m -v ./tools/vmtest/... ./tools/guest-image/...
 
 # CRI handlers the end-to-end tier and the demo run under. The veil handler
 # needs the shim (make build) and the guest image; runc needs neither.

@@ -1,6 +1,7 @@
-// Command guest-image builds veil's guest image (kernel, initramfs,
-// manifest) into -out, keeping downloads in -cache. With -fetch-only it only
-// makes sure the pinned kernel package is in the cache (make deps).
+// Command guest-image builds veil's guest image (its own kernel, the
+// initramfs, the manifest) into -out, keeping downloads and built kernels in
+// -cache. With -fetch-only it only makes sure the pinned kernel source
+// package is in the cache (make deps).
 // What the image holds and how to bump the kernel: README.md and package
 // guestimage.
 package main
@@ -29,10 +30,10 @@ func main() {
 
 func run() error {
 	var (
-		out         = flag.String("out", "", "output directory for vmlinuz, initrd.img and manifest.json")
-		cache       = flag.String("cache", ".cache", "download and unpack cache (kernel/ below it)")
-		fetchOnly   = flag.Bool("fetch-only", false, "only fetch the kernel package into the cache")
-		kernel      = flag.String("kernel", guestimage.KernelPin, "kernel package as package=version (to try a bump; change KernelPin to keep it)")
+		out         = flag.String("out", "", "output directory for vmlinuz, vmlinux, initrd.img and manifest.json")
+		cache       = flag.String("cache", ".cache", "download and build cache (kernel/ below it: the source package, built kernels)")
+		fetchOnly   = flag.Bool("fetch-only", false, "only fetch the kernel source package into the cache")
+		kernel      = flag.String("kernel", guestimage.KernelPin, "kernel source package as package=version (to try a bump; change KernelPin to keep it)")
 		agent       = flag.String("agent", "./cmd/veil-agent", "Go package of the agent, relative to -repo")
 		repo        = flag.String("repo", ".", "root of the veil module")
 		runc        = flag.String("runc", "/usr/sbin/runc", "runc binary to copy into the image")
@@ -75,8 +76,7 @@ func run() error {
 		RepoDir: repoDir, AgentPackage: *agent,
 		Runc: *runc, RuncPackage: "runc",
 		Shell: *shell, ShellPackage: "busybox-static",
-		Compression: comp, Mtime: mtime,
-		Modules: guestimage.GuestModules, TEEModules: guestimage.TEEModules, Log: log,
+		Compression: comp, Mtime: mtime, Log: log,
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -86,7 +86,7 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		log.Info("kernel package ready", "path", deb, "sha256", sum)
+		log.Info("kernel source package ready", "path", deb, "sha256", sum)
 		return nil
 	}
 	if *out == "" {
@@ -98,6 +98,7 @@ func run() error {
 	}
 	log.Info("guest image built", "out", *out, "kernel", m.Kernel.Release,
 		"vmlinuz_bytes", m.Artifacts[guestimage.KernelFile].Size,
+		"vmlinux_bytes", m.Artifacts[guestimage.VmlinuxFile].Size,
 		"initrd_bytes", m.Artifacts[guestimage.InitrdFile].Size,
 		"initrd_sha256", m.Artifacts[guestimage.InitrdFile].SHA256)
 	return nil
