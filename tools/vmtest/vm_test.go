@@ -97,7 +97,7 @@ func bootArgs(ctx context.Context, id string, sandbox bool, kernelArgs []string)
 	v.q, err = qemu.New(hypervisor.Config{
 		ID:         id,
 		StateDir:   v.state,
-		Kernel:     guestFile("vmlinuz"),
+		Kernel:     guestFile("vmlinux"),
 		Initrd:     guestFile("initrd.img"),
 		KernelArgs: kernelArgs,
 		VCPUs:      2,
