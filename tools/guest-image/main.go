@@ -34,6 +34,7 @@ func run() error {
 		cache       = flag.String("cache", ".cache", "download and build cache (kernel/ below it: the source package, built kernels)")
 		fetchOnly   = flag.Bool("fetch-only", false, "only fetch the kernel source package into the cache")
 		kernel      = flag.String("kernel", guestimage.KernelPin, "kernel source package as package=version (to try a bump; change KernelPin to keep it)")
+		kconfig     = flag.String("kernel-config", guestimage.KernelFragmentsDir, "directory of kernel config fragments (*.config); a relative path is below -repo")
 		agent       = flag.String("agent", "./cmd/veil-agent", "Go package of the agent, relative to -repo")
 		repo        = flag.String("repo", ".", "root of the veil module")
 		runc        = flag.String("runc", "/usr/sbin/runc", "runc binary to copy into the image")
@@ -71,8 +72,12 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("resolving -repo: %w", err)
 	}
+	fragments := *kconfig
+	if !filepath.IsAbs(fragments) {
+		fragments = filepath.Join(repoDir, fragments)
+	}
 	o := guestimage.Options{
-		OutDir: *out, CacheDir: cacheDir, Kernel: pin,
+		OutDir: *out, CacheDir: cacheDir, Kernel: pin, FragmentsDir: fragments,
 		RepoDir: repoDir, AgentPackage: *agent,
 		Runc: *runc, RuncPackage: "runc",
 		Shell: *shell, ShellPackage: "busybox-static",
