@@ -318,12 +318,12 @@ func BuildKernel(ctx context.Context, o KernelBuildOptions) (BuiltKernel, error)
 		if err != nil {
 			return k, fmt.Errorf("reading the built kernel: %w", err)
 		}
-		if err := os.WriteFile(filepath.Join(out, c.to), b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(out, c.to), b, 0o644); err != nil { //nolint:gosec // G703: fixed names below the build's own temporary dir
 			return k, fmt.Errorf("storing the built kernel: %w", err)
 		}
 	}
 	// The release file goes last: its presence marks a complete entry.
-	if err := os.WriteFile(filepath.Join(out, cachedRelease), []byte(k.Release+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(out, cachedRelease), []byte(k.Release+"\n"), 0o644); err != nil { //nolint:gosec // G703: a fixed name below the build's own temporary dir
 		return k, fmt.Errorf("storing the built kernel: %w", err)
 	}
 	if err := os.Rename(out, k.Dir); err != nil {
