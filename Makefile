@@ -14,6 +14,9 @@ export PATH := $(GOBIN):$(PATH)
 GUEST := $(OUT)/guest
 
 BINARIES := containerd-shim-veil-v2 veil-agent veil-kbs veil veil-snapshotter
+# --version prints this commit (cmd/internal/cli); without it, the Go
+# toolchain's vcs.revision stamp.
+VERSION_LDFLAGS := -X github.com/veil-runtime/veil/cmd/internal/cli.commit=$(shell git describe --always --dirty 2>/dev/null)
 
 .PHONY: help
 help: ## show this help
@@ -21,12 +24,12 @@ help: ## show this help
 
 .PHONY: deps
 deps: ## install what veil needs on Debian 12 (apt packages, pinned Go tools, guest kernel); idempotent
-	tools/deps.sh
+	VEIL_E2E_KUBERNETES=$(E2E_KUBERNETES) tools/deps.sh
 
 .PHONY: build
 build: ## build the binaries into build/bin
 	@mkdir -p $(OUT)/bin
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(OUT)/bin/ $(addprefix ./cmd/,$(BINARIES))
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(VERSION_LDFLAGS)" -o $(OUT)/bin/ $(addprefix ./cmd/,$(BINARIES))
 
 .PHONY: proto
 proto: ## regenerate guest-agent/api from agent.proto
@@ -34,6 +37,7 @@ proto: ## regenerate guest-agent/api from agent.proto
 		--go_out=. --go_opt=module=github.com/veil-runtime/veil \
 		--go-ttrpc_out=. --go-ttrpc_opt=module=github.com/veil-runtime/veil \
 		guest-agent/api/agent.proto
+	$(GO) test ./guest-agent/api -run TestMethodNames -update
 
 .PHONY: proto-check
 proto-check: ## fail when the committed generated code differs from agent.proto
@@ -78,13 +82,17 @@ test-vm: guest-image ## VM tests: real QEMU VMs with the real guest image and ag
 E2E_HANDLERS ?= runc,veil,veil-dev
 E2E_RUN ?= .
 DEMO_HANDLERS ?= runc,veil,veil-dev
+# 1 runs TestKubernetes: a single-node Kubernetes (make deps builds it),
+# the installer DaemonSet, a veil Deployment driven with kubectl.
+E2E_KUBERNETES ?= 0
+comma := ,
 e2e_needs = $(if $(findstring veil,$(1)),guest-image build)
 
 .PHONY: test-e2e
-test-e2e: $(call e2e_needs,$(E2E_HANDLERS)) ## end to end: private containerd, ctr, crictl, critest, local registry (E2E_HANDLERS=runc,veil E2E_RUN=regexp)
+test-e2e: $(call e2e_needs,$(E2E_HANDLERS)$(if $(filter 1,$(E2E_KUBERNETES)),veil)) ## end to end: private containerd, ctr, crictl, critest, local registry, Kubernetes (E2E_HANDLERS=runc,veil E2E_RUN=regexp E2E_KUBERNETES=1)
 	rm -rf $(OUT)/e2e-logs && mkdir -p $(OUT)/e2e-logs
 	VEIL_E2E_HANDLERS=$(E2E_HANDLERS) VEIL_E2E_LOGS=$(OUT)/e2e-logs \
-		$(GO) test -count=1 -tags e2e -timeout 180m -v -run '$(E2E_RUN)' ./tools/e2e/
+		$(GO) test -count=1 -tags e2e$(if $(filter 1,$(E2E_KUBERNETES)),$(comma)kubernetes) -timeout 180m -v -run '$(E2E_RUN)' ./tools/e2e/
 
 .PHONY: test-install
 test-install: guest-image build ## end to end: veil install into the private containerd, a pod on veil, veil uninstall restores its config

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/veil-runtime/veil/attestation/evidence"
+	"github.com/veil-runtime/veil/guest-agent/api/wire"
 	"github.com/veil-runtime/veil/guest-agent/attest"
 	"github.com/veil-runtime/veil/guest-agent/boot"
 	"github.com/veil-runtime/veil/guest-agent/console"
@@ -32,7 +33,7 @@ import (
 const (
 	BundleRoot = "/run/veil/containers"
 	// PortName is the virtio-serial port the agent serves on.
-	PortName = "veil.agent"
+	PortName = wire.AgentPortName
 	// portWait bounds how long the agent waits for its port to appear.
 	portWait = 10 * time.Second
 )
@@ -100,6 +101,9 @@ type agent struct {
 	reaper  *reaper.Reaper
 	// params is the kernel command line (veil.tee: guest-agent/attest).
 	params map[string]string
+	// sealed is the memfd bound over the OCI runtime's binary
+	// (boot.SealBinary), kept open while the agent runs.
+	sealed *os.File
 }
 
 func (a *agent) run(pid1 bool) error {
@@ -140,8 +144,39 @@ func (a *agent) run(pid1 bool) error {
 	if err := os.MkdirAll(BundleRoot, 0o700); err != nil {
 		return fmt.Errorf("creating bundle directory: %w", err)
 	}
+	runtime, err := boot.OCIRuntime(a.params)
+	if err != nil {
+		a.log.Warn("oci runtime", "err", err)
+	}
+	if pid1 && !boot.OCIRuntimeClones(a.params) {
+		// The runtime then runs its binary as is instead of copying
+		// itself into a memfd for every container (boot.SealBinary).
+		sealed, err := boot.SealBinary(runtime.Binary)
+		switch {
+		case err != nil && sealed == nil:
+			a.log.Warn("oci runtime: the runtime will copy its binary for every container", "runtime", runtime.Name, "err", err)
+		case err != nil:
+			a.log.Warn("oci runtime", "runtime", runtime.Name, "err", err)
+		}
+		a.sealed = sealed
+	}
+	if pid1 {
+		// The image's other runtime is never used in this boot: free the
+		// guest memory its file holds in the tmpfs root.
+		for _, other := range boot.OCIRuntimes {
+			if other.Name == runtime.Name {
+				continue
+			}
+			if err := os.Remove(other.Binary); err != nil && !errors.Is(err, os.ErrNotExist) {
+				a.log.Warn("oci runtime: removing the unused one", "runtime", other.Name, "err", err)
+			}
+		}
+	}
+	a.log.Info("oci runtime", "runtime", runtime.Name, "binary", runtime.Binary, "sealed", a.sealed != nil)
 	var svc *service.Service
 	mgr := containers.New(containers.Config{
+		NewRunc:         containers.GuestRuntime(runtime.Binary),
+		SpecVersion:     runtime.SpecVersion,
 		PodPIDNamespace: func() (string, error) { return svc.PodPIDNamespace() },
 		Exits:           a.reaper,
 		BundleRoot:      BundleRoot,

@@ -14,10 +14,12 @@
 //     "veil.agent" (reopened after each host disconnect) and on vsock port
 //     1024 when /dev/vsock exists; GuestDetails reports which one.
 //   - storage/, containers/: storages are mounted, bundles are written at
-//     /run/veil/containers/<id>/ and containers run with /usr/bin/runc in
-//     cgroups /veil/<id>; the shared directory is /run/veil/shared; specs
+//     /run/veil/containers/<id>/ and containers run with the OCI runtime
+//     veil.oci_runtime names (crun by default, or runc; its binary sealed
+//     in memory at boot) in cgroups /veil/<id>; the shared directory is /run/veil/shared; specs
 //     are hardened (nosuid,nodev volume binds; more for confidential pods).
-//   - service/: the Sandbox, Container and Process services of api/.
+//   - service/: the Sandbox, Container and Process services of api/;
+//     CreateSandbox writes the pod's namespaced sysctls in the guest.
 //
 // With CreateSandbox's sandbox_pidns the agent starts a holder of the
 // pod's shared PID namespace: itself, re-executed as "veil-agent pause",

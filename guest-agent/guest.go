@@ -26,6 +26,14 @@ func (g *guest) Unmount(target string) error   { return storage.Unmount(target) 
 func (g *guest) SetHostname(name string) error { return boot.SetHostname(name) }
 func (g *guest) SetDNS(lines []string) error   { return boot.WriteResolvConf(lines) }
 
+// SetSysctls writes the pod's sysctls in the agent's network and IPC
+// namespaces: the VM's, which every container of the pod shares (the
+// spec rewrite drops the network namespace and maps the pod's IPC
+// namespace to the VM's).
+func (g *guest) SetSysctls(sysctls map[string]string) error {
+	return boot.SetSysctls(boot.ProcSys, sysctls)
+}
+
 // PauseCommand is the subcommand that holds the sandbox's PID namespace.
 const PauseCommand = "pause"
 

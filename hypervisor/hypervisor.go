@@ -10,6 +10,8 @@ import (
 	"errors"
 	"net"
 	"os"
+
+	"github.com/veil-runtime/veil/guest-agent/api/wire"
 )
 
 // Hypervisor controls one virtual machine.
@@ -81,14 +83,14 @@ const (
 
 const (
 	// AgentPortName is the virtio-serial port name the agent serves on.
-	AgentPortName = "veil.agent"
+	AgentPortName = wire.AgentPortName
 	// AgentVsockPort is the vsock port the agent listens on.
-	AgentVsockPort = 1024
+	AgentVsockPort = wire.AgentVsockPort
 	// ShareTag is the 9p mount tag of the sandbox's shared directory.
 	ShareTag = "veilshare"
 	// DebugConsolePortName is the virtio-serial port of the guest's debug
 	// shell (guest-agent/console), present when Config.DebugConsole is set.
-	DebugConsolePortName = "veil.console"
+	DebugConsolePortName = wire.DebugConsolePortName
 )
 
 // Config is what a VM is launched with. Paths are host paths.
@@ -129,6 +131,9 @@ type Config struct {
 	// TEE launches the VM as a confidential guest (tee.go); zero is an
 	// ordinary VM.
 	TEE TEEConfig
+	// Console caps the console log in StateDir and forwards its lines
+	// (console.go); zero: 1 MiB x 2 files, no forwarding.
+	Console Console
 	// BlockSlots is how many block devices can be hot-plugged at once
 	// (AttachBlock); the monitor reserves a PCIe slot for each at launch.
 	BlockSlots uint32

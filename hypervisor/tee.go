@@ -6,36 +6,34 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/veil-runtime/veil/guest-agent/api/wire"
 )
 
-// TEE is the trusted execution environment a VM is launched in.
-type TEE string
+// TEE is the trusted execution environment a VM is launched in. The names
+// are wire facts the guest agent reads back from its kernel command line,
+// so they are defined once in guest-agent/api/wire.
+type TEE = wire.TEE
 
 const (
 	// TEENone is an ordinary VM ("" means the same).
-	TEENone TEE = "none"
+	TEENone = wire.TEENone
 	// TEESample is an ordinary VM whose agent runs the confidential flow
 	// with software "sample" evidence (veil-dev). Nothing changes in the
 	// launch; the runtime tells the guest through its kernel command line.
-	TEESample TEE = "sample"
+	TEESample = wire.TEESample
 	// TEESNP is an AMD SEV-SNP guest.
-	TEESNP TEE = "snp"
+	TEESNP = wire.TEESNP
 	// TEETDX is an Intel TDX guest.
-	TEETDX TEE = "tdx"
+	TEETDX = wire.TEETDX
 )
-
-// Hardware reports whether t needs TEE hardware (SNP or TDX).
-func (t TEE) Hardware() bool { return t == TEESNP || t == TEETDX }
 
 // ValidTEE reports whether t is a known TEE ("" counts as none).
 func ValidTEE(t TEE) bool {
-	switch t {
-	case "", TEENone, TEESample, TEESNP, TEETDX:
-		return true
-	}
-	return false
+	return t == "" || slices.Contains(wire.TEEs(), t)
 }
 
 // TEEConfig is the confidential part of a VM's launch. Memory is sized up

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path"
 	"strconv"
-	"strings"
 
 	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
@@ -20,9 +19,6 @@ import (
 // requests) the CRI puts on the sandbox spec.
 const annotationCPUShares = "io.kubernetes.cri.sandbox-cpu-shares"
 
-// errSystemdCgroup: the sandbox's cgroup is a systemd unit path.
-var errSystemdCgroup = errors.New("a systemd cgroup path: veil places the pod VM with the cgroupfs driver only (SystemdCgroup = false in containerd's runtime options for veil); the VM stays in the shim's cgroup")
-
 // cgroupRoot is where the host's cgroup filesystems are mounted.
 const cgroupRoot = "/sys/fs/cgroup"
 
@@ -34,15 +30,16 @@ const cgroupRoot = "/sys/fs/cgroup"
 // costs on the host. "" when the spec names none (the CRI got no cgroup
 // parent, or ctr run without --cgroup): the VM then stays in the shim's
 // cgroup. A relative path is taken from the hierarchy's root. A systemd
-// path ("slice:prefix:name", containerd's SystemdCgroup) is
-// errSystemdCgroup: veil manages cgroupfs paths only.
+// path ("slice:prefix:name": the kubelet's systemd cgroup driver) is
+// returned as it is, checked: the VM then runs in that scope unit, which
+// the shim asks systemd for (cgroups_systemd.go).
 func vmCgroupPath(spec *specs.Spec) (string, error) {
 	if spec.Linux == nil || spec.Linux.CgroupsPath == "" {
 		return "", nil
 	}
 	p := spec.Linux.CgroupsPath
-	if strings.Contains(p, ":") {
-		return "", fmt.Errorf("sandbox cgroup %q: %w", p, errSystemdCgroup)
+	if _, ok, err := parseSystemdCgroup(p); ok {
+		return p, err
 	}
 	p = path.Clean("/" + p)
 	if p == "/" {
@@ -76,8 +73,9 @@ type podCgroup interface {
 	Remove() error
 }
 
-// newPodCgroup creates the cgroup at path with res (newHostCgroup in
-// production; tests record).
+// newPodCgroup creates the cgroup at path (vmCgroupPath: a cgroupfs path
+// or a systemd slice:prefix:name) with res (newHostCgroup in production;
+// tests record).
 type newPodCgroup func(path string, res *specs.LinuxResources) (podCgroup, error)
 
 // hostCgroup is a cgroup on the host's cgroup v1 hierarchies (legacy or
@@ -92,6 +90,12 @@ type hostCgroup struct {
 }
 
 func newHostCgroup(p string, res *specs.LinuxResources) (podCgroup, error) {
+	if sc, ok, err := parseSystemdCgroup(p); ok {
+		if err != nil {
+			return nil, err
+		}
+		return newSystemdPodCgroup(sc, res), nil
+	}
 	cg := &hostCgroup{path: p}
 	var err error
 	switch cgroups.Mode() {
@@ -169,7 +173,7 @@ func (c *hostCgroup) Remove() error {
 
 // enterVMCgroup creates the pod VM's cgroup (vmCgroupPath) and moves the
 // shim into it, so that QEMU, forked next, starts inside with every thread
-// it will have. nil when the sandbox names no cgroup (or a systemd one,
+// it will have. nil when the sandbox names no cgroup (or a malformed one,
 // logged).
 func (s *service) enterVMCgroup(ctx context.Context, spec *specs.Spec) (podCgroup, error) {
 	p, err := vmCgroupPath(spec)
@@ -201,6 +205,9 @@ func removeLeftoverCgroup(spec *specs.Spec) error {
 	p, err := vmCgroupPath(spec)
 	if err != nil || p == "" {
 		return nil
+	}
+	if sc, ok, _ := parseSystemdCgroup(p); ok {
+		return stopScope(connectSystemd, sc.Unit)
 	}
 	switch cgroups.Mode() {
 	case cgroups.Unified:

@@ -26,7 +26,7 @@ func TestVMCgroupPath(t *testing.T) {
 		{"none", "", "", nil},
 		{"relative is from the root", "veil/sb1", "/veil/sb1", nil},
 		{"cleaned", "/a/../b//sb1/", "/b/sb1", nil},
-		{"systemd", "kubepods-pod123.slice:cri-containerd:sb1", "", errSystemdCgroup},
+		{"systemd is kept for systemd", "kubepods-pod123.slice:cri-containerd:sb1", "kubepods-pod123.slice:cri-containerd:sb1", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := vmCgroupPath(&specs.Spec{Linux: &specs.Linux{CgroupsPath: tc.in}})
@@ -34,6 +34,9 @@ func TestVMCgroupPath(t *testing.T) {
 				t.Errorf("vmCgroupPath(%q) = %q, %v; want %q, %v", tc.in, got, err, tc.want, tc.err)
 			}
 		})
+	}
+	if _, err := vmCgroupPath(&specs.Spec{Linux: &specs.Linux{CgroupsPath: "bad--slice.slice:cri-containerd:sb1"}}); err == nil {
+		t.Error("vmCgroupPath(bad systemd slice): no error")
 	}
 	if _, err := vmCgroupPath(&specs.Spec{Linux: &specs.Linux{CgroupsPath: "/.."}}); err == nil {
 		t.Error("vmCgroupPath(/..): no error for the root cgroup")

@@ -14,16 +14,11 @@ import (
 	"github.com/veil-runtime/veil/shim/config"
 )
 
-// Kernel parameters that tell the agent it runs a confidential pod. They
-// are part of the measured launch (SNP kernel-hashes, TDX RTMR), so a host
-// that drops or changes them changes the measurement the broker checks.
+// Kernel parameters that tell the agent it runs a confidential pod
+// (config.GuestKernelArgs writes them).
 const (
-	// TEEParam names the TEE: sample, snp or tdx.
-	TEEParam = "veil.tee"
-	// InitDataDigestParam carries the init-data digest (hex) for the sample
-	// TEE, which has no hardware field to bind it in (veil-dev: software,
-	// proves nothing).
-	InitDataDigestParam = "veil.initdata_digest"
+	TEEParam            = config.TEEParam
+	InitDataDigestParam = config.InitDataDigestParam
 )
 
 // confidentialPod is what a confidential handler adds to a pod's start:
@@ -38,26 +33,41 @@ type confidentialPod struct {
 }
 
 // resolveConfidential picks a confidential pod's init-data: the pod's
-// io.veil.initdata annotation when the handler allows it, else the
-// handler's default document, else none. It returns nil for a handler that
-// is not confidential.
+// io.veil.initdata annotation, or Confidential Containers'
+// io.katacontainers.config.hypervisor.cc_init_data (same encoding; its
+// guest-components files are mapped or refused by initdata.Parse), when
+// the handler allows it; else the handler's default document, else none.
+// It returns nil for a handler that is not confidential.
 func resolveConfidential(c config.Confidential, annotations map[string]string) (*confidentialPod, error) {
 	if !c.Enabled() {
 		return nil, nil
 	}
 	p := &confidentialPod{tee: c.Kind(), source: "none"}
-	if v, ok := annotations[initdata.Annotation]; ok {
-		if !c.AllowAnnotationInitData {
-			return nil, fmt.Errorf("pod annotation %s: this handler does not accept init-data from pods (confidential.allow_annotation_initdata = false)", initdata.Annotation)
+	veilValue, veilOK := annotations[initdata.Annotation]
+	cocoValue, cocoOK := annotations[initdata.CoCoAnnotation]
+	if veilOK && cocoOK {
+		return nil, fmt.Errorf("pod annotations %s and %s: expected one init-data document, seen both", initdata.Annotation, initdata.CoCoAnnotation)
+	}
+	if veilOK || cocoOK {
+		name, value, decode := initdata.Annotation, veilValue, initdata.DecodeAnnotation
+		if cocoOK {
+			name, value, decode = initdata.CoCoAnnotation, cocoValue, initdata.DecodeCoCoAnnotation
 		}
-		doc, err := initdata.DecodeAnnotation(v)
+		if !c.AllowAnnotationInitData {
+			return nil, fmt.Errorf("pod annotation %s: this handler does not accept init-data from pods (confidential.allow_annotation_initdata = false)", name)
+		}
+		doc, err := decode(value)
 		if err != nil {
 			return nil, err
 		}
-		if _, err := initdata.Parse(doc); err != nil {
-			return nil, fmt.Errorf("pod annotation %s: %w", initdata.Annotation, err)
+		d, err := initdata.Parse(doc)
+		if err != nil {
+			return nil, fmt.Errorf("pod annotation %s: %w", name, err)
 		}
-		p.doc, p.source = doc, "annotation "+initdata.Annotation
+		if err := d.CheckBrokerFor(string(p.tee)); err != nil {
+			return nil, fmt.Errorf("pod annotation %s: %w", name, err)
+		}
+		p.doc, p.source = doc, "annotation "+name
 		return p, nil
 	}
 	doc, err := c.LoadInitData()
@@ -65,6 +75,13 @@ func resolveConfidential(c config.Confidential, annotations map[string]string) (
 		return nil, fmt.Errorf("handler init-data (confidential.initdata): %w", err)
 	}
 	if doc != nil {
+		d, err := initdata.Parse(doc)
+		if err != nil {
+			return nil, fmt.Errorf("handler init-data %s: %w", c.InitData, err)
+		}
+		if err := d.CheckBrokerFor(string(p.tee)); err != nil {
+			return nil, fmt.Errorf("handler init-data %s: %w", c.InitData, err)
+		}
 		p.doc, p.source = doc, c.InitData
 	}
 	return p, nil
@@ -111,28 +128,6 @@ func (p *confidentialPod) digest() []byte {
 	}
 	d := initdata.Digest(p.doc)
 	return d[:]
-}
-
-// teeConfig is the hypervisor's launch configuration for the pod.
-func (p *confidentialPod) teeConfig(c config.Confidential) hypervisor.TEEConfig {
-	if p == nil {
-		return hypervisor.TEEConfig{}
-	}
-	return c.TEEConfig(p.digest())
-}
-
-// kernelArgs are the pod's confidential kernel parameters: the TEE, and
-// for sample the init-data digest (hardware TEEs carry it in HOSTDATA /
-// MRCONFIGID instead).
-func (p *confidentialPod) kernelArgs() []string {
-	if p == nil {
-		return nil
-	}
-	args := []string{TEEParam + "=" + string(p.tee)}
-	if p.tee == hypervisor.TEESample && p.doc != nil {
-		args = append(args, InitDataDigestParam+"="+hex.EncodeToString(p.digest()))
-	}
-	return args
 }
 
 // setInitData hands the agent the document (empty when none). The agent

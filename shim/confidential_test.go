@@ -17,7 +17,17 @@ import (
 )
 
 const podInitData = "version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[broker]\nurl = \"http://10.88.0.1:8080\"\n"
+const cocoInitData = "algorithm = \"sha256\"\nversion = \"0.1.0\"\n\n[data]\n\"aa.toml\" = \"[token_configs.kbs]\\nurl = 'http://10.88.0.1:8080'\\n\"\n"
 const handlerInitData = "version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[broker]\nurl = \"https://kbs.example\"\n"
+
+func writeDoc(t *testing.T, doc string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "initdata.toml")
+	if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
 
 func TestResolveConfidential(t *testing.T) {
 	dir := t.TempDir()
@@ -30,6 +40,13 @@ func TestResolveConfidential(t *testing.T) {
 		t.Fatal(err)
 	}
 	badDoc, _ := initdata.EncodeAnnotation([]byte("version = \"0.1.0\"\nalgorithm = \"md5\"\n"))
+	annHTTPS, err := initdata.EncodeAnnotation([]byte(handlerInitData))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// CoCo documents as Kata's cc_init_data carries them (gzip, base64).
+	cocoAnn, _ := initdata.EncodeAnnotation([]byte(cocoInitData))
+	cocoRego, _ := initdata.EncodeAnnotation([]byte("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"policy.rego\" = \"package agent_policy\"\n"))
 	sample := config.Confidential{TEE: "sample", AllowAnnotationInitData: true, InitData: hdoc}
 	tests := []struct {
 		name     string
@@ -46,13 +63,26 @@ func TestResolveConfidential(t *testing.T) {
 		{name: "handler default", c: sample, wantDoc: handlerInitData,
 			wantArgs: []string{"veil.tee=sample", "veil.initdata_digest=" + hexDigest(handlerInitData)}},
 		{name: "no init-data at all", c: config.Confidential{TEE: "sample"}, wantArgs: []string{"veil.tee=sample"}},
-		{name: "snp binds in hardware, not on the cmdline", c: config.Confidential{TEE: "snp", Firmware: "/fw", AllowAnnotationInitData: true}, ann: map[string]string{initdata.Annotation: ann},
-			wantDoc: podInitData, wantArgs: []string{"veil.tee=snp"}},
+		{name: "snp binds in hardware, not on the cmdline", c: config.Confidential{TEE: "snp", Firmware: "/fw", AllowAnnotationInitData: true}, ann: map[string]string{initdata.Annotation: annHTTPS},
+			wantDoc: handlerInitData, wantArgs: []string{"veil.tee=snp"}},
+		{name: "snp refuses a plain http broker", c: config.Confidential{TEE: "snp", Firmware: "/fw", AllowAnnotationInitData: true}, ann: map[string]string{initdata.Annotation: ann},
+			wantErr: `annotation io.veil.initdata: init-data broker.url "http://10.88.0.1:8080": expected https for a snp guest`},
+		{name: "tdx refuses a plain http broker in the handler's document", c: config.Confidential{TEE: "tdx", Firmware: "/fw", InitData: writeDoc(t, podInitData)},
+			wantErr: "expected https for a tdx guest"},
 		{name: "annotation not allowed", c: config.Confidential{TEE: "sample", InitData: hdoc}, ann: map[string]string{initdata.Annotation: ann},
 			wantErr: "allow_annotation_initdata = false"},
 		{name: "annotation not base64", c: sample, ann: map[string]string{initdata.Annotation: "!!"}, wantErr: "io.veil.initdata base64"},
 		{name: "annotation invalid document", c: sample, ann: map[string]string{initdata.Annotation: badDoc}, wantErr: "annotation io.veil.initdata: init-data algorithm"},
 		{name: "annotation too large", c: sample, ann: map[string]string{initdata.Annotation: strings.Repeat("A", initdata.MaxAnnotationSize+4)}, wantErr: "the limit is"},
+		{name: "coco annotation", c: sample, ann: map[string]string{initdata.CoCoAnnotation: cocoAnn}, wantDoc: cocoInitData,
+			wantArgs: []string{"veil.tee=sample", "veil.initdata_digest=" + hexDigest(cocoInitData)}},
+		{name: "coco rego policy refused", c: sample, ann: map[string]string{initdata.CoCoAnnotation: cocoRego},
+			wantErr: `pod annotation io.katacontainers.config.hypervisor.cc_init_data: init-data data."policy.rego": a Kata agent policy in Rego is not supported`},
+		{name: "coco annotation not allowed", c: config.Confidential{TEE: "sample"}, ann: map[string]string{initdata.CoCoAnnotation: cocoAnn},
+			wantErr: "pod annotation io.katacontainers.config.hypervisor.cc_init_data: this handler does not accept init-data from pods"},
+		{name: "both annotations", c: sample, ann: map[string]string{initdata.Annotation: ann, initdata.CoCoAnnotation: cocoAnn},
+			wantErr: "expected one init-data document, seen both"},
+		{name: "coco annotation not base64", c: sample, ann: map[string]string{initdata.CoCoAnnotation: "!!"}, wantErr: "io.katacontainers.config.hypervisor.cc_init_data base64"},
 		{name: "handler file gone", c: config.Confidential{TEE: "sample", InitData: filepath.Join(dir, "gone.toml")}, wantErr: "confidential.initdata"},
 	}
 	for _, tt := range tests {
@@ -67,8 +97,9 @@ func TestResolveConfidential(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			cfg := config.Config{Confidential: tt.c}
 			if tt.wantNil {
-				if p != nil || p.kernelArgs() != nil || p.teeConfig(tt.c).Kind != "" {
+				if p != nil || cfg.GuestKernelArgs(p.digest()) != nil || cfg.VM(p.digest(), 1, 256).TEE.Kind != "" {
 					t.Fatalf("non-confidential pod got %+v", p)
 				}
 				return
@@ -76,10 +107,10 @@ func TestResolveConfidential(t *testing.T) {
 			if string(p.doc) != tt.wantDoc {
 				t.Errorf("doc = %q, want %q", p.doc, tt.wantDoc)
 			}
-			if got := p.kernelArgs(); !slices.Equal(got, tt.wantArgs) {
+			if got := cfg.GuestKernelArgs(p.digest()); !slices.Equal(got, tt.wantArgs) {
 				t.Errorf("kernel args = %q, want %q", got, tt.wantArgs)
 			}
-			tc := p.teeConfig(tt.c)
+			tc := cfg.VM(p.digest(), 1, 256).TEE
 			if tc.Kind != tt.c.Kind() || hex.EncodeToString(tc.InitDataDigest) != hexDigestOrEmpty(tt.wantDoc) {
 				t.Errorf("tee config = %+v", tc)
 			}

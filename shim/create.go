@@ -48,6 +48,11 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, err
 	}
+	hooks, err := hostHooks(r.ID, r.Bundle, spec)
+	if err != nil {
+		return nil, err
+	}
+	ranCreateHooks := false
 
 	if p == nil {
 		path, err := configPath(r.Options)
@@ -62,6 +67,32 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			log.G(s.ctx).Logger.SetLevel(log.DebugLevel)
 		}
 		podID := groupID(r.ID, spec.Annotations)
+		// The first container's create hooks run before the VM boots, so
+		// the network they set up is the VM's (hooks.go).
+		if !hooks.empty() && !hostNetwork(spec) && netnsPath(spec) == "" {
+			dir := filepath.Join(s.stateRoot, s.namespace)
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return nil, fmt.Errorf("creating state directory: %w", err)
+			}
+			nsPath := filepath.Join(dir, podID+".netns")
+			if err := newNetNS(nsPath); err != nil {
+				return nil, err
+			}
+			setNetNSPath(spec, nsPath)
+			s.mu.Lock()
+			s.podNetNS = nsPath
+			s.mu.Unlock()
+			defer func() {
+				if retErr != nil {
+					s.removePodNetNS(ctx)
+				}
+			}()
+		}
+		hooks.netns = netnsPath(spec)
+		if err := hooks.runCreate(ctx); err != nil {
+			return nil, err
+		}
+		ranCreateHooks = true
 		p, err = s.startPod(log.WithLogger(ctx, log.G(ctx).WithField("pod", podID)), podID, spec, cfg)
 		if err != nil {
 			return nil, err
@@ -83,6 +114,18 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if p.isDead() {
 		return nil, fmt.Errorf("creating container in pod %s: VM is gone: %w", p.id, errdefs.ErrUnavailable)
 	}
+	if !ranCreateHooks {
+		// Not the pod's first container: the spec's namespace, else the
+		// one the shim made for the pod.
+		if hooks.netns = netnsPath(spec); hooks.netns == "" && !hostNetwork(spec) {
+			s.mu.Lock()
+			hooks.netns = s.podNetNS
+			s.mu.Unlock()
+		}
+		if err := hooks.runCreate(ctx); err != nil {
+			return nil, err
+		}
+	}
 
 	c := &container{
 		id:      r.ID,
@@ -90,6 +133,7 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		sandbox: isSandbox(spec.Annotations),
 		init:    newProcess(r.ID, "", stdio{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}),
 		execs:   make(map[string]*process),
+		hooks:   hooks,
 	}
 	if c.sandbox {
 		c.pause = make(chan uint32, 1)
@@ -135,6 +179,9 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 	}
 
 	gspec, binds := guestSpec(c.id, spec, hasSubmounts)
+	if p.guestShm {
+		binds = useGuestShm(gspec, binds)
+	}
 	if p.conf != nil {
 		// Confidential: volumes become guest copies or guest memory.
 		var vols []guestVolume
@@ -243,6 +290,21 @@ func (s *service) unmountContainer(ctx context.Context, p *pod, c *container) {
 		if err := removeUnmounted(filepath.Join(p.sharedDir, c.id)); err != nil {
 			log.G(ctx).WithError(err).Warn("removing container share")
 		}
+	}
+}
+
+// removePodNetNS removes the network namespace the shim made for the pod,
+// if it made one.
+func (s *service) removePodNetNS(ctx context.Context) {
+	s.mu.Lock()
+	path := s.podNetNS
+	s.podNetNS = ""
+	s.mu.Unlock()
+	if path == "" {
+		return
+	}
+	if err := removeNetNS(path); err != nil {
+		log.G(ctx).WithError(err).Warn("removing the pod's network namespace")
 	}
 }
 

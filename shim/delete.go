@@ -108,6 +108,10 @@ func (s *service) delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 			log.G(ctx).WithError(err).Error("tearing down pod VM")
 		}
 	}
+	c.hooks.runPoststop(context.WithoutCancel(ctx))
+	if last != nil {
+		s.removePodNetNS(ctx)
+	}
 	return &taskAPI.DeleteResponse{Pid: pid, ExitStatus: status, ExitedAt: protobuf.ToTimestamp(at)}, nil
 }
 

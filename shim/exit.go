@@ -30,7 +30,13 @@ func (s *service) waitProcess(p *pod, c *container, pr *process) {
 			break
 		}
 		if p.ctx.Err() != nil || p.isDead() || errdefs.IsNotFound(errgrpc.ToNative(err)) {
-			log.G(s.ctx).WithError(err).WithFields(log.Fields{"container": pr.cid, "exec": pr.execID}).Warn("process lost; reporting exit status 255")
+			l := log.G(s.ctx).WithError(err).WithFields(log.Fields{"container": pr.cid, "exec": pr.execID})
+			select {
+			case <-p.failed:
+				l = l.WithField("reason", p.failReason)
+			default:
+			}
+			l.Warn("process lost; reporting exit status 255")
 			break
 		}
 		log.G(s.ctx).WithError(err).WithField("container", pr.cid).Warn("waiting for process; retrying")

@@ -101,13 +101,18 @@ type fakeAgent struct {
 	// that denies reading output); reads counts those calls.
 	readErr error
 	reads   int
+	// hung makes Check (and so the health check) answer nothing until its
+	// deadline: an agent that stopped serving.
+	hung    bool
+	checks  int
+	checked chan struct{} // one value per Check call, when there is room
 }
 
 // newFakeAgent returns a fake guest that disconnects when the test ends,
 // which ends its goroutines (a process's exit watcher, calls blocked in
 // the fake) before TestMain's leak check.
 func newFakeAgent(t *testing.T) *fakeAgent {
-	a := &fakeAgent{specs: map[string]*specs.Spec{}, procs: map[string]*fakeProc{}, nextPid: 100, oom: make(chan string, 4), conn: make(chan struct{})}
+	a := &fakeAgent{specs: map[string]*specs.Spec{}, procs: map[string]*fakeProc{}, nextPid: 100, oom: make(chan string, 4), conn: make(chan struct{}), checked: make(chan struct{}, 16)}
 	t.Cleanup(a.disconnect)
 	return a
 }
@@ -161,7 +166,23 @@ func (a *fakeAgent) gone() error {
 	}
 }
 
-func (a *fakeAgent) Check(context.Context, *api.CheckRequest) (*api.CheckResponse, error) {
+func (a *fakeAgent) Check(ctx context.Context, _ *api.CheckRequest) (*api.CheckResponse, error) {
+	a.mu.Lock()
+	a.checks++
+	hung := a.hung
+	a.mu.Unlock()
+	select {
+	case a.checked <- struct{}{}:
+	default:
+	}
+	if hung {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-a.conn:
+			return nil, a.gone()
+		}
+	}
 	return &api.CheckResponse{Status: api.CheckResponse_SERVING}, nil
 }
 func (a *fakeAgent) CreateSandbox(_ context.Context, r *api.CreateSandboxRequest) (*emptypb.Empty, error) {
@@ -472,6 +493,7 @@ func newHarness(t *testing.T) *harness {
 		return &agentConn{sandbox: h.agent, container: h.agent, process: h.agent, close: func() error { h.agent.disconnect(); return nil }, done: h.agent.conn}, nil
 	}
 	s.mounter = h.mnt
+	s.hostRoot = t.TempDir()                                                                      // no /dev/vhost-vsock: virtio-serial, whatever this host has
 	s.attachNet = func(string) (*network.Attachment, error) { return &network.Attachment{}, nil } // no NIC
 	s.loadConfig = func(string) (config.Config, error) {
 		cfg := config.Default()

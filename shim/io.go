@@ -31,8 +31,15 @@ const readChunk = 32 << 10
 //
 // Output pumps read until the agent reports EOF (empty data), which it does
 // after the process exited and its output was drained, or until the pod's
-// context ends (VM gone). If containerd's reader goes away the pump keeps
-// reading and discards, so the guest never blocks on a full buffer. The stdin
+// context ends (VM gone). The shim holds a read end of each output FIFO
+// next to its write end, as containerd's runc shim does: the FIFO then
+// always has a reader, so a write never fails with EPIPE while containerd is away
+// (restarting); what the process writes meanwhile waits in the FIFO (and,
+// once that is full, in the guest) until containerd opens the FIFO again
+// and reads on. A write that fails (a file:// log on a full disk, a
+// binary:// logger that died) loses that chunk only: the destination is
+// kept for the next one, never dropped for the rest of the process's life.
+// The stdin
 // pump copies until containerd closes its end (EOF) or CloseIO, then closes
 // the process's stdin.
 //
@@ -65,11 +72,21 @@ func outputTarget(ctx context.Context, uri string) (io.WriteCloser, error) {
 		if err == nil && u.Scheme == "fifo" {
 			path = u.Path
 		}
+		// The write end first: it waits for containerd's reader, so output
+		// of a process that ends at once is not written before anyone
+		// reads. Then a read end of the shim's own, which it never reads:
+		// the FIFO keeps a reader while containerd's is gone, so writes
+		// wait instead of failing (processIO).
 		w, err := fifo.OpenFifo(ctx, path, syscall.O_WRONLY, 0)
 		if err != nil {
 			return nil, fmt.Errorf("opening output fifo %s: %w", path, err)
 		}
-		return w, nil
+		r, err := fifo.OpenFifo(ctx, path, syscall.O_RDONLY, 0)
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("opening output fifo %s for reading: %w", path, err)
+		}
+		return &heldFIFO{WriteCloser: w, r: r}, nil
 	}
 	switch u.Scheme {
 	case "file":
@@ -84,6 +101,17 @@ func outputTarget(ctx context.Context, uri string) (io.WriteCloser, error) {
 	default:
 		return nil, fmt.Errorf("stdio URI scheme %q (%s): %w", u.Scheme, uri, errdefs.ErrNotImplemented)
 	}
+}
+
+// heldFIFO is an output FIFO's write end with a read end the shim holds
+// open, and never reads, for as long as it writes.
+type heldFIFO struct {
+	io.WriteCloser
+	r io.Closer
+}
+
+func (f *heldFIFO) Close() error {
+	return errors.Join(f.WriteCloser.Close(), f.r.Close())
 }
 
 // outputs opens the process's stdout and stderr destinations. A file:// or
@@ -206,15 +234,21 @@ func startIO(ctx, podCtx context.Context, agent api.ProcessService, ns, cid, exe
 }
 
 // pumpOutput copies what read returns to w until read returns no data (EOF)
-// or fails, then closes w. A failing w is dropped, not fatal. A read the
-// agent's policy refuses (readDenied) ends the pump at once, never retried;
-// with notice, deniedLine is written to w first.
+// or fails, or ctx ends, then closes w. A failing write loses that chunk
+// only: w is kept for the next one. ctx ending also closes w, so a write
+// waiting for a reader that never comes back does not hold the pump. A
+// read the agent's policy refuses (readDenied) ends the pump at once, never
+// retried; with notice, deniedLine is written to w first.
 func pumpOutput(ctx context.Context, read func(context.Context) ([]byte, error), w io.WriteCloser, notice bool) error {
-	defer func() {
-		if w != nil {
-			w.Close()
-		}
-	}()
+	if w != nil {
+		var once sync.Once
+		closeW := func() { once.Do(func() { w.Close() }) }
+		stop := context.AfterFunc(ctx, closeW)
+		defer func() {
+			stop()
+			closeW()
+		}()
+	}
 	for {
 		data, err := read(ctx)
 		if err != nil {
@@ -227,10 +261,7 @@ func pumpOutput(ctx context.Context, read func(context.Context) ([]byte, error),
 			return nil
 		}
 		if w != nil {
-			if _, err := w.Write(data); err != nil {
-				w.Close()
-				w = nil
-			}
+			_, _ = w.Write(data)
 		}
 	}
 }

@@ -79,8 +79,94 @@ func TestOutputPumpKeepsDrainingWhenReaderIsGone(t *testing.T) {
 	if err != nil || reads != 4 {
 		t.Errorf("pump stopped after %d reads: %v", reads, err)
 	}
-	if w.writes != 1 || !w.closed {
-		t.Errorf("writer: %d writes, closed %v; want 1 write then dropped", w.writes, w.closed)
+	if w.writes != 3 || !w.closed {
+		t.Errorf("writer: %d writes, closed %v; want every chunk tried, closed at the end", w.writes, w.closed)
+	}
+}
+
+// Regression: output FIFOs were opened write-only and dropped at the first
+// failed write, so once containerd (the reader) went away, say for a
+// restart, the container's output was lost for the rest of its life. The
+// FIFO is now opened read-write: what is written while no reader is there
+// waits in the FIFO, and a reader that comes back gets everything after
+// what the old one read.
+func TestOutputFIFOSurvivesReaderRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "stdout")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	// As containerd does before it creates the task: the open completes
+	// when the shim opens its end.
+	var r io.ReadCloser = must(fifo.OpenFifo(ctx, path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0))
+	w, err := outputTarget(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// read hands the pump one chunk per call and says when it is called
+	// again: by then the previous chunk's write has returned.
+	chunks := make(chan []byte)
+	asked := make(chan struct{}, 1)
+	read := func(ctx context.Context) ([]byte, error) {
+		asked <- struct{}{}
+		select {
+		case b := <-chunks:
+			return b, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- pumpOutput(ctx, read, w, false) }()
+	send := func(s string) {
+		<-asked
+		chunks <- []byte(s)
+	}
+	send("before-")
+	buf := make([]byte, len("before-"))
+	if _, err := io.ReadFull(r, buf); err != nil || string(buf) != "before-" {
+		t.Fatalf("first reader got %q, %v", buf, err)
+	}
+	r.Close() // containerd goes away
+	send("while-away-")
+	send("more-")
+	<-asked // both writes above returned with no reader open
+	// containerd back: its open returns once the FIFO has a writer. The old
+	// write-only FIFO had lost its writer at the first EPIPE.
+	reopened := make(chan io.ReadCloser, 1)
+	go func() {
+		if r, err := fifo.OpenFifo(ctx, path, syscall.O_RDONLY, 0); err == nil {
+			reopened <- r
+		}
+	}()
+	select {
+	case r = <-reopened:
+		defer r.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the FIFO had no writer left for the reader that came back")
+	}
+	chunks <- []byte("after")
+	send("") // EOF: the pump closes its end
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	readAll := make(chan error, 1)
+	go func() {
+		var err error
+		got, err = io.ReadAll(r)
+		readAll <- err
+	}()
+	select {
+	case err := <-readAll:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reader that came back got no output and no EOF within 10s")
+	}
+	if string(got) != "while-away-more-after" {
+		t.Errorf("reader after the restart got %q, want %q", got, "while-away-more-after")
 	}
 }
 

@@ -188,6 +188,10 @@ func cleanupTask(ctx context.Context, stateRoot, ns, group, id string, mnt mount
 	if err := mnt.Unmount(sharedDir); err != nil {
 		errs = append(errs, err)
 	}
+	// The network namespace the shim made for the pod (hooks.go), if any.
+	if err := removeNetNS(stateDir + ".netns"); err != nil {
+		errs = append(errs, err)
+	}
 	if err := removeUnmounted(stateDir); err != nil {
 		errs = append(errs, err)
 	}

@@ -13,7 +13,73 @@ import (
 	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/veil-runtime/veil/guest-agent/api"
 )
+
+// guestShmDir is where the guest mounts a veil pod's /dev/shm tmpfs
+// (shmStorage); the pod's containers bind it at /dev/shm.
+const guestShmDir = "/run/veil/shm"
+
+// criShm is the CRI's sandbox /dev/shm among spec's mounts: a bind of a
+// host tmpfs the CRI made for the pod (not the host's own /dev/shm, which
+// a hostIPC pod binds). nil when there is none (ctr run's spec mounts a
+// tmpfs itself, which runc makes in the guest).
+func criShm(spec *specs.Spec) *specs.Mount {
+	for i, m := range spec.Mounts {
+		if path.Clean(m.Destination) == "/dev/shm" && isBindMount(m) && filepath.Clean(m.Source) != "/dev/shm" {
+			return &spec.Mounts[i]
+		}
+	}
+	return nil
+}
+
+// shmStorage is the guest tmpfs that holds a veil pod's /dev/shm, as Kata
+// does, in place of the CRI's host tmpfs shared over 9p (host memory the
+// VM's limits do not count, and a 9p file system under every shm_open):
+// one per pod, shared by its containers, its size the CRI's tmpfs's
+// (the pod's shm size, 64 MiB unless the runtime says otherwise). nil when
+// the pod spec has no CRI shm. Confidential pods put /dev/shm in guest
+// memory their own way (volumes.go).
+func shmStorage(spec *specs.Spec) (*api.Storage, error) {
+	m := criShm(spec)
+	if m == nil {
+		return nil, nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(m.Source, &st); err != nil {
+		return nil, fmt.Errorf("reading the size of the pod's /dev/shm %s: %w", m.Source, err)
+	}
+	size := st.Blocks * uint64(st.Bsize)
+	return &api.Storage{Driver: "tmpfs", Source: "shm", MountPoint: guestShmDir, Fstype: "tmpfs",
+		Options: []string{"nosuid", "nodev", "noexec", "mode=1777", fmt.Sprintf("size=%d", size)}}, nil
+}
+
+// useGuestShm points a container's CRI /dev/shm bind at the pod's guest
+// tmpfs (guestShmDir) and drops its host bind; it returns the binds left.
+func useGuestShm(gspec *specs.Spec, binds []hostBind) []hostBind {
+	var keep []hostBind
+	for _, b := range binds {
+		m := &gspec.Mounts[b.Index]
+		if path.Clean(m.Destination) == "/dev/shm" && filepath.Clean(b.Source) != "/dev/shm" {
+			m.Source = guestShmDir
+			continue
+		}
+		keep = append(keep, b)
+	}
+	return keep
+}
+
+// ShareOptions are the 9p mount options of the pod's share in the guest.
+// cache=mmap, not cache=none: with cache=none the guest kernel refuses a
+// writable MAP_SHARED mapping of a file on the share (EINVAL), which the
+// rootfs and every volume are (databases, SQLite in WAL mode, anything
+// that maps its files); cache=mmap keeps no other cache (reads and writes
+// still go to the host at once, so the host and the guest see each other's
+// changes) and lets mmap use the page cache, written back on msync and
+// munmap. Measured by tools/vmtest TestSharedWritableMmap, which runs a
+// container on a VM whose share has these options.
+var ShareOptions = []string{"trans=virtio", "version=9p2000.L", "msize=262144", "cache=mmap"}
 
 // guestSharedDir is where the agent mounts the pod's shared directory (the
 // 9p share with tag hypervisor.ShareTag) in the guest.
@@ -48,7 +114,8 @@ func rootfsTarget(cid string) string { return path.Join(cid, "rootfs") }
 //     their host paths: a path is how the CRI says "the pod's namespace"
 //     (the pause process's), and the agent maps it to the pod's namespace in
 //     the guest (guest-agent/containers.RewriteSpec).
-//   - Hooks name host binaries and are dropped.
+//   - Hooks name host binaries and are dropped: the shim runs those that
+//     run on the host itself (hooks.go).
 //   - root.path becomes "rootfs" (the agent uses the rootfs storage). The
 //     cgroups path is left to the agent, which puts containers under /veil.
 //

@@ -29,7 +29,7 @@ func deniedRead(t *testing.T) error {
 	e := policy.NewEnforcer(true)
 	e.SetPolicy(policy.Default())
 	_, err := e.Intercept(context.Background(), func(v any) error { return nil },
-		&ttrpc.UnaryServerInfo{FullMethod: "/veil.agent.v1.Process/ReadStdout"},
+		&ttrpc.UnaryServerInfo{FullMethod: api.MethodReadStdout},
 		func(_ context.Context, unmarshal func(any) error) (any, error) {
 			if err := unmarshal(&api.ReadStreamRequest{}); err != nil {
 				return nil, err

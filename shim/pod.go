@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +38,9 @@ const (
 	// consoleLogName is the guest console log the QEMU driver writes.
 	consoleLogName = "console.log"
 )
+
+// vhostVsockDev is the host device of the vsock transport.
+const vhostVsockDev = "/dev/vhost-vsock"
 
 // DefaultStateRoot is where pod state directories live. It is short on
 // purpose: the QEMU driver creates unix sockets in the state directory, and
@@ -87,11 +90,16 @@ type pod struct {
 	net *network.Attachment
 	// conf is the confidential pod's init-data; nil for veil.
 	conf *confidentialPod
+	// guestShm is set when the pod's /dev/shm is the guest tmpfs at
+	// guestShmDir (mounts.go), not the CRI's host tmpfs over 9p.
+	guestShm bool
 	// metricsSrv serves the shim's metrics in the state directory.
 	metricsSrv *metrics.Server
 	// cgroup holds QEMU and the shim (cgroups.go); nil when the sandbox
 	// names none.
 	cgroup podCgroup
+	// cid is the VM's guest CID with the vsock transport; nil otherwise.
+	cid *cidLease
 	// blockSeq numbers the block devices attached to the VM (blockdev.go).
 	blockSeq atomic.Uint32
 
@@ -104,6 +112,11 @@ type pod struct {
 	// gone, for whatever reason.
 	dead     chan struct{}
 	stopping atomic.Bool
+	// failed is closed by fail (health.go) with failReason set: the shim
+	// gave up on a VM that still runs.
+	failed     chan struct{}
+	failOnce   sync.Once
+	failReason string
 }
 
 // callCtx bounds one agent call by the configured call timeout.
@@ -155,8 +168,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		}
 	}()
 
-	vcpus, mem := vmSize(cfg.Hypervisor, spec.Annotations, runtime.NumCPU())
-	h := cfg.Hypervisor
+	vcpus, mem := vmSize(cfg.Hypervisor, cfg.PinnedVCPUs(), spec.Annotations, runtime.NumCPU())
 	conf, err := resolveConfidential(cfg.Confidential, spec.Annotations)
 	if err != nil {
 		return nil, fmt.Errorf("confidential pod: %w", err)
@@ -187,26 +199,24 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 			}
 		}
 	}()
-	hv, err := s.newVM(hypervisor.Config{
-		ID:                     id,
-		StateDir:               stateDir,
-		Binary:                 h.Binary,
-		Kernel:                 h.Kernel,
-		Initrd:                 h.Initrd,
-		KernelArgs:             append(append([]string(nil), h.KernelArgs...), conf.kernelArgs()...),
-		VCPUs:                  vcpus,
-		MemoryMiB:              mem,
-		Accel:                  hypervisor.Accel(h.Accel),
-		Transport:              hypervisor.Transport(h.Transport),
-		SharedDir:              guestShare,
-		TCGTranslationCacheMiB: h.TCGTranslationCacheMiB,
-		ReclaimFreedMemory:     h.ReclaimGuestFreedMemory,
-		NICs:                   vmNICs(podNet),
-		Debug:                  cfg.Debug,
-		DebugConsole:           cfg.DebugConsole,
-		TEE:                    conf.teeConfig(cfg.Confidential),
-		BlockSlots:             podBlockSlots(cfg),
-	}, slogTo(log.G(ctx)))
+	transport, cid, err := s.agentTransport(ctx, id, hypervisor.Transport(cfg.Hypervisor.Transport))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		// Registered before the VM's own cleanup, so it runs after QEMU is gone.
+		if retErr != nil {
+			if err := cid.Release(); err != nil {
+				log.G(ctx).WithError(err).Warn("releasing the guest CID")
+			}
+		}
+	}()
+	vmCfg := cfg.VM(conf.digest(), vcpus, mem)
+	vmCfg.ID, vmCfg.StateDir, vmCfg.SharedDir = id, stateDir, guestShare
+	vmCfg.NICs, vmCfg.BlockSlots = vmNICs(podNet), podBlockSlots(cfg)
+	vmCfg.Transport, vmCfg.VsockCID = transport, cid.CID()
+	vmCfg.Console.Line = guestLogLine(log.G(s.ctx).WithField("pod", id))
+	hv, err := s.newVM(vmCfg, slogTo(log.G(ctx)))
 	if err != nil {
 		return nil, fmt.Errorf("configuring pod VM: %w", err)
 	}
@@ -250,8 +260,9 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 	s.metrics.Mark(metrics.PhaseAgentReady)
 	s.recordBoot(bootCtx, agent, cfg, vcpus, mem)
 
-	p := &pod{id: id, cfg: cfg, stateDir: stateDir, sharedDir: sharedDir, hv: hv, agent: agent, net: podNet, conf: conf, metricsSrv: metricsSrv, dead: make(chan struct{})}
+	p := &pod{id: id, cfg: cfg, stateDir: stateDir, sharedDir: sharedDir, hv: hv, agent: agent, net: podNet, conf: conf, metricsSrv: metricsSrv, dead: make(chan struct{}), failed: make(chan struct{})}
 	p.cgroup = cg
+	p.cid = cid
 	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(s.ctx))
 	callCtx, cancelCall := p.callCtx(ctx)
 	defer cancelCall()
@@ -275,14 +286,25 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 			Source:     hypervisor.ShareTag,
 			MountPoint: guestSharedDir,
 			Fstype:     "9p",
-			Options:    []string{"trans=virtio", "version=9p2000.L", "msize=262144", "cache=none"},
+			Options:    ShareOptions,
 		}}
+	}
+	if conf == nil {
+		shm, err := shmStorage(spec)
+		if err != nil {
+			p.cancel()
+			return nil, err
+		}
+		if shm != nil {
+			storages, p.guestShm = append(storages, shm), true
+		}
 	}
 	_, err = agent.sandbox.CreateSandbox(callCtx, &api.CreateSandboxRequest{
 		SandboxId: id,
 		Hostname:  spec.Hostname,
 		Dns:       dns,
 		Storages:  storages,
+		Sysctls:   podSysctls(spec, conf != nil),
 	})
 	if err != nil {
 		p.cancel()
@@ -291,7 +313,28 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 	s.metrics.Mark(metrics.PhaseSandboxCreated)
 	go s.watchPod(p)
 	go s.watchOOM(p)
+	go s.healthCheck(p)
 	return p, nil
+}
+
+// agentTransport resolves the configured agent transport on this host
+// (vsock when it has /dev/vhost-vsock, for auto) and, for vsock, allocates
+// the VM's guest CID.
+func (s *service) agentTransport(ctx context.Context, id string, requested hypervisor.Transport) (hypervisor.Transport, *cidLease, error) {
+	_, err := os.Stat(filepath.Join(s.hostRoot, vhostVsockDev))
+	t := hypervisor.ChooseTransport(requested, err == nil)
+	fields := log.Fields{"transport": t, "requested": requested, "vhost_vsock": err == nil}
+	if t != hypervisor.TransportVsock {
+		log.G(ctx).WithFields(fields).Info("agent transport chosen")
+		return t, nil, nil
+	}
+	cid, err := s.cids.Allocate(id)
+	if err != nil {
+		return "", nil, err
+	}
+	fields["guest_cid"] = cid.CID()
+	log.G(ctx).WithFields(fields).Info("agent transport chosen")
+	return t, cid, nil
 }
 
 // waitAgent calls Check until the agent serves: the first request waits for
@@ -318,10 +361,11 @@ func waitAgent(ctx context.Context, agent *agentConn, hv hypervisor.Hypervisor) 
 	}
 }
 
-// watchPod notices the VM or the agent going away. Unless the shim is
-// tearing the pod down, that is a failure: the VM is killed, the pod's
-// context ends, every waiting agent call fails, and so every process still
-// running exits with status 255 (exit.go).
+// watchPod notices the VM or the agent going away, or the pod failing its
+// health check (health.go). Unless the shim is tearing the pod down, that is
+// a failure: the VM is killed, the pod's context ends, every waiting agent
+// call fails, and so every process still running exits with status 255
+// (exit.go), logged with the reason.
 func (s *service) watchPod(p *pod) {
 	var why string
 	select {
@@ -329,8 +373,11 @@ func (s *service) watchPod(p *pod) {
 		why = fmt.Sprintf("VM exited: %v", p.hv.Err())
 	case <-p.agent.done:
 		why = "agent connection closed"
+	case <-p.failed:
+		why = p.failReason + "; killing the pod VM"
 	}
 	if !p.stopping.Load() {
+		p.fail(why)
 		log.G(s.ctx).WithField("pod", p.id).Errorf("pod VM died: %s%s", why, consoleTail(p.stateDir))
 	}
 	_ = p.hv.Kill()
@@ -373,6 +420,9 @@ func (s *service) teardownPod(ctx context.Context, p *pod) error {
 			errs = append(errs, err)
 		}
 	}
+	if err := p.cid.Release(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := detachNetwork(p.net); err != nil {
 		errs = append(errs, err)
 	}
@@ -410,19 +460,22 @@ func removeUnmounted(dir string) error {
 // consoleTail returns the end of the guest console log, formatted to follow
 // an error message, or "" when there is none.
 func consoleTail(stateDir string) string {
-	f, err := os.Open(filepath.Join(stateDir, consoleLogName))
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	const max = 2048
-	if fi, err := f.Stat(); err == nil && fi.Size() > max {
-		_, _ = f.Seek(-max, io.SeekEnd)
-	}
-	b, _ := io.ReadAll(f)
-	tail := strings.TrimSpace(string(b))
+	tail := strings.TrimSpace(hypervisor.ConsoleTail(filepath.Join(stateDir, consoleLogName), 2048))
 	if tail == "" {
 		return ""
 	}
 	return "; guest console (" + filepath.Join(stateDir, consoleLogName) + ") ends:\n" + tail
+}
+
+// podSysctls are the sysctls the guest sets for the pod: the CRI sandbox
+// container's linux.sysctl (the pod's securityContext.sysctls and
+// containerd's defaults), which runc would set in the pause container's
+// namespaces, the ones the pod's containers join; in a veil pod those are
+// the guest's. A confidential pod gets none: its init-data binds no pod
+// sysctls, and its agent refuses them.
+func podSysctls(spec *specs.Spec, confidential bool) map[string]string {
+	if confidential || !isSandbox(spec.Annotations) || spec.Linux == nil {
+		return nil
+	}
+	return spec.Linux.Sysctl
 }

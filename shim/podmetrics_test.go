@@ -116,11 +116,11 @@ func TestAgentCallsTimed(t *testing.T) {
 		counts[l["method"]+" "+l["code"]] += m.GetHistogram().GetSampleCount()
 	}
 	for _, want := range []string{
-		"/veil.agent.v1.Sandbox/Check OK",
-		"/veil.agent.v1.Sandbox/GuestDetails OK",
-		"/veil.agent.v1.Sandbox/CreateSandbox OK",
-		"/veil.agent.v1.Container/CreateContainer OK",
-		"/veil.agent.v1.Container/StartContainer OK",
+		api.MethodCheck + " OK",
+		api.MethodGuestDetails + " OK",
+		api.MethodCreateSandbox + " OK",
+		api.MethodCreateContainer + " OK",
+		api.MethodStartContainer + " OK",
 	} {
 		if counts[want] == 0 {
 			t.Errorf("no %s in the rpc histogram: %v", want, counts)

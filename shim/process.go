@@ -95,6 +95,8 @@ type container struct {
 	pause chan uint32
 	// blockIDs are the disks hot-plugged for the container (blockdev.go).
 	blockIDs []string
+	// hooks are the OCI hooks the host runs for it (hooks.go).
+	hooks hookSet
 
 	mu sync.Mutex
 	// execs by exec ID.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
@@ -49,6 +50,11 @@ type service struct {
 	metrics *metrics.Pod
 	// newCgroup creates the pod VM's host cgroup (cgroups.go).
 	newCgroup newPodCgroup
+	// hostRoot is where host devices are looked up ("/"; tests use a
+	// temporary root): /dev/vhost-vsock decides the agent transport.
+	hostRoot string
+	// cids allocates guest CIDs for the vsock transport (vsockcid.go).
+	cids *cidAllocator
 	// hostBlockPath finds the host node of a block device by number
 	// (blockdev.go).
 	hostBlockPath func(major, minor int64) (string, error)
@@ -62,6 +68,9 @@ type service struct {
 	mu         sync.Mutex
 	pod        *pod
 	containers map[string]*container
+	// podNetNS is the network namespace the shim created for a pod whose
+	// spec asked for a new one without a path (hooks.go); "" when none.
+	podNetNS string
 }
 
 // Options configure a task service.
@@ -102,6 +111,8 @@ func newService(ctx context.Context, publisher events.Publisher, sd shutdown.Ser
 		mounter:    hostMounter{},
 		loadConfig: config.Load,
 		newCgroup:  newHostCgroup,
+		hostRoot:   "/",
+		cids:       &cidAllocator{dir: filepath.Join(root, vsockDirName), inUse: vhostVsockInUse(vhostVsockDev)},
 		hostBlockPath: func(major, minor int64) (string, error) {
 			return hostBlockPath(sysDevBlock, devDir, major, minor)
 		},

@@ -58,6 +58,7 @@ func (s *service) startInit(ctx context.Context, p *pod, c *container) error {
 	s.metrics.MarkContainer(c.id, metrics.ContainerStarted)
 	_, pid, _, _ := pr.state()
 	s.send(&eventstypes.TaskStart{ContainerID: c.id, Pid: pid})
+	c.hooks.runPoststart(ctx)
 	return nil
 }
 

@@ -3,8 +3,6 @@ package evidence
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -64,18 +62,14 @@ func TestConfigFSSNP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ev SNPEvidence
-	if err := json.Unmarshal(raw, &ev); err != nil {
+	ev := decodeTrusteeSNP(t, raw)
+	var table abi.CertTable
+	if err := table.Unmarshal(s.Certs); err != nil {
 		t.Fatal(err)
 	}
-	report, _ := base64.StdEncoding.DecodeString(ev.Report)
-	certs, _ := base64.StdEncoding.DecodeString(ev.CertTable)
-	pb, err := abi.ReportToProto(report)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pb.ReportData[0] != 0x5a || string(certs) != string(s.Certs) {
-		t.Fatalf("configfs evidence: report data %x, cert table %d bytes (want %d)", pb.ReportData[:1], len(certs), len(s.Certs))
+	vcek, _ := table.GetByGUIDString(abi.VcekGUID)
+	if len(ev.AttestationReport.ReportData) != 64 || ev.AttestationReport.ReportData[0] != 0x5a || string(ev.certsOf()[`"VCEK"`]) != string(vcek) {
+		t.Fatalf("configfs evidence: report data %v, %d certificates", ev.AttestationReport.ReportData, len(ev.CertChain))
 	}
 	// A TDX guest's configfs is not an SNP report source.
 	if NewConfigFSSNP(fakeTSM("tdx_guest", sign, nil)).IsSupported() {

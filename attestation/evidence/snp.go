@@ -2,7 +2,6 @@ package evidence
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -13,9 +12,11 @@ import (
 	"github.com/veil-runtime/veil/attestation/kbs"
 )
 
-// SNPEvidence is the JSON of SEV-SNP evidence: the raw attestation report
-// and the certificate table the host attached (VCEK or VLEK and, when the
-// host provides them, ASK and ARK), both standard base64.
+// SNPEvidence is veil's first JSON encoding of SEV-SNP evidence: the raw
+// attestation report and the certificate table the host attached (VCEK or
+// VLEK and, when the host provides them, ASK and ARK), both standard
+// base64. veil-kbs still reads it; guests now send TrusteeSNPEvidence,
+// which Trustee's brokers read too.
 type SNPEvidence struct {
 	Report    string `json:"report"`
 	CertTable string `json:"cert_table,omitempty"`
@@ -70,16 +71,8 @@ func (s *SNP) Evidence(_ context.Context, reportData [64]byte) (json.RawMessage,
 	if err != nil {
 		return nil, err
 	}
-	ev := SNPEvidence{Report: base64.StdEncoding.EncodeToString(report)}
-	if len(certs) > 0 {
-		ev.CertTable = base64.StdEncoding.EncodeToString(certs)
-	}
 	s.log.Debug("produced sev-snp report", "report_bytes", len(report), "cert_table_bytes", len(certs))
-	raw, err := json.Marshal(ev)
-	if err != nil {
-		return nil, fmt.Errorf("encoding sev-snp evidence: %w", err)
-	}
-	return raw, nil
+	return TrusteeSNPEvidence(report, certs)
 }
 
 // BoundInitData implements Attester: the report's HOSTDATA.

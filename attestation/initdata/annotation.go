@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // Annotation is the pod annotation that carries a document.
@@ -37,23 +38,29 @@ func EncodeAnnotation(doc []byte) (string, error) {
 // DecodeAnnotation reverses EncodeAnnotation, refusing values or documents
 // over the size limits (a gzip bomb stops at MaxSize+1 bytes).
 func DecodeAnnotation(value string) ([]byte, error) {
+	return decodeGzipBase64(Annotation, value)
+}
+
+// decodeGzipBase64 decodes the value of annotation name: standard base64
+// of a gzipped document, within the size limits.
+func decodeGzipBase64(name, value string) ([]byte, error) {
 	if len(value) > MaxAnnotationSize {
-		return nil, fmt.Errorf("annotation %s is %d bytes, the limit is %d", Annotation, len(value), MaxAnnotationSize)
+		return nil, fmt.Errorf("annotation %s is %d bytes, the limit is %d", name, len(value), MaxAnnotationSize)
 	}
-	gz, err := base64.StdEncoding.DecodeString(value)
+	gz, err := base64.StdEncoding.DecodeString(strings.TrimSpace(value))
 	if err != nil {
-		return nil, fmt.Errorf("decoding annotation %s base64: %w", Annotation, err)
+		return nil, fmt.Errorf("decoding annotation %s base64: %w", name, err)
 	}
 	zr, err := gzip.NewReader(bytes.NewReader(gz))
 	if err != nil {
-		return nil, fmt.Errorf("decompressing annotation %s: %w", Annotation, err)
+		return nil, fmt.Errorf("decompressing annotation %s: %w", name, err)
 	}
 	doc, err := io.ReadAll(io.LimitReader(zr, MaxSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("decompressing annotation %s: %w", Annotation, err)
+		return nil, fmt.Errorf("decompressing annotation %s: %w", name, err)
 	}
 	if len(doc) > MaxSize {
-		return nil, fmt.Errorf("annotation %s holds more than %d bytes of init-data", Annotation, MaxSize)
+		return nil, fmt.Errorf("annotation %s holds more than %d bytes of init-data", name, MaxSize)
 	}
 	return doc, nil
 }

@@ -19,6 +19,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[volumes]\nmax_volume_bytes = -1\n"))
 	f.Add([]byte("version = \"0.1.0\"\nalgorithm = \"sha256\"\nbogus = 1\n"))
 	f.Add([]byte("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"../x\" = \"y\"\n"))
+	f.Add([]byte(cocoDoc("[token_configs.kbs]\nurl = 'https://k'\n", "[kbc]\nname = 'cc_kbc'\nurl = 'https://k'\n")))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		d, err := Parse(doc)
 		if err != nil {

@@ -22,6 +22,8 @@ import (
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/veil-runtime/veil/guest-agent/api/wire"
 )
 
 // MaxSize bounds a document: it travels in a pod annotation and in the
@@ -55,7 +57,8 @@ type Document struct {
 
 // Broker is the [broker] table.
 type Broker struct {
-	// URL of the key broker (https, or http only for loopback dev setups).
+	// URL of the key broker: https (CheckBrokerFor), http only for
+	// veil-dev.
 	URL string `toml:"url"`
 	// Cert is the PEM certificate (or CA) the guest trusts for URL.
 	Cert string `toml:"cert,multiline"`
@@ -122,7 +125,10 @@ type VolumeLimits struct {
 }
 
 // Parse decodes and validates a document. Unknown keys are an error that
-// names them.
+// names them. A Confidential Containers document (guest-components files
+// in [data]) is read as CoCo's guests read it where veil can honour it
+// (the broker from aa.toml or cdh.toml) and refused where it cannot
+// (applyCoCo); the document's bytes, and so its digest, are unchanged.
 func Parse(doc []byte) (*Document, error) {
 	if len(doc) > MaxSize {
 		return nil, fmt.Errorf("init-data is %d bytes, the limit is %d", len(doc), MaxSize)
@@ -140,6 +146,9 @@ func Parse(doc []byte) (*Document, error) {
 		}
 		return nil, fmt.Errorf("parsing init-data toml: %w", err)
 	}
+	if err := d.applyCoCo(); err != nil {
+		return nil, err
+	}
 	if err := d.Validate(); err != nil {
 		return nil, err
 	}
@@ -152,7 +161,7 @@ func (d *Document) Validate() error {
 		return fmt.Errorf("init-data version: %q, want %q", d.Version, Version)
 	}
 	if d.Algorithm != Algorithm {
-		return fmt.Errorf("init-data algorithm: %q, want %q", d.Algorithm, Algorithm)
+		return fmt.Errorf("init-data algorithm: %q, want %q (veil binds the SHA-256 of the exact document bytes; a CoCo document written for another hash must say algorithm = %q)", d.Algorithm, Algorithm, Algorithm)
 	}
 	if d.Broker.URL != "" {
 		u, err := url.Parse(d.Broker.URL)
@@ -179,6 +188,32 @@ func (d *Document) Validate() error {
 		if name == "" || strings.Contains(name, "..") || strings.HasPrefix(name, "/") {
 			return fmt.Errorf("init-data data key %q: want a relative file name without '..'", name)
 		}
+	}
+	return nil
+}
+
+// DevTEE is the TEE whose guests may reach their broker over plain http:
+// the sample TEE of veil-dev, which protects nothing anyway.
+const DevTEE = string(wire.TEESample)
+
+// CheckBrokerFor refuses a broker.url a guest in tee must not use: outside
+// veil-dev (the sample TEE) it must be https. The protocol seals
+// resources to the guest's key with ECDH-ES, which does not authenticate
+// the sender, so over plain http a man in the middle could attest with
+// nothing, answer with resources sealed to the guest's key, and hand the
+// guest keys of its choosing; TLS to a broker the guest trusts (the
+// system roots or broker.cert) is what authenticates the broker.
+func (d *Document) CheckBrokerFor(tee string) error {
+	if d.Broker.URL == "" || tee == DevTEE {
+		return nil
+	}
+	u, err := url.Parse(d.Broker.URL)
+	if err != nil {
+		return fmt.Errorf("init-data broker.url: %w", err)
+	}
+	if u.Scheme != "https" {
+		return fmt.Errorf("init-data broker.url %q: expected https for a %s guest (ECDH-ES resource sealing does not authenticate the broker: over %s a man in the middle could hand the guest keys of its choosing), seen %s; plain http is for veil-dev only",
+			d.Broker.URL, tee, u.Scheme, u.Scheme)
 	}
 	return nil
 }

@@ -27,7 +27,7 @@ url = "https://kbs.example:8080"
 policy = "default"
 
 [data]
-"aa.toml" = "x = 1"
+"notes.txt" = "x = 1"
 `
 
 func TestParse(t *testing.T) {

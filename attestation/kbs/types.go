@@ -1,6 +1,10 @@
 package kbs
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	"github.com/veil-runtime/veil/guest-agent/api/wire"
+)
 
 // ProtocolVersion is the RCAR protocol version veil speaks; it is the
 // version Trustee's KBS accepts.
@@ -29,12 +33,16 @@ const (
 // wire (kbs_types' lowercase Tee enum).
 type Tee string
 
-// TEEs veil produces or accepts evidence for.
+// TEEs veil produces or accepts evidence for: the confidential TEE names
+// of guest-agent/api/wire, which the protocol spells the same way.
 const (
-	TeeSNP    Tee = "snp"
-	TeeTDX    Tee = "tdx"
-	TeeSample Tee = "sample"
+	TeeSNP    = Tee(wire.TEESNP)
+	TeeTDX    = Tee(wire.TEETDX)
+	TeeSample = Tee(wire.TEESample)
 )
+
+// Tees lists the TEEs veil produces or accepts evidence for.
+func Tees() []Tee { return []Tee{TeeSNP, TeeTDX, TeeSample} }
 
 // Request opens an RCAR handshake (POST /kbs/v0/auth).
 type Request struct {

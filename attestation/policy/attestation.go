@@ -26,8 +26,9 @@ type Attestation struct {
 type SNP struct {
 	// Measurements lists accepted launch measurements (hex, 48 bytes).
 	Measurements []string `json:"measurements"`
-	// MinTCB is the lowest reported TCB accepted, per component.
-	MinTCB verify.SNPTCB `json:"min_tcb"`
+	// MinTCB is the lowest reported TCB accepted, per component; a
+	// production broker requires it.
+	MinTCB *verify.SNPTCB `json:"min_tcb,omitempty"`
 	// AllowDebug accepts guests whose policy lets the host debug them.
 	AllowDebug bool `json:"allow_debug"`
 	// AllowMigration accepts guests with a migration agent.
@@ -66,39 +67,71 @@ type Binding struct {
 	InitDataDigest string
 }
 
+// Check is one comparison of a claim with the policy, passed or not.
+type Check struct {
+	Field    string `json:"field"`
+	Expected string `json:"expected"`
+	Seen     string `json:"seen"`
+	OK       bool   `json:"ok"`
+}
+
+// checks collects every comparison made.
+type checks []Check
+
+func (cs *checks) add(ok bool, field, expected, seen string) {
+	*cs = append(*cs, Check{Field: field, Expected: expected, Seen: seen, OK: ok})
+}
+
 // Evaluate checks claims against the policy and the binding. It returns
 // every violation, not just the first, so an operator sees all of them in
 // one look.
 func Evaluate(p Attestation, c verify.Claims, b Binding) []Violation {
 	var vs []Violation
-	vs = append(vs, checkBinding(p, c, b)...)
-	switch c.Tee {
-	case kbs.TeeSNP:
-		if p.SNP == nil {
-			return append(vs, noSection(p, c.Tee))
+	for _, ch := range Explain(p, c, b) {
+		if !ch.OK {
+			vs = append(vs, Violation{ch.Field, ch.Expected, ch.Seen})
 		}
-		vs = append(vs, evaluateSNP(*p.SNP, c)...)
-	case kbs.TeeTDX:
-		if p.TDX == nil {
-			return append(vs, noSection(p, c.Tee))
-		}
-		vs = append(vs, evaluateTDX(*p.TDX, c)...)
-	case kbs.TeeSample:
-		if p.Sample == nil {
-			return append(vs, noSection(p, c.Tee))
-		}
-		// An SVN that is not an integer meets no minimum.
-		svn, err := strconv.Atoi(c.SVN)
-		if p.Sample.MinSVN > 0 && (err != nil || svn < p.Sample.MinSVN) {
-			vs = append(vs, Violation{"sample.svn", fmt.Sprintf(">= %d", p.Sample.MinSVN), c.SVN})
-		}
-	default:
-		vs = append(vs, Violation{"tee", "snp, tdx or sample", string(c.Tee)})
 	}
 	return vs
 }
 
-func noSection(p Attestation, tee kbs.Tee) Violation {
+// Explain is Evaluate with its work shown: every check made, in order,
+// with the expected and the seen value and whether it passed
+// (veil-kbs explain prints it).
+func Explain(p Attestation, c verify.Claims, b Binding) []Check {
+	var cs checks
+	checkBinding(&cs, p, c, b)
+	switch c.Tee {
+	case kbs.TeeSNP:
+		if p.SNP == nil {
+			cs.add(false, "tee", noSection(p), string(c.Tee))
+			return cs
+		}
+		cs.add(true, "tee", "a policy section for snp", "snp")
+		evaluateSNP(&cs, *p.SNP, c)
+	case kbs.TeeTDX:
+		if p.TDX == nil {
+			cs.add(false, "tee", noSection(p), string(c.Tee))
+			return cs
+		}
+		cs.add(true, "tee", "a policy section for tdx", "tdx")
+		evaluateTDX(&cs, *p.TDX, c)
+	case kbs.TeeSample:
+		if p.Sample == nil {
+			cs.add(false, "tee", noSection(p), string(c.Tee))
+			return cs
+		}
+		cs.add(true, "tee", "a policy section for sample", "sample")
+		// An SVN that is not an integer meets no minimum.
+		svn, err := strconv.Atoi(c.SVN)
+		cs.add(p.Sample.MinSVN <= 0 || (err == nil && svn >= p.Sample.MinSVN), "sample.svn", fmt.Sprintf(">= %d", p.Sample.MinSVN), c.SVN)
+	default:
+		cs.add(false, "tee", "snp, tdx or sample", string(c.Tee))
+	}
+	return cs
+}
+
+func noSection(p Attestation) string {
 	var have []string
 	if p.SNP != nil {
 		have = append(have, "snp")
@@ -109,33 +142,28 @@ func noSection(p Attestation, tee kbs.Tee) Violation {
 	if p.Sample != nil {
 		have = append(have, "sample")
 	}
-	return Violation{"tee", "one the policy has a section for: [" + strings.Join(have, ", ") + "]", string(tee)}
+	return "one the policy has a section for: [" + strings.Join(have, ", ") + "]"
 }
 
-func checkBinding(p Attestation, c verify.Claims, b Binding) []Violation {
-	var vs []Violation
-	if !strings.EqualFold(c.ReportData, b.ReportData) {
-		vs = append(vs, Violation{"report_data", b.ReportData + " (hash of runtime-data)", c.ReportData})
-	}
+func checkBinding(cs *checks, p Attestation, c verify.Claims, b Binding) {
+	cs.add(strings.EqualFold(c.ReportData, b.ReportData), "report_data", b.ReportData+" (hash of runtime-data)", c.ReportData)
 	field := hostDataField(c.Tee)
 	switch {
 	case b.InitDataDigest == "":
 		if p.RequireInitData {
-			vs = append(vs, Violation{"init-data", "an init-data document", "none"})
+			cs.add(false, "init-data", "an init-data document", "none")
 		}
-		if strings.Trim(c.HostData, "0") != "" {
-			vs = append(vs, Violation{field, "zero (no init-data sent)", c.HostData})
-		}
+		cs.add(strings.Trim(c.HostData, "0") == "", field, "zero (no init-data sent)", c.HostData)
 	default:
-		want := padHex(b.InitDataDigest, len(c.HostData)/2)
-		if !strings.EqualFold(c.HostData, want) {
-			vs = append(vs, Violation{field, want + " (digest of the init-data sent)", c.HostData})
+		if p.RequireInitData {
+			cs.add(true, "init-data", "an init-data document", "sent, digest "+b.InitDataDigest)
 		}
-		if len(p.InitDataDigests) > 0 && !containsFold(p.InitDataDigests, b.InitDataDigest) {
-			vs = append(vs, Violation{"init-data digest", "one of " + list(p.InitDataDigests), b.InitDataDigest})
+		want := padHex(b.InitDataDigest, len(c.HostData)/2)
+		cs.add(strings.EqualFold(c.HostData, want), field, want+" (digest of the init-data sent)", c.HostData)
+		if len(p.InitDataDigests) > 0 {
+			cs.add(containsFold(p.InitDataDigests, b.InitDataDigest), "init-data digest", "one of "+list(p.InitDataDigests), b.InitDataDigest)
 		}
 	}
-	return vs
 }
 
 func hostDataField(t kbs.Tee) string {
@@ -149,67 +177,57 @@ func hostDataField(t kbs.Tee) string {
 	}
 }
 
-func evaluateSNP(p SNP, c verify.Claims) []Violation {
-	var vs []Violation
-	if !containsFold(p.Measurements, c.Measurement) {
-		vs = append(vs, Violation{"snp.measurement", "one of " + list(p.Measurements), c.Measurement})
-	}
-	if c.Debug && !p.AllowDebug {
-		vs = append(vs, Violation{"snp.policy.debug", "false", "true"})
-	}
-	if c.Migration && !p.AllowMigration {
-		vs = append(vs, Violation{"snp.policy.migrate_ma", "false", "true"})
-	}
-	if c.VMPL != 0 {
-		vs = append(vs, Violation{"snp.vmpl", "0", fmt.Sprint(c.VMPL)})
-	}
-	var tcb verify.SNPTCB
+func evaluateSNP(cs *checks, p SNP, c verify.Claims) {
+	cs.add(containsFold(p.Measurements, c.Measurement), "snp.measurement", "one of "+list(p.Measurements), c.Measurement)
+	cs.add(!c.Debug || p.AllowDebug, "snp.policy.debug", allowed(p.AllowDebug), fmt.Sprint(c.Debug))
+	cs.add(!c.Migration || p.AllowMigration, "snp.policy.migrate_ma", allowed(p.AllowMigration), fmt.Sprint(c.Migration))
+	cs.add(c.VMPL == 0, "snp.vmpl", "0", fmt.Sprint(c.VMPL))
+	var tcb, min verify.SNPTCB
 	if c.SNPTCB != nil {
 		tcb = *c.SNPTCB
+	}
+	if p.MinTCB != nil {
+		min = *p.MinTCB
 	}
 	for _, part := range []struct {
 		name      string
 		seen, min uint8
 	}{
-		{"bootloader", tcb.BootLoader, p.MinTCB.BootLoader},
-		{"tee", tcb.TEE, p.MinTCB.TEE},
-		{"snp", tcb.SNP, p.MinTCB.SNP},
-		{"microcode", tcb.Microcode, p.MinTCB.Microcode},
+		{"bootloader", tcb.BootLoader, min.BootLoader},
+		{"tee", tcb.TEE, min.TEE},
+		{"snp", tcb.SNP, min.SNP},
+		{"microcode", tcb.Microcode, min.Microcode},
 	} {
-		if part.seen < part.min {
-			vs = append(vs, Violation{"snp.reported_tcb." + part.name, fmt.Sprintf(">= %d", part.min), fmt.Sprint(part.seen)})
-		}
+		cs.add(part.seen >= part.min, "snp.reported_tcb."+part.name, fmt.Sprintf(">= %d", part.min), fmt.Sprint(part.seen))
 	}
-	return vs
 }
 
-func evaluateTDX(p TDX, c verify.Claims) []Violation {
-	var vs []Violation
-	if !containsFold(p.MRTDs, c.Measurement) {
-		vs = append(vs, Violation{"tdx.mrtd", "one of " + list(p.MRTDs), c.Measurement})
+// allowed is the expected value of a flag the policy may allow.
+func allowed(allow bool) string {
+	if allow {
+		return "false or true (allowed)"
 	}
-	for i, allowed := range p.RTMRs {
-		if len(allowed) == 0 {
-			continue
-		}
+	return "false"
+}
+
+func evaluateTDX(cs *checks, p TDX, c verify.Claims) {
+	cs.add(containsFold(p.MRTDs, c.Measurement), "tdx.mrtd", "one of "+list(p.MRTDs), c.Measurement)
+	for i, allowedValues := range p.RTMRs {
 		seen := ""
 		if i < len(c.RTMRs) {
 			seen = c.RTMRs[i]
 		}
-		if !containsFold(allowed, seen) {
-			vs = append(vs, Violation{fmt.Sprintf("tdx.rtmr%d", i), "one of " + list(allowed), seen})
+		if len(allowedValues) == 0 {
+			cs.add(true, fmt.Sprintf("tdx.rtmr%d", i), "any (no reference values)", seen)
+			continue
 		}
+		cs.add(containsFold(allowedValues, seen), fmt.Sprintf("tdx.rtmr%d", i), "one of "+list(allowedValues), seen)
 	}
-	if p.MinTeeTCBSVN != "" && !svnAtLeast(c.TeeTCBSVN, p.MinTeeTCBSVN) {
-		vs = append(vs, Violation{"tdx.tee_tcb_svn", ">= " + p.MinTeeTCBSVN + " (each byte)", c.TeeTCBSVN})
+	if p.MinTeeTCBSVN != "" {
+		cs.add(svnAtLeast(c.TeeTCBSVN, p.MinTeeTCBSVN), "tdx.tee_tcb_svn", ">= "+p.MinTeeTCBSVN+" (each byte)", c.TeeTCBSVN)
 	}
-	if c.Debug && !p.AllowDebug {
-		vs = append(vs, Violation{"tdx.td_attributes.debug", "false", "true"})
-	}
-	if c.Migration && !p.AllowMigration {
-		vs = append(vs, Violation{"tdx.td_attributes.migratable", "false", "true"})
-	}
-	return vs
+	cs.add(!c.Debug || p.AllowDebug, "tdx.td_attributes.debug", allowed(p.AllowDebug), fmt.Sprint(c.Debug))
+	cs.add(!c.Migration || p.AllowMigration, "tdx.td_attributes.migratable", allowed(p.AllowMigration), fmt.Sprint(c.Migration))
 }
 
 // svnAtLeast compares two hex SVN arrays byte by byte.

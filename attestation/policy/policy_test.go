@@ -27,7 +27,7 @@ func goodTDX() verify.Claims {
 
 func basePolicy() Attestation {
 	return Attestation{
-		SNP:    &SNP{Measurements: []string{"AA"}, MinTCB: verify.SNPTCB{BootLoader: 3, SNP: 8, Microcode: 115}},
+		SNP:    &SNP{Measurements: []string{"AA"}, MinTCB: &verify.SNPTCB{BootLoader: 3, SNP: 8, Microcode: 115}},
 		TDX:    &TDX{MRTDs: []string{meas}, RTMRs: [4][]string{1: {"r1"}}, MinTeeTCBSVN: "0300"},
 		Sample: &Sample{},
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -32,32 +33,51 @@ type SNP struct {
 	// vcek-<chip id hex>-<reported tcb hex>.der, used when a report's
 	// certificate table has none. The broker never fetches from AMD.
 	VCEKCache string
+	// CRL, when set, is AMD's CRL for the product line, recorded from
+	// the KDS (LoadCRL): it must be signed by the pinned ARK, and reports
+	// whose ASK or VCEK it revokes are refused. The broker never fetches
+	// it.
+	CRL *x509.RevocationList
 	// Now is the time certificates are checked against; nil is time.Now.
 	Now func() time.Time
 }
 
 var _ Verifier = (*SNP)(nil)
 
-// Verify implements Verifier.
+// recordedCRL answers go-sev-guest's CRL requests with the recorded CRL.
+type recordedCRL []byte
+
+func (c recordedCRL) Get(string) ([]byte, error) { return c, nil }
+
+// LoadCRL reads a CRL recorded from AMD's KDS (DER, or PEM "X509 CRL").
+func LoadCRL(path string) (*x509.RevocationList, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading amd crl: %w", err)
+	}
+	if b, _ := pem.Decode(raw); b != nil {
+		raw = b.Bytes
+	}
+	crl, err := x509.ParseRevocationList(raw)
+	if err != nil {
+		return nil, fmt.Errorf("parsing amd crl %s: %w", path, err)
+	}
+	return crl, nil
+}
+
+// Verify implements Verifier. It reads veil's encoding
+// (evidence.SNPEvidence: raw report and GHCB certificate table) and the
+// encoding of Confidential Containers' guests (trusteeSNPEvidence).
 func (s *SNP) Verify(_ context.Context, raw json.RawMessage) (Claims, error) {
-	var ev evidence.SNPEvidence
-	if err := json.Unmarshal(raw, &ev); err != nil {
-		return Claims{}, fmt.Errorf("decoding sev-snp evidence: %w", err)
+	var att *spb.Attestation
+	var err error
+	if isTrusteeSNP(raw) {
+		att, err = decodeTrusteeSNP(raw)
+	} else {
+		att, err = decodeVeilSNP(raw)
 	}
-	report, err := base64.StdEncoding.DecodeString(ev.Report)
 	if err != nil {
-		return Claims{}, fmt.Errorf("decoding sev-snp evidence report: %w", err)
-	}
-	if len(report) != abi.ReportSize {
-		return Claims{}, fmt.Errorf("sev-snp evidence report: %d bytes, want %d", len(report), abi.ReportSize)
-	}
-	certs, err := base64.StdEncoding.DecodeString(ev.CertTable)
-	if err != nil {
-		return Claims{}, fmt.Errorf("decoding sev-snp evidence cert_table: %w", err)
-	}
-	att, err := abi.ReportCertsToProto(append(report, certs...))
-	if err != nil {
-		return Claims{}, fmt.Errorf("parsing sev-snp report and certificate table: %w", err)
+		return Claims{}, err
 	}
 	if err := s.fillFromCache(att); err != nil {
 		return Claims{}, err
@@ -71,13 +91,44 @@ func (s *SNP) Verify(_ context.Context, raw json.RawMessage) (Claims, error) {
 		TrustedRoots:        s.Roots,
 		Now:                 now,
 	}
+	if s.CRL != nil {
+		opts.CheckRevocations = true
+		opts.Getter = recordedCRL(s.CRL.Raw)
+	}
 	if err := sevverify.SnpAttestation(att, opts); err != nil {
 		return Claims{}, fmt.Errorf("verifying sev-snp report signature and certificate chain: %w", err)
+	}
+	if err := s.notRevoked(att); err != nil {
+		return Claims{}, err
 	}
 	if err := checkEndorsementTCB(att); err != nil {
 		return Claims{}, err
 	}
 	return snpClaims(att.GetReport())
+}
+
+// decodeVeilSNP reads evidence.SNPEvidence.
+func decodeVeilSNP(raw json.RawMessage) (*spb.Attestation, error) {
+	var ev evidence.SNPEvidence
+	if err := json.Unmarshal(raw, &ev); err != nil {
+		return nil, fmt.Errorf("decoding sev-snp evidence: %w", err)
+	}
+	report, err := base64.StdEncoding.DecodeString(ev.Report)
+	if err != nil {
+		return nil, fmt.Errorf("decoding sev-snp evidence report: %w", err)
+	}
+	if len(report) != abi.ReportSize {
+		return nil, fmt.Errorf("sev-snp evidence report: %d bytes, want %d", len(report), abi.ReportSize)
+	}
+	certs, err := base64.StdEncoding.DecodeString(ev.CertTable)
+	if err != nil {
+		return nil, fmt.Errorf("decoding sev-snp evidence cert_table: %w", err)
+	}
+	att, err := abi.ReportCertsToProto(append(report, certs...))
+	if err != nil {
+		return nil, fmt.Errorf("parsing sev-snp report and certificate table: %w", err)
+	}
+	return att, nil
 }
 
 func (s *SNP) fillFromCache(att *spb.Attestation) error {
@@ -94,6 +145,30 @@ func (s *SNP) fillFromCache(att *spb.Attestation) error {
 		return fmt.Errorf("sev-snp report has no VCEK in its certificate table and the cache has none: %w", err)
 	}
 	att.CertificateChain.VcekCert = der
+	return nil
+}
+
+// notRevoked refuses an endorsement key (VCEK or VLEK) the recorded CRL
+// lists; go-sev-guest checks the ASK and the CRL's signature.
+func (s *SNP) notRevoked(att *spb.Attestation) error {
+	if s.CRL == nil {
+		return nil
+	}
+	for _, der := range [][]byte{att.GetCertificateChain().GetVcekCert(), att.GetCertificateChain().GetVlekCert()} {
+		if len(der) == 0 {
+			continue
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("parsing sev-snp endorsement key certificate: %w", err)
+		}
+		for _, e := range s.CRL.RevokedCertificateEntries {
+			if e.SerialNumber.Cmp(cert.SerialNumber) == 0 {
+				return fmt.Errorf("sev-snp endorsement key: expected a certificate the AMD CRL does not revoke, seen serial %s revoked at %s",
+					cert.SerialNumber, e.RevocationTime.UTC().Format(time.RFC3339))
+			}
+		}
+	}
 	return nil
 }
 

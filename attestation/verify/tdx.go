@@ -8,9 +8,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	tdxabi "github.com/google/go-tdx-guest/abi"
+	"github.com/google/go-tdx-guest/pcs"
 	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
 	tdxverify "github.com/google/go-tdx-guest/verify"
 
@@ -123,6 +125,42 @@ func LoadCollateral(path string) (*Collateral, error) {
 	return &c, nil
 }
 
+// Complete checks that the file holds every kind of collateral a TDX
+// quote is checked against: TCB info, QE identity, the PCK CRL and the
+// Intel root CA CRL; the error names the missing ones.
+func (c *Collateral) Complete() error {
+	kinds := []struct {
+		name string
+		has  func(string) bool
+	}{
+		{"TCB info (" + pcs.TcbInfoURL("<fmspc>") + ")", func(u string) bool { return strings.HasPrefix(u, pcs.TcbInfoURL("")) }},
+		{"QE identity (" + pcs.QeIdentityURL() + ")", func(u string) bool { return u == pcs.QeIdentityURL() }},
+		{"PCK CRL (" + pcs.PckCrlURL("<ca>") + ")", func(u string) bool {
+			return strings.HasPrefix(u, strings.SplitN(pcs.PckCrlURL(""), "?", 2)[0])
+		}},
+		{"root CA CRL (https://certificates.trustedservices.intel.com/IntelSGXRootCA.der)", func(u string) bool {
+			return strings.HasPrefix(u, "https://certificates.trustedservices.intel.com/")
+		}},
+	}
+	var missing []string
+	for _, k := range kinds {
+		found := false
+		for u := range c.Responses {
+			if k.has(u) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			missing = append(missing, k.name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("tdx collateral: expected TCB info, QE identity, PCK CRL and root CA CRL, missing %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
 // Get implements go-tdx-guest's trust.HTTPSGetter.
 func (c *Collateral) Get(url string) (map[string][]string, []byte, error) {
 	r, ok := c.Responses[url]
@@ -131,3 +169,7 @@ func (c *Collateral) Get(url string) (map[string][]string, []byte, error) {
 	}
 	return r.Header, r.Body, nil
 }
+
+// ChecksCollateral reports whether quotes are checked against collateral
+// (TCB info, QE identity, CRLs); a production broker requires it.
+func (t *TDX) ChecksCollateral() bool { return t.Collateral != nil }

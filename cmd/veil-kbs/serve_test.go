@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -13,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,19 +31,19 @@ func TestServeTLSDevMode(t *testing.T) {
 	certFile, keyFile := writeCert(t, dir)
 	store := filepath.Join(dir, "store")
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
+	ready := make(chan addrs, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- serve(ctx, []string{"--store", store, "--listen", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile, "--dev"}, ready)
+		done <- serve(ctx, []string{"--store", store, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile, "--dev"}, ready)
 	}()
-	var addr string
+	var a addrs
 	select {
-	case addr = <-ready:
+	case a = <-ready:
 	case err := <-done:
 		t.Fatalf("serve: %v", err)
 	}
-	url := "https://" + addr
-	admin := []string{"--url", url, "--admin-token-file", filepath.Join(store, "admin-token"), "--ca", certFile}
+	url := "https://" + a.Public
+	admin := []string{"--url", "http://" + a.Admin, "--admin-token-file", filepath.Join(store, "admin-token"), "--dev"}
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
@@ -103,4 +105,66 @@ func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
 		t.Fatal(err)
 	}
 	return certFile, keyFile
+}
+
+// TestAdminMTLS: an admin listener on a public address needs a client
+// CA, and then serves only clients holding a certificate from it.
+func TestAdminMTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := writeCert(t, dir)
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "admin ca"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	cliKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cliDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "operator"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature}, ca, &cliKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliKeyDER, _ := x509.MarshalECPrivateKey(cliKey)
+	caFile, cliCert, cliKeyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cli.pem"), filepath.Join(dir, "cli-key.pem")
+	for f, b := range map[string]*pem.Block{caFile: {Type: "CERTIFICATE", Bytes: caDER}, cliCert: {Type: "CERTIFICATE", Bytes: cliDER}, cliKeyFile: {Type: "EC PRIVATE KEY", Bytes: cliKeyDER}} {
+		if err := os.WriteFile(f, pem.EncodeToMemory(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store := filepath.Join(dir, "store")
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan addrs, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, []string{"--store", store, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--admin-client-ca", caFile,
+			"--tls-cert", certFile, "--tls-key", keyFile}, ready)
+	}()
+	var a addrs
+	select {
+	case a = <-ready:
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	}
+	base := []string{"--url", "https://" + a.Admin, "--admin-token-file", filepath.Join(store, "admin-token"), "--ca", certFile}
+	var out bytes.Buffer
+	if err := adminCommand("resource", append([]string{"list"}, append(base, "--client-cert", cliCert, "--client-key", cliKeyFile)...), &out); err != nil {
+		t.Fatalf("resource list with a client certificate: %v", err)
+	}
+	if err := adminCommand("resource", append([]string{"list"}, base...), &out); err == nil {
+		t.Fatal("admin API served a client without a certificate")
+	}
+	// The public listener serves no admin path.
+	if err := adminCommand("resource", append([]string{"list", "--url", "https://" + a.Public}, base[2:]...), &out); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("admin path on the public listener = %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -3,6 +3,7 @@
 // telling containerd that image layers already exist (snapshotter/).
 //
 //	veil-snapshotter [--address /run/veil/snapshotter.sock] [--root /var/lib/veil/snapshotter]
+//	veil-snapshotter --version
 //
 // containerd config:
 //
@@ -15,6 +16,8 @@
 package main
 
 import (
+	"github.com/veil-runtime/veil/cmd/internal/cli"
+
 	"context"
 	"flag"
 	"fmt"
@@ -27,18 +30,23 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "veil-snapshotter:", err)
-		os.Exit(1)
-	}
+	cli.Exit("veil-snapshotter", run(os.Args[1:]))
 }
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("veil-snapshotter", flag.ContinueOnError)
 	address := fs.String("address", "/run/veil/snapshotter.sock", "unix socket containerd's proxy plugin dials")
 	root := fs.String("root", "/var/lib/veil/snapshotter", "state directory (snapshot metadata and directories)")
-	if err := fs.Parse(args); err != nil {
+	version := fs.Bool("version", false, "print the commit and the guest image digest, and exit")
+	if len(args) == 1 && cli.IsVersion(args[0]) {
+		*version, args = true, nil
+	}
+	if err := cli.Parse(fs, args); err != nil {
 		return err
+	}
+	if *version {
+		cli.PrintVersion(os.Stdout, "veil-snapshotter", true)
+		return nil
 	}
 	if fs.NArg() != 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/veil-runtime/veil/cmd/internal/cli"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,7 +21,7 @@ func checkCmd(args []string, stdout io.Writer) error {
 	guestDir := fs.String("guest-dir", hostcheck.DefaultGuestDir, "installed guest image (vmlinuz, vmlinux, initrd.img, manifest.json)")
 	qemu := fs.String("qemu", "", "QEMU binary (default: qemu-system-x86_64 on PATH)")
 	containerd := fs.String("containerd", "", "containerd binary (default: containerd on PATH)")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return helpIsNoError(err)
 	}
 	if fs.NArg() != 0 {

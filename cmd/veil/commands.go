@@ -7,6 +7,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/veil-runtime/veil/cmd/internal/cli"
 )
 
 // command runs one subcommand with its arguments.
@@ -25,7 +27,17 @@ var commands = map[string]command{
 	"debug":     {run: debugCmd, usage: "debug console SANDBOX: a root shell inside the pod's VM"},
 	"image":     {run: imageCmd, usage: "encrypt (ocicrypt), sign (cosign format) and keygen for images the guest pulls"},
 	"policy":    {run: policyCmd, usage: "generate the init-data that binds a pod's spec from its manifest; check a container spec against it"},
+	"measure":   {run: measureCmd, usage: "compute the launch measurement (SNP digest, TDX MRTD/RTMRs) and init-data digest of a handler's pod VM"},
 	"metrics":   {run: metricsCmd, usage: "scrape every pod's shim metrics: Prometheus text, a table (--format table) or an HTTP exporter (--listen)"},
+	"version":   {run: versionCmd, usage: "print the commit veil was built from and the guest image's digest (also --version)"},
+}
+
+func versionCmd(args []string, stdout io.Writer) error {
+	if len(args) != 0 {
+		return fmt.Errorf("version takes no arguments, got %q", args)
+	}
+	cli.PrintVersion(stdout, "veil", true)
+	return nil
 }
 
 func run(args []string) error {
@@ -35,6 +47,9 @@ func run(args []string) error {
 			return errors.New("no command")
 		}
 		return nil
+	}
+	if cli.IsVersion(args[0]) {
+		return versionCmd(args[1:], os.Stdout)
 	}
 	c, ok := commands[args[0]]
 	if !ok {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/veil-runtime/veil/cmd/internal/cli"
+
 	"errors"
 	"flag"
 	"fmt"
@@ -30,7 +32,7 @@ func debugCmd(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("debug console", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), debugUsage); fs.PrintDefaults() }
 	root := fs.String("root", shim.DefaultStateRoot, "the shims' pod state directory")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := cli.Parse(fs, args[1:]); err != nil {
 		return helpIsNoError(err)
 	}
 	if fs.NArg() != 1 {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/veil-runtime/veil/cmd/internal/cli"
+
 	"context"
 	"crypto/tls"
 	"errors"
@@ -153,7 +155,7 @@ func imageEncrypt(ctx context.Context, args []string, stdout io.Writer) (err err
 	resource := fs.String("resource", "default/image-key/app", "broker resource path the instructions name for the generated key")
 	plat := fs.String("platform", "linux/amd64", "platform picked when SRC is an index")
 	insecure := fs.Bool("insecure", false, "plain-HTTP (or untrusted TLS) registries")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 2 {
@@ -241,9 +243,10 @@ func registerHelp(keyFile, resource string) string {
 		abs = keyFile
 	}
 	return fmt.Sprintf(`private key: %[1]s (public: %[1]s.pub)
-register it with veil-kbs as a resource and allow it to your pods' TEE:
-  veil-kbs resource set --url https://KBS:8080 --admin-token-file /var/lib/veil-kbs/admin-token %[2]s %[1]s
-  veil-kbs resource-policy set --url https://KBS:8080 rules.json   # a rule {"resource": "%[2]s", "tees": ["snp", "tdx"], ...}
+register it with veil-kbs as a resource and allow it to your pods' TEE (on the broker's host:
+the admin API listens on loopback, or give --url https://KBS:8081 with --client-cert for mTLS):
+  veil-kbs resource set --admin-token-file /var/lib/veil-kbs/admin-token %[2]s %[1]s
+  veil-kbs resource-policy set rules.json   # a rule {"resource": "%[2]s", "tees": ["snp", "tdx"], "init_data_digests": [...]}
 and name it in the pods' init-data:
   veil initdata build --broker-url https://KBS:8080 --image-policy policy.json --image-key kbs:///%[2]s ...
 `, abs, resource)
@@ -270,7 +273,7 @@ func imageSign(args []string, stdout io.Writer) error {
 	keyFile := fs.String("key", "", "PEM private key (from veil image keygen; ECDSA, RSA or Ed25519)")
 	format := fs.String("format", "bundle", "bundle (cosign v3: a Sigstore bundle as an OCI referrer) or legacy (the .sig tag)")
 	insecure := fs.Bool("insecure", false, "plain-HTTP (or untrusted TLS) registry")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 || *keyFile == "" {
@@ -311,7 +314,7 @@ func imageSign(args []string, stdout io.Writer) error {
 func imageKeygen(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("image keygen", flag.ContinueOnError)
 	prefix := fs.String("o", "cosign", "output prefix: PREFIX.key and PREFIX.pub")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/veil-runtime/veil/cmd/internal/cli"
+
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -89,7 +91,7 @@ func initdataBuild(args []string, stdout io.Writer) error {
 	mirrors := mirrorFlags{}
 	fs.Var(mirrors, "mirror", "registry mirror for guest pull, REGISTRY=MIRROR (repeatable; tried in order)")
 	registryRoots := fs.String("registry-roots", "", "PEM file of extra TLS roots for registries")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	d := &initdata.Document{Version: initdata.Version, Algorithm: initdata.Algorithm}
@@ -201,7 +203,7 @@ func readDoc(fs *flag.FlagSet, annotation string) ([]byte, error) {
 func initdataPrint(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("initdata print", flag.ContinueOnError)
 	annotation := fs.String("annotation", "", "decode this "+initdata.Annotation+" annotation value")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	doc, err := loadDoc(fs, *annotation)
@@ -224,7 +226,7 @@ func initdataDigest(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("initdata digest", flag.ContinueOnError)
 	annotation := fs.String("annotation", "", "decode this "+initdata.Annotation+" annotation value")
 	field := fs.String("field", "sha256", "sha256, hostdata (SNP, 32 bytes), mrconfigid (TDX, 48 bytes) or annotation")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	doc, err := loadDoc(fs, *annotation)
@@ -257,7 +259,7 @@ func initdataCheck(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("initdata check", flag.ContinueOnError)
 	annotation := fs.String("annotation", "", "decode this "+initdata.Annotation+" annotation value")
 	want := fs.String("digest", "", "expected digest (hex sha256, hostdata or mrconfigid)")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	doc, err := loadDoc(fs, *annotation)

@@ -18,7 +18,7 @@ func TestInitdataBuildPrintDigestCheck(t *testing.T) {
 	}
 	doc := filepath.Join(dir, "initdata.toml")
 	var out bytes.Buffer
-	if err := initdataCmd([]string{"build", "--broker-url", "https://kbs.example:8080", "--agent-policy", policy, "--file", "cdh.toml=" + policy, "-o", doc}, &out); err != nil {
+	if err := initdataCmd([]string{"build", "--broker-url", "https://kbs.example:8080", "--agent-policy", policy, "--file", "notes.txt=" + policy, "-o", doc}, &out); err != nil {
 		t.Fatalf("build: %v", err)
 	}
 	raw, err := os.ReadFile(doc)
@@ -29,7 +29,7 @@ func TestInitdataBuildPrintDigestCheck(t *testing.T) {
 	if err != nil {
 		t.Fatalf("built document does not parse: %v\n%s", err, raw)
 	}
-	if d.Broker.URL != "https://kbs.example:8080" || !strings.Contains(d.Agent.Policy, "ExecProcessRequest") || d.Data["cdh.toml"] == "" {
+	if d.Broker.URL != "https://kbs.example:8080" || !strings.Contains(d.Agent.Policy, "ExecProcessRequest") || d.Data["notes.txt"] == "" {
 		t.Fatalf("built document = %+v", d)
 	}
 

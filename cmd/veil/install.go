@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/veil-runtime/veil/cmd/internal/cli"
+
 	"context"
 	"flag"
 	"fmt"
@@ -79,7 +81,7 @@ func installCmd(args []string, stdout io.Writer) error {
 	containerdBin := fs.String("containerd", "", "the host's containerd binary, asked for its version (default: on the host's PATH)")
 	containerdVersion := fs.String("containerd-version", "", "containerd's version, when the binary cannot be run (e.g. 2.4.2)")
 	handlers := fs.String("handlers", strings.Join(install.Handlers, ","), "CRI runtime handlers to add")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return helpIsNoError(err)
 	}
 	if fs.NArg() != 0 {
@@ -163,7 +165,7 @@ func uninstallCmd(args []string, stdout io.Writer) error {
 	var n nodeFlags
 	n.register(fs)
 	force := fs.Bool("force", false, "uninstall even while veil pods' shims run (containerd then cannot clean those pods up)")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return helpIsNoError(err)
 	}
 	if fs.NArg() != 0 {

@@ -4,13 +4,11 @@
 package main
 
 import (
-	"fmt"
 	"os"
+
+	"github.com/veil-runtime/veil/cmd/internal/cli"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "veil:", err)
-		os.Exit(1)
-	}
+	cli.Exit("veil", run(os.Args[1:]))
 }

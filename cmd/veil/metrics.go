@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/veil-runtime/veil/cmd/internal/cli"
+
 	"context"
 	"errors"
 	"flag"
@@ -29,7 +31,7 @@ func metricsCmd(args []string, stdout io.Writer) error {
 	root := fs.String("root", shim.DefaultStateRoot, "the shims' state root (each pod's metrics.sock is in <root>/<namespace>/<sandbox>)")
 	format := fs.String("format", "prometheus", "output: prometheus (aggregated exposition with namespace and sandbox labels) or table")
 	listen := fs.String("listen", "", "serve the aggregate over HTTP on ADDR (host:port) at /metrics instead of printing it once")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return helpIsNoError(err)
 	}
 	if fs.NArg() != 0 {

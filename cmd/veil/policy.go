@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/veil-runtime/veil/cmd/internal/cli"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -93,7 +95,7 @@ func policyGenerate(ctx context.Context, args []string, stdout, stderr io.Writer
 	mirrors := mirrorFlags{}
 	fs.Var(mirrors, "mirror", "registry mirror for the guest's pulls, REGISTRY=MIRROR (repeatable)")
 	registryRoots := fs.String("registry-roots", "", "PEM file of extra TLS roots for registries")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if len(manifests) == 0 || fs.NArg() != 0 {
@@ -193,7 +195,7 @@ func policyCheck(args []string, stdout io.Writer) error {
 	specFile := fs.String("spec", "", "OCI config.json, or crictl inspect output (- is stdin)")
 	image := fs.String("image", "", "image reference (sets the "+shim.ImageNameAnnotation+" annotation)")
 	name := fs.String("name", "", "container name (sets the "+containerNameAnnotation+" annotation)")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 || *specFile == "" || (*docFile == "") == (*annotation == "") {

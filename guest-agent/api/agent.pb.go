@@ -296,7 +296,12 @@ type CreateSandboxRequest struct {
 	Storages []*Storage `protobuf:"bytes,4,rep,name=storages,proto3" json:"storages,omitempty"`
 	// sandbox_pidns asks for one PID namespace shared by all containers of
 	// the pod (Kubernetes shareProcessNamespace).
-	SandboxPidns  bool `protobuf:"varint,5,opt,name=sandbox_pidns,json=sandboxPidns,proto3" json:"sandbox_pidns,omitempty"`
+	SandboxPidns bool `protobuf:"varint,5,opt,name=sandbox_pidns,json=sandboxPidns,proto3" json:"sandbox_pidns,omitempty"`
+	// sysctls are the pod's namespaced sysctls (the CRI sandbox's
+	// linux.sysctl: kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*,
+	// net.*), written in the guest's network and IPC namespaces, which are
+	// the pod's, before the call returns. Any other name is refused.
+	Sysctls       map[string]string `protobuf:"bytes,6,rep,name=sysctls,proto3" json:"sysctls,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -364,6 +369,13 @@ func (x *CreateSandboxRequest) GetSandboxPidns() bool {
 		return x.SandboxPidns
 	}
 	return false
+}
+
+func (x *CreateSandboxRequest) GetSysctls() map[string]string {
+	if x != nil {
+		return x.Sysctls
+	}
+	return nil
 }
 
 type DestroySandboxRequest struct {
@@ -3650,14 +3662,18 @@ const file_agent_proto_rawDesc = "" +
 	"\vmount_point\x18\x03 \x01(\tR\n" +
 	"mountPoint\x12\x16\n" +
 	"\x06fstype\x18\x04 \x01(\tR\x06fstype\x12\x18\n" +
-	"\aoptions\x18\x05 \x03(\tR\aoptions\"\xbc\x01\n" +
+	"\aoptions\x18\x05 \x03(\tR\aoptions\"\xc4\x02\n" +
 	"\x14CreateSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x10\n" +
 	"\x03dns\x18\x03 \x03(\tR\x03dns\x122\n" +
 	"\bstorages\x18\x04 \x03(\v2\x16.veil.agent.v1.StorageR\bstorages\x12#\n" +
-	"\rsandbox_pidns\x18\x05 \x01(\bR\fsandboxPidns\"6\n" +
+	"\rsandbox_pidns\x18\x05 \x01(\bR\fsandboxPidns\x12J\n" +
+	"\asysctls\x18\x06 \x03(\v20.veil.agent.v1.CreateSandboxRequest.SysctlsEntryR\asysctls\x1a:\n" +
+	"\fSysctlsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"6\n" +
 	"\x15DestroySandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"0\n" +
@@ -3932,7 +3948,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_agent_proto_goTypes = []any{
 	(Status)(0),                     // 0: veil.agent.v1.Status
 	(CheckResponse_Status)(0),       // 1: veil.agent.v1.CheckResponse.Status
@@ -4001,112 +4017,114 @@ var file_agent_proto_goTypes = []any{
 	(*DecisionLogResponse)(nil),     // 64: veil.agent.v1.DecisionLogResponse
 	(*PullImageRequest)(nil),        // 65: veil.agent.v1.PullImageRequest
 	(*PullImageResponse)(nil),       // 66: veil.agent.v1.PullImageResponse
-	(*timestamppb.Timestamp)(nil),   // 67: google.protobuf.Timestamp
-	(*anypb.Any)(nil),               // 68: google.protobuf.Any
-	(*emptypb.Empty)(nil),           // 69: google.protobuf.Empty
+	nil,                             // 67: veil.agent.v1.CreateSandboxRequest.SysctlsEntry
+	(*timestamppb.Timestamp)(nil),   // 68: google.protobuf.Timestamp
+	(*anypb.Any)(nil),               // 69: google.protobuf.Any
+	(*emptypb.Empty)(nil),           // 70: google.protobuf.Empty
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: veil.agent.v1.CreateSandboxRequest.storages:type_name -> veil.agent.v1.Storage
-	1,  // 1: veil.agent.v1.CheckResponse.status:type_name -> veil.agent.v1.CheckResponse.Status
-	3,  // 2: veil.agent.v1.CreateContainerRequest.rootfs:type_name -> veil.agent.v1.Storage
-	3,  // 3: veil.agent.v1.CreateContainerRequest.storages:type_name -> veil.agent.v1.Storage
-	16, // 4: veil.agent.v1.CreateContainerRequest.devices:type_name -> veil.agent.v1.Device
-	0,  // 5: veil.agent.v1.StateContainerResponse.status:type_name -> veil.agent.v1.Status
-	67, // 6: veil.agent.v1.StateContainerResponse.exited_at:type_name -> google.protobuf.Timestamp
-	23, // 7: veil.agent.v1.ListPidsResponse.processes:type_name -> veil.agent.v1.ProcessInfo
-	68, // 8: veil.agent.v1.StatsContainerResponse.metrics:type_name -> google.protobuf.Any
-	67, // 9: veil.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
-	44, // 10: veil.agent.v1.Interface.addresses:type_name -> veil.agent.v1.IPAddress
-	45, // 11: veil.agent.v1.UpdateInterfaceRequest.interface:type_name -> veil.agent.v1.Interface
-	47, // 12: veil.agent.v1.UpdateRoutesRequest.routes:type_name -> veil.agent.v1.Route
-	47, // 13: veil.agent.v1.UpdateRoutesResponse.routes:type_name -> veil.agent.v1.Route
-	50, // 14: veil.agent.v1.AddNeighborsRequest.neighbors:type_name -> veil.agent.v1.Neighbor
-	45, // 15: veil.agent.v1.ListInterfacesResponse.interfaces:type_name -> veil.agent.v1.Interface
-	47, // 16: veil.agent.v1.ListRoutesResponse.routes:type_name -> veil.agent.v1.Route
-	2,  // 17: veil.agent.v1.CopyFileRequest.kind:type_name -> veil.agent.v1.CopyFileRequest.Kind
-	67, // 18: veil.agent.v1.Decision.time:type_name -> google.protobuf.Timestamp
-	63, // 19: veil.agent.v1.DecisionLogResponse.decisions:type_name -> veil.agent.v1.Decision
-	4,  // 20: veil.agent.v1.Sandbox.CreateSandbox:input_type -> veil.agent.v1.CreateSandboxRequest
-	5,  // 21: veil.agent.v1.Sandbox.DestroySandbox:input_type -> veil.agent.v1.DestroySandboxRequest
-	6,  // 22: veil.agent.v1.Sandbox.SetHostname:input_type -> veil.agent.v1.SetHostnameRequest
-	7,  // 23: veil.agent.v1.Sandbox.SetDNS:input_type -> veil.agent.v1.SetDNSRequest
-	8,  // 24: veil.agent.v1.Sandbox.GuestDetails:input_type -> veil.agent.v1.GuestDetailsRequest
-	10, // 25: veil.agent.v1.Sandbox.Check:input_type -> veil.agent.v1.CheckRequest
-	12, // 26: veil.agent.v1.Sandbox.Version:input_type -> veil.agent.v1.VersionRequest
-	14, // 27: veil.agent.v1.Sandbox.Shutdown:input_type -> veil.agent.v1.ShutdownRequest
-	15, // 28: veil.agent.v1.Container.CreateContainer:input_type -> veil.agent.v1.CreateContainerRequest
-	18, // 29: veil.agent.v1.Container.StartContainer:input_type -> veil.agent.v1.StartContainerRequest
-	19, // 30: veil.agent.v1.Container.RemoveContainer:input_type -> veil.agent.v1.RemoveContainerRequest
-	20, // 31: veil.agent.v1.Container.StateContainer:input_type -> veil.agent.v1.StateContainerRequest
-	22, // 32: veil.agent.v1.Container.ListPids:input_type -> veil.agent.v1.ListPidsRequest
-	25, // 33: veil.agent.v1.Container.StatsContainer:input_type -> veil.agent.v1.StatsContainerRequest
-	27, // 34: veil.agent.v1.Container.UpdateContainer:input_type -> veil.agent.v1.UpdateContainerRequest
-	28, // 35: veil.agent.v1.Container.PauseContainer:input_type -> veil.agent.v1.PauseContainerRequest
-	29, // 36: veil.agent.v1.Container.ResumeContainer:input_type -> veil.agent.v1.ResumeContainerRequest
-	30, // 37: veil.agent.v1.Container.GetOOMEvent:input_type -> veil.agent.v1.GetOOMEventRequest
-	32, // 38: veil.agent.v1.Process.ExecProcess:input_type -> veil.agent.v1.ExecProcessRequest
-	34, // 39: veil.agent.v1.Process.WaitProcess:input_type -> veil.agent.v1.WaitProcessRequest
-	36, // 40: veil.agent.v1.Process.SignalProcess:input_type -> veil.agent.v1.SignalProcessRequest
-	37, // 41: veil.agent.v1.Process.ResizeTTY:input_type -> veil.agent.v1.ResizeTTYRequest
-	38, // 42: veil.agent.v1.Process.WriteStdin:input_type -> veil.agent.v1.WriteStdinRequest
-	40, // 43: veil.agent.v1.Process.CloseStdin:input_type -> veil.agent.v1.CloseStdinRequest
-	41, // 44: veil.agent.v1.Process.ReadStdout:input_type -> veil.agent.v1.ReadStreamRequest
-	41, // 45: veil.agent.v1.Process.ReadStderr:input_type -> veil.agent.v1.ReadStreamRequest
-	43, // 46: veil.agent.v1.Process.DeleteProcess:input_type -> veil.agent.v1.DeleteProcessRequest
-	46, // 47: veil.agent.v1.Network.UpdateInterface:input_type -> veil.agent.v1.UpdateInterfaceRequest
-	48, // 48: veil.agent.v1.Network.UpdateRoutes:input_type -> veil.agent.v1.UpdateRoutesRequest
-	51, // 49: veil.agent.v1.Network.AddNeighbors:input_type -> veil.agent.v1.AddNeighborsRequest
-	52, // 50: veil.agent.v1.Network.ListInterfaces:input_type -> veil.agent.v1.ListInterfacesRequest
-	54, // 51: veil.agent.v1.Network.ListRoutes:input_type -> veil.agent.v1.ListRoutesRequest
-	56, // 52: veil.agent.v1.Volume.CopyFile:input_type -> veil.agent.v1.CopyFileRequest
-	57, // 53: veil.agent.v1.Volume.RemovePath:input_type -> veil.agent.v1.RemovePathRequest
-	58, // 54: veil.agent.v1.Attestation.SetInitData:input_type -> veil.agent.v1.SetInitDataRequest
-	60, // 55: veil.agent.v1.Attestation.Attest:input_type -> veil.agent.v1.AttestRequest
-	62, // 56: veil.agent.v1.Attestation.DecisionLog:input_type -> veil.agent.v1.DecisionLogRequest
-	65, // 57: veil.agent.v1.Image.PullImage:input_type -> veil.agent.v1.PullImageRequest
-	69, // 58: veil.agent.v1.Sandbox.CreateSandbox:output_type -> google.protobuf.Empty
-	69, // 59: veil.agent.v1.Sandbox.DestroySandbox:output_type -> google.protobuf.Empty
-	69, // 60: veil.agent.v1.Sandbox.SetHostname:output_type -> google.protobuf.Empty
-	69, // 61: veil.agent.v1.Sandbox.SetDNS:output_type -> google.protobuf.Empty
-	9,  // 62: veil.agent.v1.Sandbox.GuestDetails:output_type -> veil.agent.v1.GuestDetailsResponse
-	11, // 63: veil.agent.v1.Sandbox.Check:output_type -> veil.agent.v1.CheckResponse
-	13, // 64: veil.agent.v1.Sandbox.Version:output_type -> veil.agent.v1.VersionResponse
-	69, // 65: veil.agent.v1.Sandbox.Shutdown:output_type -> google.protobuf.Empty
-	17, // 66: veil.agent.v1.Container.CreateContainer:output_type -> veil.agent.v1.CreateContainerResponse
-	69, // 67: veil.agent.v1.Container.StartContainer:output_type -> google.protobuf.Empty
-	69, // 68: veil.agent.v1.Container.RemoveContainer:output_type -> google.protobuf.Empty
-	21, // 69: veil.agent.v1.Container.StateContainer:output_type -> veil.agent.v1.StateContainerResponse
-	24, // 70: veil.agent.v1.Container.ListPids:output_type -> veil.agent.v1.ListPidsResponse
-	26, // 71: veil.agent.v1.Container.StatsContainer:output_type -> veil.agent.v1.StatsContainerResponse
-	69, // 72: veil.agent.v1.Container.UpdateContainer:output_type -> google.protobuf.Empty
-	69, // 73: veil.agent.v1.Container.PauseContainer:output_type -> google.protobuf.Empty
-	69, // 74: veil.agent.v1.Container.ResumeContainer:output_type -> google.protobuf.Empty
-	31, // 75: veil.agent.v1.Container.GetOOMEvent:output_type -> veil.agent.v1.GetOOMEventResponse
-	33, // 76: veil.agent.v1.Process.ExecProcess:output_type -> veil.agent.v1.ExecProcessResponse
-	35, // 77: veil.agent.v1.Process.WaitProcess:output_type -> veil.agent.v1.WaitProcessResponse
-	69, // 78: veil.agent.v1.Process.SignalProcess:output_type -> google.protobuf.Empty
-	69, // 79: veil.agent.v1.Process.ResizeTTY:output_type -> google.protobuf.Empty
-	39, // 80: veil.agent.v1.Process.WriteStdin:output_type -> veil.agent.v1.WriteStdinResponse
-	69, // 81: veil.agent.v1.Process.CloseStdin:output_type -> google.protobuf.Empty
-	42, // 82: veil.agent.v1.Process.ReadStdout:output_type -> veil.agent.v1.ReadStreamResponse
-	42, // 83: veil.agent.v1.Process.ReadStderr:output_type -> veil.agent.v1.ReadStreamResponse
-	69, // 84: veil.agent.v1.Process.DeleteProcess:output_type -> google.protobuf.Empty
-	45, // 85: veil.agent.v1.Network.UpdateInterface:output_type -> veil.agent.v1.Interface
-	49, // 86: veil.agent.v1.Network.UpdateRoutes:output_type -> veil.agent.v1.UpdateRoutesResponse
-	69, // 87: veil.agent.v1.Network.AddNeighbors:output_type -> google.protobuf.Empty
-	53, // 88: veil.agent.v1.Network.ListInterfaces:output_type -> veil.agent.v1.ListInterfacesResponse
-	55, // 89: veil.agent.v1.Network.ListRoutes:output_type -> veil.agent.v1.ListRoutesResponse
-	69, // 90: veil.agent.v1.Volume.CopyFile:output_type -> google.protobuf.Empty
-	69, // 91: veil.agent.v1.Volume.RemovePath:output_type -> google.protobuf.Empty
-	59, // 92: veil.agent.v1.Attestation.SetInitData:output_type -> veil.agent.v1.SetInitDataResponse
-	61, // 93: veil.agent.v1.Attestation.Attest:output_type -> veil.agent.v1.AttestResponse
-	64, // 94: veil.agent.v1.Attestation.DecisionLog:output_type -> veil.agent.v1.DecisionLogResponse
-	66, // 95: veil.agent.v1.Image.PullImage:output_type -> veil.agent.v1.PullImageResponse
-	58, // [58:96] is the sub-list for method output_type
-	20, // [20:58] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	67, // 1: veil.agent.v1.CreateSandboxRequest.sysctls:type_name -> veil.agent.v1.CreateSandboxRequest.SysctlsEntry
+	1,  // 2: veil.agent.v1.CheckResponse.status:type_name -> veil.agent.v1.CheckResponse.Status
+	3,  // 3: veil.agent.v1.CreateContainerRequest.rootfs:type_name -> veil.agent.v1.Storage
+	3,  // 4: veil.agent.v1.CreateContainerRequest.storages:type_name -> veil.agent.v1.Storage
+	16, // 5: veil.agent.v1.CreateContainerRequest.devices:type_name -> veil.agent.v1.Device
+	0,  // 6: veil.agent.v1.StateContainerResponse.status:type_name -> veil.agent.v1.Status
+	68, // 7: veil.agent.v1.StateContainerResponse.exited_at:type_name -> google.protobuf.Timestamp
+	23, // 8: veil.agent.v1.ListPidsResponse.processes:type_name -> veil.agent.v1.ProcessInfo
+	69, // 9: veil.agent.v1.StatsContainerResponse.metrics:type_name -> google.protobuf.Any
+	68, // 10: veil.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
+	44, // 11: veil.agent.v1.Interface.addresses:type_name -> veil.agent.v1.IPAddress
+	45, // 12: veil.agent.v1.UpdateInterfaceRequest.interface:type_name -> veil.agent.v1.Interface
+	47, // 13: veil.agent.v1.UpdateRoutesRequest.routes:type_name -> veil.agent.v1.Route
+	47, // 14: veil.agent.v1.UpdateRoutesResponse.routes:type_name -> veil.agent.v1.Route
+	50, // 15: veil.agent.v1.AddNeighborsRequest.neighbors:type_name -> veil.agent.v1.Neighbor
+	45, // 16: veil.agent.v1.ListInterfacesResponse.interfaces:type_name -> veil.agent.v1.Interface
+	47, // 17: veil.agent.v1.ListRoutesResponse.routes:type_name -> veil.agent.v1.Route
+	2,  // 18: veil.agent.v1.CopyFileRequest.kind:type_name -> veil.agent.v1.CopyFileRequest.Kind
+	68, // 19: veil.agent.v1.Decision.time:type_name -> google.protobuf.Timestamp
+	63, // 20: veil.agent.v1.DecisionLogResponse.decisions:type_name -> veil.agent.v1.Decision
+	4,  // 21: veil.agent.v1.Sandbox.CreateSandbox:input_type -> veil.agent.v1.CreateSandboxRequest
+	5,  // 22: veil.agent.v1.Sandbox.DestroySandbox:input_type -> veil.agent.v1.DestroySandboxRequest
+	6,  // 23: veil.agent.v1.Sandbox.SetHostname:input_type -> veil.agent.v1.SetHostnameRequest
+	7,  // 24: veil.agent.v1.Sandbox.SetDNS:input_type -> veil.agent.v1.SetDNSRequest
+	8,  // 25: veil.agent.v1.Sandbox.GuestDetails:input_type -> veil.agent.v1.GuestDetailsRequest
+	10, // 26: veil.agent.v1.Sandbox.Check:input_type -> veil.agent.v1.CheckRequest
+	12, // 27: veil.agent.v1.Sandbox.Version:input_type -> veil.agent.v1.VersionRequest
+	14, // 28: veil.agent.v1.Sandbox.Shutdown:input_type -> veil.agent.v1.ShutdownRequest
+	15, // 29: veil.agent.v1.Container.CreateContainer:input_type -> veil.agent.v1.CreateContainerRequest
+	18, // 30: veil.agent.v1.Container.StartContainer:input_type -> veil.agent.v1.StartContainerRequest
+	19, // 31: veil.agent.v1.Container.RemoveContainer:input_type -> veil.agent.v1.RemoveContainerRequest
+	20, // 32: veil.agent.v1.Container.StateContainer:input_type -> veil.agent.v1.StateContainerRequest
+	22, // 33: veil.agent.v1.Container.ListPids:input_type -> veil.agent.v1.ListPidsRequest
+	25, // 34: veil.agent.v1.Container.StatsContainer:input_type -> veil.agent.v1.StatsContainerRequest
+	27, // 35: veil.agent.v1.Container.UpdateContainer:input_type -> veil.agent.v1.UpdateContainerRequest
+	28, // 36: veil.agent.v1.Container.PauseContainer:input_type -> veil.agent.v1.PauseContainerRequest
+	29, // 37: veil.agent.v1.Container.ResumeContainer:input_type -> veil.agent.v1.ResumeContainerRequest
+	30, // 38: veil.agent.v1.Container.GetOOMEvent:input_type -> veil.agent.v1.GetOOMEventRequest
+	32, // 39: veil.agent.v1.Process.ExecProcess:input_type -> veil.agent.v1.ExecProcessRequest
+	34, // 40: veil.agent.v1.Process.WaitProcess:input_type -> veil.agent.v1.WaitProcessRequest
+	36, // 41: veil.agent.v1.Process.SignalProcess:input_type -> veil.agent.v1.SignalProcessRequest
+	37, // 42: veil.agent.v1.Process.ResizeTTY:input_type -> veil.agent.v1.ResizeTTYRequest
+	38, // 43: veil.agent.v1.Process.WriteStdin:input_type -> veil.agent.v1.WriteStdinRequest
+	40, // 44: veil.agent.v1.Process.CloseStdin:input_type -> veil.agent.v1.CloseStdinRequest
+	41, // 45: veil.agent.v1.Process.ReadStdout:input_type -> veil.agent.v1.ReadStreamRequest
+	41, // 46: veil.agent.v1.Process.ReadStderr:input_type -> veil.agent.v1.ReadStreamRequest
+	43, // 47: veil.agent.v1.Process.DeleteProcess:input_type -> veil.agent.v1.DeleteProcessRequest
+	46, // 48: veil.agent.v1.Network.UpdateInterface:input_type -> veil.agent.v1.UpdateInterfaceRequest
+	48, // 49: veil.agent.v1.Network.UpdateRoutes:input_type -> veil.agent.v1.UpdateRoutesRequest
+	51, // 50: veil.agent.v1.Network.AddNeighbors:input_type -> veil.agent.v1.AddNeighborsRequest
+	52, // 51: veil.agent.v1.Network.ListInterfaces:input_type -> veil.agent.v1.ListInterfacesRequest
+	54, // 52: veil.agent.v1.Network.ListRoutes:input_type -> veil.agent.v1.ListRoutesRequest
+	56, // 53: veil.agent.v1.Volume.CopyFile:input_type -> veil.agent.v1.CopyFileRequest
+	57, // 54: veil.agent.v1.Volume.RemovePath:input_type -> veil.agent.v1.RemovePathRequest
+	58, // 55: veil.agent.v1.Attestation.SetInitData:input_type -> veil.agent.v1.SetInitDataRequest
+	60, // 56: veil.agent.v1.Attestation.Attest:input_type -> veil.agent.v1.AttestRequest
+	62, // 57: veil.agent.v1.Attestation.DecisionLog:input_type -> veil.agent.v1.DecisionLogRequest
+	65, // 58: veil.agent.v1.Image.PullImage:input_type -> veil.agent.v1.PullImageRequest
+	70, // 59: veil.agent.v1.Sandbox.CreateSandbox:output_type -> google.protobuf.Empty
+	70, // 60: veil.agent.v1.Sandbox.DestroySandbox:output_type -> google.protobuf.Empty
+	70, // 61: veil.agent.v1.Sandbox.SetHostname:output_type -> google.protobuf.Empty
+	70, // 62: veil.agent.v1.Sandbox.SetDNS:output_type -> google.protobuf.Empty
+	9,  // 63: veil.agent.v1.Sandbox.GuestDetails:output_type -> veil.agent.v1.GuestDetailsResponse
+	11, // 64: veil.agent.v1.Sandbox.Check:output_type -> veil.agent.v1.CheckResponse
+	13, // 65: veil.agent.v1.Sandbox.Version:output_type -> veil.agent.v1.VersionResponse
+	70, // 66: veil.agent.v1.Sandbox.Shutdown:output_type -> google.protobuf.Empty
+	17, // 67: veil.agent.v1.Container.CreateContainer:output_type -> veil.agent.v1.CreateContainerResponse
+	70, // 68: veil.agent.v1.Container.StartContainer:output_type -> google.protobuf.Empty
+	70, // 69: veil.agent.v1.Container.RemoveContainer:output_type -> google.protobuf.Empty
+	21, // 70: veil.agent.v1.Container.StateContainer:output_type -> veil.agent.v1.StateContainerResponse
+	24, // 71: veil.agent.v1.Container.ListPids:output_type -> veil.agent.v1.ListPidsResponse
+	26, // 72: veil.agent.v1.Container.StatsContainer:output_type -> veil.agent.v1.StatsContainerResponse
+	70, // 73: veil.agent.v1.Container.UpdateContainer:output_type -> google.protobuf.Empty
+	70, // 74: veil.agent.v1.Container.PauseContainer:output_type -> google.protobuf.Empty
+	70, // 75: veil.agent.v1.Container.ResumeContainer:output_type -> google.protobuf.Empty
+	31, // 76: veil.agent.v1.Container.GetOOMEvent:output_type -> veil.agent.v1.GetOOMEventResponse
+	33, // 77: veil.agent.v1.Process.ExecProcess:output_type -> veil.agent.v1.ExecProcessResponse
+	35, // 78: veil.agent.v1.Process.WaitProcess:output_type -> veil.agent.v1.WaitProcessResponse
+	70, // 79: veil.agent.v1.Process.SignalProcess:output_type -> google.protobuf.Empty
+	70, // 80: veil.agent.v1.Process.ResizeTTY:output_type -> google.protobuf.Empty
+	39, // 81: veil.agent.v1.Process.WriteStdin:output_type -> veil.agent.v1.WriteStdinResponse
+	70, // 82: veil.agent.v1.Process.CloseStdin:output_type -> google.protobuf.Empty
+	42, // 83: veil.agent.v1.Process.ReadStdout:output_type -> veil.agent.v1.ReadStreamResponse
+	42, // 84: veil.agent.v1.Process.ReadStderr:output_type -> veil.agent.v1.ReadStreamResponse
+	70, // 85: veil.agent.v1.Process.DeleteProcess:output_type -> google.protobuf.Empty
+	45, // 86: veil.agent.v1.Network.UpdateInterface:output_type -> veil.agent.v1.Interface
+	49, // 87: veil.agent.v1.Network.UpdateRoutes:output_type -> veil.agent.v1.UpdateRoutesResponse
+	70, // 88: veil.agent.v1.Network.AddNeighbors:output_type -> google.protobuf.Empty
+	53, // 89: veil.agent.v1.Network.ListInterfaces:output_type -> veil.agent.v1.ListInterfacesResponse
+	55, // 90: veil.agent.v1.Network.ListRoutes:output_type -> veil.agent.v1.ListRoutesResponse
+	70, // 91: veil.agent.v1.Volume.CopyFile:output_type -> google.protobuf.Empty
+	70, // 92: veil.agent.v1.Volume.RemovePath:output_type -> google.protobuf.Empty
+	59, // 93: veil.agent.v1.Attestation.SetInitData:output_type -> veil.agent.v1.SetInitDataResponse
+	61, // 94: veil.agent.v1.Attestation.Attest:output_type -> veil.agent.v1.AttestResponse
+	64, // 95: veil.agent.v1.Attestation.DecisionLog:output_type -> veil.agent.v1.DecisionLogResponse
+	66, // 96: veil.agent.v1.Image.PullImage:output_type -> veil.agent.v1.PullImageResponse
+	59, // [59:97] is the sub-list for method output_type
+	21, // [21:59] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -4120,7 +4138,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   64,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   7,
 		},

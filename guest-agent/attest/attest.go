@@ -41,21 +41,22 @@ import (
 	"github.com/veil-runtime/veil/attestation/evidence"
 	"github.com/veil-runtime/veil/attestation/initdata"
 	"github.com/veil-runtime/veil/attestation/kbs/client"
+	"github.com/veil-runtime/veil/guest-agent/api/wire"
 	"github.com/veil-runtime/veil/guest-agent/policy"
 )
 
-// Kernel parameters (the shim writes them; see shim/confidential.go).
+// Kernel parameters (the shim writes them: shim/config.GuestKernelArgs).
 const (
-	TEEParam            = "veil.tee"
-	InitDataDigestParam = "veil.initdata_digest"
+	TEEParam            = wire.TEEParam
+	InitDataDigestParam = wire.InitDataDigestParam
 )
 
 // TEE names as SetInitDataResponse reports them.
 const (
-	None   = "none"
-	Sample = "sample"
-	SNP    = "snp"
-	TDX    = "tdx"
+	None   = string(wire.TEENone)
+	Sample = string(wire.TEESample)
+	SNP    = string(wire.TEESNP)
+	TDX    = string(wire.TEETDX)
 )
 
 // Config is what New needs from the guest.
@@ -184,6 +185,9 @@ func (s *State) SetInitData(ctx context.Context, doc []byte) ([32]byte, error) {
 	if len(doc) > 0 {
 		d, err := initdata.Parse(doc)
 		if err != nil {
+			return lock(err)
+		}
+		if err := d.CheckBrokerFor(s.tee); err != nil {
 			return lock(err)
 		}
 		if pol, err = policy.Parse(d.Agent.Policy); err != nil {

@@ -140,6 +140,28 @@ func TestSetInitData(t *testing.T) {
 			t.Fatal("not locked")
 		}
 	})
+	t.Run("hardware guest refuses a plain http broker", func(t *testing.T) {
+		d := initdata.Digest(good)
+		s, err := New(Config{Params: map[string]string{TEEParam: SNP},
+			Detect: func() (evidence.Attester, error) { return boundAttester{tee: kbs.TeeSNP, bound: d[:]}, nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.SetInitData(context.Background(), good)
+		if err == nil || !strings.Contains(err.Error(), `init-data broker.url "http://127.0.0.1:1": expected https for a snp guest`) {
+			t.Fatalf("SetInitData = %v", err)
+		}
+		if s.Enforcer().Locked() == "" {
+			t.Fatal("not locked")
+		}
+		tls := doc("https://127.0.0.1:1", "")
+		d = initdata.Digest(tls)
+		s, _ = New(Config{Params: map[string]string{TEEParam: SNP},
+			Detect: func() (evidence.Attester, error) { return boundAttester{tee: kbs.TeeSNP, bound: d[:]}, nil }})
+		if _, err := s.SetInitData(context.Background(), tls); err != nil {
+			t.Fatalf("SetInitData with an https broker: %v", err)
+		}
+	})
 	t.Run("ordinary pod accepts anything", func(t *testing.T) {
 		s, _ := New(Config{Params: map[string]string{}})
 		if _, err := s.SetInitData(context.Background(), swapped); err != nil {
@@ -147,6 +169,17 @@ func TestSetInitData(t *testing.T) {
 		}
 	})
 }
+
+// boundAttester is a hardware attester whose launch bound a given
+// init-data digest; it produces no evidence.
+type boundAttester struct {
+	evidence.Attester
+	tee   kbs.Tee
+	bound []byte
+}
+
+func (b boundAttester) Tee() kbs.Tee                                  { return b.tee }
+func (b boundAttester) BoundInitData(context.Context) ([]byte, error) { return b.bound, nil }
 
 // TestAttestToVeilKBS runs the agent's Attest against a real in-process
 // veil-kbs in dev mode (sample evidence is accepted only there).

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/veil-runtime/veil/guest-agent/api/wire"
 )
 
 // ParseCmdline splits a kernel command line into parameters. Values may be
@@ -42,7 +44,7 @@ func ParseCmdline(line string) map[string]string {
 }
 
 // LogLevelParam is the kernel parameter that sets the agent's log level.
-const LogLevelParam = "veil.log"
+const LogLevelParam = wire.LogLevelParam
 
 // LogLevel returns the level named by veil.log (debug, info, warn, error);
 // info when unset. An unknown name is an error that says which are valid.

@@ -26,10 +26,12 @@ import (
 
 	"github.com/containerd/console"
 	"golang.org/x/sys/unix"
+
+	"github.com/veil-runtime/veil/guest-agent/api/wire"
 )
 
 // PortName is the virtio-serial port of the debug console.
-const PortName = "veil.console"
+const PortName = wire.DebugConsolePortName
 
 // ExitMarker is written to the host when the session's shell has exited.
 const ExitMarker = "\r\n[veil: debug console shell exited]\r\n"

@@ -87,7 +87,7 @@ func (m *Manager) Signal(ctx context.Context, id, execID string, sig int, all bo
 		return signalPid(p.pid, unix.Signal(sig))
 	}
 	if err := c.runc.Kill(ctx, id, sig, &runc.KillOpts{All: all}); err != nil {
-		return runcError(c.bundle, fmt.Sprintf("signalling container %q", id), err)
+		return runcError(c.runc, c.bundle, fmt.Sprintf("signalling container %q", id), err)
 	}
 	return nil
 }
@@ -201,7 +201,7 @@ func (m *Manager) Pause(ctx context.Context, id string) error {
 		return fmt.Errorf("container %q has stopped: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	if err := c.runc.Pause(ctx, id); err != nil {
-		return runcError(c.bundle, fmt.Sprintf("pausing container %q", id), err)
+		return runcError(c.runc, c.bundle, fmt.Sprintf("pausing container %q", id), err)
 	}
 	m.mu.Lock()
 	c.paused = true
@@ -216,7 +216,7 @@ func (m *Manager) Resume(ctx context.Context, id string) error {
 		return err
 	}
 	if err := c.runc.Resume(ctx, id); err != nil {
-		return runcError(c.bundle, fmt.Sprintf("resuming container %q", id), err)
+		return runcError(c.runc, c.bundle, fmt.Sprintf("resuming container %q", id), err)
 	}
 	m.mu.Lock()
 	c.paused = false
@@ -235,7 +235,7 @@ func (m *Manager) Update(ctx context.Context, id string, resources []byte) error
 		return fmt.Errorf("updating container %q: %w", id, err)
 	}
 	if err := c.runc.Update(ctx, id, r); err != nil {
-		return runcError(c.bundle, fmt.Sprintf("updating container %q", id), err)
+		return runcError(c.runc, c.bundle, fmt.Sprintf("updating container %q", id), err)
 	}
 	return nil
 }
@@ -254,7 +254,7 @@ func (m *Manager) Pids(ctx context.Context, id string) ([]ProcessInfo, error) {
 	}
 	pids, err := c.runc.Ps(ctx, id)
 	if err != nil {
-		return nil, runcError(c.bundle, fmt.Sprintf("listing processes of container %q", id), err)
+		return nil, runcError(c.runc, c.bundle, fmt.Sprintf("listing processes of container %q", id), err)
 	}
 	m.mu.Lock()
 	byPid := map[int]string{}
@@ -292,7 +292,7 @@ func (m *Manager) Remove(ctx context.Context, id string, force bool) error {
 	if err := c.runc.Delete(ctx, id, &runc.DeleteOpts{Force: kill}); err != nil {
 		// The container may be gone from runc already; when it was alive,
 		// the init's exit below tells whether it is really dead.
-		m.cfg.Log.Warn("runc delete", "id", id, "err", runcError(c.bundle, "deleting", err))
+		m.cfg.Log.Warn("runc delete", "id", id, "err", runcError(c.runc, c.bundle, "deleting", err))
 	}
 	if kill {
 		wctx, cancel := context.WithTimeout(ctx, removeWait)

@@ -77,7 +77,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (pid int, err e
 	if err != nil {
 		return 0, fmt.Errorf("container %q rootfs: %w", req.ID, err)
 	}
-	spec, err := RewriteSpec(req.Spec, Rewrite{ID: req.ID, Rootfs: rootfs, Terminal: req.Terminal, PIDNamespace: pidns, Confidential: m.cfg.Confidential})
+	spec, err := RewriteSpec(req.Spec, Rewrite{ID: req.ID, Rootfs: rootfs, Terminal: req.Terminal, PIDNamespace: pidns, Confidential: m.cfg.Confidential, SpecVersion: m.cfg.SpecVersion})
 	if err != nil {
 		return 0, err
 	}
@@ -130,7 +130,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (pid int, err e
 	}
 	if err := c.runc.Create(ctx, req.ID, bundle, opts); err != nil {
 		io.close()
-		return 0, runcError(bundle, fmt.Sprintf("creating container %q", req.ID), err)
+		return 0, runcError(c.runc, bundle, fmt.Sprintf("creating container %q", req.ID), err)
 	}
 	pid, err = readPidFile(pidFile)
 	if err == nil {
@@ -220,7 +220,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		return fmt.Errorf("container %q was already started: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	if err := c.runc.Start(ctx, id); err != nil {
-		return runcError(c.bundle, fmt.Sprintf("starting container %q", id), err)
+		return runcError(c.runc, c.bundle, fmt.Sprintf("starting container %q", id), err)
 	}
 	m.mu.Lock()
 	c.started = true

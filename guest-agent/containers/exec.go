@@ -73,7 +73,7 @@ func (m *Manager) Exec(ctx context.Context, req ExecRequest) (pid int, err error
 	}
 	if err := c.runc.Exec(ctx, req.ID, *spec, opts); err != nil {
 		io.close()
-		return 0, runcError(c.bundle, fmt.Sprintf("exec %q in container %q", req.ExecID, req.ID), err)
+		return 0, runcError(c.runc, c.bundle, fmt.Sprintf("exec %q in container %q", req.ExecID, req.ID), err)
 	}
 	pid, err = readPidFile(pidFile)
 	if err != nil {

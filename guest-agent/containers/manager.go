@@ -1,4 +1,5 @@
-// Package containers runs the pod's containers in the guest with runc. For
+// Package containers runs the pod's containers in the guest with an OCI
+// runtime that has runc's command line (crun or runc). For
 // each container it writes an OCI bundle at <BundleRoot>/<id>/ (config.json
 // rewritten for the guest, runc's log.json, the pid files of the init and
 // exec processes), runs runc create/start/exec through a Runc seam whose
@@ -76,18 +77,28 @@ func (SystemMounter) Unmount(target string) error { return storage.Unmount(targe
 // RuncBinary is where the guest image puts runc.
 const RuncBinary = "/usr/bin/runc"
 
-// GuestRunc returns the go-runc client for one bundle: runc logs as JSON
-// into the bundle so its errors can be reported.
-func GuestRunc(bundle string) Runc {
-	return &runc.Runc{Command: RuncBinary, Log: filepath.Join(bundle, "log.json"), LogFormat: runc.JSON}
+// GuestRuntime returns NewRunc for an OCI runtime with runc's command line
+// (runc, crun) at binary: the go-runc client for one bundle, the runtime
+// logging as JSON into the bundle so its errors can be reported.
+func GuestRuntime(binary string) func(bundle string) Runc {
+	return func(bundle string) Runc {
+		return &runc.Runc{Command: binary, Log: filepath.Join(bundle, "log.json"), LogFormat: runc.JSON}
+	}
 }
+
+// GuestRunc is GuestRuntime(RuncBinary).
+func GuestRunc(bundle string) Runc { return GuestRuntime(RuncBinary)(bundle) }
 
 // Config is what a Manager needs.
 type Config struct {
-	// NewRunc returns the runc client for a bundle directory (GuestRunc).
+	// NewRunc returns the OCI runtime client for a bundle directory
+	// (GuestRuntime; GuestRunc when nil).
 	NewRunc func(bundle string) Runc
 	Exits   Exits
 	Mounter Mounter
+	// SpecVersion, when set, replaces the ociVersion of every bundle's
+	// config.json (the runtime refuses the host's; boot.OCIRuntimeInfo).
+	SpecVersion string
 	// BundleRoot holds one bundle directory per container (/run/veil/containers).
 	BundleRoot string
 	// SharedDir is where "shared" storages are resolved (/run/veil/shared).

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
+
+	runc "github.com/containerd/go-runc"
 )
 
 // LastRuncError returns the message of the last error-level entry in a
@@ -23,11 +26,21 @@ func LastRuncError(log []byte) string {
 	return msg
 }
 
-// runcError adds runc's own explanation from the bundle's log to err.
-func runcError(bundle, what string, err error) error {
+// runcError adds the OCI runtime's own explanation from the bundle's log
+// to err, prefixed with the runtime's name.
+func runcError(r Runc, bundle, what string, err error) error {
 	b, _ := os.ReadFile(bundle + "/log.json")
 	if msg := LastRuncError(b); msg != "" {
-		return fmt.Errorf("%s: %w: runc: %s", what, err, msg)
+		return fmt.Errorf("%s: %w: %s: %s", what, err, runtimeName(r), msg)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// runtimeName is the OCI runtime's binary name ("crun"), or "runc" for a
+// client that is not go-runc's.
+func runtimeName(r Runc) string {
+	if c, ok := r.(*runc.Runc); ok && c.Command != "" {
+		return filepath.Base(c.Command)
+	}
+	return "runc"
 }

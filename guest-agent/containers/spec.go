@@ -36,10 +36,14 @@ type Rewrite struct {
 	// Confidential hardens the spec for a pod whose host is an adversary
 	// (harden.go).
 	Confidential bool
+	// SpecVersion, when set, replaces the spec's ociVersion (for a
+	// runtime that refuses the host's).
+	SpecVersion string
 }
 
 // RewriteSpec parses an OCI spec from the host and makes it runnable in the
-// guest: root.path is the resolved rootfs; process.terminal follows the
+// guest: root.path is the resolved rootfs; ociVersion is r.SpecVersion
+// when set; process.terminal follows the
 // request; the cgroup is /veil/<id>; the network namespace is dropped (all
 // containers use the VM's network); a namespace the host gave by path (a
 // host path, meaning "the pod's") is shared with the VM for ipc and uts
@@ -64,6 +68,9 @@ func RewriteSpec(raw []byte, r Rewrite) (*specs.Spec, error) {
 	readonly := s.Root != nil && s.Root.Readonly
 	s.Root = &specs.Root{Path: r.Rootfs, Readonly: readonly}
 	s.Process.Terminal = r.Terminal
+	if r.SpecVersion != "" {
+		s.Version = r.SpecVersion
+	}
 	s.Hooks = nil
 	if s.Linux == nil {
 		s.Linux = &specs.Linux{}

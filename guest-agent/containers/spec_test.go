@@ -152,3 +152,15 @@ func TestJoinsPodPIDNamespace(t *testing.T) {
 		}
 	}
 }
+
+func TestRewriteSpecVersion(t *testing.T) {
+	raw := []byte(`{"ociVersion":"1.2.1","process":{"args":["true"]}}`)
+	s, err := RewriteSpec(raw, Rewrite{ID: "c", Rootfs: "/r", SpecVersion: "1.0.2"})
+	if err != nil || s.Version != "1.0.2" {
+		t.Fatalf("with SpecVersion: version %q, %v; want 1.0.2", s.Version, err)
+	}
+	s, err = RewriteSpec(raw, Rewrite{ID: "c", Rootfs: "/r"})
+	if err != nil || s.Version != "1.2.1" {
+		t.Fatalf("without SpecVersion: version %q, %v; want the host's 1.2.1", s.Version, err)
+	}
+}

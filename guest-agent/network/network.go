@@ -198,7 +198,7 @@ func (g *Guest) UpdateInterface(in *api.Interface) (*api.Interface, error) {
 		return nil, fmt.Errorf("listing addresses of %s: %w", want.Name, err)
 	}
 	for _, a := range have {
-		p, ok := prefixOf(a.IPNet)
+		p, ok := api.PrefixOf(a.IPNet)
 		if !ok || (p.Addr().Is6() && p.Addr().IsLinkLocalUnicast()) || slices.Contains(want.Addrs, p) {
 			continue
 		}
@@ -305,7 +305,7 @@ func replaceable(r netlink.Route) bool {
 		return false
 	}
 	if r.Dst != nil {
-		if p, ok := prefixOf(r.Dst); ok && p.Addr().Is6() && (p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast()) {
+		if p, ok := api.PrefixOf(r.Dst); ok && p.Addr().Is6() && (p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast()) {
 			return false
 		}
 	}
@@ -391,7 +391,7 @@ func (g *Guest) listRoutes() ([]*api.Route, error) {
 			}
 		}
 		ar := &api.Route{Device: names[r.LinkIndex], Scope: uint32(r.Scope)}
-		if p, ok := prefixOf(r.Dst); ok && p.Bits() != 0 {
+		if p, ok := api.PrefixOf(r.Dst); ok && p.Bits() != 0 {
 			ar.Dest = p.String()
 		}
 		if ip, ok := netip.AddrFromSlice(r.Gw); ok {
@@ -412,32 +412,11 @@ func (g *Guest) apiInterface(l netlink.Link) (*api.Interface, error) {
 	}
 	out := &api.Interface{Name: l.Attrs().Name, HwAddr: l.Attrs().HardwareAddr.String(), Mtu: uint32(l.Attrs().MTU)}
 	for _, a := range addrs {
-		if p, ok := prefixOf(a.IPNet); ok {
+		if p, ok := api.PrefixOf(a.IPNet); ok {
 			out.Addresses = append(out.Addresses, &api.IPAddress{Address: p.Addr().String(), PrefixLen: uint32(p.Bits())})
 		}
 	}
 	return out, nil
-}
-
-// prefixOf converts a net.IPNet, IPv4 as 4 bytes.
-func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
-	if n == nil {
-		return netip.Prefix{}, false
-	}
-	ip, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	ip = ip.Unmap()
-	ones, bits := n.Mask.Size()
-	switch {
-	case bits == 0:
-		return netip.Prefix{}, false
-	case ip.Is4() && bits == 128:
-		ones -= 96
-	}
-	p := netip.PrefixFrom(ip, ones)
-	return p, p.IsValid()
 }
 
 func ipNet(p netip.Prefix) *net.IPNet {

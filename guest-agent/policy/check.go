@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path"
 	"regexp"
 	"slices"
@@ -140,8 +141,14 @@ func AlwaysAllowed(method string) bool {
 var shareOption = regexp.MustCompile(`^(trans=virtio|version=9p2000\.L|msize=[0-9]{1,8}|cache=(none|mmap))$`)
 
 // checkSandbox admits the one storage veil sends: the pod's 9p share at
-// the shared directory, with allow_host_share.
+// the shared directory, with allow_host_share; and no pod sysctls (the
+// shim sends a confidential pod's none: the init-data binds no pod-level
+// sysctls, so the host may not change the guest kernel's settings).
 func (p Policy) checkSandbox(r *api.CreateSandboxRequest, deny func(rule, why string) *Denial) *Denial {
+	if n := len(r.GetSysctls()); n > 0 {
+		names := slices.Sorted(maps.Keys(r.GetSysctls()))
+		return deny("sysctls", fmt.Sprintf("pod sysctls %v: expected none in a confidential pod, saw %d", names, n))
+	}
 	for _, s := range r.GetStorages() {
 		what := fmt.Sprintf("storage %s %q at %q", s.GetDriver(), s.GetSource(), s.GetMountPoint())
 		switch {

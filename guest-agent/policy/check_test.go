@@ -184,6 +184,7 @@ func TestCheck(t *testing.T) {
 		{"sandbox with the veil share allowed", shareOnly, MethodCreateSandbox, &api.CreateSandboxRequest{Storages: []*api.Storage{share}}, "", ""},
 		{"sandbox share without fstype and options", shareOnly, MethodCreateSandbox, &api.CreateSandboxRequest{Storages: []*api.Storage{{Driver: "9p", Source: "veilshare"}}}, "", ""},
 		{"sandbox without storages", Default(), MethodCreateSandbox, &api.CreateSandboxRequest{Hostname: "p"}, "", ""},
+		{"sandbox with sysctls", all, MethodCreateSandbox, &api.CreateSandboxRequest{Sysctls: map[string]string{"net.ipv4.ip_forward": "1", "kernel.shm_rmid_forced": "1"}}, "sysctls", "[kernel.shm_rmid_forced net.ipv4.ip_forward]: expected none"},
 		{"sandbox tmpfs", all, MethodCreateSandbox, &api.CreateSandboxRequest{Storages: []*api.Storage{{Driver: "tmpfs", Source: "tmpfs", MountPoint: "/run/x"}}}, "storages", `driver "tmpfs"`},
 		{"sandbox block device over /usr/bin", all, MethodCreateSandbox, &api.CreateSandboxRequest{Storages: []*api.Storage{{Driver: "block", Source: "/dev/vdb", MountPoint: "/usr/bin", Fstype: "ext4"}}}, "storages", `driver "block"`},
 		{"sandbox unknown driver with a 9p fstype", all, MethodCreateSandbox, &api.CreateSandboxRequest{Storages: []*api.Storage{{Driver: "virtiofs", Source: "veilshare", MountPoint: "/run/veil/shared", Fstype: "9p"}}}, "storages", `driver "virtiofs"`},

@@ -1,5 +1,7 @@
 package policy
 
+import "github.com/veil-runtime/veil/guest-agent/api"
+
 // The method table: one entry for every RPC of the agent API
 // (guest-agent/api/agent.proto), decided as a host that is an adversary
 // would use the method. TestMethodTableCoversTheAPI walks the generated
@@ -7,52 +9,53 @@ package policy
 // names no method; a method the table does not list is refused (rule
 // unknown-method), so a new RPC stays closed until it is decided here.
 
-// Full ttrpc method names of the agent API ("/<package>.<Service>/<Method>").
+// Full ttrpc method names of the agent API ("/<package>.<Service>/<Method>"),
+// from the generated descriptors (guest-agent/api/methods.go).
 const (
-	MethodCreateSandbox  = "/veil.agent.v1.Sandbox/CreateSandbox"
-	MethodDestroySandbox = "/veil.agent.v1.Sandbox/DestroySandbox"
-	MethodSetHostname    = "/veil.agent.v1.Sandbox/SetHostname"
-	MethodSetDNS         = "/veil.agent.v1.Sandbox/SetDNS"
-	MethodGuestDetails   = "/veil.agent.v1.Sandbox/GuestDetails"
-	MethodCheck          = "/veil.agent.v1.Sandbox/Check"
-	MethodVersion        = "/veil.agent.v1.Sandbox/Version"
-	MethodShutdown       = "/veil.agent.v1.Sandbox/Shutdown"
+	MethodCreateSandbox  = api.MethodCreateSandbox
+	MethodDestroySandbox = api.MethodDestroySandbox
+	MethodSetHostname    = api.MethodSetHostname
+	MethodSetDNS         = api.MethodSetDNS
+	MethodGuestDetails   = api.MethodGuestDetails
+	MethodCheck          = api.MethodCheck
+	MethodVersion        = api.MethodVersion
+	MethodShutdown       = api.MethodShutdown
 
-	MethodCreateContainer = "/veil.agent.v1.Container/CreateContainer"
-	MethodStartContainer  = "/veil.agent.v1.Container/StartContainer"
-	MethodRemoveContainer = "/veil.agent.v1.Container/RemoveContainer"
-	MethodStateContainer  = "/veil.agent.v1.Container/StateContainer"
-	MethodListPids        = "/veil.agent.v1.Container/ListPids"
-	MethodStatsContainer  = "/veil.agent.v1.Container/StatsContainer"
-	MethodUpdateContainer = "/veil.agent.v1.Container/UpdateContainer"
-	MethodPauseContainer  = "/veil.agent.v1.Container/PauseContainer"
-	MethodResumeContainer = "/veil.agent.v1.Container/ResumeContainer"
-	MethodGetOOMEvent     = "/veil.agent.v1.Container/GetOOMEvent"
+	MethodCreateContainer = api.MethodCreateContainer
+	MethodStartContainer  = api.MethodStartContainer
+	MethodRemoveContainer = api.MethodRemoveContainer
+	MethodStateContainer  = api.MethodStateContainer
+	MethodListPids        = api.MethodListPids
+	MethodStatsContainer  = api.MethodStatsContainer
+	MethodUpdateContainer = api.MethodUpdateContainer
+	MethodPauseContainer  = api.MethodPauseContainer
+	MethodResumeContainer = api.MethodResumeContainer
+	MethodGetOOMEvent     = api.MethodGetOOMEvent
 
-	MethodExecProcess   = "/veil.agent.v1.Process/ExecProcess"
-	MethodWaitProcess   = "/veil.agent.v1.Process/WaitProcess"
-	MethodSignalProcess = "/veil.agent.v1.Process/SignalProcess"
-	MethodResizeTTY     = "/veil.agent.v1.Process/ResizeTTY"
-	MethodWriteStdin    = "/veil.agent.v1.Process/WriteStdin"
-	MethodCloseStdin    = "/veil.agent.v1.Process/CloseStdin"
-	MethodReadStdout    = "/veil.agent.v1.Process/ReadStdout"
-	MethodReadStderr    = "/veil.agent.v1.Process/ReadStderr"
-	MethodDeleteProcess = "/veil.agent.v1.Process/DeleteProcess"
+	MethodExecProcess   = api.MethodExecProcess
+	MethodWaitProcess   = api.MethodWaitProcess
+	MethodSignalProcess = api.MethodSignalProcess
+	MethodResizeTTY     = api.MethodResizeTTY
+	MethodWriteStdin    = api.MethodWriteStdin
+	MethodCloseStdin    = api.MethodCloseStdin
+	MethodReadStdout    = api.MethodReadStdout
+	MethodReadStderr    = api.MethodReadStderr
+	MethodDeleteProcess = api.MethodDeleteProcess
 
-	MethodUpdateInterface = "/veil.agent.v1.Network/UpdateInterface"
-	MethodUpdateRoutes    = "/veil.agent.v1.Network/UpdateRoutes"
-	MethodAddNeighbors    = "/veil.agent.v1.Network/AddNeighbors"
-	MethodListInterfaces  = "/veil.agent.v1.Network/ListInterfaces"
-	MethodListRoutes      = "/veil.agent.v1.Network/ListRoutes"
+	MethodUpdateInterface = api.MethodUpdateInterface
+	MethodUpdateRoutes    = api.MethodUpdateRoutes
+	MethodAddNeighbors    = api.MethodAddNeighbors
+	MethodListInterfaces  = api.MethodListInterfaces
+	MethodListRoutes      = api.MethodListRoutes
 
-	MethodCopyFile   = "/veil.agent.v1.Volume/CopyFile"
-	MethodRemovePath = "/veil.agent.v1.Volume/RemovePath"
+	MethodCopyFile   = api.MethodCopyFile
+	MethodRemovePath = api.MethodRemovePath
 
-	MethodSetInitData = "/veil.agent.v1.Attestation/SetInitData"
-	MethodAttest      = "/veil.agent.v1.Attestation/Attest"
-	MethodDecisionLog = "/veil.agent.v1.Attestation/DecisionLog"
+	MethodSetInitData = api.MethodSetInitData
+	MethodAttest      = api.MethodAttest
+	MethodDecisionLog = api.MethodDecisionLog
 
-	MethodPullImage = "/veil.agent.v1.Image/PullImage"
+	MethodPullImage = api.MethodPullImage
 
 	// MethodDebugConsole names a debug console session in denials: it is
 	// not an RPC but a connection to the console port, so it is not in the
@@ -95,7 +98,7 @@ type entry struct {
 // pause, signal or observe the lifecycle are allowed.
 var methods = map[string]entry{
 	MethodCreateSandbox: {kind: checked, name: "storages", logAllowed: true,
-		why: "only the 9p share veil itself sends, with allow_host_share; hostname and DNS are the host's anyway (it carries every packet)"},
+		why: "only the 9p share veil itself sends, with allow_host_share, and no pod sysctls; hostname and DNS are the host's anyway (it carries every packet)"},
 	MethodDestroySandbox: {kind: allowed, why: "stops the pod: availability, which the host controls anyway"},
 	MethodSetHostname:    {kind: allowed, why: "the host names the pod; a container's HOSTNAME env is bound separately"},
 	MethodSetDNS:         {kind: allowed, why: "the host answers DNS and routes every packet anyway; the workload must authenticate its peers (TLS)"},

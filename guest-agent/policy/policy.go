@@ -44,6 +44,9 @@
 //     9p, tag veilshare, at /run/veil/shared, fstype 9p, options
 //     trans=virtio, version=9p2000.L, msize=N, cache=none|mmap), and only
 //     with allow_host_share. A container gets no storages at all.
+//   - sysctls: CreateSandbox carries no pod sysctls (init-data binds none
+//     at pod level; a container's linux.sysctl is compared with its
+//     binding).
 //   - rootfs: the container's own guest-pulled image
 //     (bind of GuestImageRoot/<id>/rootfs) or, with allow_host_share, its
 //     rootfs in the share (shared <id>/rootfs); no mount point, fstype or

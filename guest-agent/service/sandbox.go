@@ -41,6 +41,12 @@ func (s *Service) createSandbox(req *api.CreateSandboxRequest) (err error) {
 	if s.created {
 		return fmt.Errorf("sandbox already created; destroy it first: %w", errdefs.ErrAlreadyExists)
 	}
+	// First: a refused sysctl leaves everything as it was.
+	if len(req.GetSysctls()) > 0 {
+		if err := s.cfg.System.SetSysctls(req.GetSysctls()); err != nil {
+			return fmt.Errorf("pod sysctls: %w", err)
+		}
+	}
 	if req.GetHostname() != "" {
 		if err := s.cfg.System.SetHostname(req.GetHostname()); err != nil {
 			return err
@@ -74,7 +80,7 @@ func (s *Service) createSandbox(req *api.CreateSandboxRequest) (err error) {
 	}
 	s.mounts = mounted
 	s.created = true
-	s.cfg.Log.Info("sandbox created", "id", req.GetSandboxId(), "storages", len(mounted), "pidns", req.GetSandboxPidns())
+	s.cfg.Log.Info("sandbox created", "id", req.GetSandboxId(), "storages", len(mounted), "pidns", req.GetSandboxPidns(), "sysctls", len(req.GetSysctls()))
 	return nil
 }
 

@@ -29,6 +29,10 @@ type System interface {
 	containers.Mounter
 	SetHostname(name string) error
 	SetDNS(lines []string) error
+	// SetSysctls writes the pod's sysctls in the guest's namespaces,
+	// refusing (errdefs.ErrInvalidArgument) before writing any when one is
+	// not a pod's to set (boot.SetSysctls).
+	SetSysctls(sysctls map[string]string) error
 	// StartPIDNamespace starts the holder of the sandbox's shared PID
 	// namespace and returns its path; stop ends the holder.
 	StartPIDNamespace() (path string, stop func(), err error)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/veil-runtime/veil/guest-agent/api"
 	"github.com/veil-runtime/veil/guest-agent/attest"
+	"github.com/veil-runtime/veil/guest-agent/boot"
 	"github.com/veil-runtime/veil/guest-agent/containers"
 	"github.com/veil-runtime/veil/guest-agent/reaper"
 	"github.com/veil-runtime/veil/guest-agent/storage"
@@ -100,6 +102,7 @@ type fakeSystem struct {
 	mu       sync.Mutex
 	hostname string
 	dns      []string
+	sysctls  map[string]string
 	mounted  []storage.Plan
 	pauses   int
 }
@@ -124,6 +127,15 @@ func (s *fakeSystem) Unmount(target string) error {
 
 func (s *fakeSystem) SetHostname(n string) error { s.hostname = n; return nil }
 func (s *fakeSystem) SetDNS(l []string) error    { s.dns = l; return nil }
+func (s *fakeSystem) SetSysctls(m map[string]string) error {
+	for name := range m {
+		if _, err := boot.SysctlPath(name); err != nil {
+			return err
+		}
+	}
+	s.sysctls = m
+	return nil
+}
 func (s *fakeSystem) StartPIDNamespace() (string, func(), error) {
 	s.pauses++
 	return "/proc/4242/ns/pid", func() { s.pauses-- }, nil
@@ -219,11 +231,18 @@ func TestSandboxServiceOverTTRPC(t *testing.T) {
 	req := &api.CreateSandboxRequest{
 		SandboxId: "pod", Hostname: "pod-host", Dns: []string{"nameserver 10.0.0.1"}, SandboxPidns: true,
 		Storages: []*api.Storage{{Driver: "9p", Source: "veilshare"}},
+		Sysctls:  map[string]string{"kernel.core_pattern": "|/evil"},
 	}
+	_, err = c.Sandbox.CreateSandbox(ctx, req)
+	wantCode(t, "CreateSandbox with a sysctl that is not namespaced", err, codes.InvalidArgument)
+	if fx.system.hostname != "" || len(fx.system.mounted) != 0 || fx.system.pauses != 0 {
+		t.Fatalf("a refused CreateSandbox changed the system: %+v", fx.system)
+	}
+	req.Sysctls = map[string]string{"kernel.shm_rmid_forced": "1", "net.ipv4.ping_group_range": "0 2147483647"}
 	if _, err := c.Sandbox.CreateSandbox(ctx, req); err != nil {
 		t.Fatal(err)
 	}
-	if fx.system.hostname != "pod-host" || len(fx.system.dns) != 1 || fx.system.pauses != 1 {
+	if fx.system.hostname != "pod-host" || len(fx.system.dns) != 1 || fx.system.pauses != 1 || !maps.Equal(fx.system.sysctls, req.Sysctls) {
 		t.Fatalf("system after CreateSandbox: %+v", fx.system)
 	}
 	if len(fx.system.mounted) != 1 || fx.system.mounted[0].Target != "/run/veil/shared" || fx.system.mounted[0].FSType != "9p" {

@@ -6,10 +6,12 @@ import (
 	"os"
 
 	"github.com/mdlayher/vsock"
+
+	"github.com/veil-runtime/veil/guest-agent/api/wire"
 )
 
 // VsockPort is the vsock port the agent listens on.
-const VsockPort = 1024
+const VsockPort = wire.AgentVsockPort
 
 // HaveVsock reports whether the guest has a vsock device node.
 func HaveVsock() bool {

@@ -169,16 +169,19 @@ func sizeOf(r *os.Root, rel string) (usage, fs.FileInfo, error) {
 	return usage{0, 1}, fi, nil
 }
 
-// missingParents counts the directories MkdirAll would create for rel.
-func missingParents(r *os.Root, rel string) int64 {
+// missingParents counts the directories MkdirAll would create for rel. A
+// parent that is a symlink to nothing is refused: MkdirAll would create
+// its target, somewhere else in the volume than the count assumes.
+func missingParents(r *os.Root, rel string) (int64, error) {
 	dir := path.Dir(rel)
 	if dir == "." {
-		return 0
+		return 0, nil
 	}
 	var n int64
 	parts := strings.Split(dir, "/")
 	for i := range parts {
-		_, err := r.Lstat(strings.Join(parts[:i+1], "/"))
+		p := strings.Join(parts[:i+1], "/")
+		fi, err := r.Lstat(p)
 		if errors.Is(err, fs.ErrNotExist) {
 			n++
 			continue
@@ -186,8 +189,13 @@ func missingParents(r *os.Root, rel string) int64 {
 		if err != nil {
 			break // MkdirAll fails here and says why
 		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			if _, err := r.Stat(p); errors.Is(err, fs.ErrNotExist) {
+				return 0, fmt.Errorf("parent %s is a symlink to nothing: %w", p, errdefs.ErrInvalidArgument)
+			}
+		}
 	}
-	return n
+	return n, nil
 }
 
 // totalMemory is the machine's RAM (sysinfo(2)), 0 when unknown.

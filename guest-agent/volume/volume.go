@@ -224,7 +224,11 @@ func delta(r *os.Root, rel string, e Entry) (usage, error) {
 	if err != nil {
 		return usage{}, err
 	}
-	d := usage{entries: missingParents(r, rel)}
+	parents, err := missingParents(r, rel)
+	if err != nil {
+		return usage{}, err
+	}
+	d := usage{entries: parents}
 	switch {
 	case fi == nil:
 		d.entries++

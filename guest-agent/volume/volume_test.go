@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -219,5 +220,33 @@ func TestRemove(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "v")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("volume still there: %v", err)
+	}
+}
+
+// TestDanglingSymlinkParentRefused: a file under a symlink to nothing would
+// have MkdirAll create the link's target, which the volume's count did not
+// include (found by FuzzCopyFile). It is refused and nothing is created.
+func TestDanglingSymlinkParentRefused(t *testing.T) {
+	root := t.TempDir()
+	v := New(root)
+	if err := v.Put("v", Entry{Path: "loop", Kind: Symlink, Target: "0"}); err != nil {
+		t.Fatal(err)
+	}
+	err := v.Put("v", Entry{Path: "loop/0/0", Kind: File, Data: []byte("x"), Mode: 0o644})
+	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "symlink to nothing") {
+		t.Fatalf("Put under a dangling symlink = %v, want a refusal naming it", err)
+	}
+	ents, err := os.ReadDir(filepath.Join(root, "v"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 || ents[0].Name() != "loop" {
+		t.Errorf("volume holds %v, want only the symlink", ents)
+	}
+	if err := v.Put("v", Entry{Path: "0", Kind: Dir, Mode: 0o755}); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Put("v", Entry{Path: "loop/0/0", Kind: File, Data: []byte("x"), Mode: 0o644}); err != nil {
+		t.Fatalf("Put under a symlink to a directory: %v", err)
 	}
 }

@@ -44,7 +44,11 @@ type Launch struct {
 	DebugConsoleFD int
 	// NICs are virtio-net cards on tap fds the driver passed to QEMU.
 	NICs []NIC
-	// ConsoleLog receives the guest console (hvc0): kernel and agent log.
+	// ConsoleFD, when not 0, is the write end of a pipe QEMU writes the
+	// guest console (hvc0: kernel and agent log) to; the driver reads the
+	// other end (capped and rotated console.log, hypervisor.Console).
+	// Otherwise the console goes to the file ConsoleLog.
+	ConsoleFD  int
 	ConsoleLog string
 	PIDFile    string
 	// BlockSlots is the number of empty PCIe root ports for hot-plugged
@@ -80,6 +84,21 @@ func KernelCmdline(debug bool, extra []string) string {
 	return strings.Join(args, " ")
 }
 
+// Append is the -append value: KernelCmdline of the launch's debug flag
+// and kernel arguments. SEV-SNP (kernel-hashes) and TDX (RTMR 2) measure
+// it, so `veil measure` takes it from here too.
+func (l Launch) Append() string { return KernelCmdline(l.Debug, l.KernelArgs) }
+
+// CPU is the -cpu model: the host's CPU under KVM, "max" under TCG. An
+// SEV-SNP launch digest covers the vCPU's family, model and stepping
+// (CPUID 1 EAX, in each VMSA), which with "host" are the host CPU's.
+func (l Launch) CPU() string {
+	if l.Accel == hypervisor.AccelKVM {
+		return "host"
+	}
+	return "max"
+}
+
 // bootArgs shorten the guest kernel's boot, each measured alone as QEMU
 // start to agent ready (1 vCPU, 256 MiB, TCG; medians of 3, against
 // 5.62 s without): together 5.62 -> 4.71 s.
@@ -100,7 +119,7 @@ var bootArgs = []string{"cryptomgr.notests", "noreplace-smp", "tsc=reliable", "n
 // the i8042 keyboard controller, VMware port); ACPI stays because the guest
 // powers off through it. Every device is virtio-pci:
 //
-//	virtio-serial-pci       hvc0 console -> ConsoleLog; with the virtio-serial
+//	virtio-serial-pci       hvc0 console -> ConsoleFD (or ConsoleLog); with the virtio-serial
 //	                        transport also the agent port "veil.agent"; with
 //	                        DebugConsoleFD the debug console port "veil.console"
 //	vhost-vsock-pci         with the vsock transport
@@ -121,7 +140,7 @@ func Args(l Launch) []string {
 	}
 	switch l.Accel {
 	case hypervisor.AccelKVM:
-		a = append(a, "-accel", "kvm", "-cpu", "host")
+		a = append(a, "-accel", "kvm", "-cpu", l.CPU())
 	default:
 		tb := l.TBSizeMiB
 		if tb == 0 {
@@ -134,7 +153,7 @@ func Args(l Launch) []string {
 		// int3 after the patch completed and the kernel oopses ("Oops: int3",
 		// seen at boot and when runc created the first cgroup, more often
 		// under host load). Regression: TestTenVMsLeaveNothing under load.
-		a = append(a, "-accel", "tcg,thread=single,tb-size="+strconv.FormatUint(uint64(tb), 10), "-cpu", "max")
+		a = append(a, "-accel", "tcg,thread=single,tb-size="+strconv.FormatUint(uint64(tb), 10), "-cpu", l.CPU())
 	}
 	a = append(a,
 		"-smp", strconv.FormatUint(uint64(l.VCPUs), 10),
@@ -144,13 +163,25 @@ func Args(l Launch) []string {
 	if l.Initrd != "" {
 		a = append(a, "-initrd", l.Initrd)
 	}
-	a = append(a, "-append", KernelCmdline(l.Debug, l.KernelArgs))
+	a = append(a, "-append", l.Append())
 	a = append(a,
 		"-pidfile", l.PIDFile,
 		"-chardev", fmt.Sprintf("socket,id=qmp,fd=%d,server=on,wait=off", l.QMPFD),
 		"-mon", "chardev=qmp,mode=control",
 		"-device", "virtio-serial-pci,id=vser",
-		"-chardev", "file,id=console,path="+escapeOpt(l.ConsoleLog),
+	)
+	if l.ConsoleFD != 0 {
+		// QEMU opens /dev/fdset/N by dup'ing the fd added to set N;
+		// append=on, since it would ftruncate the dup for O_TRUNC, which a
+		// pipe refuses (EINVAL, QEMU 7.2).
+		a = append(a,
+			"-add-fd", fmt.Sprintf("fd=%d,set=%d", l.ConsoleFD, consoleFDSet),
+			"-chardev", fmt.Sprintf("file,id=console,path=/dev/fdset/%d,append=on", consoleFDSet),
+		)
+	} else {
+		a = append(a, "-chardev", "file,id=console,path="+escapeOpt(l.ConsoleLog))
+	}
+	a = append(a,
 		"-device", "virtconsole,chardev=console,bus=vser.0",
 	)
 	switch l.Transport {
@@ -189,6 +220,9 @@ func Args(l Launch) []string {
 	a = append(a, teeArgs(l)...)
 	return a
 }
+
+// consoleFDSet is the QEMU fd set holding the console pipe.
+const consoleFDSet = 1
 
 // escapeOpt escapes a value for QEMU's comma-separated option syntax, where
 // a literal comma is written twice.

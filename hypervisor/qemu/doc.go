@@ -15,7 +15,8 @@
 //	  -pidfile <state>/qemu.pid
 //	  -chardev socket,id=qmp,fd=3,server=on,wait=off -mon chardev=qmp,mode=control
 //	  -device virtio-serial-pci,id=vser
-//	  -chardev file,id=console,path=<state>/console.log -device virtconsole,chardev=console,bus=vser.0
+//	  -add-fd fd=N,set=1 -chardev file,id=console,path=/dev/fdset/1,append=on
+//	  -device virtconsole,chardev=console,bus=vser.0                     (fd N: a pipe to the driver)
 //	  -chardev socket,id=agent,fd=4,server=on,wait=off
 //	  -device virtserialport,chardev=agent,bus=vser.0,name=veil.agent     (virtio-serial transport)
 //	  -device vhost-vsock-pci,guest-cid=N                                 (vsock transport, instead)
@@ -41,8 +42,10 @@
 //     config's (shim/config.DefaultKernel picks by TEE); SNP and TDX boot
 //     the bzImage through their firmware, which measures it.
 //   - The console is hvc0 on the virtio-serial bus the agent port needs
-//     anyway, written to console.log: the guest kernel's messages and the
-//     agent's log (its stderr is the console). An emulated 8250 UART
+//     anyway, written to a pipe the driver copies into console.log, capped
+//     and rotated (hypervisor.Console), and hands line by line to the
+//     caller: the guest kernel's messages and the agent's log (its stderr
+//     is the console). An emulated 8250 UART
 //     (ttyS0) traps on every byte: with boot messages on, ttyS0 reached init
 //     in 4.2/4.5/6.3 s against hvc0's 2.8/4.0/4.4 s; with quiet the two are
 //     level. The cost: messages from before the virtio console probes (a
@@ -86,7 +89,8 @@
 //
 //	qmp.sock     QMP (the driver keeps one connection)
 //	agent.sock   the agent's virtio-serial port (virtio-serial transport)
-//	console.log  guest console: kernel messages and the agent's log
+//	console.log  guest console: kernel messages and the agent's log, capped
+//	             (Console.MaxBytes), older lines in console.log.1 ...
 //	qemu.log     QEMU's own stdout and stderr
 //	qemu.pid     QEMU's pid, written by QEMU
 //

@@ -64,6 +64,9 @@ type QEMU struct {
 	cmd     *exec.Cmd
 	qmp     *qmp
 	exitErr error // written once, before done is closed; read after
+	// consoleDone is closed when the console copier has read the guest
+	// console to its end (QEMU gone) and closed console.log.
+	consoleDone chan struct{}
 	// blocks are the hot-plugged disks by slot (hotplug.go); "" is free.
 	blocks []string
 }
@@ -127,10 +130,7 @@ func New(cfg hypervisor.Config, logger *slog.Logger) (*QEMU, error) {
 	if err != nil {
 		return nil, fmt.Errorf("finding qemu: %w", err)
 	}
-	accel, err := hypervisor.HostAccel(cfg.Accel, logger)
-	if err != nil {
-		return nil, err
-	}
+	accel := hypervisor.HostAccel(cfg.Accel, logger)
 	if err := checkTEELaunch(cfg.TEE, path, accel, SysRoot); err != nil {
 		return nil, fmt.Errorf("checking vm config: %w", err)
 	}
@@ -146,6 +146,30 @@ func New(cfg hypervisor.Config, logger *slog.Logger) (*QEMU, error) {
 		transport: transport,
 		done:      make(chan struct{}),
 	}, nil
+}
+
+// LaunchFor is the Launch of a VM configured as cfg on accelerator accel
+// and transport (neither auto): everything but the files Start creates
+// (sockets, taps, console log, pid file). `veil measure` and its tests
+// build the command line of a handler's VM with it, as Start does.
+func LaunchFor(cfg hypervisor.Config, accel hypervisor.Accel, transport hypervisor.Transport) Launch {
+	return Launch{
+		ID:                cfg.ID,
+		Kernel:            cfg.Kernel,
+		Initrd:            cfg.Initrd,
+		KernelArgs:        cfg.KernelArgs,
+		VCPUs:             cfg.VCPUs,
+		MemoryMiB:         cfg.MemoryMiB,
+		Accel:             accel,
+		TBSizeMiB:         cfg.TCGTranslationCacheMiB,
+		Transport:         transport,
+		VsockCID:          cfg.VsockCID,
+		SharedDir:         cfg.SharedDir,
+		Debug:             cfg.Debug,
+		TEE:               cfg.TEE,
+		BlockSlots:        cfg.BlockSlots,
+		FreePageReporting: cfg.ReclaimFreedMemory,
+	}
 }
 
 // Accel is the accelerator the VM runs on (never auto).
@@ -189,26 +213,8 @@ func (q *QEMU) Start(ctx context.Context) (err error) {
 		files = append(files, f)
 		return 2 + len(files), nil // ExtraFiles[i] is fd 3+i
 	}
-	launch := Launch{
-		ID:         q.cfg.ID,
-		Kernel:     q.cfg.Kernel,
-		Initrd:     q.cfg.Initrd,
-		KernelArgs: q.cfg.KernelArgs,
-		VCPUs:      q.cfg.VCPUs,
-		MemoryMiB:  q.cfg.MemoryMiB,
-		Accel:      q.accel,
-		TBSizeMiB:  q.cfg.TCGTranslationCacheMiB,
-		Transport:  q.transport,
-		VsockCID:   q.cfg.VsockCID,
-		SharedDir:  q.cfg.SharedDir,
-		Debug:      q.cfg.Debug,
-		TEE:        q.cfg.TEE,
-		ConsoleLog: q.path(ConsoleLog),
-		PIDFile:    q.path(PIDFile),
-		BlockSlots: q.cfg.BlockSlots,
-
-		FreePageReporting: q.cfg.ReclaimFreedMemory,
-	}
+	launch := LaunchFor(q.cfg, q.accel, q.transport)
+	launch.PIDFile = q.path(PIDFile)
 	if launch.QMPFD, err = listen(QMPSocket); err != nil {
 		return fmt.Errorf("starting vm %s: %w", q.cfg.ID, err)
 	}
@@ -222,6 +228,28 @@ func (q *QEMU) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("starting vm %s: %w", q.cfg.ID, err)
 		}
 	}
+	// The guest console: QEMU writes a pipe, the driver copies it into a
+	// capped, rotated console.log and hands the lines to Console.Line.
+	console, err := hypervisor.NewRotatingFile(q.path(ConsoleLog), q.cfg.Console.MaxBytes, q.cfg.Console.Files)
+	if err != nil {
+		return fmt.Errorf("starting vm %s: %w", q.cfg.ID, err)
+	}
+	cr, cw, err := os.Pipe()
+	if err != nil {
+		console.Close()
+		return fmt.Errorf("starting vm %s: console pipe: %w", q.cfg.ID, err)
+	}
+	files = append(files, cw) // closed after the fork: then QEMU holds the only write end
+	launch.ConsoleFD = 2 + len(files)
+	q.consoleDone = make(chan struct{})
+	go func() {
+		defer close(q.consoleDone)
+		if err := hypervisor.CopyConsole(cr, console, q.cfg.Console.Line); err != nil {
+			q.logger.Warn("copying the guest console", "err", err)
+		}
+		cr.Close()
+		console.Close()
+	}()
 	// The taps are the caller's: passed on after the sockets, never closed here.
 	var taps []*os.File
 	for _, n := range q.cfg.NICs {
@@ -319,7 +347,11 @@ func (q *QEMU) wait(cmd *exec.Cmd) {
 	if t := tail(q.path(QEMULog), tailBytes); t != "" {
 		fmt.Fprintf(&b, "\n--- qemu.log (tail) ---\n%s", t)
 	}
-	if t := tail(q.path(ConsoleLog), tailBytes); t != "" {
+	if q.consoleDone != nil {
+		<-q.consoleDone // QEMU's exit closed the pipe: the console's last lines are in
+	}
+	ct := hypervisor.ConsoleTail(q.path(ConsoleLog), tailBytes)
+	if t := tailText([]byte(ct), len(ct) >= tailBytes); t != "" {
 		fmt.Fprintf(&b, "\n--- console.log (tail) ---\n%s", t)
 	}
 	q.exitErr = fmt.Errorf("%w: %s", hypervisor.ErrVMExited, b.String())
@@ -510,7 +542,8 @@ func (q *QEMU) Cleanup() error {
 // removeFiles removes what Start creates in the state dir.
 func (q *QEMU) removeFiles() error {
 	var errs []error
-	for _, name := range []string{QMPSocket, AgentSocket, DebugConsoleSocket, ConsoleLog, QEMULog, PIDFile} {
+	names := []string{QMPSocket, AgentSocket, DebugConsoleSocket, QEMULog, PIDFile}
+	for _, name := range append(names, hypervisor.RotatedFiles(ConsoleLog, q.cfg.Console.Files)...) {
 		if err := os.Remove(q.path(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}

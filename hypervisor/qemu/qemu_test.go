@@ -45,7 +45,7 @@ func TestMain(m *testing.M) {
 // pid file, the console file and the QMP socket passed as fd.
 func fakeQEMU(mode string, args []string) int {
 	var console, pidfile string
-	qmpFD := -1
+	qmpFD, consoleFD := -1, -1
 	for i := 0; i+1 < len(args); i++ {
 		v := args[i+1]
 		switch {
@@ -53,6 +53,8 @@ func fakeQEMU(mode string, args []string) int {
 			pidfile = v
 		case args[i] == "-chardev" && strings.HasPrefix(v, "file,id=console,path="):
 			console = strings.TrimPrefix(v, "file,id=console,path=")
+		case args[i] == "-add-fd":
+			fmt.Sscanf(v, "fd=%d,set=", &consoleFD)
 		case args[i] == "-chardev" && strings.HasPrefix(v, "socket,id=qmp,fd="):
 			fmt.Sscanf(strings.TrimPrefix(v, "socket,id=qmp,fd="), "%d", &qmpFD)
 		}
@@ -62,7 +64,19 @@ func fakeQEMU(mode string, args []string) int {
 		return 1
 	}
 	os.WriteFile(pidfile, fmt.Appendf(nil, "%d\n", os.Getpid()), 0o644)
-	os.WriteFile(console, []byte("fake guest booted\nagent: serving\n"), 0o644)
+	out := os.NewFile(uintptr(consoleFD), "console")
+	if console != "/dev/fdset/1,append=on" || out == nil {
+		fmt.Fprintf(os.Stderr, "console %q on fd %d: want /dev/fdset/1,append=on with -add-fd\n", console, consoleFD)
+		return 2
+	}
+	out.WriteString("fake guest booted\nagent: serving\n")
+	if mode == "chatty" {
+		// A long-lived guest's console: 2000 numbered lines (about 110 KiB).
+		for i := range 2000 {
+			fmt.Fprintf(out, "time=t level=INFO msg=\"line %04d of a chatty guest agent\" c=veil-agent\n", i)
+		}
+		out.WriteString("the last line\n")
+	}
 	l, err := net.FileListener(os.NewFile(uintptr(qmpFD), "qmp"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "qmp fd:", err)
@@ -333,4 +347,60 @@ func TestQEMUOutlivesTheStartingThread(t *testing.T) {
 	if err := q.Err(); err != nil {
 		t.Fatalf("qemu exited: %v", err)
 	}
+}
+
+// TestConsoleCappedAndForwarded: a guest that writes 110 KiB to its
+// console through a 16 KiB x 2 console log leaves at most 32 KiB in the
+// state directory, every line reaches Console.Line in order, the exit
+// error still ends with the console's last line, and Cleanup removes the
+// rotated file too.
+func TestConsoleCappedAndForwarded(t *testing.T) {
+	t.Setenv(fakeQEMUEnv, "chatty")
+	dir := t.TempDir()
+	kernel := filepath.Join(t.TempDir(), "vmlinuz")
+	os.WriteFile(kernel, []byte("not a kernel"), 0o644)
+	var lines []string
+	q, err := New(hypervisor.Config{
+		ID: "fake", StateDir: dir, Binary: os.Args[0], Kernel: kernel,
+		Accel: hypervisor.AccelTCG, Transport: hypervisor.TransportSerial,
+		Console: hypervisor.Console{MaxBytes: 16 << 10, Files: 2, Line: func(l string) { lines = append(lines, l) }},
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := q.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expired, cancelStop := context.WithCancel(context.Background())
+	cancelStop() // no guest to power off: QMP quit at once
+	if err := q.Stop(expired); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, q, 10*time.Second)
+	var total int64
+	for _, name := range []string{ConsoleLog, ConsoleLog + ".1", ConsoleLog + ".2"} {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			total += fi.Size()
+			if name == ConsoleLog+".2" {
+				t.Errorf("%s kept with files = 2", name)
+			}
+		} else if name != ConsoleLog+".2" {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if total > 32<<10 {
+		t.Errorf("console logs hold %d bytes, over 2 x 16 KiB", total)
+	}
+	if len(lines) != 2003 || lines[0] != "fake guest booted" || lines[2002] != "the last line" || !strings.Contains(lines[1001], "line 0999 ") {
+		t.Errorf("forwarded %d lines (first %q), want 2003 in order", len(lines), lines[:min(2, len(lines))])
+	}
+	if !strings.Contains(q.Err().Error(), "the last line") {
+		t.Errorf("exit error lacks the console's last line: %v", q.Err())
+	}
+	if err := q.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	assertEmpty(t, dir)
 }

@@ -6,14 +6,18 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/veil-runtime/veil/attestation/initdata"
 )
 
 // RuntimeType is the shim v2 runtime type of every veil handler.
 const RuntimeType = "io.containerd.veil.v2"
 
 // PodAnnotations is the pod annotation allowlist each handler passes to the
-// shim: veil's own keys (io.veil.*), which the shim checks against its config.
-var PodAnnotations = []string{"io.veil.*"}
+// shim: veil's own keys (io.veil.*), which the shim checks against its
+// config, and Confidential Containers' init-data annotation
+// (initdata.CoCoAnnotation), which confidential handlers read.
+var PodAnnotations = []string{"io.veil.*", initdata.CoCoAnnotation}
 
 // Handler is one CRI runtime handler veil adds.
 type Handler struct {

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	srvconfig "github.com/containerd/containerd/v2/cmd/containerd/server/config"
+
+	"github.com/veil-runtime/veil/attestation/initdata"
 )
 
 var handlers = []Handler{
@@ -55,7 +57,7 @@ func TestDropInLoadsInContainerd(t *testing.T) {
 			v["privileged_without_host_devices"] != true {
 			t.Errorf("runtime %s = %v", h.Name, v)
 		}
-		if a, _ := v["pod_annotations"].([]any); len(a) != 1 || a[0] != "io.veil.*" {
+		if a, _ := v["pod_annotations"].([]any); len(a) != 2 || a[0] != "io.veil.*" || a[1] != initdata.CoCoAnnotation {
 			t.Errorf("runtime %s pod_annotations = %v", h.Name, v["pod_annotations"])
 		}
 	}

@@ -21,13 +21,10 @@ import (
 
 // Facts are what Gather read from the machine, uninterpreted.
 type Facts struct {
-	// ProcModules is /proc/modules ("" when missing); SysModules are the
-	// kvm* entries under /sys/module (built-in modules with parameters show
-	// there too, and /proc/modules may be missing).
-	ProcModules string
-	SysModules  []string
-	DevKVM      bool
-	VhostVsock  bool // /dev/vhost-vsock exists
+	// KVM is what the accelerator choice reads (/dev/kvm usability, CPU
+	// flags, kvm modules): the shim reads the same with the same function.
+	KVM        hypervisor.KVMHost
+	VhostVsock bool // /dev/vhost-vsock exists
 
 	QEMUPath        string // "" when not found
 	QEMUVersionOut  string // `qemu-system-x86_64 --version`
@@ -37,6 +34,11 @@ type Facts struct {
 	TDXParam        string // /sys/module/kvm_intel/parameters/tdx, "" when missing
 	CgroupRootMagic int64  // statfs f_type of /sys/fs/cgroup
 	CgroupUnified   bool   // /sys/fs/cgroup/unified is a cgroup2 mount
+	// KubeletFiles are the kubelet's config and flag files that exist
+	// (KubeletConfigFiles), path -> content.
+	KubeletFiles map[string]string
+	// SystemdBooted: /run/systemd/system exists (systemd is PID 1).
+	SystemdBooted bool
 
 	ContainerdPath       string
 	ContainerdVersionOut string
@@ -51,26 +53,97 @@ type Facts struct {
 
 // Report is what the node can run. Field names are the --json keys.
 type Report struct {
-	KVM        KVM        `json:"kvm"`
-	VhostVsock bool       `json:"vhost_vsock"`
-	QEMU       QEMU       `json:"qemu"`
-	HostTEE    HostTEE    `json:"host_tee"`
-	Cgroups    string     `json:"cgroups"`
-	Containerd Containerd `json:"containerd"`
-	GuestImage GuestImage `json:"guest_image"`
+	KVM        KVM     `json:"kvm"`
+	VhostVsock bool    `json:"vhost_vsock"`
+	QEMU       QEMU    `json:"qemu"`
+	HostTEE    HostTEE `json:"host_tee"`
+	Cgroups    string  `json:"cgroups"`
+	// CgroupDriver is the kubelet's cgroup driver, which decides where the
+	// shim puts pod VMs.
+	CgroupDriver CgroupDriver `json:"cgroup_driver"`
+	Containerd   Containerd   `json:"containerd"`
+	GuestImage   GuestImage   `json:"guest_image"`
 	// TEE is the node's veil.io/tee label: snp, tdx or none.
 	TEE string `json:"tee"`
 	// Problems are the reasons veil cannot run pods here; empty when it can.
 	Problems []string `json:"problems"`
 }
 
-// KVM says whether hardware virtualisation is usable.
+// KVM says whether hardware virtualisation is usable: the shim's own
+// choice for accel = "auto" (hypervisor.ChooseAccel) over the same facts.
 type KVM struct {
-	DevKVM   bool     `json:"dev_kvm"`
+	DevKVM bool `json:"dev_kvm"`
+	// APIVersion is KVM_GET_API_VERSION on /dev/kvm (12), 0 when it could
+	// not be asked.
+	APIVersion int `json:"api_version"`
+	// CPUFlag is vmx, svm or "" (/proc/cpuinfo).
+	CPUFlag  string   `json:"cpu_flag"`
 	Modules  []string `json:"modules"`
 	Hardware bool     `json:"hardware"`
 	Accel    string   `json:"accel"` // what the shim picks with accel=auto: kvm or tcg
 	Note     string   `json:"note"`
+}
+
+// CgroupDriver is the kubelet's cgroup driver as its files say.
+type CgroupDriver struct {
+	// Kubelet is systemd, cgroupfs, or "" when no kubelet file was found
+	// (containerd and crictl users: the cgroup parent decides).
+	Kubelet string `json:"kubelet"`
+	// Source is the file that said so.
+	Source        string `json:"source,omitempty"`
+	SystemdBooted bool   `json:"systemd_booted"`
+	Note          string `json:"note"`
+}
+
+// KubeletConfigFiles are where the kubelet's cgroup driver is read from, in
+// order: kubeadm's KubeletConfiguration, then flag files (--cgroup-driver).
+var KubeletConfigFiles = []string{
+	"/var/lib/kubelet/config.yaml",
+	"/var/lib/kubelet/kubeadm-flags.env",
+	"/etc/default/kubelet",
+	"/etc/sysconfig/kubelet",
+}
+
+var (
+	kubeletConfigDriverRE = regexp.MustCompile(`(?m)^cgroupDriver:\s*["']?([A-Za-z]+)["']?\s*(?:#.*)?$`)
+	kubeletFlagDriverRE   = regexp.MustCompile(`--cgroup-driver[= ]["']?([A-Za-z]+)`)
+)
+
+// evalCgroupDriver reads the kubelet's cgroup driver. A KubeletConfiguration
+// without cgroupDriver means the kubelet's default, cgroupfs.
+func evalCgroupDriver(f Facts) CgroupDriver {
+	d := CgroupDriver{SystemdBooted: f.SystemdBooted}
+	for _, p := range KubeletConfigFiles {
+		content, ok := f.KubeletFiles[p]
+		if !ok {
+			continue
+		}
+		re := kubeletFlagDriverRE
+		if strings.HasSuffix(p, ".yaml") {
+			re = kubeletConfigDriverRE
+		}
+		if m := re.FindStringSubmatch(content); m != nil {
+			d.Kubelet, d.Source = strings.ToLower(m[1]), p
+			break
+		}
+		if strings.HasSuffix(p, ".yaml") {
+			d.Kubelet, d.Source = "cgroupfs", p+" (no cgroupDriver: the kubelet's default)"
+			break
+		}
+	}
+	switch {
+	case d.Kubelet == "systemd" && !d.SystemdBooted:
+		d.Note = "the kubelet uses the systemd cgroup driver but systemd is not PID 1 here: pod VMs cannot be placed in their pods' scopes"
+	case d.Kubelet == "systemd":
+		d.Note = "pod VMs run in systemd scopes in their pods' slices (D-Bus), under the pods' limits and RuntimeClass overhead"
+	case d.Kubelet == "cgroupfs":
+		d.Note = "pod VMs run in their sandboxes' cgroupfs cgroups, under the pods' limits and RuntimeClass overhead"
+	case d.Kubelet != "":
+		d.Note = fmt.Sprintf("unknown kubelet cgroup driver %q", d.Kubelet)
+	default:
+		d.Note = "no kubelet configuration found: the sandbox's cgroup parent decides (slice:prefix:name means systemd)"
+	}
+	return d
 }
 
 // QEMU is the hypervisor binary and the TEEs it can launch.
@@ -126,6 +199,7 @@ func Evaluate(f Facts) Report {
 	r.QEMU = evalQEMU(f)
 	r.HostTEE = HostTEE{SEVSNP: paramOn(f.SEVSNPParam), TDX: paramOn(f.TDXParam)}
 	r.Cgroups = CgroupMode(f.CgroupRootMagic, f.CgroupUnified)
+	r.CgroupDriver = evalCgroupDriver(f)
 	r.Containerd = evalContainerd(f)
 	r.GuestImage = evalGuest(f)
 	r.TEE = TEE(r)
@@ -139,6 +213,9 @@ func Evaluate(f Facts) Report {
 	if !r.Containerd.Supported {
 		r.Problems = append(r.Problems, "containerd: "+r.Containerd.Note)
 	}
+	if r.CgroupDriver.Kubelet == "systemd" && !r.CgroupDriver.SystemdBooted {
+		r.Problems = append(r.Problems, "cgroup driver: "+r.CgroupDriver.Note)
+	}
 	if r.Cgroups == "unknown" {
 		r.Problems = append(r.Problems, "cgroups: /sys/fs/cgroup is neither cgroup v1 nor v2")
 	}
@@ -146,42 +223,21 @@ func Evaluate(f Facts) Report {
 }
 
 func evalKVM(f Facts) KVM {
-	k := KVM{DevKVM: f.DevKVM, Modules: kvmModules(f)}
-	for _, m := range k.Modules {
-		if m == "kvm_intel" || m == "kvm_amd" {
-			k.Hardware = true
-		}
+	h := f.KVM
+	k := KVM{DevKVM: h.DevKVM, APIVersion: h.APIVersion, Modules: h.Modules}
+	if k.Modules == nil {
+		k.Modules = []string{}
 	}
 	switch {
-	case k.Hardware && f.DevKVM:
-		k.Accel, k.Note = "kvm", "hardware virtualisation"
-	case k.Hardware:
-		k.Accel, k.Note = "tcg", "a hardware KVM module is loaded but /dev/kvm is missing: software emulation"
-	case slices.Contains(k.Modules, "kvm_pvm"):
-		k.Accel, k.Note = "tcg", "no hardware virtualisation: kvm_pvm is a paravirtual KVM that boots only specially built guests; software emulation (TCG)"
-	default:
-		k.Accel, k.Note = "tcg", "no hardware virtualisation (neither kvm_intel nor kvm_amd): software emulation (TCG)"
+	case h.VMX:
+		k.CPUFlag = "vmx"
+	case h.SVM:
+		k.CPUFlag = "svm"
 	}
+	accel, reason := hypervisor.ChooseAccel(hypervisor.AccelAuto, h)
+	k.Accel, k.Note = string(accel), reason
+	k.Hardware = accel == hypervisor.AccelKVM
 	return k
-}
-
-// kvmModules lists the kvm modules from /proc/modules and /sys/module.
-func kvmModules(f Facts) []string {
-	var out []string
-	sc := bufio.NewScanner(strings.NewReader(f.ProcModules))
-	for sc.Scan() {
-		name, _, _ := strings.Cut(sc.Text(), " ")
-		if strings.HasPrefix(name, "kvm") && !slices.Contains(out, name) {
-			out = append(out, name)
-		}
-	}
-	for _, name := range f.SysModules {
-		if strings.HasPrefix(name, "kvm") && !slices.Contains(out, name) {
-			out = append(out, name)
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 var qemuVersionRE = regexp.MustCompile(`QEMU emulator version (\d+)\.(\d+)(?:\.(\d+))?`)
@@ -334,12 +390,12 @@ func evalGuest(f Facts) GuestImage {
 }
 
 // TEE is the node's veil.io/tee label: the TEE the host kernel, QEMU and
-// the hardware KVM module all support, else none.
+// the hardware KVM module all support (with a usable /dev/kvm), else none.
 func TEE(r Report) string {
 	switch {
-	case r.HostTEE.SEVSNP && r.QEMU.SNP && slices.Contains(r.KVM.Modules, "kvm_amd") && r.KVM.DevKVM:
+	case r.HostTEE.SEVSNP && r.QEMU.SNP && slices.Contains(r.KVM.Modules, "kvm_amd") && r.KVM.Hardware:
 		return "snp"
-	case r.HostTEE.TDX && r.QEMU.TDX && slices.Contains(r.KVM.Modules, "kvm_intel") && r.KVM.DevKVM:
+	case r.HostTEE.TDX && r.QEMU.TDX && slices.Contains(r.KVM.Modules, "kvm_intel") && r.KVM.Hardware:
 		return "tdx"
 	}
 	return "none"

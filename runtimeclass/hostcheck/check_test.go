@@ -11,29 +11,37 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/veil-runtime/veil/hypervisor"
 )
 
 const qemu72 = "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright (c) 2003-2022 Fabrice Bellard\n"
 const objects72 = "List of user creatable objects:\n  authz-list\n  sev-guest\n  thread-context\n"
 
+// TestEvalKVM: the report's accelerator is the shim's choice
+// (hypervisor.ChooseAccel) over the same facts, for the real-host kinds.
 func TestEvalKVM(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		f        Facts
+		h        hypervisor.KVMHost
 		hardware bool
 		accel    string
 		note     string
 	}{
-		{"kvm_intel in /proc/modules", Facts{DevKVM: true, ProcModules: "kvm_intel 1 0 - Live 0x0\nkvm 2 1 kvm_intel, Live 0x0\n"}, true, "kvm", "hardware"},
-		{"kvm_amd only under /sys/module", Facts{DevKVM: true, SysModules: []string{"kvm", "kvm_amd"}}, true, "kvm", "hardware"},
-		{"kvm_pvm is not hardware", Facts{DevKVM: true, SysModules: []string{"kvm", "kvm_pvm"}}, false, "tcg", "kvm_pvm is a paravirtual KVM"},
-		{"nothing", Facts{}, false, "tcg", "neither kvm_intel nor kvm_amd"},
-		{"module without /dev/kvm", Facts{SysModules: []string{"kvm_intel"}}, true, "tcg", "/dev/kvm is missing"},
+		{"intel, kvm built in", hypervisor.KVMHost{DevKVM: true, APIVersion: 12, VMX: true}, true, "kvm", "hardware virtualisation"},
+		{"amd, kvm_amd module", hypervisor.KVMHost{DevKVM: true, APIVersion: 12, SVM: true, Modules: []string{"kvm", "kvm_amd"}}, true, "kvm", "svm"},
+		{"kvm_pvm is not hardware", hypervisor.KVMHost{DevKVM: true, APIVersion: 12, Modules: []string{"kvm", "kvm_pvm"}}, false, "tcg", "kvm_pvm, a paravirtual KVM"},
+		{"nothing", hypervisor.KVMHost{}, false, "tcg", "no /dev/kvm"},
+		{"module and flags without /dev/kvm", hypervisor.KVMHost{VMX: true, Modules: []string{"kvm_intel"}}, false, "tcg", "no /dev/kvm"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			k := evalKVM(tc.f)
+			k := evalKVM(Facts{KVM: tc.h})
 			if k.Hardware != tc.hardware || k.Accel != tc.accel || !strings.Contains(k.Note, tc.note) {
 				t.Fatalf("got %+v, want hardware %v accel %s note ~%q", k, tc.hardware, tc.accel, tc.note)
+			}
+			want, _ := hypervisor.ChooseAccel(hypervisor.AccelAuto, tc.h)
+			if k.Accel != string(want) {
+				t.Fatalf("veil check says %s, the shim would pick %s", k.Accel, want)
 			}
 		})
 	}
@@ -132,12 +140,12 @@ func TestEvalGuest(t *testing.T) {
 }
 
 func TestTEE(t *testing.T) {
-	snpHost := Report{KVM: KVM{DevKVM: true, Modules: []string{"kvm", "kvm_amd"}}, QEMU: QEMU{SNP: true}, HostTEE: HostTEE{SEVSNP: true}}
-	tdxHost := Report{KVM: KVM{DevKVM: true, Modules: []string{"kvm", "kvm_intel"}}, QEMU: QEMU{TDX: true, SNP: true}, HostTEE: HostTEE{TDX: true}}
+	snpHost := Report{KVM: KVM{DevKVM: true, Hardware: true, Modules: []string{"kvm", "kvm_amd"}}, QEMU: QEMU{SNP: true}, HostTEE: HostTEE{SEVSNP: true}}
+	tdxHost := Report{KVM: KVM{DevKVM: true, Hardware: true, Modules: []string{"kvm", "kvm_intel"}}, QEMU: QEMU{TDX: true, SNP: true}, HostTEE: HostTEE{TDX: true}}
 	oldQEMU := snpHost
 	oldQEMU.QEMU = QEMU{}
 	noKVM := tdxHost
-	noKVM.KVM.DevKVM = false
+	noKVM.KVM.DevKVM, noKVM.KVM.Hardware = false, false
 	for _, tc := range []struct {
 		name string
 		r    Report
@@ -221,7 +229,7 @@ func TestGatherOnTheDevMachine(t *testing.T) {
 	if err := WriteText(&text, r); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(text.String(), "no hardware virtualisation") || !strings.Contains(text.String(), "launches SEV-SNP no, TDX no") {
+	if !strings.Contains(text.String(), "software emulation (TCG)") || !strings.Contains(text.String(), "launches SEV-SNP no, TDX no") {
 		t.Errorf("text report:\n%s", text.String())
 	}
 
@@ -253,5 +261,71 @@ func TestGatherUnderRoot(t *testing.T) {
 	}
 	if r.QEMU.Path != "" || r.Containerd.Path != "" {
 		t.Errorf("binaries found in an empty root: qemu %q containerd %q", r.QEMU.Path, r.Containerd.Path)
+	}
+}
+
+// kubeadmConfig is the head of the KubeletConfiguration kubeadm writes.
+const kubeadmConfig = `apiVersion: kubelet.config.k8s.io/v1beta1
+authentication:
+  anonymous:
+    enabled: false
+cgroupDriver: systemd
+clusterDNS:
+- 10.96.0.10
+`
+
+func TestEvalCgroupDriver(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		files   map[string]string
+		systemd bool
+		driver  string
+		source  string
+		problem bool
+	}{
+		{"kubeadm node", map[string]string{"/var/lib/kubelet/config.yaml": kubeadmConfig}, true, "systemd", "/var/lib/kubelet/config.yaml", false},
+		{"config without cgroupDriver", map[string]string{"/var/lib/kubelet/config.yaml": "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"}, true, "cgroupfs", "/var/lib/kubelet/config.yaml (no cgroupDriver: the kubelet's default)", false},
+		{"quoted cgroupfs", map[string]string{"/var/lib/kubelet/config.yaml": "cgroupDriver: \"cgroupfs\" # set by hand\n"}, false, "cgroupfs", "/var/lib/kubelet/config.yaml", false},
+		{"nested key is not the driver", map[string]string{"/var/lib/kubelet/config.yaml": "foo:\n  cgroupDriver: systemd\n"}, true, "cgroupfs", "/var/lib/kubelet/config.yaml (no cgroupDriver: the kubelet's default)", false},
+		{"old flags file", map[string]string{"/var/lib/kubelet/kubeadm-flags.env": `KUBELET_KUBEADM_ARGS="--cgroup-driver=systemd --container-runtime-endpoint=unix:///run/containerd/containerd.sock"`}, true, "systemd", "/var/lib/kubelet/kubeadm-flags.env", false},
+		{"sysconfig", map[string]string{"/etc/sysconfig/kubelet": "KUBELET_EXTRA_ARGS=--cgroup-driver cgroupfs\n"}, true, "cgroupfs", "/etc/sysconfig/kubelet", false},
+		{"no kubelet", nil, false, "", "", false},
+		{"systemd driver without systemd", map[string]string{"/var/lib/kubelet/config.yaml": kubeadmConfig}, false, "systemd", "/var/lib/kubelet/config.yaml", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Evaluate(Facts{KubeletFiles: tc.files, SystemdBooted: tc.systemd})
+			d := r.CgroupDriver
+			if d.Kubelet != tc.driver || d.Source != tc.source || d.Note == "" {
+				t.Fatalf("got %+v, want driver %q from %q", d, tc.driver, tc.source)
+			}
+			hasProblem := strings.Contains(strings.Join(r.Problems, "\n"), "cgroup driver:")
+			if hasProblem != tc.problem {
+				t.Errorf("problems %q, want a cgroup driver problem: %v", r.Problems, tc.problem)
+			}
+		})
+	}
+}
+
+func TestGatherKubeletCgroupDriver(t *testing.T) {
+	root := t.TempDir()
+	for name, content := range map[string]string{"var/lib/kubelet/config.yaml": kubeadmConfig, "run/systemd/system/.keep": ""} {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := Evaluate(Gather(context.Background(), Options{Root: root, GuestDir: "/nowhere"}))
+	if r.CgroupDriver.Kubelet != "systemd" || !r.CgroupDriver.SystemdBooted {
+		t.Errorf("cgroup driver under root: %+v", r.CgroupDriver)
+	}
+	var text bytes.Buffer
+	if err := WriteText(&text, r); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "cgroup driver: kubelet systemd (/var/lib/kubelet/config.yaml); systemd is PID 1: yes; pod VMs run in systemd scopes") {
+		t.Errorf("text report:\n%s", text.String())
 	}
 }

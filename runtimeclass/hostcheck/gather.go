@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/veil-runtime/veil/hypervisor"
 )
 
 // DefaultGuestDir is where `veil install` puts the guest image (the shim
@@ -57,17 +59,7 @@ func Gather(ctx context.Context, o Options) Facts {
 		o.GuestDir = DefaultGuestDir
 	}
 	var f Facts
-	if b, err := os.ReadFile(o.kernel("/proc/modules")); err == nil {
-		f.ProcModules = string(b)
-	}
-	if ents, err := os.ReadDir(o.kernel("/sys/module")); err == nil {
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), "kvm") {
-				f.SysModules = append(f.SysModules, e.Name())
-			}
-		}
-	}
-	f.DevKVM = exists(o.kernel("/dev/kvm"))
+	f.KVM = hypervisor.ReadKVMHost(o.kernel, nil)
 	f.VhostVsock = exists(o.kernel("/dev/vhost-vsock"))
 	f.SEVSNPParam = readTrim(o.kernel("/sys/module/kvm_amd/parameters/sev_snp"))
 	f.TDXParam = readTrim(o.kernel("/sys/module/kvm_intel/parameters/tdx"))
@@ -78,6 +70,16 @@ func Gather(ctx context.Context, o Options) Facts {
 	if err := syscall.Statfs(o.kernel("/sys/fs/cgroup/unified"), &st); err == nil {
 		f.CgroupUnified = int64(st.Type) == cgroup2Magic
 	}
+
+	for _, p := range KubeletConfigFiles {
+		if b, err := os.ReadFile(o.host(p)); err == nil {
+			if f.KubeletFiles == nil {
+				f.KubeletFiles = map[string]string{}
+			}
+			f.KubeletFiles[p] = string(b)
+		}
+	}
+	f.SystemdBooted = exists(o.host("/run/systemd/system"))
 
 	f.QEMUPath, f.QEMUErr = o.lookPath(o.QEMU, "qemu-system-x86_64")
 	if f.QEMUPath != "" {

@@ -19,10 +19,18 @@ func WriteText(w io.Writer, r Report) error {
 	if mods == "" {
 		mods = "none"
 	}
-	fmt.Fprintf(&b, "kvm:          %s (/dev/kvm %s; modules: %s; accel %s)\n", r.KVM.Note, yes(r.KVM.DevKVM), mods, r.KVM.Accel)
+	dev := yes(r.KVM.DevKVM)
+	if r.KVM.APIVersion != 0 {
+		dev += fmt.Sprintf(", API %d", r.KVM.APIVersion)
+	}
+	flag := r.KVM.CPUFlag
+	if flag == "" {
+		flag = "neither vmx nor svm"
+	}
+	fmt.Fprintf(&b, "kvm:          %s (/dev/kvm %s; cpu %s; modules: %s; accel %s)\n", r.KVM.Note, dev, flag, mods, r.KVM.Accel)
 	transport := "virtio-serial"
 	if r.VhostVsock {
-		transport = "vsock"
+		transport = "vsock, a guest CID per pod locked under /run/veil/vsock"
 	}
 	fmt.Fprintf(&b, "vhost-vsock:  %s (agent transport %s)\n", yes(r.VhostVsock), transport)
 	if r.QEMU.Version != "" {
@@ -36,6 +44,13 @@ func WriteText(w io.Writer, r Report) error {
 	}
 	fmt.Fprintf(&b, "host TEE:     SEV-SNP %s, TDX %s\n", yes(r.HostTEE.SEVSNP), yes(r.HostTEE.TDX))
 	fmt.Fprintf(&b, "cgroups:      %s\n", r.Cgroups)
+	driver := r.CgroupDriver.Kubelet
+	if driver == "" {
+		driver = "no kubelet"
+	} else {
+		driver = "kubelet " + driver + " (" + r.CgroupDriver.Source + ")"
+	}
+	fmt.Fprintf(&b, "cgroup driver: %s; systemd is PID 1: %s; %s\n", driver, yes(r.CgroupDriver.SystemdBooted), r.CgroupDriver.Note)
 	if r.Containerd.Version != "" {
 		fmt.Fprintf(&b, "containerd:   %s %s, supported %s", r.Containerd.Path, r.Containerd.Version, yes(r.Containerd.Supported))
 		if r.Containerd.Note != "" {

@@ -53,6 +53,11 @@ type file struct {
 func shimRel() string          { return filepath.Join("bin", ShimBinary) }
 func cliRel() string           { return filepath.Join("bin", CLIBinary) }
 func guestRel(n string) string { return filepath.Join("share", "veil", n) }
+
+// HandlerConfigPath is the veil config of handler h in an install at
+// prefix (what its containerd ConfigPath names).
+func HandlerConfigPath(prefix, h string) string { return filepath.Join(prefix, configRel(h)) }
+
 func configRel(h string) string {
 	return filepath.Join("etc", h+".toml")
 }

@@ -20,19 +20,27 @@
 //	kernel = "/opt/veil/share/veil/vmlinux"  # tee snp, tdx: ".../vmlinuz" (see DefaultKernel)
 //	initrd = "/opt/veil/share/veil/initrd.img"
 //	kernel_args = []               # appended to the driver's kernel command line
-//	vcpus = 1                      # base vCPUs; the pod's CPU limit is added
-//	max_vcpus = 0                  # cap on vCPUs; 0 means the host's CPU count
+//	vcpus = 1                      # base vCPUs; the pod's CPU limit is added (snp, tdx: exactly
+//	                               # this many, the launch measurement covers it: PinnedVCPUs)
+//	max_vcpus = 0                  # cap on vCPUs; 0 means the host's CPU count (not snp, tdx)
 //	memory_mib = 256               # base memory; the pod's memory limit is added
 //	max_memory_mib = 0             # cap on memory; 0 means no cap
 //	accel = "auto"                 # auto | kvm | tcg
 //	transport = "auto"             # auto | virtio-serial | vsock
 //	tcg_translation_cache_mib = 0  # 0: the driver's default
 //	reclaim_guest_freed_memory = false # give memory the guest frees back to the host (free page reporting; not snp/tdx)
+//	console_log_max_kib = 1024     # cap of console.log (guest kernel and agent log) in the pod's state dir
+//	console_log_files = 2          # console.log files kept, the live one included (console.log, console.log.1)
 //
 //	[agent]
 //	boot_timeout = "60s"           # VM start until the agent answers
 //	call_timeout = "30s"           # every agent call except the waiting ones
 //	shutdown_timeout = "10s"       # guest power-off before the VM is killed
+//	health_interval = "10s"        # ask the agent's Check this often; "0s": never
+//	health_timeout = "10s"         # each health check's deadline
+//	health_failures = 3            # this many failed checks in a row fail the pod
+//	log_level = "info"             # debug | info | warn | error: the agent logs at this level
+//	                               # (kernel parameter veil.log) and the shim forwards its lines
 //
 //	[confidential]
 //	tee = "none"                   # none | sample (veil-dev, INSECURE) | snp | tdx
@@ -41,6 +49,7 @@
 //	firmware = ""                  # snp, tdx: OVMF (AmdSev) / TDVF image, or an SNP .igvm file
 //	snp_policy = 0                 # snp guest policy; 0: 0x30000 (debug off); the debug bit is refused
 //	quote_generation_socket = ""   # tdx: the host's QGS, "vsock:<cid>:<port>" or "unix:<path>"
+//	guest_pull = true              # (tee not none) the guest pulls each container's image; unset: true
 //
 // With tee other than none the handler is confidential (veil-dev, veil-snp,
 // veil-tdx): see shim/README.md for what the shim then does and what still
@@ -51,6 +60,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -58,6 +68,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/veil-runtime/veil/attestation/initdata"
+	"github.com/veil-runtime/veil/guest-agent/boot"
 	"github.com/veil-runtime/veil/hypervisor"
 )
 
@@ -132,6 +143,9 @@ type Hypervisor struct {
 	Transport               string   `toml:"transport"`
 	TCGTranslationCacheMiB  uint32   `toml:"tcg_translation_cache_mib"`
 	ReclaimGuestFreedMemory bool     `toml:"reclaim_guest_freed_memory"`
+	// ConsoleLogMaxKiB and ConsoleLogFiles cap the guest console log.
+	ConsoleLogMaxKiB uint32 `toml:"console_log_max_kib"`
+	ConsoleLogFiles  uint32 `toml:"console_log_files"`
 }
 
 // Agent configures how the shim talks to the guest agent.
@@ -139,6 +153,26 @@ type Agent struct {
 	BootTimeout     Duration `toml:"boot_timeout"`
 	CallTimeout     Duration `toml:"call_timeout"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// HealthInterval is how often the shim asks a running pod's agent
+	// Check (0: never); HealthFailures failed checks in a row, each
+	// bounded by HealthTimeout, fail the pod (shim/health.go).
+	HealthInterval Duration `toml:"health_interval"`
+	HealthTimeout  Duration `toml:"health_timeout"`
+	HealthFailures uint32   `toml:"health_failures"`
+	// LogLevel is the agent's log level (debug, info, warn, error); the
+	// shim forwards the agent's console lines into its own log.
+	LogLevel string `toml:"log_level"`
+}
+
+// Level is the agent's log level; an unknown name is an error that says
+// which are valid (the agent's own parser: guest-agent/boot).
+func (a Agent) Level() (slog.Level, error) {
+	return boot.LogLevel(map[string]string{boot.LogLevelParam: a.LogLevel})
+}
+
+// Console is the hypervisor's console log bound (no line forwarding).
+func (h Hypervisor) Console() hypervisor.Console {
+	return hypervisor.Console{MaxBytes: int64(h.ConsoleLogMaxKiB) << 10, Files: int(h.ConsoleLogFiles)}
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s").
@@ -171,11 +205,18 @@ func Default() Config {
 			MemoryMiB: 256,
 			Accel:     string(hypervisor.AccelAuto),
 			Transport: string(hypervisor.TransportAuto),
+
+			ConsoleLogMaxKiB: hypervisor.DefaultConsoleMaxBytes >> 10,
+			ConsoleLogFiles:  hypervisor.DefaultConsoleFiles,
 		},
 		Agent: Agent{
 			BootTimeout:     Duration(60 * time.Second),
 			CallTimeout:     Duration(30 * time.Second),
 			ShutdownTimeout: Duration(10 * time.Second),
+			HealthInterval:  Duration(10 * time.Second),
+			HealthTimeout:   Duration(10 * time.Second),
+			HealthFailures:  3,
+			LogLevel:        "info",
 		},
 		Confidential: Confidential{
 			TEE:                     string(hypervisor.TEENone),
@@ -297,10 +338,26 @@ func (c Config) validate() error {
 		"agent.boot_timeout":     c.Agent.BootTimeout,
 		"agent.call_timeout":     c.Agent.CallTimeout,
 		"agent.shutdown_timeout": c.Agent.ShutdownTimeout,
+		"agent.health_timeout":   c.Agent.HealthTimeout,
 	} {
 		if d <= 0 {
 			return fmt.Errorf("key %s: %s must be positive", key, d.Std())
 		}
+	}
+	if c.Agent.HealthInterval < 0 {
+		return fmt.Errorf("key agent.health_interval: %s must be positive, or 0s for no health checks", c.Agent.HealthInterval.Std())
+	}
+	if c.Agent.HealthFailures == 0 {
+		return errors.New("key agent.health_failures: must be at least 1")
+	}
+	if _, err := c.Agent.Level(); err != nil {
+		return fmt.Errorf("key agent.log_level: %w", err)
+	}
+	if h.ConsoleLogMaxKiB == 0 {
+		return errors.New("key hypervisor.console_log_max_kib: must be at least 1")
+	}
+	if h.ConsoleLogFiles == 0 {
+		return errors.New("key hypervisor.console_log_files: must be at least 1 (the live file)")
 	}
 	return c.Confidential.validate()
 }

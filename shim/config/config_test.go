@@ -26,6 +26,12 @@ func TestParseDefaults(t *testing.T) {
 	if cfg.Agent.CallTimeout.Std() != 30*time.Second || cfg.Agent.BootTimeout.Std() != time.Minute || cfg.Agent.ShutdownTimeout.Std() != 10*time.Second {
 		t.Errorf("agent defaults: %+v", cfg.Agent)
 	}
+	if c := h.Console(); c.MaxBytes != 1<<20 || c.Files != 2 {
+		t.Errorf("console defaults: %+v, want 1 MiB x 2", c)
+	}
+	if a := cfg.Agent; a.HealthInterval.Std() != 10*time.Second || a.HealthTimeout.Std() != 10*time.Second || a.HealthFailures != 3 || a.LogLevel != "info" {
+		t.Errorf("agent health defaults: %+v", a)
+	}
 	if cfg.Debug {
 		t.Error("debug defaults to true")
 	}
@@ -74,6 +80,12 @@ func TestParseErrors(t *testing.T) {
 		{"wrong type", "[hypervisor]\nvcpus = \"two\"", []string{"bad.toml", "vcpus"}},
 		{"bad duration", "[agent]\ncall_timeout = \"soon\"", []string{"bad.toml", "call_timeout"}},
 		{"zero duration", "[agent]\ncall_timeout = \"0s\"", []string{"bad.toml", "agent.call_timeout"}},
+		{"zero health timeout", "[agent]\nhealth_timeout = \"0s\"", []string{"agent.health_timeout"}},
+		{"negative health interval", "[agent]\nhealth_interval = \"-1s\"", []string{"agent.health_interval", "0s for no health checks"}},
+		{"zero health failures", "[agent]\nhealth_failures = 0", []string{"agent.health_failures", "at least 1"}},
+		{"bad agent log level", "[agent]\nlog_level = \"loud\"", []string{"agent.log_level", "debug, info, warn or error"}},
+		{"zero console cap", "[hypervisor]\nconsole_log_max_kib = 0", []string{"hypervisor.console_log_max_kib"}},
+		{"zero console files", "[hypervisor]\nconsole_log_files = 0", []string{"hypervisor.console_log_files"}},
 		{"bad accel", "[hypervisor]\naccel = \"hvf\"", []string{"bad.toml", "hypervisor.accel", "hvf"}},
 		{"bad transport", "[hypervisor]\ntransport = \"tcp\"", []string{"bad.toml", "hypervisor.transport"}},
 		{"zero vcpus", "[hypervisor]\nvcpus = 0", []string{"bad.toml", "hypervisor.vcpus"}},

@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/common/model"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/veil-runtime/veil/guest-agent/api"
 )
 
 // fakeClock advances by step on every reading.
@@ -145,7 +147,7 @@ func TestRenderedAndParsedBack(t *testing.T) {
 	invoke := func(err error) ttrpc.Invoker {
 		return func(context.Context, *ttrpc.Request, *ttrpc.Response) error { return err }
 	}
-	info := &ttrpc.UnaryClientInfo{FullMethod: "/veil.agent.v1.Sandbox/Check"}
+	info := &ttrpc.UnaryClientInfo{FullMethod: api.MethodCheck}
 	if err := m.Interceptor(context.Background(), nil, nil, info, invoke(nil)); err != nil {
 		t.Fatal(err)
 	}

@@ -73,7 +73,7 @@ func SelectInterfaces(links []netlink.Link, addrs map[int][]netlink.Addr) []Inte
 		}
 		var prefixes []netip.Prefix
 		for _, ad := range addrs[a.Index] {
-			p, ok := prefixOf(ad.IPNet)
+			p, ok := api.PrefixOf(ad.IPNet)
 			if !ok || p.Addr().IsLinkLocalUnicast() {
 				continue
 			}
@@ -109,7 +109,7 @@ func SelectRoutes(routes []netlink.Route, ifaces []Interface) []Route {
 		}
 		out := Route{Dev: dev, Scope: uint8(r.Scope)}
 		if r.Dst != nil {
-			p, ok := prefixOf(r.Dst)
+			p, ok := api.PrefixOf(r.Dst)
 			if !ok {
 				continue
 			}
@@ -156,27 +156,6 @@ func SelectNeighbors(neighs []netlink.Neigh, ifaces []Interface) []Neighbor {
 		out = append(out, Neighbor{IP: ip.Unmap(), MAC: slices.Clone(n.HardwareAddr), Dev: dev})
 	}
 	return out
-}
-
-// prefixOf converts a net.IPNet, keeping IPv4 addresses 4 bytes long.
-func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
-	if n == nil {
-		return netip.Prefix{}, false
-	}
-	ip, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	ip = ip.Unmap()
-	ones, bits := n.Mask.Size()
-	switch {
-	case bits == 0: // not a canonical mask
-		return netip.Prefix{}, false
-	case ip.Is4() && bits == 128: // a 16-byte mask on an IPv4 address
-		ones -= 96
-	}
-	p := netip.PrefixFrom(ip, ones)
-	return p, p.IsValid()
 }
 
 // APIInterfaces is c's interfaces as the agent API's UpdateInterface takes them.

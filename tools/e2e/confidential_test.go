@@ -155,6 +155,41 @@ done`
 		}
 	})
 
+	t.Run("cc_init_data annotation", func(t *testing.T) {
+		// Confidential Containers' annotation carries init-data too: a
+		// document with guest-components' aa.toml (its broker mapped) runs
+		// and its agent policy (exec allowed) is the one enforced; one with
+		// a Rego policy.rego is refused naming it.
+		doc := env.VeilDevInitData(harness.VeilDevPolicy+"allow_exec = true\n") +
+			"\n[data]\n\"aa.toml\" = '''\n[token_configs.kbs]\nurl = 'http://10.88.0.1:8080'\n'''\n"
+		p, err := env.RunPodWith(ctx, harness.VeilDev, "conf-coco", func(c map[string]any) {
+			c["annotations"] = map[string]string{initdata.CoCoAnnotation: mustAnnotation(t, doc)}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = env.RemovePod(context.WithoutCancel(ctx), p) })
+		cid, err := env.StartContainer(ctx, p, harness.ContainerConfig("main", env.Image(testimages.BusyboxImage), []string{"sleep", "3600"}, false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := env.WaitContainer(ctx, cid, "CONTAINER_RUNNING", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if out := crictl(t, ctx, "exec", "--sync", cid, "sh", "-c", "echo coco-$((6*7))"); strings.TrimSpace(out) != "coco-42" {
+			t.Errorf("exec allowed by the cc_init_data document printed %q, want coco-42", out)
+		}
+		rego := "version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\"policy.rego\" = '''\npackage agent_policy\ndefault ExecProcessRequest := true\n'''\n"
+		_, err = env.RunPodWith(ctx, harness.VeilDev, "conf-coco-rego", func(c map[string]any) {
+			c["annotations"] = map[string]string{initdata.CoCoAnnotation: mustAnnotation(t, rego)}
+		})
+		if err == nil || !strings.Contains(err.Error(), initdata.CoCoAnnotation) || !strings.Contains(err.Error(), "policy.rego") {
+			t.Errorf("pod with a Rego cc_init_data: %v, want a refusal naming the annotation and policy.rego", err)
+		} else {
+			t.Logf("%v", err)
+		}
+	})
+
 	t.Run("malformed or oversized init-data annotation refused", func(t *testing.T) {
 		var big bytes.Buffer
 		zw := gzip.NewWriter(&big)

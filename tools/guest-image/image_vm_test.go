@@ -41,6 +41,7 @@ func options(t *testing.T, out, agent string) guestimage.Options {
 		OutDir: out, CacheDir: cache, Kernel: pin,
 		RepoDir: repo, AgentPackage: agent,
 		Runc: "/usr/sbin/runc", RuncPackage: "runc",
+		Crun: "/usr/bin/crun", CrunPackage: "crun",
 		Compression: guestimage.DefaultCompression,
 		Log:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
@@ -108,10 +109,10 @@ func TestBuildIsReproducible(t *testing.T) {
 // (testdata/smokeinit) that checks the kernel has no module support and
 // has built in what the guest uses (9p, overlay, erofs, ext4, vsock,
 // virtio-net/blk, device-mapper, iptables, configfs-tsm, cgroup v2), that no
-// TEE guest device appears outside a TEE, runs runc from the image, and
-// powers off. It boots both kernel files: vmlinux directly through its PVH
-// entry (the plain handlers) and the bzImage vmlinuz through the firmware
-// (the confidential handlers boot it through theirs).
+// TEE guest device appears outside a TEE, runs runc and crun from the image,
+// and powers off. It boots both kernel files: vmlinux directly through its
+// PVH entry (the plain handlers) and the bzImage vmlinuz through the
+// firmware (the confidential handlers boot it through theirs).
 func TestImageBoots(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/veil-runtime/veil/tools/guest-image/guestimage"
@@ -38,8 +39,11 @@ func run() error {
 		agent       = flag.String("agent", "./cmd/veil-agent", "Go package of the agent, relative to -repo")
 		repo        = flag.String("repo", ".", "root of the veil module")
 		runc        = flag.String("runc", "/usr/sbin/runc", "runc binary to copy into the image")
+		crun        = flag.String("crun", "/usr/bin/crun", "crun binary to copy into the image (the agent's default OCI runtime); empty: none")
 		shell       = flag.String("shell", "/bin/busybox", "static shell for the debug console, from Debian's busybox-static (empty: none)")
 		compression = flag.String("compression", string(guestimage.DefaultCompression), "initramfs compression: none, gzip, zstd, xz or lz4")
+		snpFirmware = flag.String("snp-firmware", "", "OVMF (AmdSev) image to record veil-snp's launch digest with (default: "+strings.Join(guestimage.SNPFirmwareCandidates, " or ")+" if present)")
+		tdxFirmware = flag.String("tdx-firmware", "", "TDVF to record veil-tdx's values with (default: "+strings.Join(guestimage.TDXFirmwareCandidates, " or ")+" if present)")
 		verbose     = flag.Bool("v", false, "log debug messages")
 	)
 	flag.Parse()
@@ -80,8 +84,10 @@ func run() error {
 		OutDir: *out, CacheDir: cacheDir, Kernel: pin, FragmentsDir: fragments,
 		RepoDir: repoDir, AgentPackage: *agent,
 		Runc: *runc, RuncPackage: "runc",
+		Crun: *crun, CrunPackage: "crun",
 		Shell: *shell, ShellPackage: "busybox-static",
 		Compression: comp, Mtime: mtime, Log: log,
+		SNPFirmware: *snpFirmware, TDXFirmware: *tdxFirmware,
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -17,7 +17,6 @@ import (
 	"github.com/veil-runtime/veil/attestation/initdata"
 	"github.com/veil-runtime/veil/guest-agent/api"
 	"github.com/veil-runtime/veil/hypervisor"
-	"github.com/veil-runtime/veil/hypervisor/qemu"
 )
 
 // bootSample boots a veil-dev guest: the sample TEE with digest as the
@@ -36,28 +35,14 @@ func bootSample(t *testing.T, id string, digest [32]byte) *vm {
 			t.Fatal(err)
 		}
 	}
-	v.q, err = qemu.New(hypervisor.Config{
+	if err := v.boot(context.Background(), hypervisor.Config{
 		ID: id, StateDir: v.state,
 		Kernel: guestFile("vmlinux"), Initrd: guestFile("initrd.img"),
 		KernelArgs: []string{"veil.tee=sample", "veil.initdata_digest=" + hex.EncodeToString(digest[:])},
 		VCPUs:      1, MemoryMiB: 512, SharedDir: v.share,
 		TEE: hypervisor.TEEConfig{Kind: hypervisor.TEESample, InitDataDigest: digest[:]},
-	}, slog.New(slog.DiscardHandler))
-	if err != nil {
+	}, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
-	defer cancel()
-	if err := v.q.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := v.q.DialAgent(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v.client = api.NewClient(conn)
-	if _, err := v.client.Sandbox.Check(ctx, &api.CheckRequest{}); err != nil {
-		t.Fatalf("waiting for the agent: %v\nconsole:\n%s", err, v.console())
 	}
 	return v
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/veil-runtime/veil/guest-agent/api"
 	"github.com/veil-runtime/veil/hypervisor"
 	"github.com/veil-runtime/veil/hypervisor/qemu"
+	"github.com/veil-runtime/veil/shim"
 )
 
 // bootTimeout bounds QEMU start to agent ready; TCG on a loaded two-core
@@ -41,6 +42,12 @@ func runMain(m *testing.M) int {
 	}
 	shared = v
 	code := m.Run()
+	// The binaries tests built once (probe, veil CLI) live in temp dirs of their own.
+	for _, p := range []string{probeOnce.path, veilOnce.path} {
+		if p != "" {
+			os.RemoveAll(filepath.Dir(p))
+		}
+	}
 	if code != 0 {
 		fmt.Fprintf(os.Stderr, "--- shared vm console.log ---\n%s\n", v.console())
 	}
@@ -94,7 +101,7 @@ func bootArgs(ctx context.Context, id string, sandbox bool, kernelArgs []string)
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	v.q, err = qemu.New(hypervisor.Config{
+	if err := v.boot(ctx, hypervisor.Config{
 		ID:         id,
 		StateDir:   v.state,
 		Kernel:     guestFile("vmlinux"),
@@ -109,38 +116,48 @@ func bootArgs(ctx context.Context, id string, sandbox bool, kernelArgs []string)
 		// Off in the shim by default (reclaim_guest_freed_memory); on here
 		// for TestFreedMemoryReturnsToHost.
 		ReclaimFreedMemory: true,
-	}, logger)
-	if err != nil {
+	}, logger); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, bootTimeout)
-	defer cancel()
-	start := time.Now()
-	if err := v.q.Start(ctx); err != nil {
-		return nil, err
-	}
-	conn, err := v.q.DialAgent(ctx)
-	if err != nil {
-		return nil, err
-	}
-	v.client = api.NewClient(conn)
-	// The first request waits for the agent; a VM that dies meanwhile ends
-	// the connection, so this does not outlive the guest.
-	if _, err := v.client.Sandbox.Check(ctx, &api.CheckRequest{}); err != nil {
-		return nil, fmt.Errorf("waiting for the agent: %w (vm: %w)\nconsole:\n%s", err, v.q.Err(), v.console())
-	}
-	v.ready = time.Since(start)
 	if sandbox {
 		_, err := v.client.Sandbox.CreateSandbox(ctx, &api.CreateSandboxRequest{
 			SandboxId: id,
 			Hostname:  "vmtest",
-			Storages:  []*api.Storage{{Driver: "9p", Source: hypervisor.ShareTag, MountPoint: "/run/veil/shared"}},
+			// The shim's own options, so what the tests see is what pods see.
+			Storages: []*api.Storage{{Driver: "9p", Source: hypervisor.ShareTag, MountPoint: "/run/veil/shared", Fstype: "9p", Options: shim.ShareOptions}},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("creating sandbox: %w", err)
 		}
 	}
 	return v, nil
+}
+
+// boot starts the VM from cfg and waits for its agent's first answer,
+// recording how long that took in v.ready.
+func (v *vm) boot(ctx context.Context, cfg hypervisor.Config, log *slog.Logger) error {
+	var err error
+	if v.q, err = qemu.New(cfg, log); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, bootTimeout)
+	defer cancel()
+	start := time.Now()
+	if err := v.q.Start(ctx); err != nil {
+		return err
+	}
+	conn, err := v.q.DialAgent(ctx)
+	if err != nil {
+		return err
+	}
+	v.client = api.NewClient(conn)
+	// The first request waits for the agent; a VM that dies meanwhile ends
+	// the connection, so this does not outlive the guest.
+	if _, err := v.client.Sandbox.Check(ctx, &api.CheckRequest{}); err != nil {
+		return fmt.Errorf("waiting for the agent: %w (vm: %w)\nconsole:\n%s", err, v.q.Err(), v.console())
+	}
+	v.ready = time.Since(start)
+	return nil
 }
 
 func (v *vm) console() string {

@@ -4,7 +4,10 @@
 package snptest
 
 import (
+	"crypto/rand"
+	"crypto/x509"
 	"fmt"
+	"math/big"
 	"time"
 
 	"github.com/google/go-sev-guest/abi"
@@ -132,4 +135,28 @@ func (q *QuoteProvider) GetRawQuote(reportData [64]byte) ([]byte, error) {
 		raw[0x90] ^= 1 // first byte of MEASUREMENT
 	}
 	return append(raw, q.Signer.Certs...), nil
+}
+
+// CRL is a CRL the test ARK signs, valid from now for a month, revoking
+// the ASK and the VCEK when asked (DER, as AMD's KDS serves it).
+func (s *Signer) CRL(now time.Time, revokeASK, revokeVCEK bool) ([]byte, error) {
+	var revoked []x509.RevocationListEntry
+	if revokeASK {
+		revoked = append(revoked, x509.RevocationListEntry{SerialNumber: s.amd.Ask.SerialNumber, RevocationTime: now})
+	}
+	if revokeVCEK {
+		revoked = append(revoked, x509.RevocationListEntry{SerialNumber: s.amd.Vcek.SerialNumber, RevocationTime: now})
+	}
+	issuer := *s.amd.Ark
+	if len(issuer.SubjectKeyId) == 0 {
+		issuer.SubjectKeyId = []byte("veil test ark")
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.AddDate(0, 1, 0),
+		SignatureAlgorithm: x509.SHA384WithRSAPSS, RevokedCertificateEntries: revoked,
+	}, &issuer, s.amd.Keys.Ark)
+	if err != nil {
+		return nil, fmt.Errorf("signing test crl: %w", err)
+	}
+	return der, nil
 }

@@ -1,6 +1,7 @@
 // Package admin is the operator's client for the veil-kbs admin API:
-// attestation policy (with its reference values), resource policy and
-// resources.
+// attestation policy (with its reference values: add, list, remove),
+// resource policy, resources (set, get, list, delete), recorded evidence
+// and its explanation.
 package admin
 
 import (
@@ -64,6 +65,59 @@ func (c *Client) SetResource(ctx context.Context, path string, data []byte) erro
 	return c.do(ctx, http.MethodPut, server.AdminPathResource+path, data, nil)
 }
 
+// Resources lists the stored resources' paths.
+func (c *Client) Resources(ctx context.Context) ([]string, error) {
+	var list []string
+	return list, c.do(ctx, http.MethodGet, server.AdminPathResources, nil, &list)
+}
+
+// Resource reads a stored resource.
+func (c *Client) Resource(ctx context.Context, path string) ([]byte, error) {
+	if _, err := server.ResourcePath(path); err != nil {
+		return nil, err
+	}
+	var raw rawBody
+	return raw, c.do(ctx, http.MethodGet, server.AdminPathResource+path, nil, &raw)
+}
+
+// DeleteResource removes a stored resource.
+func (c *Client) DeleteResource(ctx context.Context, path string) error {
+	if _, err := server.ResourcePath(path); err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodDelete, server.AdminPathResource+path, nil, nil)
+}
+
+// Evidence lists the recorded attestations (the last per client), newest
+// first, without their bodies.
+func (c *Client) Evidence(ctx context.Context) ([]server.Recorded, error) {
+	var list []server.Recorded
+	return list, c.do(ctx, http.MethodGet, server.AdminPathEvidence, nil, &list)
+}
+
+// RecordedEvidence returns the last attestation recorded from client
+// (as the evidence list names it); "" is the newest of all.
+func (c *Client) RecordedEvidence(ctx context.Context, client string) (server.Recorded, error) {
+	if client == "" {
+		client = "latest"
+	}
+	var rec server.Recorded
+	return rec, c.do(ctx, http.MethodGet, server.AdminPathEvidence+"/"+client, nil, &rec)
+}
+
+// Explain has the broker replay rec against its current policies.
+func (c *Client) Explain(ctx context.Context, rec server.Recorded) (server.Explanation, error) {
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return server.Explanation{}, fmt.Errorf("encoding recorded attestation: %w", err)
+	}
+	var ex server.Explanation
+	return ex, c.do(ctx, http.MethodPost, server.AdminPathExplain, body, &ex)
+}
+
+// rawBody takes a response body as is.
+type rawBody []byte
+
 func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.URL, "/")+path, bytes.NewReader(body))
 	if err != nil {
@@ -90,6 +144,10 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 		}
 		return fmt.Errorf("%s %s: %d: %s", method, path, resp.StatusCode, strings.TrimSpace(string(raw)))
 	}
+	if rb, ok := out.(*rawBody); ok {
+		*rb = raw
+		return nil
+	}
 	if out != nil {
 		if err := json.Unmarshal(raw, out); err != nil {
 			return fmt.Errorf("decoding %s %s response: %w", method, path, err)
@@ -99,6 +157,61 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 }
 
 var hexValue = regexp.MustCompile(`^[0-9a-f]+$`)
+
+// Reference is one reference value of a policy.
+type Reference struct {
+	Field string `json:"field"`
+	Value string `json:"value"`
+}
+
+// References lists a policy's reference values, field by field in the
+// names AddReference takes.
+func References(p policy.Attestation) []Reference {
+	var out []Reference
+	add := func(field string, vs []string) {
+		for _, v := range vs {
+			out = append(out, Reference{field, v})
+		}
+	}
+	if p.SNP != nil {
+		add("snp.measurement", p.SNP.Measurements)
+	}
+	if p.TDX != nil {
+		add("tdx.mrtd", p.TDX.MRTDs)
+		for i, vs := range p.TDX.RTMRs {
+			add(fmt.Sprintf("tdx.rtmr%d", i), vs)
+		}
+	}
+	add("init-data", p.InitDataDigests)
+	return out
+}
+
+// RemoveReference removes a reference value from a policy; a value the
+// policy does not hold is an error naming the field.
+func RemoveReference(p *policy.Attestation, field, value string) error {
+	v := strings.ToLower(strings.TrimSpace(value))
+	var list *[]string
+	switch {
+	case field == "snp.measurement" && p.SNP != nil:
+		list = &p.SNP.Measurements
+	case field == "tdx.mrtd" && p.TDX != nil:
+		list = &p.TDX.MRTDs
+	case strings.HasPrefix(field, "tdx.rtmr") && len(field) == len("tdx.rtmr0") && field[8] >= '0' && field[8] <= '3' && p.TDX != nil:
+		list = &p.TDX.RTMRs[field[8]-'0']
+	case field == "init-data":
+		list = &p.InitDataDigests
+	case field == "snp.measurement", field == "tdx.mrtd", strings.HasPrefix(field, "tdx.rtmr"):
+		return fmt.Errorf("reference value for %s: the policy has no %s section", field, field[:3])
+	default:
+		return fmt.Errorf("reference field %q: want snp.measurement, tdx.mrtd, tdx.rtmr0..3 or init-data", field)
+	}
+	i := slices.IndexFunc(*list, func(s string) bool { return strings.EqualFold(s, v) })
+	if i < 0 {
+		return fmt.Errorf("reference value for %s: %s is not one of %v", field, v, *list)
+	}
+	*list = slices.Delete(*list, i, i+1)
+	return nil
+}
 
 // AddReference adds a reference value to a policy. Fields:
 // snp.measurement (48 bytes), tdx.mrtd (48), tdx.rtmr0..tdx.rtmr3 (48),

@@ -57,11 +57,11 @@ func TestClientAgainstServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Store: store, AdminToken: tok})
+	srv, err := server.New(server.Config{Store: store, AdminToken: tok, Dev: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(srv)
+	ts := httptest.NewServer(srv.Admin())
 	defer ts.Close()
 	ctx := context.Background()
 	c := &Client{URL: ts.URL, Token: tok}

@@ -170,7 +170,10 @@ func (c *Client) Resource(ctx context.Context, path string) ([]byte, error) {
 	}
 	resp, err := c.getResource(ctx, path)
 	var kerr *Error
-	if errors.As(err, &kerr) && kerr.Status == http.StatusUnauthorized {
+	// 401 means "attest (again)", except Trustee's policy refusal, which
+	// it also sends as 401 (veil-kbs sends 403): attesting again cannot
+	// change that answer.
+	if errors.As(err, &kerr) && kerr.Status == http.StatusUnauthorized && kerr.Info.Type != kbs.ErrorPolicyDeny {
 		if _, err := c.attestLocked(ctx); err != nil {
 			return nil, err
 		}

@@ -10,7 +10,8 @@ import (
 
 // FromInitData returns a client for the broker an init-data document
 // names, trusting only the document's broker certificate when it has one,
-// and sending the document with the evidence. The caller has already
+// and sending the document with the evidence. Outside the sample TEE the
+// broker URL must be https (initdata.CheckBrokerFor). The caller has already
 // checked the document against the TEE (evidence.CheckInitData).
 func FromInitData(doc []byte, a evidence.Attester, log *slog.Logger) (*Client, error) {
 	d, err := initdata.Parse(doc)
@@ -19,6 +20,9 @@ func FromInitData(doc []byte, a evidence.Attester, log *slog.Logger) (*Client, e
 	}
 	if d.Broker.URL == "" {
 		return nil, errors.New("init-data names no broker (broker.url)")
+	}
+	if err := d.CheckBrokerFor(string(a.Tee())); err != nil {
+		return nil, err
 	}
 	return New(Config{URL: d.Broker.URL, Attester: a, InitData: doc, RootCAsPEM: []byte(d.Broker.Cert), Log: log})
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -11,27 +12,26 @@ import (
 	"github.com/veil-runtime/veil/attestation/kbs"
 )
 
-// checkVersion accepts protocol versions 0.4.x.
-func checkVersion(v string) error {
-	if v == kbs.ProtocolVersion || strings.HasPrefix(v, "0.4.") {
-		return nil
-	}
-	return fmt.Errorf("version: expected %s, seen %q", kbs.ProtocolVersion, v)
-}
+// checkVersion accepts the protocol versions kbs.CheckProtocolVersion
+// names (0.3.x and 0.4.x).
+func checkVersion(v string) error { return kbs.CheckProtocolVersion(v) }
 
 func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 	log := s.log.With("remote", r.RemoteAddr, "step", "auth")
 	body, err := readBody(w, r, maxAuthBody)
 	if err != nil {
+		s.metrics.auth.WithLabelValues("none", outcomeMalformed).Inc()
 		writeError(w, http.StatusBadRequest, kbs.ErrorInvalidRequest, err.Error())
 		return
 	}
 	var req kbs.Request
 	if err := json.Unmarshal(body, &req); err != nil {
+		s.metrics.auth.WithLabelValues("none", outcomeMalformed).Inc()
 		writeError(w, http.StatusBadRequest, kbs.ErrorInvalidRequest, "decoding request: "+err.Error())
 		return
 	}
 	if err := checkVersion(req.Version); err != nil {
+		s.metrics.auth.WithLabelValues(teeLabel(req.Tee), outcomeVersion).Inc()
 		log.Info("rejected", "reason", err)
 		writeError(w, http.StatusBadRequest, kbs.ErrorVersionUnsupported, err.Error())
 		return
@@ -43,21 +43,33 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 			detail = "tee: expected hardware evidence, seen \"sample\": this broker accepts sample evidence only when started in dev mode (--dev)"
 			attrs = []any{"tee", req.Tee, "reason", detail, "insecure", evidence.SampleWarning}
 		}
+		s.metrics.auth.WithLabelValues(teeLabel(req.Tee), outcomeTee).Inc()
 		log.Warn("rejected", attrs...)
 		writeError(w, http.StatusUnauthorized, kbs.ErrorAttestationFailed, detail)
 		return
 	}
 	if err := checkHashAlgorithms(req.ExtraParams); err != nil {
+		s.metrics.auth.WithLabelValues(teeLabel(req.Tee), outcomeHash).Inc()
 		log.Info("rejected", "tee", req.Tee, "reason", err)
 		writeError(w, http.StatusBadRequest, kbs.ErrorInvalidRequest, err.Error())
 		return
 	}
-	se, err := s.sessions.open(req.Tee, s.cfg.Now(), s.cfg.NonceTTL)
-	if err != nil {
+	se, err := s.sessions.open(clientOf(r.RemoteAddr), req.Tee, s.cfg.Now(), s.cfg.NonceTTL)
+	var limit *clientLimitError
+	switch {
+	case errors.As(err, &limit):
+		s.metrics.auth.WithLabelValues(teeLabel(req.Tee), outcomeClientLimit).Inc()
+		log.Warn("rejected", "tee", req.Tee, "reason", err.Error())
+		w.Header().Set("Retry-After", fmt.Sprint(int(s.cfg.NonceTTL.Seconds())))
+		writeError(w, http.StatusTooManyRequests, kbs.ErrorInvalidRequest, err.Error())
+		return
+	case err != nil:
+		s.metrics.auth.WithLabelValues(teeLabel(req.Tee), outcomeBusy).Inc()
 		log.Error("opening session", "err", err)
 		writeError(w, http.StatusServiceUnavailable, kbs.ErrorInternal, err.Error())
 		return
 	}
+	s.metrics.auth.WithLabelValues(teeLabel(req.Tee), outcomeOK).Inc()
 	extra, _ := json.Marshal(map[string]string{kbs.ExtraSelectedHashAlgorithm: string(kbs.SHA384)})
 	s.setCookie(w, r, se.id)
 	attrs := []any{"session", logID(se.id), "tee", req.Tee}

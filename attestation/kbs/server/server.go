@@ -14,6 +14,7 @@ import (
 
 	"github.com/veil-runtime/veil/attestation/evidence"
 	"github.com/veil-runtime/veil/attestation/kbs"
+	"github.com/veil-runtime/veil/attestation/policy"
 	"github.com/veil-runtime/veil/attestation/verify"
 )
 
@@ -45,13 +46,19 @@ type Config struct {
 	GrantTTL time.Duration
 	// MaxSessions bounds open sessions (default 10000).
 	MaxSessions int
+	// MaxSessionsPerClient bounds the sessions one client (a source
+	// address, an IPv6 /64) holds at once (default 64), so that one
+	// client cannot take every session and lock the others out.
+	MaxSessionsPerClient int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Log receives one line per decision.
 	Log *slog.Logger
 }
 
-// Server is the broker.
+// Server is the broker. It has two faces: the protocol (ServeHTTP), for
+// guests on the public listener, and the operator's (Admin: admin API and
+// metrics), for a listener of its own that guests cannot reach.
 type Server struct {
 	cfg       Config
 	verifiers map[kbs.Tee]verify.Verifier
@@ -59,6 +66,9 @@ type Server struct {
 	tokens    *tokens
 	log       *slog.Logger
 	mux       *http.ServeMux
+	adminMux  *http.ServeMux
+	metrics   *metrics
+	recorder  *recorder
 }
 
 // New returns a broker.
@@ -77,6 +87,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxSessions == 0 {
 		cfg.MaxSessions = 10000
+	}
+	if cfg.MaxSessionsPerClient == 0 {
+		cfg.MaxSessionsPerClient = 64
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -102,17 +115,79 @@ func New(cfg Config) (*Server, error) {
 		vs[kbs.TeeSample] = verify.Sample{}
 		cfg.Log.Warn("dev mode: accepting sample evidence", "insecure", evidence.SampleWarning)
 	}
-	s := &Server{cfg: cfg, verifiers: vs, sessions: newSessions(cfg.MaxSessions), tokens: tok, log: cfg.Log, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, verifiers: vs, sessions: newSessions(cfg.MaxSessions, cfg.MaxSessionsPerClient), tokens: tok, log: cfg.Log,
+		mux: http.NewServeMux(), adminMux: http.NewServeMux(), recorder: newRecorder()}
+	s.metrics = newMetrics(s.sessions.count)
 	s.mux.HandleFunc("POST "+kbs.PathAuth, s.handleAuth)
 	s.mux.HandleFunc("POST "+kbs.PathAttest, s.handleAttest)
 	s.mux.HandleFunc("GET "+kbs.PathResource+"{repo}/{type}/{tag}", s.handleResource)
+	s.mux.HandleFunc("GET "+PathHealth, s.handleHealth)
 	s.routeAdmin()
 	return s, nil
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler: the protocol and the health check,
+// for the public listener. It serves no admin path and no metrics.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
+}
+
+// Admin is the operator's handler: the admin API (/admin/v0/...), the
+// Prometheus metrics (/metrics) and the health check. Serve it on a
+// listener of its own (veil-kbs serve --admin-listen: loopback, or mutual
+// TLS), never on the public one.
+func (s *Server) Admin() http.Handler { return s.adminMux }
+
+// PathHealth answers 200 while the broker can read its store (both
+// listeners), 503 otherwise; PathMetrics serves the Prometheus metrics
+// (admin listener only).
+const (
+	PathHealth  = "/health"
+	PathMetrics = "/metrics"
+)
+
+// Health is the body of a health answer.
+type Health struct {
+	Status string `json:"status"`
+	Detail string `json:"detail,omitempty"`
+	Dev    bool   `json:"dev"`
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	if _, err := s.cfg.Store.AttestationPolicy(); err != nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(Health{Status: "unavailable", Detail: err.Error(), Dev: s.cfg.Dev}) // the client is gone: nobody to tell
+		return
+	}
+	writeJSON(w, Health{Status: "ok", Dev: s.cfg.Dev})
+}
+
+// broker is what the production checks need to know of this broker.
+func (s *Server) broker() policy.Broker {
+	c, ok := s.verifiers[kbs.TeeTDX].(interface{ ChecksCollateral() bool })
+	return policy.Broker{TDXCollateral: ok && c.ChecksCollateral()}
+}
+
+// CheckStore refuses, outside dev mode, a store whose policies a
+// production broker must not serve (policy.Production); veil-kbs serve
+// calls it before listening. An empty store is fine: it accepts nothing.
+func (s *Server) CheckStore() error {
+	if s.cfg.Dev {
+		return nil
+	}
+	a, err := s.cfg.Store.AttestationPolicy()
+	if err != nil {
+		return err
+	}
+	r, err := s.cfg.Store.ResourcePolicy()
+	if err != nil {
+		return err
+	}
+	if err := policy.CheckProduction(a, r, s.broker()); err != nil {
+		return fmt.Errorf("store %s: %w", s.cfg.Store.Dir(), err)
+	}
+	return nil
 }
 
 // NewHTTPServer wraps h in an http.Server with timeouts suited to the

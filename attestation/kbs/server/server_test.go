@@ -78,6 +78,7 @@ func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return 
 
 type env struct {
 	ts     *httptest.Server
+	admin  *httptest.Server // the admin listener
 	store  *server.Store
 	clock  *clock
 	signer *snptest.Signer
@@ -86,10 +87,12 @@ type env struct {
 }
 
 type envOpts struct {
-	dev       bool
-	realRoots bool // pin AMD's real roots instead of the test chain
-	tdx       bool // verify TDX quotes at the date go-tdx-guest's sample quote was valid
-	policy    func(*policy.Attestation)
+	dev        bool
+	realRoots  bool // pin AMD's real roots instead of the test chain
+	tdx        bool // verify TDX quotes at the date go-tdx-guest's sample quote was valid
+	policy     func(*policy.Attestation)
+	perClient  int  // Config.MaxSessionsPerClient
+	collateral bool // the TDX verifier has (empty) collateral
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -124,23 +127,30 @@ func newEnv(t *testing.T, o envOpts) *env {
 		snp.Roots = nil
 	}
 	verifiers := map[kbs.Tee]verify.Verifier{kbs.TeeSNP: snp}
-	if o.tdx {
-		verifiers[kbs.TeeTDX] = &verify.TDX{Now: func() time.Time { return time.Date(2023, 7, 1, 1, 0, 0, 0, time.UTC) }}
+	if o.tdx || o.collateral {
+		tdx := &verify.TDX{Now: func() time.Time { return time.Date(2023, 7, 1, 1, 0, 0, 0, time.UTC) }}
+		if o.collateral {
+			tdx.Collateral = &verify.Collateral{}
+		}
+		verifiers[kbs.TeeTDX] = tdx
 	}
 	srv, err := server.New(server.Config{
-		Store:      store,
-		Verifiers:  verifiers,
-		Dev:        o.dev,
-		AdminToken: adminToken,
-		Now:        c.Now,
-		Log:        log,
+		Store:                store,
+		Verifiers:            verifiers,
+		Dev:                  o.dev,
+		AdminToken:           adminToken,
+		MaxSessionsPerClient: o.perClient,
+		Now:                  c.Now,
+		Log:                  log,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := httptest.NewTLSServer(srv)
 	t.Cleanup(ts.Close)
-	e := &env{ts: ts, store: store, clock: c, signer: signer, logs: logs, log: log}
+	adm := httptest.NewTLSServer(srv.Admin())
+	t.Cleanup(adm.Close)
+	e := &env{ts: ts, admin: adm, store: store, clock: c, signer: signer, logs: logs, log: log}
 	t.Cleanup(func() {
 		// No secret, token or session id in any log line, ever.
 		for _, s := range []string{secret, devSecret, adminToken} {
@@ -261,7 +271,7 @@ func TestRejectedEvidence(t *testing.T) {
 		{name: "migration agent allowed", report: func(r *snptest.Report) { r.MigrateMA = true }, want: "snp.policy.migrate_ma: expected false, seen true"},
 		{name: "vmpl 1", report: func(r *snptest.Report) { r.VMPL = 1 }, want: "snp.vmpl: expected 0, seen 1"},
 		{name: "measurement not a reference value", report: func(r *snptest.Report) { r.Measurement = [48]byte{0xee} }, want: "snp.measurement: expected one of [abcd"},
-		{name: "tcb below policy", opts: envOpts{policy: func(p *policy.Attestation) { p.SNP.MinTCB.SNP = 8 }}, want: "snp.reported_tcb.snp: expected >= 8, seen 0"},
+		{name: "tcb below policy", opts: envOpts{policy: func(p *policy.Attestation) { p.SNP.MinTCB = &verify.SNPTCB{SNP: 8} }}, want: "snp.reported_tcb.snp: expected >= 8, seen 0"},
 		{name: "host data does not match init-data", doc: otherDoc, want: "snp.host_data: expected " + hexDigest(otherDoc)},
 		{name: "host data set, no init-data sent", doc: []byte{}, want: "snp.host_data: expected zero"},
 		{name: "tampered signature", tamper: true, want: "signature"},
@@ -546,13 +556,13 @@ func TestBearerToken(t *testing.T) {
 }
 
 func TestAdminAPI(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	e := newEnv(t, envOpts{dev: true})
 	put := func(path, token, body string) int {
-		req, _ := http.NewRequest("PUT", e.ts.URL+path, strings.NewReader(body))
+		req, _ := http.NewRequest("PUT", e.admin.URL+path, strings.NewReader(body))
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
-		resp, err := e.ts.Client().Do(req)
+		resp, err := e.admin.Client().Do(req)
 		must(t, err)
 		resp.Body.Close()
 		return resp.StatusCode
@@ -637,7 +647,7 @@ func TestTDXQuoteOverProtocol(t *testing.T) {
 	key := newKey(t)
 	pub, _ := kbs.PublicKeyJWK(key)
 	cookie, ch := r.authTee(kbs.TeeTDX)
-	ev, err := evidence.NewTDX(fixedQuote(tdxdata.RawQuote), e.log).Evidence(context.Background(), [64]byte{})
+	ev, err := evidence.NewTDX(fixedQuote(tdxdata.RawQuote), nil, e.log).Evidence(context.Background(), [64]byte{})
 	must(t, err)
 	status, body := r.attest(cookie, kbs.Attestation{RuntimeData: kbs.RuntimeData{Nonce: ch.Nonce, TeePubKey: pub}, TeeEvidence: kbs.CompositeEvidence{PrimaryEvidence: ev}})
 	if status != http.StatusUnauthorized || !strings.Contains(body, "report_data: expected") || strings.Contains(body, "tdx.mrtd") || strings.Contains(body, "verifying") {
@@ -649,7 +659,7 @@ func TestTDXQuoteOverProtocol(t *testing.T) {
 	// Tampered, it fails verification before any policy.
 	bad := append([]byte(nil), tdxdata.RawQuote...)
 	bad[48+200] ^= 1
-	ev, err = evidence.NewTDX(fixedQuote(bad), e.log).Evidence(context.Background(), [64]byte{})
+	ev, err = evidence.NewTDX(fixedQuote(bad), nil, e.log).Evidence(context.Background(), [64]byte{})
 	must(t, err)
 	cookie, ch = r.authTee(kbs.TeeTDX)
 	status, body = r.attest(cookie, kbs.Attestation{RuntimeData: kbs.RuntimeData{Nonce: ch.Nonce, TeePubKey: pub}, TeeEvidence: kbs.CompositeEvidence{PrimaryEvidence: ev}})

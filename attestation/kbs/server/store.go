@@ -125,6 +125,55 @@ func (s *Store) SetResource(p string, data []byte) error {
 	return writeAtomic(filepath.Join(dir, parts[2]), data)
 }
 
+// Resources lists the stored resources' paths (repo/type/tag), sorted.
+func (s *Store) Resources() ([]string, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	root := filepath.Join(s.dir, resourcesDir)
+	var out []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || strings.HasPrefix(d.Name(), ".tmp-") {
+			return nil
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			return err
+		}
+		if rel = filepath.ToSlash(rel); strings.Count(rel, "/") == 2 {
+			out = append(out, rel)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing resources: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteResource removes a resource, and its type and repo directories
+// when they are left empty.
+func (s *Store) DeleteResource(p string) error {
+	parts, err := ResourcePath(p)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	file := filepath.Join(s.dir, resourcesDir, parts[0], parts[1], parts[2])
+	if err := os.Remove(file); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("resource %s: %w", p, ErrNotFound)
+	} else if err != nil {
+		return fmt.Errorf("deleting resource %s: %w", p, err)
+	}
+	// Not empty is fine: other resources live there.
+	_ = os.Remove(filepath.Dir(file))
+	_ = os.Remove(filepath.Dir(filepath.Dir(file)))
+	return nil
+}
+
 func (s *Store) readJSON(name string, v any) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -24,6 +24,12 @@ func (e *Env) Close() error {
 	var errs []error
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	for i := len(e.beforeClose) - 1; i >= 0; i-- {
+		if err := e.beforeClose[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	e.beforeClose = nil
 	if e.daemon != nil {
 		// The polite way first: CRI stops and removes pods and their shims.
 		if _, err := e.Run(ctx, e.Crictl(ctx, "rmp", "--all", "--force")); err != nil {

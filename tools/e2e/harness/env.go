@@ -35,6 +35,9 @@ type Options struct {
 	LogLevel string
 	// Log receives the harness's own progress messages; nil discards them.
 	Log *slog.Logger
+	// RuncOnly leaves veil out of containerd's config (no veil handlers,
+	// no veil snapshotter): a node before `veil install`.
+	RuncOnly bool
 }
 
 // Env is one private containerd with its registry, network namespace and
@@ -56,6 +59,9 @@ type Env struct {
 	// snapshot directories (empty for layers left to the guest).
 	SnapshotterRoot string
 	stopSnapshotter func() error
+	// beforeClose run first in Close, newest first (a Kubernetes cluster
+	// stops before its pods are removed).
+	beforeClose []func() error
 
 	veilConfig    string
 	registryLog   *os.File
@@ -237,6 +243,11 @@ func (e *Env) writeConfigs(opts Options) error {
 			Snapshotter:                  containerdcfg.SnapshotterName,
 			PrivilegedWithoutHostDevices: true},
 	}
+	handlers := []Handler{e.Handlers[Runc], e.Handlers[Veil], e.Handlers[VeilDev]}
+	proxies := map[string]string{containerdcfg.SnapshotterName: e.snapshotterSocket()}
+	if opts.RuncOnly {
+		handlers, proxies = handlers[:1], nil
+	}
 	server := "http://" + e.Registry.Host
 	files := map[string]string{
 		"veil.toml":                veil,
@@ -250,8 +261,8 @@ func (e *Env) writeConfigs(opts Options) error {
 			Address: e.Address, ShimSocketDir: filepath.Join(e.Dir, "s"), PrivateDir: filepath.Join(e.Dir, "private"),
 			HostsDir: filepath.Join(e.Dir, "hosts.d"), CNIConfDir: filepath.Join(e.Dir, "cni"),
 			CNIBinDirs: []string{"/usr/lib/cni"}, SandboxImage: e.Image(testimages.PauseImage), LogLevel: opts.LogLevel,
-			Handlers:          []Handler{e.Handlers[Runc], e.Handlers[Veil], e.Handlers[VeilDev]},
-			ProxySnapshotters: map[string]string{containerdcfg.SnapshotterName: e.snapshotterSocket()},
+			Handlers:          handlers,
+			ProxySnapshotters: proxies,
 		}),
 	}
 	for _, host := range append([]string{e.Registry.Host}, testimages.CritestRegistries...) {

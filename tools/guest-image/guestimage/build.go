@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/veil-runtime/veil/attestation/measure"
 	"github.com/veil-runtime/veil/tools/guest-image/cpio"
 )
 
@@ -41,6 +42,12 @@ type Options struct {
 	// the Debian package it comes from ("runc").
 	Runc        string
 	RuncPackage string
+	// Crun is the host's crun binary ("/usr/bin/crun") and CrunPackage
+	// the Debian package it comes from ("crun"); it becomes /usr/bin/crun,
+	// the agent's default OCI runtime. Empty leaves it out (the agent then
+	// needs veil.oci_runtime=runc).
+	Crun        string
+	CrunPackage string
 	// Shell is a static shell for the debug console ("/bin/busybox" of
 	// Debian's busybox-static) and ShellPackage its package; it becomes
 	// /bin/sh. Empty leaves the image without a shell.
@@ -50,7 +57,13 @@ type Options struct {
 	// Mtime is the modification time of every initramfs entry
 	// (SOURCE_DATE_EPOCH, else 0).
 	Mtime int64
-	Log   *slog.Logger
+	// SNPFirmware is the OVMF (AmdSev) image veil-snp's launch digest is
+	// recorded with; empty looks in SNPFirmwareCandidates.
+	SNPFirmware string
+	// TDXFirmware is the TDVF veil-tdx's values are recorded with; empty
+	// looks in TDXFirmwareCandidates.
+	TDXFirmware string
+	Log         *slog.Logger
 }
 
 // Artifact files in OutDir.
@@ -85,13 +98,18 @@ type Manifest struct {
 		Package string `json:"package"`
 		Version string `json:"version"`
 	} `json:"runc"`
+	// Crun is /usr/bin/crun (empty without it).
+	Crun struct {
+		Package string `json:"package,omitempty"`
+		Version string `json:"version,omitempty"`
+	} `json:"crun"`
 	// Shell is the debug console's /bin/sh (empty without one).
 	Shell struct {
 		Package string `json:"package,omitempty"`
 		Version string `json:"version,omitempty"`
 	} `json:"shell"`
-	// Libraries are runc's shared libraries and the Debian packages they
-	// come from.
+	// Libraries are runc's and crun's shared libraries and the Debian
+	// packages they come from.
 	Libraries []Library `json:"libraries"`
 	Agent     struct {
 		Package   string `json:"package"`
@@ -107,6 +125,10 @@ type Manifest struct {
 	} `json:"initramfs"`
 	// Artifacts maps each output file name to its digest and size.
 	Artifacts map[string]Artifact `json:"artifacts"`
+	// Measurements are the launch values of this image for the handlers'
+	// default inputs (measure.go), by handler: what `veil measure
+	// --handler` computes on a node with the same firmware and CPU.
+	Measurements map[string]measure.Recorded `json:"measurements"`
 }
 
 // Library is a shared library in the initramfs.
@@ -208,6 +230,20 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Crun != "" {
+		if c.Crun, err = os.ReadFile(o.Crun); err != nil {
+			return nil, fmt.Errorf("reading crun for the initramfs: %w", err)
+		}
+		if m.Crun.Version, err = dpkgVersion(ctx, o.CrunPackage); err != nil {
+			return nil, err
+		}
+		m.Crun.Package = o.CrunPackage
+		crunLibs, err := SharedLibraries("/", o.Crun, LibrarySearchPath)
+		if err != nil {
+			return nil, err
+		}
+		libs = UnionLibraries(libs, crunLibs)
+	}
 	for _, l := range libs {
 		b, err := os.ReadFile(l.Source)
 		if err != nil {
@@ -275,6 +311,9 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 			return nil, err
 		}
 	}
+	if m.Measurements, err = measurements(o.OutDir, o.SNPFirmware, o.TDXFirmware); err != nil {
+		return nil, fmt.Errorf("recording launch measurements: %w", err)
+	}
 	mj, err := json.MarshalIndent(&m, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encoding manifest: %w", err)
@@ -297,7 +336,10 @@ type Contents struct {
 	Agent []byte
 	// Runc becomes /usr/bin/runc.
 	Runc []byte
-	// Libraries are runc's interpreter and shared libraries, at their paths.
+	// Crun, when set, becomes /usr/bin/crun.
+	Crun []byte
+	// Libraries are runc's and crun's interpreter and shared libraries, at
+	// their paths.
 	Libraries []File
 	// Shell, when set, becomes /bin/sh (a static busybox: its applets run
 	// inside the shell, so nothing else is needed).
@@ -317,6 +359,9 @@ func Entries(c Contents) []cpio.Entry {
 	t.addDev("/dev/console", 0o600, 5, 1)
 	t.add("/init", cpio.TypeRegular|0o755, c.Agent)
 	t.add("/usr/bin/runc", cpio.TypeRegular|0o755, c.Runc)
+	if c.Crun != nil {
+		t.add("/usr/bin/crun", cpio.TypeRegular|0o755, c.Crun)
+	}
 	for _, l := range c.Libraries {
 		t.add(l.Path, cpio.TypeRegular|0o755, l.Data)
 	}

@@ -11,6 +11,7 @@ func TestEntriesLayout(t *testing.T) {
 	c := Contents{
 		Agent: []byte("agent"),
 		Runc:  []byte("runc"),
+		Crun:  []byte("crun"),
 		Shell: []byte("busybox"),
 		Libraries: []File{
 			{Path: "/lib64/ld-linux-x86-64.so.2", Data: []byte("ld")},
@@ -32,6 +33,7 @@ func TestEntriesLayout(t *testing.T) {
 	}{
 		{"init", cpio.TypeRegular | 0o755, "agent"},
 		{"usr/bin/runc", cpio.TypeRegular | 0o755, "runc"},
+		{"usr/bin/crun", cpio.TypeRegular | 0o755, "crun"},
 		{"bin/sh", cpio.TypeRegular | 0o755, "busybox"},
 		{"lib64/ld-linux-x86-64.so.2", cpio.TypeRegular | 0o755, "ld"},
 		{"lib/x86_64-linux-gnu/libc.so.6", cpio.TypeRegular | 0o755, "libc"},
@@ -60,6 +62,21 @@ func TestEntriesLayout(t *testing.T) {
 		e, err := cpio.Find(got, d[1:])
 		if err != nil || e.Mode&cpio.TypeMask != cpio.TypeDir {
 			t.Errorf("directory %s missing (%v)", d, err)
+		}
+	}
+}
+
+func TestUnionLibraries(t *testing.T) {
+	runc := []SharedFile{{Path: "/lib64/ld-linux-x86-64.so.2", Source: "/lib64/ld"}, {Path: "/lib/x86_64-linux-gnu/libseccomp.so.2", Source: "/lib/s"}}
+	crun := []SharedFile{{Path: "/lib/x86_64-linux-gnu/libyajl.so.2", Source: "/lib/y"}, {Path: "/lib64/ld-linux-x86-64.so.2", Source: "/lib64/ld"}, {Path: "/lib/x86_64-linux-gnu/libseccomp.so.2", Source: "/lib/s"}}
+	got := UnionLibraries(runc, crun)
+	want := []string{"/lib/x86_64-linux-gnu/libseccomp.so.2", "/lib/x86_64-linux-gnu/libyajl.so.2", "/lib64/ld-linux-x86-64.so.2"}
+	if len(got) != len(want) {
+		t.Fatalf("UnionLibraries = %v, want paths %v", got, want)
+	}
+	for i, f := range got {
+		if f.Path != want[i] {
+			t.Errorf("UnionLibraries[%d] = %s, want %s (each path once, sorted)", i, f.Path, want[i])
 		}
 	}
 }

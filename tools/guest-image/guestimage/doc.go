@@ -16,16 +16,17 @@
 // lz4-compressed, holding:
 //
 //	/init                        the veil agent, static, built reproducibly
+//	/usr/bin/crun                the host's crun (Debian package), the default OCI runtime
 //	/usr/bin/runc                the host's runc (Debian package)
 //	/bin/sh                      static busybox (busybox-static), the debug console's shell
-//	/lib64/ld-linux-x86-64.so.2  runc's ELF interpreter
-//	/lib/x86_64-linux-gnu/*.so.* runc's shared libraries (DT_NEEDED, transitively)
+//	/lib64/ld-linux-x86-64.so.2  their ELF interpreter
+//	/lib/x86_64-linux-gnu/*.so.* runc's and crun's shared libraries (DT_NEEDED, transitively)
 //	/dev/console                 the kernel's console, for /init's stdio
 //	/proc /sys /dev /tmp /run /etc /sbin /root  empty mount points and dirs
 //
 // Build writes vmlinuz, vmlinux, initrd.img and manifest.json; the same
 // inputs (kernel source package, fragments, toolchain, agent source, Go
-// toolchain, runc and library packages, compressor version,
+// toolchain, runc, crun and library packages, compressor version,
 // SOURCE_DATE_EPOCH) give byte-identical outputs. The manifest records all
 // of those inputs and every output's sha256 and size, from which
 // confidential launches compute their expected measurements.

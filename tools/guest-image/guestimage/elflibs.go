@@ -180,3 +180,20 @@ func containsPath(files []SharedFile, p string) bool {
 	}
 	return false
 }
+
+// UnionLibraries merges the shared files of several programs: each path
+// once, sorted by path.
+func UnionLibraries(lists ...[]SharedFile) []SharedFile {
+	seen := map[string]SharedFile{}
+	for _, l := range lists {
+		for _, f := range l {
+			seen[f.Path] = f
+		}
+	}
+	out := make([]SharedFile, 0, len(seen))
+	for _, f := range seen {
+		out = append(out, f)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}

@@ -3,9 +3,9 @@
 // has everything built in), that what the guest uses is registered (9p,
 // overlay, erofs, ext4 and tmpfs, vsock, the virtio drivers,
 // device-mapper, iptables, configfs-tsm, cgroup v2), that no TEE guest
-// device appears on this VM (it is no TEE), runs runc from the image, prints
-// one line per check to the console and powers the VM off. The VM test
-// reads the lines.
+// device appears on this VM (it is no TEE), runs runc and crun from the
+// image, prints one line per check to the console and powers the VM off.
+// The VM test reads the lines.
 package main
 
 import (
@@ -138,12 +138,14 @@ func run() error {
 		}
 	}
 	ok("cgroup2 controllers")
-	out, err := exec.Command("/usr/bin/runc", "--version").CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("running runc: %w: %s", err, out)
+	for _, rt := range []string{"runc", "crun"} {
+		out, err := exec.Command("/usr/bin/"+rt, "--version").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("running %s: %w: %s", rt, err, out)
+		}
+		fmt.Printf("smoke: %s %s", rt, strings.ReplaceAll(string(out), "\n", " | "))
+		fmt.Println()
 	}
-	fmt.Printf("smoke: runc %s", strings.ReplaceAll(string(out), "\n", " | "))
-	fmt.Println()
 	up, _ = os.ReadFile("/proc/uptime")
 	fmt.Printf("smoke: done uptime %s", up)
 	return nil

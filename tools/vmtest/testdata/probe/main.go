@@ -12,6 +12,9 @@
 //	probe euid     prints "euid=<n>" (run setuid to see whether it took)
 //	probe environ  prints the environment of pid 1 and its own, one
 //	               variable a line
+//	probe mmap PATH TEXT [PATH TEXT...]   writes TEXT into PATH (created
+//	               or truncated) through a writable MAP_SHARED mapping,
+//	               msync(MS_SYNC), munmap; prints "PATH ok" for each
 package main
 
 import (
@@ -33,6 +36,16 @@ func main() {
 		fail(escape())
 	case "escape-ns":
 		fail(escapeNS())
+	case "mmap":
+		if len(os.Args) < 4 || len(os.Args)%2 != 0 {
+			fail(fmt.Errorf("usage: probe mmap PATH TEXT [PATH TEXT...]"))
+		}
+		for i := 2; i < len(os.Args); i += 2 {
+			if err := mmapWrite(os.Args[i], os.Args[i+1]); err != nil {
+				fail(fmt.Errorf("%s: %w", os.Args[i], err))
+			}
+			fmt.Printf("%s ok\n", os.Args[i])
+		}
 	case "euid":
 		fmt.Printf("euid=%d\n", os.Geteuid())
 	case "environ":
@@ -119,4 +132,25 @@ func fail(err error) {
 		os.Exit(1)
 	}
 	os.Exit(0)
+}
+
+// mmapWrite writes text into path through a shared writable mapping.
+func mmapWrite(path, text string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(int64(len(text))); err != nil {
+		return fmt.Errorf("truncating: %w", err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, len(text), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mmap MAP_SHARED PROT_WRITE: %w", err)
+	}
+	copy(m, text)
+	if err := unix.Msync(m, unix.MS_SYNC); err != nil {
+		return fmt.Errorf("msync: %w", err)
+	}
+	return unix.Munmap(m)
 }
