@@ -81,7 +81,7 @@ func run() error {
 		}
 		ok("filesystem " + want)
 	}
-	for _, drv := range []string{"virtio_net", "virtio_blk", "virtio_console", "9pnet_virtio", "virtio_vsock", "virtio_pmem"} {
+	for _, drv := range []string{"virtio_net", "virtio_blk", "virtio_console", "9pnet_virtio", "vmw_vsock_virtio_transport", "virtio_pmem"} {
 		if _, err := os.Stat("/sys/bus/virtio/drivers/" + drv); err != nil {
 			return fmt.Errorf("virtio driver %s: %w", drv, err)
 		}
