@@ -43,9 +43,9 @@
 //     kernel through SeaBIOS with its module-loading initramfs 17.7 s,
 //     veil's bzImage through qboot 12.0 s, veil's vmlinux through PVH
 //     9.5 s; QEMU's PSS at agent-ready 266, 195 and 184 MiB. The driver
-//     does not care which: the kernel is the
-//     config's (shim/config.DefaultKernel picks by TEE); SNP and TDX boot
-//     the bzImage through their firmware, which measures it.
+//     does not care which: the kernel is the config's
+//     (shim/config.DefaultKernel picks by TEE); SNP and TDX boot the
+//     bzImage through their firmware, which measures it.
 //   - The console is hvc0 on the virtio-serial bus the agent port needs
 //     anyway, written to a pipe the driver copies into console.log, capped
 //     and rotated (hypervisor.Console), and hands line by line to the
