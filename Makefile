@@ -26,10 +26,20 @@ help: ## show this help
 deps: ## install what veil needs on Debian 12 (apt packages, pinned Go tools, guest kernel); idempotent
 	VEIL_E2E_KUBERNETES=$(E2E_KUBERNETES) tools/deps.sh
 
+# RACE=1 builds the host binaries (shim, veil, veil-kbs, veil-snapshotter)
+# with the race detector; the e2e tier then fails on any race report they
+# write (tools/e2e/harness/race.go). The agent stays static and cgo-free.
+# `make test` sets it: its e2e and install tiers run race-built host binaries.
+RACE ?= 0
+HOST_BINARIES := $(filter-out veil-agent,$(BINARIES))
+
 .PHONY: build
-build: ## build the binaries into build/bin
+build: ## build the binaries into build/bin (RACE=1: host binaries with -race)
 	@mkdir -p $(OUT)/bin
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(VERSION_LDFLAGS)" -o $(OUT)/bin/ $(addprefix ./cmd/,$(BINARIES))
+	$(if $(filter 1,$(RACE)), \
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(VERSION_LDFLAGS)" -o $(OUT)/bin/ ./cmd/veil-agent && \
+	CGO_ENABLED=1 $(GO) build -race -trimpath -ldflags "$(VERSION_LDFLAGS)" -o $(OUT)/bin/ $(addprefix ./cmd/,$(HOST_BINARIES)), \
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(VERSION_LDFLAGS)" -o $(OUT)/bin/ $(addprefix ./cmd/,$(BINARIES)))
 
 .PHONY: proto
 proto: ## regenerate guest-agent/api from agent.proto
@@ -48,6 +58,7 @@ guest-image: ## build the guest kernel + initramfs + manifest into build/guest
 	$(GO) run ./tools/guest-image -out $(GUEST) -cache $(CACHE)
 
 .PHONY: test
+test: RACE := 1
 test: deps proto-check lint test-unit fuzz test-vm test-e2e test-install ## run every test tier (lint, unit, fuzz, VM, end to end)
 
 .PHONY: test-unit

@@ -29,6 +29,7 @@ APT_PACKAGES=(
 	build-essential bc flex bison libelf-dev libssl-dev  # building the guest kernel (tools/guest-image)
 	containernetworking-plugins iproute2 iptables  # CNI for the e2e tier
 	dbus-daemon                  # the installer's systemd-restart unit test runs a private bus
+	gcc libc6-dev                 # cgo, which -race needs (make test-unit, RACE=1 builds)
 	ca-certificates git util-linux
 )
 

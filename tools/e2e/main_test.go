@@ -43,9 +43,13 @@ func testMain(m *testing.M) int {
 		confidential = true
 		handlers = slices.Delete(handlers, i, i+1)
 	}
+	races, err := harness.CollectRaces(os.Getenv("VEIL_E2E_LOGS"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	var err error
 	env, err = harness.Start(ctx, envOptions("shared"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
@@ -54,6 +58,10 @@ func testMain(m *testing.M) int {
 	code := m.Run()
 	if err := env.Close(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: cleaning up:", err)
+		code = 1
+	}
+	if err := races.Check(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
 		code = 1
 	}
 	return code
