@@ -17,6 +17,11 @@ BINARIES := containerd-shim-veil-v2 veil-agent veil-kbs veil veil-snapshotter
 # --version prints this commit (cmd/internal/cli); without it, the Go
 # toolchain's vcs.revision stamp.
 VERSION_LDFLAGS := -X github.com/veil-runtime/veil/cmd/internal/cli.commit=$(shell git describe --always --dirty 2>/dev/null)
+# -s -w: no symbol table or DWARF in the built binaries, about a third of
+# each file (the shim: 28 -> 19 MB); panics and logs still name functions
+# (from the runtime's own tables), and resident memory is the same (neither
+# is loaded). A debugger needs a build without them.
+LDFLAGS := -s -w $(VERSION_LDFLAGS)
 
 .PHONY: help
 help: ## show this help
@@ -37,9 +42,9 @@ HOST_BINARIES := $(filter-out veil-agent,$(BINARIES))
 build: ## build the binaries into build/bin (RACE=1: host binaries with -race)
 	@mkdir -p $(OUT)/bin
 	$(if $(filter 1,$(RACE)), \
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(VERSION_LDFLAGS)" -o $(OUT)/bin/ ./cmd/veil-agent && \
-	CGO_ENABLED=1 $(GO) build -race -trimpath -ldflags "$(VERSION_LDFLAGS)" -o $(OUT)/bin/ $(addprefix ./cmd/,$(HOST_BINARIES)), \
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(VERSION_LDFLAGS)" -o $(OUT)/bin/ $(addprefix ./cmd/,$(BINARIES)))
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(OUT)/bin/ ./cmd/veil-agent && \
+	CGO_ENABLED=1 $(GO) build -race -trimpath -ldflags "$(LDFLAGS)" -o $(OUT)/bin/ $(addprefix ./cmd/,$(HOST_BINARIES)), \
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(OUT)/bin/ $(addprefix ./cmd/,$(BINARIES)))
 
 .PHONY: proto
 proto: ## regenerate guest-agent/api from agent.proto
@@ -81,7 +86,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 10s), seeds and testda
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		dir=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz: $$name ./$$dir ($(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$dir; \
+		GO=$(GO) tools/fuzz.sh $$dir $$name $(FUZZTIME); \
 	done
 
 .PHONY: test-vm
@@ -103,7 +108,7 @@ e2e_needs = $(if $(findstring veil,$(1)),guest-image build)
 test-e2e: $(call e2e_needs,$(E2E_HANDLERS)$(if $(filter 1,$(E2E_KUBERNETES)),veil)) ## end to end: private containerd, ctr, crictl, critest, local registry, Kubernetes (E2E_HANDLERS=runc,veil E2E_RUN=regexp E2E_KUBERNETES=1)
 	rm -rf $(OUT)/e2e-logs && mkdir -p $(OUT)/e2e-logs
 	VEIL_E2E_HANDLERS=$(E2E_HANDLERS) VEIL_E2E_LOGS=$(OUT)/e2e-logs \
-		$(GO) test -count=1 -tags e2e$(if $(filter 1,$(E2E_KUBERNETES)),$(comma)kubernetes) -timeout 180m -v -run '$(E2E_RUN)' ./tools/e2e/
+		$(GO) test -count=1 -tags e2e$(if $(filter 1,$(E2E_KUBERNETES)),$(comma)kubernetes) -timeout 180m -v -run '$(value E2E_RUN)' ./tools/e2e/
 
 .PHONY: test-install
 test-install: guest-image build ## end to end: veil install into the private containerd, a pod on veil, veil uninstall restores its config

@@ -1,8 +1,15 @@
 // Package hypervisor owns the seam between veil and the virtual machine
 // monitors it drives: the Hypervisor interface one VM is controlled through,
-// the configuration a VM is launched with, and the choice of accelerator.
-// Drivers live in subpackages (qemu/, later cloudhypervisor/). Nothing here
-// knows about pods, containers or containerd: callers pass in what a VM needs.
+// the configuration a VM is launched with, the registry drivers add
+// themselves to (registry.go) and the choice of accelerator. Drivers live
+// in subpackages (qemu/, later cloudhypervisor/) and register a
+// Constructor under their name from init; a caller picks one by name
+// (the shim: hypervisor.driver in its config) with Lookup, and learns from
+// the running driver what is driver-specific: how the guest reaches the
+// host's shared directory (Shares: 9p, virtio-fs or pmem, with the tag or
+// device and mount options) and where the guest console log and the debug
+// console socket are. Nothing here knows about pods, containers or
+// containerd: callers pass in what a VM needs.
 package hypervisor
 
 import (
@@ -43,6 +50,48 @@ type Hypervisor interface {
 	// the host device.
 	AttachBlock(ctx context.Context, dev BlockDevice) error
 	DetachBlock(ctx context.Context, id string) error
+	// Shares says how the guest reaches what the VM exports from the host
+	// (Config.SharedDir), in the order the guest sees the devices; none
+	// when nothing is exported. Known from New on.
+	Shares() []Share
+	// ConsolePath is the host file the guest console is written to (capped
+	// and rotated as Config.Console says): the guest kernel's messages and
+	// the agent's log.
+	ConsolePath() string
+	// DebugConsolePath is the host unix socket of the guest's debug console
+	// port; "" without Config.DebugConsole.
+	DebugConsolePath() string
+}
+
+// ShareKind is the device a host directory or image reaches the guest through.
+type ShareKind string
+
+const (
+	// Share9P is a virtio-9p device; the guest mounts it by Share.Tag.
+	Share9P ShareKind = "9p"
+	// ShareVirtioFS is a virtio-fs device (vhost-user, a virtiofsd on the
+	// host); the guest mounts it by Share.Tag.
+	ShareVirtioFS ShareKind = "virtio-fs"
+	// SharePmem is a read-only image file on a virtio-pmem (or NVDIMM)
+	// device; the guest mounts Share.Device, with DAX its pages are the
+	// host file's.
+	SharePmem ShareKind = "pmem"
+)
+
+// Share is one host directory or image the VM exports, and how the guest
+// mounts it.
+type Share struct {
+	// HostPath is what is exported: Config.SharedDir.
+	HostPath string
+	Kind     ShareKind
+	// Tag is the guest mount source of 9p and virtio-fs (ShareTag for
+	// Config.SharedDir); Device the guest block device of pmem (/dev/pmem0).
+	Tag    string
+	Device string
+	// FSType and Options are the guest's mount(2) type and options
+	// (Options as the mount command takes them: "trans=virtio", "ro").
+	FSType  string
+	Options []string
 }
 
 // BlockDevice is a host block device given to a running VM.
@@ -86,7 +135,8 @@ const (
 	AgentPortName = wire.AgentPortName
 	// AgentVsockPort is the vsock port the agent listens on.
 	AgentVsockPort = wire.AgentVsockPort
-	// ShareTag is the 9p mount tag of the sandbox's shared directory.
+	// ShareTag is the mount tag of the sandbox's shared directory, for the
+	// devices that mount by tag (9p, virtio-fs).
 	ShareTag = "veilshare"
 	// DebugConsolePortName is the virtio-serial port of the guest's debug
 	// shell (guest-agent/console), present when Config.DebugConsole is set.
@@ -112,8 +162,9 @@ type Config struct {
 	Transport  Transport
 	// VsockCID is the guest CID for TransportVsock (>= 3).
 	VsockCID uint32
-	// SharedDir is exported to the guest over virtio-9p with tag ShareTag;
-	// empty means no share.
+	// SharedDir is exported to the guest with tag ShareTag, over a device
+	// of the driver's choice (Hypervisor.Shares says which); empty means no
+	// share.
 	SharedDir string
 	// TCGTranslationCacheMiB bounds QEMU's TCG translation cache (0: driver default).
 	TCGTranslationCacheMiB uint32
@@ -126,7 +177,7 @@ type Config struct {
 	// Debug keeps the guest kernel's boot messages on the console.
 	Debug bool
 	// DebugConsole gives the VM the debug console port, bound to a unix
-	// socket in StateDir (the driver names it) for `veil debug console`.
+	// socket in StateDir (Hypervisor.DebugConsolePath) for `veil debug console`.
 	DebugConsole bool
 	// TEE launches the VM as a confidential guest (tee.go); zero is an
 	// ordinary VM.

@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/veil-runtime/veil/runtimeclass/containerdcfg"
 	"github.com/veil-runtime/veil/runtimeclass/install"
 )
 
@@ -252,10 +253,32 @@ func TestManifests(t *testing.T) {
 	if spec.ServiceAccountName != sa.Name {
 		t.Errorf("DaemonSet runs as %q, want %s", spec.ServiceAccountName, sa.Name)
 	}
-	if len(spec.Containers) != 1 {
-		t.Fatalf("DaemonSet containers: %d", len(spec.Containers))
+	if len(spec.Containers) != 2 {
+		t.Fatalf("DaemonSet containers: %d, want the installer and veil-snapshotter", len(spec.Containers))
 	}
 	c := spec.Containers[0]
+	// Ready only once install finished (labels included): the file
+	// `veil install --wait` writes last.
+	if p := c.ReadinessProbe; p == nil || p.Exec == nil || !slices.Equal(p.Exec.Command, []string{"test", "-e", install.ReadyFile}) {
+		t.Errorf("installer readiness probe %+v, want test -e %s", p, install.ReadyFile)
+	}
+	// veil-snapshotter serves the socket the drop-in names, from
+	// directories mounted at their host paths.
+	sn := spec.Containers[1]
+	if len(sn.Command) != 1 || filepath.Base(sn.Command[0]) != "veil-snapshotter" || !slices.Contains(sn.Args, "--address="+containerdcfg.SnapshotterAddress) {
+		t.Errorf("second container %s: command %q args %q, want veil-snapshotter --address=%s", sn.Name, sn.Command, sn.Args, containerdcfg.SnapshotterAddress)
+	}
+	hostPaths := map[string]string{}
+	for _, v := range spec.Volumes {
+		if v.HostPath != nil {
+			hostPaths[v.Name] = v.HostPath.Path
+		}
+	}
+	for _, m := range sn.VolumeMounts {
+		if hostPaths[m.Name] != m.MountPath {
+			t.Errorf("snapshotter mounts volume %s (host path %q) at %s: containerd would not find its snapshots", m.Name, hostPaths[m.Name], m.MountPath)
+		}
+	}
 	if c.Image == "" || len(c.Args) == 0 || c.Args[0] != "install" || !slices.Contains(c.Args, "--wait") || !slices.Contains(c.Args, "--node=$(NODE_NAME)") {
 		t.Errorf("DaemonSet container %s: image %q args %q, want `install ... --node=$(NODE_NAME) --wait`", c.Name, c.Image, c.Args)
 	}

@@ -145,9 +145,9 @@ func TestFailedPodStartRemovesTheCgroup(t *testing.T) {
 		cg = &fakeCgroup{path: path, res: res}
 		return cg, nil
 	}
-	h.s.newVM = func(hypervisor.Config, *slog.Logger) (hypervisor.Hypervisor, error) {
+	h.s.drivers = fakeDrivers(func(hypervisor.Config, *slog.Logger) (hypervisor.Hypervisor, error) {
 		return nil, errors.New("no qemu here")
-	}
+	})
 	ann := map[string]string{annotationContainerType: containerTypeSandbox}
 	_, err := h.s.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: "sb", Bundle: withCgroupsPath(t, bundle(t, ann), "/kubepods/pod1/sb")})
 	if err == nil {

@@ -67,27 +67,32 @@ func (s *service) pauseResume(ctx context.Context, id string, pause bool) error 
 	return nil
 }
 
-// Update changes the container's resources in the guest. The sandbox's VM
-// is sized at boot; updates to it are accepted and logged.
+// Update changes the container's resources in the guest, within the pod
+// VM's size. The VM is sized at boot and has no CPU or memory hotplug: a
+// resize of the sandbox, or a container limit beyond the VM, is refused
+// (checkResize).
 func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*emptypb.Empty, error) {
 	ctx = s.logCtx(ctx, r.ID, "")
 	c, _, err := s.lookup(r.ID, "")
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	if c.sandbox {
-		log.G(ctx).Info("ignoring resource update of the pod sandbox: the VM is sized at boot")
-		return empty, nil
-	}
 	var res specs.LinuxResources
 	if err := json.Unmarshal(r.GetResources().GetValue(), &res); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("decoding resources (%s): %w: %w", r.GetResources().GetTypeUrl(), err, errdefs.ErrInvalidArgument))
 	}
-	b, err := json.Marshal(&res)
+	p, err := s.currentPod()
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	p, err := s.currentPod()
+	if err := checkResize(r.ID, c.sandbox, &res, p.vcpus, p.memMiB); err != nil {
+		log.G(ctx).WithError(err).Warn("refusing resource update")
+		return nil, errgrpc.ToGRPC(err)
+	}
+	if c.sandbox {
+		return empty, nil // nothing asked
+	}
+	b, err := json.Marshal(&res)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}

@@ -97,15 +97,11 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		if err != nil {
 			return nil, err
 		}
-		s.mu.Lock()
-		s.pod = p
-		s.mu.Unlock()
+		s.setPod(p)
 		defer func() {
 			if retErr != nil {
-				s.mu.Lock()
-				s.pod = nil
-				s.mu.Unlock()
-				if err := s.teardownPod(context.WithoutCancel(ctx), p); err != nil {
+				s.takePod(false)
+				if err := s.teardownPod(context.WithoutCancel(ctx), p, false); err != nil {
 					log.G(ctx).WithError(err).Warn("tearing down pod VM after failed create")
 				}
 			}
@@ -178,7 +174,13 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 		}
 	}
 
-	gspec, binds := guestSpec(c.id, spec, hasSubmounts)
+	// A confidential pod shares host paths only by allow_host_mounts, and
+	// then whole (confidentialMounts classifies the spec's own mounts).
+	submounts := hostSubmounts
+	if p.conf != nil {
+		submounts = nil
+	}
+	gspec, binds := guestSpec(c.id, spec, submounts)
 	if p.guestShm {
 		binds = useGuestShm(gspec, binds)
 	}
@@ -196,7 +198,7 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 	}
 	for _, b := range binds {
 		target := filepath.Join(p.sharedDir, b.Target)
-		if err := s.mounter.Bind(b.Source, target, b.ReadOnly); err != nil {
+		if err := s.mounter.Bind(b.Source, target, b.mode()); err != nil {
 			return err
 		}
 		c.hostMounts = append(c.hostMounts, target)

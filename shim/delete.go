@@ -97,14 +97,9 @@ func (s *service) delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 
 	// The pod's last task is gone: end the VM now, while containerd waits
 	// for Delete, not in Shutdown, which containerd gives 3 seconds.
-	s.mu.Lock()
-	var last *pod
-	if len(s.containers) == 0 {
-		last, s.pod = s.pod, nil
-	}
-	s.mu.Unlock()
+	last, _ := s.takePod(true)
 	if last != nil {
-		if err := s.teardownPod(log.WithLogger(context.WithoutCancel(ctx), log.G(ctx).WithField("pod", last.id)), last); err != nil {
+		if err := s.teardownPod(log.WithLogger(context.WithoutCancel(ctx), log.G(ctx).WithField("pod", last.id)), last, false); err != nil {
 			log.G(ctx).WithError(err).Error("tearing down pod VM")
 		}
 	}

@@ -63,6 +63,29 @@ func (h *fakeHV) Cleanup() error {
 }
 func (h *fakeHV) DialAgent(context.Context) (net.Conn, error) { return nil, errors.New("fake") }
 
+// Shares exports the shared directory as a 9p share, as QEMU does.
+func (h *fakeHV) Shares() []hypervisor.Share {
+	if h.cfg.SharedDir == "" {
+		return nil
+	}
+	return []hypervisor.Share{{HostPath: h.cfg.SharedDir, Kind: hypervisor.Share9P, Tag: hypervisor.ShareTag, FSType: "9p", Options: []string{"trans=virtio"}}}
+}
+func (h *fakeHV) ConsolePath() string { return filepath.Join(h.cfg.StateDir, "fake-console.log") }
+func (h *fakeHV) DebugConsolePath() string {
+	if !h.cfg.DebugConsole {
+		return ""
+	}
+	return filepath.Join(h.cfg.StateDir, "fake-console.sock")
+}
+
+// fakeDrivers is a driver registry whose "qemu" (the default
+// hypervisor.driver) is newVM.
+func fakeDrivers(newVM hypervisor.Constructor) *hypervisor.Registry {
+	r := &hypervisor.Registry{}
+	r.Register("qemu", newVM)
+	return r
+}
+
 // fakeProc is one process in the fake guest.
 type fakeProc struct {
 	pid    uint32
@@ -93,7 +116,10 @@ type fakeAgent struct {
 	signals   []*api.SignalProcessRequest
 	signalErr error
 	sandboxes []*api.CreateSandboxRequest
-	creates   []*api.CreateContainerRequest
+	// sandboxErr, when set, answers CreateSandbox (a guest that refuses
+	// the pod).
+	sandboxErr error
+	creates    []*api.CreateContainerRequest
 	// exitOnStart makes StartContainer end the container's init with this
 	// status before it returns (a process that dies the moment it starts).
 	exitOnStart *uint32
@@ -189,7 +215,11 @@ func (a *fakeAgent) CreateSandbox(_ context.Context, r *api.CreateSandboxRequest
 	a.record("CreateSandbox")
 	a.mu.Lock()
 	a.sandboxes = append(a.sandboxes, r)
+	err := a.sandboxErr
 	a.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
 	return &emptypb.Empty{}, nil
 }
 func (a *fakeAgent) DestroySandbox(context.Context, *api.DestroySandboxRequest) (*emptypb.Empty, error) {
@@ -396,13 +426,19 @@ func (m *fakeMounter) Rootfs(mounts []mount.Mount, target string) error {
 	m.log = append(m.log, "rootfs "+mounts[0].Type+" "+target)
 	return os.MkdirAll(target, 0o755)
 }
-func (m *fakeMounter) Bind(source, target string, ro bool) error {
+func (m *fakeMounter) Bind(source, target string, bm bindMode) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.mounted = append(m.mounted, target)
 	mode := "rw"
-	if ro {
+	switch {
+	case bm.ReadOnly && bm.Recursive:
+		mode = "rro"
+	case bm.ReadOnly:
 		mode = "ro"
+	}
+	if bm.Flat {
+		mode += " flat"
 	}
 	m.log = append(m.log, "bind "+source+" "+target+" "+mode)
 	return nil
@@ -481,10 +517,10 @@ func newHarness(t *testing.T) *harness {
 	h := &harness{agent: newFakeAgent(t), mnt: &fakeMounter{}, pub: &recorder{notify: make(chan struct{}, 1)}, sd: sd, root: t.TempDir()}
 	s, err := newService(ctx, h.pub, sd, Options{
 		StateRoot: h.root,
-		NewHypervisor: func(cfg hypervisor.Config, _ *slog.Logger) (hypervisor.Hypervisor, error) {
+		Drivers: fakeDrivers(func(cfg hypervisor.Config, _ *slog.Logger) (hypervisor.Hypervisor, error) {
 			h.hv = &fakeHV{cfg: cfg, done: make(chan struct{})}
 			return h.hv, nil
-		},
+		}),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -42,7 +42,7 @@ func (s *service) healthCheck(p *pod) {
 		if err == nil && resp.GetStatus() != api.CheckResponse_SERVING {
 			err = fmt.Errorf("agent reports %s", resp.GetStatus())
 		}
-		if p.ctx.Err() != nil || p.stopping.Load() {
+		if p.ctx.Err() != nil || p.state() != podReady {
 			return // the pod is going away: not the agent's fault
 		}
 		if err == nil {

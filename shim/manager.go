@@ -231,9 +231,14 @@ func killVM(stateDir string) error {
 	return fmt.Errorf("VM (pid %d) still there 5s after SIGKILL", pid)
 }
 
-// Info reports the runtime's name and version, echoing its options.
+// Info reports the runtime's name, version and OCI features
+// (RuntimeFeatures), echoing its options.
 func (m *Manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeInfo, error) {
 	info := &types.RuntimeInfo{Name: m.name, Version: &types.RuntimeVersion{Version: "veil"}}
+	var err error
+	if info.Features, err = typeurl.MarshalAnyToProto(RuntimeFeatures()); err != nil {
+		return nil, fmt.Errorf("encoding runtime features: %w", err)
+	}
 	opts, err := shim.ReadRuntimeOptions[*runtimeoptions.Options](optionsR)
 	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return nil, fmt.Errorf("reading runtime options: %w", err)

@@ -70,19 +70,8 @@ func useGuestShm(gspec *specs.Spec, binds []hostBind) []hostBind {
 	return keep
 }
 
-// ShareOptions are the 9p mount options of the pod's share in the guest.
-// cache=mmap, not cache=none: with cache=none the guest kernel refuses a
-// writable MAP_SHARED mapping of a file on the share (EINVAL), which the
-// rootfs and every volume are (databases, SQLite in WAL mode, anything
-// that maps its files); cache=mmap keeps no other cache (reads and writes
-// still go to the host at once, so the host and the guest see each other's
-// changes) and lets mmap use the page cache, written back on msync and
-// munmap. Measured by tools/vmtest TestSharedWritableMmap, which runs a
-// container on a VM whose share has these options.
-var ShareOptions = []string{"trans=virtio", "version=9p2000.L", "msize=262144", "cache=mmap"}
-
 // guestSharedDir is where the agent mounts the pod's shared directory (the
-// 9p share with tag hypervisor.ShareTag) in the guest.
+// share the driver exports with tag hypervisor.ShareTag) in the guest.
 const guestSharedDir = "/run/veil/shared"
 
 // hostBind is a host path the shim bind-mounts into the pod's shared
@@ -95,6 +84,24 @@ type hostBind struct {
 	// Target is relative to the shared directory: "<cid>/mounts/<n>-<name>".
 	Target   string
 	ReadOnly bool
+	// RecursiveReadOnly makes the mounts below Source read-only too ("rro").
+	RecursiveReadOnly bool
+	// Flat binds Source alone, without the mounts below it: those are
+	// binds of their own (guestSpec).
+	Flat bool
+}
+
+// bindMode is how the shim bind-mounts a host path into the shared directory.
+type bindMode struct {
+	// ReadOnly makes the bind read-only; with Recursive (and not Flat), the
+	// mounts below it too.
+	ReadOnly, Recursive bool
+	// Flat leaves out the mounts below the source (MS_BIND without MS_REC).
+	Flat bool
+}
+
+func (b hostBind) mode() bindMode {
+	return bindMode{ReadOnly: b.ReadOnly, Recursive: b.RecursiveReadOnly, Flat: b.Flat}
 }
 
 // rootfsTarget is the container's rootfs, relative to the shared directory.
@@ -122,15 +129,26 @@ func rootfsTarget(cid string) string { return path.Join(cid, "rootfs") }
 // User and group IDs, env, cwd, capabilities, rlimits, resources, seccomp and
 // everything else pass through unchanged.
 //
-// A read-only bind ("ro") whose host source has mounts below it is read-only
-// on the host only: the guest sees the share as one 9p filesystem, so a
-// read-only bind there would cover the submounts too, and a non-recursive
-// read-only mount must leave them writable. The host's read-only bind makes
-// QEMU's writes to the top fail all the same. hasSubmounts reports whether
-// a host path has mounts below it (nil: never).
-func guestSpec(cid string, spec *specs.Spec, hasSubmounts func(string) bool) (*specs.Spec, []hostBind) {
+// Mounts below a bind's host source (submounts: a tmpfs in a hostPath
+// directory, say) are shared as binds of their own. The guest sees a shared
+// directory as one 9p filesystem, so a read-only bind there would cover the
+// submounts too, where a non-recursive read-only mount ("ro") must leave
+// them writable; and a recursive host bind would leave the shim's copy of
+// each submount on the source's own directory entry, so whoever owns the
+// submount could not remove its mount point (rmdir: EBUSY) while the
+// container runs, as it can under runc, whose copies are in the
+// container's mount namespace. So the source is bound flat (without its
+// submounts), each submount is bound flat beside it
+// ("<n>-<name>.sub<k>"), and the guest spec gets a bind for each after the
+// spec's own mounts, at the same place below the destination: writable
+// under "ro", read-only under "rro" (recursive read-only: read-only on the
+// host and in the guest all the way down). submounts lists the mount
+// points below a host path, relative to it, parents first (nil: none,
+// and binds stay recursive).
+func guestSpec(cid string, spec *specs.Spec, submounts func(string) []string) (*specs.Spec, []hostBind) {
 	out := *spec
 	var binds []hostBind
+	var subMounts []specs.Mount
 	out.Mounts = make([]specs.Mount, 0, len(spec.Mounts))
 	for i, m := range spec.Mounts {
 		m.Options = slices.Clone(m.Options)
@@ -140,15 +158,31 @@ func guestSpec(cid string, spec *specs.Spec, hasSubmounts func(string) bool) (*s
 				name = "root"
 			}
 			target := path.Join(cid, "mounts", fmt.Sprintf("%d-%s", i, name))
-			ro := slices.Contains(m.Options, "ro") || slices.Contains(m.Options, "rro")
-			binds = append(binds, hostBind{Index: i, Source: m.Source, Target: target, ReadOnly: ro})
-			if slices.Contains(m.Options, "ro") && !slices.Contains(m.Options, "rro") && hasSubmounts != nil && hasSubmounts(m.Source) {
-				m.Options = slices.DeleteFunc(m.Options, func(o string) bool { return o == "ro" })
+			rro := slices.Contains(m.Options, "rro")
+			ro := slices.Contains(m.Options, "ro") || rro
+			var subs []string
+			if submounts != nil {
+				subs = submounts(m.Source)
+			}
+			binds = append(binds, hostBind{Index: i, Source: m.Source, Target: target, ReadOnly: ro, RecursiveReadOnly: rro, Flat: len(subs) > 0})
+			for k, rel := range subs {
+				subTarget := fmt.Sprintf("%s.sub%d", target, k)
+				binds = append(binds, hostBind{Index: len(spec.Mounts) + len(subMounts), Source: filepath.Join(m.Source, rel),
+					Target: subTarget, ReadOnly: rro, Flat: true})
+				opts := slices.DeleteFunc(slices.Clone(m.Options), func(o string) bool { return o == "ro" || o == "rro" || o == "rw" })
+				if rro {
+					opts = append(opts, "ro")
+				} else {
+					opts = append(opts, "rw")
+				}
+				subMounts = append(subMounts, specs.Mount{Destination: path.Join(m.Destination, rel), Type: m.Type,
+					Source: path.Join(guestSharedDir, subTarget), Options: opts})
 			}
 			m.Source = path.Join(guestSharedDir, target)
 		}
 		out.Mounts = append(out.Mounts, m)
 	}
+	out.Mounts = append(out.Mounts, subMounts...)
 	out.Root = &specs.Root{Path: "rootfs"}
 	if spec.Root != nil {
 		out.Root.Readonly = spec.Root.Readonly
@@ -167,18 +201,32 @@ func guestSpec(cid string, spec *specs.Spec, hasSubmounts func(string) bool) (*s
 	return &out, binds
 }
 
-// hasSubmounts reports whether something is mounted below dir on the host.
-func hasSubmounts(dir string) bool {
-	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+// hostSubmounts lists the mount points below dir on the host, relative to
+// dir, in mount order (a parent before what is mounted in it); a mount
+// point that is mounted over more than once is listed once.
+func hostSubmounts(dir string) []string {
+	real, err := filepath.EvalSymlinks(dir)
 	if err != nil {
-		return false
+		return nil
 	}
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(real))
+	if err != nil {
+		return nil
+	}
+	return submountsOf(real, mounts)
+}
+
+// submountsOf is hostSubmounts over a mount table.
+func submountsOf(dir string, mounts []*mountinfo.Info) []string {
+	var rels []string
 	for _, m := range mounts {
-		if m.Mountpoint != dir {
-			return true
+		rel, err := filepath.Rel(dir, m.Mountpoint)
+		if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") || slices.Contains(rels, rel) {
+			continue
 		}
+		rels = append(rels, rel)
 	}
-	return false
+	return rels
 }
 
 func isBindMount(m specs.Mount) bool {
@@ -192,8 +240,9 @@ type mounter interface {
 	// the snapshotter; a bind of the bundle's rootfs when there are none).
 	Rootfs(mounts []mount.Mount, target string) error
 	// Bind bind-mounts source (a file or directory) at target, creating
-	// target to match, read-only when asked.
-	Bind(source, target string, readOnly bool) error
+	// target to match, with the mounts below it unless mode.Flat, read-only
+	// as mode says.
+	Bind(source, target string, mode bindMode) error
 	// Unmount removes every mount at target.
 	Unmount(target string) error
 }
@@ -210,7 +259,7 @@ func (hostMounter) Rootfs(mounts []mount.Mount, target string) error {
 	return nil
 }
 
-func (hostMounter) Bind(source, target string, readOnly bool) error {
+func (hostMounter) Bind(source, target string, mode bindMode) error {
 	fi, err := os.Stat(source)
 	if err != nil {
 		return fmt.Errorf("sharing bind mount source: %w", err)
@@ -230,10 +279,20 @@ func (hostMounter) Bind(source, target string, readOnly bool) error {
 	if err != nil {
 		return fmt.Errorf("creating bind mount point for %s: %w", source, err)
 	}
-	if err := unix.Mount(source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+	flags := uintptr(unix.MS_BIND | unix.MS_REC)
+	if mode.Flat {
+		flags = unix.MS_BIND
+	}
+	if err := unix.Mount(source, target, "", flags, ""); err != nil {
 		return fmt.Errorf("bind mounting %s: %w", source, err)
 	}
-	if readOnly {
+	if mode.ReadOnly && mode.Recursive && !mode.Flat {
+		attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+		if err := unix.MountSetattr(-1, target, unix.AT_RECURSIVE, attr); err != nil {
+			_ = mount.UnmountRecursive(target, unix.MNT_DETACH)
+			return fmt.Errorf("making bind mount of %s read-only recursively: %w", source, err)
+		}
+	} else if mode.ReadOnly {
 		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 			_ = unix.Unmount(target, unix.MNT_DETACH)
 			return fmt.Errorf("making bind mount of %s read-only: %w", source, err)

@@ -1,10 +1,12 @@
 package shim
 
 import (
+	"path"
 	"reflect"
 	"slices"
 	"testing"
 
+	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -79,29 +81,81 @@ func TestGuestSpecNamespacesAndHooks(t *testing.T) {
 	}
 }
 
-// Regression (critest "should support non-recursive readonly mounts"): a
-// read-only hostPath with a tmpfs mounted inside was read-only all the way
-// down in the guest, because the guest sees the share as one filesystem.
-func TestNonRecursiveReadOnlyWithSubmounts(t *testing.T) {
+// Regression (critest "should support non-recursive readonly mounts" and
+// "recursive readonly mounts"): a read-only hostPath with a tmpfs mounted
+// inside was read-only all the way down in the guest (one 9p filesystem),
+// and the shim's recursive host bind kept the tmpfs's mount point busy, so
+// its owner could not remove it (rmdir: EBUSY) while the container ran.
+// Now the source is bound flat, the tmpfs beside it, and the guest binds
+// the tmpfs back in: writable under "ro", read-only under "rro".
+func TestReadOnlyBindsWithSubmounts(t *testing.T) {
 	in := &specs.Spec{Mounts: []specs.Mount{
-		{Destination: "/mnt", Type: "bind", Source: "/host/with-tmpfs", Options: []string{"rbind", "ro"}},
-		{Destination: "/rro", Type: "bind", Source: "/host/with-tmpfs", Options: []string{"rbind", "rro"}},
+		{Destination: "/mnt", Type: "bind", Source: "/host/with-tmpfs", Options: []string{"rbind", "rprivate", "ro"}},
+		{Destination: "/rro", Type: "bind", Source: "/host/with-tmpfs", Options: []string{"rbind", "rprivate", "rro"}},
 		{Destination: "/plain", Type: "bind", Source: "/host/plain", Options: []string{"rbind", "ro"}},
+		{Destination: "/rw", Type: "bind", Source: "/host/nested", Options: []string{"rbind", "rw"}},
 	}}
-	sub := func(p string) bool { return p == "/host/with-tmpfs" }
-	out, binds := guestSpec("c1", in, sub)
-	if slices.Contains(out.Mounts[0].Options, "ro") {
-		t.Errorf("non-recursive ro over submounts kept ro in the guest: %v", out.Mounts[0].Options)
+	sub := func(p string) []string {
+		switch p {
+		case "/host/with-tmpfs":
+			return []string{"tmpfs"}
+		case "/host/nested":
+			return []string{"a", "a/b"}
+		}
+		return nil
 	}
-	if !slices.Contains(out.Mounts[1].Options, "rro") || !slices.Contains(out.Mounts[2].Options, "ro") {
-		t.Errorf("recursive or plain read-only mounts lost their option: %v %v", out.Mounts[1].Options, out.Mounts[2].Options)
+	out, binds := guestSpec("c1", in, sub)
+
+	wantBinds := []hostBind{
+		{Index: 0, Source: "/host/with-tmpfs", Target: "c1/mounts/0-mnt", ReadOnly: true, Flat: true},
+		{Index: 4, Source: "/host/with-tmpfs/tmpfs", Target: "c1/mounts/0-mnt.sub0", Flat: true},
+		{Index: 1, Source: "/host/with-tmpfs", Target: "c1/mounts/1-rro", ReadOnly: true, RecursiveReadOnly: true, Flat: true},
+		{Index: 5, Source: "/host/with-tmpfs/tmpfs", Target: "c1/mounts/1-rro.sub0", ReadOnly: true, Flat: true},
+		{Index: 2, Source: "/host/plain", Target: "c1/mounts/2-plain", ReadOnly: true},
+		{Index: 3, Source: "/host/nested", Target: "c1/mounts/3-rw", Flat: true},
+		{Index: 6, Source: "/host/nested/a", Target: "c1/mounts/3-rw.sub0", Flat: true},
+		{Index: 7, Source: "/host/nested/a/b", Target: "c1/mounts/3-rw.sub1", Flat: true},
+	}
+	if !reflect.DeepEqual(binds, wantBinds) {
+		t.Errorf("binds =\n%+v\nwant\n%+v", binds, wantBinds)
+	}
+	wantMounts := []specs.Mount{
+		{Destination: "/mnt", Type: "bind", Source: "/run/veil/shared/c1/mounts/0-mnt", Options: []string{"rbind", "rprivate", "ro"}},
+		{Destination: "/rro", Type: "bind", Source: "/run/veil/shared/c1/mounts/1-rro", Options: []string{"rbind", "rprivate", "rro"}},
+		{Destination: "/plain", Type: "bind", Source: "/run/veil/shared/c1/mounts/2-plain", Options: []string{"rbind", "ro"}},
+		{Destination: "/rw", Type: "bind", Source: "/run/veil/shared/c1/mounts/3-rw", Options: []string{"rbind", "rw"}},
+		{Destination: "/mnt/tmpfs", Type: "bind", Source: "/run/veil/shared/c1/mounts/0-mnt.sub0", Options: []string{"rbind", "rprivate", "rw"}},
+		{Destination: "/rro/tmpfs", Type: "bind", Source: "/run/veil/shared/c1/mounts/1-rro.sub0", Options: []string{"rbind", "rprivate", "ro"}},
+		{Destination: "/rw/a", Type: "bind", Source: "/run/veil/shared/c1/mounts/3-rw.sub0", Options: []string{"rbind", "rw"}},
+		{Destination: "/rw/a/b", Type: "bind", Source: "/run/veil/shared/c1/mounts/3-rw.sub1", Options: []string{"rbind", "rw"}},
+	}
+	if !reflect.DeepEqual(out.Mounts, wantMounts) {
+		t.Errorf("guest mounts =\n%+v\nwant\n%+v", out.Mounts, wantMounts)
 	}
 	for _, b := range binds {
-		if !b.ReadOnly {
-			t.Errorf("host bind of %s not read-only", b.Source)
+		if out.Mounts[b.Index].Source != path.Join(guestSharedDir, b.Target) {
+			t.Errorf("bind %+v: guest mount %d has source %s", b, b.Index, out.Mounts[b.Index].Source)
 		}
 	}
-	if !slices.Contains(in.Mounts[0].Options, "ro") {
-		t.Error("guestSpec modified its input options")
+	if in.Mounts[0].Source != "/host/with-tmpfs" || len(in.Mounts) != 4 {
+		t.Error("guestSpec modified its input")
+	}
+}
+
+func TestSubmountsOf(t *testing.T) {
+	mounts := []*mountinfo.Info{
+		{Mountpoint: "/host/dir"},
+		{Mountpoint: "/host/dir/tmpfs"},
+		{Mountpoint: "/host/dir/tmpfs/inner"},
+		{Mountpoint: "/host/dir/tmpfs"}, // mounted over: listed once
+		{Mountpoint: "/host/dirty"},     // a sibling with the same prefix
+	}
+	got := submountsOf("/host/dir", mounts)
+	want := []string{"tmpfs", "tmpfs/inner"}
+	if !slices.Equal(got, want) {
+		t.Errorf("submountsOf = %q, want %q", got, want)
+	}
+	if got := submountsOf("/host/dir", mounts[:1]); got != nil {
+		t.Errorf("no submounts: got %q", got)
 	}
 }

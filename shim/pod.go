@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -30,13 +30,16 @@ import (
 
 // State directory layout, under stateRoot/<namespace>/<sandbox-id>:
 const (
-	// sharedDirName is exported to the guest over 9p (tag hypervisor.ShareTag)
-	// and mounted there at guestSharedDir: <cid>/rootfs and <cid>/mounts/*.
+	// sharedDirName is exported to the guest (hypervisor.Config.SharedDir,
+	// over the device the driver reports in Shares) and mounted there at
+	// guestSharedDir: <cid>/rootfs and <cid>/mounts/*.
 	sharedDirName = "shared"
-	// vmPidFile holds the QEMU pid, for `delete` after a shim crash.
+	// vmPidFile holds the VM monitor's pid, for `delete` after a shim crash.
 	vmPidFile = "vm.pid"
-	// consoleLogName is the guest console log the QEMU driver writes.
-	consoleLogName = "console.log"
+	// DebugConsoleLink is a symlink to the driver's debug console socket
+	// (hypervisor.Hypervisor.DebugConsolePath), for `veil debug console`;
+	// absent when the handler's config sets debug_console = false.
+	DebugConsoleLink = "debug-console"
 )
 
 // vhostVsockDev is the host device of the vsock transport.
@@ -46,9 +49,6 @@ const vhostVsockDev = "/dev/vhost-vsock"
 // purpose: the QEMU driver creates unix sockets in the state directory, and
 // socket paths are limited to 108 bytes.
 const DefaultStateRoot = "/run/veil"
-
-// NewHypervisor creates the driver for one pod VM (qemu.New in production).
-type NewHypervisor func(cfg hypervisor.Config, logger *slog.Logger) (hypervisor.Hypervisor, error)
 
 // agentConn is the guest agent as the shim uses it; tests fake its services.
 type agentConn struct {
@@ -102,6 +102,9 @@ type pod struct {
 	cid *cidLease
 	// blockSeq numbers the block devices attached to the VM (blockdev.go).
 	blockSeq atomic.Uint32
+	// vcpus and memMiB are the VM's size, fixed at boot (vmSize): Update
+	// refuses what does not fit (checkResize).
+	vcpus, memMiB uint32
 
 	// ctx ends when the VM is gone or the pod is torn down: waiting agent
 	// calls (WaitProcess, ReadStdout/ReadStderr, GetOOMEvent) use it and no
@@ -110,8 +113,11 @@ type pod struct {
 	cancel context.CancelFunc
 	// dead is closed when the VM has exited or the agent connection is
 	// gone, for whatever reason.
-	dead     chan struct{}
-	stopping atomic.Bool
+	dead chan struct{}
+	// st is the pod's lifecycle state (lifecycle.go), changed only by
+	// transition and stop.
+	stateMu sync.Mutex
+	st      podState
 	// failed is closed by fail (health.go) with failReason set: the shim
 	// gave up on a VM that still runs.
 	failed     chan struct{}
@@ -142,85 +148,76 @@ func (p *pod) agentError(op string, err error) error {
 	return fmt.Errorf("%s: %w", op, errgrpc.ToNative(err))
 }
 
-// startPod boots the pod VM and prepares the guest: state directory, VM,
-// agent connection and health check, CreateSandbox with the shared
-// directory. On error nothing is left running.
+// startPod boots the pod VM and prepares the guest: state directory,
+// metrics socket, network, cgroup, guest CID, VM (the configured driver,
+// podVM), agent connection and health check, CreateSandbox with the shared
+// directory. Each resource pushes its undo on a cleanup stack as it is
+// acquired; on error the stack unwinds, newest first, and nothing is left
+// running. On success the pod owns them all (teardownPod) and is ready.
 func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg config.Config) (_ *pod, retErr error) {
-	stateDir := filepath.Join(s.stateRoot, s.namespace, id)
-	sharedDir := filepath.Join(stateDir, sharedDirName)
-	if err := os.MkdirAll(sharedDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating pod state directory: %w", err)
-	}
-	defer func() {
-		if retErr != nil {
-			if err := removeUnmounted(stateDir); err != nil {
-				log.G(ctx).WithError(err).Warn("removing pod state directory")
-			}
-		}
-	}()
-	metricsSrv, err := s.metrics.Serve(filepath.Join(stateDir, metrics.SocketName))
+	newVM, err := s.drivers.Lookup(cfg.Hypervisor.Driver)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("key hypervisor.driver: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
+	stateDir := filepath.Join(s.stateRoot, s.namespace, id)
+	p := &pod{id: id, cfg: cfg, stateDir: stateDir, sharedDir: filepath.Join(stateDir, sharedDirName), st: podBooting, dead: make(chan struct{}), failed: make(chan struct{})}
+	var undo cleanupStack
 	defer func() {
 		if retErr != nil {
-			_ = metricsSrv.Close()
+			undo.unwind(ctx)
+			_, _ = p.transition(ctx, podDead)
 		}
 	}()
 
-	vcpus, mem := vmSize(cfg.Hypervisor, cfg.PinnedVCPUs(), spec.Annotations, runtime.NumCPU())
-	conf, err := resolveConfidential(cfg.Confidential, spec.Annotations)
-	if err != nil {
-		return nil, fmt.Errorf("confidential pod: %w", err)
+	if err := os.MkdirAll(p.sharedDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating pod state directory: %w", err)
 	}
-	guestShare := guestShareDir(sharedDir, cfg.Confidential, conf)
-	if guestShare == "" {
-		log.G(ctx).Info("confidential pod: no filesystem shared with the guest")
-	}
-	podNet, err := s.attachNetwork(ctx, spec, conf != nil)
-	if err != nil {
-		return nil, fmt.Errorf("pod network: %w", err)
-	}
-	defer func() {
-		if retErr != nil {
-			if err := detachNetwork(podNet); err != nil {
-				log.G(ctx).WithError(err).Warn("removing the pod network's taps")
-			}
-		}
-	}()
-	cg, err := s.enterVMCgroup(ctx, spec)
-	if err != nil {
+	undo.push("removing pod state directory", func() error { return removeUnmounted(stateDir) })
+	if p.metricsSrv, err = s.metrics.Serve(filepath.Join(stateDir, metrics.SocketName)); err != nil {
 		return nil, err
 	}
-	defer func() {
-		if retErr != nil && cg != nil {
-			if err := cg.Remove(); err != nil {
-				log.G(ctx).WithError(err).Warn("removing the pod VM's cgroup")
-			}
-		}
-	}()
+	undo.push("closing the metrics socket", p.metricsSrv.Close)
+	if p.conf, err = resolveConfidential(cfg.Confidential, spec.Annotations); err != nil {
+		return nil, fmt.Errorf("confidential pod: %w", err)
+	}
+	if p.net, err = s.attachNetwork(ctx, spec, p.conf != nil); err != nil {
+		return nil, fmt.Errorf("pod network: %w", err)
+	}
+	undo.push("removing the pod network's taps", func() error { return detachNetwork(p.net) })
+	if p.cgroup, err = s.enterVMCgroup(ctx, spec); err != nil {
+		return nil, err
+	}
+	if p.cgroup != nil {
+		undo.push("removing the pod VM's cgroup", p.cgroup.Remove)
+	}
+	// Pushed before the VM's own undo, so it runs after QEMU is gone.
 	transport, cid, err := s.agentTransport(ctx, id, hypervisor.Transport(cfg.Hypervisor.Transport))
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		// Registered before the VM's own cleanup, so it runs after QEMU is gone.
-		if retErr != nil {
-			if err := cid.Release(); err != nil {
-				log.G(ctx).WithError(err).Warn("releasing the guest CID")
-			}
-		}
-	}()
-	vmCfg := cfg.VM(conf.digest(), vcpus, mem)
-	vmCfg.ID, vmCfg.StateDir, vmCfg.SharedDir = id, stateDir, guestShare
-	vmCfg.NICs, vmCfg.BlockSlots = vmNICs(podNet), podBlockSlots(cfg)
-	vmCfg.Transport, vmCfg.VsockCID = transport, cid.CID()
+	p.cid = cid
+	undo.push("releasing the guest CID", cid.Release)
+
+	vmCfg := podVM(cfg, spec, p.conf, podVMHost{
+		ID: id, StateDir: stateDir, SharedDir: p.sharedDir, HostCPUs: runtime.NumCPU(),
+		Transport: transport, VsockCID: cid.CID(), NICs: vmNICs(p.net),
+	})
+	if vmCfg.SharedDir == "" {
+		log.G(ctx).Info("confidential pod: no filesystem shared with the guest")
+	}
 	vmCfg.Console.Line = guestLogLine(log.G(s.ctx).WithField("pod", id))
-	hv, err := s.newVM(vmCfg, slogTo(log.G(ctx)))
+	hv, err := newVM(vmCfg, slogTo(log.G(ctx)))
 	if err != nil {
 		return nil, fmt.Errorf("configuring pod VM: %w", err)
 	}
-	log.G(ctx).WithFields(log.Fields{"vcpus": vcpus, "memory_mib": mem}).Info("starting pod VM")
+	p.hv = hv
+	// How the guest mounts the share is the driver's to say; one the
+	// agent cannot mount fails before the VM boots.
+	share, err := shareStorage(hv.Shares(), vmCfg.SharedDir)
+	if err != nil {
+		return nil, fmt.Errorf("configuring pod VM: %w", err)
+	}
+	log.G(ctx).WithFields(log.Fields{"driver": cfg.Hypervisor.Driver, "vcpus": vmCfg.VCPUs, "memory_mib": vmCfg.MemoryMiB}).Info("starting pod VM")
 	// The whole boot, from starting QEMU to the agent's first answer, is
 	// bounded by boot_timeout. The driver uses the context only for its
 	// control channel's handshake: the VM outlives this request.
@@ -228,93 +225,100 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 	defer cancel()
 	if err := hv.Start(bootCtx); err != nil {
 		_ = hv.Cleanup()
-		return nil, fmt.Errorf("starting pod VM: %w%s", err, consoleTail(stateDir))
+		return nil, fmt.Errorf("starting pod VM: %w%s", err, consoleTail(hv))
 	}
+	undo.push("stopping the pod VM", func() error {
+		_ = hv.Kill()
+		<-hv.Done()
+		return hv.Cleanup()
+	})
 	s.metrics.MarkProcessStart(metrics.PhaseQEMUSpawned, hv.PID())
-	if podNet != nil {
-		podNet.CloseFiles() // QEMU has its own: the taps live as long as it does
+	if p.net != nil {
+		p.net.CloseFiles() // QEMU has its own: the taps live as long as it does
 	}
-	defer func() {
-		if retErr != nil {
-			_ = hv.Kill()
-			<-hv.Done()
-			_ = hv.Cleanup()
-		}
-	}()
 	if err := os.WriteFile(filepath.Join(stateDir, vmPidFile), []byte(strconv.Itoa(hv.PID())), 0o600); err != nil {
 		return nil, fmt.Errorf("writing VM pid file: %w", err)
 	}
-
-	agent, err := s.dialAgent(bootCtx, hv)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to the guest agent: %w%s", err, consoleTail(stateDir))
+	if err := linkDebugConsole(stateDir, hv.DebugConsolePath()); err != nil {
+		return nil, err
 	}
-	defer func() {
-		if retErr != nil {
-			_ = agent.close()
-		}
-	}()
-	if err := waitAgent(bootCtx, agent, hv); err != nil {
-		return nil, fmt.Errorf("waiting for the guest agent (boot_timeout %s): %w%s", cfg.Agent.BootTimeout.Std(), err, consoleTail(stateDir))
+
+	if p.agent, err = s.dialAgent(bootCtx, hv); err != nil {
+		return nil, fmt.Errorf("connecting to the guest agent: %w%s", err, consoleTail(hv))
+	}
+	undo.push("closing the agent connection", p.agent.close)
+	if err := waitAgent(bootCtx, p.agent, hv); err != nil {
+		return nil, fmt.Errorf("waiting for the guest agent (boot_timeout %s): %w%s", cfg.Agent.BootTimeout.Std(), err, consoleTail(hv))
 	}
 	s.metrics.Mark(metrics.PhaseAgentReady)
-	s.recordBoot(bootCtx, agent, cfg, vcpus, mem)
+	s.recordBoot(bootCtx, p.agent, cfg, vmCfg.VCPUs, vmCfg.MemoryMiB)
 
-	p := &pod{id: id, cfg: cfg, stateDir: stateDir, sharedDir: sharedDir, hv: hv, agent: agent, net: podNet, conf: conf, metricsSrv: metricsSrv, dead: make(chan struct{}), failed: make(chan struct{})}
-	p.cgroup = cg
-	p.cid = cid
+	p.vcpus, p.memMiB = vmCfg.VCPUs, vmCfg.MemoryMiB
 	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(s.ctx))
+	undo.push("ending the pod's context", func() error { p.cancel(); return nil })
 	callCtx, cancelCall := p.callCtx(ctx)
 	defer cancelCall()
-	if err := conf.setInitData(callCtx, agent.attestation); err != nil {
-		p.cancel()
-		return nil, fmt.Errorf("confidential pod: %w%s", err, consoleTail(stateDir))
+	if err := p.conf.setInitData(callCtx, p.agent.attestation); err != nil {
+		return nil, fmt.Errorf("confidential pod: %w%s", err, consoleTail(hv))
 	}
-	if err := configureGuestNetwork(callCtx, agent.network, podNet); err != nil {
-		p.cancel()
-		return nil, fmt.Errorf("pod network: %w%s", err, consoleTail(stateDir))
+	if err := configureGuestNetwork(callCtx, p.agent.network, p.net); err != nil {
+		return nil, fmt.Errorf("pod network: %w%s", err, consoleTail(hv))
 	}
 	dns, err := resolvConf(spec)
 	if err != nil {
-		p.cancel()
 		return nil, err
 	}
 	var storages []*api.Storage
-	if guestShare != "" {
-		storages = []*api.Storage{{
-			Driver:     "9p",
-			Source:     hypervisor.ShareTag,
-			MountPoint: guestSharedDir,
-			Fstype:     "9p",
-			Options:    ShareOptions,
-		}}
+	if share != nil {
+		storages = append(storages, share)
 	}
-	if conf == nil {
+	if p.conf == nil {
 		shm, err := shmStorage(spec)
 		if err != nil {
-			p.cancel()
 			return nil, err
 		}
 		if shm != nil {
 			storages, p.guestShm = append(storages, shm), true
 		}
 	}
-	_, err = agent.sandbox.CreateSandbox(callCtx, &api.CreateSandboxRequest{
+	_, err = p.agent.sandbox.CreateSandbox(callCtx, &api.CreateSandboxRequest{
 		SandboxId: id,
 		Hostname:  spec.Hostname,
 		Dns:       dns,
 		Storages:  storages,
-		Sysctls:   podSysctls(spec, conf != nil),
+		Sysctls:   podSysctls(spec, p.conf != nil),
 	})
 	if err != nil {
-		p.cancel()
-		return nil, fmt.Errorf("creating the sandbox in the guest: %w%s", errgrpc.ToNative(err), consoleTail(stateDir))
+		return nil, fmt.Errorf("creating the sandbox in the guest: %w%s", errgrpc.ToNative(err), consoleTail(hv))
 	}
 	s.metrics.Mark(metrics.PhaseSandboxCreated)
+	if _, err := p.transition(ctx, podReady); err != nil {
+		return nil, err
+	}
+	undo.release() // the pod owns it all now: teardownPod
 	go s.watchPod(p)
 	go s.watchOOM(p)
 	go s.healthCheck(p)
 	return p, nil
+}
+
+// linkDebugConsole makes <state>/DebugConsoleLink point at the driver's
+// debug console socket, where `veil debug console` finds it whatever the
+// driver; nothing when the VM has no debug console (path "").
+func linkDebugConsole(stateDir, path string) error {
+	if path == "" {
+		return nil
+	}
+	link := filepath.Join(stateDir, DebugConsoleLink)
+	// A link left by a shim that crashed with this pod's ID is replaced, as
+	// the driver replaces its own stale files.
+	if err := os.Remove(link); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("linking the debug console: %w", err)
+	}
+	if err := os.Symlink(path, link); err != nil {
+		return fmt.Errorf("linking the debug console: %w", err)
+	}
+	return nil
 }
 
 // agentTransport resolves the configured agent transport on this host
@@ -376,21 +380,25 @@ func (s *service) watchPod(p *pod) {
 	case <-p.failed:
 		why = p.failReason + "; killing the pod VM"
 	}
-	if !p.stopping.Load() {
+	if from, _ := p.transition(s.ctx, podDead); from != podStopping {
 		p.fail(why)
-		log.G(s.ctx).WithField("pod", p.id).Errorf("pod VM died: %s%s", why, consoleTail(p.stateDir))
+		log.G(s.ctx).WithField("pod", p.id).Errorf("pod VM died: %s%s", why, consoleTail(p.hv))
 	}
 	_ = p.hv.Kill()
 	close(p.dead)
 	p.cancel()
 }
 
-// teardownPod ends the pod VM and removes its state: asks the agent to
-// destroy the sandbox and power off, waits for the VM (shutdown_timeout),
-// kills it if needed, unmounts everything left in the shared directory and
-// removes the state directory.
-func (s *service) teardownPod(ctx context.Context, p *pod) error {
-	p.stopping.Store(true)
+// teardownPod ends the pod VM and removes its state: marks it stopping,
+// asks the agent to destroy the sandbox and power off, waits for the VM
+// (shutdown_timeout), kills it if needed, unmounts everything left in the
+// shared directory and removes the state directory. With killFirst the VM
+// is killed at once instead of waited for. The caller owns p (takePod).
+func (s *service) teardownPod(ctx context.Context, p *pod, killFirst bool) error {
+	p.stop(ctx)
+	if killFirst {
+		_ = p.hv.Kill()
+	}
 	if !p.isDead() {
 		cctx, cancel := p.callCtx(ctx)
 		if _, err := p.agent.sandbox.DestroySandbox(cctx, &api.DestroySandboxRequest{SandboxId: p.id}); err != nil {
@@ -457,14 +465,16 @@ func removeUnmounted(dir string) error {
 	return nil
 }
 
-// consoleTail returns the end of the guest console log, formatted to follow
-// an error message, or "" when there is none.
-func consoleTail(stateDir string) string {
-	tail := strings.TrimSpace(hypervisor.ConsoleTail(filepath.Join(stateDir, consoleLogName), 2048))
+// consoleTail returns the end of the VM's guest console log (where its
+// driver writes it), formatted to follow an error message, or "" when
+// there is none.
+func consoleTail(hv hypervisor.Hypervisor) string {
+	path := hv.ConsolePath()
+	tail := strings.TrimSpace(hypervisor.ConsoleTail(path, 2048))
 	if tail == "" {
 		return ""
 	}
-	return "; guest console (" + filepath.Join(stateDir, consoleLogName) + ") ends:\n" + tail
+	return "; guest console (" + path + ") ends:\n" + tail
 }
 
 // podSysctls are the sysctls the guest sets for the pod: the CRI sandbox

@@ -104,10 +104,10 @@ func TestAgentCallsTimed(t *testing.T) {
 	go srv.Serve(context.Background(), l) //nolint:errcheck // ends with Close
 	t.Cleanup(func() { srv.Close() })
 	h.s.dialAgent = h.s.dialMetered
-	h.s.newVM = func(cfg hypervisor.Config, _ *slog.Logger) (hypervisor.Hypervisor, error) {
+	h.s.drivers = fakeDrivers(func(cfg hypervisor.Config, _ *slog.Logger) (hypervisor.Hypervisor, error) {
 		h.hv = &fakeHV{cfg: cfg, done: make(chan struct{})}
 		return &socketHV{fakeHV: h.hv, path: sock}, nil
-	}
+	})
 	startPodAndContainer(t, h)
 
 	counts := map[string]uint64{}

@@ -40,7 +40,9 @@ type service struct {
 	done      <-chan struct{}
 	forwarded chan struct{}
 
-	newVM      NewHypervisor
+	// drivers has the hypervisor drivers; the handler's config names one
+	// (hypervisor.driver).
+	drivers    *hypervisor.Registry
 	dialAgent  func(context.Context, hypervisor.Hypervisor) (*agentConn, error)
 	mounter    mounter
 	loadConfig func(path string) (config.Config, error)
@@ -75,8 +77,10 @@ type service struct {
 
 // Options configure a task service.
 type Options struct {
-	// NewHypervisor creates the pod VM's driver.
-	NewHypervisor NewHypervisor
+	// Drivers are the hypervisor drivers the handler's config
+	// (hypervisor.driver) chooses from; nil means hypervisor.Drivers, which
+	// the drivers the binary imports register with.
+	Drivers *hypervisor.Registry
 	// StateRoot is where pod state directories go (DefaultStateRoot when empty).
 	StateRoot string
 }
@@ -92,8 +96,12 @@ func newService(ctx context.Context, publisher events.Publisher, sd shutdown.Ser
 	if err != nil {
 		return nil, err
 	}
-	if opts.NewHypervisor == nil {
-		return nil, fmt.Errorf("no hypervisor driver: %w", errdefs.ErrInvalidArgument)
+	drivers := opts.Drivers
+	if drivers == nil {
+		drivers = &hypervisor.Drivers
+	}
+	if len(drivers.Names()) == 0 {
+		return nil, fmt.Errorf("no hypervisor driver is registered (import one, e.g. hypervisor/qemu): %w", errdefs.ErrInvalidArgument)
 	}
 	root := opts.StateRoot
 	if root == "" {
@@ -107,7 +115,7 @@ func newService(ctx context.Context, publisher events.Publisher, sd shutdown.Ser
 		events:     make(chan any, 128),
 		done:       sd.Done(),
 		forwarded:  make(chan struct{}),
-		newVM:      opts.NewHypervisor,
+		drivers:    drivers,
 		mounter:    hostMounter{},
 		loadConfig: config.Load,
 		newCgroup:  newHostCgroup,
@@ -125,14 +133,11 @@ func newService(ctx context.Context, publisher events.Publisher, sd shutdown.Ser
 	// When the shim is told to exit (SIGTERM, or Shutdown), leave no VM,
 	// mount or state directory behind.
 	sd.RegisterCallback(func(ctx context.Context) error {
-		s.mu.Lock()
-		p := s.pod
-		s.pod = nil
-		s.mu.Unlock()
+		p, _ := s.takePod(false)
 		if p == nil {
 			return nil
 		}
-		return s.teardownPod(ctx, p)
+		return s.teardownPod(ctx, p, false)
 	})
 	go s.forward(ctx, publisher)
 	return s, nil

@@ -14,18 +14,12 @@ import (
 // containerd never deleted), it is killed here without waiting for the
 // guest: containerd allows Shutdown 3 seconds.
 func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*emptypb.Empty, error) {
-	s.mu.Lock()
-	if len(s.containers) > 0 {
-		s.mu.Unlock()
+	p, ok := s.takePod(true)
+	if !ok {
 		return empty, nil
 	}
-	p := s.pod
-	s.pod = nil
-	s.mu.Unlock()
 	if p != nil {
-		p.stopping.Store(true)
-		_ = p.hv.Kill()
-		if err := s.teardownPod(log.WithLogger(context.WithoutCancel(ctx), log.G(ctx).WithField("pod", p.id)), p); err != nil {
+		if err := s.teardownPod(log.WithLogger(context.WithoutCancel(ctx), log.G(ctx).WithField("pod", p.id)), p, true); err != nil {
 			log.G(ctx).WithError(err).Error("tearing down pod VM")
 		}
 	}

@@ -48,11 +48,11 @@ func TestAgentOverTTRPC(t *testing.T) {
 
 	h.s.dialAgent = h.s.dialMetered // the real client, timed by the metrics interceptor
 	var shv *socketHV
-	h.s.newVM = func(cfg hypervisor.Config, _ *slog.Logger) (hypervisor.Hypervisor, error) {
+	h.s.drivers = fakeDrivers(func(cfg hypervisor.Config, _ *slog.Logger) (hypervisor.Hypervisor, error) {
 		h.hv = &fakeHV{cfg: cfg, done: make(chan struct{})}
 		shv = &socketHV{fakeHV: h.hv, path: sock}
 		return shv, nil
-	}
+	})
 	ctx := context.Background()
 	startPodAndContainer(t, h)
 

@@ -56,9 +56,8 @@ func TestConfidentialMounts(t *testing.T) {
 		{Destination: "/etc/hosts", Type: "bind", Source: "/sb/hosts", Options: []string{"rbind", "rw"}},
 		{Destination: "/cache", Type: "bind", Source: "/k/pods/u/volumes/kubernetes.io~empty-dir/cache", Options: []string{"rbind"}},
 	}}
-	// The configMap source "has submounts": guestSpec drops its "ro" for
-	// the 9p share; a guest copy keeps it.
-	gspec, binds := guestSpec("c1", spec, func(string) bool { return true })
+	// A guest copy keeps the spec's own options.
+	gspec, binds := guestSpec("c1", spec, nil)
 	keep, vols, err := confidentialMounts("c1", spec, gspec, binds, false, "veil-dev")
 	if err != nil {
 		t.Fatal(err)

@@ -48,12 +48,13 @@ type Inputs struct {
 
 // FromConfig is what a handler configured as cfg launches a pod with whose
 // init-data digest is initDataDigest (nil: no init-data), on a KVM host:
-// the shim's own VM settings (config.Config.VM) at the handler's base size
-// (SNP and TDX handlers never add vCPUs), and the driver's -append and -cpu
+// the shim's own VM settings (config.Config.VM) at the size of a pod
+// without limits (SNP and TDX handlers never add vCPUs; its memory is
+// default_memory_mib, config.Hypervisor.PodMemoryMiB), and the driver's -append and -cpu
 // (qemu.LaunchFor). The vCPU signature is left to the caller when the CPU
 // is the host's.
 func FromConfig(cfg config.Config, initDataDigest []byte) Inputs {
-	vm := cfg.VM(initDataDigest, cfg.Hypervisor.VCPUs, cfg.Hypervisor.MemoryMiB)
+	vm := cfg.VM(initDataDigest, cfg.Hypervisor.VCPUs, cfg.Hypervisor.PodMemoryMiB(0))
 	l := qemu.LaunchFor(vm, hypervisor.AccelKVM, hypervisor.TransportVsock)
 	in := Inputs{
 		TEE:       cfg.Confidential.Kind(),
@@ -76,8 +77,12 @@ func FromConfig(cfg config.Config, initDataDigest []byte) Inputs {
 
 // HandlerInputs reads the handler's own init-data document
 // (confidential.initdata), when it has one, and returns FromConfig with
-// its digest.
+// its digest. It refuses a handler whose hypervisor.driver is not qemu:
+// the launch it computes is QEMU's.
 func HandlerInputs(cfg config.Config) (Inputs, error) {
+	if d := cfg.Hypervisor.Driver; d != qemu.DriverName {
+		return Inputs{}, fmt.Errorf("key hypervisor.driver: reference values are computed for the %s driver's launch only, the handler uses %q", qemu.DriverName, d)
+	}
 	doc, err := cfg.Confidential.LoadInitData()
 	if err != nil {
 		return Inputs{}, fmt.Errorf("reading the handler's init-data: %w", err)

@@ -92,8 +92,9 @@ func TestSameInputsAsTheDriver(t *testing.T) {
 				t.Fatal(err)
 			}
 			doc := initdata.Digest([]byte(testInitData))
-			// What the shim launches a pod of this handler with (pod.go).
-			vm := cfg.VM(doc[:], cfg.Hypervisor.VCPUs, cfg.Hypervisor.MemoryMiB)
+			// What the shim launches a pod without limits of this handler
+			// with (pod.go, vmSize).
+			vm := cfg.VM(doc[:], cfg.Hypervisor.VCPUs, cfg.Hypervisor.PodMemoryMiB(0))
 			args := qemu.Args(qemu.LaunchFor(vm, hypervisor.AccelKVM, hypervisor.TransportVsock))
 			if got := argValue(t, args, "-kernel"); got != in.Kernel {
 				t.Errorf("-kernel %q, measure %q", got, in.Kernel)
@@ -157,8 +158,8 @@ func TestSameInputsAsTheDriver(t *testing.T) {
 				if got := argValue(t, args, "-bios"); got != in.Firmware {
 					t.Errorf("-bios %q, measure %q", got, in.Firmware)
 				}
-				if got := argValue(t, args, "-m"); got != strconv.Itoa(int(in.MemoryMiB))+"M" {
-					t.Errorf("-m %q, measure %d MiB", got, in.MemoryMiB)
+				if got := argValue(t, args, "-m"); got != strconv.Itoa(int(in.MemoryMiB))+"M" || in.MemoryMiB != config.DefaultPodMemoryMiB {
+					t.Errorf("-m %q, measure %d MiB; want the default pod size %d MiB", got, in.MemoryMiB, config.DefaultPodMemoryMiB)
 				}
 				// The values themselves need a real (EFI stub) kernel: the
 				// VM tier's TestMeasureHardwareCommandLines computes them
@@ -264,5 +265,17 @@ func TestManifestCheck(t *testing.T) {
 	m, _, _ = ReadManifest(in.Kernel)
 	if err := m.Check(r); err == nil || !strings.Contains(err.Error(), "initrd.img") {
 		t.Errorf("mismatched initrd: %v", err)
+	}
+}
+
+// TestRefusesOtherDrivers: the reference values are QEMU's launch; a
+// handler configured for another driver gets an error naming the key,
+// not values that would never match its pods.
+func TestRefusesOtherDrivers(t *testing.T) {
+	cfg := installed(t, "veil-dev", true)
+	cfg.Hypervisor.Driver = "cloud-hypervisor"
+	_, err := HandlerInputs(cfg)
+	if err == nil || !strings.Contains(err.Error(), "hypervisor.driver") || !strings.Contains(err.Error(), `"cloud-hypervisor"`) {
+		t.Errorf("HandlerInputs with driver cloud-hypervisor: %v, want an error naming hypervisor.driver and the driver", err)
 	}
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/containerd/console"
 
 	guestconsole "github.com/veil-runtime/veil/guest-agent/console"
-	"github.com/veil-runtime/veil/hypervisor/qemu"
 	"github.com/veil-runtime/veil/shim"
 )
 
@@ -105,7 +104,7 @@ func findConsole(root, idOrPrefix string) (sock, id string, err error) {
 		}
 		return "", "", fmt.Errorf("sandbox %q is ambiguous: %s", idOrPrefix, strings.Join(names, ", "))
 	}
-	sock = filepath.Join(pods[0], qemu.DebugConsoleSocket)
+	sock = filepath.Join(pods[0], shim.DebugConsoleLink) // -> the driver's socket
 	if _, err := os.Stat(sock); errors.Is(err, fs.ErrNotExist) {
 		return "", "", fmt.Errorf("pod %s has no debug console: its handler's config sets debug_console = false", filepath.Base(pods[0]))
 	} else if err != nil {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/veil-runtime/veil/shim"
 )
 
 func TestFindConsole(t *testing.T) {
@@ -16,11 +18,15 @@ func TestFindConsole(t *testing.T) {
 			t.Fatal(err)
 		}
 		if sock {
-			l, err := net.Listen("unix", filepath.Join(d, "console.sock"))
+			// The shim links the driver's socket into the state dir.
+			l, err := net.Listen("unix", filepath.Join(d, "driver-console.sock"))
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { l.Close() })
+			if err := os.Symlink(filepath.Join(d, "driver-console.sock"), filepath.Join(d, shim.DebugConsoleLink)); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	mk("k8s.io", "abc123", true)

@@ -61,13 +61,21 @@ func (n *nodeFlags) labeler(log *slog.Logger) (install.Labeler, error) {
 
 func newLogger() *slog.Logger { return slog.New(slog.NewTextHandler(os.Stderr, nil)) }
 
-// waitForSignal blocks until SIGTERM or SIGINT: the DaemonSet's pod stays
-// up (and Ready) after installing.
-func waitForSignal(log *slog.Logger) {
+// waitForSignal marks the work done (install.ReadyFile, in the pod's own
+// filesystem: the DaemonSet's readiness probe) and blocks until SIGTERM or
+// SIGINT: the DaemonSet's pod stays up (and Ready) after installing.
+func waitForSignal(log *slog.Logger, readyFile string) error {
+	if err := os.MkdirAll(filepath.Dir(readyFile), 0o755); err != nil {
+		return fmt.Errorf("creating the readiness file's directory: %w", err)
+	}
+	if err := os.WriteFile(readyFile, []byte("done\n"), 0o644); err != nil {
+		return fmt.Errorf("writing the readiness file: %w", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	log.Info("done; waiting for SIGTERM")
+	log.Info("done; waiting for SIGTERM", "ready_file", readyFile)
 	<-ctx.Done()
+	return nil
 }
 
 func installCmd(args []string, stdout io.Writer) error {
@@ -80,7 +88,8 @@ func installCmd(args []string, stdout io.Writer) error {
 	dropIn := fs.String("drop-in", install.DefaultDropIn, "the drop-in file with veil's runtime handlers")
 	containerdBin := fs.String("containerd", "", "the host's containerd binary, asked for its version (default: on the host's PATH)")
 	containerdVersion := fs.String("containerd-version", "", "containerd's version, when the binary cannot be run (e.g. 2.4.2)")
-	handlers := fs.String("handlers", strings.Join(install.Handlers, ","), "CRI runtime handlers to add")
+	handlers := fs.String("handlers", "", "CRI runtime handlers to add (default: veil, veil-dev, and veil-snp/veil-tdx where veil check finds SEV-SNP/TDX)")
+	snapshotter := fs.String("snapshotter-address", containerdcfg.SnapshotterAddress, "veil-snapshotter's socket (host path) for the guest-pull handlers")
 	if err := cli.Parse(fs, args); err != nil {
 		return helpIsNoError(err)
 	}
@@ -98,21 +107,39 @@ func installCmd(args []string, stdout io.Writer) error {
 	if *guestDir == "" {
 		*guestDir = filepath.Join(filepath.Dir(*binDir), "share", "veil")
 	}
-	hs := strings.Split(*handlers, ",")
-	for _, h := range hs {
+	requested := install.Handlers
+	if *handlers != "" {
+		requested = strings.Split(*handlers, ",")
+	}
+	for _, h := range requested {
 		if !slices.Contains(install.Handlers, h) {
 			return fmt.Errorf("--handlers: %q is not one of %s", h, strings.Join(install.Handlers, ", "))
 		}
 	}
-
-	report := hostcheck.Evaluate(hostcheck.Gather(context.Background(), hostcheck.Options{Root: n.root, Containerd: *containerdBin}))
+	if *containerdVersion != "" {
+		if _, err := containerdcfg.ParseVersion("containerd x " + *containerdVersion); err != nil {
+			return fmt.Errorf("--containerd-version: %w", err)
+		}
+	}
+	// check is `veil check` of the node against the guest image in
+	// guestDir, with containerd's version from --containerd-version when
+	// given (the binary then need not run).
+	check := func(ctx context.Context, guestDir string) hostcheck.Report {
+		f := hostcheck.Gather(ctx, hostcheck.Options{Root: n.root, Containerd: *containerdBin, GuestDir: guestDir})
+		if *containerdVersion != "" {
+			f.ContainerdPath, f.ContainerdVersionOut, f.ContainerdErr = "(--containerd-version)", "containerd x "+*containerdVersion, ""
+		}
+		return hostcheck.Evaluate(f)
+	}
+	report := check(context.Background(), filepath.Join(n.prefix, "share", "veil"))
+	hs, notes := install.SelectHandlers(report, requested, *handlers != "")
+	for _, note := range notes {
+		log.Warn(note)
+	}
 	var ver *containerdcfg.Version
 	switch {
 	case *containerdVersion != "":
-		v, err := containerdcfg.ParseVersion("containerd x " + *containerdVersion)
-		if err != nil {
-			return fmt.Errorf("--containerd-version: %w", err)
-		}
+		v, _ := containerdcfg.ParseVersion("containerd x " + *containerdVersion)
 		ver = &v
 	case report.Containerd.Version != "":
 		v, err := containerdcfg.ParseVersion("containerd x " + report.Containerd.Version)
@@ -139,8 +166,12 @@ func installCmd(args []string, stdout io.Writer) error {
 		Handlers:          hs,
 		Restarter:         restarter,
 		Labeler:           labeler,
-		Labels:            install.NodeLabels(report.TEE),
-		Log:               log,
+		Check: func(ctx context.Context) hostcheck.Report {
+			report = check(ctx, filepath.Join(n.prefix, "share", "veil"))
+			return report
+		},
+		SnapshotterAddress: *snapshotter,
+		Log:                log,
 	})
 	if err != nil {
 		return fmt.Errorf("install: %w", err)
@@ -155,7 +186,7 @@ func installCmd(args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "veil installed in %s: handlers %s in %s; %s %s; node TEE %s\n",
 		rec.Prefix, strings.Join(rec.Handlers, ", "), rec.DropIn, rec.Config.Path, change, report.TEE)
 	if n.wait {
-		waitForSignal(log)
+		return waitForSignal(log, install.ReadyFile)
 	}
 	return nil
 }
@@ -188,7 +219,7 @@ func uninstallCmd(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "veil uninstalled from %s\n", n.prefix)
 	if n.wait {
-		waitForSignal(log)
+		return waitForSignal(log, install.ReadyFile)
 	}
 	return nil
 }

@@ -38,8 +38,9 @@ override the handler's values (e.g. to measure for another host).
 
 TDX: MRTD, RTMR 1 (kernel) and RTMR 2 (command line and initrd); RTMR 0
 covers QEMU's ACPI tables and is not computed. RTMR 1 follows the VM's
-memory size: the handler's memory_mib plus the pod's memory limit
-(--memory-mib).
+memory size: for a pod without a memory limit the handler's
+default_memory_mib (2048 by default), for a pod with one the handler's
+memory_mib plus the limit (give it as --memory-mib).
 
 The SNP digest covers the vCPU signature: QEMU runs SNP guests with
 -cpu host, so the default is this machine's CPU (from /proc/cpuinfo); give
@@ -65,7 +66,7 @@ func measureCmd(args []string, stdout io.Writer) error {
 	initrd := fs.String("initrd", "", "initrd (-initrd)")
 	appendLine := fs.String("append", "", "kernel command line, exactly as QEMU gets it (-append)")
 	vcpus := fs.Uint("vcpus", 1, "vCPU count")
-	memMiB := fs.Uint("memory-mib", 256, "guest memory in MiB (TDX; with --handler: its memory_mib)")
+	memMiB := fs.Uint("memory-mib", 256, "guest memory in MiB (TDX; with --handler: a pod without a memory limit, its default_memory_mib)")
 	cpuType := fs.String("cpu-type", "", "QEMU vCPU model (EPYC-v4, EPYC-Milan, ...); default: this host's CPU")
 	vcpuSig := fs.String("vcpu-sig", "", "vCPU signature (CPUID 1 EAX, hex) instead of --cpu-type")
 	features := fs.String("guest-features", "", "SEV_FEATURES (hex; default 0x1)")

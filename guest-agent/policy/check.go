@@ -135,8 +135,9 @@ func AlwaysAllowed(method string) bool {
 	return ok && e.kind == always
 }
 
-// ShareOptions are the mount options the shim sends for the pod's 9p
-// share (shim/pod.go) and the agent's own defaults (guest-agent/storage):
+// shareOption matches the mount options the shim sends for the pod's 9p
+// share (the QEMU driver's qemu.ShareOptions) and the agent's own defaults
+// (guest-agent/storage):
 // the only ones CreateSandbox may carry.
 var shareOption = regexp.MustCompile(`^(trans=virtio|version=9p2000\.L|msize=[0-9]{1,8}|cache=(none|mmap))$`)
 

@@ -1,7 +1,10 @@
 // Package qemu drives one VM with qemu-system-x86_64: it implements
 // hypervisor.Hypervisor. It owns QEMU's command line (Args, a pure function
 // over Launch), the process's life, and a minimal QMP client; it knows
-// nothing of pods or containers.
+// nothing of pods or containers. It registers itself with the hypervisor
+// package as "qemu" (DriverName) when imported, and reports the shared
+// directory as a virtio-9p share (Shares: tag hypervisor.ShareTag, mounted
+// with ShareOptions) and its console files (ConsolePath, DebugConsolePath).
 //
 // # Command line
 //

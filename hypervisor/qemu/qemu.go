@@ -23,6 +23,32 @@ import (
 
 var _ hypervisor.Hypervisor = (*QEMU)(nil)
 
+// DriverName is the name the driver registers under (hypervisor.driver in
+// the shim config).
+const DriverName = "qemu"
+
+func init() {
+	hypervisor.Register(DriverName, func(cfg hypervisor.Config, logger *slog.Logger) (hypervisor.Hypervisor, error) {
+		q, err := New(cfg, logger)
+		if err != nil {
+			return nil, err // not a nil *QEMU in a non-nil interface
+		}
+		return q, nil
+	})
+}
+
+// ShareOptions are the guest's 9p mount options of the shared directory
+// (Shares). cache=mmap, not cache=none: with cache=none the guest kernel
+// refuses a writable MAP_SHARED mapping of a file on the share (EINVAL),
+// which the rootfs and every volume are (databases, SQLite in WAL mode,
+// anything that maps its files); cache=mmap keeps no other cache (reads
+// and writes still go to the host at once, so the host and the guest see
+// each other's changes) and lets mmap use the page cache, written back on
+// msync and munmap. Measured by tools/vmtest TestSharedWritableMmap, which
+// runs a container on a VM whose share has these options. The guest
+// agent's policy admits exactly these forms (guest-agent/policy).
+var ShareOptions = []string{"trans=virtio", "version=9p2000.L", "msize=262144", "cache=mmap"}
+
 // Names of the files the driver creates in Config.StateDir.
 const (
 	QMPSocket   = "qmp.sock"
@@ -180,6 +206,30 @@ func (q *QEMU) Transport() hypervisor.Transport { return q.transport }
 
 // ConsolePath is the host file receiving the guest console.
 func (q *QEMU) ConsolePath() string { return q.path(ConsoleLog) }
+
+// DebugConsolePath is the debug console port's socket; "" without
+// Config.DebugConsole.
+func (q *QEMU) DebugConsolePath() string {
+	if !q.cfg.DebugConsole {
+		return ""
+	}
+	return q.path(DebugConsoleSocket)
+}
+
+// Shares is the shared directory over virtio-9p (tag hypervisor.ShareTag,
+// mounted with ShareOptions); none without Config.SharedDir.
+func (q *QEMU) Shares() []hypervisor.Share {
+	if q.cfg.SharedDir == "" {
+		return nil
+	}
+	return []hypervisor.Share{{
+		HostPath: q.cfg.SharedDir,
+		Kind:     hypervisor.Share9P,
+		Tag:      hypervisor.ShareTag,
+		FSType:   "9p",
+		Options:  append([]string(nil), ShareOptions...),
+	}}
+}
 
 func (q *QEMU) path(name string) string { return filepath.Join(q.cfg.StateDir, name) }
 

@@ -31,7 +31,7 @@ type Handler struct {
 }
 
 // Guest-pull settings of the drop-in: veil's proxy snapshotter, the socket
-// veil-snapshotter listens on, and the CRI images plugin whose
+// veil-snapshotter listens on by default, and the CRI images plugin whose
 // disable_snapshot_annotations must be false so the snapshotter sees the
 // image reference of each layer.
 const (
@@ -47,9 +47,10 @@ const (
 // privileged_without_host_devices (a privileged pod must not hand the
 // host's devices to a VM, let alone a TEE), plus options.ConfigPath; for a
 // GuestPull handler also snapshotter = "veil", and once for the file the
-// proxy_plugins.veil snapshot plugin and the CRI images plugin's
+// proxy_plugins.veil snapshot plugin (at snapshotterAddress, veil-snapshotter's
+// socket) and the CRI images plugin's
 // disable_snapshot_annotations = false.
-func RenderDropIn(handlers []Handler) []byte {
+func RenderDropIn(handlers []Handler, snapshotterAddress string) []byte {
 	var b strings.Builder
 	b.WriteString("# Written by `veil install`; `veil uninstall` removes it. Reinstalling\n")
 	b.WriteString("# overwrites it: change the handlers' veil configs instead.\n")
@@ -75,7 +76,7 @@ func RenderDropIn(handlers []Handler) []byte {
 	if slices.ContainsFunc(handlers, func(h Handler) bool { return h.GuestPull }) {
 		fmt.Fprintf(&b, "\n[proxy_plugins.%s]\n", q(SnapshotterName))
 		b.WriteString("  type = \"snapshot\"\n")
-		fmt.Fprintf(&b, "  address = %s\n", q(SnapshotterAddress))
+		fmt.Fprintf(&b, "  address = %s\n", q(snapshotterAddress))
 		fmt.Fprintf(&b, "\n[plugins.%s]\n", q(PluginImagesV3))
 		b.WriteString("  disable_snapshot_annotations = false\n")
 	}

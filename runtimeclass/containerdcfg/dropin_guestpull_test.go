@@ -33,7 +33,7 @@ func TestDropInGuestPullLoadsInContainerd(t *testing.T) {
 		{Name: "veil-dev", ShimPath: "/opt/veil/bin/containerd-shim-veil-v2", ConfigPath: "/opt/veil/etc/veil-dev.toml", GuestPull: true},
 		{Name: "veil-snp", ShimPath: "/opt/veil/bin/containerd-shim-veil-v2", ConfigPath: "/opt/veil/etc/veil-snp.toml", GuestPull: true},
 	}
-	rendered := RenderDropIn(hs)
+	rendered := RenderDropIn(hs, SnapshotterAddress)
 	if n := strings.Count(string(rendered), "[proxy_plugins."); n != 1 {
 		t.Errorf("%d proxy_plugins tables, want 1:\n%s", n, rendered)
 	}
@@ -67,7 +67,7 @@ func TestDropInGuestPullLoadsInContainerd(t *testing.T) {
 	}
 
 	// Without guest-pull handlers nothing of it is written.
-	if plain := string(RenderDropIn(hs[:1])); strings.Contains(plain, "proxy_plugins") || strings.Contains(plain, "snapshotter") {
+	if plain := string(RenderDropIn(hs[:1], SnapshotterAddress)); strings.Contains(plain, "proxy_plugins") || strings.Contains(plain, "snapshotter") {
 		t.Errorf("drop-in without guest pull mentions the snapshotter:\n%s", plain)
 	}
 }

@@ -36,7 +36,7 @@ func TestDropInLoadsInContainerd(t *testing.T) {
 	if err := os.MkdirAll(filepath.Dir(drop), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(drop, RenderDropIn(handlers), 0o644); err != nil {
+	if err := os.WriteFile(drop, RenderDropIn(handlers, SnapshotterAddress), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out := &srvconfig.Config{Version: 4}
@@ -61,7 +61,7 @@ func TestDropInLoadsInContainerd(t *testing.T) {
 			t.Errorf("runtime %s pod_annotations = %v", h.Name, v["pod_annotations"])
 		}
 	}
-	c, err := Parse(RenderDropIn(handlers), "veil.toml")
+	c, err := Parse(RenderDropIn(handlers, SnapshotterAddress), "veil.toml")
 	if err != nil {
 		t.Fatal(err)
 	}

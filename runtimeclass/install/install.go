@@ -37,10 +37,19 @@ type Options struct {
 	Handlers          []string
 	// Restarter restarts containerd after its config changed.
 	Restarter Restarter
-	// Labeler, when set, gets Labels on install; uninstall removes them.
+	// Labeler, when set, labels the node on install from Check's report
+	// (LabelsFor); uninstall removes the labels install set.
 	Labeler Labeler
-	Labels  map[string]string
-	Log     *slog.Logger
+	// Check is `veil check` of the node, run once the files are in place
+	// (so it sees the installed guest image); without it the node is not
+	// labelled.
+	Check func(ctx context.Context) hostcheck.Report
+	// SnapshotterAddress is veil-snapshotter's socket, a host path, which
+	// the drop-in's proxy plugin names for guest-pull handlers (default
+	// containerdcfg.SnapshotterAddress). veil-snapshotter is not started
+	// here: the DaemonSet runs it as a second container.
+	SnapshotterAddress string
+	Log                *slog.Logger
 	// Force lets Uninstall go ahead while veil shims still run (their pods
 	// then cannot be cleaned up by containerd).
 	Force bool
@@ -70,6 +79,9 @@ func (o *Options) defaults() {
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.SnapshotterAddress == "" {
+		o.SnapshotterAddress = containerdcfg.SnapshotterAddress
 	}
 }
 
@@ -207,7 +219,11 @@ func Install(ctx context.Context, o Options) (*Record, error) {
 
 	// 2. The drop-in, written after the files it names are in place.
 	changed := false
-	dropIn := containerdcfg.RenderDropIn(dropInHandlers(o.Prefix, o.Handlers))
+	hs, err := o.dropInHandlers()
+	if err != nil {
+		return nil, err
+	}
+	dropIn := containerdcfg.RenderDropIn(hs, o.SnapshotterAddress)
 	if ds, err = mkdirs(filepath.Dir(o.h(o.DropIn))); err != nil {
 		return nil, err
 	}
@@ -244,16 +260,21 @@ func Install(ctx context.Context, o Options) (*Record, error) {
 		o.Log.Info("containerd config unchanged: not restarting containerd")
 	}
 
-	// 5. Node labels.
-	if o.Labeler != nil && len(o.Labels) > 0 {
-		rec.Labels = o.Labels
+	// 5. Node labels, from the check of the node as installed.
+	if o.Labeler != nil && o.Check != nil {
+		report := o.Check(ctx)
+		set, remove, notes := LabelsFor(report, o.teeProblem(report.TEE))
+		for _, n := range notes {
+			o.Log.Warn(n)
+		}
+		rec.Labels = set
 		if err := saveRecord(o.recordPath(), rec); err != nil {
 			return rec, err
 		}
-		if err := o.Labeler.SetLabels(ctx, o.Labels, nil); err != nil {
+		if err := o.Labeler.SetLabels(ctx, set, remove); err != nil {
 			return rec, fmt.Errorf("labelling the node: %w", err)
 		}
-		o.Log.Info("node labelled", "labels", o.Labels)
+		o.Log.Info("node labelled", "labels", set, "removed", remove)
 	}
 	return rec, nil
 }

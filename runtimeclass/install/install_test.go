@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/veil-runtime/veil/runtimeclass/containerdcfg"
+	"github.com/veil-runtime/veil/runtimeclass/hostcheck"
 	shimconfig "github.com/veil-runtime/veil/shim/config"
 )
 
@@ -146,7 +147,7 @@ func newNode(t *testing.T, config *string, src Source) *node {
 	n := &node{root: root, rs: &fakeRestarter{}, lb: &fakeLabeler{labels: map[string]string{"kubernetes.io/os": "linux"}}}
 	n.opts = Options{
 		Root: root, Source: src, ContainerdVersion: v242,
-		Restarter: n.rs, Labeler: n.lb, Labels: NodeLabels("none"),
+		Restarter: n.rs, Labeler: n.lb, Check: passingCheck,
 	}
 	return n
 }
@@ -223,7 +224,7 @@ func TestInstallReinstallUninstall(t *testing.T) {
 				t.Fatalf("config does not import the drop-in: %q", parsed.Imports)
 			}
 			// The drop-in and the files.
-			if got, want := n.read(t, DefaultDropIn), string(containerdcfg.RenderDropIn(dropInHandlers(DefaultPrefix, Handlers))); got != want {
+			if got, want := n.read(t, DefaultDropIn), string(containerdcfg.RenderDropIn(wantDropInHandlers(DefaultPrefix, Handlers), containerdcfg.SnapshotterAddress)); got != want {
 				t.Fatalf("drop-in:\n%s\nwant\n%s", got, want)
 			}
 			if got := n.read(t, "/opt/veil/bin/containerd-shim-veil-v2"); got != "#!shim v1" {
@@ -562,4 +563,24 @@ func TestExplicitImportWrittenByTheAdmin(t *testing.T) {
 	if !strings.Contains(logs.String(), "imports the drop-in by name") {
 		t.Fatalf("no warning about the admin's import line:\n%s", logs.String())
 	}
+}
+
+// passingCheck is veil check on a node that can run veil, without a TEE.
+func passingCheck(context.Context) hostcheck.Report {
+	return hostcheck.Report{TEE: "none", Problems: []string{}}
+}
+
+// wantDropInHandlers are the drop-in's handlers of an install at prefix
+// without admin overrides: the confidential ones pull in the guest.
+func wantDropInHandlers(prefix string, handlers []string) []containerdcfg.Handler {
+	out := make([]containerdcfg.Handler, 0, len(handlers))
+	for _, h := range handlers {
+		out = append(out, containerdcfg.Handler{
+			Name:       h,
+			ShimPath:   filepath.Join(prefix, "bin", ShimBinary),
+			ConfigPath: HandlerConfigPath(prefix, h),
+			GuestPull:  h != "veil",
+		})
+	}
+	return out
 }

@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/veil-runtime/veil/runtimeclass/containerdcfg"
+	shimconfig "github.com/veil-runtime/veil/shim/config"
 )
 
 // Defaults.
@@ -87,6 +88,8 @@ func HandlerConfig(prefix, h string) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# veil runtime config for the CRI runtime handler %q, written by `veil install`\n", h)
 	b.WriteString("# (reinstalling overwrites it). Keys and defaults: shim/README.md.\n")
+	fmt.Fprintf(&b, "# Overrides: *.toml files in %s, read after this file in name order;\n", shimconfig.DropInDir(HandlerConfigPath(prefix, h)))
+	b.WriteString("# veil install never writes there, and veil uninstall leaves them.\n")
 	switch h {
 	case "veil-dev":
 		b.WriteString("# veil-dev: the confidential flow with the software \"sample\" TEE; never trusted in production.\n")
@@ -115,15 +118,25 @@ func HandlerConfig(prefix, h string) []byte {
 	return []byte(b.String())
 }
 
-// dropInHandlers are the drop-in's runtime tables for an install at prefix.
-func dropInHandlers(prefix string, handlers []string) []containerdcfg.Handler {
-	out := make([]containerdcfg.Handler, 0, len(handlers))
-	for _, h := range handlers {
+// dropInHandlers are the drop-in's runtime tables: each handler's installed
+// config, read with its drop-in directory (the admin's overrides) as the
+// shim reads it, decides whether the handler pulls images in the guest
+// (veil-snapshotter then stands in for containerd's snapshotter). A config
+// the shim would refuse stops the install here, before containerd sees it.
+func (o *Options) dropInHandlers() ([]containerdcfg.Handler, error) {
+	out := make([]containerdcfg.Handler, 0, len(o.Handlers))
+	for _, h := range o.Handlers {
+		path := HandlerConfigPath(o.Prefix, h)
+		cfg, err := shimconfig.Load(o.h(path))
+		if err != nil {
+			return nil, fmt.Errorf("reading the config of handler %s with its drop-ins: %w", h, err)
+		}
 		out = append(out, containerdcfg.Handler{
 			Name:       h,
-			ShimPath:   filepath.Join(prefix, shimRel()),
-			ConfigPath: filepath.Join(prefix, configRel(h)),
+			ShimPath:   filepath.Join(o.Prefix, shimRel()),
+			ConfigPath: path,
+			GuestPull:  cfg.Confidential.GuestPullEnabled(),
 		})
 	}
-	return out
+	return out, nil
 }

@@ -16,6 +16,7 @@
 //	                               # (confidential guests refuse it unless their init-data policy allows)
 //
 //	[hypervisor]
+//	driver = "qemu"                # the hypervisor driver (hypervisor.Register); qemu is built in
 //	binary = ""                    # qemu-system-x86_64 from PATH when empty
 //	kernel = "/opt/veil/share/veil/vmlinux"  # tee snp, tdx: ".../vmlinuz" (see DefaultKernel)
 //	initrd = "/opt/veil/share/veil/initrd.img"
@@ -24,6 +25,8 @@
 //	                               # this many, the launch measurement covers it: PinnedVCPUs)
 //	max_vcpus = 0                  # cap on vCPUs; 0 means the host's CPU count (not snp, tdx)
 //	memory_mib = 256               # base memory; the pod's memory limit is added
+//	default_memory_mib = 2048      # memory of a pod without a memory limit (at least memory_mib),
+//	                               # as Kata's default_memory: the guest touches it only when used
 //	max_memory_mib = 0             # cap on memory; 0 means no cap
 //	accel = "auto"                 # auto | kvm | tcg
 //	transport = "auto"             # auto | virtio-serial | vsock
@@ -62,6 +65,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -131,6 +136,8 @@ func (c Config) IsConfidential() bool { return c.Confidential.Enabled() }
 
 // Hypervisor configures the pod VM.
 type Hypervisor struct {
+	// Driver names the hypervisor driver (hypervisor.Lookup).
+	Driver                  string   `toml:"driver"`
 	Binary                  string   `toml:"binary"`
 	Kernel                  string   `toml:"kernel"`
 	Initrd                  string   `toml:"initrd"`
@@ -138,6 +145,7 @@ type Hypervisor struct {
 	VCPUs                   uint32   `toml:"vcpus"`
 	MaxVCPUs                uint32   `toml:"max_vcpus"`
 	MemoryMiB               uint32   `toml:"memory_mib"`
+	DefaultMemoryMiB        uint32   `toml:"default_memory_mib"`
 	MaxMemoryMiB            uint32   `toml:"max_memory_mib"`
 	Accel                   string   `toml:"accel"`
 	Transport               string   `toml:"transport"`
@@ -199,12 +207,14 @@ func Default() Config {
 	return Config{
 		DebugConsole: true,
 		Hypervisor: Hypervisor{
-			Kernel:    DefaultKernel(hypervisor.TEENone),
-			Initrd:    "/opt/veil/share/veil/initrd.img",
-			VCPUs:     1,
-			MemoryMiB: 256,
-			Accel:     string(hypervisor.AccelAuto),
-			Transport: string(hypervisor.TransportAuto),
+			Kernel:           DefaultKernel(hypervisor.TEENone),
+			Initrd:           "/opt/veil/share/veil/initrd.img",
+			VCPUs:            1,
+			MemoryMiB:        256,
+			DefaultMemoryMiB: DefaultPodMemoryMiB,
+			Accel:            string(hypervisor.AccelAuto),
+			Transport:        string(hypervisor.TransportAuto),
+			Driver:           "qemu",
 
 			ConsoleLogMaxKiB: hypervisor.DefaultConsoleMaxBytes >> 10,
 			ConsoleLogFiles:  hypervisor.DefaultConsoleFiles,
@@ -225,8 +235,18 @@ func Default() Config {
 	}
 }
 
-// Load reads the configuration at path. An empty path means DefaultPath, and
-// a missing DefaultPath means Default(); a missing explicit path is an error.
+// DropInDir is the drop-in directory of the config file at path: path
+// without its .toml suffix, plus ".d" (/opt/veil/etc/veil-dev.toml:
+// /opt/veil/etc/veil-dev.d). Its *.toml files are read after the file, in
+// name order, each setting only the keys it holds. `veil install` rewrites
+// the handler configs it owns but never writes their drop-in directories:
+// they are where an admin's overrides live.
+func DropInDir(path string) string { return strings.TrimSuffix(path, ".toml") + ".d" }
+
+// Load reads the configuration at path, then the *.toml files of its
+// drop-in directory (DropInDir) over it. An empty path means DefaultPath,
+// and a missing DefaultPath means Default(); a missing explicit path is an
+// error. A missing drop-in directory is no error.
 func Load(path string) (Config, error) {
 	explicit := path != ""
 	if !explicit {
@@ -235,11 +255,31 @@ func Load(path string) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if !explicit && errors.Is(err, os.ErrNotExist) {
-			return Default(), nil
+			data = nil
+		} else {
+			return Config{}, fmt.Errorf("reading veil config: %w", err)
 		}
-		return Config{}, fmt.Errorf("reading veil config: %w", err)
 	}
-	return Parse(data, path)
+	docs := []document{{data: data, name: path}}
+	dropIns, err := filepath.Glob(filepath.Join(DropInDir(path), "*.toml"))
+	if err != nil {
+		return Config{}, fmt.Errorf("listing the drop-ins of %s: %w", path, err)
+	}
+	sort.Strings(dropIns)
+	for _, d := range dropIns {
+		b, err := os.ReadFile(d)
+		if err != nil {
+			return Config{}, fmt.Errorf("reading veil config drop-in: %w", err)
+		}
+		docs = append(docs, document{data: b, name: d})
+	}
+	return parse(docs)
+}
+
+// document is one config file's content and name.
+type document struct {
+	data []byte
+	name string
 }
 
 // Default guest kernels, as tools/guest-image builds them and `veil
@@ -271,41 +311,65 @@ const kernelUnset = "\x00unset"
 // name used in errors. An unset hypervisor.kernel becomes DefaultKernel of
 // the document's confidential.tee.
 func Parse(data []byte, name string) (Config, error) {
+	return parse([]document{{data: data, name: name}})
+}
+
+// parse decodes docs in order over the defaults (each sets the keys it
+// holds) and validates the result; the last document's name is the one a
+// validation error gives when there are several, with the others listed.
+func parse(docs []document) (Config, error) {
 	cfg := Default()
 	cfg.Hypervisor.Kernel = kernelUnset
+	for _, d := range docs {
+		if err := decode(&cfg, d.data, d.name); err != nil {
+			return Config{}, err
+		}
+	}
+	if cfg.Hypervisor.Kernel == kernelUnset {
+		cfg.Hypervisor.Kernel = DefaultKernel(cfg.Confidential.Kind())
+	}
+	if err := cfg.validate(); err != nil {
+		names := make([]string, len(docs))
+		for i, d := range docs {
+			names[i] = d.name
+		}
+		return Config{}, fmt.Errorf("veil config %s: %w", strings.Join(names, " + "), err)
+	}
+	return cfg, nil
+}
+
+// decode decodes one document over cfg, strictly.
+func decode(cfg *Config, data []byte, name string) error {
 	dec := toml.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cfg); err != nil {
+	if err := dec.Decode(cfg); err != nil {
 		var strict *toml.StrictMissingError
 		if errors.As(err, &strict) {
 			keys := make([]string, 0, len(strict.Errors))
 			for _, e := range strict.Errors {
 				keys = append(keys, strings.Join(e.Key(), "."))
 			}
-			return Config{}, fmt.Errorf("veil config %s: unknown key %s", name, strings.Join(keys, ", "))
+			return fmt.Errorf("veil config %s: unknown key %s", name, strings.Join(keys, ", "))
 		}
 		var de *toml.DecodeError
 		if errors.As(err, &de) {
 			row, col := de.Position()
 			key := strings.Join(de.Key(), ".")
 			if key != "" {
-				return Config{}, fmt.Errorf("veil config %s:%d:%d: key %s: %s", name, row, col, key, de.Error())
+				return fmt.Errorf("veil config %s:%d:%d: key %s: %s", name, row, col, key, de.Error())
 			}
-			return Config{}, fmt.Errorf("veil config %s:%d:%d: %s", name, row, col, de.Error())
+			return fmt.Errorf("veil config %s:%d:%d: %s", name, row, col, de.Error())
 		}
-		return Config{}, fmt.Errorf("veil config %s: %w", name, err)
+		return fmt.Errorf("veil config %s: %w", name, err)
 	}
-	if cfg.Hypervisor.Kernel == kernelUnset {
-		cfg.Hypervisor.Kernel = DefaultKernel(cfg.Confidential.Kind())
-	}
-	if err := cfg.validate(); err != nil {
-		return Config{}, fmt.Errorf("veil config %s: %w", name, err)
-	}
-	return cfg, nil
+	return nil
 }
 
 func (c Config) validate() error {
 	h := c.Hypervisor
+	if h.Driver == "" {
+		return errors.New(`key hypervisor.driver: must not be empty (the built-in driver is "qemu")`)
+	}
 	switch hypervisor.Accel(h.Accel) {
 	case hypervisor.AccelAuto, hypervisor.AccelKVM, hypervisor.AccelTCG:
 	default:
@@ -330,6 +394,9 @@ func (c Config) validate() error {
 	}
 	if h.MemoryMiB < 64 {
 		return fmt.Errorf("key hypervisor.memory_mib: %d is below the 64 MiB a guest needs", h.MemoryMiB)
+	}
+	if h.DefaultMemoryMiB < 64 {
+		return fmt.Errorf("key hypervisor.default_memory_mib: %d is below the 64 MiB a guest needs", h.DefaultMemoryMiB)
 	}
 	if h.MaxMemoryMiB != 0 && h.MaxMemoryMiB < h.MemoryMiB {
 		return fmt.Errorf("key hypervisor.max_memory_mib: %d is less than memory_mib (%d)", h.MaxMemoryMiB, h.MemoryMiB)

@@ -20,7 +20,7 @@ func TestParseDefaults(t *testing.T) {
 	if d := Default().Hypervisor.Kernel; d != h.Kernel {
 		t.Errorf("Default() kernel %q, Parse of an empty file %q", d, h.Kernel)
 	}
-	if h.VCPUs != 1 || h.MemoryMiB != 256 || h.Accel != "auto" || h.Transport != "auto" || h.Binary != "" {
+	if h.VCPUs != 1 || h.MemoryMiB != 256 || h.DefaultMemoryMiB != 2048 || h.Accel != "auto" || h.Transport != "auto" || h.Binary != "" {
 		t.Errorf("hypervisor defaults: %+v", h)
 	}
 	if cfg.Agent.CallTimeout.Std() != 30*time.Second || cfg.Agent.BootTimeout.Std() != time.Minute || cfg.Agent.ShutdownTimeout.Std() != 10*time.Second {
@@ -86,11 +86,13 @@ func TestParseErrors(t *testing.T) {
 		{"bad agent log level", "[agent]\nlog_level = \"loud\"", []string{"agent.log_level", "debug, info, warn or error"}},
 		{"zero console cap", "[hypervisor]\nconsole_log_max_kib = 0", []string{"hypervisor.console_log_max_kib"}},
 		{"zero console files", "[hypervisor]\nconsole_log_files = 0", []string{"hypervisor.console_log_files"}},
+		{"empty driver", "[hypervisor]\ndriver = \"\"", []string{"bad.toml", "hypervisor.driver", "qemu"}},
 		{"bad accel", "[hypervisor]\naccel = \"hvf\"", []string{"bad.toml", "hypervisor.accel", "hvf"}},
 		{"bad transport", "[hypervisor]\ntransport = \"tcp\"", []string{"bad.toml", "hypervisor.transport"}},
 		{"zero vcpus", "[hypervisor]\nvcpus = 0", []string{"bad.toml", "hypervisor.vcpus"}},
 		{"max below base", "[hypervisor]\nvcpus = 4\nmax_vcpus = 2", []string{"hypervisor.max_vcpus"}},
 		{"tiny memory", "[hypervisor]\nmemory_mib = 16", []string{"hypervisor.memory_mib"}},
+		{"tiny default memory", "[hypervisor]\ndefault_memory_mib = 32", []string{"hypervisor.default_memory_mib", "32"}},
 		{"empty kernel", "[hypervisor]\nkernel = \"\"", []string{"hypervisor.kernel"}},
 		{"syntax", "[hypervisor\n", []string{"bad.toml:1"}},
 	} {
@@ -143,5 +145,35 @@ func TestKernelDefaultFollowsTEE(t *testing.T) {
 		if cfg.Hypervisor.Kernel != tc.want {
 			t.Errorf("%q: kernel %q, want %q", tc.doc, cfg.Hypervisor.Kernel, tc.want)
 		}
+	}
+}
+
+// TestPodMemoryMiB: a pod without a memory limit gets default_memory_mib
+// (at least memory_mib), one with a limit memory_mib plus the limit, both
+// capped by max_memory_mib.
+func TestPodMemoryMiB(t *testing.T) {
+	h := Default().Hypervisor
+	for _, tc := range []struct {
+		name       string
+		base, def  uint32
+		max        uint32
+		limitBytes int64
+		want       uint32
+	}{
+		{"no limit: the default", 256, 2048, 0, 0, 2048},
+		{"negative limit is none", 256, 2048, 0, -1, 2048},
+		{"a limit: base plus limit", 256, 2048, 0, 64 << 20, 320},
+		{"a limit rounds up to MiB", 256, 2048, 0, 64<<20 + 1, 321},
+		{"a limit above the default", 256, 2048, 0, 4 << 30, 256 + 4096},
+		{"default below the base", 4096, 2048, 0, 0, 4096},
+		{"default capped", 256, 2048, 1024, 0, 1024},
+		{"limit capped", 256, 2048, 1024, 4 << 30, 1024},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.MemoryMiB, h.DefaultMemoryMiB, h.MaxMemoryMiB = tc.base, tc.def, tc.max
+			if got := h.PodMemoryMiB(tc.limitBytes); got != tc.want {
+				t.Errorf("PodMemoryMiB(%d) = %d, want %d", tc.limitBytes, got, tc.want)
+			}
+		})
 	}
 }

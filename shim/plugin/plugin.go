@@ -1,19 +1,17 @@
 // Package plugin registers veil's task service with containerd's shim
-// library, driving pod VMs with the QEMU driver. The shim's main imports it
-// for that side effect.
+// library, and links the hypervisor drivers the handler's config can name
+// (hypervisor.driver): the QEMU driver, which registers itself with
+// hypervisor.Drivers. The shim's main imports it for that side effect.
 package plugin
 
 import (
-	"log/slog"
-
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
 	"github.com/containerd/containerd/v2/plugins"
 	"github.com/containerd/plugin"
 	"github.com/containerd/plugin/registry"
 
-	"github.com/veil-runtime/veil/hypervisor"
-	"github.com/veil-runtime/veil/hypervisor/qemu"
+	_ "github.com/veil-runtime/veil/hypervisor/qemu" // registers the "qemu" driver
 	veilshim "github.com/veil-runtime/veil/shim"
 )
 
@@ -31,13 +29,7 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
-			return veilshim.NewTaskService(ic.Context, pp.(shim.Publisher), ss.(shutdown.Service), veilshim.Options{
-				NewHypervisor: newQEMU,
-			})
+			return veilshim.NewTaskService(ic.Context, pp.(shim.Publisher), ss.(shutdown.Service), veilshim.Options{})
 		},
 	})
-}
-
-func newQEMU(cfg hypervisor.Config, logger *slog.Logger) (hypervisor.Hypervisor, error) {
-	return qemu.New(cfg, logger)
 }

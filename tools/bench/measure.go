@@ -104,7 +104,7 @@ func measure(ctx context.Context, o options) (_ *report.Result, retErr error) {
 	}
 	res := &report.Result{Schema: report.Schema, Started: time.Now().UTC(), Config: report.Config{
 		Runs: o.runs, Handlers: o.handlers, Concurrency: o.concurrency, Idle: o.idle,
-		TCGTranslationCacheMiB: uint32(o.tcgCacheMiB), ReclaimGuestFreedMemory: &o.reclaim, VMVCPUs: cfg.Hypervisor.VCPUs, VMMemoryMiB: cfg.Hypervisor.MemoryMiB,
+		TCGTranslationCacheMiB: uint32(o.tcgCacheMiB), ReclaimGuestFreedMemory: &o.reclaim, VMVCPUs: cfg.Hypervisor.VCPUs, VMMemoryMiB: cfg.Hypervisor.PodMemoryMiB(0),
 		Image: testimages.BusyboxImage,
 	}}
 	res.Machine = describeMachine(ctx, env)
@@ -279,7 +279,8 @@ func veilPhases(ctx context.Context, podID, ctrID string, t0 time.Time) (map[str
 }
 
 // bareBoot boots the veil guest with the driver alone (no shim, no
-// containerd) and times QEMU start to the agent's first answer.
+// containerd), at the size of the bench's pods (no limits), and times QEMU
+// start to the agent's first answer.
 func bareBoot(ctx context.Context, cfg config.Config) (report.BareBoot, string, error) {
 	dir, err := os.MkdirTemp("", "veil-bench-bare-")
 	if err != nil {
@@ -289,7 +290,7 @@ func bareBoot(ctx context.Context, cfg config.Config) (report.BareBoot, string, 
 	h := cfg.Hypervisor
 	q, err := qemu.New(hypervisor.Config{
 		ID: "bench-bare", StateDir: dir, Binary: h.Binary, Kernel: h.Kernel, Initrd: h.Initrd, KernelArgs: h.KernelArgs,
-		VCPUs: h.VCPUs, MemoryMiB: h.MemoryMiB, Accel: hypervisor.Accel(h.Accel), Transport: hypervisor.Transport(h.Transport),
+		VCPUs: h.VCPUs, MemoryMiB: h.PodMemoryMiB(0), Accel: hypervisor.Accel(h.Accel), Transport: hypervisor.Transport(h.Transport),
 		TCGTranslationCacheMiB: h.TCGTranslationCacheMiB, ReclaimFreedMemory: h.ReclaimGuestFreedMemory,
 	}, nil)
 	if err != nil {

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,13 +16,18 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/veil-runtime/veil/attestation/initdata"
 	"github.com/veil-runtime/veil/tools/e2e/harness"
 )
 
 // webManifest is the scenario's workload: a configMap, a secret and a
 // Deployment of one `veil` pod with configMap, secret, projected and
 // emptyDir volumes, a readiness probe that passes while /scratch/ready
-// exists, and a web server for port-forward. %s is the registry host.
+// exists (with a timeout for a loaded TCG guest: a probe that times out
+// would read as not ready), and a web server (for port-forward once the shim supports it:
+// shim/README.md, "Pod network"). %s is the registry host.
 const webManifest = `apiVersion: v1
 kind: ConfigMap
 metadata: {name: web-config}
@@ -51,6 +57,7 @@ spec:
         readinessProbe:
           exec: {command: [test, -f, /scratch/ready]}
           periodSeconds: 1
+          timeoutSeconds: 60
           failureThreshold: 1
         volumeMounts:
         - {name: config, mountPath: /config}
@@ -79,7 +86,7 @@ spec:
 // Kubernetes API with kubectl. It is built only with the kubernetes tag
 // (make test-e2e E2E_KUBERNETES=1), so the default tier never skips it.
 func TestKubernetes(t *testing.T) {
-	ctx := testContext(t, 20*time.Minute)
+	ctx := testContext(t, 50*time.Minute)
 	// A node before veil install: containerd knows runc only.
 	opts := envOptions("kubernetes")
 	opts.RuncOnly = true
@@ -128,11 +135,24 @@ func TestKubernetes(t *testing.T) {
 		return kubectl(t, append([]string{"exec", pod, "-c", "app", "--"}, args...)...)
 	}
 
+	var configBefore []byte
 	if !step("installer-daemonset", func(t *testing.T) {
+		var err error
+		if configBefore, err = os.ReadFile(env.ConfigPath()); err != nil {
+			t.Fatal(err)
+		}
 		installWithDaemonSet(t, ctx, cl)
+		// Ready means labelled (the probe's file is written last); this
+		// machine has no SEV-SNP or TDX.
 		labels := kubectl(t, "get", "node", harness.NodeName, "-o", "jsonpath={.metadata.labels}")
-		if !strings.Contains(labels, `"veil.io/runtime":"true"`) {
-			t.Fatalf("node labels after the installer ran: %s; want veil.io/runtime=true", labels)
+		if !strings.Contains(labels, `"veil.io/runtime":"true"`) || !strings.Contains(labels, `"veil.io/tee":"none"`) {
+			t.Fatalf("node labels after the installer ran: %s; want veil.io/runtime=true and veil.io/tee=none", labels)
+		}
+		if b, err := os.ReadFile(filepath.Join(env.Dir, "opt/veil/etc/veil.d/50-e2e.toml")); err != nil || string(b) != adminOverride {
+			t.Errorf("the admin's override after install: %q, %v; want it as written", b, err)
+		}
+		if drop, err := os.ReadFile(filepath.Join(env.Dir, "conf.d/veil.toml")); err != nil || !strings.Contains(string(drop), `snapshotter = "veil"`) || strings.Contains(string(drop), "veil-snp") {
+			t.Errorf("drop-in (%v): want guest pull (snapshotter = \"veil\") and no veil-snp handler on a node without SEV-SNP:\n%s", err, drop)
 		}
 		info := crictl(t, ctx, "info")
 		for _, h := range []string{harness.Veil, harness.VeilDev} {
@@ -155,8 +175,8 @@ func TestKubernetes(t *testing.T) {
 		if err := cl.Apply(ctx, fmt.Sprintf(webManifest, env.Registry.Host)); err != nil {
 			t.Fatal(err)
 		}
-		kubectl(t, "wait", "--for=create", "pod", "-l", "app=web", "--timeout=2m")
-		kubectl(t, "wait", "--for=jsonpath={.status.phase}=Running", "pod", "-l", "app=web", "--timeout=8m")
+		kubectl(t, "wait", "--for=create", "pod", "-l", "app=web", "--timeout=5m")
+		kubectl(t, "wait", "--for=jsonpath={.status.phase}=Running", "pod", "-l", "app=web", "--timeout=15m")
 		var p struct {
 			Items []struct {
 				Metadata struct{ Name, UID string }
@@ -196,11 +216,11 @@ func TestKubernetes(t *testing.T) {
 
 	step("readiness-probe", func(t *testing.T) {
 		podExec(t, "touch", "/scratch/ready")
-		kubectl(t, "wait", "--for=condition=Ready", "pod/"+pod, "--timeout=2m")
+		kubectl(t, "wait", "--for=condition=Ready", "pod/"+pod, "--timeout=5m")
 		podExec(t, "rm", "/scratch/ready")
-		kubectl(t, "wait", "--for=condition=Ready=false", "pod/"+pod, "--timeout=2m")
+		kubectl(t, "wait", "--for=condition=Ready=false", "pod/"+pod, "--timeout=5m")
 		podExec(t, "touch", "/scratch/ready")
-		kubectl(t, "wait", "--for=condition=Ready", "pod/"+pod, "--timeout=2m")
+		kubectl(t, "wait", "--for=condition=Ready", "pod/"+pod, "--timeout=5m")
 	})
 
 	step("volumes-and-exec", func(t *testing.T) {
@@ -264,19 +284,62 @@ func TestKubernetes(t *testing.T) {
 		t.Logf("kubectl attach read %q", line)
 	})
 
-	step("port-forward", func(t *testing.T) {
-		pctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		pf := cl.Kubectl(pctx, "port-forward", "pod/"+pod, "18080:8080")
-		if _, err := firstLine(pctx, pf, "Forwarding from 127.0.0.1:18080"); err != nil {
+	step("runtimeclass-overhead", func(t *testing.T) {
+		// The RuntimeClass admission put the overhead into the pod, and
+		// the node's allocated resources count it.
+		got := kubectl(t, "get", "pod", pod, "-o", "jsonpath={.spec.overhead.cpu} {.spec.overhead.memory}")
+		if got != "250m 448Mi" {
+			t.Errorf("pod %s spec.overhead = %q, want the veil RuntimeClass's 250m 448Mi", pod, got)
+		}
+		var pods struct {
+			Items []struct {
+				Spec struct {
+					Containers []struct {
+						Resources struct{ Requests map[string]resource.Quantity }
+					}
+					Overhead map[string]resource.Quantity
+				}
+				Status struct{ Phase string }
+			}
+		}
+		if err := json.Unmarshal([]byte(kubectl(t, "get", "pods", "-A", "--field-selector=spec.nodeName="+harness.NodeName, "-o", "json")), &pods); err != nil {
 			t.Fatal(err)
 		}
-		page, err := env.Run(ctx, env.NetNS.Command(ctx, "curl", "-sS", "--max-time", "30", "http://127.0.0.1:18080/"))
-		if err != nil {
-			t.Fatal(err)
+		want := map[string]*resource.Quantity{"cpu": resource.NewQuantity(0, resource.DecimalSI), "memory": resource.NewQuantity(0, resource.BinarySI)}
+		for _, p := range pods.Items {
+			if p.Status.Phase == "Succeeded" || p.Status.Phase == "Failed" {
+				continue
+			}
+			for name, q := range want {
+				for _, c := range p.Spec.Containers {
+					if r, ok := c.Resources.Requests[name]; ok {
+						q.Add(r)
+					}
+				}
+				if o, ok := p.Spec.Overhead[name]; ok {
+					q.Add(o)
+				}
+			}
 		}
-		if !strings.Contains(page, "veil-web") {
-			t.Fatalf("page through kubectl port-forward = %q, want veil-web", page)
+		desc := kubectl(t, "describe", "node", harness.NodeName)
+		i := strings.Index(desc, "Allocated resources:")
+		if i < 0 {
+			t.Fatalf("kubectl describe node has no Allocated resources:\n%s", desc)
+		}
+		for name, q := range want {
+			var seen string
+			for _, line := range strings.Split(desc[i:], "\n") {
+				if f := strings.Fields(line); len(f) >= 2 && f[0] == name {
+					seen = f[1]
+					break
+				}
+			}
+			got, err := resource.ParseQuantity(seen)
+			if err != nil || got.Cmp(*q) != 0 {
+				t.Errorf("node's allocated %s requests = %q (%v), want %s (the pods' requests plus their RuntimeClass overhead)", name, seen, err, q)
+			} else {
+				t.Logf("node's allocated %s requests: %s, RuntimeClass overhead included", name, seen)
+			}
 		}
 	})
 
@@ -290,17 +353,116 @@ func TestKubernetes(t *testing.T) {
 		if err != nil || !strings.Contains(filepath.Base(exe), "qemu") {
 			t.Fatalf("sandbox %s pid %d runs %q (%v), want QEMU", sandbox, qemu, exe, err)
 		}
+		// The VM runs in the sandbox's own cgroup (where runc would put
+		// pause), not in containerd's.
+		cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", qemu))
+		if err != nil || !strings.Contains(string(cg), "/"+sandbox+"\n") {
+			t.Errorf("QEMU of sandbox %s is in cgroups %q (%v), want the sandbox's own", sandbox, cg, err)
+		}
 		kubectl(t, "delete", "pod", pod, "--wait=true", "--timeout=3m")
-		waitUntil(t, ctx, "QEMU of the deleted pod to exit", 2*time.Minute, func() (bool, string) {
+		waitUntil(t, ctx, "QEMU of the deleted pod to exit", 5*time.Minute, func() (bool, string) {
 			exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", qemu))
 			return err != nil || exe == "", exe
 		})
-		waitUntil(t, ctx, "containerd to drop the deleted pod's sandbox", 2*time.Minute, func() (bool, string) {
+		waitUntil(t, ctx, "containerd to drop the deleted pod's sandbox", 5*time.Minute, func() (bool, string) {
 			out := strings.TrimSpace(crictl(t, ctx, "pods", "-q", "--label", "io.kubernetes.pod.uid="+uid))
 			return out == "", out
 		})
 	})
+
+	step("confidential-pod", func(t *testing.T) {
+		// veil-dev with its init-data from Confidential Containers'
+		// annotation: an agent policy without allow_exec, and the image
+		// pulled in the guest (veil-snapshotter left its layers alone).
+		doc := env.VeilDevInitData(harness.VeilDevPolicy)
+		ann, err := initdata.EncodeAnnotation([]byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.Apply(ctx, fmt.Sprintf(confidentialManifest, initdata.CoCoAnnotation, ann, env.Registry.Host)); err != nil {
+			t.Fatal(err)
+		}
+		kubectl(t, "wait", "--for=condition=Ready", "pod/conf", "--timeout=15m")
+		// Its output is readable (the policy allows it); Ready can come
+		// before the first line reached the log.
+		waitUntil(t, ctx, "the veil-dev pod's output in kubectl logs", 5*time.Minute, func() (bool, string) {
+			out := kubectl(t, "logs", "conf")
+			return strings.Contains(out, "confidential started"), out
+		})
+		out, err := env.Run(ctx, cl.Kubectl(ctx, "exec", "conf", "--", "true"))
+		if err == nil || !strings.Contains(err.Error(), "allow_exec") {
+			t.Errorf("kubectl exec into the veil-dev pod: %v (output %q), want a refusal naming allow_exec", err, out)
+		}
+		logs := kubectl(t, "-n", "veil-system", "logs", "ds/veil-installer", "-c", "snapshotter")
+		ref := env.Registry.Host + "/busybox:latest"
+		if !strings.Contains(logs, `msg="layer left to the guest" image=`+ref) {
+			t.Errorf("veil-snapshotter's log has no layer of %s left to the guest:\n%s", ref, logs)
+		}
+		kubectl(t, "delete", "pod", "conf", "--wait=true", "--timeout=3m")
+	})
+
+	step("uninstall", func(t *testing.T) {
+		// No veil pod may be left: uninstall refuses while shims run.
+		kubectl(t, "delete", "deployment", "web", "--wait=true", "--timeout=3m")
+		kubectl(t, "wait", "--for=delete", "pod", "-l", "app=web", "--timeout=3m")
+		waitUntil(t, ctx, "containerd to drop every veil sandbox", 3*time.Minute, func() (bool, string) {
+			var sb struct {
+				Items []struct{ ID, RuntimeHandler string }
+			}
+			out := crictl(t, ctx, "pods", "-o", "json")
+			if err := json.Unmarshal([]byte(out), &sb); err != nil {
+				t.Fatalf("crictl pods -o json: %v: %s", err, out)
+			}
+			var veil []string
+			for _, it := range sb.Items {
+				if strings.HasPrefix(it.RuntimeHandler, "veil") {
+					veil = append(veil, it.ID+" ("+it.RuntimeHandler+")")
+				}
+			}
+			return len(veil) == 0, strings.Join(veil, ", ")
+		})
+		uninstallWithDaemonSet(t, ctx, cl)
+		labels := kubectl(t, "get", "node", harness.NodeName, "-o", "jsonpath={.metadata.labels}")
+		if strings.Contains(labels, "veil.io/") {
+			t.Errorf("node labels after uninstall: %s; want no veil.io/ label", labels)
+		}
+		kubectl(t, "-n", "veil-system", "delete", "daemonset", "veil-installer", "--wait=true", "--timeout=3m")
+		kubectl(t, "-n", "veil-system", "wait", "--for=delete", "pod", "-l", "app.kubernetes.io/name=veil-installer", "--timeout=3m")
+		after, err := os.ReadFile(env.ConfigPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(after, configBefore) {
+			t.Errorf("containerd config after uninstall differs from before install:\nbefore:\n%s\nafter:\n%s", configBefore, after)
+		}
+		if _, err := os.Stat(filepath.Join(env.Dir, "conf.d/veil.toml")); err == nil {
+			t.Error("the drop-in is still there after uninstall")
+		}
+		if _, err := os.Stat(filepath.Join(env.Dir, "opt/veil/install.json")); err == nil {
+			t.Error("install.json is still there after uninstall")
+		}
+		if info := crictl(t, ctx, "info"); strings.Contains(info, `"`+harness.Veil+`"`) {
+			t.Errorf("crictl info after uninstall still has runtime handler %s", harness.Veil)
+		}
+	})
 }
+
+// confidentialManifest is a veil-dev pod whose init-data is the annotation
+// %[1]s = %[2]s; %[3]s is the registry host.
+const confidentialManifest = `apiVersion: v1
+kind: Pod
+metadata:
+  name: conf
+  annotations: {%[1]q: %[2]q}
+spec:
+  runtimeClassName: veil-dev
+  terminationGracePeriodSeconds: 5
+  enableServiceLinks: false
+  containers:
+  - name: app
+    image: %[3]s/busybox:latest
+    command: [sh, -c, 'echo confidential started; while true; do sleep 1; done']
+`
 
 // waitUntil polls cond every half second until it holds or timeout passes;
 // cond returns whether it holds and what it saw.
@@ -356,12 +518,39 @@ func firstLine(ctx context.Context, cmd *exec.Cmd, prefix string) (string, error
 		}
 		go func() { _ = cmd.Wait() }()
 		return line, nil
-	case <-time.After(2 * time.Minute):
+	case <-time.After(5 * time.Minute):
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		return "", fmt.Errorf("%s printed no %q in 2 minutes: %s", strings.Join(cmd.Args, " "), prefix, stderr.String())
+		return "", fmt.Errorf("%s printed no %q in 5 minutes: %s", strings.Join(cmd.Args, " "), prefix, stderr.String())
 	}
 }
+
+// uninstallWithDaemonSet runs `veil uninstall` as runtimeclass/uninstall
+// does (the installer container's args patched; the rest of the DaemonSet
+// as it was) and returns once the new pod is Ready (uninstall finished).
+func uninstallWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Cluster) {
+	t.Helper()
+	args := []string{"uninstall", "--root=/host", "--node=$(NODE_NAME)", "--label=auto", "--wait",
+		"--prefix=" + filepath.Join(env.Dir, "opt/veil"),
+		"--restart=command", "--restart-command=" + env.RestartCommand("/host")}
+	patch, err := json.Marshal([]map[string]any{{"op": "replace", "path": "/spec/template/spec/containers/0/args", "value": args}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := time.Now()
+	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "patch", "daemonset", "veil-installer", "--type=json", "-p", string(patch))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "rollout", "status", "daemonset/veil-installer", "--timeout=15m")); err != nil {
+		logs, _ := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "logs", "ds/veil-installer", "-c", "installer"))
+		t.Fatalf("%v\nuninstaller logs:\n%s", err, logs)
+	}
+	t.Logf("uninstall DaemonSet ready after %s", time.Since(s).Round(100*time.Millisecond))
+}
+
+// adminOverride is the admin's drop-in for the veil and veil-dev handler
+// configs (shim/config DropInDir).
+const adminOverride = "[agent]\nboot_timeout = \"300s\"\ncall_timeout = \"180s\"\nhealth_timeout = \"120s\"\n"
 
 // installerRef is the installer image's name in the test: imported into
 // containerd, never pulled.
@@ -374,8 +563,9 @@ const installerRef = "ghcr.io/veil-runtime/veil-installer:e2e"
 // host paths differ from the shipped DaemonSet: the prefix, containerd's
 // config and drop-in live in the environment's directory, and containerd
 // is restarted through the harness (a restart command that asks the test
-// process, which runs containerd, as systemd would on a node). It returns
-// once the DaemonSet's pod is Ready (its probe: install.json exists).
+// process, which runs containerd, as systemd would on a node), and
+// veil-snapshotter's socket and root are in it too. It returns once the
+// DaemonSet's pod is Ready (its probe: install finished, labels included).
 func installWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Cluster) {
 	t.Helper()
 	tar := filepath.Join(env.Dir, "veil-installer.tar")
@@ -400,14 +590,34 @@ func installWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Cluster
 	env.WatchRestartRequests()
 
 	prefix := filepath.Join(env.Dir, "opt/veil")
+	snapRun, snapRoot := filepath.Join(env.Dir, "run/veil"), filepath.Join(env.Dir, "var/lib/veil/snapshotter")
 	args := []string{"install", "--root=/host", "--node=$(NODE_NAME)", "--label=auto", "--wait",
 		"--prefix=" + prefix, "--containerd-config=" + env.ConfigPath(),
 		"--drop-in=" + filepath.Join(env.Dir, "conf.d/veil.toml"),
 		"--containerd-version=" + strings.TrimPrefix(f[2], "v"),
+		"--snapshotter-address=" + filepath.Join(snapRun, "snapshotter.sock"),
 		"--restart=command", "--restart-command=" + env.RestartCommand("/host")}
 	argsJSON, err := json.Marshal(args)
 	if err != nil {
 		t.Fatal(err)
+	}
+	snapArgs, err := json.Marshal([]string{"--address=" + filepath.Join(snapRun, "snapshotter.sock"), "--root=" + snapRoot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The admin's overrides, in the handler configs' drop-in directories
+	// (which install reads and never writes): this loaded machine's TCG
+	// guests boot, start execs and answer health checks slower than the
+	// default boot_timeout, call_timeout and health_timeout allow (at load
+	// 20 the 10 s health check failed three times and killed the VM).
+	for _, h := range []string{harness.Veil, harness.VeilDev} {
+		dir := filepath.Join(prefix, "etc", h+".d")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "50-e2e.toml"), []byte(adminOverride), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var manifests []string
 	for _, name := range []string{"namespace.yaml", "rbac.yaml", "daemonset.yaml"} {
@@ -418,17 +628,23 @@ func installWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Cluster
 		manifests = append(manifests, string(b))
 	}
 	ds := manifests[2]
-	for _, r := range []struct{ old, new string }{
+	for _, r := range []struct {
+		old, new string
+		n        int
+	}{
 		{"image: ghcr.io/veil-runtime/veil-installer:latest",
-			"image: " + installerRef + "\n          imagePullPolicy: Never"},
-		{`args: ["install", "--root=/host", "--node=$(NODE_NAME)", "--label=auto", "--wait"]`, "args: " + string(argsJSON)},
-		{`command: ["test", "-e", "/host/opt/veil/install.json"]`,
-			`command: ["test", "-e", "/host` + prefix + `/install.json"]`},
+			"image: " + installerRef + "\n          imagePullPolicy: Never", 2},
+		{`args: ["install", "--root=/host", "--node=$(NODE_NAME)", "--label=auto", "--wait"]`, "args: " + string(argsJSON), 1},
+		{`args: ["--address=/run/veil/snapshotter.sock", "--root=/var/lib/veil/snapshotter"]`, "args: " + string(snapArgs), 1},
+		{"mountPath: /run/veil\n", "mountPath: " + snapRun + "\n", 1},
+		{"path: /run/veil\n", "path: " + snapRun + "\n", 1},
+		{"mountPath: /var/lib/veil/snapshotter\n", "mountPath: " + snapRoot + "\n", 1},
+		{"path: /var/lib/veil/snapshotter\n", "path: " + snapRoot + "\n", 1},
 	} {
-		if strings.Count(ds, r.old) != 1 {
-			t.Fatalf("runtimeclass/base/daemonset.yaml no longer holds %q once: update installWithDaemonSet", r.old)
+		if strings.Count(ds, r.old) != r.n {
+			t.Fatalf("runtimeclass/base/daemonset.yaml no longer holds %q %d times: update installWithDaemonSet", r.old, r.n)
 		}
-		ds = strings.Replace(ds, r.old, r.new, 1)
+		ds = strings.ReplaceAll(ds, r.old, r.new)
 	}
 	manifests[2] = ds
 	s := time.Now()
@@ -438,10 +654,10 @@ func installWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Cluster
 	// rollout status alone can return before the controller counted the
 	// node; the pod's own Ready (install.json exists) is what counts.
 	sel := "app.kubernetes.io/name=veil-installer"
-	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "wait", "--for=create", "pod", "-l", sel, "--timeout=2m")); err != nil {
+	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "wait", "--for=create", "pod", "-l", sel, "--timeout=5m")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "wait", "--for=condition=Ready", "pod", "-l", sel, "--timeout=5m")); err != nil {
+	if _, err := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "wait", "--for=condition=Ready", "pod", "-l", sel, "--timeout=15m")); err != nil {
 		logs, _ := env.Run(ctx, cl.Kubectl(ctx, "-n", "veil-system", "logs", "ds/veil-installer"))
 		t.Fatalf("%v\ninstaller logs:\n%s", err, logs)
 	}

@@ -163,6 +163,54 @@ func TestContainerOOMKilled(t *testing.T) {
 	})
 }
 
+// TestOOMKilledOverLimitWithoutPodLimit is the allocation a small VM got
+// wrong: a pod without limits (no sandbox memory annotation) runs a
+// container limited to 64 MiB that asks for one 256 MiB buffer (busybox dd
+// allocates bs at once, then fills it from /dev/zero). Under runc the
+// allocation succeeds and the container's cgroup OOM-kills dd while it
+// fills the buffer; a 256 MiB VM's guest kernel refused the allocation
+// itself (overcommit counts the VM's RAM) and dd failed with exit 1.
+// With the default pod size (hypervisor.default_memory_mib, 2048 MiB) the
+// guest behaves as runc's host: exit 137, reason OOMKilled.
+func TestOOMKilledOverLimitWithoutPodLimit(t *testing.T) {
+	forEachHandler(t, func(t *testing.T, handler string) {
+		ctx := testContext(t, 10*time.Minute)
+		pod := runPod(t, ctx, handler, "oom-nolimit-"+handler)
+		image := env.Image(testimages.BusyboxImage)
+		if handler != harness.Runc {
+			// The guest has the default size, not memory_mib's 256 MiB.
+			probe, err := env.StartContainer(ctx, pod, harness.ContainerConfig("meminfo", image, []string{"sh", "-c", "sleep 3600"}, false))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := env.WaitContainer(ctx, probe, "CONTAINER_RUNNING", time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			line := strings.Fields(crictl(t, ctx, "exec", "--sync", probe, "head", "-n1", "/proc/meminfo"))
+			if len(line) < 2 {
+				t.Fatalf("guest /proc/meminfo first line: %q", line)
+			}
+			kib, err := strconv.ParseUint(line[1], 10, 64)
+			if err != nil || kib < 1800<<10 || kib > 2048<<10 {
+				t.Errorf("guest MemTotal of a pod without limits: %v kB (%v), want about 2048 MiB (default_memory_mib)", line, err)
+			}
+		}
+		cfg := harness.ContainerConfig("hog", image, []string{"dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"}, false)
+		cfg["linux"] = map[string]any{"resources": map[string]any{"memory_limit_in_bytes": 64 << 20}}
+		id, err := env.StartContainer(ctx, pod, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := env.WaitContainer(ctx, id, "CONTAINER_EXITED", 3*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.ExitCode != 137 || st.Reason != "OOMKilled" {
+			t.Errorf("256 MiB allocation under a 64 MiB limit exited %d reason %q, want 137 OOMKilled as under runc (log: %q)", st.ExitCode, st.Reason, crictl(t, ctx, "logs", id))
+		}
+	})
+}
+
 // TestUpdateContainerResources changes a running container's memory limit
 // and CPU quota with crictl update and reads them back from the
 // container's own cgroup files: the guest's cgroup v2 under veil, the

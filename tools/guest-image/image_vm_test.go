@@ -14,10 +14,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/opencontainers/runtime-spec/specs-go/features"
+
+	"github.com/veil-runtime/veil/shim"
 	"github.com/veil-runtime/veil/tools/guest-image/guestimage"
 )
 
@@ -168,5 +172,49 @@ func TestImageBoots(t *testing.T) {
 			t.Logf("booted %s, checked %d things (%s) and powered off in %s", kernel, len(checked),
 				strings.Join(checked, ", "), time.Since(start).Round(time.Millisecond))
 		})
+	}
+}
+
+// TestShimFeaturesDescribeGuestRuntimes keeps the shim's OCI features
+// document (shim.RuntimeFeatures, what -info tells containerd) true for
+// the runtimes this host's image build copies into the guest: their Debian
+// versions are the ones it was checked against, and the runc copied (the
+// guest's fallback runtime) applies every mount option and runs every hook
+// kind it claims, by its own `runc features`. crun 1.8.1 has no `features`
+// command; a new crun version fails the first check.
+func TestShimFeaturesDescribeGuestRuntimes(t *testing.T) {
+	o := options(t, t.TempDir(), "./cmd/veil-agent")
+	for pkg, want := range shim.GuestRuntimeVersions {
+		out, err := exec.Command("dpkg-query", "-W", "-f", "${Version}", pkg).Output()
+		if err != nil {
+			t.Fatalf("dpkg-query %s: %v", pkg, err)
+		}
+		if got := string(out); got != want {
+			t.Errorf("the guest image copies %s %s; shim.RuntimeFeatures describes %s %s: check its mount options and hooks against %s %s, then update shim.GuestRuntimeVersions", pkg, got, pkg, want, pkg, got)
+		}
+	}
+	out, err := exec.Command(o.Runc, "features").Output()
+	if err != nil {
+		t.Fatalf("%s features: %v", o.Runc, err)
+	}
+	var runc features.Features
+	if err := json.Unmarshal(out, &runc); err != nil {
+		t.Fatalf("decoding %s features: %v", o.Runc, err)
+	}
+	f := shim.RuntimeFeatures()
+	for _, opt := range f.MountOptions {
+		if !slices.Contains(runc.MountOptions, opt) {
+			t.Errorf("shim.RuntimeFeatures claims mount option %q, which %s features does not list", opt, o.Runc)
+		}
+	}
+	for _, h := range f.Hooks {
+		if !slices.Contains(runc.Hooks, h) {
+			t.Errorf("shim.RuntimeFeatures claims hook %q, which %s features does not list", h, o.Runc)
+		}
+	}
+	for _, ns := range f.Linux.Namespaces {
+		if !slices.Contains(runc.Linux.Namespaces, ns) {
+			t.Errorf("shim.RuntimeFeatures claims namespace %q, which %s features does not list", ns, o.Runc)
+		}
 	}
 }

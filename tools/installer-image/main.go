@@ -1,6 +1,6 @@
 // Command installer-image builds the image the installer DaemonSet runs
-// (runtimeclass/base/daemonset.yaml): veil and containerd-shim-veil-v2 in
-// /usr/local/bin, the guest image in /usr/local/share/veil (where
+// (runtimeclass/base/daemonset.yaml): veil, containerd-shim-veil-v2 and
+// veil-snapshotter in /usr/local/bin, the guest image in /usr/local/share/veil (where
 // `veil install` looks, next to itself), and a static busybox for the pod's
 // readiness probe (`test`) and for kubectl exec. It writes a docker-archive
 // tarball that `ctr images import` and `docker load` read, and can push the
@@ -105,7 +105,7 @@ const (
 // Binaries and GuestFiles are what the image carries from BinDir and
 // GuestDir.
 var (
-	Binaries   = []string{"veil", "containerd-shim-veil-v2"}
+	Binaries   = []string{"veil", "containerd-shim-veil-v2", "veil-snapshotter"}
 	GuestFiles = []string{"vmlinuz", "vmlinux", "initrd.img", "manifest.json"}
 	// busyboxApplets get hard links to /bin/busybox: the DaemonSet's
 	// readiness probe runs test, and a shell helps kubectl exec.

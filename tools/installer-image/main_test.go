@@ -78,6 +78,7 @@ func TestLayout(t *testing.T) {
 	for p, want := range map[string]string{
 		"usr/local/bin/veil":                    "content of veil",
 		"usr/local/bin/containerd-shim-veil-v2": "content of containerd-shim-veil-v2",
+		"usr/local/bin/veil-snapshotter":        "content of veil-snapshotter",
 		"usr/local/share/veil/vmlinuz":          "content of vmlinuz",
 		"usr/local/share/veil/initrd.img":       "content of initrd.img",
 		"usr/local/share/veil/manifest.json":    "content of manifest.json",
@@ -127,13 +128,15 @@ func TestDaemonSetRunsInImage(t *testing.T) {
 		}
 		return false
 	}
+	for _, c := range ds.Spec.Template.Spec.Containers {
+		if !strings.HasPrefix(c.Image, strings.Split(DefaultRef, ":")[0]+":") {
+			t.Errorf("DaemonSet container %s image %q is not %s", c.Name, c.Image, DefaultRef)
+		}
+		if len(c.Command) == 0 || !lookup(c.Command[0]) {
+			t.Errorf("DaemonSet container %s command %q is not in the image", c.Name, c.Command)
+		}
+	}
 	c := ds.Spec.Template.Spec.Containers[0]
-	if !strings.HasPrefix(c.Image, strings.Split(DefaultRef, ":")[0]+":") {
-		t.Errorf("DaemonSet image %q is not %s", c.Image, DefaultRef)
-	}
-	if len(c.Command) == 0 || !lookup(c.Command[0]) {
-		t.Errorf("DaemonSet command %q is not in the image", c.Command)
-	}
 	if p := c.ReadinessProbe; p == nil || p.Exec == nil || !lookup(p.Exec.Command[0]) {
 		t.Errorf("readiness probe %+v runs a command the image lacks", p)
 	}

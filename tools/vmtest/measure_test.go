@@ -130,7 +130,7 @@ func TestMeasureVeilDev(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	vmCfg := cfg.VM(sum[:], cfg.Hypervisor.VCPUs, cfg.Hypervisor.MemoryMiB)
+	vmCfg := cfg.VM(sum[:], cfg.Hypervisor.VCPUs, cfg.Hypervisor.PodMemoryMiB(0))
 	vmCfg.ID, vmCfg.StateDir, vmCfg.SharedDir = "measure", v.state, v.share
 	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
 	defer cancel()
@@ -253,7 +253,7 @@ func TestMeasureHardwareCommandLines(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			args := qemu.Args(qemu.LaunchFor(cfg.VM(nil, cfg.Hypervisor.VCPUs, cfg.Hypervisor.MemoryMiB), hypervisor.AccelKVM, hypervisor.TransportVsock))
+			args := qemu.Args(qemu.LaunchFor(cfg.VM(nil, cfg.Hypervisor.VCPUs, cfg.Hypervisor.PodMemoryMiB(0)), hypervisor.AccelKVM, hypervisor.TransportVsock))
 			arg := func(flag string) string {
 				i := slices.Index(args, flag)
 				if i < 0 || i+1 >= len(args) {

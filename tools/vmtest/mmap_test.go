@@ -13,7 +13,7 @@ import (
 
 // TestSharedWritableMmap is issue 15's "cache=none makes writable shared
 // mmap fail on the rootfs and volumes": a container on the shared VM (its
-// 9p share mounted with shim.ShareOptions, as a pod's is) writes a file on
+// 9p share mounted with qemu.ShareOptions, as a pod's is) writes a file on
 // its rootfs and one on a bind-mounted volume through a writable
 // MAP_SHARED mapping, msyncs and unmaps; both writes must succeed and the
 // host must see the bytes in the files it shares. With cache=none the

@@ -16,7 +16,6 @@ import (
 	"github.com/veil-runtime/veil/guest-agent/api"
 	"github.com/veil-runtime/veil/hypervisor"
 	"github.com/veil-runtime/veil/hypervisor/qemu"
-	"github.com/veil-runtime/veil/shim"
 )
 
 // bootTimeout bounds QEMU start to agent ready; TCG on a loaded two-core
@@ -124,7 +123,7 @@ func bootArgs(ctx context.Context, id string, sandbox bool, kernelArgs []string)
 			SandboxId: id,
 			Hostname:  "vmtest",
 			// The shim's own options, so what the tests see is what pods see.
-			Storages: []*api.Storage{{Driver: "9p", Source: hypervisor.ShareTag, MountPoint: "/run/veil/shared", Fstype: "9p", Options: shim.ShareOptions}},
+			Storages: []*api.Storage{{Driver: "9p", Source: hypervisor.ShareTag, MountPoint: "/run/veil/shared", Fstype: "9p", Options: qemu.ShareOptions}},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("creating sandbox: %w", err)

@@ -229,12 +229,12 @@ func (c *Cluster) Stop() error {
 		_ = d.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case err := <-d.done:
-			if err != nil && !isSignalExit(err) {
+			if err != nil && !stoppedOK(d.name, err) {
 				errs = append(errs, fmt.Errorf("stopping %s: %w", d.name, err))
 			}
 		case <-time.After(10 * time.Second):
 			_ = d.cmd.Process.Kill()
-			if err := <-d.done; err != nil && !isSignalExit(err) {
+			if err := <-d.done; err != nil && !stoppedOK(d.name, err) {
 				errs = append(errs, fmt.Errorf("stopping %s: %w", d.name, err))
 			}
 		}
@@ -243,9 +243,22 @@ func (c *Cluster) Stop() error {
 	return errors.Join(errs...)
 }
 
-func isSignalExit(err error) bool {
+// stopExitCodes are exit codes a daemon returns on SIGTERM by design:
+// kube-scheduler without leader election ends its run with "finished
+// without leader elect" and exit status 1.
+var stopExitCodes = map[string]int{"kube-scheduler": 1}
+
+// stoppedOK reports whether err is how daemon name ends on SIGTERM.
+func stoppedOK(name string, err error) bool {
 	var ee *exec.ExitError
-	return errors.As(err, &ee) && !ee.Exited()
+	if !errors.As(err, &ee) {
+		return false
+	}
+	if !ee.Exited() {
+		return true
+	}
+	code, ok := stopExitCodes[name]
+	return ok && ee.ExitCode() == code
 }
 
 // writeFiles writes the certificates, kubeconfigs and the kubelet's config.
