@@ -104,6 +104,10 @@ E2E_KUBERNETES ?= 0
 comma := ,
 e2e_needs = $(if $(findstring veil,$(1)),guest-image build)
 
+.PHONY: test-kernel-repro
+test-kernel-repro: ## build the guest image twice, compiling the kernel both times, and compare (about 16 min more)
+	VEIL_KERNEL_REPRO=1 VEIL_CACHE_DIR=$(CACHE) $(GO) test -count=1 -tags vm -timeout 60m -v -run '^TestBuildIsReproducible$$' ./tools/guest-image/
+
 .PHONY: test-e2e
 test-e2e: $(call e2e_needs,$(E2E_HANDLERS)$(if $(filter 1,$(E2E_KUBERNETES)),veil)) ## end to end: private containerd, ctr, crictl, critest, local registry, Kubernetes (E2E_HANDLERS=runc,veil E2E_RUN=regexp E2E_KUBERNETES=1)
 	rm -rf $(OUT)/e2e-logs && mkdir -p $(OUT)/e2e-logs

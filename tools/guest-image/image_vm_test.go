@@ -52,9 +52,13 @@ func options(t *testing.T, out, agent string) guestimage.Options {
 }
 
 // TestBuildIsReproducible builds the real guest image twice, the second time
-// with an empty Go build cache so the agent is compiled again and an empty
-// kernel cache so the kernel is compiled again (in another directory), and
-// requires byte-identical artifacts whose digests match the manifest.
+// with an empty Go build cache so the agent is compiled again, and requires
+// byte-identical artifacts whose digests match the manifest. With
+// VEIL_KERNEL_REPRO=1 (make test-kernel-repro) the second build also gets an
+// empty kernel cache, so the kernel is compiled again in another directory
+// (about 16 minutes on 2 idle cores); without it both builds take the kernel
+// from the cache, which is what every other build does, and the kernel's own
+// reproducibility is left to that target.
 func TestBuildIsReproducible(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Minute)
 	defer cancel()
@@ -64,13 +68,17 @@ func TestBuildIsReproducible(t *testing.T) {
 	}
 	t.Setenv("GOCACHE", t.TempDir())
 	ob := options(t, b, "./cmd/veil-agent")
-	ob.KernelBuildCache = t.TempDir()
+	kernel := "kernel from the cache"
+	if os.Getenv("VEIL_KERNEL_REPRO") == "1" {
+		ob.KernelBuildCache = t.TempDir()
+		kernel = "kernel compiled from scratch"
+	}
 	start := time.Now()
 	m, err := guestimage.Build(ctx, ob)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("second build, kernel compiled from scratch: %s", time.Since(start).Round(time.Second))
+	t.Logf("second build, %s: %s", kernel, time.Since(start).Round(time.Second))
 	var total int64
 	for _, name := range []string{guestimage.KernelFile, guestimage.VmlinuxFile, guestimage.InitrdFile, guestimage.ManifestFile} {
 		da, err := os.ReadFile(filepath.Join(a, name))
