@@ -91,7 +91,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 10s), seeds and testda
 
 .PHONY: test-vm
 test-vm: guest-image ## VM tests: real QEMU VMs with the real guest image and agent
-	VEIL_GUEST_DIR=$(GUEST) VEIL_CACHE_DIR=$(CACHE) $(GO) test -count=1 -tags vm -timeout 30m -v ./tools/vmtest/... ./tools/guest-image/...
+	VEIL_GUEST_DIR=$(GUEST) VEIL_CACHE_DIR=$(CACHE) $(GO) test -count=1 -tags vm -timeout 60m -v ./tools/vmtest/... ./tools/guest-image/...
 
 # CRI handlers the end-to-end tier and the demo run under. The veil handler
 # needs the shim (make build) and the guest image; runc needs neither.
@@ -103,6 +103,10 @@ DEMO_HANDLERS ?= runc,veil,veil-dev
 E2E_KUBERNETES ?= 0
 comma := ,
 e2e_needs = $(if $(findstring veil,$(1)),guest-image build)
+
+.PHONY: test-kernel-repro
+test-kernel-repro: ## build the guest image twice, compiling the kernel both times, and compare (about 16 min more)
+	VEIL_KERNEL_REPRO=1 VEIL_CACHE_DIR=$(CACHE) $(GO) test -count=1 -tags vm -timeout 60m -v -run '^TestBuildIsReproducible$$' ./tools/guest-image/
 
 .PHONY: test-e2e
 test-e2e: $(call e2e_needs,$(E2E_HANDLERS)$(if $(filter 1,$(E2E_KUBERNETES)),veil)) ## end to end: private containerd, ctr, crictl, critest, local registry, Kubernetes (E2E_HANDLERS=runc,veil E2E_RUN=regexp E2E_KUBERNETES=1)

@@ -108,9 +108,6 @@ type agent struct {
 
 func (a *agent) run(pid1 bool) error {
 	if pid1 {
-		if err := boot.LoadModules(a.log); err != nil {
-			return err
-		}
 		if err := boot.PrepareCgroups(boot.CgroupRoot); err != nil {
 			return err
 		}
@@ -135,13 +132,7 @@ func (a *agent) run(pid1 bool) error {
 
 	// A confidential pod's TEE, init-data and policy (guest-agent/attest).
 	conf, err := attest.New(attest.Config{
-		Params: a.params,
-		LoadTEEModules: func() error {
-			if !pid1 {
-				return nil
-			}
-			return boot.LoadTEEModules(a.log)
-		},
+		Params:   a.params,
 		Detect:   func() (evidence.Attester, error) { return evidence.Detect(a.log) },
 		Hardware: attest.ProbeHardware,
 		Log:      a.log,

@@ -4,8 +4,8 @@
 //   - boot/: PID 1 duties — move out of the initramfs into a tmpfs root
 //     and re-execute with a clean environment (so runc can pivot_root and
 //     nothing from the kernel command line reaches runc); mount proc, sys, devtmpfs, devpts (newinstance,
-//     /dev/ptmx), /dev/shm, cgroup2 (controllers delegated), /tmp, /run; load
-//     the modules in /etc/veil/modules; log to /dev/console at the level of
+//     /dev/ptmx), /dev/shm, cgroup2 (controllers delegated), /tmp, /run (the
+//     kernel has everything built in: no modules to load); log to /dev/console at the level of
 //     veil.log=debug|info|warn|error on the kernel command line; power off
 //     on Shutdown and on any fatal error (PID 1 must never exit).
 //   - reaper/: one wait4(-1) loop reaps every child and is go-runc's

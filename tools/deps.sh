@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything veil needs on a Debian 12 machine, as root, idempotently:
 # apt packages, pinned Go tools (into .cache/bin), the pinned guest kernel
-# package (into .cache/kernel) and, with VEIL_E2E_KUBERNETES=1, the pinned
-# Kubernetes of the e2e tier (tools/k8s/build.sh, into .cache/k8s). `make deps` runs it; `make test` and
+# source package (into .cache/kernel; make guest-image builds the kernel) and,
+# with VEIL_E2E_KUBERNETES=1, the pinned Kubernetes of the e2e tier
+# (tools/k8s/build.sh, into .cache/k8s). `make deps` runs it; `make test` and
 # `make demo` run it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,7 @@ cache=$root/.cache
 export GOBIN=$cache/bin
 mkdir -p "$GOBIN"
 
-# Pinned versions. The guest kernel is pinned in tools/guest-image (KernelPin) and fetched at the end.
+# Pinned versions. The guest kernel's source is pinned in tools/guest-image (KernelPin) and fetched at the end.
 PROTOC_GEN_GO=v1.36.12          # google.golang.org/protobuf
 PROTOC_GEN_GO_TTRPC=v1.2.10     # github.com/containerd/ttrpc
 CONTAINERD=v2.4.2               # github.com/containerd/containerd/v2
@@ -25,6 +26,7 @@ APT_PACKAGES=(
 	busybox-static               # guest debugging and the e2e tier's busybox:static image
 	protobuf-compiler libprotobuf-dev  # make proto
 	cpio kmod zstd xz-utils lz4  # guest image tooling (lz4 compresses the initramfs)
+	build-essential bc flex bison libelf-dev libssl-dev  # building the guest kernel (tools/guest-image)
 	containernetworking-plugins iproute2 iptables  # CNI for the e2e tier
 	dbus-daemon                  # the installer's systemd-restart unit test runs a private bus
 	gcc libc6-dev                 # cgo, which -race needs (make test-unit, RACE=1 builds)
@@ -99,7 +101,8 @@ if [[ ${VEIL_E2E_KUBERNETES:-0} == 1 ]]; then
 	tools/k8s/build.sh "$cache"
 fi
 
-# The guest kernel package, pinned by KernelPin in tools/guest-image/guestimage/kernel.go:
-# downloaded into .cache/kernel once; says which versions exist when the pin is gone.
+# The guest kernel's source package (linux-source-6.12), pinned by KernelPin in
+# tools/guest-image/guestimage/kernel.go: downloaded into .cache/kernel once (not
+# installed: /usr/src stays as it is); says which versions exist when the pin is gone.
 go run ./tools/guest-image -cache "$cache" -fetch-only
 log "done"

@@ -26,7 +26,7 @@ func installFixture(t *testing.T, h string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, data := range map[string][]byte{"vmlinuz": []byte("k"), "initrd.img": []byte("i"), "OVMF-snp.fd": fw} {
+	for name, data := range map[string][]byte{"vmlinuz": []byte("k"), "vmlinux": []byte("x"), "initrd.img": []byte("i"), "OVMF-snp.fd": fw} {
 		if err := os.WriteFile(filepath.Join(share, name), data, 0o644); err != nil {
 			t.Fatal(err)
 		}

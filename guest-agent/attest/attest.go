@@ -14,8 +14,8 @@
 // it is measured at launch (SNP kernel-hashes, TDX RTMR), so the broker's
 // reference values catch a host that drops or alters it:
 //
-//	veil.tee=snp|tdx     load the TEE guest drivers (/etc/veil/modules-tee)
-//	                     and find the report interface (configfs-tsm,
+//	veil.tee=snp|tdx     find the report interface of the TEE guest drivers
+//	                     built into the kernel (configfs-tsm,
 //	                     /dev/sev-guest, /dev/tdx_guest); none found locks
 //	                     the agent down
 //	veil.tee=sample      veil-dev: software evidence, INSECURE; the digest
@@ -63,9 +63,6 @@ const (
 type Config struct {
 	// Params is the parsed kernel command line.
 	Params map[string]string
-	// LoadTEEModules loads the TEE guest drivers (boot.LoadTEEModules);
-	// called only for snp and tdx.
-	LoadTEEModules func() error
 	// Detect finds the hardware attester (evidence.Detect).
 	Detect func() (evidence.Attester, error)
 	// Hardware is the TEE the guest shows before any driver loads
@@ -136,12 +133,6 @@ func New(cfg Config) (*State, error) {
 		return s, nil
 	case SNP, TDX:
 		s.enforcer = policy.NewEnforcer(true)
-		if cfg.LoadTEEModules != nil {
-			if err := cfg.LoadTEEModules(); err != nil {
-				s.enforcer.Lock(fmt.Sprintf("loading the %s guest drivers: %v", tee, err))
-				return s, nil
-			}
-		}
 		a, err := cfg.Detect()
 		if err != nil {
 			s.enforcer.Lock(fmt.Sprintf("launched as %s, but: %v", tee, err))

@@ -123,29 +123,27 @@ func TestDecideTEE(t *testing.T) {
 }
 
 // TestNewOnTEEHardware: New enforces and locks as DecideTEE says, before
-// loading any driver for a mismatch.
+// looking for any report interface for a mismatch.
 func TestNewOnTEEHardware(t *testing.T) {
 	snp := func() Hardware { return Hardware{SNP: true, Evidence: []string{SNPPlatformDevice}} }
-	loaded := false
-	s, err := New(Config{Params: map[string]string{TEEParam: None}, Hardware: snp,
-		LoadTEEModules: func() error { loaded = true; return nil }})
+	detected := false
+	detect := func() (evidence.Attester, error) { detected = true; return fakeAttester{kbs.TeeSNP}, nil }
+	s, err := New(Config{Params: map[string]string{TEEParam: None}, Hardware: snp, Detect: detect})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.TEE() != SNP || !s.Enforcer().Confidential() || !strings.Contains(s.Enforcer().Locked(), "veil.tee=none") {
 		t.Fatalf("tee %s confidential %v locked %q", s.TEE(), s.Enforcer().Confidential(), s.Enforcer().Locked())
 	}
-	if loaded {
-		t.Error("drivers loaded for a locked-down guest")
+	if detected {
+		t.Error("report interface looked for in a locked-down guest")
 	}
-	// The parameter dropped: confidential, drivers loaded, attester found.
-	s, err = New(Config{Params: map[string]string{}, Hardware: snp,
-		LoadTEEModules: func() error { loaded = true; return nil },
-		Detect:         func() (evidence.Attester, error) { return fakeAttester{kbs.TeeSNP}, nil }})
+	// The parameter dropped: confidential, attester found.
+	s, err = New(Config{Params: map[string]string{}, Hardware: snp, Detect: detect})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.TEE() != SNP || !s.Enforcer().Confidential() || s.Enforcer().Locked() != "" || !loaded {
-		t.Fatalf("tee %s confidential %v locked %q loaded %v", s.TEE(), s.Enforcer().Confidential(), s.Enforcer().Locked(), loaded)
+	if s.TEE() != SNP || !s.Enforcer().Confidential() || s.Enforcer().Locked() != "" || !detected {
+		t.Fatalf("tee %s confidential %v locked %q detected %v", s.TEE(), s.Enforcer().Confidential(), s.Enforcer().Locked(), detected)
 	}
 }

@@ -98,20 +98,6 @@ func TestSubtreeControl(t *testing.T) {
 	}
 }
 
-func TestParseModules(t *testing.T) {
-	got, err := ParseModules("# 9p\n/lib/modules/6.12/netfs.ko\n\n  /lib/modules/6.12/9pnet.ko.xz \n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"/lib/modules/6.12/netfs.ko", "/lib/modules/6.12/9pnet.ko.xz"}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("got %v, want %v", got, want)
-	}
-	if _, err := ParseModules("9p.ko\n"); err == nil || !strings.Contains(err.Error(), "line 1") {
-		t.Fatalf("relative path: err = %v, want an error naming line 1", err)
-	}
-}
-
 func TestRootIsInitramfs(t *testing.T) {
 	for _, tc := range []struct {
 		mounts string

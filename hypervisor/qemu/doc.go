@@ -13,7 +13,7 @@
 //	  -machine q35,sata=off,smbus=off,i8042=off,vmport=off
 //	  -accel tcg,thread=single,tb-size=64 -cpu max    (or: -accel kvm -cpu host)
 //	  -smp N -m MiB
-//	  -kernel vmlinuz -initrd initrd.img
+//	  -kernel vmlinux -initrd initrd.img       (a TEE: the bzImage vmlinuz, through -bios)
 //	  -append "console=hvc0 quiet panic=-1 cryptomgr.notests noreplace-smp tsc=reliable no_timer_check <KernelArgs>"
 //	  -pidfile <state>/qemu.pid
 //	  -chardev socket,id=qmp,fd=3,server=on,wait=off -mon chardev=qmp,mode=control
@@ -29,13 +29,26 @@
 //
 // Choices, and why:
 //
-//   - q35, not microvm: confidential launches (SEV-SNP, TDX) need q35. Under
-//     TCG on the two-core development machine, a Debian 6.12 kernel with a
-//     busybox initramfs reached init in 2.3-8 s on either machine (the
-//     spread is other load); microvm was no faster, and two of three
-//     microvm runs did not end within 60 s. microvm's virtio-mmio is a module
-//     in Debian's kernel, and without ACPI (microvm,acpi=off or -no-acpi) the
+//   - q35, not microvm: confidential launches (SEV-SNP, TDX) need q35, and
+//     the shim hot-plugs block devices into q35's PCIe root ports
+//     (hotplug.go), which microvm's virtio-mmio cannot do. Under TCG
+//     microvm was not faster either: veil's kernel reached its no-root
+//     panic in 4.3 s on microvm against 1.27 s as a PVH vmlinux on q35
+//     (DESIGN.md). Without ACPI (microvm,acpi=off or -no-acpi) the
 //     guest's power-off does not end QEMU (measured): ACPI stays.
+//   - Direct boot: the plain and sample handlers give -kernel the
+//     uncompressed vmlinux, whose PVH entry note QEMU follows: the ELF is
+//     loaded straight into guest memory and entered in 32-bit protected
+//     mode, with no real-mode setup and no decompressor (bzImage through
+//     SeaBIOS 2.8 s, with qboot 2.5 s, PVH 1.27 s, same kernel, to its
+//     no-root panic). To the agent's first answer, interleaved, 5 boots
+//     each on a heavily loaded 2-core TCG machine (medians): Debian's
+//     kernel through SeaBIOS with its module-loading initramfs 17.7 s,
+//     veil's bzImage through qboot 12.0 s, veil's vmlinux through PVH
+//     9.5 s; QEMU's PSS at agent-ready 266, 195 and 184 MiB. The driver
+//     does not care which: the kernel is the config's
+//     (shim/config.DefaultKernel picks by TEE); SNP and TDX boot the
+//     bzImage through their firmware, which measures it.
 //   - The console is hvc0 on the virtio-serial bus the agent port needs
 //     anyway, written to a pipe the driver copies into console.log, capped
 //     and rotated (hypervisor.Console), and hands line by line to the

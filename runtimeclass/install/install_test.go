@@ -60,7 +60,7 @@ func source(t *testing.T, version string) Source {
 	write(filepath.Join(src.BinDir, ShimBinary), "#!shim "+version, 0o755)
 	write(filepath.Join(src.BinDir, CLIBinary), "#!veil "+version, 0o755)
 	arts := map[string]any{}
-	for _, n := range []string{"vmlinuz", "initrd.img"} {
+	for _, n := range []string{"vmlinuz", "vmlinux", "initrd.img"} {
 		body := n + " " + version
 		write(filepath.Join(src.GuestDir, n), body, 0o644)
 		s := sha256.Sum256([]byte(body))
@@ -239,7 +239,11 @@ func TestInstallReinstallUninstall(t *testing.T) {
 				if err != nil {
 					t.Fatalf("handler config %s does not parse as a veil config: %v", h, err)
 				}
-				if c.Hypervisor.Kernel != "/opt/veil/share/veil/vmlinuz" || c.Hypervisor.Initrd != "/opt/veil/share/veil/initrd.img" {
+				kernel := "/opt/veil/share/veil/vmlinux" // direct (PVH) boot
+				if c.Confidential.Kind().Hardware() {
+					kernel = "/opt/veil/share/veil/vmlinuz" // through the TEE firmware
+				}
+				if c.Hypervisor.Kernel != kernel || c.Hypervisor.Initrd != "/opt/veil/share/veil/initrd.img" {
 					t.Fatalf("handler config %s: %+v", h, c.Hypervisor)
 				}
 			}

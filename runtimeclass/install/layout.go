@@ -38,7 +38,9 @@ const (
 var Handlers = []string{"veil", "veil-dev", "veil-snp", "veil-tdx"}
 
 // GuestFiles are the guest image files, from tools/guest-image's output.
-var GuestFiles = []string{"vmlinuz", "initrd.img", "manifest.json"}
+// vmlinux is the kernel the plain handlers boot directly (PVH), vmlinuz
+// the same kernel for the TEE firmware.
+var GuestFiles = []string{"vmlinuz", "vmlinux", "initrd.img", "manifest.json"}
 
 // file is one file install puts under the prefix.
 type file struct {
@@ -97,7 +99,13 @@ func HandlerConfig(prefix, h string) []byte {
 		b.WriteString("# veil-tdx: Intel TDX; scheduled only on nodes labelled veil.io/tee=tdx.\n")
 	}
 	b.WriteString("\n[hypervisor]\n")
-	fmt.Fprintf(&b, "kernel = %q\n", filepath.Join(prefix, guestRel("vmlinuz")))
+	// The plain and sample handlers boot the uncompressed kernel directly
+	// (PVH); snp and tdx boot the bzImage through their firmware.
+	kernel := "vmlinux"
+	if h == "veil-snp" || h == "veil-tdx" {
+		kernel = "vmlinuz"
+	}
+	fmt.Fprintf(&b, "kernel = %q\n", filepath.Join(prefix, guestRel(kernel)))
 	fmt.Fprintf(&b, "initrd = %q\n", filepath.Join(prefix, guestRel("initrd.img")))
 	switch h {
 	case "veil-dev":

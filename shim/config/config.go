@@ -18,7 +18,7 @@
 //	[hypervisor]
 //	driver = "qemu"                # the hypervisor driver (hypervisor.Register); qemu is built in
 //	binary = ""                    # qemu-system-x86_64 from PATH when empty
-//	kernel = "/opt/veil/share/veil/vmlinuz"
+//	kernel = "/opt/veil/share/veil/vmlinux"  # tee snp, tdx: ".../vmlinuz" (see DefaultKernel)
 //	initrd = "/opt/veil/share/veil/initrd.img"
 //	kernel_args = []               # appended to the driver's kernel command line
 //	vcpus = 1                      # base vCPUs; the pod's CPU limit is added (snp, tdx: exactly
@@ -207,7 +207,7 @@ func Default() Config {
 	return Config{
 		DebugConsole: true,
 		Hypervisor: Hypervisor{
-			Kernel:           "/opt/veil/share/veil/vmlinuz",
+			Kernel:           DefaultKernel(hypervisor.TEENone),
 			Initrd:           "/opt/veil/share/veil/initrd.img",
 			VCPUs:            1,
 			MemoryMiB:        256,
@@ -282,8 +282,34 @@ type document struct {
 	name string
 }
 
+// Default guest kernels, as tools/guest-image builds them and `veil
+// install` puts them.
+const (
+	// DirectKernel is the uncompressed kernel with the PVH entry: QEMU
+	// loads it straight into guest memory, no decompression (plain
+	// handlers, and veil-dev, whose sample TEE has no firmware).
+	DirectKernel = "/opt/veil/share/veil/vmlinux"
+	// FirmwareKernel is the same kernel as a bzImage with the EFI stub:
+	// what the TEE firmware (OVMF, TDVF) boots and measures.
+	FirmwareKernel = "/opt/veil/share/veil/vmlinuz"
+)
+
+// DefaultKernel is hypervisor.kernel's default for a TEE: the bzImage when
+// firmware boots the guest (snp, tdx), else the PVH vmlinux.
+func DefaultKernel(tee hypervisor.TEE) string {
+	if tee.Hardware() {
+		return FirmwareKernel
+	}
+	return DirectKernel
+}
+
+// kernelUnset marks hypervisor.kernel as not set by the document (an
+// explicit "" stays an error).
+const kernelUnset = "\x00unset"
+
 // Parse decodes a configuration document over the defaults; name is the file
-// name used in errors.
+// name used in errors. An unset hypervisor.kernel becomes DefaultKernel of
+// the document's confidential.tee.
 func Parse(data []byte, name string) (Config, error) {
 	return parse([]document{{data: data, name: name}})
 }
@@ -293,10 +319,14 @@ func Parse(data []byte, name string) (Config, error) {
 // validation error gives when there are several, with the others listed.
 func parse(docs []document) (Config, error) {
 	cfg := Default()
+	cfg.Hypervisor.Kernel = kernelUnset
 	for _, d := range docs {
 		if err := decode(&cfg, d.data, d.name); err != nil {
 			return Config{}, err
 		}
+	}
+	if cfg.Hypervisor.Kernel == kernelUnset {
+		cfg.Hypervisor.Kernel = DefaultKernel(cfg.Confidential.Kind())
 	}
 	if err := cfg.validate(); err != nil {
 		names := make([]string, len(docs))

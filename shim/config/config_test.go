@@ -14,8 +14,11 @@ func TestParseDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := cfg.Hypervisor
-	if h.Kernel != "/opt/veil/share/veil/vmlinuz" || h.Initrd != "/opt/veil/share/veil/initrd.img" {
+	if h.Kernel != "/opt/veil/share/veil/vmlinux" || h.Initrd != "/opt/veil/share/veil/initrd.img" {
 		t.Errorf("kernel/initrd defaults: %q %q", h.Kernel, h.Initrd)
+	}
+	if d := Default().Hypervisor.Kernel; d != h.Kernel {
+		t.Errorf("Default() kernel %q, Parse of an empty file %q", d, h.Kernel)
 	}
 	if h.VCPUs != 1 || h.MemoryMiB != 256 || h.DefaultMemoryMiB != 2048 || h.Accel != "auto" || h.Transport != "auto" || h.Binary != "" {
 		t.Errorf("hypervisor defaults: %+v", h)
@@ -119,6 +122,29 @@ func TestLoad(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(dir, "missing.toml")); err == nil || !strings.Contains(err.Error(), "missing.toml") {
 		t.Errorf("missing explicit file: %v", err)
+	}
+}
+
+// TestKernelDefaultFollowsTEE: the plain and sample handlers boot the PVH
+// vmlinux directly; snp and tdx boot the bzImage through their firmware,
+// which measures it. An explicit kernel wins either way.
+func TestKernelDefaultFollowsTEE(t *testing.T) {
+	for _, tc := range []struct{ doc, want string }{
+		{``, "/opt/veil/share/veil/vmlinux"},
+		{"[confidential]\ntee = \"none\"\n", "/opt/veil/share/veil/vmlinux"},
+		{"[confidential]\ntee = \"sample\"\n", "/opt/veil/share/veil/vmlinux"},
+		{"[confidential]\ntee = \"snp\"\nfirmware = \"/fw\"\n", "/opt/veil/share/veil/vmlinuz"},
+		{"[confidential]\ntee = \"tdx\"\nfirmware = \"/fw\"\n", "/opt/veil/share/veil/vmlinuz"},
+		{"[hypervisor]\nkernel = \"/k\"\n[confidential]\ntee = \"snp\"\nfirmware = \"/fw\"\n", "/k"},
+		{"[hypervisor]\nkernel = \"/k\"\n", "/k"},
+	} {
+		cfg, err := Parse([]byte(tc.doc), "x.toml")
+		if err != nil {
+			t.Fatalf("%q: %v", tc.doc, err)
+		}
+		if cfg.Hypervisor.Kernel != tc.want {
+			t.Errorf("%q: kernel %q, want %q", tc.doc, cfg.Hypervisor.Kernel, tc.want)
+		}
 	}
 }
 

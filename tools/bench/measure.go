@@ -62,7 +62,7 @@ reclaim_guest_freed_memory = %t
 
 [agent]
 boot_timeout = "180s"
-`, filepath.Join(repoRoot, "build/guest/vmlinuz"), filepath.Join(repoRoot, "build/guest/initrd.img"), tcgCacheMiB, reclaim)
+`, filepath.Join(repoRoot, "build/guest/vmlinux"), filepath.Join(repoRoot, "build/guest/initrd.img"), tcgCacheMiB, reclaim)
 }
 
 type bench struct {

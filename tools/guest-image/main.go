@@ -1,6 +1,7 @@
-// Command guest-image builds veil's guest image (kernel, initramfs,
-// manifest) into -out, keeping downloads in -cache. With -fetch-only it only
-// makes sure the pinned kernel package is in the cache (make deps).
+// Command guest-image builds veil's guest image (its own kernel, the
+// initramfs, the manifest) into -out, keeping downloads and built kernels in
+// -cache. With -fetch-only it only makes sure the pinned kernel source
+// package is in the cache (make deps).
 // What the image holds and how to bump the kernel: README.md and package
 // guestimage.
 package main
@@ -30,10 +31,11 @@ func main() {
 
 func run() error {
 	var (
-		out         = flag.String("out", "", "output directory for vmlinuz, initrd.img and manifest.json")
-		cache       = flag.String("cache", ".cache", "download and unpack cache (kernel/ below it)")
-		fetchOnly   = flag.Bool("fetch-only", false, "only fetch the kernel package into the cache")
-		kernel      = flag.String("kernel", guestimage.KernelPin, "kernel package as package=version (to try a bump; change KernelPin to keep it)")
+		out         = flag.String("out", "", "output directory for vmlinuz, vmlinux, initrd.img and manifest.json")
+		cache       = flag.String("cache", ".cache", "download and build cache (kernel/ below it: the source package, built kernels)")
+		fetchOnly   = flag.Bool("fetch-only", false, "only fetch the kernel source package into the cache")
+		kernel      = flag.String("kernel", guestimage.KernelPin, "kernel source package as package=version (to try a bump; change KernelPin to keep it)")
+		kconfig     = flag.String("kernel-config", guestimage.KernelFragmentsDir, "directory of kernel config fragments (*.config); a relative path is below -repo")
 		agent       = flag.String("agent", "./cmd/veil-agent", "Go package of the agent, relative to -repo")
 		repo        = flag.String("repo", ".", "root of the veil module")
 		runc        = flag.String("runc", "/usr/sbin/runc", "runc binary to copy into the image")
@@ -74,14 +76,17 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("resolving -repo: %w", err)
 	}
+	fragments := *kconfig
+	if !filepath.IsAbs(fragments) {
+		fragments = filepath.Join(repoDir, fragments)
+	}
 	o := guestimage.Options{
-		OutDir: *out, CacheDir: cacheDir, Kernel: pin,
+		OutDir: *out, CacheDir: cacheDir, Kernel: pin, FragmentsDir: fragments,
 		RepoDir: repoDir, AgentPackage: *agent,
 		Runc: *runc, RuncPackage: "runc",
 		Crun: *crun, CrunPackage: "crun",
 		Shell: *shell, ShellPackage: "busybox-static",
-		Compression: comp, Mtime: mtime,
-		Modules: guestimage.GuestModules, TEEModules: guestimage.TEEModules, Log: log,
+		Compression: comp, Mtime: mtime, Log: log,
 		SNPFirmware: *snpFirmware, TDXFirmware: *tdxFirmware,
 	}
 
@@ -92,7 +97,7 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		log.Info("kernel package ready", "path", deb, "sha256", sum)
+		log.Info("kernel source package ready", "path", deb, "sha256", sum)
 		return nil
 	}
 	if *out == "" {
@@ -104,6 +109,7 @@ func run() error {
 	}
 	log.Info("guest image built", "out", *out, "kernel", m.Kernel.Release,
 		"vmlinuz_bytes", m.Artifacts[guestimage.KernelFile].Size,
+		"vmlinux_bytes", m.Artifacts[guestimage.VmlinuxFile].Size,
 		"initrd_bytes", m.Artifacts[guestimage.InitrdFile].Size,
 		"initrd_sha256", m.Artifacts[guestimage.InitrdFile].SHA256)
 	return nil

@@ -37,7 +37,7 @@ func bootSample(t *testing.T, id string, digest [32]byte) *vm {
 	}
 	if err := v.boot(context.Background(), hypervisor.Config{
 		ID: id, StateDir: v.state,
-		Kernel: guestFile("vmlinuz"), Initrd: guestFile("initrd.img"),
+		Kernel: guestFile("vmlinux"), Initrd: guestFile("initrd.img"),
 		KernelArgs: []string{"veil.tee=sample", "veil.initdata_digest=" + hex.EncodeToString(digest[:])},
 		VCPUs:      1, MemoryMiB: 512, SharedDir: v.share,
 		TEE: hypervisor.TEEConfig{Kind: hypervisor.TEESample, InitDataDigest: digest[:]},

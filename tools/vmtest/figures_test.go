@@ -21,7 +21,7 @@ import (
 //	VEIL_GUEST_DIR=build/guest go test -tags vm -v -run TestFigures ./tools/vmtest
 func TestFigures(t *testing.T) {
 	var total int64
-	for _, f := range []string{"vmlinuz", "initrd.img"} {
+	for _, f := range []string{"vmlinux", "initrd.img"} {
 		fi, err := os.Stat(guestFile(f))
 		if err != nil {
 			t.Fatal(err)

@@ -107,7 +107,8 @@ func probeSpec(t *testing.T, args ...string) specs.Spec {
 // mount tree (/init, runc, every container's bundle); now runc pivots in a
 // tmpfs root and what is left below is the emptied initramfs. (Measured
 // with the image from before the change: "namespace root" saw /init,
-// /usr/bin/runc, /etc/veil/modules and /run/veil/containers; "chroot" did
+// /usr/bin/runc, /etc/veil/modules (since gone: the kernel has no modules)
+// and /run/veil/containers; "chroot" did
 // not get out even then, since runc --no-pivot moves the container's root
 // mount onto / and ".." stops at the top of that stack on Linux 6.12. It
 // stays as a guard. A bind mount of the initramfs moved over / instead of

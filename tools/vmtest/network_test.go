@@ -58,7 +58,7 @@ func TestPodNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.q, err = qemu.New(hypervisor.Config{
-		ID: "net", StateDir: v.state, Kernel: guestFile("vmlinuz"), Initrd: guestFile("initrd.img"),
+		ID: "net", StateDir: v.state, Kernel: guestFile("vmlinux"), Initrd: guestFile("initrd.img"),
 		VCPUs: 1, MemoryMiB: 512,
 		NICs: []hypervisor.NIC{{Tap: att.NICs[0].File, MAC: att.NICs[0].MAC}},
 	}, slog.New(slog.DiscardHandler))

@@ -103,7 +103,7 @@ func bootArgs(ctx context.Context, id string, sandbox bool, kernelArgs []string)
 	if err := v.boot(ctx, hypervisor.Config{
 		ID:         id,
 		StateDir:   v.state,
-		Kernel:     guestFile("vmlinuz"),
+		Kernel:     guestFile("vmlinux"),
 		Initrd:     guestFile("initrd.img"),
 		KernelArgs: kernelArgs,
 		VCPUs:      2,

@@ -89,7 +89,7 @@ initrd = %q
 
 [agent]
 boot_timeout = "180s"
-`, filepath.Join(repoRoot, "build/guest/vmlinuz"), filepath.Join(repoRoot, "build/guest/initrd.img"))
+`, filepath.Join(repoRoot, "build/guest/vmlinux"), filepath.Join(repoRoot, "build/guest/initrd.img"))
 }
 
 // FindRepoRoot returns the nearest parent of the working directory that
@@ -377,7 +377,7 @@ func (e *Env) CheckHandler(name string) error {
 		}
 	}
 	if name == Veil || name == VeilDev {
-		for _, f := range []string{"build/guest/vmlinuz", "build/guest/initrd.img"} {
+		for _, f := range []string{"build/guest/vmlinux", "build/guest/initrd.img"} {
 			if _, err := os.Stat(filepath.Join(e.RepoRoot, f)); err != nil {
 				return fmt.Errorf("checking runtime handler %q: guest image missing (run `make guest-image`): %w", name, err)
 			}

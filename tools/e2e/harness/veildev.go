@@ -69,7 +69,7 @@ func VeilDevConfig(repoRoot, initData string) (string, error) {
 		return t
 	}
 	cfg["debug"] = true
-	table("hypervisor")["kernel"] = filepath.Join(repoRoot, "build/guest/vmlinuz")
+	table("hypervisor")["kernel"] = filepath.Join(repoRoot, "build/guest/vmlinux")
 	table("hypervisor")["initrd"] = filepath.Join(repoRoot, "build/guest/initrd.img")
 	table("agent")["boot_timeout"] = "180s"
 	table("confidential")["initdata"] = initData

@@ -33,7 +33,7 @@ func TestVeilDevConfig(t *testing.T) {
 	if cfg.Confidential.Kind() != hypervisor.TEESample || cfg.Confidential.InitData != idPath || !cfg.Confidential.GuestPullEnabled() {
 		t.Errorf("confidential = %+v", cfg.Confidential)
 	}
-	if cfg.Hypervisor.Kernel != "/repo/build/guest/vmlinuz" || cfg.Hypervisor.Initrd != "/repo/build/guest/initrd.img" || !cfg.Debug {
+	if cfg.Hypervisor.Kernel != "/repo/build/guest/vmlinux" || cfg.Hypervisor.Initrd != "/repo/build/guest/initrd.img" || !cfg.Debug {
 		t.Errorf("hypervisor = %+v, debug %v", cfg.Hypervisor, cfg.Debug)
 	}
 	doc, err := initdata.Parse([]byte(VeilDevInitData()))

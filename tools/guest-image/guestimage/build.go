@@ -20,13 +20,20 @@ import (
 
 // Options say what Build builds from and where it puts it.
 type Options struct {
-	// OutDir receives vmlinuz, initrd.img and manifest.json.
+	// OutDir receives vmlinuz, vmlinux, initrd.img and manifest.json.
 	OutDir string
-	// CacheDir holds downloads and unpacked packages between runs
-	// (kernel/ below it).
+	// CacheDir holds downloads and built kernels between runs (kernel/
+	// below it).
 	CacheDir string
-	// Kernel is the kernel package to use (normally ParsePin(KernelPin)).
+	// KernelBuildCache, when set, holds built kernels instead of
+	// CacheDir/kernel (a test forces a fresh build with an empty one).
+	KernelBuildCache string
+	// Kernel is the kernel source package to build from (normally
+	// ParsePin(KernelPin)).
 	Kernel Pin
+	// FragmentsDir holds the kernel config fragments (normally
+	// RepoDir/KernelFragmentsDir).
+	FragmentsDir string
 	// RepoDir is the veil module's root; AgentPackage is built in it.
 	RepoDir string
 	// AgentPackage is the Go main package of the agent ("./cmd/veil-agent").
@@ -50,10 +57,6 @@ type Options struct {
 	// Mtime is the modification time of every initramfs entry
 	// (SOURCE_DATE_EPOCH, else 0).
 	Mtime int64
-	// Modules are the kernel modules to include (normally GuestModules),
-	// TEEModules those listed apart (normally TEEModules).
-	Modules    []string
-	TEEModules []string
 	// SNPFirmware is the OVMF (AmdSev) image veil-snp's launch digest is
 	// recorded with; empty looks in SNPFirmwareCandidates.
 	SNPFirmware string
@@ -65,25 +68,31 @@ type Options struct {
 
 // Artifact files in OutDir.
 const (
-	KernelFile   = "vmlinuz"
+	// KernelFile is the compressed kernel (bzImage, with the EFI stub):
+	// what firmware boots, for the confidential handlers.
+	KernelFile = "vmlinuz"
+	// VmlinuxFile is the same kernel uncompressed (ELF with the PVH entry
+	// note): what QEMU boots directly, with no decompression, for the
+	// plain handlers.
+	VmlinuxFile  = "vmlinux"
 	InitrdFile   = "initrd.img"
 	ManifestFile = "manifest.json"
-	// ModulesListPath is the initramfs file listing the modules the agent
-	// loads at boot, one absolute path per line, in load order.
-	ModulesListPath = "/etc/veil/modules"
-	// TEEModulesListPath lists, in the same format, modules to load after
-	// those of ModulesListPath that fail with ENODEV outside their TEE.
-	TEEModulesListPath = "/etc/veil/modules-tee"
 )
 
 // Manifest describes a built guest image; it is written to manifest.json.
 // Everything in it is a function of the inputs: no times, no host paths.
 type Manifest struct {
+	// Kernel is veil's own kernel: the source package it is built from,
+	// the config fragments' digest, the resulting .config's digest and the
+	// toolchain that compiled it.
 	Kernel struct {
-		Package   string `json:"package"`
-		Version   string `json:"version"`
-		DebSHA256 string `json:"deb_sha256"`
-		Release   string `json:"release"`
+		Package         string    `json:"package"`
+		Version         string    `json:"version"`
+		DebSHA256       string    `json:"deb_sha256"`
+		Release         string    `json:"release"`
+		FragmentsSHA256 string    `json:"fragments_sha256"`
+		ConfigSHA256    string    `json:"config_sha256"`
+		Toolchain       Toolchain `json:"toolchain"`
 	} `json:"kernel"`
 	Runc struct {
 		Package string `json:"package"`
@@ -111,13 +120,8 @@ type Manifest struct {
 		Compressor  string `json:"compressor"`
 		Mtime       int64  `json:"mtime"`
 		// UncompressedSize is the size of the cpio archive.
-		UncompressedSize int64 `json:"uncompressed_size"`
-		// Modules are the kernel modules, in load order (as in
-		// /etc/veil/modules); BuiltinModules were asked for but are built in.
-		Modules        []string            `json:"modules"`
-		TEEModules     []string            `json:"tee_modules"`
-		BuiltinModules []string            `json:"builtin_modules"`
-		Files          []ManifestFileEntry `json:"files"`
+		UncompressedSize int64               `json:"uncompressed_size"`
+		Files            []ManifestFileEntry `json:"files"`
 	} `json:"initramfs"`
 	// Artifacts maps each output file name to its digest and size.
 	Artifacts map[string]Artifact `json:"artifacts"`
@@ -176,11 +180,25 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	k, err := ExtractKernel(ctx, filepath.Join(o.CacheDir, "kernel"), deb, sum)
+	kcache := o.KernelBuildCache
+	if kcache == "" {
+		kcache = filepath.Join(o.CacheDir, "kernel")
+	}
+	frags := o.FragmentsDir
+	if frags == "" {
+		frags = filepath.Join(o.RepoDir, KernelFragmentsDir)
+	}
+	k, err := BuildKernel(ctx, KernelBuildOptions{
+		CacheDir: kcache, SourceDeb: deb, SourceSHA256: sum, FragmentsDir: frags, Log: log,
+	})
 	if err != nil {
 		return nil, err
 	}
 	m.Kernel.Package, m.Kernel.Version, m.Kernel.DebSHA256, m.Kernel.Release = o.Kernel.Package, o.Kernel.Version, sum, k.Release
+	m.Kernel.FragmentsSHA256, m.Kernel.Toolchain = k.FragmentsSHA256, k.Toolchain
+	if m.Kernel.ConfigSHA256, _, err = fileSHA256(filepath.Join(k.Dir, cachedConfig)); err != nil {
+		return nil, err
+	}
 
 	tmp, err := os.MkdirTemp(o.CacheDir, ".guest-image-")
 	if err != nil {
@@ -248,30 +266,6 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 		m.Shell.Package = o.ShellPackage
 	}
 
-	// Kernel modules.
-	mods, builtin, err := ResolveModules(ctx, k, o.Modules)
-	if err != nil {
-		return nil, err
-	}
-	teeMods, teeBuiltin, err := ResolveModules(ctx, k, o.TEEModules)
-	if err != nil {
-		return nil, err
-	}
-	c.Modules, c.TEEModules = mods, Without(teeMods, mods)
-	m.Initramfs.Modules, m.Initramfs.TEEModules = []string{}, []string{}
-	for _, mod := range c.Modules {
-		m.Initramfs.Modules = append(m.Initramfs.Modules, mod.Name)
-	}
-	for _, mod := range c.TEEModules {
-		m.Initramfs.TEEModules = append(m.Initramfs.TEEModules, mod.Name)
-	}
-	builtin = append(builtin, teeBuiltin...)
-	sort.Strings(builtin)
-	m.Initramfs.BuiltinModules = append([]string{}, builtin...)
-	if len(builtin) > 0 {
-		log.Info("modules built into the kernel, not copied", "modules", builtin)
-	}
-
 	entries := Entries(c)
 	for _, e := range entries {
 		if e.Mode&cpio.TypeMask == cpio.TypeRegular {
@@ -298,7 +292,11 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating output dir: %w", err)
 	}
-	kernel, err := os.ReadFile(k.Vmlinuz)
+	bzImage, err := os.ReadFile(k.BzImage)
+	if err != nil {
+		return nil, fmt.Errorf("reading kernel image: %w", err)
+	}
+	vmlinux, err := os.ReadFile(k.Vmlinux)
 	if err != nil {
 		return nil, fmt.Errorf("reading kernel image: %w", err)
 	}
@@ -306,7 +304,7 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	for _, a := range []struct {
 		name string
 		data []byte
-	}{{KernelFile, kernel}, {InitrdFile, initrd}} {
+	}{{KernelFile, bzImage}, {VmlinuxFile, vmlinux}, {InitrdFile, initrd}} {
 		h := sha256.Sum256(a.data)
 		m.Artifacts[a.name] = Artifact{SHA256: hex.EncodeToString(h[:]), Size: int64(len(a.data))}
 		if err := writeAtomic(filepath.Join(o.OutDir, a.name), a.data); err != nil {
@@ -346,10 +344,6 @@ type Contents struct {
 	// Shell, when set, becomes /bin/sh (a static busybox: its applets run
 	// inside the shell, so nothing else is needed).
 	Shell []byte
-	// Modules are the kernel modules in load order; ModulesListPath lists them.
-	Modules []Module
-	// TEEModules are more modules, listed in TEEModulesListPath.
-	TEEModules []Module
 }
 
 // Entries lays out the initramfs (see the package documentation).
@@ -374,14 +368,6 @@ func Entries(c Contents) []cpio.Entry {
 	if c.Shell != nil {
 		t.add("/bin/sh", cpio.TypeRegular|0o755, c.Shell)
 	}
-	for _, m := range c.Modules {
-		t.add(m.Path, cpio.TypeRegular|0o644, m.Data)
-	}
-	t.add(ModulesListPath, cpio.TypeRegular|0o644, ModulesList(c.Modules))
-	for _, m := range c.TEEModules {
-		t.add(m.Path, cpio.TypeRegular|0o644, m.Data)
-	}
-	t.add(TEEModulesListPath, cpio.TypeRegular|0o644, ModulesList(c.TEEModules))
 	return t.list()
 }
 

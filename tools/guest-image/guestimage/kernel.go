@@ -16,11 +16,12 @@ import (
 	"strings"
 )
 
-// KernelPin is the guest kernel: a Debian kernel package and its exact
-// version, in apt's name=version form. It is the one place the kernel
-// version is set; see README.md for how to bump it. The generic amd64
-// flavour is used because the smaller cloud flavour has no 9p.
-const KernelPin = "linux-image-6.12.107+deb12-amd64-unsigned=6.12.107-1~deb12u1"
+// KernelPin is the guest kernel's source: Debian's kernel source package
+// and its exact version, in apt's name=version form. It is the one place the
+// kernel version is set; see README.md for how to bump it. veil builds its
+// own kernel from it (kbuild.go) with the config fragments in
+// tools/guest-image/kernel.
+const KernelPin = "linux-source-6.12=6.12.107-1~deb12u1"
 
 // Pin names one version of one Debian package.
 type Pin struct {
@@ -39,9 +40,10 @@ func ParsePin(s string) (Pin, error) {
 	return Pin{Package: name, Version: version}, nil
 }
 
-// DebFileName is the file name apt-get download gives the package.
-func (p Pin) DebFileName() string {
-	return p.Package + "_" + strings.ReplaceAll(p.Version, ":", "%3a") + "_amd64.deb"
+// DebFileName is the file name apt-get download gives the package; arch is
+// the package's architecture ("all" for linux-source, "amd64").
+func (p Pin) DebFileName(arch string) string {
+	return p.Package + "_" + strings.ReplaceAll(p.Version, ":", "%3a") + "_" + arch + ".deb"
 }
 
 // MadisonLine is one line of `apt-cache madison`: a version of a package
@@ -67,36 +69,28 @@ func ParseMadison(out string) []MadisonLine {
 	return lines
 }
 
-// kernelNameRE splits a Debian kernel image package name into the
-// upstream series, the patch level, the ABI suffix and the flavour:
-// linux-image-6.12.107+deb12-amd64-unsigned.
-var kernelNameRE = regexp.MustCompile(`^linux-image-(\d+\.\d+)\.(\d+)(\+deb\d+)-(.+)$`)
+// kernelVersionRE splits a Debian kernel package version into its numbered
+// parts: 6.12.107-1~deb12u1 is 6, 12, 107, 1.
+var kernelVersionRE = regexp.MustCompile(`^(\d+)\.(\d+)\.(\d+)-(\d+)`)
 
-// SiblingPattern returns an extended regular expression for apt-cache
-// search --names-only that matches the package of every patch level of the
-// same kernel series and flavour as pkg.
-func SiblingPattern(pkg string) (string, error) {
-	m := kernelNameRE.FindStringSubmatch(pkg)
-	if m == nil {
-		return "", fmt.Errorf("kernel package %q is not named linux-image-<series>.<patch>+deb<N>-<flavour>", pkg)
-	}
-	return "^linux-image-" + regexp.QuoteMeta(m[1]) + `\.[0-9]+` + regexp.QuoteMeta(m[3]+"-"+m[4]) + "$", nil
-}
-
-// SortNewestFirst orders kernel package versions by patch level, newest
-// first (then by package version string, for determinism).
+// SortNewestFirst orders kernel package versions newest first, by their
+// numbered parts (then by the version string, for determinism).
 func SortNewestFirst(lines []MadisonLine) {
-	patch := func(name string) int {
-		if m := kernelNameRE.FindStringSubmatch(name); m != nil {
-			n, _ := strconv.Atoi(m[2])
-			return n
+	parts := func(v string) [4]int {
+		var p [4]int
+		if m := kernelVersionRE.FindStringSubmatch(v); m != nil {
+			for i := range p {
+				p[i], _ = strconv.Atoi(m[i+1])
+			}
 		}
-		return -1
+		return p
 	}
 	sort.SliceStable(lines, func(i, j int) bool {
-		pi, pj := patch(lines[i].Package), patch(lines[j].Package)
-		if pi != pj {
-			return pi > pj
+		pi, pj := parts(lines[i].Version), parts(lines[j].Version)
+		for k := range pi {
+			if pi[k] != pj[k] {
+				return pi[k] > pj[k]
+			}
 		}
 		return lines[i].Version > lines[j].Version
 	})
@@ -122,11 +116,12 @@ func UnavailableError(pin Pin, available []MadisonLine) error {
 	return fmt.Errorf("kernel %s: %w (the security archive keeps only recent builds); %s", pin, ErrKernelUnavailable, instead)
 }
 
-// FetchKernel makes sure the pinned kernel package is in dir (downloading it
-// with apt-get when it is not) and returns its path. A cached package is
-// used as is, so a build keeps working after the archive drops the version.
+// FetchKernel makes sure the pinned kernel source package is in dir
+// (downloading it with apt-get when it is not) and returns its path. A
+// cached package is used as is, so a build keeps working after the archive
+// drops the version.
 func FetchKernel(ctx context.Context, log *slog.Logger, dir string, pin Pin) (string, error) {
-	deb := filepath.Join(dir, pin.DebFileName())
+	deb := filepath.Join(dir, pin.DebFileName("all"))
 	if _, err := os.Stat(deb); err == nil {
 		log.Debug("kernel package cached", "path", deb)
 		return deb, nil
@@ -160,11 +155,11 @@ func FetchKernel(ctx context.Context, log *slog.Logger, dir string, pin Pin) (st
 		return "", fmt.Errorf("creating kernel download dir: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	log.Info("downloading kernel package", "kernel", pin)
+	log.Info("downloading kernel source package", "kernel", pin)
 	if _, err := run(ctx, tmp, nil, "apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", pin.String()); err != nil {
 		return "", fmt.Errorf("downloading kernel %s: %w", pin, err)
 	}
-	if err := os.Rename(filepath.Join(tmp, pin.DebFileName()), deb); err != nil {
+	if err := os.Rename(filepath.Join(tmp, pin.DebFileName("all")), deb); err != nil {
 		return "", fmt.Errorf("moving downloaded kernel package into %s: %w", dir, err)
 	}
 	return deb, nil
@@ -183,81 +178,16 @@ func aptHas(ctx context.Context, pin Pin) (bool, error) {
 	return false, nil
 }
 
-// aptSiblings lists the versions the archive has of the pinned kernel's
-// series and flavour, newest first.
+// aptSiblings lists the versions the archive has of the pinned package,
+// newest first.
 func aptSiblings(ctx context.Context, pin Pin) ([]MadisonLine, error) {
-	pattern, err := SiblingPattern(pin.Package)
+	out, err := run(ctx, "", nil, "apt-cache", "madison", pin.Package)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("looking up kernel %s with apt-cache: %w", pin.Package, err)
 	}
-	out, err := run(ctx, "", nil, "apt-cache", "search", "--names-only", pattern)
-	if err != nil {
-		return nil, fmt.Errorf("searching apt for kernels like %s: %w", pin.Package, err)
-	}
-	var all []MadisonLine
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		name, _, _ := strings.Cut(l, " - ")
-		if name = strings.TrimSpace(name); name == "" {
-			continue
-		}
-		m, err := run(ctx, "", nil, "apt-cache", "madison", name)
-		if err != nil {
-			return nil, fmt.Errorf("looking up kernel %s with apt-cache: %w", name, err)
-		}
-		all = append(all, ParseMadison(string(m))...)
-	}
+	all := ParseMadison(string(out))
 	SortNewestFirst(all)
 	return all, nil
-}
-
-// ExtractedKernel is an unpacked kernel package.
-type ExtractedKernel struct {
-	// Root is the unpacked package (boot/, lib/modules/).
-	Root string
-	// Release is the kernel release (uname -r).
-	Release string
-	// Vmlinuz is the kernel image.
-	Vmlinuz string
-}
-
-// ModulesDir is lib/modules/<release> in the unpacked package.
-func (k ExtractedKernel) ModulesDir() string {
-	return filepath.Join(k.Root, "lib", "modules", k.Release)
-}
-
-// ExtractKernel unpacks deb (whose sha256 is sum) into a directory of
-// cacheDir named after both, unless that was done before.
-func ExtractKernel(ctx context.Context, cacheDir, deb, sum string) (ExtractedKernel, error) {
-	root := filepath.Join(cacheDir, strings.TrimSuffix(filepath.Base(deb), ".deb")+"."+sum[:12])
-	if _, err := os.Stat(root); err != nil {
-		tmp, err := os.MkdirTemp(cacheDir, ".extract-")
-		if err != nil {
-			return ExtractedKernel{}, fmt.Errorf("creating kernel extraction dir: %w", err)
-		}
-		defer os.RemoveAll(tmp)
-		if _, err := run(ctx, "", nil, "dpkg-deb", "-x", deb, tmp); err != nil {
-			return ExtractedKernel{}, fmt.Errorf("unpacking kernel package %s: %w", deb, err)
-		}
-		if err := os.Rename(tmp, root); err != nil {
-			// Another build may have unpacked the same package meanwhile.
-			if _, statErr := os.Stat(root); statErr != nil {
-				return ExtractedKernel{}, fmt.Errorf("moving unpacked kernel into %s: %w", cacheDir, err)
-			}
-		}
-	}
-	images, err := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
-	if err != nil || len(images) != 1 {
-		return ExtractedKernel{}, fmt.Errorf("finding the kernel image in %s/boot: found %d vmlinuz-* files, want 1 (delete %s to unpack again)", root, len(images), root)
-	}
-	k := ExtractedKernel{
-		Root:    root,
-		Vmlinuz: images[0],
-		Release: strings.TrimPrefix(filepath.Base(images[0]), "vmlinuz-"),
-	}
-	if _, err := os.Stat(k.ModulesDir()); err != nil {
-		return ExtractedKernel{}, fmt.Errorf("finding kernel modules of %s: %w (delete %s to unpack again)", k.Release, err, root)
-	}
-	return k, nil
 }
 
 // fileSHA256 returns the hex sha256 of a file.

@@ -2,7 +2,6 @@ package guestimage
 
 import (
 	"errors"
-	"regexp"
 	"strings"
 	"testing"
 )
@@ -12,8 +11,8 @@ func TestKernelPinParses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasSuffix(p.Package, "-amd64-unsigned") || strings.Contains(p.Package, "cloud") {
-		t.Errorf("KernelPin package %q is not the generic amd64 flavour (the cloud flavour has no 9p)", p.Package)
+	if !strings.HasPrefix(p.Package, "linux-source-") {
+		t.Errorf("KernelPin package %q is not a linux-source package (veil builds its own kernel)", p.Package)
 	}
 	if p.String() != KernelPin {
 		t.Errorf("String() = %q, want %q", p.String(), KernelPin)
@@ -45,10 +44,10 @@ func TestDebFileName(t *testing.T) {
 		pin  Pin
 		want string
 	}{
-		{Pin{"linux-image-6.12.107+deb12-amd64-unsigned", "6.12.107-1~deb12u1"}, "linux-image-6.12.107+deb12-amd64-unsigned_6.12.107-1~deb12u1_amd64.deb"},
-		{Pin{"foo", "2:1.0-1"}, "foo_2%3a1.0-1_amd64.deb"},
+		{Pin{"linux-source-6.12", "6.12.107-1~deb12u1"}, "linux-source-6.12_6.12.107-1~deb12u1_all.deb"},
+		{Pin{"foo", "2:1.0-1"}, "foo_2%3a1.0-1_all.deb"},
 	} {
-		if got := tc.pin.DebFileName(); got != tc.want {
+		if got := tc.pin.DebFileName("all"); got != tc.want {
 			t.Errorf("%v.DebFileName() = %q, want %q", tc.pin, got, tc.want)
 		}
 	}
@@ -69,41 +68,23 @@ N: some note
 	}
 }
 
-func TestSiblingPattern(t *testing.T) {
-	pat, err := SiblingPattern("linux-image-6.12.107+deb12-amd64-unsigned")
-	if err != nil {
-		t.Fatal(err)
-	}
-	re := regexp.MustCompile(pat)
-	for name, want := range map[string]bool{
-		"linux-image-6.12.107+deb12-amd64-unsigned":       true,
-		"linux-image-6.12.117+deb12-amd64-unsigned":       true,
-		"linux-image-6.12.117+deb12-cloud-amd64-unsigned": false,
-		"linux-image-6.12.117+deb12-rt-amd64-unsigned":    false,
-		"linux-image-6.12.117+deb12-amd64-dbg":            false,
-		"linux-image-6.1.0+deb12-amd64-unsigned":          false,
-		"linux-image-6.13.1+deb12-amd64-unsigned":         false,
-	} {
-		if re.MatchString(name) != want {
-			t.Errorf("pattern %s matches %s: %v, want %v", pat, name, !want, want)
-		}
-	}
-	if _, err := SiblingPattern("runc"); err == nil {
-		t.Error("SiblingPattern(runc) gives no error")
-	}
-}
-
 func TestUnavailableErrorNamesNewestVersion(t *testing.T) {
 	avail := []MadisonLine{
-		{Package: "linux-image-6.12.111+deb12-amd64-unsigned", Version: "6.12.111-1~deb12u1"},
-		{Package: "linux-image-6.12.117+deb12-amd64-unsigned", Version: "6.12.117-1~deb12u1"},
-		{Package: "linux-image-6.12.115+deb12-amd64-unsigned", Version: "6.12.115-2~deb12u1"},
+		{Package: "linux-source-6.12", Version: "6.12.111-1~deb12u1"},
+		{Package: "linux-source-6.12", Version: "6.12.99-1~deb12u1"},
+		{Package: "linux-source-6.12", Version: "6.12.115-1~deb12u1"},
+		{Package: "linux-source-6.12", Version: "6.12.117-1~deb12u1"},
+		{Package: "linux-source-6.12", Version: "6.12.115-2~deb12u1"},
 	}
 	SortNewestFirst(avail)
-	if avail[0].Package != "linux-image-6.12.117+deb12-amd64-unsigned" || avail[2].Package != "linux-image-6.12.111+deb12-amd64-unsigned" {
-		t.Fatalf("SortNewestFirst = %+v", avail)
+	var order []string
+	for _, l := range avail {
+		order = append(order, l.Version)
 	}
-	pin := Pin{"linux-image-6.12.100+deb12-amd64-unsigned", "6.12.100-1~deb12u1"}
+	if strings.Join(order, " ") != "6.12.117-1~deb12u1 6.12.115-2~deb12u1 6.12.115-1~deb12u1 6.12.111-1~deb12u1 6.12.99-1~deb12u1" {
+		t.Fatalf("SortNewestFirst = %q", order)
+	}
+	pin := Pin{"linux-source-6.12", "6.12.100-1~deb12u1"}
 	err := UnavailableError(pin, avail)
 	if !errors.Is(err, ErrKernelUnavailable) {
 		t.Errorf("error %v is not ErrKernelUnavailable", err)
@@ -111,8 +92,8 @@ func TestUnavailableErrorNamesNewestVersion(t *testing.T) {
 	msg := err.Error()
 	for _, want := range []string{
 		pin.String(),
-		"set KernelPin in tools/guest-image/guestimage/kernel.go to linux-image-6.12.117+deb12-amd64-unsigned=6.12.117-1~deb12u1",
-		"linux-image-6.12.111+deb12-amd64-unsigned=6.12.111-1~deb12u1",
+		"set KernelPin in tools/guest-image/guestimage/kernel.go to linux-source-6.12=6.12.117-1~deb12u1",
+		"linux-source-6.12=6.12.111-1~deb12u1",
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error %q does not contain %q", msg, want)

@@ -52,9 +52,11 @@ func measurements(outDir, snpFirmware, tdxFirmware string) (map[string]measure.R
 		}
 		rec := measure.Recorded{Inputs: in}
 		// The installed paths are recorded; the values are computed from
-		// the files just built (only their contents count).
+		// the files just built (only their contents count): vmlinux for
+		// veil-dev (direct PVH boot), vmlinuz for snp and tdx (their
+		// firmware boots and measures the bzImage).
 		local := in
-		local.Kernel, local.Initrd = filepath.Join(outDir, KernelFile), filepath.Join(outDir, InitrdFile)
+		local.Kernel, local.Initrd = filepath.Join(outDir, filepath.Base(in.Kernel)), filepath.Join(outDir, InitrdFile)
 		switch in.TEE {
 		case hypervisor.TEESNP:
 			fw, why := findFirmware(snpFirmware, SNPFirmwareCandidates, "SNP-capable OVMF (AmdSev build with the kernel-hashes section)", "Debian bookworm's ovmf has none")

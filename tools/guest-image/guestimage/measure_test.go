@@ -12,7 +12,7 @@ import (
 
 func TestMeasurements(t *testing.T) {
 	out := t.TempDir()
-	for name, data := range map[string]string{KernelFile: "kernel", InitrdFile: "initrd"} {
+	for name, data := range map[string]string{KernelFile: "kernel", VmlinuxFile: "vmlinux", InitrdFile: "initrd"} {
 		if err := os.WriteFile(filepath.Join(out, name), []byte(data), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -50,7 +50,7 @@ func TestMeasurements(t *testing.T) {
 			t.Errorf("recorded %v, veil measure %s", snp.SNP, r.SNP.Measurement)
 		}
 		dev := m["veil-dev"]
-		if dev.SNP != nil || dev.NotComputable != "" || !strings.HasSuffix(dev.Inputs.Append, "veil.tee=sample") {
+		if dev.SNP != nil || dev.NotComputable != "" || !strings.HasSuffix(dev.Inputs.Append, "veil.tee=sample") || dev.Inputs.Kernel != "/opt/veil/share/veil/vmlinux" {
 			t.Errorf("veil-dev: %+v", dev)
 		}
 	})

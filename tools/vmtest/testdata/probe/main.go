@@ -118,7 +118,7 @@ func report() error {
 		names = append(names, e.Name())
 	}
 	fmt.Printf("escaped: %s\n", strings.Join(names, " "))
-	for _, p := range []string{"/init", "/usr/bin/runc", "/etc/veil/modules", "/run/veil/containers"} {
+	for _, p := range []string{"/init", "/usr/bin/runc", "/usr/bin/crun", "/run/veil/containers"} {
 		if _, err := os.Lstat(p); err == nil {
 			fmt.Printf("visible: %s\n", p)
 		}
