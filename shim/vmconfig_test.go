@@ -25,7 +25,7 @@ func TestPodVM(t *testing.T) {
 	base := func(mod func(*hypervisor.Config)) hypervisor.Config {
 		vm := hypervisor.Config{
 			ID: "sb", StateDir: host.StateDir, SharedDir: host.SharedDir,
-			Kernel: "/opt/veil/share/veil/vmlinuz", Initrd: "/opt/veil/share/veil/initrd.img",
+			Kernel: config.DirectKernel, Initrd: "/opt/veil/share/veil/initrd.img",
 			VCPUs: 1, MemoryMiB: config.DefaultPodMemoryMiB, Accel: hypervisor.AccelAuto, Transport: hypervisor.TransportSerial,
 			DebugConsole: true, Console: hypervisor.Console{MaxBytes: 1 << 20, Files: 2}, BlockSlots: blockSlots,
 		}
