@@ -86,7 +86,7 @@ func TestArgs(t *testing.T) {
 			}),
 			want: map[string][]string{
 				"-m":      {"512M,slots=1,maxmem=544M"},
-				"-append": {"console=hvc0 quiet panic=-1 cryptomgr.notests noreplace-smp tsc=reliable no_timer_check root=/dev/pmem0 rootfstype=erofs rootflags=dax ro veil.log=debug"},
+				"-append": {"console=hvc0 quiet panic=-1 cryptomgr.notests noreplace-smp tsc=reliable no_timer_check root=/dev/pmem0 rootfstype=erofs rootflags=dax ro init=/init veil.log=debug"},
 				"-object": {"memory-backend-file,id=rootimg,mem-path=/g/rootfs,,x.erofs,size=33554432,readonly=on,share=off"},
 				"-device": {
 					"virtio-serial-pci,id=vser",

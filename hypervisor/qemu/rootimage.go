@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/veil-runtime/veil/guest-agent/api/wire"
 	"github.com/veil-runtime/veil/hypervisor"
 )
 
@@ -18,11 +19,13 @@ const RootImageAlign = 2 << 20
 // root image.
 const rootImageID = "rootimg"
 
-// RootImageKernelArgs mount the virtio-pmem root image as /: the guest's
-// pmem driver names the first pmem namespace pmem0; erofs with dax maps
-// file pages straight from the device (no guest page cache copy), and ro
-// because the device is read-only.
-var RootImageKernelArgs = []string{"root=/dev/pmem0", "rootfstype=erofs", "rootflags=dax", "ro"}
+// RootImageKernelArgs mount the virtio-pmem root image as / and start the
+// agent from it: the guest's pmem driver names the first pmem namespace
+// pmem0; erofs with dax maps file pages straight from the device (no guest
+// page cache copy); ro because the device is read-only; and init= because
+// without an initramfs the kernel looks for /sbin/init, /etc/init,
+// /bin/init and /bin/sh, never /init.
+var RootImageKernelArgs = []string{"root=/dev/pmem0", "rootfstype=erofs", "rootflags=dax", "ro", "init=" + wire.AgentPath}
 
 // checkRootImage checks cfg.RootImage (when set) and returns its size: a
 // regular file, a non-zero multiple of RootImageAlign, not with an initrd
