@@ -167,7 +167,8 @@ func (a *agent) run(pid1 bool) error {
 			if other.Name == runtime.Name {
 				continue
 			}
-			if err := os.Remove(other.Binary); err != nil && !errors.Is(err, os.ErrNotExist) {
+			// On a read-only root (EROFS) it costs the guest nothing.
+			if err := os.Remove(other.Binary); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.EROFS) {
 				a.log.Warn("oci runtime: removing the unused one", "runtime", other.Name, "err", err)
 			}
 		}

@@ -153,7 +153,14 @@ type Config struct {
 	// Binary is the monitor executable (qemu-system-x86_64); empty means look it up in PATH.
 	Binary string
 	Kernel string
+	// Initrd is the initramfs the guest runs from; empty with RootImage.
 	Initrd string
+	// RootImage, instead of Initrd, is a read-only root filesystem image
+	// (tools/guest-image rootfs.erofs) that the driver maps into the guest
+	// from the host file, shared by every VM that maps it, and the guest
+	// mounts as / (for QEMU: virtio-pmem with DAX, hypervisor/qemu). Not
+	// for a TEE guest, whose root must be measured (its initramfs is).
+	RootImage string
 	// KernelArgs are appended to the driver's own kernel command line.
 	KernelArgs []string
 	VCPUs      uint32

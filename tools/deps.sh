@@ -25,7 +25,7 @@ APT_PACKAGES=(
 	runc                         # the guest's fallback OCI runtime, veil.oci_runtime=runc (copied too)
 	busybox-static               # guest debugging and the e2e tier's busybox:static image
 	protobuf-compiler libprotobuf-dev  # make proto
-	cpio kmod zstd xz-utils lz4  # guest image tooling (lz4 compresses the initramfs)
+	cpio kmod zstd xz-utils lz4 erofs-utils  # guest image tooling (lz4 compresses the initramfs; mkfs.erofs writes rootfs.erofs)
 	build-essential bc flex bison libelf-dev libssl-dev  # building the guest kernel (tools/guest-image)
 	containernetworking-plugins iproute2 iptables  # CNI for the e2e tier
 	dbus-daemon                  # the installer's systemd-restart unit test runs a private bus

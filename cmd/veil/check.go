@@ -18,7 +18,7 @@ func checkCmd(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	root := fs.String("root", "/", "the host's root directory (/host in the installer's pod)")
-	guestDir := fs.String("guest-dir", hostcheck.DefaultGuestDir, "installed guest image (vmlinuz, vmlinux, initrd.img, manifest.json)")
+	guestDir := fs.String("guest-dir", hostcheck.DefaultGuestDir, "installed guest image (vmlinuz, vmlinux, initrd.img, rootfs.erofs, manifest.json)")
 	qemu := fs.String("qemu", "", "QEMU binary (default: qemu-system-x86_64 on PATH)")
 	containerd := fs.String("containerd", "", "containerd binary (default: containerd on PATH)")
 	if err := cli.Parse(fs, args); err != nil {

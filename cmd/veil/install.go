@@ -83,7 +83,7 @@ func installCmd(args []string, stdout io.Writer) error {
 	var n nodeFlags
 	n.register(fs)
 	binDir := fs.String("bin-dir", "", "directory with containerd-shim-veil-v2 and veil (default: this binary's directory)")
-	guestDir := fs.String("guest-dir", "", "guest image to install: vmlinuz, vmlinux, initrd.img, manifest.json (default: BIN-DIR/../share/veil)")
+	guestDir := fs.String("guest-dir", "", "guest image to install: vmlinuz, vmlinux, initrd.img, rootfs.erofs, manifest.json (default: BIN-DIR/../share/veil)")
 	cfgPath := fs.String("containerd-config", install.DefaultContainerdConfig, "containerd's main config")
 	dropIn := fs.String("drop-in", install.DefaultDropIn, "the drop-in file with veil's runtime handlers")
 	containerdBin := fs.String("containerd", "", "the host's containerd binary, asked for its version (default: on the host's PATH)")

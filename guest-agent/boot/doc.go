@@ -1,5 +1,6 @@
 // Package boot does the guest agent's PID 1 duties: it first leaves the
-// initramfs for a tmpfs root and drops the environment the kernel passed
+// initramfs for a tmpfs root (not needed when / is a read-only root image,
+// which gets a tmpfs /etc instead) and drops the environment the kernel passed
 // from the host's command line (CleanStart: switch root, re-exec with PATH
 // only), then reads the kernel command line, mounts the kernel filesystems (proc, sys, devtmpfs, devpts,
 // shm, cgroup2, tmp, run), enables cgroup controllers for containers (the

@@ -42,11 +42,37 @@ func SystemMounts() []Mount {
 	}
 }
 
-// MountSystem mounts the boot table; a target that is already mounted
-// (EBUSY, for example devtmpfs mounted by the kernel) is left as it is. It
-// then points /dev/ptmx at the devpts instance.
+// ReadOnlyRootMounts are mounted before SystemMounts when / is read-only
+// (the plain handlers' erofs root image, hypervisor/qemu RootImage): a
+// tmpfs on /etc, the one directory outside /run and /tmp the agent writes
+// (resolv.conf). The image's /etc holds only empty directories.
+func ReadOnlyRootMounts() []Mount {
+	return []Mount{{"tmpfs", "/etc", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "mode=0755"}}
+}
+
+// RootIsReadOnly reports whether / is mounted read-only.
+func RootIsReadOnly() (bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/", &st); err != nil {
+		return false, fmt.Errorf("reading the root mount's flags: %w", err)
+	}
+	return st.Flags&unix.ST_RDONLY != 0, nil
+}
+
+// MountSystem mounts the boot table (with ReadOnlyRootMounts first when /
+// is read-only); a target that is already mounted (EBUSY, for example
+// devtmpfs mounted by the kernel) is left as it is. It then points
+// /dev/ptmx at the devpts instance.
 func MountSystem() error {
-	for _, m := range SystemMounts() {
+	mounts := SystemMounts()
+	ro, err := RootIsReadOnly()
+	if err != nil {
+		return err
+	}
+	if ro {
+		mounts = append(ReadOnlyRootMounts(), mounts...)
+	}
+	for _, m := range mounts {
 		if err := os.MkdirAll(m.Target, 0o755); err != nil {
 			return fmt.Errorf("creating mount point %s: %w", m.Target, err)
 		}

@@ -76,7 +76,7 @@ const runtimeSeals = unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | 
 
 // SealBinary puts a sealed in-memory copy of the executable at path over
 // path (a bind mount of a memfd, as runc's contrib/memfd-bind does), and
-// frees the original's pages by truncating it. runc (1.1) and crun then
+// frees the original's pages by truncating it (not on a read-only root). runc (1.1) and crun then
 // skip their per-container copy of themselves: a container that reaches
 // its runtime's /proc/self/exe finds a file no one can write, which is
 // the protection the copy gives. The returned file is the memfd; the
@@ -84,6 +84,14 @@ const runtimeSeals = unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | 
 // through it).
 func SealBinary(path string) (*os.File, error) {
 	src, err := os.OpenFile(path, os.O_RDWR, 0)
+	readOnly := errors.Is(err, unix.EROFS)
+	if readOnly {
+		// On a read-only root (erofs) the original cannot be written, but
+		// runc and crun do not know that and would still copy themselves:
+		// seal a copy all the same, and leave the original, which costs
+		// the guest no memory there (its pages are the host's).
+		src, err = os.Open(path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sealing %s: %w", path, err)
 	}
@@ -123,6 +131,9 @@ func SealBinary(path string) (*os.File, error) {
 		return nil, fmt.Errorf("sealing %s: binding the memfd over it: %w", path, err)
 	}
 	ok = true
+	if readOnly {
+		return mem, nil
+	}
 	// The original is hidden below the mount now: free its pages.
 	if err := src.Truncate(0); err != nil {
 		return mem, fmt.Errorf("sealing %s: freeing the original: %w", path, err)

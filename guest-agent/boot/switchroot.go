@@ -11,10 +11,12 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/veil-runtime/veil/guest-agent/api/wire"
 )
 
 // AgentPath is where the guest image puts the agent (tools/guest-image).
-const AgentPath = "/init"
+const AgentPath = wire.AgentPath
 
 // newRootDir is where the tmpfs that becomes / is mounted while the
 // initramfs moves into it. It stays behind, empty, in the initramfs.

@@ -17,12 +17,16 @@ const DefaultTCGTranslationCacheMiB = 64
 // Launch is everything the QEMU command line depends on, resolved to plain
 // values: no auto choices left, paths final, socket fds known.
 type Launch struct {
-	ID         string
-	Kernel     string
-	Initrd     string
-	KernelArgs []string
-	VCPUs      uint32
-	MemoryMiB  uint32
+	ID     string
+	Kernel string
+	Initrd string
+	// RootImage is a read-only root image mapped as virtio-pmem and
+	// mounted as / (rootimage.go), of RootImageBytes; empty: Initrd.
+	RootImage      string
+	RootImageBytes int64
+	KernelArgs     []string
+	VCPUs          uint32
+	MemoryMiB      uint32
 	// Accel is AccelKVM or AccelTCG (never auto).
 	Accel     hypervisor.Accel
 	TBSizeMiB uint32
@@ -87,7 +91,13 @@ func KernelCmdline(debug bool, extra []string) string {
 // Append is the -append value: KernelCmdline of the launch's debug flag
 // and kernel arguments. SEV-SNP (kernel-hashes) and TDX (RTMR 2) measure
 // it, so `veil measure` takes it from here too.
-func (l Launch) Append() string { return KernelCmdline(l.Debug, l.KernelArgs) }
+// With a root image, RootImageKernelArgs come before the caller's.
+func (l Launch) Append() string {
+	if l.RootImage == "" {
+		return KernelCmdline(l.Debug, l.KernelArgs)
+	}
+	return KernelCmdline(l.Debug, append(append([]string(nil), RootImageKernelArgs...), l.KernelArgs...))
+}
 
 // CPU is the -cpu model: the host's CPU under KVM, "max" under TCG. An
 // SEV-SNP launch digest covers the vCPU's family, model and stepping
@@ -131,6 +141,9 @@ var bootArgs = []string{"cryptomgr.notests", "noreplace-smp", "tsc=reliable", "n
 //	                        guest uses instead of what it ever touched
 //	pcie-root-port          BlockSlots empty ports (veil-hpN) that hot-plugged
 //	                        virtio-blk disks go into (hotplug.go)
+//	virtio-pmem-pci         with RootImage: the read-only root image on a
+//	                        file memory backend (rootimage.go), -m then with
+//	                        slots=1,maxmem=RAM+image
 func Args(l Launch) []string {
 	name := "veil-" + l.ID
 	a := []string{
@@ -157,7 +170,7 @@ func Args(l Launch) []string {
 	}
 	a = append(a,
 		"-smp", strconv.FormatUint(uint64(l.VCPUs), 10),
-		"-m", strconv.FormatUint(uint64(l.MemoryMiB), 10)+"M",
+		"-m", memoryArg(l),
 		"-kernel", l.Kernel,
 	)
 	if l.Initrd != "" {
@@ -217,6 +230,7 @@ func Args(l Launch) []string {
 	for i := range l.BlockSlots {
 		a = append(a, "-device", fmt.Sprintf("pcie-root-port,id=%s,bus=pcie.0,chassis=%d", blockPortID(int(i)), i+1))
 	}
+	a = append(a, rootImageArgs(l)...)
 	a = append(a, teeArgs(l)...)
 	return a
 }

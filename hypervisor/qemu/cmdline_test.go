@@ -79,6 +79,25 @@ func TestArgs(t *testing.T) {
 			absent: []string{"-fsdev", "-netdev"},
 		},
 		{
+			name: "root image instead of the initrd: virtio-pmem, a memory slot, root= first",
+			l: with(func(l *Launch) {
+				l.Initrd, l.RootImage, l.RootImageBytes = "", "/g/rootfs,x.erofs", 32<<20
+				l.KernelArgs = []string{"veil.log=debug"}
+			}),
+			want: map[string][]string{
+				"-m":      {"512M,slots=1,maxmem=544M"},
+				"-append": {"console=hvc0 quiet panic=-1 cryptomgr.notests noreplace-smp tsc=reliable no_timer_check root=/dev/pmem0 rootfstype=erofs rootflags=dax ro init=/init veil.log=debug"},
+				"-object": {"memory-backend-file,id=rootimg,mem-path=/g/rootfs,,x.erofs,size=33554432,readonly=on,share=off"},
+				"-device": {
+					"virtio-serial-pci,id=vser",
+					"virtconsole,chardev=console,bus=vser.0",
+					"virtserialport,chardev=agent,bus=vser.0,name=veil.agent",
+					"virtio-pmem-pci,memdev=rootimg,id=rootimg0",
+				},
+			},
+			absent: []string{"-initrd"},
+		},
+		{
 			name: "kvm uses the host cpu",
 			l:    with(func(l *Launch) { l.Accel = hypervisor.AccelKVM }),
 			want: map[string][]string{"-accel": {"kvm"}, "-cpu": {"host"}},

@@ -14,6 +14,10 @@
 //	  -accel tcg,thread=single,tb-size=64 -cpu max    (or: -accel kvm -cpu host)
 //	  -smp N -m MiB
 //	  -kernel vmlinux -initrd initrd.img       (a TEE: the bzImage vmlinuz, through -bios)
+//	                                           (with RootImage: no -initrd, -m MiB,slots=1,maxmem=MiB+image,
+//	                                           -object memory-backend-file,id=rootimg,mem-path=<image>,size=N,readonly=on,share=off
+//	                                           -device virtio-pmem-pci,memdev=rootimg,id=rootimg0, and
+//	                                           root=/dev/pmem0 rootfstype=erofs rootflags=dax ro init=/init first in -append)
 //	  -append "console=hvc0 quiet panic=-1 cryptomgr.notests noreplace-smp tsc=reliable no_timer_check <KernelArgs>"
 //	  -pidfile <state>/qemu.pid
 //	  -chardev socket,id=qmp,fd=3,server=on,wait=off -mon chardev=qmp,mode=control
@@ -60,6 +64,14 @@
 //     very early panic) are lost; Err still reports QEMU's exit.
 //   - panic=-1 with -no-reboot: a guest panic reboots at once, and QEMU exits
 //     instead of rebooting, so the host sees it as the VM's death.
+//   - A root image (Config.RootImage, plain handlers) instead of the
+//     initramfs: virtio-pmem on a read-only, private file mapping. The
+//     guest mounts the erofs with DAX, so its files run from the host's
+//     page cache of the image, one copy for every VM, where an initramfs
+//     is unpacked into each guest's RAM (and the agent copied it into a
+//     tmpfs root on top). NVDIMM (-device nvdimm) would do the same but
+//     needs an NVDIMM PFN info block in the image and ACPI NFIT; virtio-
+//     pmem regions are mapped with struct pages by the guest as they are.
 //   - tb-size bounds TCG's translation cache (QEMU's default is 1 GiB).
 //   - Free page reporting (ReclaimFreedMemory): a virtio-balloon device
 //     with free-page-reporting=on, which the guest's virtio_balloon driver

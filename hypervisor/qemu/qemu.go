@@ -77,11 +77,13 @@ const (
 
 // QEMU is one VM run by a qemu-system-x86_64 process.
 type QEMU struct {
-	cfg       hypervisor.Config
-	logger    *slog.Logger
-	binary    string
-	accel     hypervisor.Accel
-	transport hypervisor.Transport
+	cfg hypervisor.Config
+	// rootImageBytes is cfg.RootImage's size (checkRootImage).
+	rootImageBytes int64
+	logger         *slog.Logger
+	binary         string
+	accel          hypervisor.Accel
+	transport      hypervisor.Transport
 
 	done chan struct{}
 
@@ -115,6 +117,10 @@ func New(cfg hypervisor.Config, logger *slog.Logger) (*QEMU, error) {
 	}
 	if cfg.Kernel == "" {
 		return nil, errors.New("checking vm config: Kernel is empty")
+	}
+	rootImageBytes, err := checkRootImage(cfg)
+	if err != nil {
+		return nil, err
 	}
 	for _, p := range []string{cfg.Kernel, cfg.Initrd} {
 		if p == "" {
@@ -165,12 +171,13 @@ func New(cfg hypervisor.Config, logger *slog.Logger) (*QEMU, error) {
 		return nil, fmt.Errorf("checking vm config: vsock transport needs VsockCID >= 3, have %d", cfg.VsockCID)
 	}
 	return &QEMU{
-		cfg:       cfg,
-		logger:    logger,
-		binary:    path,
-		accel:     accel,
-		transport: transport,
-		done:      make(chan struct{}),
+		cfg:            cfg,
+		rootImageBytes: rootImageBytes,
+		logger:         logger,
+		binary:         path,
+		accel:          accel,
+		transport:      transport,
+		done:           make(chan struct{}),
 	}, nil
 }
 
@@ -183,6 +190,7 @@ func LaunchFor(cfg hypervisor.Config, accel hypervisor.Accel, transport hypervis
 		ID:                cfg.ID,
 		Kernel:            cfg.Kernel,
 		Initrd:            cfg.Initrd,
+		RootImage:         cfg.RootImage,
 		KernelArgs:        cfg.KernelArgs,
 		VCPUs:             cfg.VCPUs,
 		MemoryMiB:         cfg.MemoryMiB,
@@ -264,6 +272,7 @@ func (q *QEMU) Start(ctx context.Context) (err error) {
 		return 2 + len(files), nil // ExtraFiles[i] is fd 3+i
 	}
 	launch := LaunchFor(q.cfg, q.accel, q.transport)
+	launch.RootImageBytes = q.rootImageBytes
 	launch.PIDFile = q.path(PIDFile)
 	if launch.QMPFD, err = listen(QMPSocket); err != nil {
 		return fmt.Errorf("starting vm %s: %w", q.cfg.ID, err)

@@ -272,6 +272,9 @@ func TestNewChecksConfig(t *testing.T) {
 	dir := t.TempDir()
 	kernel := filepath.Join(dir, "vmlinuz")
 	os.WriteFile(kernel, nil, 0o644)
+	image, odd := filepath.Join(dir, "rootfs.erofs"), filepath.Join(dir, "odd.erofs")
+	os.WriteFile(image, make([]byte, 2*RootImageAlign), 0o644)
+	os.WriteFile(odd, make([]byte, RootImageAlign+4096), 0o644)
 	good := hypervisor.Config{ID: "x", StateDir: dir, Kernel: kernel, Binary: os.Args[0], Transport: hypervisor.TransportSerial}
 	tests := []struct {
 		name string
@@ -283,6 +286,11 @@ func TestNewChecksConfig(t *testing.T) {
 		{"missing kernel", func(c *hypervisor.Config) { c.Kernel = filepath.Join(dir, "nope") }, "guest image"},
 		{"missing initrd", func(c *hypervisor.Config) { c.Initrd = filepath.Join(dir, "nope") }, "guest image"},
 		{"shared dir is a file", func(c *hypervisor.Config) { c.SharedDir = kernel }, "not a directory"},
+		{"missing root image", func(c *hypervisor.Config) { c.RootImage = filepath.Join(dir, "nope") }, "guest root image"},
+		{"root image not 2 MiB aligned", func(c *hypervisor.Config) { c.RootImage = odd }, "size 2101248 is not a non-zero multiple of 2097152"},
+		{"root image is a directory", func(c *hypervisor.Config) { c.RootImage = dir }, "not a regular file"},
+		{"root image and initrd", func(c *hypervisor.Config) { c.RootImage, c.Initrd = image, kernel }, "are both set"},
+		{"root image for a TEE", func(c *hypervisor.Config) { c.RootImage, c.TEE.Kind = image, hypervisor.TEESample }, "measured initramfs"},
 		{"unknown accel", func(c *hypervisor.Config) { c.Accel = "hvf" }, `unknown accelerator "hvf"`},
 		{"unknown transport", func(c *hypervisor.Config) { c.Transport = "tcp" }, `unknown agent transport "tcp"`},
 		{"vsock without cid", func(c *hypervisor.Config) { c.Transport = hypervisor.TransportVsock }, "VsockCID"},
@@ -304,6 +312,13 @@ func TestNewChecksConfig(t *testing.T) {
 	}
 	if q.cfg.VCPUs != DefaultVCPUs || q.cfg.MemoryMiB != DefaultMemoryMiB {
 		t.Errorf("defaults: %d vcpus, %d MiB", q.cfg.VCPUs, q.cfg.MemoryMiB)
+	}
+	withImage := good
+	withImage.RootImage = image
+	if q, err = New(withImage, nil); err != nil {
+		t.Errorf("New with a root image: %v", err)
+	} else if q.rootImageBytes != 2*RootImageAlign {
+		t.Errorf("New with a root image: size %d, want %d", q.rootImageBytes, 2*RootImageAlign)
 	}
 }
 

@@ -28,7 +28,7 @@ type Options struct {
 	// Root is the host's root directory: "/" normally, "/host" in the
 	// installer's container (binaries then run chrooted into it).
 	Root string
-	// GuestDir holds vmlinuz, vmlinux, initrd.img and manifest.json (host path).
+	// GuestDir holds vmlinuz, vmlinux, initrd.img, rootfs.erofs and manifest.json (host path).
 	GuestDir string
 	// QEMU and Containerd are host paths of the binaries; empty means
 	// qemu-system-x86_64 and containerd from PATH.

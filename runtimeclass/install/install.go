@@ -20,7 +20,7 @@ import (
 // Source is where the files to install come from.
 type Source struct {
 	BinDir   string // containerd-shim-veil-v2 and veil
-	GuestDir string // vmlinuz, vmlinux, initrd.img, manifest.json (tools/guest-image output)
+	GuestDir string // vmlinuz, vmlinux, initrd.img, rootfs.erofs, manifest.json (tools/guest-image output)
 }
 
 // Options configure Install and Uninstall. Paths are host paths; Root is

@@ -60,7 +60,7 @@ func source(t *testing.T, version string) Source {
 	write(filepath.Join(src.BinDir, ShimBinary), "#!shim "+version, 0o755)
 	write(filepath.Join(src.BinDir, CLIBinary), "#!veil "+version, 0o755)
 	arts := map[string]any{}
-	for _, n := range []string{"vmlinuz", "vmlinux", "initrd.img"} {
+	for _, n := range []string{"vmlinuz", "vmlinux", "initrd.img", "rootfs.erofs"} {
 		body := n + " " + version
 		write(filepath.Join(src.GuestDir, n), body, 0o644)
 		s := sha256.Sum256([]byte(body))

@@ -40,7 +40,9 @@ var Handlers = []string{"veil", "veil-dev", "veil-snp", "veil-tdx"}
 // GuestFiles are the guest image files, from tools/guest-image's output.
 // vmlinux is the kernel the plain handlers boot directly (PVH), vmlinuz
 // the same kernel for the TEE firmware.
-var GuestFiles = []string{"vmlinuz", "vmlinux", "initrd.img", "manifest.json"}
+// rootfs.erofs is the read-only root image the plain handler maps
+// (hypervisor.rootfs_image).
+var GuestFiles = []string{"vmlinuz", "vmlinux", "initrd.img", "rootfs.erofs", "manifest.json"}
 
 // file is one file install puts under the prefix.
 type file struct {
@@ -107,6 +109,12 @@ func HandlerConfig(prefix, h string) []byte {
 	}
 	fmt.Fprintf(&b, "kernel = %q\n", filepath.Join(prefix, guestRel(kernel)))
 	fmt.Fprintf(&b, "initrd = %q\n", filepath.Join(prefix, guestRel("initrd.img")))
+	if h == "veil" {
+		// The plain handler maps the shared read-only root image instead
+		// of loading the initrd into every VM; the confidential handlers
+		// keep the measured initramfs.
+		fmt.Fprintf(&b, "rootfs_image = %q\n", filepath.Join(prefix, guestRel("rootfs.erofs")))
+	}
 	switch h {
 	case "veil-dev":
 		b.WriteString("\n[confidential]\ntee = \"sample\"\n")

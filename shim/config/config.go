@@ -20,6 +20,10 @@
 //	binary = ""                    # qemu-system-x86_64 from PATH when empty
 //	kernel = "/opt/veil/share/veil/vmlinux"  # tee snp, tdx: ".../vmlinuz" (see DefaultKernel)
 //	initrd = "/opt/veil/share/veil/initrd.img"
+//	rootfs_image = ""              # a read-only root image (rootfs.erofs) the VM maps from the host
+//	                               # file and mounts as / instead of the initrd: its pages are shared
+//	                               # by every pod VM (virtio-pmem, DAX); `veil install` sets it for
+//	                               # the veil handler; not with tee (the initramfs is measured)
 //	kernel_args = []               # appended to the driver's kernel command line
 //	vcpus = 1                      # base vCPUs; the pod's CPU limit is added (snp, tdx: exactly
 //	                               # this many, the launch measurement covers it: PinnedVCPUs)
@@ -137,10 +141,12 @@ func (c Config) IsConfidential() bool { return c.Confidential.Enabled() }
 // Hypervisor configures the pod VM.
 type Hypervisor struct {
 	// Driver names the hypervisor driver (hypervisor.Lookup).
-	Driver                  string   `toml:"driver"`
-	Binary                  string   `toml:"binary"`
-	Kernel                  string   `toml:"kernel"`
-	Initrd                  string   `toml:"initrd"`
+	Driver string `toml:"driver"`
+	Binary string `toml:"binary"`
+	Kernel string `toml:"kernel"`
+	Initrd string `toml:"initrd"`
+	// RootfsImage, when set, is booted instead of Initrd (hypervisor.Config.RootImage).
+	RootfsImage             string   `toml:"rootfs_image"`
 	KernelArgs              []string `toml:"kernel_args"`
 	VCPUs                   uint32   `toml:"vcpus"`
 	MaxVCPUs                uint32   `toml:"max_vcpus"`
@@ -383,8 +389,11 @@ func (c Config) validate() error {
 	if h.Kernel == "" {
 		return errors.New("key hypervisor.kernel: must not be empty")
 	}
-	if h.Initrd == "" {
-		return errors.New("key hypervisor.initrd: must not be empty")
+	if h.Initrd == "" && h.RootfsImage == "" {
+		return errors.New("key hypervisor.initrd: must not be empty (or set hypervisor.rootfs_image)")
+	}
+	if h.RootfsImage != "" && c.Confidential.Enabled() {
+		return fmt.Errorf("key hypervisor.rootfs_image: must be empty with confidential.tee %q, whose root is the measured initramfs (hypervisor.initrd); have %q", c.Confidential.TEE, h.RootfsImage)
 	}
 	if h.VCPUs == 0 {
 		return errors.New("key hypervisor.vcpus: must be at least 1")

@@ -56,7 +56,7 @@ func (c Config) GuestKernelArgs(initDataDigest []byte) []string {
 func (c Config) PinnedVCPUs() bool { return c.Confidential.Kind().Hardware() }
 
 // VM is the handler's part of a pod VM's configuration: binary, guest
-// image, kernel parameters (GuestKernelArgs), size, accelerator, transport,
+// image (the root image instead of the initrd when rootfs_image is set), kernel parameters (GuestKernelArgs), size, accelerator, transport,
 // debugging and the TEE with the pod's init-data digest bound. The caller
 // adds what belongs to one pod: ID, state and shared directories, NICs and
 // hotplug slots.
@@ -76,6 +76,9 @@ func (c Config) VM(initDataDigest []byte, vcpus, memMiB uint32) hypervisor.Confi
 		Debug:                  c.Debug,
 		DebugConsole:           c.DebugConsole,
 		Console:                h.Console(),
+	}
+	if h.RootfsImage != "" {
+		vm.Initrd, vm.RootImage = "", h.RootfsImage
 	}
 	if c.Confidential.Enabled() {
 		vm.TEE = c.Confidential.TEEConfig(initDataDigest)

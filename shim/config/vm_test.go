@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/hex"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/veil-runtime/veil/hypervisor"
@@ -52,5 +53,26 @@ func TestVM(t *testing.T) {
 				t.Error("VM's kernel args alias the config's")
 			}
 		})
+	}
+}
+
+// TestVMRootfsImage: rootfs_image replaces the initrd in the VM config,
+// and a confidential handler refuses it (its root is the measured
+// initramfs).
+func TestVMRootfsImage(t *testing.T) {
+	cfg, err := Parse([]byte("[hypervisor]\nrootfs_image = \"/opt/veil/share/veil/rootfs.erofs\"\n"), "veil.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := cfg.VM(nil, 1, 256)
+	if vm.RootImage != "/opt/veil/share/veil/rootfs.erofs" || vm.Initrd != "" {
+		t.Errorf("VM: RootImage %q, Initrd %q; want the image and no initrd", vm.RootImage, vm.Initrd)
+	}
+	if vm := Default().VM(nil, 1, 256); vm.RootImage != "" || vm.Initrd != "/opt/veil/share/veil/initrd.img" {
+		t.Errorf("default VM: RootImage %q, Initrd %q; want the initrd", vm.RootImage, vm.Initrd)
+	}
+	_, err = Parse([]byte("[hypervisor]\nrootfs_image = \"/r.erofs\"\n[confidential]\ntee = \"sample\"\n"), "veil-dev.toml")
+	if err == nil || !strings.Contains(err.Error(), `key hypervisor.rootfs_image: must be empty with confidential.tee "sample"`) {
+		t.Errorf("rootfs_image with a TEE: %v", err)
 	}
 }

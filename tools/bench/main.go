@@ -44,6 +44,7 @@ func run() error {
 	idle := flag.String("idle", "1,10", "numbers of idle pods to measure host memory with (empty: skip)")
 	flag.UintVar(&o.tcgCacheMiB, "tcg-cache-mib", 64, "QEMU's TCG translation cache size set in the veil config (MiB)")
 	flag.BoolVar(&o.reclaim, "reclaim", false, "free page reporting in the veil VMs (the veil config's reclaim_guest_freed_memory)")
+	flag.BoolVar(&o.initrd, "initrd", false, "boot the veil VMs from initrd.img instead of the shared root image rootfs.erofs (the veil config's rootfs_image)")
 	out := flag.String("out", "build/bench", "directory for bench.json and bench.png")
 	compare := flag.String("compare", "", "an earlier bench.json: print the change of every figure")
 	from := flag.String("from", "", "do not measure: print the table of this bench.json, draw its chart into -out (and compare)")

@@ -41,7 +41,7 @@ func main() {
 func run() error {
 	var (
 		bin     = flag.String("bin", "build/bin", "directory with veil and containerd-shim-veil-v2 (make build)")
-		guest   = flag.String("guest", "build/guest", "guest image directory: vmlinuz, vmlinux, initrd.img, manifest.json (make guest-image)")
+		guest   = flag.String("guest", "build/guest", "guest image directory: vmlinuz, vmlinux, initrd.img, rootfs.erofs, manifest.json (make guest-image)")
 		busybox = flag.String("busybox", "/bin/busybox", "static busybox (Debian's busybox-static) for the readiness probe and kubectl exec")
 		ref     = flag.String("ref", DefaultRef, "image reference to tag the archive with (and to push to with -push)")
 		out     = flag.String("out", "build/veil-installer.tar", "docker-archive tarball to write (empty: none)")
@@ -106,7 +106,7 @@ const (
 // GuestDir.
 var (
 	Binaries   = []string{"veil", "containerd-shim-veil-v2", "veil-snapshotter"}
-	GuestFiles = []string{"vmlinuz", "vmlinux", "initrd.img", "manifest.json"}
+	GuestFiles = []string{"vmlinuz", "vmlinux", "initrd.img", "rootfs.erofs", "manifest.json"}
 	// busyboxApplets get hard links to /bin/busybox: the DaemonSet's
 	// readiness probe runs test, and a shell helps kubectl exec.
 	busyboxApplets = []string{"bin/sh", "usr/bin/test", "bin/ls", "bin/cat"}

@@ -80,6 +80,11 @@ func boot(ctx context.Context, id string, sandbox bool) (_ *vm, err error) {
 
 // bootArgs is boot with extra kernel command line words.
 func bootArgs(ctx context.Context, id string, sandbox bool, kernelArgs []string) (_ *vm, err error) {
+	return bootWith(ctx, id, sandbox, func(c *hypervisor.Config) { c.KernelArgs = kernelArgs })
+}
+
+// bootWith is boot with the VM config changed by mod.
+func bootWith(ctx context.Context, id string, sandbox bool, mod func(*hypervisor.Config)) (_ *vm, err error) {
 	root, err := os.MkdirTemp("", "veil-vmtest-"+id+"-")
 	if err != nil {
 		return nil, err
@@ -100,22 +105,23 @@ func bootArgs(ctx context.Context, id string, sandbox bool, kernelArgs []string)
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := v.boot(ctx, hypervisor.Config{
-		ID:         id,
-		StateDir:   v.state,
-		Kernel:     guestFile("vmlinux"),
-		Initrd:     guestFile("initrd.img"),
-		KernelArgs: kernelArgs,
-		VCPUs:      2,
-		MemoryMiB:  512,
-		SharedDir:  v.share,
-		Debug:      os.Getenv("VEIL_VMTEST_DEBUG") != "",
+	cfg := hypervisor.Config{
+		ID:        id,
+		StateDir:  v.state,
+		Kernel:    guestFile("vmlinux"),
+		Initrd:    guestFile("initrd.img"),
+		VCPUs:     2,
+		MemoryMiB: 512,
+		SharedDir: v.share,
+		Debug:     os.Getenv("VEIL_VMTEST_DEBUG") != "",
 		// The shared VM's debug console is TestDebugConsole's.
 		DebugConsole: sandbox,
 		// Off in the shim by default (reclaim_guest_freed_memory); on here
 		// for TestFreedMemoryReturnsToHost.
 		ReclaimFreedMemory: true,
-	}, logger); err != nil {
+	}
+	mod(&cfg)
+	if err := v.boot(ctx, cfg, logger); err != nil {
 		return nil, err
 	}
 	if sandbox {

@@ -36,6 +36,10 @@ const (
 	// DebugConsolePortName is the virtio-serial port of the guest's debug
 	// shell (guest-agent/console).
 	DebugConsolePortName = "veil.console"
+	// AgentPath is where the guest image puts the agent: the initramfs's
+	// /init, and the init= a root image is booted with (the kernel looks
+	// for /init only in an initramfs).
+	AgentPath = "/init"
 )
 
 // TEE names a trusted execution environment, as the shim writes it in

@@ -89,8 +89,12 @@ func WriteTable(w io.Writer, r *Result) error {
 		if p := r.Config.ReclaimGuestFreedMemory; p != nil && *p {
 			reclaim = "on"
 		}
-		fmt.Fprintf(tw, "veil VM: %d vCPU, %d MiB, TCG translation cache %d MiB, free page reporting %s; %d runs per handler, interleaved\n\n",
-			r.Config.VMVCPUs, r.Config.VMMemoryMiB, r.Config.TCGTranslationCacheMiB, reclaim, r.Config.Runs)
+		root := "initrd"
+		if r.Config.RootImage {
+			root = "shared root image"
+		}
+		fmt.Fprintf(tw, "veil VM: %d vCPU, %d MiB, %s, TCG translation cache %d MiB, free page reporting %s; %d runs per handler, interleaved\n\n",
+			r.Config.VMVCPUs, r.Config.VMMemoryMiB, root, r.Config.TCGTranslationCacheMiB, reclaim, r.Config.Runs)
 		fmt.Fprintln(tw, "pod start (runp -> first output)\tmin\tmedian\tmax\tn")
 	}
 	for _, h := range r.Config.Handlers {

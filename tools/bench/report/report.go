@@ -60,10 +60,13 @@ type Config struct {
 	TCGTranslationCacheMiB uint32   `json:"tcg_translation_cache_mib"`
 	// ReclaimGuestFreedMemory is free page reporting; nil in runs from
 	// before it existed (off).
-	ReclaimGuestFreedMemory *bool  `json:"reclaim_guest_freed_memory,omitempty"`
-	VMVCPUs                 uint32 `json:"vm_vcpus"`
-	VMMemoryMiB             uint32 `json:"vm_memory_mib"`
-	Image                   string `json:"image"`
+	ReclaimGuestFreedMemory *bool `json:"reclaim_guest_freed_memory,omitempty"`
+	// RootImage: the veil VMs booted the shared root image (rootfs_image),
+	// not the initrd; false in runs from before it existed.
+	RootImage   bool   `json:"root_image,omitempty"`
+	VMVCPUs     uint32 `json:"vm_vcpus"`
+	VMMemoryMiB uint32 `json:"vm_memory_mib"`
+	Image       string `json:"image"`
 	// Pull is what the pull benchmark pulled (zero when it did not run).
 	Pull PullConfig `json:"pull,omitzero"`
 }

@@ -20,7 +20,8 @@ import (
 
 // Options say what Build builds from and where it puts it.
 type Options struct {
-	// OutDir receives vmlinuz, vmlinux, initrd.img and manifest.json.
+	// OutDir receives vmlinuz, vmlinux, initrd.img, rootfs.erofs and
+	// manifest.json.
 	OutDir string
 	// CacheDir holds downloads and built kernels between runs (kernel/
 	// below it).
@@ -287,6 +288,15 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 		return nil, err
 	}
 	m.Initramfs.Compression, m.Initramfs.Compressor = string(o.Compression), compressor
+	// The same tree as a read-only root image for the plain handlers.
+	rootfsTmp := filepath.Join(tmp, RootfsFile)
+	if err := WriteRootfs(ctx, entries, o.Mtime, rootfsTmp); err != nil {
+		return nil, err
+	}
+	rootfs, err := os.ReadFile(rootfsTmp)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", RootfsFile, err)
+	}
 
 	// Outputs: each written to a temporary name and renamed, the manifest last.
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
@@ -304,7 +314,7 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	for _, a := range []struct {
 		name string
 		data []byte
-	}{{KernelFile, bzImage}, {VmlinuxFile, vmlinux}, {InitrdFile, initrd}} {
+	}{{KernelFile, bzImage}, {VmlinuxFile, vmlinux}, {InitrdFile, initrd}, {RootfsFile, rootfs}} {
 		h := sha256.Sum256(a.data)
 		m.Artifacts[a.name] = Artifact{SHA256: hex.EncodeToString(h[:]), Size: int64(len(a.data))}
 		if err := writeAtomic(filepath.Join(o.OutDir, a.name), a.data); err != nil {

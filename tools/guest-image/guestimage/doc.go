@@ -24,7 +24,18 @@
 //	/dev/console                 the kernel's console, for /init's stdio
 //	/proc /sys /dev /tmp /run /etc /sbin /root  empty mount points and dirs
 //
-// Build writes vmlinuz, vmlinux, initrd.img and manifest.json; the same
+// The same tree is also written as rootfs.erofs (rootfs.go): an
+// uncompressed erofs with 4 KiB blocks and no inline tails, padded to
+// 2 MiB, which the plain handlers' VMs map read-only from the one host
+// file through virtio-pmem and mount as / with DAX, so its pages are the
+// host's page cache, shared by every VM, instead of a private copy in each.
+// No NVDIMM PFN info block is written in front of it: virtio-pmem regions
+// are ND_REGION_PAGEMAP, so the guest's pmem driver maps the raw namespace
+// with struct pages in guest RAM (as an fsdax namespace in "ram" mode
+// would) and offers DAX without one (drivers/nvdimm pmem_should_map_pages,
+// checked on Linux 6.12: /proc/mounts shows dax=always).
+//
+// Build writes vmlinuz, vmlinux, initrd.img, rootfs.erofs and manifest.json; the same
 // inputs (kernel source package, fragments, toolchain, agent source, Go
 // toolchain, runc, crun and library packages, compressor version,
 // SOURCE_DATE_EPOCH) give byte-identical outputs. The manifest records all
