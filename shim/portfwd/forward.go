@@ -186,7 +186,11 @@ func (f *Forwarder) relay(c *net.TCPConn) {
 		_ = c.SetLinger(0)
 		_ = c.Close()
 		err = errors.Join(err, f.closePort(id))
-		<-errc
+		// The other direction ends on the closed socket or stream; its
+		// error only repeats that.
+		if other := <-errc; other != nil {
+			f.log.Debug("port forwarding: other direction ended", "port", port, "stream", id, "err", other)
+		}
 	} else {
 		// A clean end of one direction: the other goes on until its own.
 		err = errors.Join(<-errc, f.closePort(id))
