@@ -33,10 +33,15 @@ func run() error {
 			return fmt.Errorf("writing pid file: %w", err)
 		}
 	}
-	listen := net.JoinHostPort(*addr, strconv.Itoa(*port))
-	fmt.Printf("%s: listening on %s\n", *banner, listen)
+	// The banner is printed once the port listens, so a test that reads it
+	// may connect at once.
+	l, err := net.Listen("tcp", net.JoinHostPort(*addr, strconv.Itoa(*port)))
+	if err != nil {
+		return fmt.Errorf("listening: %w", err)
+	}
+	fmt.Printf("%s: listening on %s\n", *banner, l.Addr())
 	page := []byte("<html><body>" + *banner + "</body></html>\n")
-	return http.ListenAndServe(listen, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	return http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { //nolint:gosec // G114: a test server without timeouts
 		_, _ = w.Write(page)
 	}))
 }
