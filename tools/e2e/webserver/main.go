@@ -35,11 +35,12 @@ func run() error {
 	}
 	// The banner is printed once the port listens, so a test that reads it
 	// may connect at once.
-	l, err := net.Listen("tcp", net.JoinHostPort(*addr, strconv.Itoa(*port)))
+	listen := net.JoinHostPort(*addr, strconv.Itoa(*port)) // ":80" for all addresses
+	l, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listening: %w", err)
 	}
-	fmt.Printf("%s: listening on %s\n", *banner, l.Addr())
+	fmt.Printf("%s: listening on %s\n", *banner, listen)
 	page := []byte("<html><body>" + *banner + "</body></html>\n")
 	return http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { //nolint:gosec // G114: a test server without timeouts
 		_, _ = w.Write(page)
