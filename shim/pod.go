@@ -26,6 +26,7 @@ import (
 	"github.com/veil-runtime/veil/shim/config"
 	"github.com/veil-runtime/veil/shim/metrics"
 	"github.com/veil-runtime/veil/shim/network"
+	"github.com/veil-runtime/veil/shim/portfwd"
 )
 
 // State directory layout, under stateRoot/<namespace>/<sandbox-id>:
@@ -63,7 +64,9 @@ type agentConn struct {
 	volume api.VolumeService
 	// image pulls confidential pods' images in the guest (guestpull.go).
 	image api.ImageService
-	close func() error
+	// portForward relays port-forward connections (portforward.go).
+	portForward api.PortForwardService
+	close       func() error
 	// done is closed when the connection to the agent is gone.
 	done <-chan struct{}
 }
@@ -75,7 +78,7 @@ func dialAgent(ctx context.Context, hv hypervisor.Hypervisor, opts ...ttrpc.Clie
 		return nil, err
 	}
 	c := api.NewClient(conn, opts...)
-	return &agentConn{sandbox: c.Sandbox, container: c.Container, process: c.Process, attestation: c.Attestation, network: c.Network, volume: c.Volume, image: c.Image, close: c.Close, done: c.Done()}, nil
+	return &agentConn{sandbox: c.Sandbox, container: c.Container, process: c.Process, attestation: c.Attestation, network: c.Network, volume: c.Volume, image: c.Image, portForward: c.PortForward, close: c.Close, done: c.Done()}, nil
 }
 
 // pod is the VM of one pod and the agent in it.
@@ -88,6 +91,9 @@ type pod struct {
 	agent     *agentConn
 	// net is the pod network's taps; nil when the VM has no NIC.
 	net *network.Attachment
+	// ports forwards the pod namespace's loopback to the guest
+	// (portforward.go); nil when the pod has no namespace of its own.
+	ports *portfwd.Forwarder
 	// conf is the confidential pod's init-data; nil for veil.
 	conf *confidentialPod
 	// guestShm is set when the pod's /dev/shm is the guest tmpfs at
@@ -292,6 +298,8 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		return nil, fmt.Errorf("creating the sandbox in the guest: %w%s", errgrpc.ToNative(err), consoleTail(hv))
 	}
 	s.metrics.Mark(metrics.PhaseSandboxCreated)
+	p.ports = s.startPortForward(ctx, p, spec)
+	undo.push("stopping port forwarding", p.ports.Close)
 	if _, err := p.transition(ctx, podReady); err != nil {
 		return nil, err
 	}
@@ -396,6 +404,9 @@ func (s *service) watchPod(p *pod) {
 // is killed at once instead of waited for. The caller owns p (takePod).
 func (s *service) teardownPod(ctx context.Context, p *pod, killFirst bool) error {
 	p.stop(ctx)
+	if err := p.ports.Close(); err != nil {
+		log.G(ctx).WithError(err).Warn("stopping port forwarding")
+	}
 	if killFirst {
 		_ = p.hv.Kill()
 	}

@@ -12,6 +12,7 @@
 //   Volume     path-confined file copies into the guest (confidential volumes)
 //   Attestation  init-data and attestation to the key broker
 //   Image      images pulled, verified and unpacked by the guest itself
+//   PortForward  TCP connections to the pod's loopback (kubectl port-forward)
 //
 // OCI structures (the runtime spec, a process, linux resources) travel as the
 // JSON of github.com/opencontainers/runtime-spec: one definition, no proto copy
@@ -3651,6 +3652,331 @@ func (x *PullImageResponse) GetRootfs() string {
 	return ""
 }
 
+type DialPortRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// port on the guest's loopback, 1 to 65535.
+	Port          uint32 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DialPortRequest) Reset() {
+	*x = DialPortRequest{}
+	mi := &file_agent_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DialPortRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DialPortRequest) ProtoMessage() {}
+
+func (x *DialPortRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DialPortRequest.ProtoReflect.Descriptor instead.
+func (*DialPortRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *DialPortRequest) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+type DialPortResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StreamId      uint64                 `protobuf:"varint,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DialPortResponse) Reset() {
+	*x = DialPortResponse{}
+	mi := &file_agent_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DialPortResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DialPortResponse) ProtoMessage() {}
+
+func (x *DialPortResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DialPortResponse.ProtoReflect.Descriptor instead.
+func (*DialPortResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *DialPortResponse) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+type ReadPortRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StreamId      uint64                 `protobuf:"varint,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	Len           uint32                 `protobuf:"varint,2,opt,name=len,proto3" json:"len,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadPortRequest) Reset() {
+	*x = ReadPortRequest{}
+	mi := &file_agent_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadPortRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadPortRequest) ProtoMessage() {}
+
+func (x *ReadPortRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadPortRequest.ProtoReflect.Descriptor instead.
+func (*ReadPortRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *ReadPortRequest) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *ReadPortRequest) GetLen() uint32 {
+	if x != nil {
+		return x.Len
+	}
+	return 0
+}
+
+type ReadPortResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadPortResponse) Reset() {
+	*x = ReadPortResponse{}
+	mi := &file_agent_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadPortResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadPortResponse) ProtoMessage() {}
+
+func (x *ReadPortResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadPortResponse.ProtoReflect.Descriptor instead.
+func (*ReadPortResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *ReadPortResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type WritePortRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StreamId      uint64                 `protobuf:"varint,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WritePortRequest) Reset() {
+	*x = WritePortRequest{}
+	mi := &file_agent_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WritePortRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WritePortRequest) ProtoMessage() {}
+
+func (x *WritePortRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WritePortRequest.ProtoReflect.Descriptor instead.
+func (*WritePortRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *WritePortRequest) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *WritePortRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type WritePortResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Len           uint32                 `protobuf:"varint,1,opt,name=len,proto3" json:"len,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WritePortResponse) Reset() {
+	*x = WritePortResponse{}
+	mi := &file_agent_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WritePortResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WritePortResponse) ProtoMessage() {}
+
+func (x *WritePortResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WritePortResponse.ProtoReflect.Descriptor instead.
+func (*WritePortResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *WritePortResponse) GetLen() uint32 {
+	if x != nil {
+		return x.Len
+	}
+	return 0
+}
+
+type ClosePortRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StreamId      uint64                 `protobuf:"varint,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClosePortRequest) Reset() {
+	*x = ClosePortRequest{}
+	mi := &file_agent_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClosePortRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClosePortRequest) ProtoMessage() {}
+
+func (x *ClosePortRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClosePortRequest.ProtoReflect.Descriptor instead.
+func (*ClosePortRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *ClosePortRequest) GetStreamId() uint64 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -3875,7 +4201,23 @@ const file_agent_proto_rawDesc = "" +
 	"\x11PullImageResponse\x12'\n" +
 	"\x0fmanifest_digest\x18\x01 \x01(\tR\x0emanifestDigest\x12\x16\n" +
 	"\x06config\x18\x02 \x01(\fR\x06config\x12\x16\n" +
-	"\x06rootfs\x18\x03 \x01(\tR\x06rootfs*\x7f\n" +
+	"\x06rootfs\x18\x03 \x01(\tR\x06rootfs\"%\n" +
+	"\x0fDialPortRequest\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\rR\x04port\"/\n" +
+	"\x10DialPortResponse\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\x04R\bstreamId\"@\n" +
+	"\x0fReadPortRequest\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\x04R\bstreamId\x12\x10\n" +
+	"\x03len\x18\x02 \x01(\rR\x03len\"&\n" +
+	"\x10ReadPortResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"C\n" +
+	"\x10WritePortRequest\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\x04R\bstreamId\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"%\n" +
+	"\x11WritePortResponse\x12\x10\n" +
+	"\x03len\x18\x01 \x01(\rR\x03len\"/\n" +
+	"\x10ClosePortRequest\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\x04R\bstreamId*\x7f\n" +
 	"\x06Status\x12\x12\n" +
 	"\x0eSTATUS_UNKNOWN\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_CREATED\x10\x01\x12\x12\n" +
@@ -3933,7 +4275,13 @@ const file_agent_proto_rawDesc = "" +
 	"\x06Attest\x12\x1c.veil.agent.v1.AttestRequest\x1a\x1d.veil.agent.v1.AttestResponse\x12T\n" +
 	"\vDecisionLog\x12!.veil.agent.v1.DecisionLogRequest\x1a\".veil.agent.v1.DecisionLogResponse2W\n" +
 	"\x05Image\x12N\n" +
-	"\tPullImage\x12\x1f.veil.agent.v1.PullImageRequest\x1a .veil.agent.v1.PullImageResponseB2Z0github.com/veil-runtime/veil/guest-agent/api;apib\x06proto3"
+	"\tPullImage\x12\x1f.veil.agent.v1.PullImageRequest\x1a .veil.agent.v1.PullImageResponse2\x88\x03\n" +
+	"\vPortForward\x12K\n" +
+	"\bDialPort\x12\x1e.veil.agent.v1.DialPortRequest\x1a\x1f.veil.agent.v1.DialPortResponse\x12K\n" +
+	"\bReadPort\x12\x1e.veil.agent.v1.ReadPortRequest\x1a\x1f.veil.agent.v1.ReadPortResponse\x12N\n" +
+	"\tWritePort\x12\x1f.veil.agent.v1.WritePortRequest\x1a .veil.agent.v1.WritePortResponse\x12I\n" +
+	"\x0eCloseWritePort\x12\x1f.veil.agent.v1.ClosePortRequest\x1a\x16.google.protobuf.Empty\x12D\n" +
+	"\tClosePort\x12\x1f.veil.agent.v1.ClosePortRequest\x1a\x16.google.protobuf.EmptyB2Z0github.com/veil-runtime/veil/guest-agent/api;apib\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -3948,7 +4296,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
 var file_agent_proto_goTypes = []any{
 	(Status)(0),                     // 0: veil.agent.v1.Status
 	(CheckResponse_Status)(0),       // 1: veil.agent.v1.CheckResponse.Status
@@ -4017,23 +4365,30 @@ var file_agent_proto_goTypes = []any{
 	(*DecisionLogResponse)(nil),     // 64: veil.agent.v1.DecisionLogResponse
 	(*PullImageRequest)(nil),        // 65: veil.agent.v1.PullImageRequest
 	(*PullImageResponse)(nil),       // 66: veil.agent.v1.PullImageResponse
-	nil,                             // 67: veil.agent.v1.CreateSandboxRequest.SysctlsEntry
-	(*timestamppb.Timestamp)(nil),   // 68: google.protobuf.Timestamp
-	(*anypb.Any)(nil),               // 69: google.protobuf.Any
-	(*emptypb.Empty)(nil),           // 70: google.protobuf.Empty
+	(*DialPortRequest)(nil),         // 67: veil.agent.v1.DialPortRequest
+	(*DialPortResponse)(nil),        // 68: veil.agent.v1.DialPortResponse
+	(*ReadPortRequest)(nil),         // 69: veil.agent.v1.ReadPortRequest
+	(*ReadPortResponse)(nil),        // 70: veil.agent.v1.ReadPortResponse
+	(*WritePortRequest)(nil),        // 71: veil.agent.v1.WritePortRequest
+	(*WritePortResponse)(nil),       // 72: veil.agent.v1.WritePortResponse
+	(*ClosePortRequest)(nil),        // 73: veil.agent.v1.ClosePortRequest
+	nil,                             // 74: veil.agent.v1.CreateSandboxRequest.SysctlsEntry
+	(*timestamppb.Timestamp)(nil),   // 75: google.protobuf.Timestamp
+	(*anypb.Any)(nil),               // 76: google.protobuf.Any
+	(*emptypb.Empty)(nil),           // 77: google.protobuf.Empty
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: veil.agent.v1.CreateSandboxRequest.storages:type_name -> veil.agent.v1.Storage
-	67, // 1: veil.agent.v1.CreateSandboxRequest.sysctls:type_name -> veil.agent.v1.CreateSandboxRequest.SysctlsEntry
+	74, // 1: veil.agent.v1.CreateSandboxRequest.sysctls:type_name -> veil.agent.v1.CreateSandboxRequest.SysctlsEntry
 	1,  // 2: veil.agent.v1.CheckResponse.status:type_name -> veil.agent.v1.CheckResponse.Status
 	3,  // 3: veil.agent.v1.CreateContainerRequest.rootfs:type_name -> veil.agent.v1.Storage
 	3,  // 4: veil.agent.v1.CreateContainerRequest.storages:type_name -> veil.agent.v1.Storage
 	16, // 5: veil.agent.v1.CreateContainerRequest.devices:type_name -> veil.agent.v1.Device
 	0,  // 6: veil.agent.v1.StateContainerResponse.status:type_name -> veil.agent.v1.Status
-	68, // 7: veil.agent.v1.StateContainerResponse.exited_at:type_name -> google.protobuf.Timestamp
+	75, // 7: veil.agent.v1.StateContainerResponse.exited_at:type_name -> google.protobuf.Timestamp
 	23, // 8: veil.agent.v1.ListPidsResponse.processes:type_name -> veil.agent.v1.ProcessInfo
-	69, // 9: veil.agent.v1.StatsContainerResponse.metrics:type_name -> google.protobuf.Any
-	68, // 10: veil.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
+	76, // 9: veil.agent.v1.StatsContainerResponse.metrics:type_name -> google.protobuf.Any
+	75, // 10: veil.agent.v1.WaitProcessResponse.exited_at:type_name -> google.protobuf.Timestamp
 	44, // 11: veil.agent.v1.Interface.addresses:type_name -> veil.agent.v1.IPAddress
 	45, // 12: veil.agent.v1.UpdateInterfaceRequest.interface:type_name -> veil.agent.v1.Interface
 	47, // 13: veil.agent.v1.UpdateRoutesRequest.routes:type_name -> veil.agent.v1.Route
@@ -4042,7 +4397,7 @@ var file_agent_proto_depIdxs = []int32{
 	45, // 16: veil.agent.v1.ListInterfacesResponse.interfaces:type_name -> veil.agent.v1.Interface
 	47, // 17: veil.agent.v1.ListRoutesResponse.routes:type_name -> veil.agent.v1.Route
 	2,  // 18: veil.agent.v1.CopyFileRequest.kind:type_name -> veil.agent.v1.CopyFileRequest.Kind
-	68, // 19: veil.agent.v1.Decision.time:type_name -> google.protobuf.Timestamp
+	75, // 19: veil.agent.v1.Decision.time:type_name -> google.protobuf.Timestamp
 	63, // 20: veil.agent.v1.DecisionLogResponse.decisions:type_name -> veil.agent.v1.Decision
 	4,  // 21: veil.agent.v1.Sandbox.CreateSandbox:input_type -> veil.agent.v1.CreateSandboxRequest
 	5,  // 22: veil.agent.v1.Sandbox.DestroySandbox:input_type -> veil.agent.v1.DestroySandboxRequest
@@ -4082,46 +4437,56 @@ var file_agent_proto_depIdxs = []int32{
 	60, // 56: veil.agent.v1.Attestation.Attest:input_type -> veil.agent.v1.AttestRequest
 	62, // 57: veil.agent.v1.Attestation.DecisionLog:input_type -> veil.agent.v1.DecisionLogRequest
 	65, // 58: veil.agent.v1.Image.PullImage:input_type -> veil.agent.v1.PullImageRequest
-	70, // 59: veil.agent.v1.Sandbox.CreateSandbox:output_type -> google.protobuf.Empty
-	70, // 60: veil.agent.v1.Sandbox.DestroySandbox:output_type -> google.protobuf.Empty
-	70, // 61: veil.agent.v1.Sandbox.SetHostname:output_type -> google.protobuf.Empty
-	70, // 62: veil.agent.v1.Sandbox.SetDNS:output_type -> google.protobuf.Empty
-	9,  // 63: veil.agent.v1.Sandbox.GuestDetails:output_type -> veil.agent.v1.GuestDetailsResponse
-	11, // 64: veil.agent.v1.Sandbox.Check:output_type -> veil.agent.v1.CheckResponse
-	13, // 65: veil.agent.v1.Sandbox.Version:output_type -> veil.agent.v1.VersionResponse
-	70, // 66: veil.agent.v1.Sandbox.Shutdown:output_type -> google.protobuf.Empty
-	17, // 67: veil.agent.v1.Container.CreateContainer:output_type -> veil.agent.v1.CreateContainerResponse
-	70, // 68: veil.agent.v1.Container.StartContainer:output_type -> google.protobuf.Empty
-	70, // 69: veil.agent.v1.Container.RemoveContainer:output_type -> google.protobuf.Empty
-	21, // 70: veil.agent.v1.Container.StateContainer:output_type -> veil.agent.v1.StateContainerResponse
-	24, // 71: veil.agent.v1.Container.ListPids:output_type -> veil.agent.v1.ListPidsResponse
-	26, // 72: veil.agent.v1.Container.StatsContainer:output_type -> veil.agent.v1.StatsContainerResponse
-	70, // 73: veil.agent.v1.Container.UpdateContainer:output_type -> google.protobuf.Empty
-	70, // 74: veil.agent.v1.Container.PauseContainer:output_type -> google.protobuf.Empty
-	70, // 75: veil.agent.v1.Container.ResumeContainer:output_type -> google.protobuf.Empty
-	31, // 76: veil.agent.v1.Container.GetOOMEvent:output_type -> veil.agent.v1.GetOOMEventResponse
-	33, // 77: veil.agent.v1.Process.ExecProcess:output_type -> veil.agent.v1.ExecProcessResponse
-	35, // 78: veil.agent.v1.Process.WaitProcess:output_type -> veil.agent.v1.WaitProcessResponse
-	70, // 79: veil.agent.v1.Process.SignalProcess:output_type -> google.protobuf.Empty
-	70, // 80: veil.agent.v1.Process.ResizeTTY:output_type -> google.protobuf.Empty
-	39, // 81: veil.agent.v1.Process.WriteStdin:output_type -> veil.agent.v1.WriteStdinResponse
-	70, // 82: veil.agent.v1.Process.CloseStdin:output_type -> google.protobuf.Empty
-	42, // 83: veil.agent.v1.Process.ReadStdout:output_type -> veil.agent.v1.ReadStreamResponse
-	42, // 84: veil.agent.v1.Process.ReadStderr:output_type -> veil.agent.v1.ReadStreamResponse
-	70, // 85: veil.agent.v1.Process.DeleteProcess:output_type -> google.protobuf.Empty
-	45, // 86: veil.agent.v1.Network.UpdateInterface:output_type -> veil.agent.v1.Interface
-	49, // 87: veil.agent.v1.Network.UpdateRoutes:output_type -> veil.agent.v1.UpdateRoutesResponse
-	70, // 88: veil.agent.v1.Network.AddNeighbors:output_type -> google.protobuf.Empty
-	53, // 89: veil.agent.v1.Network.ListInterfaces:output_type -> veil.agent.v1.ListInterfacesResponse
-	55, // 90: veil.agent.v1.Network.ListRoutes:output_type -> veil.agent.v1.ListRoutesResponse
-	70, // 91: veil.agent.v1.Volume.CopyFile:output_type -> google.protobuf.Empty
-	70, // 92: veil.agent.v1.Volume.RemovePath:output_type -> google.protobuf.Empty
-	59, // 93: veil.agent.v1.Attestation.SetInitData:output_type -> veil.agent.v1.SetInitDataResponse
-	61, // 94: veil.agent.v1.Attestation.Attest:output_type -> veil.agent.v1.AttestResponse
-	64, // 95: veil.agent.v1.Attestation.DecisionLog:output_type -> veil.agent.v1.DecisionLogResponse
-	66, // 96: veil.agent.v1.Image.PullImage:output_type -> veil.agent.v1.PullImageResponse
-	59, // [59:97] is the sub-list for method output_type
-	21, // [21:59] is the sub-list for method input_type
+	67, // 59: veil.agent.v1.PortForward.DialPort:input_type -> veil.agent.v1.DialPortRequest
+	69, // 60: veil.agent.v1.PortForward.ReadPort:input_type -> veil.agent.v1.ReadPortRequest
+	71, // 61: veil.agent.v1.PortForward.WritePort:input_type -> veil.agent.v1.WritePortRequest
+	73, // 62: veil.agent.v1.PortForward.CloseWritePort:input_type -> veil.agent.v1.ClosePortRequest
+	73, // 63: veil.agent.v1.PortForward.ClosePort:input_type -> veil.agent.v1.ClosePortRequest
+	77, // 64: veil.agent.v1.Sandbox.CreateSandbox:output_type -> google.protobuf.Empty
+	77, // 65: veil.agent.v1.Sandbox.DestroySandbox:output_type -> google.protobuf.Empty
+	77, // 66: veil.agent.v1.Sandbox.SetHostname:output_type -> google.protobuf.Empty
+	77, // 67: veil.agent.v1.Sandbox.SetDNS:output_type -> google.protobuf.Empty
+	9,  // 68: veil.agent.v1.Sandbox.GuestDetails:output_type -> veil.agent.v1.GuestDetailsResponse
+	11, // 69: veil.agent.v1.Sandbox.Check:output_type -> veil.agent.v1.CheckResponse
+	13, // 70: veil.agent.v1.Sandbox.Version:output_type -> veil.agent.v1.VersionResponse
+	77, // 71: veil.agent.v1.Sandbox.Shutdown:output_type -> google.protobuf.Empty
+	17, // 72: veil.agent.v1.Container.CreateContainer:output_type -> veil.agent.v1.CreateContainerResponse
+	77, // 73: veil.agent.v1.Container.StartContainer:output_type -> google.protobuf.Empty
+	77, // 74: veil.agent.v1.Container.RemoveContainer:output_type -> google.protobuf.Empty
+	21, // 75: veil.agent.v1.Container.StateContainer:output_type -> veil.agent.v1.StateContainerResponse
+	24, // 76: veil.agent.v1.Container.ListPids:output_type -> veil.agent.v1.ListPidsResponse
+	26, // 77: veil.agent.v1.Container.StatsContainer:output_type -> veil.agent.v1.StatsContainerResponse
+	77, // 78: veil.agent.v1.Container.UpdateContainer:output_type -> google.protobuf.Empty
+	77, // 79: veil.agent.v1.Container.PauseContainer:output_type -> google.protobuf.Empty
+	77, // 80: veil.agent.v1.Container.ResumeContainer:output_type -> google.protobuf.Empty
+	31, // 81: veil.agent.v1.Container.GetOOMEvent:output_type -> veil.agent.v1.GetOOMEventResponse
+	33, // 82: veil.agent.v1.Process.ExecProcess:output_type -> veil.agent.v1.ExecProcessResponse
+	35, // 83: veil.agent.v1.Process.WaitProcess:output_type -> veil.agent.v1.WaitProcessResponse
+	77, // 84: veil.agent.v1.Process.SignalProcess:output_type -> google.protobuf.Empty
+	77, // 85: veil.agent.v1.Process.ResizeTTY:output_type -> google.protobuf.Empty
+	39, // 86: veil.agent.v1.Process.WriteStdin:output_type -> veil.agent.v1.WriteStdinResponse
+	77, // 87: veil.agent.v1.Process.CloseStdin:output_type -> google.protobuf.Empty
+	42, // 88: veil.agent.v1.Process.ReadStdout:output_type -> veil.agent.v1.ReadStreamResponse
+	42, // 89: veil.agent.v1.Process.ReadStderr:output_type -> veil.agent.v1.ReadStreamResponse
+	77, // 90: veil.agent.v1.Process.DeleteProcess:output_type -> google.protobuf.Empty
+	45, // 91: veil.agent.v1.Network.UpdateInterface:output_type -> veil.agent.v1.Interface
+	49, // 92: veil.agent.v1.Network.UpdateRoutes:output_type -> veil.agent.v1.UpdateRoutesResponse
+	77, // 93: veil.agent.v1.Network.AddNeighbors:output_type -> google.protobuf.Empty
+	53, // 94: veil.agent.v1.Network.ListInterfaces:output_type -> veil.agent.v1.ListInterfacesResponse
+	55, // 95: veil.agent.v1.Network.ListRoutes:output_type -> veil.agent.v1.ListRoutesResponse
+	77, // 96: veil.agent.v1.Volume.CopyFile:output_type -> google.protobuf.Empty
+	77, // 97: veil.agent.v1.Volume.RemovePath:output_type -> google.protobuf.Empty
+	59, // 98: veil.agent.v1.Attestation.SetInitData:output_type -> veil.agent.v1.SetInitDataResponse
+	61, // 99: veil.agent.v1.Attestation.Attest:output_type -> veil.agent.v1.AttestResponse
+	64, // 100: veil.agent.v1.Attestation.DecisionLog:output_type -> veil.agent.v1.DecisionLogResponse
+	66, // 101: veil.agent.v1.Image.PullImage:output_type -> veil.agent.v1.PullImageResponse
+	68, // 102: veil.agent.v1.PortForward.DialPort:output_type -> veil.agent.v1.DialPortResponse
+	70, // 103: veil.agent.v1.PortForward.ReadPort:output_type -> veil.agent.v1.ReadPortResponse
+	72, // 104: veil.agent.v1.PortForward.WritePort:output_type -> veil.agent.v1.WritePortResponse
+	77, // 105: veil.agent.v1.PortForward.CloseWritePort:output_type -> google.protobuf.Empty
+	77, // 106: veil.agent.v1.PortForward.ClosePort:output_type -> google.protobuf.Empty
+	64, // [64:107] is the sub-list for method output_type
+	21, // [21:64] is the sub-list for method input_type
 	21, // [21:21] is the sub-list for extension type_name
 	21, // [21:21] is the sub-list for extension extendee
 	0,  // [0:21] is the sub-list for field type_name
@@ -4138,9 +4503,9 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   65,
+			NumMessages:   72,
 			NumExtensions: 0,
-			NumServices:   7,
+			NumServices:   8,
 		},
 		GoTypes:           file_agent_proto_goTypes,
 		DependencyIndexes: file_agent_proto_depIdxs,

@@ -755,3 +755,103 @@ func (c *imageClient) PullImage(ctx context.Context, req *PullImageRequest) (*Pu
 	}
 	return &resp, nil
 }
+
+type PortForwardService interface {
+	DialPort(context.Context, *DialPortRequest) (*DialPortResponse, error)
+	ReadPort(context.Context, *ReadPortRequest) (*ReadPortResponse, error)
+	WritePort(context.Context, *WritePortRequest) (*WritePortResponse, error)
+	CloseWritePort(context.Context, *ClosePortRequest) (*emptypb.Empty, error)
+	ClosePort(context.Context, *ClosePortRequest) (*emptypb.Empty, error)
+}
+
+func RegisterPortForwardService(srv *ttrpc.Server, svc PortForwardService) {
+	srv.RegisterService("veil.agent.v1.PortForward", &ttrpc.ServiceDesc{
+		Methods: map[string]ttrpc.Method{
+			"DialPort": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req DialPortRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DialPort(ctx, &req)
+			},
+			"ReadPort": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ReadPortRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ReadPort(ctx, &req)
+			},
+			"WritePort": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req WritePortRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.WritePort(ctx, &req)
+			},
+			"CloseWritePort": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ClosePortRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.CloseWritePort(ctx, &req)
+			},
+			"ClosePort": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ClosePortRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ClosePort(ctx, &req)
+			},
+		},
+	})
+}
+
+type portforwardClient struct {
+	client *ttrpc.Client
+}
+
+func NewPortForwardClient(client *ttrpc.Client) PortForwardService {
+	return &portforwardClient{
+		client: client,
+	}
+}
+
+func (c *portforwardClient) DialPort(ctx context.Context, req *DialPortRequest) (*DialPortResponse, error) {
+	var resp DialPortResponse
+	if err := c.client.Call(ctx, "veil.agent.v1.PortForward", "DialPort", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *portforwardClient) ReadPort(ctx context.Context, req *ReadPortRequest) (*ReadPortResponse, error) {
+	var resp ReadPortResponse
+	if err := c.client.Call(ctx, "veil.agent.v1.PortForward", "ReadPort", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *portforwardClient) WritePort(ctx context.Context, req *WritePortRequest) (*WritePortResponse, error) {
+	var resp WritePortResponse
+	if err := c.client.Call(ctx, "veil.agent.v1.PortForward", "WritePort", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *portforwardClient) CloseWritePort(ctx context.Context, req *ClosePortRequest) (*emptypb.Empty, error) {
+	var resp emptypb.Empty
+	if err := c.client.Call(ctx, "veil.agent.v1.PortForward", "CloseWritePort", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *portforwardClient) ClosePort(ctx context.Context, req *ClosePortRequest) (*emptypb.Empty, error) {
+	var resp emptypb.Empty
+	if err := c.client.Call(ctx, "veil.agent.v1.PortForward", "ClosePort", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}

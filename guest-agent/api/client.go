@@ -16,6 +16,7 @@ type Client struct {
 	Volume      VolumeService
 	Attestation AttestationService
 	Image       ImageService
+	PortForward PortForwardService
 
 	conn *ttrpc.Client
 }
@@ -33,6 +34,7 @@ func NewClient(conn net.Conn, opts ...ttrpc.ClientOpts) *Client {
 		Volume:      NewVolumeClient(c),
 		Attestation: NewAttestationClient(c),
 		Image:       NewImageClient(c),
+		PortForward: NewPortForwardClient(c),
 		conn:        c,
 	}
 }

@@ -50,4 +50,10 @@ const (
 	MethodDecisionLog = "/veil.agent.v1.Attestation/DecisionLog"
 
 	MethodPullImage = "/veil.agent.v1.Image/PullImage"
+
+	MethodDialPort       = "/veil.agent.v1.PortForward/DialPort"
+	MethodReadPort       = "/veil.agent.v1.PortForward/ReadPort"
+	MethodWritePort      = "/veil.agent.v1.PortForward/WritePort"
+	MethodCloseWritePort = "/veil.agent.v1.PortForward/CloseWritePort"
+	MethodClosePort      = "/veil.agent.v1.PortForward/ClosePort"
 )

@@ -120,6 +120,8 @@ func (p Policy) rule(name string) bool {
 		return p.AllowReadOutput
 	case "allow_write_stdin":
 		return p.AllowWriteStdin
+	case "allow_port_forward":
+		return p.AllowPortForward
 	case "allow_debug_console":
 		return p.AllowDebugConsole
 	case "deny_volume_copies":

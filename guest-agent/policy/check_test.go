@@ -149,7 +149,7 @@ func check(t *testing.T, p Policy, method string, req any, st State, wantRule, w
 func TestCheck(t *testing.T) {
 	share := &api.Storage{Driver: "9p", Source: "veilshare", MountPoint: "/run/veil/shared", Fstype: "9p", Options: []string{"trans=virtio", "version=9p2000.L", "msize=262144", "cache=none"}}
 	rootfs := &api.Storage{Driver: "shared", Source: "c1/rootfs"}
-	all := Policy{AllowExec: true, AllowReadOutput: true, AllowWriteStdin: true, AllowHostShare: true, AllowHostMounts: true, AllowPrivileged: true, AllowHooks: true, AllowUnboundContainers: true}
+	all := Policy{AllowExec: true, AllowReadOutput: true, AllowWriteStdin: true, AllowPortForward: true, AllowHostShare: true, AllowHostMounts: true, AllowPrivileged: true, AllowHooks: true, AllowUnboundContainers: true}
 	shareOnly := Policy{AllowHostShare: true, AllowUnboundContainers: true}
 	unbound := func(f func(*specs.Spec)) []byte {
 		s := criSpec()
@@ -175,6 +175,10 @@ func TestCheck(t *testing.T) {
 		{"stderr denied", Default(), MethodReadStderr, &api.ReadStreamRequest{}, "allow_read_output", ""},
 		{"stdout allowed", all, MethodReadStdout, &api.ReadStreamRequest{}, "", ""},
 		{"stdin denied", Default(), MethodWriteStdin, &api.WriteStdinRequest{}, "allow_write_stdin", ""},
+		{"port-forward dial denied", Default(), MethodDialPort, &api.DialPortRequest{Port: 8080}, "allow_port_forward", ""},
+		{"port-forward read denied", Default(), MethodReadPort, &api.ReadPortRequest{StreamId: 1}, "allow_port_forward", ""},
+		{"port-forward write denied", Default(), MethodWritePort, &api.WritePortRequest{StreamId: 1, Data: []byte("x")}, "allow_port_forward", ""},
+		{"port-forward dial allowed", Policy{AllowPortForward: true}, MethodDialPort, &api.DialPortRequest{Port: 8080}, "", ""},
 		{"wait allowed", Default(), MethodWaitProcess, &api.WaitProcessRequest{}, "", ""},
 		{"network allowed: the host carries every packet anyway", Default(), MethodUpdateRoutes, &api.UpdateRoutesRequest{}, "", ""},
 		{"unknown method", all, "/veil.agent.v1.Sandbox/Exploit", &api.CheckRequest{}, "unknown-method", "not in the agent's method table"},

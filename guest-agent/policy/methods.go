@@ -57,6 +57,12 @@ const (
 
 	MethodPullImage = api.MethodPullImage
 
+	MethodDialPort       = api.MethodDialPort
+	MethodReadPort       = api.MethodReadPort
+	MethodWritePort      = api.MethodWritePort
+	MethodCloseWritePort = api.MethodCloseWritePort
+	MethodClosePort      = api.MethodClosePort
+
 	// MethodDebugConsole names a debug console session in denials: it is
 	// not an RPC but a connection to the console port, so it is not in the
 	// table.
@@ -148,4 +154,11 @@ var methods = map[string]entry{
 
 	MethodPullImage: {kind: checked, name: "image", logAllowed: true,
 		why: "only an image of a container the init-data binds (or allow_unbound_containers), once per container until RemoveContainer"},
+
+	MethodDialPort: {kind: rule, name: "allow_port_forward", logAllowed: true,
+		why: "a connection to the pod's loopback reaches services that trust it (admin ports, debug endpoints) and whatever they answer"},
+	MethodReadPort:       {kind: rule, name: "allow_port_forward", why: "what a loopback service answers"},
+	MethodWritePort:      {kind: rule, name: "allow_port_forward", why: "input to a loopback service"},
+	MethodCloseWritePort: {kind: rule, name: "allow_port_forward", why: "an EOF to a loopback service, which may act on it"},
+	MethodClosePort:      {kind: allowed, why: "closes a connection DialPort opened: availability"},
 }

@@ -30,7 +30,7 @@ func apiMethods(t *testing.T) map[string]bool {
 			out[fmt.Sprintf("/%s/%s", sd.FullName(), ms.Get(j).Name())] = true
 		}
 	}
-	want := []protoreflect.Name{"Sandbox", "Container", "Process", "Network", "Volume", "Attestation", "Image"}
+	want := []protoreflect.Name{"Sandbox", "Container", "Process", "Network", "Volume", "Attestation", "Image", "PortForward"}
 	for _, n := range want {
 		if svcs.ByName(n) == nil {
 			t.Fatalf("the agent API has no service %s", n)

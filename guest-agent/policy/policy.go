@@ -21,6 +21,8 @@
 //	                           # containers' exec lists need no rule)
 //	allow_read_output = false  # Process.ReadStdout, ReadStderr (logs)
 //	allow_write_stdin = false  # Process.WriteStdin
+//	allow_port_forward = false # PortForward: TCP connections from the host to
+//	                           # the pod's loopback ports (kubectl port-forward)
 //	allow_host_share = false   # the pod's 9p share from the host: CreateSandbox
 //	                           # storages, and a container rootfs read from it
 //	                           # (only with confidential.guest_pull = false)
@@ -121,10 +123,13 @@ type Policy struct {
 	AllowExec       bool `toml:"allow_exec"`
 	AllowReadOutput bool `toml:"allow_read_output"`
 	AllowWriteStdin bool `toml:"allow_write_stdin"`
-	AllowHostShare  bool `toml:"allow_host_share"`
-	AllowHostMounts bool `toml:"allow_host_mounts"`
-	AllowPrivileged bool `toml:"allow_privileged"`
-	AllowHooks      bool `toml:"allow_hooks"`
+	// AllowPortForward lets the host connect to the ports the pod listens
+	// on in the guest, loopback included (the PortForward service).
+	AllowPortForward bool `toml:"allow_port_forward"`
+	AllowHostShare   bool `toml:"allow_host_share"`
+	AllowHostMounts  bool `toml:"allow_host_mounts"`
+	AllowPrivileged  bool `toml:"allow_privileged"`
+	AllowHooks       bool `toml:"allow_hooks"`
 	// AllowDebugConsole lets the host open a root shell in the guest.
 	AllowDebugConsole bool `toml:"allow_debug_console"`
 	// DenyVolumeCopies refuses every file the host copies into the guest

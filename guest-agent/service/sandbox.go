@@ -119,6 +119,7 @@ func (a *sandboxAPI) DestroySandbox(ctx context.Context, req *api.DestroySandbox
 
 // destroySandbox stops every container and undoes CreateSandbox.
 func (s *Service) destroySandbox(ctx context.Context) error {
+	s.ports.CloseAll(false)
 	err := s.cfg.Containers.RemoveAll(ctx)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -182,6 +183,7 @@ const shutdownWait = 20 * time.Second
 func (a *sandboxAPI) Shutdown(ctx context.Context, req *api.ShutdownRequest) (*emptypb.Empty, error) {
 	ctx, cancel := context.WithTimeout(withoutCancel(ctx), shutdownWait)
 	defer cancel()
+	a.s.ports.CloseAll(true)
 	if err := a.s.destroySandbox(ctx); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		// Power off regardless: the host asked for it.
 		a.s.cfg.Log.Warn("stopping the sandbox before power-off", "err", err)

@@ -8,6 +8,7 @@ package service
 import (
 	"context"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/veil-runtime/veil/guest-agent/api"
 	"github.com/veil-runtime/veil/guest-agent/attest"
 	"github.com/veil-runtime/veil/guest-agent/containers"
+	"github.com/veil-runtime/veil/guest-agent/portfwd"
 	"github.com/veil-runtime/veil/guest-agent/volume"
 )
 
@@ -60,7 +62,10 @@ type Config struct {
 	// ImagesRoot is where the Image service unpacks guest-pulled images;
 	// empty means ImagesRoot (/run/veil/images).
 	ImagesRoot string
-	Log        *slog.Logger
+	// DialPort connects the PortForward service's streams; nil dials the
+	// guest's loopback for real.
+	DialPort portfwd.Dialer
+	Log      *slog.Logger
 }
 
 // Service holds the sandbox state behind the three API services.
@@ -75,6 +80,8 @@ type Service struct {
 	// images is the Image service; RemoveContainer releases a container's
 	// guest-pulled rootfs through it.
 	images *imageAPI
+	// ports are the PortForward service's connections.
+	ports *portfwd.Table
 }
 
 // New returns a Service.
@@ -91,10 +98,13 @@ func New(cfg Config) *Service {
 	if cfg.ImagesRoot == "" {
 		cfg.ImagesRoot = ImagesRoot
 	}
-	return &Service{cfg: cfg}
+	if cfg.DialPort == nil {
+		cfg.DialPort = (&net.Dialer{Timeout: 5 * time.Second}).DialContext
+	}
+	return &Service{cfg: cfg, ports: portfwd.New(cfg.DialPort)}
 }
 
-// Register adds the three services to srv; transport names the listener
+// Register adds the services to srv; transport names the listener
 // srv serves (reported by GuestDetails).
 func (s *Service) Register(srv *ttrpc.Server, transport string) {
 	api.RegisterSandboxService(srv, &sandboxAPI{s: s, transport: transport})
@@ -105,6 +115,7 @@ func (s *Service) Register(srv *ttrpc.Server, transport string) {
 	api.RegisterNetworkService(srv, newNetworkAPI(s.cfg.Log))
 	s.images = newImageAPI(s, s.cfg.ImagesRoot)
 	api.RegisterImageService(srv, s.images)
+	api.RegisterPortForwardService(srv, &portForwardAPI{s: s})
 }
 
 // rpcErr converts an error to a gRPC status at the RPC boundary.

@@ -27,8 +27,9 @@ import (
 // Deployment of one `veil` pod with configMap, secret, projected and
 // emptyDir volumes, a readiness probe that passes while /scratch/ready
 // exists (with a timeout for a loaded TCG guest: a probe that times out
-// would read as not ready), and a web server (for port-forward once the shim supports it:
-// shim/README.md, "Pod network"). %s is the registry host.
+// would read as not ready), and a web server (for a port-forward scenario,
+// not written yet: TestPortForward drives it through the CRI). %s is the
+// registry host.
 const webManifest = `apiVersion: v1
 kind: ConfigMap
 metadata: {name: web-config}

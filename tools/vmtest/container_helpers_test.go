@@ -18,7 +18,7 @@ import (
 )
 
 // applets the test containers use, linked to busybox in their rootfs.
-var applets = []string{"sh", "echo", "cat", "uname", "sleep", "head", "sha256sum", "stty", "tty", "true", "ls", "hostname"}
+var applets = []string{"sh", "echo", "cat", "uname", "sleep", "head", "sha256sum", "stty", "tty", "true", "ls", "hostname", "nc"}
 
 // makeRootfs builds <share>/<cid>/rootfs: busybox-static and symlinks to it.
 // It is removed when the test ends.

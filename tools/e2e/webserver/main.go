@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -22,7 +23,8 @@ func main() {
 }
 
 func run() error {
-	port := flag.Int("port", 80, "TCP port to serve on, on all addresses")
+	port := flag.Int("port", 80, "TCP port to serve on")
+	addr := flag.String("addr", "", "address to serve on (empty: all addresses)")
 	pidFile := flag.String("pidfile", "", "file to write the PID to (none when empty)")
 	banner := flag.String("banner", "webserver", "line printed on start and served as the page")
 	flag.Parse()
@@ -31,9 +33,16 @@ func run() error {
 			return fmt.Errorf("writing pid file: %w", err)
 		}
 	}
-	fmt.Printf("%s: listening on :%d\n", *banner, *port)
+	// The banner is printed once the port listens, so a test that reads it
+	// may connect at once.
+	listen := net.JoinHostPort(*addr, strconv.Itoa(*port)) // ":80" for all addresses
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listening: %w", err)
+	}
+	fmt.Printf("%s: listening on %s\n", *banner, listen)
 	page := []byte("<html><body>" + *banner + "</body></html>\n")
-	return http.ListenAndServe(":"+strconv.Itoa(*port), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	return http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { //nolint:gosec // G114: a test server without timeouts
 		_, _ = w.Write(page)
 	}))
 }
