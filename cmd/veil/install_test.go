@@ -25,7 +25,7 @@ func TestInstallUninstallCommands(t *testing.T) {
 	os.WriteFile(filepath.Join(bin, "containerd-shim-veil-v2"), []byte("shim"), 0o755)
 	os.WriteFile(filepath.Join(bin, "veil"), []byte("veil"), 0o755)
 	arts := map[string]any{}
-	for _, n := range []string{"vmlinuz", "vmlinux", "initrd.img"} {
+	for _, n := range []string{"vmlinuz", "vmlinux", "initrd.img", "rootfs.erofs"} {
 		os.WriteFile(filepath.Join(guest, n), []byte(n), 0o644)
 		s := sha256.Sum256([]byte(n))
 		arts[n] = map[string]any{"sha256": hex.EncodeToString(s[:])}
