@@ -80,7 +80,7 @@ func TestBuildIsReproducible(t *testing.T) {
 	}
 	t.Logf("second build, %s: %s", kernel, time.Since(start).Round(time.Second))
 	var total int64
-	for _, name := range []string{guestimage.KernelFile, guestimage.VmlinuxFile, guestimage.InitrdFile, guestimage.ManifestFile} {
+	for _, name := range []string{guestimage.KernelFile, guestimage.VmlinuxFile, guestimage.InitrdFile, guestimage.RootfsFile, guestimage.ManifestFile} {
 		da, err := os.ReadFile(filepath.Join(a, name))
 		if err != nil {
 			t.Fatal(err)
