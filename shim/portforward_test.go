@@ -1,6 +1,8 @@
 package shim
 
 import (
+	"github.com/veil-runtime/veil/internal/netnstest"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,9 +15,7 @@ import (
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs/pkg/errgrpc"
-	"github.com/google/nftables"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/veil-runtime/veil/guest-agent/api"
@@ -44,55 +44,7 @@ func (r *refusingPorts) DialPort(_ context.Context, req *api.DialPortRequest) (*
 // pod's.
 func loopbackNetNS(t *testing.T) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "netns")
-	if err := newNetNS(path); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := removeNetNS(path); err != nil {
-			t.Error(err)
-		}
-	})
-	ns, err := netns.GetFromPath(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	lo, err := h.LinkByName("lo")
-	if err == nil {
-		err = h.LinkSetUp(lo)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-func nftTables(t *testing.T, path string) []string {
-	t.Helper()
-	ns, err := netns.GetFromPath(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts, err := c.ListTables()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, tb := range ts {
-		names = append(names, tb.Name)
-	}
-	return names
+	return netnstest.New(t, "netns", true)
 }
 
 // TestPortForwardFollowsThePod: a pod with a network namespace of its own
@@ -122,7 +74,7 @@ func TestPortForwardFollowsThePod(t *testing.T) {
 	}
 	ctx := context.Background()
 	must(h.s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "sb", Bundle: dir}))
-	if got := nftTables(t, nsPath); len(got) != 1 || got[0] != portfwd.TableName {
+	if got := netnstest.NFTables(t, nsPath); len(got) != 1 || got[0] != portfwd.TableName {
 		t.Fatalf("tables in the pod namespace after Create: %q, want [%s]", got, portfwd.TableName)
 	}
 
@@ -160,7 +112,7 @@ func TestPortForwardFollowsThePod(t *testing.T) {
 
 	must(h.s.Kill(ctx, &taskAPI.KillRequest{ID: "sb", Signal: 9}))
 	must(h.s.Delete(ctx, &taskAPI.DeleteRequest{ID: "sb"}))
-	if got := nftTables(t, nsPath); len(got) != 0 {
+	if got := netnstest.NFTables(t, nsPath); len(got) != 0 {
 		t.Fatalf("tables left in the pod namespace after the pod's teardown: %q", got)
 	}
 }

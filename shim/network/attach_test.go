@@ -1,6 +1,8 @@
 package network
 
 import (
+	"github.com/veil-runtime/veil/internal/netnstest"
+
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -10,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -23,31 +24,7 @@ import (
 // temporary directory and removes it when the test ends.
 func newNetNS(t *testing.T, name string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("the network namespace tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN)")
-	}
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, nil, 0o444); err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		errc <- unix.Mount(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), path, "", unix.MS_BIND, "")
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("creating network namespace: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
-			t.Errorf("removing network namespace %s: %v", path, err)
-		}
-	})
-	return path
+	return netnstest.New(t, name, false)
 }
 
 // do runs fn with a netlink handle in the namespace at path.

@@ -1,25 +1,21 @@
 package portfwd
 
 import (
+	"github.com/veil-runtime/veil/internal/netnstest"
+
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"syscall"
 	"testing"
 
-	"github.com/google/nftables"
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/veil-runtime/veil/guest-agent/api"
@@ -79,39 +75,7 @@ func (g *guestAgent) ClosePort(ctx context.Context, r *api.ClosePortRequest) (*e
 // loopback plugin leaves a pod's, pinned in the test's directory.
 func podNetNS(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("the port forwarding tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN)")
-	}
-	path := filepath.Join(t.TempDir(), "pod")
-	if err := os.WriteFile(path, nil, 0o444); err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		lo, err := netlink.LinkByName("lo")
-		if err == nil {
-			err = netlink.LinkSetUp(lo)
-		}
-		if err != nil {
-			errc <- err
-			return
-		}
-		errc <- unix.Mount(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), path, "", unix.MS_BIND, "")
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("creating network namespace: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
-			t.Errorf("removing network namespace %s: %v", path, err)
-		}
-	})
-	return path
+	return netnstest.New(t, "pod", true)
 }
 
 // dialIn connects to 127.0.0.1:port in the namespace at path, as
@@ -140,29 +104,6 @@ func dialIn(t *testing.T, path string, port int) (*net.TCPConn, error) {
 	}()
 	r := <-rc
 	return r.c, r.err
-}
-
-// tables lists the nftables tables in the namespace at path.
-func tables(t *testing.T, path string) []string {
-	t.Helper()
-	ns, err := netns.GetFromPath(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts, err := c.ListTables()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, tb := range ts {
-		names = append(names, tb.Name)
-	}
-	return names
 }
 
 // echoServer listens on the test's own loopback (the "guest's") and
@@ -215,7 +156,7 @@ func start(t *testing.T) (path string, g *guestAgent, f *Forwarder) {
 // closed after.
 func TestForwardsLoopbackToTheGuest(t *testing.T) {
 	path, g, f := start(t)
-	if got := tables(t, path); len(got) != 1 || got[0] != TableName {
+	if got := netnstest.NFTables(t, path); len(got) != 1 || got[0] != TableName {
 		t.Fatalf("tables in the pod namespace: %q, want [%s]", got, TableName)
 	}
 	port := echoServer(t)
@@ -248,7 +189,7 @@ func TestForwardsLoopbackToTheGuest(t *testing.T) {
 	if g.t.Len() != 0 {
 		t.Fatalf("%d guest streams open after the connection and Close", g.t.Len())
 	}
-	if got := tables(t, path); len(got) != 0 {
+	if got := netnstest.NFTables(t, path); len(got) != 0 {
 		t.Fatalf("tables left in the pod namespace after Close: %q", got)
 	}
 	if _, err := dialIn(t, path, port); !errors.Is(err, syscall.ECONNREFUSED) {
@@ -350,7 +291,7 @@ func TestStartReplacesAStaleTable(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := tables(t, path); len(got) != 0 {
+	if got := netnstest.NFTables(t, path); len(got) != 0 {
 		t.Fatalf("tables left: %q", got)
 	}
 }
