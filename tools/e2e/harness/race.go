@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Races collects the data race reports of the veil binaries the tier runs
@@ -52,13 +53,49 @@ func (r *Races) Check() error {
 		}
 		return nil
 	}
-	var b strings.Builder
+	var b, sum strings.Builder
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			return fmt.Errorf("reading race report: %w", err)
 		}
-		fmt.Fprintf(&b, "\n--- %s\n%s", f, data)
+		when := ""
+		if fi, err := os.Stat(f); err == nil {
+			when = fi.ModTime().UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(&b, "\n--- %s (written %s)\n%s", f, when, data)
+		fmt.Fprintf(&sum, "\n--- %s (written %s)\n%s", filepath.Base(f), when, SummarizeRaces(string(data)))
 	}
-	return fmt.Errorf("%d process(es) reported data races (reports in %s):%s", len(files), r.Dir, b.String())
+	// The summary comes last: a CI log that keeps only its tail still
+	// shows where each race is.
+	return fmt.Errorf("%d process(es) reported data races (reports in %s):%s\n\nsummary, the top frames of each access:%s", len(files), r.Dir, b.String(), sum.String())
+}
+
+// raceFrames is how many stack lines of each access SummarizeRaces keeps
+// (a frame is two lines: function, then file:line).
+const raceFrames = 8
+
+// SummarizeRaces keeps, of each race in a race detector report, the access
+// headers ("Write at ... by goroutine N:", "Previous read at ...") and the
+// top frames under each.
+func SummarizeRaces(report string) string {
+	var b strings.Builder
+	keep := 0
+	for line := range strings.Lines(report) {
+		t := strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(t, "WARNING: DATA RACE"):
+			b.WriteString(line)
+			keep = 0
+		case strings.HasSuffix(t, ":") && (strings.Contains(t, " at 0x") || strings.HasPrefix(t, "Previous ")):
+			b.WriteString(line)
+			keep = raceFrames
+		case keep > 0 && t != "":
+			b.WriteString(line)
+			keep--
+		default:
+			keep = 0
+		}
+	}
+	return b.String()
 }
