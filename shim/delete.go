@@ -34,6 +34,14 @@ func (s *service) delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	if err != nil {
 		return nil, err
 	}
+	c.deleteMu.Lock()
+	defer c.deleteMu.Unlock()
+	// A Delete that ran while this one waited has removed it.
+	if c2, pr2, err := s.lookup(r.ID, r.ExecID); err != nil {
+		return nil, err
+	} else if c2 != c || pr2 != pr {
+		return nil, fmt.Errorf("process %s/%s was deleted and created again while this Delete waited: %w", r.ID, r.ExecID, errdefs.ErrNotFound)
+	}
 	s.mu.Lock()
 	p := s.pod
 	s.mu.Unlock()

@@ -98,6 +98,12 @@ type container struct {
 	// hooks are the OCI hooks the host runs for it (hooks.go).
 	hooks hookSet
 
+	// deleteMu serialises Deletes of the container and its execs:
+	// containerd may send two at once (a task's exit handler and a
+	// RemoveContainer), and the second must find it gone, not undo its
+	// mounts again.
+	deleteMu sync.Mutex
+
 	mu sync.Mutex
 	// execs by exec ID.
 	execs map[string]*process

@@ -354,3 +354,57 @@ func TestConfigPath(t *testing.T) {
 		t.Errorf("configPath(nil) = %q, %v", p, err)
 	}
 }
+
+// Two Deletes of one exited container at once (containerd's exit handler
+// and a RemoveContainer): one deletes it, the other finds it gone; its
+// mounts are undone once and TaskDelete is sent once.
+func TestConcurrentDeletesDeleteOnce(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	startPodAndContainer(t, h)
+	h.agent.proc("c1", "").exit <- 0
+	h.pub.waitFor(t, "TaskExit", has("TaskExit(c1/c1=0)"))
+
+	const n = 4
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := h.s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c1"})
+			errs <- errgrpc.ToNative(err)
+		}()
+	}
+	ok := 0
+	for range n {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case !errdefs.IsNotFound(err):
+			t.Errorf("concurrent Delete: %v, want success or not found", err)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d Deletes succeeded, want 1", ok)
+	}
+	rootfs := filepath.Join(h.root, "test", "sb", "shared", "c1", "rootfs")
+	h.mnt.mu.Lock()
+	unmounts := 0
+	for _, l := range h.mnt.log {
+		if l == "unmount "+rootfs {
+			unmounts++
+		}
+	}
+	h.mnt.mu.Unlock()
+	if unmounts != 1 {
+		t.Errorf("rootfs unmounted %d times, want 1", unmounts)
+	}
+	evs := h.pub.waitFor(t, "TaskDelete", has("TaskDelete(c1)"))
+	deletes := 0
+	for _, name := range names(evs) {
+		if name == "TaskDelete(c1)" {
+			deletes++
+		}
+	}
+	if deletes != 1 {
+		t.Errorf("TaskDelete(c1) sent %d times, want 1: %s", deletes, describe(evs))
+	}
+}
