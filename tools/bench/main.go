@@ -3,8 +3,9 @@
 // private containerd (tools/e2e/harness): pod start (runp -> create ->
 // start -> first output line, interleaved between handlers) with veil's
 // phases from the shim's metrics socket, a bare `qemu -kernel` boot of the
-// same guest to agent-ready, host memory (PSS) per idle pod, N pods
-// started at once, and (pull.go, -pull-mib; -pull-only alone) an image of
+// same guest to agent-ready, host memory (PSS) per idle pod (for veil
+// split by QEMU's mappings, smaps.go), N pods started at once (also over
+// the host CPU time of one start), and (pull.go, -pull-mib; -pull-only alone) an image of
 // random layers pulled by containerd on the host and by the veil-dev guest,
 // plain and encrypted, with the pull's time and memory high-water mark
 // (containerd's VmRSS; the guest's MemTotal - MemAvailable, sampled by a

@@ -164,8 +164,15 @@ func measure(ctx context.Context, o options) (_ *report.Result, retErr error) {
 		}
 	}
 	if len(o.idle) > 0 {
+		layout := vmLayout{guestMiB: uint64(res.Config.VMMemoryMiB)}
+		if res.Machine.Accel == "tcg" {
+			layout.tcgMiB = uint64(o.tcgCacheMiB)
+		}
+		if cfg.Hypervisor.RootfsImage != "" {
+			layout.rootImage = filepath.Base(cfg.Hypervisor.RootfsImage)
+		}
 		for _, h := range o.handlers {
-			ms, err := b.idleMemory(ctx, h)
+			ms, err := b.idleMemory(ctx, h, layout)
 			if err != nil {
 				return nil, err
 			}
@@ -197,6 +204,7 @@ type started struct {
 // pod (if any) is returned too, for removal.
 func (b *bench) startPod(ctx context.Context, handler string, phases bool) (*started, error) {
 	name := fmt.Sprintf("bench-%s-%d", handler, b.seq.Add(1))
+	cpu0, cpuErr := hostBusyCPU()
 	t0 := time.Now()
 	since := func() float64 { return time.Since(t0).Seconds() }
 	st := &started{sample: report.Start{Handler: handler, Steps: map[string]float64{}}}
@@ -220,6 +228,9 @@ func (b *bench) startPod(ctx context.Context, handler string, phases bool) (*sta
 	}
 	st.sample.Steps["first_output"] = since()
 	st.sample.Total = st.sample.Steps["first_output"]
+	if cpu1, err := hostBusyCPU(); err == nil && cpuErr == nil {
+		st.sample.HostCPU = cpu1 - cpu0
+	}
 	if phases {
 		if st.sample.Phases, err = veilPhases(ctx, pod.ID, st.ctrID, t0); err != nil {
 			return st, err
@@ -339,7 +350,7 @@ func bareBoot(ctx context.Context, cfg config.Config) (report.BareBoot, string, 
 
 // idleMemory starts idle pods up to each count in o.idle (adding to the
 // ones already running) and measures the host PSS of all of them.
-func (b *bench) idleMemory(ctx context.Context, handler string) (_ []report.Memory, retErr error) {
+func (b *bench) idleMemory(ctx context.Context, handler string, layout vmLayout) (_ []report.Memory, retErr error) {
 	var pods []*harness.Pod
 	defer func() {
 		for _, p := range pods {
@@ -362,13 +373,25 @@ func (b *bench) idleMemory(ctx context.Context, handler string) (_ []report.Memo
 		}
 		m := report.Memory{Handler: handler, Pods: n, ByProcess: map[string]uint64{}}
 		for _, p := range pods {
-			total, by, err := podPSS(p.ID)
+			total, by, qemus, err := podPSS(p.ID)
 			if err != nil {
 				return nil, err
 			}
 			m.TotalPSS += total
 			for k, v := range by {
 				m.ByProcess[k] += v
+			}
+			for _, pid := range qemus {
+				parts, err := qemuBreakdown(pid, layout)
+				if err != nil {
+					return nil, err
+				}
+				if m.QEMUParts == nil {
+					m.QEMUParts = map[string]uint64{}
+				}
+				for k, v := range parts {
+					m.QEMUParts[k] += v
+				}
 			}
 		}
 		b.o.log.Info("idle memory", "handler", handler, "pods", n, "pss_per_pod_mib", fmt.Sprintf("%.1f", m.PerPod()/(1<<20)))

@@ -20,12 +20,13 @@ import (
 
 // podPSS sums the PSS of a pod's shim (containerd-shim-*, started with
 // `-id <sandbox-id>`) and all its descendants: QEMU for veil, the pause
-// and container processes for runc. by is the same split by executable.
-// The same walk for both handlers, so the figures compare.
-func podPSS(sandboxID string) (total uint64, by map[string]uint64, err error) {
+// and container processes for runc. by is the same split by executable;
+// qemus are the QEMU processes among them. The same walk for both
+// handlers, so the figures compare.
+func podPSS(sandboxID string) (total uint64, by map[string]uint64, qemus []int, err error) {
 	procs, err := procfs.AllProcs()
 	if err != nil {
-		return 0, nil, fmt.Errorf("listing processes: %w", err)
+		return 0, nil, nil, fmt.Errorf("listing processes: %w", err)
 	}
 	children := map[int][]procfs.Proc{}
 	shimPID := 0
@@ -44,7 +45,7 @@ func podPSS(sandboxID string) (total uint64, by map[string]uint64, err error) {
 		}
 	}
 	if shimPID == 0 {
-		return 0, nil, fmt.Errorf("no shim process with -id %s", sandboxID)
+		return 0, nil, nil, fmt.Errorf("no shim process with -id %s", sandboxID)
 	}
 	by = map[string]uint64{}
 	var walk func(p procfs.Proc) error
@@ -60,6 +61,9 @@ func podPSS(sandboxID string) (total uint64, by map[string]uint64, err error) {
 		}
 		total += r.Pss
 		by[filepath.Base(name)] += r.Pss
+		if strings.HasPrefix(filepath.Base(name), "qemu-system") {
+			qemus = append(qemus, p.PID)
+		}
 		for _, c := range children[p.PID] {
 			if err := walk(c); err != nil {
 				return err
@@ -69,12 +73,12 @@ func podPSS(sandboxID string) (total uint64, by map[string]uint64, err error) {
 	}
 	shimProc, err := procfs.NewProc(shimPID)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
 	if err := walk(shimProc); err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
-	return total, by, nil
+	return total, by, qemus, nil
 }
 
 // describeMachine records what the run ran on.
@@ -114,4 +118,19 @@ func describeMachine(ctx context.Context, env *harness.Env) report.Machine {
 		m.Commit = strings.TrimSpace(string(out))
 	}
 	return m
+}
+
+// hostBusyCPU is the CPU time every CPU of the host has spent busy since
+// boot (/proc/stat: all but idle and iowait), seconds.
+func hostBusyCPU() (float64, error) {
+	fs, err := procfs.NewDefaultFS()
+	if err != nil {
+		return 0, err
+	}
+	st, err := fs.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("reading /proc/stat: %w", err)
+	}
+	c := st.CPUTotal
+	return c.User + c.Nice + c.System + c.IRQ + c.SoftIRQ + c.Steal, nil
 }

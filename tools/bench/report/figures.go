@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strings"
 	"text/tabwriter"
 )
 
@@ -44,12 +45,18 @@ func (r *Result) Figures() []Figure {
 	}
 	for _, m := range r.Memory {
 		add(fmt.Sprintf("PSS per pod %s %d idle", m.Handler, m.Pods), m.PerPod()/(1<<20), "MiB")
+		if m.QEMUParts[PartTCG] > 0 {
+			add(fmt.Sprintf("PSS per pod %s %d idle without TCG cache", m.Handler, m.Pods), m.PerPodWithoutTCG()/(1<<20), "MiB")
+		}
 	}
 	for _, c := range r.Concurrency {
 		wall, ratio := r.ConcurrencyWall(c.Handler, c.N)
 		add(fmt.Sprintf("concurrency %s %d pods wall", c.Handler, c.N), wall, "s")
 		if c.N != 1 && ratio > 0 {
 			add(fmt.Sprintf("concurrency %s %d pods ratio to 1", c.Handler, c.N), ratio, "x")
+		}
+		if o := r.ParallelOverhead(c.Handler, c.N); o > 0 {
+			add(fmt.Sprintf("concurrency %s %d pods wall / (n x one start's CPU / cores)", c.Handler, c.N), o, "x")
 		}
 	}
 	for _, k := range PullKinds {
@@ -125,13 +132,21 @@ func WriteTable(w io.Writer, r *Result) error {
 		for _, m := range r.Memory {
 			fmt.Fprintf(tw, "  %s\t%d\t%.1f MiB\t%.1f MiB\n", m.Handler, m.Pods, float64(m.TotalPSS)/(1<<20), m.PerPod()/(1<<20))
 		}
+		writeBreakdown(tw, r.Memory)
 	}
 	if len(r.Concurrency) > 0 {
-		fmt.Fprintln(tw, "\npods started at once\tpods\twall\tratio to 1")
+		fmt.Fprintln(tw, "\npods started at once\tpods\twall\tratio to 1\twall / (n x one start's CPU / cores)")
+		x := func(v float64) string {
+			if v == 0 {
+				return "n/a"
+			}
+			return fmt.Sprintf("%.2fx", v)
+		}
 		for _, c := range r.Concurrency {
 			_, ratio := r.ConcurrencyWall(c.Handler, c.N)
-			fmt.Fprintf(tw, "  %s\t%d\t%.2f s\t%.2fx\n", c.Handler, c.N, c.Wall, ratio)
+			fmt.Fprintf(tw, "  %s\t%d\t%.2f s\t%s\t%s\n", c.Handler, c.N, c.Wall, x(ratio), x(r.ParallelOverhead(c.Handler, c.N)))
 		}
+		fmt.Fprintln(tw, "  (ratio to 1: to one pod at once, or to the median sequential start when the run started no single pod at once)")
 	}
 	if len(r.Pulls) > 0 {
 		pc := r.Config.Pull
@@ -200,4 +215,34 @@ func WriteComparison(w io.Writer, changes []Change) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Name, formatValue(c.Old, c.Unit), formatValue(c.Value, c.Unit), pct)
 	}
 	return tw.Flush()
+}
+
+// writeBreakdown writes, for the run's largest set of idle veil pods, what
+// one pod's PSS is made of: QEMU's parts (smaps) and the shim.
+func writeBreakdown(w io.Writer, ms []Memory) {
+	var m *Memory
+	for i := range ms {
+		if len(ms[i].QEMUParts) > 0 && (m == nil || ms[i].Pods > m.Pods) {
+			m = &ms[i]
+		}
+	}
+	if m == nil {
+		return
+	}
+	per := func(b uint64) float64 { return float64(b) / float64(m.Pods) / (1 << 20) }
+	fmt.Fprintf(w, "\n%s PSS per pod with %d idle pods\tMiB\n", m.Handler, m.Pods)
+	for _, p := range QEMUPartsOrder {
+		fmt.Fprintf(w, "  %s\t%.1f\n", p, per(m.QEMUParts[p]))
+	}
+	var shim uint64
+	for name, b := range m.ByProcess {
+		if strings.HasPrefix(name, "containerd-shim") {
+			shim += b
+		}
+	}
+	fmt.Fprintf(w, "  shim\t%.1f\n", per(shim))
+	fmt.Fprintf(w, "  total\t%.1f\n", m.PerPod()/(1<<20))
+	if m.QEMUParts[PartTCG] > 0 {
+		fmt.Fprintf(w, "  total without the TCG cache (a KVM node)\t%.1f\n", m.PerPodWithoutTCG()/(1<<20))
+	}
 }

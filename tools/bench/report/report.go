@@ -171,6 +171,10 @@ type Start struct {
 	// agent_ready, sandbox_created) and container_created,
 	// container_started.
 	Phases map[string]float64 `json:"phases,omitempty"`
+	// HostCPU is the CPU time the whole host spent (busy, every CPU)
+	// while this pod started, seconds: on an otherwise idle machine, what
+	// one pod start costs (ParallelOverhead).
+	HostCPU float64 `json:"host_cpu_s,omitempty"`
 }
 
 // BareBoot is QEMU started to the agent's first answer, without a shim.
@@ -191,6 +195,27 @@ type Memory struct {
 	TotalPSS uint64 `json:"total_pss_bytes"`
 	// ByProcess sums PSS by process name (comm), bytes.
 	ByProcess map[string]uint64 `json:"by_process_bytes"`
+	// QEMUParts splits the QEMU processes' PSS (summed over the pods) by
+	// what their mappings hold: the Part* names, bytes. veil only.
+	QEMUParts map[string]uint64 `json:"qemu_parts_bytes,omitempty"`
+}
+
+// The parts of a QEMU process's memory (Memory.QEMUParts).
+const (
+	PartGuestRAM  = "guest RAM touched"
+	PartRootImage = "shared root image"
+	PartTCG       = "TCG translation cache"
+	PartQEMUHeap  = "QEMU heap and other anonymous"
+	PartFiles     = "QEMU binary, libraries, firmware"
+)
+
+// QEMUPartsOrder is the order the report lists them in.
+var QEMUPartsOrder = []string{PartGuestRAM, PartRootImage, PartTCG, PartQEMUHeap, PartFiles}
+
+// PerPodWithoutTCG is the PSS per idle pod less TCG's translation cache:
+// what a KVM node pays. It is PerPod when the run measured no parts.
+func (m Memory) PerPodWithoutTCG() float64 {
+	return (float64(m.TotalPSS) - float64(m.QEMUParts[PartTCG])) / float64(m.Pods)
 }
 
 // PerPod is the PSS per idle pod, bytes.
@@ -335,7 +360,9 @@ func (r *Result) BareReady() []float64 {
 }
 
 // ConcurrencyWall returns the wall time of n pods of handler at once and
-// its ratio to one pod (0, 0 when not measured).
+// its ratio to one pod: the run's one-pod-at-once sample, or when it has
+// none the median of the handler's sequential starts (0 when neither was
+// measured, or n was not).
 func (r *Result) ConcurrencyWall(handler string, n int) (wall, ratio float64) {
 	var one float64
 	for _, c := range r.Concurrency {
@@ -349,8 +376,32 @@ func (r *Result) ConcurrencyWall(handler string, n int) (wall, ratio float64) {
 			wall = c.Wall
 		}
 	}
+	if one == 0 {
+		one = Summarize(r.StartTotals(handler)).Median
+	}
 	if one > 0 {
 		ratio = wall / one
 	}
 	return wall, ratio
+}
+
+// ParallelOverhead is the wall time of n pods of handler started at once
+// over what it would be if their starts shared the machine's CPUs
+// perfectly: n x the host CPU time one start took (the median over the
+// sequential starts) / the number of CPUs. 1 means CPU-bound and perfectly
+// parallel; above 1, the starts wait on something other than CPU (or on
+// each other). 0 when not measured.
+func (r *Result) ParallelOverhead(handler string, n int) float64 {
+	wall, _ := r.ConcurrencyWall(handler, n)
+	var cpu []float64
+	for _, s := range r.Starts {
+		if s.Handler == handler && s.HostCPU > 0 {
+			cpu = append(cpu, s.HostCPU)
+		}
+	}
+	one := Summarize(cpu).Median
+	if wall == 0 || one == 0 || r.Machine.CPUs == 0 {
+		return 0
+	}
+	return wall / (float64(n) * one / float64(r.Machine.CPUs))
 }

@@ -339,3 +339,66 @@ func TestSegmentsChain(t *testing.T) {
 		}
 	}
 }
+
+// A run that started no single pod at once compares n pods with the
+// median sequential start; with each start's host CPU time it also says
+// how far n starts at once are from sharing the CPUs perfectly.
+func TestConcurrencyWithoutOnePodAtOnce(t *testing.T) {
+	r := sample()
+	r.Concurrency = []Concurrency{{Handler: "veil", N: 8, Wall: 30, Each: []float64{30}}}
+	for i := range r.Starts {
+		r.Starts[i].HostCPU = 2.5 // veil: 2.5 CPU seconds per start
+	}
+	_, ratio := r.ConcurrencyWall("veil", 8)
+	if math.Abs(ratio-30/7.5) > 1e-9 {
+		t.Errorf("ratio to 1 = %v, want wall 30 / median sequential start 7.5 = 4", ratio)
+	}
+	// 8 starts of 2.5 CPU seconds on 2 CPUs: 10 s at best; 30 s is 3x.
+	if o := r.ParallelOverhead("veil", 8); math.Abs(o-3) > 1e-9 {
+		t.Errorf("ParallelOverhead = %v, want 30 / (8 x 2.5 / 2) = 3", o)
+	}
+	if o := r.ParallelOverhead("runc", 8); o != 0 {
+		t.Errorf("ParallelOverhead of an unmeasured point = %v, want 0", o)
+	}
+	var b bytes.Buffer
+	if err := WriteTable(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.String(); !strings.Contains(out, "4.00x") || !strings.Contains(out, "3.00x") || strings.Contains(out, "0.00x") {
+		t.Errorf("table: want the ratio 4.00x and 3.00x and no 0.00x:\n%s", out)
+	}
+}
+
+// The breakdown lists QEMU's parts and the shim per pod, and the total
+// without TCG's cache, for the largest set of idle veil pods.
+func TestMemoryBreakdown(t *testing.T) {
+	r := sample()
+	r.Memory[1].ByProcess = map[string]uint64{"qemu-system-x86_64": 240 << 20, "containerd-shim-veil-v2": 30 << 20}
+	r.Memory[1].QEMUParts = map[string]uint64{PartGuestRAM: 150 << 20, PartTCG: 60 << 20, PartQEMUHeap: 24 << 20, PartFiles: 3 << 20, PartRootImage: 3 << 20}
+	figs := map[string]float64{}
+	for _, f := range r.Figures() {
+		figs[f.Name] = f.Value
+	}
+	if v := figs["PSS per pod veil 3 idle without TCG cache"]; math.Abs(v-70) > 1e-9 {
+		t.Errorf("PSS per pod without TCG cache = %v MiB, want (270-60)/3 = 70", v)
+	}
+	var b bytes.Buffer
+	if err := WriteTable(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if !strings.Contains(out, "veil PSS per pod with 3 idle pods") {
+		t.Errorf("table lacks the breakdown:\n%s", out)
+	}
+	for part, want := range map[string]string{PartGuestRAM: "50.0", PartTCG: "20.0", "shim": "10.0", "total without the TCG cache (a KVM node)": "70.0"} {
+		found := false
+		for line := range strings.Lines(out) {
+			if f := strings.Fields(line); strings.HasPrefix(strings.TrimSpace(line), part+" ") && f[len(f)-1] == want {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("table has no line %q ... %s:\n%s", part, want, out)
+		}
+	}
+}
