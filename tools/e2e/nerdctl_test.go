@@ -34,7 +34,8 @@ var etherAddr = regexp.MustCompile(`lladdr ([0-9a-f:]{17})|link/ether ([0-9a-f:]
 // namespace, where the hook made it as under runc (each run starts without
 // that bridge). Once `run --rm` returns nothing of the container is left:
 // no container in nerdctl's list, no veth on the bridge, no IP allocation,
-// no mount (rootfs, pinned netns), no cgroup.
+// no mount (rootfs, pinned netns), no cgroup. With --net none it has only
+// lo, and nerdctl's net.ipv4.ip_unprivileged_port_start=0.
 func TestNerdctlDefaultNetwork(t *testing.T) {
 	if _, err := os.Stat(env.Bin("nerdctl")); err != nil {
 		t.Fatalf("finding nerdctl (run `make deps`): %v", err)
@@ -111,6 +112,23 @@ func TestNerdctlDefaultNetwork(t *testing.T) {
 		}
 		if left, _ := filepath.Glob("/sys/fs/cgroup/*/" + ns + "/" + id); len(left) > 0 {
 			t.Errorf("cgroups of the container left: %v", left)
+		}
+
+		// --net none: only lo, and the sysctl nerdctl sets on every
+		// container, net.ipv4.ip_unprivileged_port_start=0, holds (under
+		// veil the pod set it in the VM: crun refused it in the container).
+		out, err = env.Run(ctx, nerdctl("run", "--rm", "--net", "none", "--runtime", env.Handlers[handler].Type,
+			env.Image(testimages.BusyboxImage), "sh", "-c", "ip -4 -o addr; cat /proc/sys/net/ipv4/ip_unprivileged_port_start"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = map[string]string{}
+		for _, m := range ipv4Line.FindAllStringSubmatch(out, -1) {
+			addrs[m[1]] = m[2]
+		}
+		lines = strings.Split(strings.TrimSpace(out), "\n")
+		if len(addrs) != 1 || addrs["lo"] != "127.0.0.1/8" || lines[len(lines)-1] != "0" {
+			t.Errorf("nerdctl run --net none: IPv4 addresses %v, ip_unprivileged_port_start %q; want lo only, 0", addrs, lines[len(lines)-1])
 		}
 	})
 }
