@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/veil-runtime/veil/guest-agent/api"
+	"github.com/veil-runtime/veil/shim/config"
 	"github.com/veil-runtime/veil/shim/metrics"
 )
 
@@ -55,7 +56,7 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	ranCreateHooks := false
 
 	if p == nil {
-		path, err := configPath(r.Options)
+		path, err := configPath(r.Options, os.Getenv(config.PathEnv))
 		if err != nil {
 			return nil, err
 		}
@@ -166,6 +167,9 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 			s.unmountContainer(ctx, p, c)
 		}
 	}()
+	if err := checkNetSysctls(c.id, spec, p.sysctls, p.conf != nil); err != nil {
+		return err
+	}
 	rootfsStorage := &api.Storage{Driver: "shared", Source: rootfsTarget(c.id)}
 	guestPull := p.cfg.Confidential.GuestPullEnabled()
 	if !guestPull {
@@ -324,18 +328,20 @@ func readSpec(bundle string) (*specs.Spec, error) {
 
 // configPath returns the veil config path containerd passed in the task's
 // runtime options (runtimeoptions.v1.Options, from the runtime's options in
-// containerd's config or ctr's --runtime-config-path); "" when there is none.
-func configPath(opts *anypb.Any) (string, error) {
+// containerd's config or ctr's --runtime-config-path); without one, env
+// (the shim's $VEIL_CONFIG: clients such as nerdctl pass no options);
+// "" when there is neither (config.DefaultPath).
+func configPath(opts *anypb.Any, env string) (string, error) {
 	if opts == nil || opts.GetTypeUrl() == "" {
-		return "", nil
+		return env, nil
 	}
 	v, err := typeurl.UnmarshalAny(opts)
 	if err != nil {
 		return "", fmt.Errorf("decoding runtime options %s: %w", opts.GetTypeUrl(), errdefs.ErrInvalidArgument)
 	}
-	if o, ok := v.(*runtimeoptions.Options); ok {
+	if o, ok := v.(*runtimeoptions.Options); ok && o.GetConfigPath() != "" {
 		return o.GetConfigPath(), nil
 	}
 	// Other option types (runc's) carry no config path.
-	return "", nil
+	return env, nil
 }

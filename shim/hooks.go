@@ -39,20 +39,27 @@ import (
 //     drop it silently (a CDI device's hooks, for example, would otherwise
 //     seem to work and leave the device unusable).
 //
-// Each hook runs in the pod's network namespace: the spec's namespace path
-// (the CRI's, or `ctr run --with-ns network:...`), or, when the spec asks
-// for a new network namespace without a path (ctr, nerdctl), one the shim
-// creates for the pod before the first hook and removes with the pod. A
-// pod on the host's network runs them in the shim's own namespace.
+// Each hook runs in the runtime's network namespace, the shim's (as runc
+// runs them), and the pid of its state is in the pod's network namespace:
+// the spec's namespace path (the CRI's, or `ctr run --with-ns
+// network:...`), or, when the spec asks for a new network namespace
+// without a path (ctr, nerdctl), one the shim creates for the pod before
+// the first hook and removes with the pod; for a pod on the host's network,
+// the shim's own.
 //
 // The state on a hook's stdin is the OCI runtime spec's: ociVersion, id,
 // status, bundle, annotations, and pid. There is no host process that is
 // the container (it runs in the VM), and QEMU runs in the shim's network
-// namespace, not the pod's (shim/network passes it taps). So pid is, as in
-// Kata Containers, the thread of the shim that runs the hook from inside
-// the pod's network namespace: /proc/<pid>/ns/net is the pod's namespace
-// while the hook runs, which is what hooks read it for (nerdctl's CNI hook
-// does). It is not a process that outlives the hook.
+// namespace, not the pod's (shim/network passes it taps). So pid is a
+// thread of the shim that enters the pod's network namespace and stays
+// there until the hook has exited: /proc/<pid>/ns/net is the pod's
+// namespace while the hook runs, which is what hooks read it for. nerdctl's
+// CNI hook runs CNI ADD on it: the bridge and the host end of the veth are
+// made in the runtime's namespace, eth0 in the pod's, whose interfaces
+// then become the VM's network cards. It is not a process that outlives
+// the hook. (Running the hook itself inside the pod's namespace would put
+// nerdctl's bridge there too: the VM would get the bridge as a card of its
+// own, and the container would reach only itself.)
 //
 // Confidential handlers run the same host hooks: they see only what the
 // host has anyway (the pod's network namespace, the bundle), nothing of
@@ -128,9 +135,9 @@ func (hs hookSet) runLogged(ctx context.Context, stage string, hooks []specs.Hoo
 	}
 }
 
-// runHooks runs hooks one after the other, each in the network namespace
-// at netnsPath ("" for the shim's own), with st (its pid set to the thread
-// that runs it) on its stdin, within its timeout when it has one.
+// runHooks runs hooks one after the other (runHook), each with st on its
+// stdin, its pid set to a thread in the network namespace at netnsPath (""
+// for the shim's own).
 func runHooks(ctx context.Context, stage string, hooks []specs.Hook, netnsPath string, st specs.State) error {
 	for i, h := range hooks {
 		if err := runHook(ctx, h, netnsPath, st); err != nil {
@@ -173,8 +180,14 @@ func inThreadNetNS(enter func() error, fn func() error) error {
 	return <-errc
 }
 
-// runHook runs one hook from a thread that entered the network namespace
-// (a child inherits the forking thread's namespaces).
+// runHook runs one hook in the shim's own network namespace, the
+// runtime's, as runc runs them, with st's pid a shim thread that holds the
+// pod's network namespace (netnsPath; the shim's own when "") until the
+// hook has exited. A CNI hook (nerdctl's) thus creates its bridge and the
+// host end of its veth in the runtime's namespace and the container's end
+// in the pod's, /proc/<pid>/ns/net, as under runc; run inside the pod's
+// namespace it would make the bridge there too, and the VM would get the
+// bridge as a network card of its own.
 func runHook(ctx context.Context, h specs.Hook, netnsPath string, st specs.State) error {
 	var enter func() error
 	if netnsPath != "" {
@@ -190,42 +203,63 @@ func runHook(ctx context.Context, h specs.Hook, netnsPath string, st specs.State
 			return nil
 		}
 	}
-	return inThreadNetNS(enter, func() error {
-		st.Pid = unix.Gettid()
-		in, err := json.Marshal(st)
-		if err != nil {
-			return fmt.Errorf("encoding state: %w", err)
+	tid := make(chan int, 1)
+	release := make(chan struct{})
+	held := make(chan error, 1)
+	go func() {
+		held <- inThreadNetNS(enter, func() error {
+			tid <- unix.Gettid()
+			<-release
+			return nil
+		})
+	}()
+	select {
+	case st.Pid = <-tid:
+	case err := <-held:
+		return err
+	}
+	err := execHook(ctx, h, st)
+	close(release)
+	return errors.Join(err, <-held)
+}
+
+// execHook runs h with st on its stdin, from the calling goroutine's
+// thread (in the shim's network namespace), within h's timeout when it has
+// one.
+func execHook(ctx context.Context, h specs.Hook, st specs.State) error {
+	in, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encoding state: %w", err)
+	}
+	hctx := ctx
+	if h.Timeout != nil && *h.Timeout > 0 {
+		var cancel context.CancelFunc
+		hctx, cancel = context.WithTimeout(ctx, time.Duration(*h.Timeout)*time.Second)
+		defer cancel()
+	}
+	cmd := exec.CommandContext(hctx, h.Path)
+	if len(h.Args) > 0 {
+		cmd.Args = h.Args
+	}
+	cmd.Env = h.Env
+	if cmd.Env == nil {
+		cmd.Env = []string{} // the hook's env is the spec's, not the shim's
+	}
+	cmd.Stdin = bytes.NewReader(in)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = time.Second
+	err = cmd.Run()
+	if hctx.Err() != nil && ctx.Err() == nil {
+		return fmt.Errorf("timed out after %ds: %w", *h.Timeout, errors.Join(err, context.DeadlineExceeded))
+	}
+	if err != nil {
+		if o := strings.TrimSpace(out.String()); o != "" {
+			return fmt.Errorf("%w: %s", err, o)
 		}
-		hctx := ctx
-		if h.Timeout != nil && *h.Timeout > 0 {
-			var cancel context.CancelFunc
-			hctx, cancel = context.WithTimeout(ctx, time.Duration(*h.Timeout)*time.Second)
-			defer cancel()
-		}
-		cmd := exec.CommandContext(hctx, h.Path)
-		if len(h.Args) > 0 {
-			cmd.Args = h.Args
-		}
-		cmd.Env = h.Env
-		if cmd.Env == nil {
-			cmd.Env = []string{} // the hook's env is the spec's, not the shim's
-		}
-		cmd.Stdin = bytes.NewReader(in)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		cmd.WaitDelay = time.Second
-		err = cmd.Run()
-		if hctx.Err() != nil && ctx.Err() == nil {
-			return fmt.Errorf("timed out after %ds: %w", *h.Timeout, errors.Join(err, context.DeadlineExceeded))
-		}
-		if err != nil {
-			if o := strings.TrimSpace(out.String()); o != "" {
-				return fmt.Errorf("%w: %s", err, o)
-			}
-			return err
-		}
-		return nil
-	})
+		return err
+	}
+	return nil
 }
 
 // newNetNS creates a network namespace and pins it at path (a bind mount

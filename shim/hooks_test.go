@@ -65,7 +65,12 @@ func nsID(t *testing.T, path string) string {
 	return fmt.Sprintf("net:[%d]", st.Ino)
 }
 
-func TestHooksRunInPodNetNSWithState(t *testing.T) {
+// Each hook runs in the shim's network namespace, the runtime's, as runc
+// runs them, and its state's pid is in the pod's: nerdctl's CNI hook makes
+// its bridge where it runs and eth0 in /proc/<pid>/ns/net (issue 15: run
+// inside the pod's namespace, the bridge was made there too and became a
+// network card of the VM).
+func TestHooksRunInRuntimeNetNSWithPodPid(t *testing.T) {
 	dir := t.TempDir()
 	nsPath := filepath.Join(dir, "netns")
 	if err := newNetNS(nsPath); err != nil {
@@ -95,7 +100,8 @@ func TestHooksRunInPodNetNSWithState(t *testing.T) {
 	hs.runPoststop(context.Background())
 
 	want := nsID(t, nsPath)
-	if host := nsID(t, "/proc/self/ns/net"); host == want {
+	host := nsID(t, "/proc/self/ns/net")
+	if host == want {
 		t.Fatalf("the new namespace %s is the test's own %s", want, host)
 	}
 	recs := readHookLog(t, log)
@@ -110,8 +116,8 @@ func TestHooksRunInPodNetNSWithState(t *testing.T) {
 		if st.Version != "1.2.0" || st.ID != "c1" || st.Bundle != "/run/bundle/c1" || st.Status != wantStatus || st.Annotations["a"] != "b" || st.Pid <= 0 {
 			t.Errorf("%s: state %+v, want version 1.2.0, id c1, bundle /run/bundle/c1, status %s, annotations, a pid", r.stage, st, wantStatus)
 		}
-		if r.ownNS != want || r.pidNS != want {
-			t.Errorf("%s: ran in %s, its state's pid in %s; want both in the pod's %s", r.stage, r.ownNS, r.pidNS, want)
+		if r.ownNS != host || r.pidNS != want {
+			t.Errorf("%s: ran in %s, its state's pid in %s; want it in the shim's %s, its pid in the pod's %s", r.stage, r.ownNS, r.pidNS, host, want)
 		}
 	}
 	if got := strings.Join(stages, ","); got != "prestart,createRuntime1,createRuntime2,poststart,poststop" {
@@ -240,9 +246,10 @@ func TestCreateRunsHooksBeforeVMNetwork(t *testing.T) {
 	if len(recs) != 3 || recs[0].stage != "createRuntime" || recs[1].stage != "poststart" || recs[2].stage != "poststop" {
 		t.Fatalf("hooks ran: %+v", recs)
 	}
+	shimNS := nsID(t, "/proc/self/ns/net")
 	for _, r := range recs {
-		if r.ownNS != attachedNS || r.pidNS != attachedNS {
-			t.Errorf("%s ran in %s (state pid in %s), the pod's namespace is %s", r.stage, r.ownNS, r.pidNS, attachedNS)
+		if r.ownNS != shimNS || r.pidNS != attachedNS {
+			t.Errorf("%s ran in %s (state pid in %s); want the shim's %s (the pod's %s)", r.stage, r.ownNS, r.pidNS, shimNS, attachedNS)
 		}
 	}
 	if _, err := os.Stat(nsPin); !os.IsNotExist(err) {

@@ -3,6 +3,7 @@ package shim
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -117,7 +118,8 @@ func rootfsTarget(cid string) string { return path.Join(cid, "rootfs") }
 //     bind read-only). Other mounts (proc, sysfs, tmpfs, devpts, mqueue, ...)
 //     are made by runc in the guest and pass through.
 //   - The network namespace is dropped: every container of the pod uses the
-//     VM's network, which is the pod's. Other namespaces pass through with
+//     VM's network, which is the pod's; so are its net.* sysctls, which
+//     the pod set in the VM (podSysctls, checkNetSysctls). Other namespaces pass through with
 //     their host paths: a path is how the CRI says "the pod's namespace"
 //     (the pause process's), and the agent maps it to the pod's namespace in
 //     the guest (guest-agent/containers.RewriteSpec).
@@ -195,6 +197,13 @@ func guestSpec(cid string, spec *specs.Spec, submounts func(string) []string) (*
 			if ns.Type != specs.NetworkNamespace {
 				l.Namespaces = append(l.Namespaces, ns)
 			}
+		}
+		// Nor its net.* sysctls: they are the VM's, which the pod set
+		// (podSysctls; checkNetSysctls refuses any other).
+		l.Sysctl = maps.Clone(spec.Linux.Sysctl)
+		maps.DeleteFunc(l.Sysctl, func(k, _ string) bool { return isNetSysctl(k) })
+		if len(l.Sysctl) == 0 {
+			l.Sysctl = nil
 		}
 		out.Linux = &l
 	}

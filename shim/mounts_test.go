@@ -61,9 +61,18 @@ func TestGuestSpecNamespacesAndHooks(t *testing.T) {
 				{Type: specs.NetworkNamespace, Path: "/var/run/netns/cni-1"},
 				{Type: specs.MountNamespace},
 			},
+			Sysctl: map[string]string{"net.ipv4.ip_unprivileged_port_start": "0", "kernel.shmmax": "1"},
 		},
 	}
 	out, _ := guestSpec("c1", in, nil)
+	// net.* sysctls are the VM's network namespace's, which the pod set;
+	// the others are for the container's own namespaces.
+	if want := map[string]string{"kernel.shmmax": "1"}; !reflect.DeepEqual(out.Linux.Sysctl, want) {
+		t.Errorf("sysctls = %v, want %v", out.Linux.Sysctl, want)
+	}
+	if len(in.Linux.Sysctl) != 2 {
+		t.Error("guestSpec modified its input sysctls")
+	}
 	// The pod's namespaces (by path) reach the agent, which maps them; the
 	// network namespace does not: the VM's network is the pod's.
 	wantNS := []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace, Path: "/proc/42/ns/ipc"}, {Type: specs.MountNamespace}}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,6 +98,9 @@ type pod struct {
 	ports *portfwd.Forwarder
 	// conf is the confidential pod's init-data; nil for veil.
 	conf *confidentialPod
+	// sysctls are the ones the guest set in the VM's namespaces at
+	// CreateSandbox (podSysctls); checkNetSysctls holds containers to them.
+	sysctls map[string]string
 	// guestShm is set when the pod's /dev/shm is the guest tmpfs at
 	// guestShmDir (mounts.go), not the CRI's host tmpfs over 9p.
 	guestShm bool
@@ -186,6 +191,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 	if p.conf, err = resolveConfidential(cfg.Confidential, spec.Annotations); err != nil {
 		return nil, fmt.Errorf("confidential pod: %w", err)
 	}
+	p.sysctls = podSysctls(spec, p.conf != nil)
 	if p.net, err = s.attachNetwork(ctx, spec, p.conf != nil); err != nil {
 		return nil, fmt.Errorf("pod network: %w", err)
 	}
@@ -292,7 +298,7 @@ func (s *service) startPod(ctx context.Context, id string, spec *specs.Spec, cfg
 		Hostname:  spec.Hostname,
 		Dns:       dns,
 		Storages:  storages,
-		Sysctls:   podSysctls(spec, p.conf != nil),
+		Sysctls:   p.sysctls,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the sandbox in the guest: %w%s", errgrpc.ToNative(err), consoleTail(hv))
@@ -488,15 +494,74 @@ func consoleTail(hv hypervisor.Hypervisor) string {
 	return "; guest console (" + path + ") ends:\n" + tail
 }
 
-// podSysctls are the sysctls the guest sets for the pod: the CRI sandbox
-// container's linux.sysctl (the pod's securityContext.sysctls and
-// containerd's defaults), which runc would set in the pause container's
-// namespaces, the ones the pod's containers join; in a veil pod those are
-// the guest's. A confidential pod gets none: its init-data binds no pod
-// sysctls, and its agent refuses them.
+// podSysctls are the sysctls the guest sets for the pod in the VM's own
+// namespaces, from the pod's first spec: the CRI sandbox container's
+// linux.sysctl (the pod's securityContext.sysctls and containerd's
+// defaults), which runc would set in the pause container's namespaces, the
+// ones the pod's containers join; in a veil pod those are the guest's. A
+// pod without a CRI sandbox (ctr, nerdctl: the container is the pod) gets
+// its container's net.* sysctls: the container shares the VM's network
+// namespace (guestSpec drops its own), so they are the VM's (nerdctl sets
+// net.ipv4.ip_unprivileged_port_start=0 on every container); its other
+// sysctls stay in its spec, for the IPC namespace it has of its own. A
+// confidential pod gets none: its init-data binds no pod sysctls, and its
+// agent refuses them.
 func podSysctls(spec *specs.Spec, confidential bool) map[string]string {
-	if confidential || !isSandbox(spec.Annotations) || spec.Linux == nil {
+	if confidential || spec == nil || spec.Linux == nil {
 		return nil
 	}
-	return spec.Linux.Sysctl
+	if isSandbox(spec.Annotations) {
+		return spec.Linux.Sysctl
+	}
+	return netSysctls(spec.Linux.Sysctl)
+}
+
+// isNetSysctl reports whether name is a network namespace's sysctl
+// (net.ipv4.ip_forward, or net/ipv4/ip_forward as sysctl(8) also takes it).
+func isNetSysctl(name string) bool {
+	return strings.HasPrefix(name, "net.") || strings.HasPrefix(name, "net/")
+}
+
+// netSysctls is the net.* part of sysctls; nil when it has none.
+func netSysctls(sysctls map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range sysctls {
+		if isNetSysctl(k) {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// checkNetSysctls checks container cid's net.* sysctls against podSet,
+// the ones the pod set in the VM (podSysctls). A veil container has no
+// network namespace of its own in the guest (guestSpec drops it, and its
+// net.* sysctls with it): it shares the VM's, the pod's. So each of its
+// net.* sysctls must be one the pod set there, to the same value; another
+// is refused, naming it, rather than dropped or left for crun to refuse.
+func checkNetSysctls(cid string, spec *specs.Spec, podSet map[string]string, confidential bool) error {
+	if spec == nil || spec.Linux == nil {
+		return nil
+	}
+	for _, k := range slices.Sorted(maps.Keys(netSysctls(spec.Linux.Sysctl))) {
+		v := spec.Linux.Sysctl[k]
+		pv, ok := podSet[k]
+		switch {
+		case ok && pv == v:
+			continue
+		case confidential:
+			return fmt.Errorf("container %s: sysctl %s=%q: a confidential pod sets no sysctls in its VM (its init-data binds none), and its containers share the VM's network namespace: %w",
+				cid, k, v, errdefs.ErrInvalidArgument)
+		case ok:
+			return fmt.Errorf("container %s: sysctl %s=%q: the pod set it to %q in the pod VM's network namespace, which its containers share: %w",
+				cid, k, v, pv, errdefs.ErrInvalidArgument)
+		default:
+			return fmt.Errorf("container %s: sysctl %s=%q: the pod did not set it, and a veil container shares the pod VM's network namespace; set it on the pod (securityContext.sysctls): %w",
+				cid, k, v, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
 }

@@ -347,11 +347,22 @@ func TestConfigPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, err := configPath(a); err != nil || p != "/etc/veil/dev.toml" {
-		t.Errorf("configPath = %q, %v", p, err)
+	if p, err := configPath(a, "/env.toml"); err != nil || p != "/etc/veil/dev.toml" {
+		t.Errorf("configPath = %q, %v; want the option over $VEIL_CONFIG", p, err)
 	}
-	if p, err := configPath(nil); err != nil || p != "" {
+	if p, err := configPath(nil, ""); err != nil || p != "" {
 		t.Errorf("configPath(nil) = %q, %v", p, err)
+	}
+	// nerdctl --runtime io.containerd.veil.v2 passes no options: $VEIL_CONFIG.
+	if p, err := configPath(nil, "/env.toml"); err != nil || p != "/env.toml" {
+		t.Errorf("configPath(nil, $VEIL_CONFIG) = %q, %v; want /env.toml", p, err)
+	}
+	empty, err := typeurl.MarshalAnyToProto(&runtimeoptions.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := configPath(empty, "/env.toml"); err != nil || p != "/env.toml" {
+		t.Errorf("configPath(no ConfigPath, $VEIL_CONFIG) = %q, %v; want /env.toml", p, err)
 	}
 }
 

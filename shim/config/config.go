@@ -6,8 +6,9 @@
 // passes another path in the runtime's ConfigPath option
 // (runtimeoptions.v1.Options, set in containerd's config as
 // `[...runtimes.veil.options] ConfigPath = "/etc/veil/veil.toml"`, or with
-// `ctr run --runtime-config-path`). A missing default file means all defaults;
-// a missing file named by ConfigPath is an error.
+// `ctr run --runtime-config-path`) or, without that option, the shim's
+// environment names one in $VEIL_CONFIG (PathEnv). A missing default file
+// means all defaults; a missing file named by either is an error.
 //
 // Every key, with its default:
 //
@@ -81,8 +82,16 @@ import (
 	"github.com/veil-runtime/veil/hypervisor"
 )
 
-// DefaultPath is read when containerd passes no ConfigPath.
+// DefaultPath is read when containerd passes no ConfigPath and the shim's
+// environment has no PathEnv.
 const DefaultPath = "/etc/veil/config.toml"
+
+// PathEnv is the environment variable naming the config file when
+// containerd passes no ConfigPath: clients that create containers without
+// CRI's runtime options (nerdctl --runtime io.containerd.veil.v2) get it
+// from containerd's environment, which the shim inherits (Kata's
+// KATA_CONF_FILE is the same idea). A file it names must exist.
+const PathEnv = "VEIL_CONFIG"
 
 // Config is the veil runtime configuration.
 type Config struct {

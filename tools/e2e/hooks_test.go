@@ -106,10 +106,12 @@ func TestCtrRunPrestartHook(t *testing.T) {
 			}
 			return strings.TrimSpace(string(b))
 		}
-		// runc runs hooks in its own (the runtime's) namespace, as the
-		// spec says; veil runs them inside the pod's (shim/README.md).
-		if got := read(".ns"); got != want && handler != harness.Runc {
-			t.Errorf("the hook ran in %s, the pod's namespace is %s", got, want)
+		// Hooks run in the runtime's namespace, as the spec says.
+		if err := syscall.Stat(env.NetNS.Path, &st); err != nil {
+			t.Fatal(err)
+		}
+		if got, runtimeNS := read(".ns"), fmt.Sprintf("net:[%d]", st.Ino); got != runtimeNS {
+			t.Errorf("the hook ran in %s, not in containerd's namespace %s (the pod's is %s)", got, runtimeNS, want)
 		}
 		if got := read(".pidns"); got != want {
 			t.Errorf("the state's pid is in %s, the pod's namespace is %s", got, want)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/veil-runtime/veil/runtimeclass/containerdcfg"
+	shimconfig "github.com/veil-runtime/veil/shim/config"
 	"github.com/veil-runtime/veil/tools/e2e/testimages"
 )
 
@@ -294,9 +295,13 @@ func (e *Env) startDaemon(ctx context.Context) error {
 	// Not tied to ctx: Close stops it, after the pods are gone.
 	cmd := e.NetNS.Command(context.Background(), e.Bin("containerd"), "--config", filepath.Join(e.Dir, "config.toml"))
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its shims inherit VEIL_CONFIG: a veil container created without
+	// CRI's runtime options (nerdctl's) gets veil.toml, not the host's
+	// /etc/veil/config.toml.
 	cmd.Env = append(os.Environ(), "PATH="+strings.Join([]string{
 		filepath.Join(e.RepoRoot, ".cache/bin"), filepath.Join(e.RepoRoot, "build/bin"),
-		"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}, ":"))
+		"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}, ":"),
+		shimconfig.PathEnv+"="+e.veilConfig)
 	// If the test process dies without Close (killed, go test's timeout),
 	// the next Start's sweepStale stops this containerd and its shims.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
