@@ -27,9 +27,8 @@ import (
 // Deployment of one `veil` pod with configMap, secret, projected and
 // emptyDir volumes, a readiness probe that passes while /scratch/ready
 // exists (with a timeout for a loaded TCG guest: a probe that times out
-// would read as not ready), and a web server (for a port-forward scenario,
-// not written yet: TestPortForward drives it through the CRI). %s is the
-// registry host.
+// would read as not ready), and a web server that kubectl port-forward
+// reaches. %s is the registry host.
 const webManifest = `apiVersion: v1
 kind: ConfigMap
 metadata: {name: web-config}
@@ -284,6 +283,28 @@ func TestKubernetes(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("kubectl attach read %q", line)
+	})
+
+	step("port-forward", func(t *testing.T) {
+		// kubectl -> API server -> kubelet -> containerd's CRI, which dials
+		// localhost:8080 in the pod's netns on the node; the shim relays
+		// that to the guest, where the web container listens.
+		pctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		line, err := firstLine(pctx, cl.Kubectl(pctx, "port-forward", "pod/"+pod, ":8080"), "Forwarding from 127.0.0.1:")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// "Forwarding from 127.0.0.1:PORT -> 8080"
+		local := strings.Fields(strings.TrimPrefix(line, "Forwarding from "))[0]
+		for i := range 2 {
+			s := time.Now()
+			page, err := httpGetOnce(local)
+			if err != nil || !strings.Contains(page, "veil-web") {
+				t.Fatalf("GET %d http://%s/ through kubectl port-forward to pod %s port 8080: %q, %v; want the web container's page", i+1, local, pod, page, err)
+			}
+			t.Logf("HTTP exchange %d through kubectl port-forward: %s", i+1, time.Since(s).Round(time.Millisecond))
+		}
 	})
 
 	step("runtimeclass-overhead", func(t *testing.T) {
