@@ -54,6 +54,7 @@ func run() error {
 	flag.IntVar(&o.pullRuns, "pull-runs", 2, "pull benchmark: pulls of each kind")
 	flag.BoolVar(&o.pullOnly, "pull-only", false, "run only the pull benchmark")
 	logs := flag.String("logs", "", "keep containerd's and the registry's logs in this directory")
+	writeRC := flag.String("write-runtimeclass", "", "rewrite the overhead memory (and its veil.io/overhead note) of each measured veil handler's RuntimeClass in this manifest (runtimeclass/runtimeclasses.yaml) from the run's idle-pod memory")
 	flag.Parse()
 	if flag.NArg() != 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
@@ -114,6 +115,11 @@ func run() error {
 	if err := report.WriteTable(os.Stdout, res); err != nil {
 		return err
 	}
+	if *writeRC != "" {
+		if err := writeRuntimeClass(*writeRC, res); err != nil {
+			return err
+		}
+	}
 	if *compare != "" {
 		old, err := report.Read(*compare)
 		if err != nil {
@@ -139,4 +145,32 @@ func intList(flagName, s string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+// writeRuntimeClass rewrites the overhead of each veil handler the run
+// measured idle pods of in the RuntimeClass manifest at path.
+func writeRuntimeClass(path string, res *report.Result) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading the RuntimeClass manifest: %w", err)
+	}
+	n := 0
+	for _, h := range res.Config.Handlers {
+		o, ok := res.RuntimeClassOverhead(h)
+		if !ok || !strings.HasPrefix(h, "veil") {
+			continue
+		}
+		if b, err = report.ApplyOverhead(b, []string{h}, o); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		fmt.Printf("\n%s: RuntimeClass %s overhead memory %dMi (%s)\n", path, h, o.MemoryMiB, o.Note())
+		n++
+	}
+	if n == 0 {
+		return fmt.Errorf("-write-runtimeclass: the run has no idle-pod memory of a veil handler (-idle, and a run from after RSS was recorded)")
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return fmt.Errorf("writing the RuntimeClass manifest: %w", err)
+	}
+	return nil
 }

@@ -373,11 +373,12 @@ func (b *bench) idleMemory(ctx context.Context, handler string, layout vmLayout)
 		}
 		m := report.Memory{Handler: handler, Pods: n, ByProcess: map[string]uint64{}}
 		for _, p := range pods {
-			total, by, qemus, err := podPSS(p.ID)
+			total, rss, by, qemus, err := podPSS(p.ID)
 			if err != nil {
 				return nil, err
 			}
 			m.TotalPSS += total
+			m.TotalRSS += rss
 			for k, v := range by {
 				m.ByProcess[k] += v
 			}

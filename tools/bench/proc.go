@@ -18,15 +18,15 @@ import (
 	"github.com/veil-runtime/veil/tools/e2e/harness"
 )
 
-// podPSS sums the PSS of a pod's shim (containerd-shim-*, started with
+// podPSS sums the PSS (and RSS) of a pod's shim (containerd-shim-*, started with
 // `-id <sandbox-id>`) and all its descendants: QEMU for veil, the pause
 // and container processes for runc. by is the same split by executable;
 // qemus are the QEMU processes among them. The same walk for both
 // handlers, so the figures compare.
-func podPSS(sandboxID string) (total uint64, by map[string]uint64, qemus []int, err error) {
+func podPSS(sandboxID string) (total, rss uint64, by map[string]uint64, qemus []int, err error) {
 	procs, err := procfs.AllProcs()
 	if err != nil {
-		return 0, nil, nil, fmt.Errorf("listing processes: %w", err)
+		return 0, 0, nil, nil, fmt.Errorf("listing processes: %w", err)
 	}
 	children := map[int][]procfs.Proc{}
 	shimPID := 0
@@ -45,7 +45,7 @@ func podPSS(sandboxID string) (total uint64, by map[string]uint64, qemus []int, 
 		}
 	}
 	if shimPID == 0 {
-		return 0, nil, nil, fmt.Errorf("no shim process with -id %s", sandboxID)
+		return 0, 0, nil, nil, fmt.Errorf("no shim process with -id %s", sandboxID)
 	}
 	by = map[string]uint64{}
 	var walk func(p procfs.Proc) error
@@ -60,6 +60,7 @@ func podPSS(sandboxID string) (total uint64, by map[string]uint64, qemus []int, 
 			name, _ = p.Comm()
 		}
 		total += r.Pss
+		rss += r.Rss
 		by[filepath.Base(name)] += r.Pss
 		if strings.HasPrefix(filepath.Base(name), "qemu-system") {
 			qemus = append(qemus, p.PID)
@@ -73,12 +74,12 @@ func podPSS(sandboxID string) (total uint64, by map[string]uint64, qemus []int, 
 	}
 	shimProc, err := procfs.NewProc(shimPID)
 	if err != nil {
-		return 0, nil, nil, err
+		return 0, 0, nil, nil, err
 	}
 	if err := walk(shimProc); err != nil {
-		return 0, nil, nil, err
+		return 0, 0, nil, nil, err
 	}
-	return total, by, qemus, nil
+	return total, rss, by, qemus, nil
 }
 
 // describeMachine records what the run ran on.

@@ -16,7 +16,9 @@ import (
 	"testing"
 	"time"
 
+	nodev1 "k8s.io/api/node/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"sigs.k8s.io/yaml"
 
 	"github.com/veil-runtime/veil/attestation/initdata"
 	"github.com/veil-runtime/veil/tools/e2e/harness"
@@ -311,8 +313,9 @@ func TestKubernetes(t *testing.T) {
 		// The RuntimeClass admission put the overhead into the pod, and
 		// the node's allocated resources count it.
 		got := kubectl(t, "get", "pod", pod, "-o", "jsonpath={.spec.overhead.cpu} {.spec.overhead.memory}")
-		if got != "250m 448Mi" {
-			t.Errorf("pod %s spec.overhead = %q, want the veil RuntimeClass's 250m 448Mi", pod, got)
+		rc := manifestRuntimeClass(t, "veil")
+		if want := rc.Overhead.PodFixed.Cpu().String() + " " + rc.Overhead.PodFixed.Memory().String(); got != want {
+			t.Errorf("pod %s spec.overhead = %q, want the veil RuntimeClass's %q (runtimeclass/runtimeclasses.yaml)", pod, got, want)
 		}
 		var pods struct {
 			Items []struct {
@@ -474,6 +477,27 @@ func TestKubernetes(t *testing.T) {
 			t.Errorf("crictl info after uninstall still has runtime handler %s", harness.Veil)
 		}
 	})
+}
+
+// manifestRuntimeClass is handler's RuntimeClass in the repository's
+// runtimeclass/runtimeclasses.yaml (its overhead comes from make bench).
+func manifestRuntimeClass(t *testing.T, handler string) nodev1.RuntimeClass {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(env.RepoRoot, "runtimeclass/runtimeclasses.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range strings.Split(string(b), "\n---\n") {
+		var rc nodev1.RuntimeClass
+		if err := yaml.Unmarshal([]byte(doc), &rc); err != nil {
+			t.Fatalf("runtimeclass/runtimeclasses.yaml: %v", err)
+		}
+		if rc.Handler == handler && rc.Overhead != nil {
+			return rc
+		}
+	}
+	t.Fatalf("runtimeclass/runtimeclasses.yaml has no RuntimeClass with an overhead for handler %s", handler)
+	return nodev1.RuntimeClass{}
 }
 
 // confidentialManifest is a veil-dev pod whose init-data is the annotation

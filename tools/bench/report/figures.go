@@ -133,6 +133,11 @@ func WriteTable(w io.Writer, r *Result) error {
 			fmt.Fprintf(tw, "  %s\t%d\t%.1f MiB\t%.1f MiB\n", m.Handler, m.Pods, float64(m.TotalPSS)/(1<<20), m.PerPod()/(1<<20))
 		}
 		writeBreakdown(tw, r.Memory)
+		for _, h := range r.Config.Handlers {
+			if o, ok := r.RuntimeClassOverhead(h); ok && strings.HasPrefix(h, "veil") {
+				fmt.Fprintf(tw, "\nRuntimeClass %s overhead from this run: memory %dMi (%d idle pod(s): QEMU + shim resident %.1f MiB per pod, +25%%, rounded up to 32 MiB; -write-runtimeclass writes it)\n", h, o.MemoryMiB, o.Pods, o.RSSPerPodMiB)
+			}
+		}
 	}
 	if len(r.Concurrency) > 0 {
 		fmt.Fprintln(tw, "\npods started at once\tpods\twall\tratio to 1\twall / (n x one start's CPU / cores)")

@@ -193,6 +193,10 @@ type Memory struct {
 	// TotalPSS is the PSS of every pod's shim and its descendants (QEMU
 	// for veil, the containers' processes for runc), bytes.
 	TotalPSS uint64 `json:"total_pss_bytes"`
+	// TotalRSS is the same processes' resident memory, shared pages
+	// counted in full, bytes: what a node's first such pod is charged
+	// (RuntimeClassOverhead). 0 in runs from before it was recorded.
+	TotalRSS uint64 `json:"total_rss_bytes,omitempty"`
 	// ByProcess sums PSS by process name (comm), bytes.
 	ByProcess map[string]uint64 `json:"by_process_bytes"`
 	// QEMUParts splits the QEMU processes' PSS (summed over the pods) by
