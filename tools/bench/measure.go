@@ -112,7 +112,7 @@ func measure(ctx context.Context, o options) (_ *report.Result, retErr error) {
 	}
 	res := &report.Result{Schema: report.Schema, Started: time.Now().UTC(), Config: report.Config{
 		Runs: o.runs, Handlers: o.handlers, Concurrency: o.concurrency, Idle: o.idle,
-		TCGTranslationCacheMiB: uint32(o.tcgCacheMiB), ReclaimGuestFreedMemory: &o.reclaim, RootImage: !o.initrd, VMVCPUs: cfg.Hypervisor.VCPUs, VMMemoryMiB: cfg.Hypervisor.PodMemoryMiB(0),
+		TCGTranslationCacheMiB: uint32(o.tcgCacheMiB), ReclaimGuestFreedMemory: &o.reclaim, RootImage: !o.initrd, VMVCPUs: cfg.Hypervisor.VCPUs, VMMemoryMiB: cfg.Hypervisor.PodMemoryMiB(0), VMBaseMemoryMiB: cfg.Hypervisor.MemoryMiB,
 		Image: testimages.BusyboxImage,
 	}}
 	res.Machine = describeMachine(ctx, env)

@@ -33,9 +33,10 @@ func qemuBreakdown(pid int, l vmLayout) (map[string]uint64, error) {
 
 // classifySmaps sums the Pss of each mapping in an smaps file under the
 // part it belongs to. A mapping of the guest's RAM size or more is guest
-// RAM (QEMU maps it in one piece); one of exactly the translation cache's
-// size is TCG's code buffer; the root image's file is the shared image;
-// other file mappings are QEMU's binary, libraries and firmware; the rest
+// RAM (QEMU maps it in one piece); an executable one of the translation
+// cache's size (less a guard page) is TCG's code buffer; the root image's
+// file is the shared image; other file mappings are QEMU's binary,
+// libraries, firmware and its copy of the guest kernel; the rest
 // (heap, thread stacks, device buffers) is QEMU's own.
 func classifySmaps(r io.Reader, l vmLayout) (map[string]uint64, error) {
 	const mib = 1 << 20
@@ -64,7 +65,8 @@ func classifySmaps(r io.Reader, l vmLayout) (map[string]uint64, error) {
 				part = report.PartRootImage
 			case l.guestMiB > 0 && size >= l.guestMiB*mib && (path == "" || strings.HasPrefix(path, "/memfd:")):
 				part = report.PartGuestRAM
-			case l.tcgMiB > 0 && size == l.tcgMiB*mib && (path == "" || strings.HasPrefix(path, "/memfd:")):
+			case l.tcgMiB > 0 && strings.Contains(f[1], "x") && size <= l.tcgMiB*mib && size+mib > l.tcgMiB*mib && (path == "" || strings.HasPrefix(path, "/memfd:")):
+				// QEMU maps the code buffer executable, less a guard page.
 				part = report.PartTCG
 			case strings.HasPrefix(path, "/"):
 				part = report.PartFiles

@@ -8,7 +8,8 @@ import (
 )
 
 // An excerpt of a veil QEMU's smaps under TCG: its binary, a library, the
-// heap, TCG's 64 MiB code buffer, 2048 MiB of guest RAM, the root image.
+// heap, TCG's 64 MiB code buffer (executable, less a guard page), 2048 MiB
+// of guest RAM, a 2 MiB anonymous buffer, the root image.
 const qemuSmaps = `55d0c4a00000-55d0c4f00000 r-xp 00000000 08:01 1234   /usr/bin/qemu-system-x86_64
 Size:               5120 kB
 Rss:                4000 kB
@@ -17,7 +18,7 @@ Pss:                 400 kB
 Pss:                 100 kB
 55d0c6000000-55d0c7000000 rw-p 00000000 00:00 0      [heap]
 Pss:                8000 kB
-7f2000000000-7f2004000000 rwxp 00000000 00:00 0 
+7f2000000000-7f2003fff000 rwxp 00000000 00:00 0 
 Pss:               56000 kB
 7f3000000000-7f3080000000 rw-p 00000000 00:00 0 
 Pss:               70000 kB
@@ -47,8 +48,7 @@ func TestClassifySmapsSplitsQEMUsMemory(t *testing.T) {
 	if len(got) != len(want) {
 		t.Errorf("parts %v, want %v", got, want)
 	}
-	// Under KVM there is no code buffer: a 64 MiB anonymous mapping is
-	// QEMU's own.
+	// Without a TCG cache in the layout (KVM), nothing is counted as one.
 	kvm, err := classifySmaps(strings.NewReader(qemuSmaps), vmLayout{guestMiB: 2048, rootImage: "rootfs.erofs"})
 	if err != nil {
 		t.Fatal(err)

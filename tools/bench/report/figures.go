@@ -135,7 +135,7 @@ func WriteTable(w io.Writer, r *Result) error {
 		writeBreakdown(tw, r.Memory)
 		for _, h := range r.Config.Handlers {
 			if o, ok := r.RuntimeClassOverhead(h); ok && strings.HasPrefix(h, "veil") {
-				fmt.Fprintf(tw, "\nRuntimeClass %s overhead from this run: memory %dMi (%d idle pod(s): QEMU + shim resident %.1f MiB per pod, +25%%, rounded up to 32 MiB; -write-runtimeclass writes it)\n", h, o.MemoryMiB, o.Pods, o.RSSPerPodMiB)
+				fmt.Fprintf(tw, "\nRuntimeClass %s overhead from this run: memory %dMi (guest base memory %d MiB + QEMU besides guest RAM and shim, resident, %.1f MiB, +10%%, rounded up to 32 MiB; -write-runtimeclass writes it)\n", h, o.MemoryMiB, o.BaseMiB, o.OwnMiB)
 			}
 		}
 	}

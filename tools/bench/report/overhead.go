@@ -12,7 +12,7 @@ import (
 // overheadHeadroom is the margin RuntimeClassOverhead adds to the measured
 // figure, and overheadStep what it rounds up to, MiB.
 const (
-	overheadHeadroom = 1.25
+	overheadHeadroom = 1.10
 	overheadStep     = 32
 )
 
@@ -21,10 +21,12 @@ const (
 type Overhead struct {
 	Handler   string
 	MemoryMiB int
-	// RSSPerPodMiB is the measured figure: the resident memory of a pod's
-	// shim and its descendants (QEMU), with Pods idle pods on the node.
-	RSSPerPodMiB float64
-	Pods         int
+	// BaseMiB is the VM's memory beyond the pod's limits
+	// (hypervisor.memory_mib), which the guest may fill.
+	BaseMiB uint32
+	// OwnMiB is QEMU's memory other than guest RAM plus the shim's,
+	// resident, for one idle pod (TCG's cache included under TCG).
+	OwnMiB float64
 	// TCGMiB is the run's TCG translation cache (0 under KVM).
 	TCGMiB uint32
 	Accel  string
@@ -34,36 +36,39 @@ type Overhead struct {
 
 // Note says where the figure came from, for the manifest's annotation.
 func (o Overhead) Note() string {
-	return fmt.Sprintf("make bench %s, commit %s, accel %s (TCG cache %d MiB): %d idle %s pod(s), QEMU + shim resident %.0f MiB per pod, +%.0f%% rounded up to %d MiB",
-		o.Date, o.Commit, o.Accel, o.TCGMiB, o.Pods, o.Handler, o.RSSPerPodMiB, (overheadHeadroom-1)*100, overheadStep)
+	return fmt.Sprintf("make bench %s, commit %s, accel %s (TCG cache %d MiB): guest base memory %d MiB + QEMU (not guest RAM) and shim resident %.0f MiB for one idle %s pod, +%.0f%%, rounded up to %d MiB",
+		o.Date, o.Commit, o.Accel, o.TCGMiB, o.BaseMiB, o.OwnMiB, o.Handler, (overheadHeadroom-1)*100, overheadStep)
 }
 
 // RuntimeClassOverhead derives the memory overhead of handler's
-// RuntimeClass from the run: the resident memory of one idle pod's shim and
-// QEMU (the fewest idle pods the run measured: with more, shared pages are
-// counted in each), the memory a node's first pod is charged beyond its
-// containers' limits, plus 25%, rounded up to 32 MiB. Resident, not PSS:
-// the kubelet puts the overhead into the pod's cgroup limit, which charges
-// pages to the pod that touched them first. ok is false when the run has
-// no such measurement.
+// RuntimeClass from the run. The kubelet sets a pod's cgroup limit to its
+// containers' limits plus the overhead, and QEMU and the shim run in that
+// cgroup; the VM has the pod's limits plus its base memory
+// (hypervisor.memory_mib), which the guest may fill (kernel, agent, page
+// cache), while the containers' limits hold inside the guest. So the
+// overhead is the base memory plus what QEMU holds besides guest RAM (heap,
+// TCG's cache under TCG, its files) and the shim, resident (a node's first
+// pod is charged the shared pages too), measured on one idle pod (the
+// fewest the run measured), plus 10%, rounded up to 32 MiB. ok is false
+// when the run has no such measurement.
 func (r *Result) RuntimeClassOverhead(handler string) (o Overhead, ok bool) {
 	var best *Memory
 	for i, m := range r.Memory {
-		if m.Handler == handler && m.TotalRSS > 0 && (best == nil || m.Pods < best.Pods) {
+		if m.Handler == handler && m.TotalRSS > 0 && len(m.QEMUParts) > 0 && (best == nil || m.Pods < best.Pods) {
 			best = &r.Memory[i]
 		}
 	}
-	if best == nil {
+	if best == nil || r.Config.VMBaseMemoryMiB == 0 {
 		return Overhead{}, false
 	}
-	perPod := float64(best.TotalRSS) / float64(best.Pods) / (1 << 20)
-	mib := int(math.Ceil(perPod*overheadHeadroom/overheadStep)) * overheadStep
+	own := (float64(best.TotalRSS) - float64(best.QEMUParts[PartGuestRAM])) / float64(best.Pods) / (1 << 20)
+	mib := int(math.Ceil((float64(r.Config.VMBaseMemoryMiB)+own)*overheadHeadroom/overheadStep)) * overheadStep
 	tcg := r.Config.TCGTranslationCacheMiB
 	if r.Machine.Accel != "tcg" {
 		tcg = 0
 	}
 	return Overhead{
-		Handler: handler, MemoryMiB: mib, RSSPerPodMiB: perPod, Pods: best.Pods,
+		Handler: handler, MemoryMiB: mib, BaseMiB: r.Config.VMBaseMemoryMiB, OwnMiB: own,
 		TCGMiB: tcg, Accel: r.Machine.Accel, Commit: r.Machine.Commit, Date: r.Started.Format("2006-01-02"),
 	}, true
 }

@@ -11,15 +11,20 @@ import (
 func TestRuntimeClassOverhead(t *testing.T) {
 	r := sample()
 	r.Machine.Commit = "abc1234"
-	r.Memory[0].TotalRSS = 250 << 20 // veil, 1 pod
-	r.Memory[1].TotalRSS = 600 << 20 // veil, 3 pods: shared pages counted thrice
+	r.Config.VMBaseMemoryMiB = 256
+	// veil, 1 pod: 250 MiB resident, 80 MiB of it guest RAM.
+	r.Memory[0].TotalRSS = 250 << 20
+	r.Memory[0].QEMUParts = map[string]uint64{PartGuestRAM: 80 << 20, PartTCG: 60 << 20}
+	// veil, 3 pods: shared pages counted thrice; not the one used.
+	r.Memory[1].TotalRSS = 600 << 20
+	r.Memory[1].QEMUParts = map[string]uint64{PartGuestRAM: 200 << 20}
 	o, ok := r.RuntimeClassOverhead("veil")
 	if !ok {
 		t.Fatal("no overhead from a run with veil's idle RSS")
 	}
-	// 250 MiB x 1.25 = 312.5, rounded up to 32 MiB: 320.
-	if o.MemoryMiB != 320 || o.Pods != 1 || o.RSSPerPodMiB != 250 || o.TCGMiB != 32 {
-		t.Errorf("overhead = %+v, want 320 MiB from 1 pod at 250 MiB, TCG 32 MiB", o)
+	// (256 + 250 - 80) x 1.1 = 468.6, rounded up to 32 MiB: 480.
+	if o.MemoryMiB != 480 || o.BaseMiB != 256 || o.OwnMiB != 170 || o.TCGMiB != 32 {
+		t.Errorf("overhead = %+v, want 480 MiB from base 256 + own 170, TCG 32 MiB", o)
 	}
 	if _, ok := r.RuntimeClassOverhead("runc"); ok {
 		t.Error("an overhead from a handler without RSS figures")
@@ -27,6 +32,10 @@ func TestRuntimeClassOverhead(t *testing.T) {
 	r.Machine.Accel = "kvm"
 	if o, _ := r.RuntimeClassOverhead("veil"); o.TCGMiB != 0 {
 		t.Errorf("TCG cache under KVM = %d, want 0", o.TCGMiB)
+	}
+	r.Config.VMBaseMemoryMiB = 0
+	if _, ok := r.RuntimeClassOverhead("veil"); ok {
+		t.Error("an overhead from a run that did not record the VM's base memory")
 	}
 }
 
@@ -58,7 +67,7 @@ overhead:
 `
 
 func TestApplyOverhead(t *testing.T) {
-	o := Overhead{Handler: "veil", MemoryMiB: 320, RSSPerPodMiB: 250, Pods: 1, TCGMiB: 64, Accel: "tcg", Commit: "abc1234", Date: time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC).Format("2006-01-02")}
+	o := Overhead{Handler: "veil", MemoryMiB: 320, BaseMiB: 256, OwnMiB: 170, TCGMiB: 64, Accel: "tcg", Commit: "abc1234", Date: time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC).Format("2006-01-02")}
 	out, err := ApplyOverhead([]byte(manifest), []string{"veil"}, o)
 	if err != nil {
 		t.Fatal(err)

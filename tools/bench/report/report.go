@@ -66,6 +66,9 @@ type Config struct {
 	RootImage   bool   `json:"root_image,omitempty"`
 	VMVCPUs     uint32 `json:"vm_vcpus"`
 	VMMemoryMiB uint32 `json:"vm_memory_mib"`
+	// VMBaseMemoryMiB is hypervisor.memory_mib: a pod VM's memory beyond
+	// its pod's limits (RuntimeClassOverhead). 0 in older runs.
+	VMBaseMemoryMiB uint32 `json:"vm_base_memory_mib,omitempty"`
 	Image       string `json:"image"`
 	// Pull is what the pull benchmark pulled (zero when it did not run).
 	Pull PullConfig `json:"pull,omitzero"`
@@ -210,7 +213,7 @@ const (
 	PartRootImage = "shared root image"
 	PartTCG       = "TCG translation cache"
 	PartQEMUHeap  = "QEMU heap and other anonymous"
-	PartFiles     = "QEMU binary, libraries, firmware"
+	PartFiles     = "QEMU binary, libraries, firmware, kernel file"
 )
 
 // QEMUPartsOrder is the order the report lists them in.
