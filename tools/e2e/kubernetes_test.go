@@ -735,7 +735,8 @@ const installerRef = "ghcr.io/veil-runtime/veil-installer:e2e"
 // installWithDaemonSet installs veil into the environment's containerd the
 // way a cluster admin does: runtimeclass/base (namespace, RBAC and
 // admission policy, DaemonSet) applied with the installer image
-// (tools/installer-image, built from build/) loaded into containerd. Only
+// (tools/installer-image: static binaries built for it, build/guest)
+// loaded into containerd. Only
 // host paths differ from the shipped DaemonSet: the prefix, containerd's
 // config and drop-in live in the environment's directory, and containerd
 // is restarted through the harness (a restart command that asks the test
@@ -745,7 +746,16 @@ const installerRef = "ghcr.io/veil-runtime/veil-installer:e2e"
 func installWithDaemonSet(t *testing.T, ctx context.Context, cl *harness.Cluster) {
 	t.Helper()
 	tar := filepath.Join(env.Dir, "veil-installer.tar")
-	build := exec.CommandContext(ctx, "go", "run", "./tools/installer-image", "-bin", "build/bin", "-guest", "build/guest",
+	// The image has no C library: its binaries are built static here,
+	// whatever build/bin holds (make test's are race-built, with cgo).
+	bin := filepath.Join(env.Dir, "installer-bin")
+	goBuild := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin+"/",
+		"./cmd/veil", "./cmd/containerd-shim-veil-v2", "./cmd/veil-snapshotter")
+	goBuild.Dir, goBuild.Env = env.RepoRoot, append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := goBuild.CombinedOutput(); err != nil {
+		t.Fatalf("building the installer image's binaries: %v: %s", err, out)
+	}
+	build := exec.CommandContext(ctx, "go", "run", "./tools/installer-image", "-bin", bin, "-guest", "build/guest",
 		"-out", tar, "-ref", installerRef)
 	build.Dir = env.RepoRoot
 	if out, err := build.CombinedOutput(); err != nil {

@@ -13,8 +13,11 @@
 package main
 
 import (
+	"bytes"
+	"debug/elf"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -124,7 +127,11 @@ func Spec(in Inputs) (testimages.Spec, error) {
 		return nil
 	}
 	for _, b := range Binaries {
-		if err := add(filepath.Join(in.BinDir, b), filepath.Join(binDir, b), 0o755); err != nil {
+		src := filepath.Join(in.BinDir, b)
+		if err := checkStatic(src); err != nil {
+			return testimages.Spec{}, err
+		}
+		if err := add(src, filepath.Join(binDir, b), 0o755); err != nil {
 			return testimages.Spec{}, err
 		}
 	}
@@ -158,4 +165,30 @@ func Spec(in Inputs) (testimages.Spec, error) {
 			},
 		},
 	}, nil
+}
+
+// checkStatic refuses a dynamically linked binary: the image has no C
+// library, so it would fail in the installer pod with a bare "exec ...: no
+// such file or directory" (its ELF interpreter is missing). `make build
+// RACE=1` builds such binaries (the race detector needs cgo).
+func checkStatic(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading %s for the installer image: %w", path, err)
+	}
+	if !bytes.HasPrefix(b, []byte(elf.ELFMAG)) {
+		return nil // not a binary at all: no interpreter to miss
+	}
+	f, err := elf.NewFile(bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("reading %s for the installer image: %w", path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			interp, _ := io.ReadAll(p.Open())
+			return fmt.Errorf("%s is dynamically linked (interpreter %s), and the installer image has no C library: build it with CGO_ENABLED=0 (make build without RACE=1)", path, strings.TrimRight(string(interp), "\x00"))
+		}
+	}
+	return nil
 }

@@ -167,3 +167,21 @@ func TestDeterministic(t *testing.T) {
 		t.Errorf("two builds: %s and %s", a, b)
 	}
 }
+
+// A dynamically linked binary (a race-built one, or Debian's /bin/true) is
+// refused, naming it and its interpreter: the image has no C library.
+func TestDynamicBinaryRefused(t *testing.T) {
+	in := fakeInputs(t)
+	b, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	veil := filepath.Join(in.BinDir, "veil")
+	if err := os.WriteFile(veil, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Spec(in)
+	if err == nil || !strings.Contains(err.Error(), veil) || !strings.Contains(err.Error(), "ld-linux") || !strings.Contains(err.Error(), "CGO_ENABLED=0") {
+		t.Errorf("Spec with a dynamically linked veil: %v, want a refusal naming it, its interpreter and CGO_ENABLED=0", err)
+	}
+}
