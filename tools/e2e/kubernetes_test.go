@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +31,12 @@ import (
 // emptyDir volumes, a readiness probe that passes while /scratch/ready
 // exists (with a timeout for a loaded TCG guest: a probe that times out
 // would read as not ready), and a web server that kubectl port-forward
-// reaches. %s is the registry host.
+// reaches. Both containers have CPU and memory limits, so the kubelet's
+// pod cgroup carries their sums plus the RuntimeClass overhead, and
+// requests below them: the pod is Burstable (kubepods/burstable/pod<uid>,
+// the QoS tier cgroupsPerQOS adds), and requests (the scheduler's, in the
+// node's allocated resources) and limits (the cgroup's) differ, so neither
+// check passes on the other's figures. %s is the registry host.
 const webManifest = `apiVersion: v1
 kind: ConfigMap
 metadata: {name: web-config}
@@ -57,6 +63,9 @@ spec:
       - name: app
         image: %[1]s/busybox:latest
         command: [sh, -c, 'echo app started; i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done']
+        resources:
+          requests: {cpu: 100m, memory: 64Mi}
+          limits: {cpu: 500m, memory: 128Mi}
         readinessProbe:
           exec: {command: [test, -f, /scratch/ready]}
           periodSeconds: 1
@@ -71,6 +80,9 @@ spec:
         image: registry.k8s.io/e2e-test-images/nginx:1.14-2
         command: [/usr/sbin/nginx, -port, "8080", -banner, veil-web]
         ports: [{containerPort: 8080}]
+        resources:
+          requests: {cpu: 50m, memory: 32Mi}
+          limits: {cpu: 250m, memory: 64Mi}
       volumes:
       - {name: config, configMap: {name: web-config}}
       - {name: secret, secret: {secretName: web-secret}}
@@ -367,24 +379,11 @@ func TestKubernetes(t *testing.T) {
 				t.Logf("node's allocated %s requests: %s, RuntimeClass overhead included", name, seen)
 			}
 		}
+		checkPodCgroup(t, ctx, cl, pod, uid, rc)
 	})
 
 	step("delete-pod", func(t *testing.T) {
-		sandbox := strings.TrimSpace(crictl(t, ctx, "pods", "-q", "--label", "io.kubernetes.pod.uid="+uid))
-		if sandbox == "" || strings.Contains(sandbox, "\n") {
-			t.Fatalf("crictl pods for pod uid %s = %q, want one sandbox", uid, sandbox)
-		}
-		qemu := sandboxPid(t, ctx, sandbox)
-		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", qemu))
-		if err != nil || !strings.Contains(filepath.Base(exe), "qemu") {
-			t.Fatalf("sandbox %s pid %d runs %q (%v), want QEMU", sandbox, qemu, exe, err)
-		}
-		// The VM runs in the sandbox's own cgroup (where runc would put
-		// pause), not in containerd's.
-		cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", qemu))
-		if err != nil || !strings.Contains(string(cg), "/"+sandbox+"\n") {
-			t.Errorf("QEMU of sandbox %s is in cgroups %q (%v), want the sandbox's own", sandbox, cg, err)
-		}
+		_, qemu := podVM(t, ctx, uid)
 		kubectl(t, "delete", "pod", pod, "--wait=true", "--timeout=3m")
 		waitUntil(t, ctx, "QEMU of the deleted pod to exit", 5*time.Minute, func() (bool, string) {
 			exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", qemu))
@@ -477,6 +476,130 @@ func TestKubernetes(t *testing.T) {
 			t.Errorf("crictl info after uninstall still has runtime handler %s", harness.Veil)
 		}
 	})
+}
+
+// podVM returns the CRI sandbox of the pod with uid and its process, which
+// must be QEMU.
+func podVM(t *testing.T, ctx context.Context, uid string) (sandbox string, qemu int) {
+	t.Helper()
+	sandbox = strings.TrimSpace(crictl(t, ctx, "pods", "-q", "--label", "io.kubernetes.pod.uid="+uid))
+	if sandbox == "" || strings.Contains(sandbox, "\n") {
+		t.Fatalf("crictl pods for pod uid %s = %q, want one sandbox", uid, sandbox)
+	}
+	qemu = sandboxPid(t, ctx, sandbox)
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", qemu))
+	if err != nil || !strings.Contains(filepath.Base(exe), "qemu") {
+		t.Fatalf("sandbox %s pid %d runs %q (%v), want QEMU", sandbox, qemu, exe, err)
+	}
+	return sandbox, qemu
+}
+
+// checkPodCgroup checks the kubelet's cgroup of the Burstable pod with uid
+// (cgroupfs driver: CgroupRoot/kubepods/burstable/pod<uid>) and the VM in
+// it: QEMU runs in the sandbox's own cgroup right below it (where runc
+// would put pause) in the memory and cpu hierarchies; its memory limit is
+// the pod's containers' memory limits plus the RuntimeClass overhead rc
+// (runtimeclass/runtimeclasses.yaml), its CFS quota their CPU limits plus
+// the overhead, and (v1) its CPU shares their CPU requests plus the
+// overhead. Cgroup v1 (memory.limit_in_bytes, cpu.cfs_quota_us) and v2
+// (memory.max, cpu.max) alike.
+func checkPodCgroup(t *testing.T, ctx context.Context, cl *harness.Cluster, pod, uid string, rc nodev1.RuntimeClass) {
+	t.Helper()
+	out, err := env.Run(ctx, cl.Kubectl(ctx, "get", "pod", pod, "-o", "json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p struct {
+		Spec struct {
+			Containers []struct {
+				Resources struct{ Limits, Requests map[string]resource.Quantity }
+			}
+		}
+		Status struct {
+			QOSClass string `json:"qosClass"`
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Status.QOSClass != "Burstable" {
+		t.Fatalf("pod %s has QoS class %q, want Burstable (requests below limits)", pod, p.Status.QOSClass)
+	}
+	podCg := cl.CgroupRoot + "/kubepods/burstable/pod" + uid
+	sandbox, qemu := podVM(t, ctx, uid)
+	for _, ctrl := range []string{"memory", "cpu"} {
+		cg, err := harness.ProcessCgroup(qemu, ctrl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cg != podCg+"/"+sandbox {
+			t.Errorf("QEMU (pid %d) of pod %s is in %s cgroup %s, want the sandbox's %s/%s below the kubelet's pod cgroup",
+				qemu, pod, ctrl, cg, podCg, sandbox)
+		}
+	}
+	mem := rc.Overhead.PodFixed.Memory().DeepCopy()
+	cpuLimit := rc.Overhead.PodFixed.Cpu().DeepCopy()
+	cpuRequest := rc.Overhead.PodFixed.Cpu().DeepCopy()
+	for _, c := range p.Spec.Containers {
+		mem.Add(c.Resources.Limits["memory"])
+		cpuLimit.Add(c.Resources.Limits["cpu"])
+		cpuRequest.Add(c.Resources.Requests["cpu"])
+	}
+	read := func(ctrl, file string) string {
+		t.Helper()
+		dir, _, err := harness.CgroupDir(ctrl, podCg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, file))
+		if err != nil {
+			t.Fatalf("reading pod %s's cgroup: %v", pod, err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	_, v2, err := harness.CgroupDir("memory", podCg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var memSeen, quotaSeen, periodSeen string
+	if v2 {
+		memSeen = read("memory", "memory.max")
+		cpuMax := strings.Fields(read("cpu", "cpu.max"))
+		if len(cpuMax) != 2 {
+			t.Fatalf("pod %s's cgroup cpu.max = %q, want QUOTA PERIOD", pod, cpuMax)
+		}
+		quotaSeen, periodSeen = cpuMax[0], cpuMax[1]
+	} else {
+		memSeen = read("memory", "memory.limit_in_bytes")
+		quotaSeen, periodSeen = read("cpu", "cpu.cfs_quota_us"), read("cpu", "cpu.cfs_period_us")
+	}
+	if memSeen != strconv.FormatInt(mem.Value(), 10) {
+		t.Errorf("pod %s's cgroup memory limit = %s, want %d (containers' limits + RuntimeClass overhead %s = %s)",
+			pod, memSeen, mem.Value(), rc.Overhead.PodFixed.Memory(), &mem)
+	} else {
+		t.Logf("pod cgroup %s: memory limit %s bytes = containers' limits + overhead %s = %s", podCg, memSeen, rc.Overhead.PodFixed.Memory(), &mem)
+	}
+	period, err := strconv.ParseInt(periodSeen, 10, 64)
+	if err != nil {
+		t.Fatalf("pod %s's cgroup CFS period %q: %v", pod, periodSeen, err)
+	}
+	// The kubelet's MilliCPUToQuota.
+	if want := max(cpuLimit.MilliValue()*period/1000, 1000); quotaSeen != strconv.FormatInt(want, 10) {
+		t.Errorf("pod %s's cgroup CFS quota = %s (period %d), want %d (containers' CPU limits + RuntimeClass overhead %s = %s)",
+			pod, quotaSeen, period, want, rc.Overhead.PodFixed.Cpu(), &cpuLimit)
+	} else {
+		t.Logf("pod cgroup %s: CFS quota %s of period %d = containers' CPU limits + overhead %s = %s", podCg, quotaSeen, period, rc.Overhead.PodFixed.Cpu(), &cpuLimit)
+	}
+	if !v2 {
+		// The kubelet's MilliCPUToShares (v2's cpu.weight is converted by
+		// a formula that differs between runc versions).
+		want := max(cpuRequest.MilliValue()*1024/1000, 2)
+		if seen := read("cpu", "cpu.shares"); seen != strconv.FormatInt(want, 10) {
+			t.Errorf("pod %s's cgroup cpu.shares = %s, want %d (containers' CPU requests + RuntimeClass overhead = %s)", pod, seen, want, &cpuRequest)
+		} else {
+			t.Logf("pod cgroup %s: cpu.shares %s = containers' CPU requests + overhead = %s", podCg, seen, &cpuRequest)
+		}
+	}
 }
 
 // manifestRuntimeClass is handler's RuntimeClass in the repository's

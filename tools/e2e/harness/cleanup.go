@@ -19,7 +19,8 @@ import (
 
 // Close removes every pod, stops containerd, kills whatever it left running
 // (shims, container processes, VMs), unmounts everything under Dir, removes
-// the network namespace and deletes Dir. It is safe on a half-started Env.
+// the network namespace, the cgroups it made (a cluster's cgroupRoot tree
+// included) and deletes Dir. It is safe on a half-started Env.
 func (e *Env) Close() error {
 	var errs []error
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -63,6 +64,18 @@ func (e *Env) Close() error {
 		errs = append(errs, err)
 	}
 	e.removeNamespaceCgroups()
+	if e.kubeCgroup != "" {
+		// After the kubelet (beforeClose), the pods and containerd: the
+		// kubepods tree is empty but for what a pod leaked.
+		killed, err := removeCgroupTree(e.kubeCgroup)
+		if len(killed) > 0 {
+			e.log.Warn("killed processes left in the cluster's cgroups", "cgroup", e.kubeCgroup, "pids", killed)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+		e.kubeCgroup = ""
+	}
 	if err := os.RemoveAll(e.Dir); err != nil {
 		errs = append(errs, fmt.Errorf("removing %s: %w", e.Dir, err))
 	}

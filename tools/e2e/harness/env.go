@@ -67,11 +67,14 @@ type Env struct {
 	veilConfig    string
 	registryLog   *os.File
 	cgroupsBefore map[string]bool // namespace cgroups that existed at Start
-	mu            sync.Mutex
-	ids           []string // pods and containers created through the Env
-	daemon        *exec.Cmd
-	daemonDone    chan error
-	log           *slog.Logger
+	// kubeCgroup is the cluster's cgroupRoot (kubeCgroupName), removed
+	// with everything below it by Close; "" without a cluster.
+	kubeCgroup string
+	mu         sync.Mutex
+	ids        []string // pods and containers created through the Env
+	daemon     *exec.Cmd
+	daemonDone chan error
+	log        *slog.Logger
 }
 
 // Namespace is the containerd namespace the harness's ctr commands use.
@@ -137,6 +140,7 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 		}
 	}
 	sweepStale(log)
+	sweepStaleCgroups(log)
 	sweepVeilState(log, veilStateRoot)
 	// Short: unix socket paths under it must stay below 108 bytes.
 	dir, err := os.MkdirTemp("", "veil-e2e-")

@@ -46,6 +46,12 @@ type Cluster struct {
 	Dir        string // ENV/k8s
 	BinDir     string // the Kubernetes binaries
 	Kubeconfig string // cluster-admin (system:masters)
+	// CgroupRoot is the kubelet's cgroupRoot, a top-level cgroup of the
+	// environment's own (/veil-e2e-k8s-<test pid>-<suffix>) in every
+	// mounted hierarchy: the kubelet makes its kubepods tree (QoS
+	// classes, pod<uid> with the pod's limits plus its RuntimeClass
+	// overhead) below it. Env.Close removes it with everything below.
+	CgroupRoot string
 	env        *Env
 	daemons    []*daemon // in start order
 }
@@ -88,6 +94,12 @@ func (e *Env) StartKubernetes(ctx context.Context) (c *Cluster, err error) {
 	if out, err := e.NetNS.Command(ctx, "sh", "-c",
 		"ip addr add "+NodeIP+"/32 dev lo && ip addr add "+serviceIP+"/32 dev lo").CombinedOutput(); err != nil {
 		return c, fmt.Errorf("adding the node address %s: %w: %s", NodeIP, err, out)
+	}
+	// The kubelet refuses a cgroupRoot that is missing from a hierarchy.
+	c.CgroupRoot = kubeCgroupName(os.Getpid(), e.Dir)
+	e.kubeCgroup = c.CgroupRoot
+	if err := makeCgroupRoot(c.CgroupRoot); err != nil {
+		return c, err
 	}
 	if err := c.writeFiles(); err != nil {
 		return c, err
@@ -325,9 +337,13 @@ current-context: veil-e2e
 
 // kubeletConfig is the kubelet's KubeletConfiguration, fitted to a shared
 // host it must not disturb (and to this machine's cgroup v1 hierarchy):
-//   - cgroupsPerQOS false and no node allocatable enforcement: the kubelet
-//     creates no kubepods cgroup tree on the host; the pods' cgroups are
-//     containerd's, under its namespace cgroup, which Env.Close removes;
+//   - cgroupsPerQOS with cgroupRoot CgroupRoot: the kubelet's kubepods
+//     tree (kubepods/burstable/pod<uid>, the pod's limits plus its
+//     RuntimeClass overhead; the sandbox's cgroup, where veil puts QEMU, is
+//     below it) is the environment's, never the host's /kubepods;
+//   - no node allocatable enforcement (enforceNodeAllocatable empty; QoS
+//     cgroups do not need it): kubepods is sized to the node's capacity,
+//     no reservation is taken from the host;
 //   - failCgroupV1 false: recent kubelets refuse cgroup v1 otherwise;
 //   - failSwapOn false, localStorageCapacityIsolation false, eviction and
 //     image garbage collection thresholds that never trigger: the host's
@@ -355,7 +371,8 @@ containerRuntimeEndpoint: unix://%s
 imageServiceEndpoint: unix://%s
 podLogsDir: %s
 cgroupDriver: cgroupfs
-cgroupsPerQOS: false
+cgroupsPerQOS: true
+cgroupRoot: %s
 enforceNodeAllocatable: []
 failCgroupV1: false
 failSwapOn: false
@@ -370,7 +387,7 @@ fileCheckFrequency: 10s
 rotateCertificates: false
 resolvConf: ""
 staticPodPath: ""
-`, NodeIP, p, p, p, c.env.Address, c.env.Address, filepath.Join(c.Dir, "pod-logs"))
+`, NodeIP, p, p, p, c.env.Address, c.env.Address, filepath.Join(c.Dir, "pod-logs"), c.CgroupRoot)
 }
 
 // Label sets labels (KEY=VALUE) on the node, as veil install's --label

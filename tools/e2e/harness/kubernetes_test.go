@@ -79,15 +79,16 @@ func TestClusterCertificates(t *testing.T) {
 }
 
 // The kubelet's config is YAML whose keys the kubelet knows and which turn
-// off what would touch the shared host.
+// off what would touch the shared host: its QoS cgroups go below the
+// environment's own cgroupRoot.
 func TestKubeletConfig(t *testing.T) {
-	c := &Cluster{Dir: "/e/k8s", env: &Env{Address: "/e/containerd.sock"}}
+	c := &Cluster{Dir: "/e/k8s", env: &Env{Address: "/e/containerd.sock"}, CgroupRoot: kubeCgroupName(42, "/tmp/veil-e2e-123")}
 	var cfg map[string]any
 	if err := yaml.UnmarshalStrict([]byte(c.kubeletConfig()), &cfg); err != nil {
 		t.Fatal(err)
 	}
 	for key, want := range map[string]any{
-		"kind": "KubeletConfiguration", "cgroupsPerQOS": false, "failCgroupV1": false, "failSwapOn": false,
+		"kind": "KubeletConfiguration", "cgroupsPerQOS": true, "cgroupRoot": "/veil-e2e-k8s-42-123", "failCgroupV1": false, "failSwapOn": false,
 		"localStorageCapacityIsolation": false, "podLogsDir": "/e/k8s/pod-logs",
 		"containerRuntimeEndpoint": "unix:///e/containerd.sock", "address": NodeIP,
 	} {
@@ -96,6 +97,6 @@ func TestKubeletConfig(t *testing.T) {
 		}
 	}
 	if e, ok := cfg["enforceNodeAllocatable"].([]any); !ok || len(e) != 0 {
-		t.Errorf("kubelet config enforceNodeAllocatable = %v, want [] (cgroupsPerQOS is off)", cfg["enforceNodeAllocatable"])
+		t.Errorf("kubelet config enforceNodeAllocatable = %v, want [] (no reservation taken from the shared host)", cfg["enforceNodeAllocatable"])
 	}
 }
