@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -193,7 +192,7 @@ func adminClient(rawURL, tokenFile, caFile, certFile, keyFile string) (*admin.Cl
 	}
 	if u.Scheme == "http" {
 		host := u.Hostname()
-		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		if !loopbackHost(host) {
 			return nil, fmt.Errorf("--url %s: expected https, or http to a loopback address, seen http to %s: the admin token would cross the network in the clear", rawURL, host)
 		}
 	} else if u.Scheme != "https" {

@@ -204,6 +204,31 @@ func TestAdminListenMustBeLoopbackOrMTLS(t *testing.T) {
 	}
 }
 
+// Plain HTTP outside --dev only on loopback (behind a local TLS proxy):
+// on the network, guests' tokens and sealed resources would be readable.
+func TestInsecureHTTPOnlyOnLoopbackOutsideDev(t *testing.T) {
+	err := serve(context.Background(), []string{"--store", t.TempDir(), "--listen", "0.0.0.0:0", "--admin-listen", "off", "--insecure-http"}, nil)
+	if err == nil || !strings.Contains(err.Error(), `--insecure-http with --listen "0.0.0.0:0"`) || !strings.Contains(err.Error(), "loopback") {
+		t.Fatalf("serve --insecure-http on 0.0.0.0 without --dev = %v, want a refusal naming the listen address", err)
+	}
+	// On loopback it starts (and stops with its context).
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan addrs, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, []string{"--store", t.TempDir(), "--listen", "127.0.0.1:0", "--admin-listen", "off", "--insecure-http"}, ready)
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("serve --insecure-http on loopback: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestExplainCommand: a broker refuses a guest, the operator lists the
 // recorded evidence and explains it check by check.
 func TestExplainCommand(t *testing.T) {

@@ -34,7 +34,7 @@ func serve(ctx context.Context, args []string, ready chan<- addrs) error {
 	storeDir := fs.String("store", "/var/lib/veil-kbs", "store directory (policies, resources, keys)")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate (PEM)")
 	tlsKey := fs.String("tls-key", "", "TLS private key (PEM)")
-	insecureHTTP := fs.Bool("insecure-http", false, "serve plain HTTP (tests and loopback dev setups only)")
+	insecureHTTP := fs.Bool("insecure-http", false, "serve plain HTTP: on a loopback --listen only (behind a TLS-terminating proxy), unless --dev")
 	dev := fs.Bool("dev", false, "INSECURE: accept sample (software) evidence and policies unfit for production")
 	adminTokenFile := fs.String("admin-token-file", "", "admin token file, created when missing (default STORE/admin-token)")
 	snpRoots := fs.String("snp-roots", "", "pin these AMD ASK+ARK (PEM, KDS cert_chain) instead of the embedded AMD roots")
@@ -51,6 +51,17 @@ func serve(ctx context.Context, args []string, ready chan<- addrs) error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	if (*tlsCert == "" || *tlsKey == "") && !*insecureHTTP {
 		return errors.New("serve: --tls-cert and --tls-key are required (or --insecure-http for loopback dev setups)")
+	}
+	if *insecureHTTP && !*dev {
+		// Behind a TLS-terminating proxy on the same host is fine; on the
+		// network, guests' tokens and sealed resources would not be.
+		host, _, err := net.SplitHostPort(*listen)
+		if err != nil {
+			return fmt.Errorf("serve: --listen %q: %w", *listen, err)
+		}
+		if !loopbackHost(host) {
+			return fmt.Errorf("serve: --insecure-http with --listen %q: plain HTTP outside --dev needs a loopback address (127.0.0.1, [::1]; a TLS-terminating proxy in front), seen %q: give --tls-cert and --tls-key", *listen, host)
+		}
 	}
 	adminTLS, err := adminTLSConfig(*adminListen, *adminClientCA, *tlsCert, *tlsKey)
 	if err != nil {
@@ -178,7 +189,7 @@ func adminTLSConfig(listen, clientCA, cert, key string) (*tls.Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--admin-listen %q: %w", listen, err)
 		}
-		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		if !loopbackHost(host) {
 			return nil, fmt.Errorf("--admin-listen %q: expected a loopback address (127.0.0.1:8081, [::1]:8081), or --admin-client-ca for mutual TLS, seen %q", listen, host)
 		}
 		return nil, nil
@@ -195,4 +206,11 @@ func adminTLSConfig(listen, clientCA, cert, key string) (*tls.Config, error) {
 		return nil, fmt.Errorf("--admin-client-ca %s: no PEM certificate", clientCA)
 	}
 	return &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}, nil
+}
+
+// loopbackHost reports whether host (an address's host part, or a URL's)
+// names this machine's loopback: localhost, 127.0.0.0/8 or ::1.
+func loopbackHost(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "localhost" || ip != nil && ip.IsLoopback()
 }
