@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-tdx-guest/pcs"
 
@@ -68,6 +69,13 @@ func TestSNPRecordedCRL(t *testing.T) {
 	}
 	if _, err := LoadCRL(filepath.Join(t.TempDir(), "none")); err == nil {
 		t.Fatal("missing crl file loaded")
+	}
+	// A CRL past its next update (a month after later()) could miss a
+	// revocation since: every report is refused until a fresh one is
+	// recorded.
+	stale := &SNP{Roots: signer.Roots(), Now: func() time.Time { return later().AddDate(0, 1, 1) }, CRL: crl(false, false, false)}
+	if _, err := stale.Verify(context.Background(), snpEvidence(t, signer, report, true, false)); err == nil || !strings.Contains(err.Error(), "expected to be current, seen next update") {
+		t.Fatalf("Verify with a stale CRL = %v, want a refusal naming its next update", err)
 	}
 }
 

@@ -92,6 +92,11 @@ func (s *SNP) Verify(_ context.Context, raw json.RawMessage) (Claims, error) {
 		Now:                 now,
 	}
 	if s.CRL != nil {
+		// A stale list could miss a revocation since: fail closed, as a
+		// relying party must once a CRL is past its next update.
+		if now.After(s.CRL.NextUpdate) {
+			return Claims{}, fmt.Errorf("sev-snp revocation: the recorded AMD CRL (--snp-crl) expected to be current, seen next update %s, now %s: record a fresh one from AMD's KDS", s.CRL.NextUpdate.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		}
 		opts.CheckRevocations = true
 		opts.Getter = recordedCRL(s.CRL.Raw)
 	}

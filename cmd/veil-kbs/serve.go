@@ -92,6 +92,9 @@ func serve(ctx context.Context, args []string, ready chan<- addrs) error {
 		if snp.CRL, err = verify.LoadCRL(*snpCRL); err != nil {
 			return err
 		}
+		if now := time.Now(); now.After(snp.CRL.NextUpdate) {
+			return fmt.Errorf("serve: --snp-crl %s: expected a current CRL, seen next update %s (now %s): record a fresh one from AMD's KDS; every SEV-SNP report would be refused", *snpCRL, snp.CRL.NextUpdate.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		}
 	}
 	tdx := &verify.TDX{}
 	if *tdxCollateral != "" {
