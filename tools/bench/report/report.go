@@ -69,7 +69,7 @@ type Config struct {
 	// VMBaseMemoryMiB is hypervisor.memory_mib: a pod VM's memory beyond
 	// its pod's limits (RuntimeClassOverhead). 0 in older runs.
 	VMBaseMemoryMiB uint32 `json:"vm_base_memory_mib,omitempty"`
-	Image       string `json:"image"`
+	Image           string `json:"image"`
 	// Pull is what the pull benchmark pulled (zero when it did not run).
 	Pull PullConfig `json:"pull,omitzero"`
 }
