@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/veil-runtime/veil/tools/bench/report"
 )
@@ -43,6 +44,7 @@ func run() error {
 	handlers := flag.String("handlers", "veil,runc", "CRI handlers to compare, interleaved in this order")
 	conc := flag.String("concurrency", "1,2,4,8", "numbers of pods to start at once (empty: skip)")
 	idle := flag.String("idle", "1,10", "numbers of idle pods to measure host memory with (empty: skip)")
+	flag.DurationVar(&o.idleCPUWindow, "idle-cpu-window", 10*time.Second, "how long to count the idle pods' CPU time after measuring their memory (0: skip)")
 	flag.UintVar(&o.tcgCacheMiB, "tcg-cache-mib", 64, "QEMU's TCG translation cache size set in the veil config (MiB)")
 	flag.BoolVar(&o.reclaim, "reclaim", false, "free page reporting in the veil VMs (the veil config's reclaim_guest_freed_memory)")
 	flag.BoolVar(&o.initrd, "initrd", false, "boot the veil VMs from initrd.img instead of the shared root image rootfs.erofs (the veil config's rootfs_image)")

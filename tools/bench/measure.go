@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/procfs"
+
 	"github.com/veil-runtime/veil/guest-agent/api"
 	"github.com/veil-runtime/veil/hypervisor"
 	"github.com/veil-runtime/veil/hypervisor/qemu"
@@ -28,8 +30,10 @@ type options struct {
 	runs, warmup      int
 	handlers          []string
 	concurrency, idle []int
-	tcgCacheMiB       uint
-	reclaim           bool
+	// idleCPUWindow is how long idleMemory counts the idle pods' CPU time.
+	idleCPUWindow time.Duration
+	tcgCacheMiB   uint
+	reclaim       bool
 	// initrd boots the veil VMs from the initrd instead of the shared root
 	// image (rootfs_image), for an A/B of the two.
 	initrd bool
@@ -395,10 +399,40 @@ func (b *bench) idleMemory(ctx context.Context, handler string, layout vmLayout)
 				}
 			}
 		}
-		b.o.log.Info("idle memory", "handler", handler, "pods", n, "pss_per_pod_mib", fmt.Sprintf("%.1f", m.PerPod()/(1<<20)))
+		if b.o.idleCPUWindow > 0 {
+			cores, err := idleCPU(ctx, pods, b.o.idleCPUWindow)
+			if err != nil {
+				return nil, err
+			}
+			m.IdleCPU = cores
+		}
+		b.o.log.Info("idle memory", "handler", handler, "pods", n, "pss_per_pod_mib", fmt.Sprintf("%.1f", m.PerPod()/(1<<20)),
+			"cpu_per_pod_millicores", fmt.Sprintf("%.0f", m.IdleMillicoresPerPod()))
 		out = append(out, m)
 	}
 	return out, nil
+}
+
+// idleCPU is the CPU the pods' processes (shim and descendants: QEMU, or
+// the pause and container processes) use together while idle, in cores:
+// their CPU time over window divided by window. The window is the
+// measurement itself, not a wait for something to happen.
+func idleCPU(ctx context.Context, pods []*harness.Pod, window time.Duration) (float64, error) {
+	var procs []procfs.Proc
+	for _, p := range pods {
+		ps, err := podProcs(p.ID)
+		if err != nil {
+			return 0, err
+		}
+		procs = append(procs, ps...)
+	}
+	c0, t0 := cpuSeconds(procs), time.Now()
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(window):
+	}
+	return (cpuSeconds(procs) - c0) / time.Since(t0).Seconds(), nil
 }
 
 // concurrent starts n pods at once and times until the last one's first

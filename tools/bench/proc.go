@@ -18,15 +18,12 @@ import (
 	"github.com/veil-runtime/veil/tools/e2e/harness"
 )
 
-// podPSS sums the PSS (and RSS) of a pod's shim (containerd-shim-*, started with
-// `-id <sandbox-id>`) and all its descendants: QEMU for veil, the pause
-// and container processes for runc. by is the same split by executable;
-// qemus are the QEMU processes among them. The same walk for both
-// handlers, so the figures compare.
-func podPSS(sandboxID string) (total, rss uint64, by map[string]uint64, qemus []int, err error) {
+// podProcs is a pod's shim (containerd-shim-*, started with `-id
+// <sandbox-id>`) and all its descendants, the shim first.
+func podProcs(sandboxID string) ([]procfs.Proc, error) {
 	procs, err := procfs.AllProcs()
 	if err != nil {
-		return 0, 0, nil, nil, fmt.Errorf("listing processes: %w", err)
+		return nil, fmt.Errorf("listing processes: %w", err)
 	}
 	children := map[int][]procfs.Proc{}
 	shimPID := 0
@@ -45,14 +42,46 @@ func podPSS(sandboxID string) (total, rss uint64, by map[string]uint64, qemus []
 		}
 	}
 	if shimPID == 0 {
-		return 0, 0, nil, nil, fmt.Errorf("no shim process with -id %s", sandboxID)
+		return nil, fmt.Errorf("no shim process with -id %s", sandboxID)
+	}
+	shim, err := procfs.NewProc(shimPID)
+	if err != nil {
+		return nil, err
+	}
+	out := []procfs.Proc{shim}
+	for i := 0; i < len(out); i++ {
+		out = append(out, children[out[i].PID]...)
+	}
+	return out, nil
+}
+
+// cpuSeconds is the CPU time (user and system, every thread) the
+// processes have used so far; one that has exited counts 0.
+func cpuSeconds(procs []procfs.Proc) float64 {
+	var sum float64
+	for _, p := range procs {
+		if st, err := p.Stat(); err == nil {
+			sum += st.CPUTime()
+		}
+	}
+	return sum
+}
+
+// podPSS sums the PSS (and RSS) of a pod's shim (containerd-shim-*, started with
+// `-id <sandbox-id>`) and all its descendants: QEMU for veil, the pause
+// and container processes for runc. by is the same split by executable;
+// qemus are the QEMU processes among them. The same walk for both
+// handlers, so the figures compare.
+func podPSS(sandboxID string) (total, rss uint64, by map[string]uint64, qemus []int, err error) {
+	procs, err := podProcs(sandboxID)
+	if err != nil {
+		return 0, 0, nil, nil, err
 	}
 	by = map[string]uint64{}
-	var walk func(p procfs.Proc) error
-	walk = func(p procfs.Proc) error {
+	for _, p := range procs {
 		r, err := p.ProcSMapsRollup()
 		if err != nil {
-			return fmt.Errorf("reading smaps_rollup of pid %d: %w", p.PID, err)
+			return 0, 0, nil, nil, fmt.Errorf("reading smaps_rollup of pid %d: %w", p.PID, err)
 		}
 		// By executable: QEMU's process title names the pod.
 		name, err := p.Executable()
@@ -65,19 +94,6 @@ func podPSS(sandboxID string) (total, rss uint64, by map[string]uint64, qemus []
 		if strings.HasPrefix(filepath.Base(name), "qemu-system") {
 			qemus = append(qemus, p.PID)
 		}
-		for _, c := range children[p.PID] {
-			if err := walk(c); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	shimProc, err := procfs.NewProc(shimPID)
-	if err != nil {
-		return 0, 0, nil, nil, err
-	}
-	if err := walk(shimProc); err != nil {
-		return 0, 0, nil, nil, err
 	}
 	return total, rss, by, qemus, nil
 }

@@ -48,6 +48,9 @@ func (r *Result) Figures() []Figure {
 		if m.QEMUParts[PartTCG] > 0 {
 			add(fmt.Sprintf("PSS per pod %s %d idle without TCG cache", m.Handler, m.Pods), m.PerPodWithoutTCG()/(1<<20), "MiB")
 		}
+		if m.IdleCPU > 0 {
+			add(fmt.Sprintf("CPU per pod %s %d idle", m.Handler, m.Pods), m.IdleMillicoresPerPod(), "millicores")
+		}
 	}
 	for _, c := range r.Concurrency {
 		wall, ratio := r.ConcurrencyWall(c.Handler, c.N)

@@ -205,7 +205,15 @@ type Memory struct {
 	// QEMUParts splits the QEMU processes' PSS (summed over the pods) by
 	// what their mappings hold: the Part* names, bytes. veil only.
 	QEMUParts map[string]uint64 `json:"qemu_parts_bytes,omitempty"`
+	// IdleCPU is the CPU the same processes used together while the pods
+	// idled, in cores (CPU seconds per second over bench's
+	// -idle-cpu-window). 0 when not measured.
+	IdleCPU float64 `json:"idle_cpu_cores,omitempty"`
 }
+
+// IdleMillicoresPerPod is IdleCPU per pod in millicores, the unit of a
+// RuntimeClass's overhead.podFixed.cpu.
+func (m Memory) IdleMillicoresPerPod() float64 { return m.IdleCPU * 1000 / float64(m.Pods) }
 
 // The parts of a QEMU process's memory (Memory.QEMUParts).
 const (

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -400,5 +401,21 @@ func TestMemoryBreakdown(t *testing.T) {
 		if !found {
 			t.Errorf("table has no line %q ... %s:\n%s", part, want, out)
 		}
+	}
+}
+
+// Idle CPU is reported per pod in millicores, and only when measured.
+func TestIdleCPUFigure(t *testing.T) {
+	r := sample()
+	r.Memory[1].IdleCPU = 0.09 // 3 pods
+	figs := map[string]float64{}
+	for _, f := range r.Figures() {
+		figs[f.Name] = f.Value
+	}
+	if v, ok := figs["CPU per pod veil 3 idle"]; !ok || math.Abs(v-30) > 1e-9 {
+		t.Errorf("CPU per pod veil 3 idle = %v (present %v), want 0.09 cores / 3 pods = 30 millicores", v, ok)
+	}
+	if _, ok := figs["CPU per pod "+r.Memory[0].Handler+" "+strconv.Itoa(r.Memory[0].Pods)+" idle"]; ok {
+		t.Errorf("a figure for a run that did not measure idle CPU: %v", figs)
 	}
 }
