@@ -28,8 +28,21 @@ help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## install what veil needs on Debian 12 (apt packages, pinned Go tools, guest kernel); idempotent
-	VEIL_E2E_KUBERNETES=$(E2E_KUBERNETES) tools/deps.sh
+deps: ## install what veil needs on Debian 12 (apt packages, pinned Go tools, guest kernel source); idempotent
+	tools/deps.sh
+
+.PHONY: k8s
+k8s: ## build the e2e tier's pinned Kubernetes and etcd into .cache/k8s (once; TestKubernetes needs them)
+	tools/k8s/build.sh $(CACHE)
+
+# make test starts the Kubernetes build in the background, at nice 19, right
+# after deps: it uses what the lint, unit, fuzz and VM tiers and critest
+# leave of the CPUs, and TestKubernetes waits for it (tools/k8s/build.sh's
+# lock) instead of the whole run paying it up front.
+.PHONY: k8s-background
+k8s-background:
+	$(if $(filter 1,$(E2E_KUBERNETES)),mkdir -p $(OUT) && echo "k8s: building in the background (log: $(OUT)/k8s-build.log)" && \
+		{ nohup tools/k8s/build.sh $(CACHE) >$(OUT)/k8s-build.log 2>&1 </dev/null & })
 
 # RACE=1 builds the host binaries (shim, veil, veil-kbs, veil-snapshotter)
 # with the race detector; the e2e tier then fails on any race report they
@@ -64,7 +77,8 @@ guest-image: ## build the guest kernel + initramfs + manifest into build/guest
 
 .PHONY: test
 test: RACE := 1
-test: deps proto-check lint test-unit fuzz test-vm test-e2e test-install ## run every test tier (lint, unit, fuzz, VM, end to end)
+test: E2E_KUBERNETES := 1
+test: deps k8s-background proto-check lint test-unit fuzz test-vm test-e2e test-install ## run every test tier (lint, unit, fuzz, VM, end to end with Kubernetes)
 
 .PHONY: test-unit
 test-unit: ## unit tests with the race detector and goroutine leak checks: no VM
@@ -98,8 +112,9 @@ test-vm: guest-image ## VM tests: real QEMU VMs with the real guest image and ag
 E2E_HANDLERS ?= runc,veil,veil-dev
 E2E_RUN ?= .
 DEMO_HANDLERS ?= runc,veil,veil-dev
-# 1 runs TestKubernetes: a single-node Kubernetes (make deps builds it),
-# the installer DaemonSet, a veil Deployment driven with kubectl.
+# 1 runs TestKubernetes: a single-node Kubernetes (make k8s builds it; the
+# test builds it when missing), the installer DaemonSet, a veil Deployment
+# driven with kubectl. make test sets it.
 E2E_KUBERNETES ?= 0
 comma := ,
 e2e_needs = $(if $(findstring veil,$(1)),guest-image build)

@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything veil needs on a Debian 12 machine, as root, idempotently:
 # apt packages, pinned Go tools (into .cache/bin), the pinned guest kernel
-# source package (into .cache/kernel; make guest-image builds the kernel) and,
-# with VEIL_E2E_KUBERNETES=1, the pinned Kubernetes of the e2e tier
-# (tools/k8s/build.sh, into .cache/k8s). `make deps` runs it; `make test` and
-# `make demo` run it first.
+# source package (into .cache/kernel; make guest-image builds the kernel).
+# `make deps` runs it; `make test` and `make demo` run it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -117,15 +115,8 @@ if [[ ! -x $debs/busybox/bin/busybox ]]; then
 	dpkg-deb -x "$debs"/busybox_*.deb "$debs/busybox"
 fi
 
-# The single-node Kubernetes of the e2e tier (etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubelet, kubectl), built from the
-# module proxy into .cache/k8s/<version>/bin once (a few minutes on an idle
-# machine). Only when the Kubernetes scenarios are switched on
-# (make deps E2E_KUBERNETES=1): TestKubernetes is off by default until it
-# passes reliably, and CI should not pay the build for a test it skips.
-if [[ ${VEIL_E2E_KUBERNETES:-0} == 1 ]]; then
-	tools/k8s/build.sh "$cache"
-fi
+# The e2e tier's single-node Kubernetes is not built here: `make k8s` builds
+# it, and `make test` builds it in the background (tools/k8s/build.sh).
 
 # The guest kernel's source package (linux-source-6.12), pinned by KernelPin in
 # tools/guest-image/guestimage/kernel.go: downloaded into .cache/kernel once (not

@@ -102,6 +102,14 @@ spec:
 // (make test-e2e E2E_KUBERNETES=1), so the default tier never skips it.
 func TestKubernetes(t *testing.T) {
 	ctx := testContext(t, 50*time.Minute)
+	// `make test` builds the cluster's binaries in the background while
+	// the tiers before run; wait for that build (or build them here).
+	start := time.Now()
+	var buildLog strings.Builder
+	if err := env.BuildKubernetes(ctx, &buildLog); err != nil {
+		t.Fatalf("%v\n%s", err, buildLog.String())
+	}
+	t.Logf("Kubernetes binaries ready after %s: %s", time.Since(start).Round(time.Second), strings.TrimSpace(buildLog.String()))
 	// A node before veil install: containerd knows runc only.
 	opts := envOptions("kubernetes")
 	opts.RuncOnly = true
@@ -120,7 +128,7 @@ func TestKubernetes(t *testing.T) {
 	if err := env.CheckHandler(harness.Veil); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
+	start = time.Now()
 	cl, err := env.StartKubernetes(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,12 @@
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl)
 # from the Go module proxy into CACHE/k8s/KUBERNETES-VERSION/bin, idempotently:
 # it does nothing when every binary is there with a stamp naming these pins.
-# tools/deps.sh calls it; `tools/k8s/build.sh CACHE` runs it alone.
+# `make test` starts it in the background after `make deps` (it builds at
+# nice 19, on what the earlier tiers leave of the CPUs) and `make test-e2e`
+# runs it again before the tier: one build at a time (a lock in CACHE/k8s),
+# so that second run waits for the first and then finds the binaries (or,
+# when the first failed, builds and shows why). `make deps E2E_KUBERNETES=1`
+# builds it in the foreground; `tools/k8s/build.sh CACHE` runs it alone.
 #
 # k8s.io/kubernetes and etcd's server module cannot be `go install`ed: their
 # go.mod files point their sibling modules at local directories
@@ -27,6 +32,13 @@ want="kubernetes $KUBERNETES etcd $ETCD"
 programs=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 
 log() { echo "k8s: $*"; }
+
+mkdir -p "$cache/k8s"
+exec 9>"$cache/k8s/.lock"
+if ! flock -n 9; then
+	log "waiting for the Kubernetes build already running (make test starts it in the background: build/k8s-build.log)"
+	flock 9
+fi
 
 present=1
 for p in "${programs[@]}"; do [[ -x $bin/$p ]] || present=0; done

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -67,6 +68,20 @@ func (e *Env) KubernetesBinDir() string {
 	return filepath.Join(e.RepoRoot, ".cache/k8s", KubernetesVersion, "bin")
 }
 
+// BuildKubernetes runs tools/k8s/build.sh: it returns at once when the
+// pinned binaries are in KubernetesBinDir, waits for the build `make test`
+// started in the background (the script holds a lock while it builds), and
+// builds them itself otherwise. The script's output goes to w.
+func (e *Env) BuildKubernetes(ctx context.Context, w io.Writer) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(e.RepoRoot, "tools/k8s/build.sh"), filepath.Join(e.RepoRoot, ".cache"))
+	cmd.Dir = e.RepoRoot
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("tools/k8s/build.sh: %w", err)
+	}
+	return nil
+}
+
 // StartKubernetes starts the single-node cluster on the environment's
 // containerd and waits until the node is Ready and the default service
 // account exists. Env.Close stops it (Cluster.Stop stops it earlier).
@@ -74,7 +89,7 @@ func (e *Env) StartKubernetes(ctx context.Context) (c *Cluster, err error) {
 	c = &Cluster{Dir: filepath.Join(e.Dir, "k8s"), BinDir: e.KubernetesBinDir(), env: e}
 	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kubectl"} {
 		if _, err := os.Stat(filepath.Join(c.BinDir, b)); err != nil {
-			return nil, fmt.Errorf("finding %s (run `make deps`, which runs tools/k8s/build.sh): %w", b, err)
+			return nil, fmt.Errorf("finding %s (Env.BuildKubernetes runs tools/k8s/build.sh): %w", b, err)
 		}
 	}
 	e.beforeClose = append(e.beforeClose, c.Stop)
