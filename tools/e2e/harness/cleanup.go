@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -164,11 +165,45 @@ func namespaceCgroups() map[string]bool {
 	return out
 }
 
-// removeNamespaceCgroups removes the namespace cgroups this environment
-// created; rmdir leaves any that are still in use.
+// nsCgroups tracks the namespace cgroups across this process's open
+// environments, which share them (every containerd puts its CRI pods
+// under /k8s.io): they are removed when the last environment closes, and
+// only those that did not exist when the first one started. An
+// environment that removed them while another's containerd was creating a
+// container below would race it.
+var nsCgroups struct {
+	sync.Mutex
+	live   int
+	before map[string]bool
+}
+
+// holdNamespaceCgroups counts e in nsCgroups (Start).
+func (e *Env) holdNamespaceCgroups() {
+	nsCgroups.Lock()
+	defer nsCgroups.Unlock()
+	if nsCgroups.live == 0 {
+		nsCgroups.before = namespaceCgroups()
+	}
+	nsCgroups.live++
+	e.holdsNamespaceCgroups = true
+}
+
+// removeNamespaceCgroups releases e's count in nsCgroups (Close; once)
+// and, when it was the last open environment, removes the namespace
+// cgroups the environments created; rmdir leaves any still in use.
 func (e *Env) removeNamespaceCgroups() {
+	nsCgroups.Lock()
+	defer nsCgroups.Unlock()
+	if !e.holdsNamespaceCgroups {
+		return
+	}
+	e.holdsNamespaceCgroups = false
+	nsCgroups.live--
+	if nsCgroups.live > 0 {
+		return
+	}
 	for cg := range namespaceCgroups() {
-		if !e.cgroupsBefore[cg] {
+		if !nsCgroups.before[cg] {
 			_ = unix.Rmdir(cg)
 		}
 	}

@@ -64,9 +64,11 @@ type Env struct {
 	// stops before its pods are removed).
 	beforeClose []func() error
 
-	veilConfig    string
-	registryLog   *os.File
-	cgroupsBefore map[string]bool // namespace cgroups that existed at Start
+	veilConfig  string
+	registryLog *os.File
+	// holdsNamespaceCgroups: this environment counts in nsCgroups.live
+	// (from Start until Close).
+	holdsNamespaceCgroups bool
 	// kubeCgroup is the cluster's cgroupRoot (kubeCgroupName), removed
 	// with everything below it by Close; "" without a cluster.
 	kubeCgroup string
@@ -151,8 +153,8 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("marking environment directory: %w", err)
 	}
-	env = &Env{Dir: dir, RepoRoot: root, Address: filepath.Join(dir, "containerd.sock"), log: log, LogDir: opts.LogDir,
-		cgroupsBefore: namespaceCgroups()}
+	env = &Env{Dir: dir, RepoRoot: root, Address: filepath.Join(dir, "containerd.sock"), log: log, LogDir: opts.LogDir}
+	env.holdNamespaceCgroups()
 	defer func() {
 		if err != nil {
 			if cerr := env.Close(); cerr != nil {
