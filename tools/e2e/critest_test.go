@@ -72,122 +72,107 @@ const critestTimeout = 80 * time.Minute
 // VEIL_E2E_UPDATE_BASELINE=1 rewrites the handler's baseline from the run;
 // VEIL_E2E_CRITEST_FOCUS=REGEXP runs only the matching cases (ginkgo focus)
 // and checks only those.
-//
-// The handlers' runs go in parallel, each in an environment of its own:
-// veil's leaves about half of this 2-core machine idle (its VMs boot one
-// vCPU thread at a time), and runc's three minutes fit in it.
 func TestCritest(t *testing.T) {
-	for _, handler := range handlers {
-		t.Run(handler, func(t *testing.T) {
-			t.Parallel()
-			if err := env.CheckHandler(handler); err != nil {
-				t.Fatal(err)
-			}
-			critest(t, handler)
-		})
-	}
-}
-
-// critest is one handler's run of TestCritest.
-func critest(t *testing.T, handler string) {
-	env := ownEnv(t, "critest-"+handler)
-	// ginkgo stops itself (and still writes its report) before the
-	// context kills it.
-	ctx := testContext(t, critestTimeout+5*time.Minute)
-	report := filepath.Join(env.LogDir, "critest-"+handler+".json")
-	extra := []string{"-ginkgo.timeout", critestTimeout.String()}
-	focus := os.Getenv("VEIL_E2E_CRITEST_FOCUS")
-	update := os.Getenv("VEIL_E2E_UPDATE_BASELINE") == "1"
-	if !update {
-		// A case that fails once under a loaded machine gets a second
-		// attempt; a regression fails both. Retried cases are listed
-		// in the test log. runc too: at load 10 two of its baseline
-		// cases failed once on containerd's own races ("container is
-		// still running, to stop first" in Image Identifier
-		// Consistency; NRI's failed-RunPodSandbox cleanup).
-		extra = append(extra, "-ginkgo.flake-attempts", "2")
-	}
-	want, err := harness.ReadNames(baselineFile(handler))
-	if err != nil && !(update && errors.Is(err, fs.ErrNotExist)) {
-		t.Fatal(err)
-	}
-	target, err := harness.ReadNames(baselineFile(harness.Runc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	excluded, err := readExcluded(handler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if stale := harness.Regressions(excluded, target); len(stale) > 0 {
-		t.Errorf("%s lists cases runc's baseline does not have: %q", excludedFile(handler), stale)
-	}
-	if len(excluded) > 0 {
-		t.Logf("%d cases runc passes stay out under %s by design (reasons in %s):\n  %s", len(excluded), handler, excludedFile(handler), strings.Join(excluded, "\n  "))
-	}
-	target = harness.Regressions(target, excluded)
-	switch {
-	case focus != "":
-		extra = append(extra, "-ginkgo.focus", focus)
-	case handler != harness.Runc && !update && os.Getenv("VEIL_E2E_CRITEST_ALL") != "1":
-		extra = append(extra, focusArgs(want)...)
-	}
-	cmd := env.CritestCommand(ctx, handler, report, extra...)
-	logf, err := os.Create(filepath.Join(env.LogDir, "critest-"+handler+".log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	start := time.Now()
-	runErr := cmd.Run() // non-zero whenever a case fails; the report says which
-	data, err := os.ReadFile(report)
-	if err != nil {
-		t.Fatalf("critest wrote no report (exit: %v); see %s: %v", runErr, logf.Name(), err)
-	}
-	results, err := harness.ParseGinkgoReport(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	passed := harness.Passed(results)
-	t.Logf("critest under %s: %v in %s (log %s)", handler, harness.Count(results), time.Since(start).Round(time.Second), logf.Name())
-	if err := os.WriteFile(filepath.Join(env.LogDir, "critest-"+handler+"-passed.txt"), []byte(strings.Join(passed, "\n")+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if update {
-		var stable []string
-		for _, p := range passed {
-			if !unstable[p] {
-				stable = append(stable, p)
-			}
+	forEachHandler(t, func(t *testing.T, handler string) {
+		env := ownEnv(t, "critest-"+handler)
+		// ginkgo stops itself (and still writes its report) before the
+		// context kills it.
+		ctx := testContext(t, critestTimeout+5*time.Minute)
+		report := filepath.Join(env.LogDir, "critest-"+handler+".json")
+		extra := []string{"-ginkgo.timeout", critestTimeout.String()}
+		focus := os.Getenv("VEIL_E2E_CRITEST_FOCUS")
+		update := os.Getenv("VEIL_E2E_UPDATE_BASELINE") == "1"
+		if !update {
+			// A case that fails once under a loaded machine gets a second
+			// attempt; a regression fails both. Retried cases are listed
+			// in the test log. runc too: at load 10 two of its baseline
+			// cases failed once on containerd's own races ("container is
+			// still running, to stop first" in Image Identifier
+			// Consistency; NRI's failed-RunPodSandbox cleanup).
+			extra = append(extra, "-ginkgo.flake-attempts", "2")
 		}
-		passed = stable
-		header := "# critest v1.37.0 cases that pass with the " + handler + " handler in tools/e2e's environment.\n" +
-			"# A regression check: each must keep passing. Regenerate: make test-e2e E2E_RUN=TestCritest E2E_HANDLERS=" + handler + " VEIL_E2E_UPDATE_BASELINE=1\n"
-		if err := os.WriteFile(baselineFile(handler), []byte(header+strings.Join(passed, "\n")+"\n"), 0o644); err != nil {
+		want, err := harness.ReadNames(baselineFile(handler))
+		if err != nil && !(update && errors.Is(err, fs.ErrNotExist)) {
 			t.Fatal(err)
 		}
-		t.Logf("wrote %d cases to %s", len(passed), baselineFile(handler))
-		if gap := harness.Regressions(target, passed); len(gap) > 0 {
-			t.Logf("%d cases pass under runc but not under %s:\n  %s", len(gap), handler, strings.Join(gap, "\n  "))
+		target, err := harness.ReadNames(baselineFile(harness.Runc))
+		if err != nil {
+			t.Fatal(err)
 		}
-		return
-	}
-	if gap := harness.Regressions(target, want); len(gap) > 0 {
-		t.Logf("%d cases pass under runc but not (yet) under %s:\n  %s", len(gap), handler, strings.Join(gap, "\n  "))
-	}
-	if focus != "" {
-		// Only the focused cases ran; hold only those to the baseline.
-		want = harness.Ran(want, results)
-	}
-	if retried := harness.Retried(results); len(retried) > 0 {
-		t.Logf("%d cases passed under %s only on a second attempt:\n  %s", len(retried), handler, strings.Join(retried, "\n  "))
-	}
-	if missing := harness.Regressions(want, passed); len(missing) > 0 {
-		t.Errorf("%d of the %d baseline cases do not pass under %s (log %s):\n  %s",
-			len(missing), len(want), handler, logf.Name(), strings.Join(harness.Failures(missing, results), "\n  "))
-	}
-	if extra := harness.Regressions(passed, want); len(extra) > 0 {
-		t.Logf("%d cases pass under %s beyond the baseline:\n  %s", len(extra), handler, strings.Join(extra, "\n  "))
-	}
+		excluded, err := readExcluded(handler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stale := harness.Regressions(excluded, target); len(stale) > 0 {
+			t.Errorf("%s lists cases runc's baseline does not have: %q", excludedFile(handler), stale)
+		}
+		if len(excluded) > 0 {
+			t.Logf("%d cases runc passes stay out under %s by design (reasons in %s):\n  %s", len(excluded), handler, excludedFile(handler), strings.Join(excluded, "\n  "))
+		}
+		target = harness.Regressions(target, excluded)
+		switch {
+		case focus != "":
+			extra = append(extra, "-ginkgo.focus", focus)
+		case handler != harness.Runc && !update && os.Getenv("VEIL_E2E_CRITEST_ALL") != "1":
+			extra = append(extra, focusArgs(want)...)
+		}
+		cmd := env.CritestCommand(ctx, handler, report, extra...)
+		logf, err := os.Create(filepath.Join(env.LogDir, "critest-"+handler+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer logf.Close()
+		cmd.Stdout, cmd.Stderr = logf, logf
+		start := time.Now()
+		runErr := cmd.Run() // non-zero whenever a case fails; the report says which
+		data, err := os.ReadFile(report)
+		if err != nil {
+			t.Fatalf("critest wrote no report (exit: %v); see %s: %v", runErr, logf.Name(), err)
+		}
+		results, err := harness.ParseGinkgoReport(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		passed := harness.Passed(results)
+		t.Logf("critest under %s: %v in %s (log %s)", handler, harness.Count(results), time.Since(start).Round(time.Second), logf.Name())
+		if err := os.WriteFile(filepath.Join(env.LogDir, "critest-"+handler+"-passed.txt"), []byte(strings.Join(passed, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if update {
+			var stable []string
+			for _, p := range passed {
+				if !unstable[p] {
+					stable = append(stable, p)
+				}
+			}
+			passed = stable
+			header := "# critest v1.37.0 cases that pass with the " + handler + " handler in tools/e2e's environment.\n" +
+				"# A regression check: each must keep passing. Regenerate: make test-e2e E2E_RUN=TestCritest E2E_HANDLERS=" + handler + " VEIL_E2E_UPDATE_BASELINE=1\n"
+			if err := os.WriteFile(baselineFile(handler), []byte(header+strings.Join(passed, "\n")+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("wrote %d cases to %s", len(passed), baselineFile(handler))
+			if gap := harness.Regressions(target, passed); len(gap) > 0 {
+				t.Logf("%d cases pass under runc but not under %s:\n  %s", len(gap), handler, strings.Join(gap, "\n  "))
+			}
+			return
+		}
+		if gap := harness.Regressions(target, want); len(gap) > 0 {
+			t.Logf("%d cases pass under runc but not (yet) under %s:\n  %s", len(gap), handler, strings.Join(gap, "\n  "))
+		}
+		if focus != "" {
+			// Only the focused cases ran; hold only those to the baseline.
+			want = harness.Ran(want, results)
+		}
+		if retried := harness.Retried(results); len(retried) > 0 {
+			t.Logf("%d cases passed under %s only on a second attempt:\n  %s", len(retried), handler, strings.Join(retried, "\n  "))
+		}
+		if missing := harness.Regressions(want, passed); len(missing) > 0 {
+			t.Errorf("%d of the %d baseline cases do not pass under %s (log %s):\n  %s",
+				len(missing), len(want), handler, logf.Name(), strings.Join(harness.Failures(missing, results), "\n  "))
+		}
+		if extra := harness.Regressions(passed, want); len(extra) > 0 {
+			t.Logf("%d cases pass under %s beyond the baseline:\n  %s", len(extra), handler, strings.Join(extra, "\n  "))
+		}
+	})
 }
