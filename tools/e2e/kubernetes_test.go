@@ -98,8 +98,9 @@ spec:
 // TestKubernetes runs a single-node Kubernetes (harness.StartKubernetes:
 // etcd, API server, controller manager, scheduler, kubelet) on the
 // environment's containerd and drives a `veil` Deployment through the
-// Kubernetes API with kubectl. It is built only with the kubernetes tag
-// (make test-e2e E2E_KUBERNETES=1), so the default tier never skips it.
+// Kubernetes API with kubectl. It is built only with the kubernetes tag,
+// which `make test` sets (make test-e2e E2E_KUBERNETES=1 alone), so a tier
+// without the cluster's binaries never skips it.
 func TestKubernetes(t *testing.T) {
 	ctx := testContext(t, 50*time.Minute)
 	// `make test` builds the cluster's binaries in the background while

@@ -4,10 +4,10 @@
 # from the Go module proxy into CACHE/k8s/KUBERNETES-VERSION/bin, idempotently:
 # it does nothing when every binary is there with a stamp naming these pins.
 # `make test` starts it in the background after `make deps` (it builds at
-# nice 19, on what the earlier tiers leave of the CPUs) and `make test-e2e`
-# runs it again before the tier: one build at a time (a lock in CACHE/k8s),
-# so that second run waits for the first and then finds the binaries (or,
-# when the first failed, builds and shows why). `make deps E2E_KUBERNETES=1`
+# nice 19, on what the earlier tiers leave of the CPUs) and TestKubernetes
+# runs it again first (harness Env.BuildKubernetes): one build at a time (a
+# lock in CACHE/k8s), so that second run waits for the first and then finds
+# the binaries (or, when the first failed, builds and shows why). `make k8s`
 # builds it in the foreground; `tools/k8s/build.sh CACHE` runs it alone.
 #
 # k8s.io/kubernetes and etcd's server module cannot be `go install`ed: their
