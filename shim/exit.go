@@ -93,15 +93,17 @@ func (s *service) exitInit(p *pod, c *container, pr *process, status uint32, at 
 	s.publishExit(c, pr, status, at)
 }
 
-// publishExit queues TaskExit, then wakes Wait; exitMu keeps it ordered
-// against Delete's TaskDelete.
+// publishExit records the exit (which wakes Wait), then queues TaskExit,
+// as containerd's runc shim does: whoever sees the event and calls Delete
+// at once finds the process stopped, not "running; kill it first". exitMu
+// keeps TaskExit ahead of Delete's TaskDelete.
 func (s *service) publishExit(c *container, pr *process, status uint32, at time.Time) {
 	s.exitMu.Lock()
 	defer s.exitMu.Unlock()
-	if pr.hasExited() {
+	_, pid, _, _ := pr.state()
+	if !pr.setExited(status, at) {
 		return
 	}
-	_, pid, _, _ := pr.state()
 	id := pr.execID
 	if id == "" {
 		id = c.id
@@ -113,7 +115,6 @@ func (s *service) publishExit(c *container, pr *process, status uint32, at time.
 		ExitStatus:  status,
 		ExitedAt:    protobuf.ToTimestamp(at),
 	})
-	pr.setExited(status, at)
 }
 
 // exitUnstarted marks a process that never ran as exited without an event
