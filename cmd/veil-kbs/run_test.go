@@ -179,17 +179,8 @@ func TestServeRefusesUnfitStore(t *testing.T) {
 		t.Fatalf("serve with incomplete collateral = %v", err)
 	}
 	// In dev mode the same store serves.
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan addrs, 1)
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, append(args, "--dev"), ready) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("serve --dev: %v", err)
-	}
-	cancel()
-	if err := <-done; err != nil {
+	_, stop := startServe(t, "serve --dev", append(args, "--dev"))
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -212,19 +203,8 @@ func TestInsecureHTTPOnlyOnLoopbackOutsideDev(t *testing.T) {
 		t.Fatalf("serve --insecure-http on 0.0.0.0 without --dev = %v, want a refusal naming the listen address", err)
 	}
 	// On loopback it starts (and stops with its context).
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan addrs, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, []string{"--store", t.TempDir(), "--listen", "127.0.0.1:0", "--admin-listen", "off", "--insecure-http"}, ready)
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("serve --insecure-http on loopback: %v", err)
-	}
-	cancel()
-	if err := <-done; err != nil {
+	_, stop := startServe(t, "serve --insecure-http on loopback", []string{"--store", t.TempDir(), "--listen", "127.0.0.1:0", "--admin-listen", "off", "--insecure-http"})
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -30,18 +30,7 @@ func TestServeTLSDevMode(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := writeCert(t, dir)
 	store := filepath.Join(dir, "store")
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan addrs, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, []string{"--store", store, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile, "--dev"}, ready)
-	}()
-	var a addrs
-	select {
-	case a = <-ready:
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	}
+	a, stop := startServe(t, "serve", []string{"--store", store, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile, "--dev"})
 	url := "https://" + a.Public
 	admin := []string{"--url", "http://" + a.Admin, "--admin-token-file", filepath.Join(store, "admin-token"), "--dev"}
 	write := func(name, content string) string {
@@ -71,8 +60,7 @@ func TestServeTLSDevMode(t *testing.T) {
 	if err != nil || string(got) != "the-secret" {
 		t.Fatalf("Resource = %q, %v", got, err)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("serve after shutdown: %v", err)
 	}
 }
@@ -138,19 +126,8 @@ func TestAdminMTLS(t *testing.T) {
 		}
 	}
 	store := filepath.Join(dir, "store")
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan addrs, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, []string{"--store", store, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--admin-client-ca", caFile,
-			"--tls-cert", certFile, "--tls-key", keyFile}, ready)
-	}()
-	var a addrs
-	select {
-	case a = <-ready:
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	}
+	a, stop := startServe(t, "serve", []string{"--store", store, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--admin-client-ca", caFile,
+		"--tls-cert", certFile, "--tls-key", keyFile})
 	base := []string{"--url", "https://" + a.Admin, "--admin-token-file", filepath.Join(store, "admin-token"), "--ca", certFile}
 	var out bytes.Buffer
 	if err := adminCommand("resource", append([]string{"list"}, append(base, "--client-cert", cliCert, "--client-key", cliKeyFile)...), &out); err != nil {
@@ -163,8 +140,27 @@ func TestAdminMTLS(t *testing.T) {
 	if err := adminCommand("resource", append([]string{"list", "--url", "https://" + a.Public}, base[2:]...), &out); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("admin path on the public listener = %v", err)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// startServe runs serve with args until stop, which ends it and returns
+// serve's error; the test fails when serve ends before it is ready.
+func startServe(t *testing.T, what string, args []string) (a addrs, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan addrs, 1)
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, args, ready) }()
+	select {
+	case a = <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("%s: %v", what, err)
+	}
+	return a, func() error {
+		cancel()
+		return <-done
 	}
 }
