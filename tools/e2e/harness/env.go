@@ -32,6 +32,11 @@ type Options struct {
 	// VeilConfig is the veil handler's config file (TOML, keys of
 	// shim/config); empty means DefaultVeilConfig.
 	VeilConfig string
+	// VeilDevDropIn, when not empty, is a drop-in for the veil-dev
+	// handler's config (VeilDevConfig): written to the config's drop-in
+	// directory (shim/config.DropInDir), where an admin's overrides of an
+	// installed handler live, and read over it.
+	VeilDevDropIn string
 	// LogLevel is containerd's log level; empty means "info".
 	LogLevel string
 	// Log receives the harness's own progress messages; nil discards them.
@@ -274,6 +279,9 @@ func (e *Env) writeConfigs(opts Options) error {
 			Handlers:          handlers,
 			ProxySnapshotters: proxies,
 		}),
+	}
+	if opts.VeilDevDropIn != "" {
+		files[filepath.Join(shimconfig.DropInDir("veil-dev.toml"), "50-options.toml")] = opts.VeilDevDropIn
 	}
 	for _, host := range append([]string{e.Registry.Host}, testimages.CritestRegistries...) {
 		files["hosts.d/"+host+"/hosts.toml"] = HostsTOML(server)

@@ -69,3 +69,29 @@ func TestEnvVeilDevInitData(t *testing.T) {
 		t.Errorf("image table = %+v", doc.Image)
 	}
 }
+
+// Options.VeilDevDropIn lands in the veil-dev config's drop-in directory,
+// so the shim (config.Load) reads it over the generated config.
+func TestVeilDevDropIn(t *testing.T) {
+	e := &Env{Dir: t.TempDir(), RepoRoot: "/repo", Registry: &Registry{Host: "127.0.0.1:40000", GuestHost: BridgeIP + ":40001"}}
+	if err := e.writeConfigs(Options{VeilDevDropIn: "debug = false\n[hypervisor]\ntcg_translation_cache_mib = 32\n"}); err != nil {
+		t.Fatal(err)
+	}
+	path := e.Handlers[VeilDev].Options["ConfigPath"]
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Debug || cfg.Hypervisor.TCGTranslationCacheMiB != 32 || cfg.Confidential.Kind() != hypervisor.TEESample {
+		t.Errorf("veil-dev config with the drop-in: debug %t, TCG cache %d MiB, tee %s; want false, 32, sample",
+			cfg.Debug, cfg.Hypervisor.TCGTranslationCacheMiB, cfg.Confidential.Kind())
+	}
+	// Without one, the generated config alone (debug on).
+	e = &Env{Dir: t.TempDir(), RepoRoot: "/repo", Registry: e.Registry}
+	if err := e.writeConfigs(Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := config.Load(e.Handlers[VeilDev].Options["ConfigPath"]); err != nil || !cfg.Debug {
+		t.Errorf("veil-dev config without a drop-in: debug %t, %v; want the generated debug = true", cfg.Debug, err)
+	}
+}
