@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -131,15 +132,43 @@ func WriteTable(w io.Writer, r *Result) error {
 		}
 	}
 	if len(r.Memory) > 0 {
-		fmt.Fprintln(tw, "\nhost memory, idle pods\tpods\tPSS total\tPSS per pod")
-		for _, m := range r.Memory {
-			fmt.Fprintf(tw, "  %s\t%d\t%.1f MiB\t%.1f MiB\n", m.Handler, m.Pods, float64(m.TotalPSS)/(1<<20), m.PerPod()/(1<<20))
-		}
-		writeBreakdown(tw, r.Memory)
-		for _, h := range r.Config.Handlers {
-			if o, ok := r.RuntimeClassOverhead(h); ok && strings.HasPrefix(h, "veil") {
-				fmt.Fprintf(tw, "\nRuntimeClass %s overhead from this run: memory %dMi (guest base memory %d MiB + QEMU besides guest RAM and shim, resident, %.1f MiB, +10%%, rounded up to 32 MiB; -write-runtimeclass writes it)\n", h, o.MemoryMiB, o.BaseMiB, o.OwnMiB)
+		fmt.Fprintln(tw, "\nhost memory, idle pods\tpods\tPSS total\tPSS per pod\tRSS per pod\tCPU per pod")
+		order := r.IdleOrder()
+		for _, h := range order {
+			for _, m := range r.Memory {
+				if m.Handler != h {
+					continue
+				}
+				rss, cpu := "n/a", "n/a"
+				if m.TotalRSS > 0 {
+					rss = fmt.Sprintf("%.1f MiB", float64(m.TotalRSS)/float64(m.Pods)/(1<<20))
+				}
+				if m.IdleCPU > 0 {
+					cpu = fmt.Sprintf("%.0f millicores", m.IdleMillicoresPerPod())
+				}
+				fmt.Fprintf(tw, "  %s\t%d\t%.1f MiB\t%.1f MiB\t%s\t%s\n", m.Handler, m.Pods, float64(m.TotalPSS)/(1<<20), m.PerPod()/(1<<20), rss, cpu)
 			}
+		}
+		for _, h := range order {
+			// veil's VM is in the heading of a run that started pods.
+			if vm, ok := r.Config.VMs[h]; ok && (h != "veil" || (len(r.Starts) == 0 && len(r.BareBoots) == 0)) {
+				reclaim := "off"
+				if vm.ReclaimGuestFreedMemory {
+					reclaim = "on"
+				}
+				fmt.Fprintf(tw, "  (%s VM: %d vCPU, %d MiB, %s, TEE %s, TCG translation cache %d MiB, free page reporting %s)\n",
+					h, vm.VCPUs, vm.MemoryMiB, vm.Boot, vm.TEE, vm.TCGTranslationCacheMiB, reclaim)
+			}
+		}
+		for _, h := range order {
+			writeBreakdown(tw, r.Memory, h)
+		}
+		for _, o := range r.RuntimeClassOverheads() {
+			if o.RuntimeClass() != o.Handler {
+				fmt.Fprintf(tw, "RuntimeClass %s overhead: %dMi, %s's (no %s here: its own costs are not in it)\n", o.RuntimeClass(), o.MemoryMiB, o.Handler, o.TEE)
+				continue
+			}
+			fmt.Fprintf(tw, "\nRuntimeClass %s overhead from this run: memory %dMi (guest base memory %d MiB + QEMU besides guest RAM and shim, resident, %.1f MiB, +10%%, rounded up to 32 MiB; -write-runtimeclass writes it)\n", o.Handler, o.MemoryMiB, o.BaseMiB, o.OwnMiB)
 		}
 	}
 	if len(r.Concurrency) > 0 {
@@ -225,12 +254,14 @@ func WriteComparison(w io.Writer, changes []Change) error {
 	return tw.Flush()
 }
 
-// writeBreakdown writes, for the run's largest set of idle veil pods, what
-// one pod's PSS is made of: QEMU's parts (smaps) and the shim.
-func writeBreakdown(w io.Writer, ms []Memory) {
+// writeBreakdown writes, for the run's largest set of idle pods of
+// handler with QEMU's parts measured (a veil handler), what one pod's PSS
+// is made of: QEMU's parts (smaps) and the shim. The root image and initrd
+// parts are listed only for a VM that has them.
+func writeBreakdown(w io.Writer, ms []Memory, handler string) {
 	var m *Memory
 	for i := range ms {
-		if len(ms[i].QEMUParts) > 0 && (m == nil || ms[i].Pods > m.Pods) {
+		if ms[i].Handler == handler && len(ms[i].QEMUParts) > 0 && (m == nil || ms[i].Pods > m.Pods) {
 			m = &ms[i]
 		}
 	}
@@ -240,7 +271,9 @@ func writeBreakdown(w io.Writer, ms []Memory) {
 	per := func(b uint64) float64 { return float64(b) / float64(m.Pods) / (1 << 20) }
 	fmt.Fprintf(w, "\n%s PSS per pod with %d idle pods\tMiB\n", m.Handler, m.Pods)
 	for _, p := range QEMUPartsOrder {
-		fmt.Fprintf(w, "  %s\t%.1f\n", p, per(m.QEMUParts[p]))
+		if _, ok := m.QEMUParts[p]; ok || !slices.Contains(bootParts, p) {
+			fmt.Fprintf(w, "  %s\t%.1f\n", p, per(m.QEMUParts[p]))
+		}
 	}
 	var shim uint64
 	for name, b := range m.ByProcess {

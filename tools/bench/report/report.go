@@ -72,6 +72,75 @@ type Config struct {
 	Image           string `json:"image"`
 	// Pull is what the pull benchmark pulled (zero when it did not run).
 	Pull PullConfig `json:"pull,omitzero"`
+	// IdleHandlers are the handlers whose idle pods' memory the run
+	// measured, in table order; nil in runs from before it existed, which
+	// measured Handlers' (IdleOrder).
+	IdleHandlers []string `json:"idle_handlers,omitempty"`
+	// VMs is the pod VM of each veil handler the run measured, from its
+	// config; nil in runs from before it existed, whose veil VM is the
+	// VM* fields above (Config.VM).
+	VMs map[string]VM `json:"vms,omitempty"`
+}
+
+// What a veil handler's VM boots its guest from (VM.Boot).
+const (
+	BootRootImage = "shared root image"
+	BootInitrd    = "initrd"
+)
+
+// VM is a veil handler's pod VM in the run: an idle pod's (no limits).
+type VM struct {
+	VCPUs     uint32 `json:"vcpus"`
+	MemoryMiB uint32 `json:"memory_mib"`
+	// BaseMemoryMiB is hypervisor.memory_mib (RuntimeClassOverhead).
+	BaseMemoryMiB uint32 `json:"base_memory_mib"`
+	// Boot is BootRootImage or BootInitrd.
+	Boot string `json:"boot"`
+	// TEE is confidential.tee ("none" for the plain handler).
+	TEE                     string `json:"tee"`
+	TCGTranslationCacheMiB  uint32 `json:"tcg_translation_cache_mib"`
+	ReclaimGuestFreedMemory bool   `json:"reclaim_guest_freed_memory"`
+}
+
+// VM returns handler's pod VM: its VMs entry, or for veil in runs
+// without one the VM* fields (zero in runs from before each existed); ok
+// is false for another handler the run did not record.
+func (c Config) VM(handler string) (vm VM, ok bool) {
+	if vm, ok := c.VMs[handler]; ok {
+		return vm, true
+	}
+	if handler != "veil" {
+		return VM{}, false
+	}
+	boot := BootInitrd
+	if c.RootImage {
+		boot = BootRootImage
+	}
+	reclaim := c.ReclaimGuestFreedMemory != nil && *c.ReclaimGuestFreedMemory
+	return VM{VCPUs: c.VMVCPUs, MemoryMiB: c.VMMemoryMiB, BaseMemoryMiB: c.VMBaseMemoryMiB, Boot: boot, TEE: "none",
+		TCGTranslationCacheMiB: c.TCGTranslationCacheMiB, ReclaimGuestFreedMemory: reclaim}, true
+}
+
+// IdleOrder is the handlers whose idle pods the run measured, in table
+// order: IdleHandlers, or in older runs Handlers; then any other handler
+// with memory samples, in the order measured.
+func (r *Result) IdleOrder() []string {
+	order := r.Config.IdleHandlers
+	if order == nil {
+		order = r.Config.Handlers
+	}
+	var out []string
+	for _, h := range order {
+		if !slices.Contains(out, h) && slices.ContainsFunc(r.Memory, func(m Memory) bool { return m.Handler == h }) {
+			out = append(out, h)
+		}
+	}
+	for _, m := range r.Memory {
+		if !slices.Contains(out, m.Handler) {
+			out = append(out, m.Handler)
+		}
+	}
+	return out
 }
 
 // PullConfig describes the pull benchmark's image: Base plus Layers
@@ -203,7 +272,7 @@ type Memory struct {
 	// ByProcess sums PSS by process name (comm), bytes.
 	ByProcess map[string]uint64 `json:"by_process_bytes"`
 	// QEMUParts splits the QEMU processes' PSS (summed over the pods) by
-	// what their mappings hold: the Part* names, bytes. veil only.
+	// what their mappings hold: the Part* names, bytes. veil handlers only.
 	QEMUParts map[string]uint64 `json:"qemu_parts_bytes,omitempty"`
 	// IdleCPU is the CPU the same processes used together while the pods
 	// idled, in cores (CPU seconds per second over bench's
@@ -219,13 +288,21 @@ func (m Memory) IdleMillicoresPerPod() float64 { return m.IdleCPU * 1000 / float
 const (
 	PartGuestRAM  = "guest RAM touched"
 	PartRootImage = "shared root image"
-	PartTCG       = "TCG translation cache"
-	PartQEMUHeap  = "QEMU heap and other anonymous"
-	PartFiles     = "QEMU binary, libraries, firmware, kernel file"
+	// PartInitrd is QEMU's mapping of the initrd file (a VM that boots
+	// the initrd: veil-dev), which it hands the guest through fw_cfg:
+	// page cache, shared between the VMs of one file.
+	PartInitrd   = "initrd file"
+	PartTCG      = "TCG translation cache"
+	PartQEMUHeap = "QEMU heap and other anonymous"
+	PartFiles    = "QEMU binary, libraries, firmware, kernel file"
 )
 
 // QEMUPartsOrder is the order the report lists them in.
-var QEMUPartsOrder = []string{PartGuestRAM, PartRootImage, PartTCG, PartQEMUHeap, PartFiles}
+var QEMUPartsOrder = []string{PartGuestRAM, PartRootImage, PartInitrd, PartTCG, PartQEMUHeap, PartFiles}
+
+// bootParts are the parts only some VMs have: the breakdown lists them
+// only when measured.
+var bootParts = []string{PartRootImage, PartInitrd}
 
 // PerPodWithoutTCG is the PSS per idle pod less TCG's translation cache:
 // what a KVM node pays. It is PerPod when the run measured no parts.

@@ -419,3 +419,115 @@ func TestIdleCPUFigure(t *testing.T) {
 		t.Errorf("a figure for a run that did not measure idle CPU: %v", figs)
 	}
 }
+
+// breakdownOf returns the lines of handler's breakdown section in a table.
+func breakdownOf(table, handler string) []string {
+	var out []string
+	in := false
+	for line := range strings.Lines(table) {
+		switch {
+		case strings.HasPrefix(line, handler+" PSS per pod with "):
+			in = true
+		case in && !strings.HasPrefix(line, "  "):
+			return out
+		case in:
+			out = append(out, strings.TrimSpace(line))
+		}
+	}
+	return out
+}
+
+// The table lists veil-dev's idle rows in -idle-handlers' order (it is
+// measured last), its VM, its own breakdown (the initrd, no root image),
+// and the RuntimeClasses its figure goes to.
+func TestTableWithVeilDev(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteTable(&b, withVeilDev()); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	var rows []string
+	for line := range strings.Lines(out) {
+		if f := strings.Fields(line); len(f) > 3 && f[3] == "MiB" {
+			rows = append(rows, f[0]+" "+f[1])
+		}
+	}
+	if got := strings.Join(rows, ", "); got != "veil 1, veil 3, veil-dev 1, veil-dev 3, runc 1, runc 3" {
+		t.Errorf("idle rows %q, want veil, veil-dev, runc (IdleHandlers' order):\n%s", got, out)
+	}
+	// veil-dev with 3 pods: PSS 180 MiB, RSS 283.3 MiB, 40 millicores per pod.
+	if !strings.Contains(out, "180.0 MiB") || !strings.Contains(out, "283.3 MiB") || !strings.Contains(out, "40 millicores") {
+		t.Errorf("table lacks veil-dev's 3-pod PSS, RSS or CPU per pod:\n%s", out)
+	}
+	if !strings.Contains(out, "(veil-dev VM: 1 vCPU, 2304 MiB, initrd, TEE sample") {
+		t.Errorf("table lacks veil-dev's VM:\n%s", out)
+	}
+	dev := strings.Join(breakdownOf(out, "veil-dev"), "\n")
+	for _, want := range []string{PartInitrd + "  ", PartGuestRAM, "shim", "total"} {
+		if !strings.Contains(dev, want) {
+			t.Errorf("veil-dev breakdown lacks %q:\n%s", want, dev)
+		}
+	}
+	// 5 MiB of initrd over 3 pods; no root image line.
+	if !strings.Contains(dev, "1.7") || strings.Contains(dev, PartRootImage) {
+		t.Errorf("veil-dev breakdown: want the initrd's 1.7 MiB per pod and no root image:\n%s", dev)
+	}
+	if veil := strings.Join(breakdownOf(out, "veil"), "\n"); !strings.Contains(veil, PartRootImage) || strings.Contains(veil, PartInitrd) {
+		t.Errorf("veil breakdown: want the root image, not the initrd:\n%s", veil)
+	}
+	for _, want := range []string{"RuntimeClass veil-dev overhead from this run: memory 800Mi", "RuntimeClass veil-snp overhead: 800Mi, veil-dev's (no AMD SEV-SNP here", "RuntimeClass veil-tdx overhead: 800Mi, veil-dev's (no Intel TDX here"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	figs := map[string]float64{}
+	for _, f := range withVeilDev().Figures() {
+		figs[f.Name] = f.Value
+	}
+	if v := figs["PSS per pod veil-dev 3 idle"]; v != 180 {
+		t.Errorf("figure PSS per pod veil-dev 3 idle = %v, want 180", v)
+	}
+}
+
+// A bench.json from before veil-dev was measured (no idle_handlers, no
+// vms: a real run of commit 52010fc, the one runtimeclasses.yaml's veil
+// figure came from) still reads, prints and gives veil's overhead.
+func TestReadRunBeforeVeilDev(t *testing.T) {
+	r, err := Read("testdata/bench-before-veil-dev.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Config.IdleHandlers != nil || r.Config.VMs != nil {
+		t.Fatalf("an old run decoded with idle handlers %v, VMs %v", r.Config.IdleHandlers, r.Config.VMs)
+	}
+	if got := strings.Join(r.IdleOrder(), ","); got != "veil,runc" {
+		t.Errorf("IdleOrder = %s, want the run's handlers veil,runc", got)
+	}
+	vm, ok := r.Config.VM("veil")
+	if !ok || vm.BaseMemoryMiB != 256 || vm.MemoryMiB != 2048 || vm.Boot != BootRootImage {
+		t.Errorf("veil's VM from the old fields = %+v (ok %v)", vm, ok)
+	}
+	if _, ok := r.Config.VM("veil-dev"); ok {
+		t.Error("a veil-dev VM in a run that did not record one")
+	}
+	ovs := r.RuntimeClassOverheads()
+	if len(ovs) != 1 || ovs[0].RuntimeClass() != "veil" || ovs[0].MemoryMiB != 480 {
+		t.Errorf("overheads = %+v, want veil's 480 MiB alone (the figure that run wrote)", ovs)
+	}
+	var b bytes.Buffer
+	if err := WriteTable(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"veil PSS per pod with 4 idle pods", PartRootImage, "RuntimeClass veil overhead from this run: memory 480Mi"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("old run's table lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "veil-dev") || strings.Contains(out, PartInitrd) {
+		t.Errorf("old run's table mentions veil-dev or an initrd:\n%s", out)
+	}
+	if err := WriteChart(filepath.Join(t.TempDir(), "bench.png"), r); err != nil {
+		t.Errorf("old run's chart: %v", err)
+	}
+}
