@@ -3,8 +3,10 @@
 // private containerd (tools/e2e/harness): pod start (runp -> create ->
 // start -> first output line, interleaved between handlers) with veil's
 // phases from the shim's metrics socket, a bare `qemu -kernel` boot of the
-// same guest to agent-ready, host memory (PSS) per idle pod (for veil
-// split by QEMU's mappings, smaps.go), N pods started at once (also over
+// same guest to agent-ready, host memory (PSS, RSS) and CPU per idle pod
+// of veil, veil-dev and runc (-idle-handlers; for the veil handlers split
+// by QEMU's mappings, smaps.go), from which -write-runtimeclass rewrites
+// the RuntimeClasses' overhead, N pods started at once (also over
 // the host CPU time of one start), and (pull.go, -pull-mib; -pull-only alone) an image of
 // random layers pulled by containerd on the host and by the veil-dev guest,
 // plain and encrypted, with the pull's time and memory high-water mark
@@ -44,6 +46,7 @@ func run() error {
 	handlers := flag.String("handlers", "veil,runc", "CRI handlers to compare, interleaved in this order")
 	conc := flag.String("concurrency", "1,2,4,8", "numbers of pods to start at once (empty: skip)")
 	idle := flag.String("idle", "1,10", "numbers of idle pods to measure host memory with (empty: skip)")
+	idleHandlers := flag.String("idle-handlers", "veil,veil-dev,runc", "CRI handlers whose idle pods' memory and CPU to measure, in this order (veil-dev's after every other pod)")
 	flag.DurationVar(&o.idleCPUWindow, "idle-cpu-window", 10*time.Second, "how long to count the idle pods' CPU time after measuring their memory (0: skip)")
 	flag.UintVar(&o.tcgCacheMiB, "tcg-cache-mib", 64, "QEMU's TCG translation cache size set in the veil config (MiB)")
 	flag.BoolVar(&o.reclaim, "reclaim", false, "free page reporting in the veil VMs (the veil config's reclaim_guest_freed_memory)")
@@ -78,6 +81,9 @@ func run() error {
 		return fmt.Errorf("-pull-only with -pull-mib 0: nothing to measure")
 	}
 	o.handlers = strings.Split(*handlers, ",")
+	if strings.TrimSpace(*idleHandlers) != "" {
+		o.idleHandlers = strings.Split(*idleHandlers, ",")
+	}
 	if *logs != "" {
 		// The harness takes a relative log directory as inside its own.
 		if o.logDir, err = filepath.Abs(*logs); err != nil {
@@ -149,27 +155,23 @@ func intList(flagName, s string) ([]int, error) {
 	return out, nil
 }
 
-// writeRuntimeClass rewrites the overhead of each veil handler the run
-// measured idle pods of in the RuntimeClass manifest at path.
+// writeRuntimeClass rewrites, in the RuntimeClass manifest at path, the
+// overhead of each veil handler the run measured idle pods of, and of the
+// handlers measured as one of them (report.StandIns).
 func writeRuntimeClass(path string, res *report.Result) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("reading the RuntimeClass manifest: %w", err)
 	}
-	n := 0
-	for _, h := range res.Config.Handlers {
-		o, ok := res.RuntimeClassOverhead(h)
-		if !ok || !strings.HasPrefix(h, "veil") {
-			continue
-		}
-		if b, err = report.ApplyOverhead(b, []string{h}, o); err != nil {
+	overheads := res.RuntimeClassOverheads()
+	if len(overheads) == 0 {
+		return fmt.Errorf("-write-runtimeclass: the run has no idle-pod memory of a veil handler (-idle, -idle-handlers, and a run from after RSS was recorded)")
+	}
+	for _, o := range overheads {
+		if b, err = report.ApplyOverhead(b, []string{o.RuntimeClass()}, o); err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
-		fmt.Printf("\n%s: RuntimeClass %s overhead memory %dMi (%s)\n", path, h, o.MemoryMiB, o.Note())
-		n++
-	}
-	if n == 0 {
-		return fmt.Errorf("-write-runtimeclass: the run has no idle-pod memory of a veil handler (-idle, and a run from after RSS was recorded)")
+		fmt.Printf("\n%s: RuntimeClass %s overhead memory %dMi (%s)\n", path, o.RuntimeClass(), o.MemoryMiB, o.Note())
 	}
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		return fmt.Errorf("writing the RuntimeClass manifest: %w", err)

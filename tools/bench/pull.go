@@ -213,24 +213,56 @@ func (b *bench) startBroker(dir string, key []byte) (string, func(), error) {
 	return b.env.ServeOnBridge(h)
 }
 
-// pullInitData is a veil-dev init-data document for the benchmark: the
-// harness's agent and image policies, the registry's guest mirror and, for
-// the encrypted variant, the broker and the key.
+// pullInitData is the pull benchmark's init-data (veilDevInitData): for
+// the encrypted variant the broker and the key.
 func (b *bench) pullInitData(imgs pullImages, variant string) string {
-	doc := "version = \"0.1.0\"\nalgorithm = \"sha256\"\n"
 	if variant == report.PullEncrypted {
-		doc += fmt.Sprintf("\n[broker]\nurl = %q\n", imgs.brokerURL)
+		return b.veilDevInitData(imgs.brokerURL, []string{"kbs:///" + pullKeyResource})
+	}
+	return b.veilDevInitData("", nil)
+}
+
+// veilDevInitData is a veil-dev init-data document for the benchmark's
+// pods: the harness's agent policy and image policy, the registry's guest
+// mirror and, with a broker, the broker and the layer keys it holds.
+func (b *bench) veilDevInitData(brokerURL string, keys []string) string {
+	doc := "version = \"0.1.0\"\nalgorithm = \"sha256\"\n"
+	if brokerURL != "" {
+		doc += fmt.Sprintf("\n[broker]\nurl = %q\n", brokerURL)
 	}
 	imagePolicy := harness.VeilDevImagePolicy
-	if variant == report.PullEncrypted {
+	if len(keys) > 0 {
 		// With keys, the guest wants the unsigned images' scope named.
 		imagePolicy = harness.AcceptRegistryImagePolicy(b.env.Registry.Host)
 	}
 	doc += fmt.Sprintf("\n[agent]\npolicy = '''\n%s'''\n\n[image]\npolicy = '''%s'''\n", harness.VeilDevPolicy, imagePolicy)
-	if variant == report.PullEncrypted {
-		doc += fmt.Sprintf("keys = [%q]\n", "kbs:///"+pullKeyResource)
+	if len(keys) > 0 {
+		q := make([]string, len(keys))
+		for i, k := range keys {
+			q[i] = strconv.Quote(k)
+		}
+		doc += fmt.Sprintf("keys = [%s]\n", strings.Join(q, ", "))
 	}
 	return doc + b.env.Registry.GuestImageTable()
+}
+
+// runVeilDevPod runs a veil-dev pod with the init-data document doc in its
+// annotation and its images pulled for the handler's snapshotter (the
+// guest pulls them); edit, if not nil, changes the pod config further.
+func (b *bench) runVeilDevPod(ctx context.Context, name, doc string, edit func(map[string]any)) (*harness.Pod, error) {
+	if _, err := initdata.Parse([]byte(doc)); err != nil {
+		return nil, fmt.Errorf("init-data of pod %s: %w", name, err)
+	}
+	ann, err := initdata.EncodeAnnotation([]byte(doc))
+	if err != nil {
+		return nil, err
+	}
+	return b.env.RunPodWith(ctx, harness.VeilDev, name, func(c map[string]any) {
+		c["annotations"] = map[string]string{initdata.Annotation: ann, runtimeHandlerAnnotation: harness.VeilDev}
+		if edit != nil {
+			edit(c)
+		}
+	})
 }
 
 // guestPull runs a veil-dev pod with the memory sampler container, then
@@ -241,17 +273,9 @@ func (b *bench) pullInitData(imgs pullImages, variant string) string {
 // unpacked rootfs and the blob cache).
 func (b *bench) guestPull(ctx context.Context, imgs pullImages, variant string, run int) (_ report.Pull, retErr error) {
 	p := report.Pull{Where: report.PullGuest, Variant: variant, Run: run}
-	doc := b.pullInitData(imgs, variant)
-	if _, err := initdata.Parse([]byte(doc)); err != nil {
-		return p, fmt.Errorf("init-data: %w", err)
-	}
-	ann, err := initdata.EncodeAnnotation([]byte(doc))
-	if err != nil {
-		return p, err
-	}
 	limit := int64(3*b.o.pullMiB+256) << 20
-	pod, err := b.env.RunPodWith(ctx, harness.VeilDev, fmt.Sprintf("bench-pull-%s-%d-%d", variant, run, b.seq.Add(1)), func(c map[string]any) {
-		c["annotations"] = map[string]string{initdata.Annotation: ann, runtimeHandlerAnnotation: harness.VeilDev}
+	podName := fmt.Sprintf("bench-pull-%s-%d-%d", variant, run, b.seq.Add(1))
+	pod, err := b.runVeilDevPod(ctx, podName, b.pullInitData(imgs, variant), func(c map[string]any) {
 		c["linux"] = map[string]any{"resources": map[string]any{"memory_limit_in_bytes": limit}}
 	})
 	if err != nil {

@@ -13,11 +13,12 @@ import (
 )
 
 // vmLayout is what qemuBreakdown needs to tell a veil VM's mappings apart:
-// the guest's RAM size, TCG's translation cache size (0 under KVM) and the
-// shared root image's file name ("" when the VM boots an initrd).
+// the guest's RAM size, TCG's translation cache size (0 under KVM), and
+// the file name of the shared root image or of the initrd, whichever the
+// VM boots ("" for the other).
 type vmLayout struct {
-	guestMiB, tcgMiB uint64
-	rootImage        string
+	guestMiB, tcgMiB  uint64
+	rootImage, initrd string
 }
 
 // qemuBreakdown splits one QEMU process's PSS by what its mappings hold
@@ -35,7 +36,9 @@ func qemuBreakdown(pid int, l vmLayout) (map[string]uint64, error) {
 // part it belongs to. A mapping of the guest's RAM size or more is guest
 // RAM (QEMU maps it in one piece); an executable one of the translation
 // cache's size (less a guard page) is TCG's code buffer; the root image's
-// file is the shared image; other file mappings are QEMU's binary,
+// file is the shared image; the initrd's file is QEMU's mapping of the
+// initrd (it maps the file and hands it to the guest through fw_cfg,
+// keeping it for a reset); other file mappings are QEMU's binary,
 // libraries, firmware and its copy of the guest kernel; the rest
 // (heap, thread stacks, device buffers) is QEMU's own.
 func classifySmaps(r io.Reader, l vmLayout) (map[string]uint64, error) {
@@ -63,6 +66,8 @@ func classifySmaps(r io.Reader, l vmLayout) (map[string]uint64, error) {
 			switch {
 			case l.rootImage != "" && filepath.Base(path) == l.rootImage:
 				part = report.PartRootImage
+			case l.initrd != "" && filepath.Base(path) == l.initrd:
+				part = report.PartInitrd
 			case l.guestMiB > 0 && size >= l.guestMiB*mib && (path == "" || strings.HasPrefix(path, "/memfd:")):
 				part = report.PartGuestRAM
 			case l.tcgMiB > 0 && strings.Contains(f[1], "x") && size <= l.tcgMiB*mib && size+mib > l.tcgMiB*mib && (path == "" || strings.HasPrefix(path, "/memfd:")):

@@ -66,3 +66,28 @@ func TestClassifySmapsRefusesGarbage(t *testing.T) {
 		t.Error("a mapping line with a bad address range was accepted")
 	}
 }
+
+// A veil-dev QEMU boots the initrd: QEMU maps initrd.img (fw_cfg hands it
+// to the guest) and there is no root image.
+const devSmaps = `55d0c4a00000-55d0c4f00000 r-xp 00000000 08:01 1234   /usr/bin/qemu-system-x86_64
+Pss:                 400 kB
+7f2000000000-7f2003fff000 rwxp 00000000 00:00 0 
+Pss:               56000 kB
+7f3000000000-7f3080000000 rw-p 00000000 00:00 0 
+Pss:               90000 kB
+7f6000000000-7f6000e10000 r--p 00000000 08:01 778    /work/veil/build/guest/initrd.img
+Pss:               14400 kB
+`
+
+func TestClassifySmapsInitrd(t *testing.T) {
+	got, err := classifySmaps(strings.NewReader(devSmaps), vmLayout{guestMiB: 2048, tcgMiB: 64, initrd: "initrd.img"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[report.PartInitrd] != 14400<<10 || got[report.PartFiles] != 400<<10 || got[report.PartGuestRAM] != 90000<<10 {
+		t.Errorf("parts %v: want the initrd's 14400 KiB apart from QEMU's files", got)
+	}
+	if _, ok := got[report.PartRootImage]; ok {
+		t.Errorf("a root image part in a VM that boots the initrd: %v", got)
+	}
+}
