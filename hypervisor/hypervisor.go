@@ -117,6 +117,10 @@ const (
 	AccelTCG  Accel = "tcg"
 )
 
+// BIOSDefault, as Config.BIOS, asks for the hypervisor's own default
+// firmware (QEMU's SeaBIOS) instead of the driver's choice.
+const BIOSDefault = "default"
+
 // Transport is how the host reaches the guest agent.
 type Transport string
 
@@ -173,6 +177,11 @@ type Config struct {
 	// of the driver's choice (Hypervisor.Shares says which); empty means no
 	// share.
 	SharedDir string
+	// BIOS is the firmware of a VM without a hardware TEE (SNP and TDX
+	// boot TEEConfig.Firmware): empty for the driver's choice (QEMU:
+	// qboot when QEMU's data directory has it, else QEMU's own default),
+	// BIOSDefault for the hypervisor's own default, or a file.
+	BIOS string
 	// TCGTranslationCacheMiB bounds QEMU's TCG translation cache (0: driver default).
 	TCGTranslationCacheMiB uint32
 	// ReclaimFreedMemory hands memory the guest frees back to the host

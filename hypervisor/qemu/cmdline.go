@@ -63,6 +63,9 @@ type Launch struct {
 	// (ignored for SEV-SNP and TDX, whose private memory QEMU cannot read
 	// or discard page by page).
 	FreePageReporting bool
+	// BIOS is -bios for a VM without a hardware TEE (whose firmware is
+	// TEE.Firmware); empty leaves QEMU's default.
+	BIOS string
 }
 
 // NIC is a virtio-net card on a tap whose fd QEMU has as TapFD.
@@ -177,6 +180,9 @@ func Args(l Launch) []string {
 		a = append(a, "-initrd", l.Initrd)
 	}
 	a = append(a, "-append", l.Append())
+	if l.BIOS != "" && !l.TEE.Kind.Hardware() {
+		a = append(a, "-bios", l.BIOS)
+	}
 	a = append(a,
 		"-pidfile", l.PIDFile,
 		"-chardev", fmt.Sprintf("socket,id=qmp,fd=%d,server=on,wait=off", l.QMPFD),

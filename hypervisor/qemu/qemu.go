@@ -82,8 +82,10 @@ type QEMU struct {
 	rootImageBytes int64
 	logger         *slog.Logger
 	binary         string
-	accel          hypervisor.Accel
-	transport      hypervisor.Transport
+	// bios is -bios for an ordinary VM (resolveBIOS); "" is QEMU's default.
+	bios      string
+	accel     hypervisor.Accel
+	transport hypervisor.Transport
 
 	done chan struct{}
 
@@ -166,6 +168,10 @@ func New(cfg hypervisor.Config, logger *slog.Logger) (*QEMU, error) {
 	if err := checkTEELaunch(cfg.TEE, path, accel, SysRoot); err != nil {
 		return nil, fmt.Errorf("checking vm config: %w", err)
 	}
+	bios, err := resolveBIOS(cfg.BIOS, path)
+	if err != nil {
+		return nil, fmt.Errorf("checking vm config: %w", err)
+	}
 	transport := hypervisor.HostTransport(cfg.Transport, logger)
 	if transport == hypervisor.TransportVsock && cfg.VsockCID < 3 {
 		return nil, fmt.Errorf("checking vm config: vsock transport needs VsockCID >= 3, have %d", cfg.VsockCID)
@@ -175,6 +181,7 @@ func New(cfg hypervisor.Config, logger *slog.Logger) (*QEMU, error) {
 		rootImageBytes: rootImageBytes,
 		logger:         logger,
 		binary:         path,
+		bios:           bios,
 		accel:          accel,
 		transport:      transport,
 		done:           make(chan struct{}),
@@ -272,6 +279,7 @@ func (q *QEMU) Start(ctx context.Context) (err error) {
 		return 2 + len(files), nil // ExtraFiles[i] is fd 3+i
 	}
 	launch := LaunchFor(q.cfg, q.accel, q.transport)
+	launch.BIOS = q.bios
 	launch.RootImageBytes = q.rootImageBytes
 	launch.PIDFile = q.path(PIDFile)
 	if launch.QMPFD, err = listen(QMPSocket); err != nil {
@@ -366,7 +374,7 @@ func (q *QEMU) Start(ctx context.Context) (err error) {
 	q.mu.Lock()
 	q.qmp = qc
 	q.mu.Unlock()
-	q.logger.Info("vm started", "pid", cmd.Process.Pid, "accel", q.accel, "transport", q.transport,
+	q.logger.Info("vm started", "pid", cmd.Process.Pid, "accel", q.accel, "transport", q.transport, "bios", biosName(q.bios),
 		"vcpus", q.cfg.VCPUs, "memory_mib", q.cfg.MemoryMiB, "elapsed", time.Since(started))
 	return nil
 }

@@ -39,6 +39,21 @@ func TestTEEArgs(t *testing.T) {
 			absent: []string{"-object", "-bios"},
 		},
 		{
+			name:   "an ordinary vm boots its BIOS",
+			l:      func() Launch { l := base; l.BIOS = "/q/qboot.rom"; return l }(),
+			want:   map[string][]string{"-bios": {"/q/qboot.rom"}},
+			absent: []string{"-object"},
+		},
+		{
+			name: "snp boots its OVMF, not the BIOS",
+			l: func() Launch {
+				l := with(hypervisor.TEEConfig{Kind: hypervisor.TEESNP, Firmware: "/fw/OVMF.amdsev.fd"})
+				l.BIOS = "/q/qboot.rom"
+				return l
+			}(),
+			want: map[string][]string{"-bios": {"/fw/OVMF.amdsev.fd"}},
+		},
+		{
 			name:   "sample changes nothing in the launch",
 			l:      with(hypervisor.TEEConfig{Kind: hypervisor.TEESample, InitDataDigest: digest}),
 			want:   map[string][]string{"-machine": {baseMachineOpt}},

@@ -19,6 +19,9 @@
 //	[hypervisor]
 //	driver = "qemu"                # the hypervisor driver (hypervisor.Register); qemu is built in
 //	binary = ""                    # qemu-system-x86_64 from PATH when empty
+//	bios = ""                      # firmware without snp/tdx: "" qboot.rom from QEMU's data directory
+//	                               # when there (faster to the kernel), else QEMU's default; "default":
+//	                               # QEMU's default (SeaBIOS); or a file
 //	kernel = "/opt/veil/share/veil/vmlinux"  # tee snp, tdx: ".../vmlinuz" (see DefaultKernel)
 //	initrd = "/opt/veil/share/veil/initrd.img"
 //	rootfs_image = ""              # a read-only root image (rootfs.erofs) the VM maps from the host
@@ -152,6 +155,8 @@ type Hypervisor struct {
 	// Driver names the hypervisor driver (hypervisor.Lookup).
 	Driver string `toml:"driver"`
 	Binary string `toml:"binary"`
+	// BIOS is the firmware of a VM without a hardware TEE (hypervisor.Config.BIOS).
+	BIOS   string `toml:"bios"`
 	Kernel string `toml:"kernel"`
 	Initrd string `toml:"initrd"`
 	// RootfsImage, when set, is booted instead of Initrd (hypervisor.Config.RootImage).

@@ -64,6 +64,7 @@ func (c Config) VM(initDataDigest []byte, vcpus, memMiB uint32) hypervisor.Confi
 	h := c.Hypervisor
 	vm := hypervisor.Config{
 		Binary:                 h.Binary,
+		BIOS:                   h.BIOS,
 		Kernel:                 h.Kernel,
 		Initrd:                 h.Initrd,
 		KernelArgs:             c.GuestKernelArgs(initDataDigest),

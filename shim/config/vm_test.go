@@ -31,6 +31,7 @@ func TestVM(t *testing.T) {
 			c := Default()
 			c.Hypervisor.KernelArgs = []string{"extra=1"}
 			c.Hypervisor.Binary = "/q"
+			c.Hypervisor.BIOS = "/q.rom"
 			c.Debug = true
 			c.Confidential.TEE = tt.tee
 			c.Confidential.Firmware = map[bool]string{true: "/fw"}[tt.wantKind.Hardware()]
@@ -41,7 +42,7 @@ func TestVM(t *testing.T) {
 			if vm.TEE.Kind != tt.wantKind || (tt.wantKind != "" && !slices.Equal(vm.TEE.InitDataDigest, tt.digest)) {
 				t.Errorf("TEE %+v, want kind %q with the digest", vm.TEE, tt.wantKind)
 			}
-			if vm.Kernel != c.Hypervisor.Kernel || vm.Initrd != c.Hypervisor.Initrd || vm.Binary != "/q" || !vm.Debug || vm.VCPUs != 3 || vm.MemoryMiB != 300 {
+			if vm.Kernel != c.Hypervisor.Kernel || vm.Initrd != c.Hypervisor.Initrd || vm.Binary != "/q" || vm.BIOS != "/q.rom" || !vm.Debug || vm.VCPUs != 3 || vm.MemoryMiB != 300 {
 				t.Errorf("VM = %+v", vm)
 			}
 			if c.PinnedVCPUs() != tt.pinned {

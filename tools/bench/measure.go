@@ -425,7 +425,7 @@ func bareBoot(ctx context.Context, cfg config.Config) (report.BareBoot, string, 
 	q, err := qemu.New(hypervisor.Config{
 		ID: "bench-bare", StateDir: dir, Binary: h.Binary, Kernel: h.Kernel, Initrd: initrd, RootImage: h.RootfsImage, KernelArgs: h.KernelArgs,
 		VCPUs: h.VCPUs, MemoryMiB: h.PodMemoryMiB(0), Accel: hypervisor.Accel(h.Accel), Transport: hypervisor.Transport(h.Transport),
-		TCGTranslationCacheMiB: h.TCGTranslationCacheMiB, ReclaimFreedMemory: h.ReclaimGuestFreedMemory,
+		TCGTranslationCacheMiB: h.TCGTranslationCacheMiB, ReclaimFreedMemory: h.ReclaimGuestFreedMemory, BIOS: h.BIOS,
 	}, nil)
 	if err != nil {
 		return report.BareBoot{}, "", err

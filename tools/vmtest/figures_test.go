@@ -4,6 +4,7 @@ package vmtest
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"os"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/veil-runtime/veil/guest-agent/api"
+	"github.com/veil-runtime/veil/hypervisor/qemu"
 )
 
 // TestFigures logs the numbers the release note quotes: the guest image's
@@ -69,6 +71,18 @@ func TestFigures(t *testing.T) {
 	}
 	t.Logf("memory: qemu with one idle container (guest %d MiB, %d vCPUs): VmRSS %s, Pss %s, of which transparent huge pages %s",
 		d.MemTotalBytes>>20, d.Cpus, rss, pss, thp)
+	// Every VM of this tier boots qboot where QEMU's data directory has it
+	// (hypervisor/qemu/bios.go), as Debian's does: the tier's power-offs,
+	// root image, 9p share and serial ports all ran on it.
+	if qboot := "/usr/share/qemu/" + qemu.QbootFile; func() bool { _, err := os.Stat(qboot); return err == nil }() {
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(cmdline, []byte("\x00-bios\x00"+qboot+"\x00")) {
+			t.Errorf("qemu's command line has no -bios %s: %q", qboot, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
+		}
+	}
 	// The guest's own view: what it uses of its RAM.
 	if _, err := shared.client.Process.ExecProcess(ctx, &api.ExecProcessRequest{ContainerId: "idle", ExecId: "meminfo",
 		Process: processJSON("head", "-n", "5", "/proc/meminfo")}); err != nil {
