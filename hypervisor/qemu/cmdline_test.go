@@ -56,7 +56,7 @@ func TestArgs(t *testing.T) {
 			l:    base,
 			want: map[string][]string{
 				"-machine": {"q35,sata=off,smbus=off,i8042=off,vmport=off"},
-				"-accel":   {"tcg,thread=single,tb-size=64"},
+				"-accel":   {"tcg,thread=single,tb-size=32"},
 				"-cpu":     {"max"},
 				"-smp":     {"2"},
 				"-m":       {"512M"},

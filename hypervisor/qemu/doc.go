@@ -11,7 +11,7 @@
 //	qemu-system-x86_64 -name veil-<id>,process=veil-<id>
 //	  -nodefaults -no-user-config -nographic -no-reboot
 //	  -machine q35,sata=off,smbus=off,i8042=off,vmport=off
-//	  -accel tcg,thread=single,tb-size=64 -cpu max    (or: -accel kvm -cpu host)
+//	  -accel tcg,thread=single,tb-size=32 -cpu max    (or: -accel kvm -cpu host)
 //	  -smp N -m MiB
 //	  -kernel vmlinux -initrd initrd.img       (a TEE: the bzImage vmlinuz, through -bios)
 //	                                           (with RootImage: no -initrd, -m MiB,slots=1,maxmem=MiB+image,

@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/veil-runtime/veil/hypervisor/qemu"
 	"github.com/veil-runtime/veil/tools/bench/report"
 )
 
@@ -48,7 +49,7 @@ func run() error {
 	idle := flag.String("idle", "1,10", "numbers of idle pods to measure host memory with (empty: skip)")
 	idleHandlers := flag.String("idle-handlers", "veil,veil-dev,runc", "CRI handlers whose idle pods' memory and CPU to measure, in this order (veil-dev's after every other pod)")
 	flag.DurationVar(&o.idleCPUWindow, "idle-cpu-window", 10*time.Second, "how long to count the idle pods' CPU time after measuring their memory (0: skip)")
-	flag.UintVar(&o.tcgCacheMiB, "tcg-cache-mib", 64, "QEMU's TCG translation cache size set in the veil config (MiB)")
+	flag.UintVar(&o.tcgCacheMiB, "tcg-cache-mib", uint(qemu.DefaultTCGTranslationCacheMiB), "QEMU's TCG translation cache size set in the veil config (MiB)")
 	flag.BoolVar(&o.reclaim, "reclaim", false, "free page reporting in the veil VMs (the veil config's reclaim_guest_freed_memory)")
 	flag.BoolVar(&o.initrd, "initrd", false, "boot the veil VMs from initrd.img instead of the shared root image rootfs.erofs (the veil config's rootfs_image)")
 	out := flag.String("out", "build/bench", "directory for bench.json and bench.png")

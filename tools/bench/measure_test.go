@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/veil-runtime/veil/hypervisor/qemu"
 	"github.com/veil-runtime/veil/shim/config"
 	"github.com/veil-runtime/veil/tools/bench/report"
 	"github.com/veil-runtime/veil/tools/e2e/harness"
@@ -67,8 +68,8 @@ func TestVeilDevVMAndLayout(t *testing.T) {
 	}
 	// Unset, the TCG cache is the driver's default, not none.
 	veil.Hypervisor.TCGTranslationCacheMiB = 0
-	if l := layoutOf(veil, "tcg"); l.tcgMiB != 64 {
-		t.Errorf("layout with the default TCG cache: %d MiB, want the driver's 64", l.tcgMiB)
+	if l := layoutOf(veil, "tcg"); l.tcgMiB != qemu.DefaultTCGTranslationCacheMiB {
+		t.Errorf("layout with the default TCG cache: %d MiB, want the driver's %d", l.tcgMiB, qemu.DefaultTCGTranslationCacheMiB)
 	}
 }
 
