@@ -15,6 +15,7 @@ PROTOC_GEN_GO=v1.36.12          # google.golang.org/protobuf
 PROTOC_GEN_GO_TTRPC=v1.2.10     # github.com/containerd/ttrpc
 CONTAINERD=v2.4.2               # github.com/containerd/containerd/v2
 CRI_TOOLS=v1.37.0               # sigs.k8s.io/cri-tools (crictl, critest)
+GINKGO=v2.32.1                  # github.com/onsi/ginkgo/v2: the CLI `critest -parallel N` runs (cri-tools v1.37.0's version)
 GOLANGCI_LINT=v2.15.0           # github.com/golangci/golangci-lint/v2 (make lint; built with this Go)
 NERDCTL=v2.4.2                  # github.com/containerd/nerdctl/v2 (the e2e tier's TestNerdctlDefaultNetwork)
 # nerdctl v2.4.2 requires github.com/moby/moby/v2 v2.0.0-beta.28, which the
@@ -71,6 +72,7 @@ gotool containerd github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD
 gotool containerd-shim-runc-v2 github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD
 gotool ctr github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD
 gotool crictl sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS
+gotool ginkgo github.com/onsi/ginkgo/v2/ginkgo@$GINKGO
 gotool golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_LINT
 
 # critest is a Go test binary, not a command: build it from the cri-tools

@@ -167,7 +167,10 @@ func ReadNames(path string) ([]string, error) {
 
 // CritestCommand returns a critest run against this environment under
 // handler, writing its ginkgo JSON report to report. extra are more critest
-// or ginkgo flags (for example "-ginkgo.focus=...").
+// or ginkgo flags (for example "-ginkgo.focus=...", or "-parallel", "2":
+// critest then runs itself on that many ginkgo nodes through the ginkgo
+// CLI, which it finds in PATH: the command's PATH starts with .cache/bin,
+// where tools/deps.sh installs it).
 func (e *Env) CritestCommand(ctx context.Context, handler, report string, extra ...string) *exec.Cmd {
 	args := []string{
 		"-runtime-endpoint", "unix://" + e.Address,
@@ -180,5 +183,6 @@ func (e *Env) CritestCommand(ctx context.Context, handler, report string, extra 
 	}
 	cmd := e.NetNS.Command(ctx, e.Bin("critest"), append(args, extra...)...)
 	cmd.Dir = e.Dir
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(e.Bin("critest"))+string(os.PathListSeparator)+os.Getenv("PATH"))
 	return cmd
 }
