@@ -249,7 +249,7 @@ func (s *service) createInGuest(ctx context.Context, p *pod, c *container, spec 
 		}
 	}()
 	c.init.pid = resp.GetPid()
-	pio, err := startIO(ctx, p.ctx, p.agent.process, s.namespace, c.id, "", c.init.stdio, p.cfg.Agent.CallTimeout.Std())
+	pio, err := startIO(ctx, p.ctx, p.agent.process, s.namespace, c.id, "", c.init.stdio, p.cfg.Agent.CallTimeout.Std(), p.failure)
 	if err != nil {
 		return err
 	}

@@ -60,6 +60,16 @@ func (s *service) healthCheck(p *pod) {
 	}
 }
 
+// failure is why the pod failed, "" while it has not (startIO).
+func (p *pod) failure() string {
+	select {
+	case <-p.failed:
+		return p.failReason
+	default:
+		return ""
+	}
+}
+
 // fail marks the pod failed for reason; watchPod ends it. Only the first
 // reason counts.
 func (p *pod) fail(reason string) {

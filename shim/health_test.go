@@ -2,6 +2,7 @@ package shim
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -62,7 +63,7 @@ func TestHungAgentFailsThePod(t *testing.T) {
 	h := newHarness(t)
 	withHealth(h, 20*time.Millisecond, 30*time.Millisecond, 3)
 	logs := captureLog(h)
-	startPodAndContainer(t, h)
+	logPath := startPodAndContainer(t, h)
 
 	h.agent.mu.Lock()
 	h.agent.hung = true
@@ -87,6 +88,14 @@ func TestHungAgentFailsThePod(t *testing.T) {
 	}
 	if n := strings.Count(out, "guest agent health check failed"); n != 3 {
 		t.Errorf("%d failed checks logged before the pod failed, want 3", n)
+	}
+	// The container's log, what kubectl logs shows, says why it ended.
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "veil: the pod VM failed, so this process is reported exited with status 255: guest agent is not responding: 3 health checks in a row failed"; !strings.Contains(string(b), want) {
+		t.Errorf("container log %q lacks %q", b, want)
 	}
 }
 

@@ -151,8 +151,10 @@ func outputs(ctx context.Context, st stdio, ns, cid string) (stdout, stderr io.W
 
 // startIO opens containerd's side of the process's stdio and starts the
 // pumps. podCtx ends the waiting reads when the VM is gone; callTimeout
-// bounds each write to stdin.
-func startIO(ctx, podCtx context.Context, agent api.ProcessService, ns, cid, execID string, st stdio, callTimeout time.Duration) (_ *processIO, retErr error) {
+// bounds each write to stdin. failure, when not nil, says why the pod
+// failed ("" while it has not): the output then ends with a line saying so
+// (pumpOutput), the one place a Kubernetes user sees it (kubectl logs).
+func startIO(ctx, podCtx context.Context, agent api.ProcessService, ns, cid, execID string, st stdio, callTimeout time.Duration, failure func() string) (_ *processIO, retErr error) {
 	pio := &processIO{stdinDone: make(chan struct{})}
 	var closers []io.Closer
 	defer func() {
@@ -210,7 +212,7 @@ func startIO(ctx, podCtx context.Context, agent api.ProcessService, ns, cid, exe
 		ended("stdout", pumpOutput(podCtx, func(ctx context.Context) ([]byte, error) {
 			r, err := agent.ReadStdout(ctx, req())
 			return r.GetData(), err
-		}, stdout, noticeOnStdout))
+		}, stdout, noticeOnStdout, failure))
 	}()
 	if !st.terminal {
 		pio.outputs.Add(1)
@@ -219,7 +221,7 @@ func startIO(ctx, podCtx context.Context, agent api.ProcessService, ns, cid, exe
 			ended("stderr", pumpOutput(podCtx, func(ctx context.Context) ([]byte, error) {
 				r, err := agent.ReadStderr(ctx, req())
 				return r.GetData(), err
-			}, stderr, !noticeOnStdout))
+			}, stderr, !noticeOnStdout, failure))
 		}()
 	}
 	if pio.stdin != nil {
@@ -239,13 +241,32 @@ func startIO(ctx, podCtx context.Context, agent api.ProcessService, ns, cid, exe
 // waiting for a reader that never comes back does not hold the pump. A
 // read the agent's policy refuses (readDenied) ends the pump at once, never
 // retried; with notice, deniedLine is written to w first.
-func pumpOutput(ctx context.Context, read func(context.Context) ([]byte, error), w io.WriteCloser, notice bool) error {
+//
+// With notice and failure, a pod that failed (its VM died, or its agent
+// stopped answering the health check) ends w with failureLine: the shim
+// ends the pod's context (ctx) once it has recorded why (watchPod), and a
+// read that failed before that waits for it, at most failureWait.
+func pumpOutput(ctx context.Context, read func(context.Context) ([]byte, error), w io.WriteCloser, notice bool, failure func() string) error {
 	if w != nil {
 		var once sync.Once
 		closeW := func() { once.Do(func() { w.Close() }) }
-		stop := context.AfterFunc(ctx, closeW)
+		told := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() {
+			defer close(told)
+			if notice && failure != nil {
+				if why := failure(); why != "" {
+					// A FIFO nobody drains blocks the write: closing w ends it.
+					t := time.AfterFunc(failureWriteTimeout, closeW)
+					_, _ = io.WriteString(w, failureLine(why))
+					t.Stop()
+				}
+			}
+			closeW()
+		})
 		defer func() {
-			stop()
+			if !stop() {
+				<-told // ctx ended: the func above closes w, after its line
+			}
 			closeW()
 		}()
 	}
@@ -254,6 +275,17 @@ func pumpOutput(ctx context.Context, read func(context.Context) ([]byte, error),
 		if err != nil {
 			if notice && w != nil && readDenied(err) {
 				_, _ = io.WriteString(w, deniedLine(err))
+				return err
+			}
+			if notice && w != nil && failure != nil && ctx.Err() == nil {
+				// The agent connection broke with the pod still live: its VM
+				// may be dying, and watchPod ends ctx once it knows why.
+				t := time.NewTimer(failureWait)
+				select {
+				case <-ctx.Done():
+				case <-t.C:
+				}
+				t.Stop()
 			}
 			return err
 		}
@@ -264,6 +296,19 @@ func pumpOutput(ctx context.Context, read func(context.Context) ([]byte, error),
 			_, _ = w.Write(data)
 		}
 	}
+}
+
+const (
+	// failureWait bounds how long a pump whose read failed waits for the
+	// pod's context to end with a failure reason (pumpOutput).
+	failureWait = 2 * time.Second
+	// failureWriteTimeout bounds the write of failureLine.
+	failureWriteTimeout = time.Second
+)
+
+// failureLine is the last line of a failed pod's container output.
+func failureLine(why string) string {
+	return fmt.Sprintf("veil: the pod VM failed, so this process is reported exited with status %d: %s\n", vmGoneStatus, why)
 }
 
 // pumpStdin copies in to the process's stdin until in ends, then closes the

@@ -1,13 +1,17 @@
 package shim
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,7 +40,7 @@ func TestStdioThroughFIFOs(t *testing.T) {
 	stdoutR := must(fifo.OpenFifo(ctx, paths["stdout"], syscall.O_RDONLY|syscall.O_NONBLOCK, 0))
 	stderrR := must(fifo.OpenFifo(ctx, paths["stderr"], syscall.O_RDONLY|syscall.O_NONBLOCK, 0))
 
-	pio, err := startIO(ctx, ctx, a, "ns", "c1", "", stdio{stdin: paths["stdin"], stdout: paths["stdout"], stderr: paths["stderr"]}, 5*time.Second)
+	pio, err := startIO(ctx, ctx, a, "ns", "c1", "", stdio{stdin: paths["stdin"], stdout: paths["stdout"], stderr: paths["stderr"]}, 5*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +79,7 @@ func TestOutputPumpKeepsDrainingWhenReaderIsGone(t *testing.T) {
 		b := chunks[reads]
 		reads++
 		return b, nil
-	}, w, true)
+	}, w, true, nil)
 	if err != nil || reads != 4 {
 		t.Errorf("pump stopped after %d reads: %v", reads, err)
 	}
@@ -117,7 +121,7 @@ func TestOutputFIFOSurvivesReaderRestart(t *testing.T) {
 		}
 	}
 	done := make(chan error, 1)
-	go func() { done <- pumpOutput(ctx, read, w, false) }()
+	go func() { done <- pumpOutput(ctx, read, w, false, nil) }()
 	send := func(s string) {
 		<-asked
 		chunks <- []byte(s)
@@ -183,7 +187,7 @@ func TestTerminalHasNoStderrAndFileURIGetsBoth(t *testing.T) {
 	p := a.newProc("c1/")
 	logPath := filepath.Join(t.TempDir(), "log", "c1.log")
 	ctx := context.Background()
-	pio, err := startIO(ctx, ctx, a, "ns", "c1", "", stdio{stdout: "file://" + logPath, stderr: "file://" + logPath}, time.Second)
+	pio, err := startIO(ctx, ctx, a, "ns", "c1", "", stdio{stdout: "file://" + logPath, stderr: "file://" + logPath}, time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +200,7 @@ func TestTerminalHasNoStderrAndFileURIGetsBoth(t *testing.T) {
 	}
 	// With a terminal only stdout is read: a stderr read would block forever
 	// on this fake, and wait() would not return.
-	pio2, err := startIO(ctx, ctx, a, "ns", "c1", "e", stdio{terminal: true}, time.Second)
+	pio2, err := startIO(ctx, ctx, a, "ns", "c1", "e", stdio{terminal: true}, time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +295,7 @@ func TestStdinWriterOpeningAfterCreateReturns(t *testing.T) {
 		t.Fatal(err)
 	}
 	reqCtx, endRequest := context.WithCancel(context.Background())
-	pio, err := startIO(reqCtx, context.Background(), a, "ns", "c1", "", stdio{stdin: path}, 5*time.Second)
+	pio, err := startIO(reqCtx, context.Background(), a, "ns", "c1", "", stdio{stdin: path}, 5*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,5 +314,138 @@ func TestStdinWriterOpeningAfterCreateReturns(t *testing.T) {
 	a.mu.Unlock()
 	if got != "late" || !closed {
 		t.Errorf("process stdin = %q (closed %v), want \"late\" then EOF", got, closed)
+	}
+}
+
+// recordingWriter keeps what is written; Write blocks while block is set,
+// until Close.
+type recordingWriter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	closed chan struct{}
+	block  bool
+}
+
+func newRecordingWriter(block bool) *recordingWriter {
+	return &recordingWriter{closed: make(chan struct{}), block: block}
+}
+
+func (w *recordingWriter) Write(b []byte) (int, error) {
+	if w.block {
+		<-w.closed
+		return 0, os.ErrClosed
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(b)
+}
+
+func (w *recordingWriter) Close() error {
+	select {
+	case <-w.closed:
+	default:
+		close(w.closed)
+	}
+	return nil
+}
+
+func (w *recordingWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// A failed pod's output ends with a line saying why, whether the pump was
+// waiting in a read when the pod's context ended or its read had already
+// failed (the VM gone before the shim recorded why); a pod that ends
+// without failing (torn down) or a process that exits gets no such line.
+func TestOutputEndsWithThePodsFailure(t *testing.T) {
+	const why = "guest agent is not responding: 3 health checks in a row failed"
+	for _, tc := range []struct {
+		name     string
+		readErr  bool // the read fails before the context ends
+		eof      bool // the process exits: the read returns no data
+		reason   string
+		wantLine bool
+	}{
+		{name: "waiting read, pod failed", reason: why, wantLine: true},
+		{name: "read failed first, pod failed", readErr: true, reason: why, wantLine: true},
+		{name: "waiting read, pod torn down", reason: ""},
+		{name: "process exited", eof: true, reason: why},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var mu sync.Mutex
+			reason := ""
+			failure := func() string { mu.Lock(); defer mu.Unlock(); return reason }
+			sent := false
+			read := func(ctx context.Context) ([]byte, error) {
+				if !sent {
+					sent = true
+					return []byte("out\n"), nil
+				}
+				switch {
+				case tc.eof:
+					return nil, nil
+				case tc.readErr:
+					return nil, errors.New("ttrpc: closed")
+				}
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+			w := newRecordingWriter(false)
+			done := make(chan error, 1)
+			go func() { done <- pumpOutput(ctx, read, w, true, failure) }()
+			if tc.eof {
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+			}
+			// As watchPod: the reason first, then the context.
+			mu.Lock()
+			reason = tc.reason
+			mu.Unlock()
+			cancel()
+			if !tc.eof {
+				<-done
+			}
+			want := "out\n"
+			if tc.wantLine {
+				want += failureLine(why)
+			}
+			if got := w.String(); got != want {
+				t.Errorf("output %q, want %q", got, want)
+			}
+			select {
+			case <-w.closed:
+			default:
+				t.Error("writer not closed")
+			}
+		})
+	}
+	if line := failureLine(why); !strings.HasPrefix(line, "veil: the pod VM failed") || !strings.Contains(line, "status 255") || !strings.HasSuffix(line, why+"\n") {
+		t.Errorf("failureLine = %q", line)
+	}
+}
+
+// A reader that is gone for good (a FIFO nobody drains) does not hold the
+// pump on the failure line: the write is given up after
+// failureWriteTimeout.
+func TestFailureLineDoesNotHoldThePump(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := newRecordingWriter(true)
+	done := make(chan error, 1)
+	go func() {
+		done <- pumpOutput(ctx, func(ctx context.Context) ([]byte, error) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}, w, true, func() string { return "VM exited" })
+	}()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * failureWriteTimeout):
+		t.Fatal("pump held by a write nobody reads")
 	}
 }

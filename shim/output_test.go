@@ -104,7 +104,7 @@ func TestOutputDeniedByPolicy(t *testing.T) {
 			dir := t.TempDir()
 			readers := readFIFOs(t, dir, tc.fifos...)
 			ctx := context.Background()
-			pio, err := startIO(ctx, ctx, a, "ns", "c1", "", tc.st(dir), time.Second)
+			pio, err := startIO(ctx, ctx, a, "ns", "c1", "", tc.st(dir), time.Second, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

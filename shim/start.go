@@ -89,7 +89,7 @@ func (s *service) startExec(ctx context.Context, p *pod, c *container, pr *proce
 	if err != nil {
 		return p.agentError("starting exec in the guest", err)
 	}
-	pio, err := startIO(ctx, p.ctx, p.agent.process, s.namespace, c.id, pr.execID, pr.stdio, p.cfg.Agent.CallTimeout.Std())
+	pio, err := startIO(ctx, p.ctx, p.agent.process, s.namespace, c.id, pr.execID, pr.stdio, p.cfg.Agent.CallTimeout.Std(), p.failure)
 	if err != nil {
 		kctx, cancel := p.callCtx(ctx)
 		defer cancel()
