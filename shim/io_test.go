@@ -91,7 +91,8 @@ func TestOutputPumpKeepsDrainingWhenReaderIsGone(t *testing.T) {
 // Regression: output FIFOs were opened write-only and dropped at the first
 // failed write, so once containerd (the reader) went away, say for a
 // restart, the container's output was lost for the rest of its life. The
-// FIFO is now opened read-write: what is written while no reader is there
+// shim now holds a read end of the FIFO beside its write end (heldFIFO), as
+// containerd's runc shim does: what is written while no reader is there
 // waits in the FIFO, and a reader that comes back gets everything after
 // what the old one read.
 func TestOutputFIFOSurvivesReaderRestart(t *testing.T) {

@@ -26,7 +26,8 @@ import (
 // the state. Under every handler the state's pid must be in that
 // namespace (nerdctl's CNI hook configures /proc/<pid>/ns/net), and the
 // state must carry the container's id, bundle, status "creating" and
-// annotations; under veil the hook itself runs in that namespace too.
+// annotations; under every handler the hook itself runs in the runtime's
+// namespace (containerd's, the environment's), as the OCI spec says.
 func TestCtrRunPrestartHook(t *testing.T) {
 	forEachHandler(t, func(t *testing.T, handler string) {
 		ctx := testContext(t, 5*time.Minute)
