@@ -248,26 +248,30 @@ func startIO(ctx, podCtx context.Context, agent api.ProcessService, ns, cid, exe
 // read that failed before that waits for it, at most failureWait.
 func pumpOutput(ctx context.Context, read func(context.Context) ([]byte, error), w io.WriteCloser, notice bool, failure func() string) error {
 	if w != nil {
-		var once sync.Once
-		closeW := func() { once.Do(func() { w.Close() }) }
-		told := make(chan struct{})
-		stop := context.AfterFunc(ctx, func() {
-			defer close(told)
-			if notice && failure != nil {
-				if why := failure(); why != "" {
-					// A FIFO nobody drains blocks the write: closing w ends it.
-					t := time.AfterFunc(failureWriteTimeout, closeW)
-					_, _ = io.WriteString(w, failureLine(why))
-					t.Stop()
+		var closeOnce, endOnce sync.Once
+		closeW := func() { closeOnce.Do(func() { w.Close() }) }
+		// end tells the pod's failure, if any, and closes w, once: when ctx
+		// ends (unblocking a write that waits for a reader) or when the
+		// pump returns, whichever comes first; the other waits for it.
+		end := func() {
+			endOnce.Do(func() {
+				if notice && failure != nil {
+					if why := failure(); why != "" {
+						// A FIFO nobody drains blocks the write: closing w ends it.
+						t := time.AfterFunc(failureWriteTimeout, closeW)
+						_, _ = io.WriteString(w, failureLine(why))
+						t.Stop()
+					}
 				}
-			}
-			closeW()
-		})
+				closeW()
+			})
+		}
+		// stop may win over a ctx that has just ended (context.AfterFunc
+		// starts f only after ctx.Err is set), so the pump calls end too.
+		stop := context.AfterFunc(ctx, end)
 		defer func() {
-			if !stop() {
-				<-told // ctx ended: the func above closes w, after its line
-			}
-			closeW()
+			stop()
+			end()
 		}()
 	}
 	for {

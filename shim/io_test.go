@@ -381,11 +381,14 @@ func TestOutputEndsWithThePodsFailure(t *testing.T) {
 			reason := ""
 			failure := func() string { mu.Lock(); defer mu.Unlock(); return reason }
 			sent := false
+			// second is told when the pump reads again: "out" is written.
+			second := make(chan struct{}, 1)
 			read := func(ctx context.Context) ([]byte, error) {
 				if !sent {
 					sent = true
 					return []byte("out\n"), nil
 				}
+				second <- struct{}{}
 				switch {
 				case tc.eof:
 					return nil, nil
@@ -398,6 +401,7 @@ func TestOutputEndsWithThePodsFailure(t *testing.T) {
 			w := newRecordingWriter(false)
 			done := make(chan error, 1)
 			go func() { done <- pumpOutput(ctx, read, w, true, failure) }()
+			<-second
 			if tc.eof {
 				if err := <-done; err != nil {
 					t.Fatal(err)
