@@ -72,21 +72,14 @@ func TestApplyOverhead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	docs := strings.Split(string(out), "\n---\n")
-	var rc struct {
-		Metadata struct{ Annotations map[string]string }
-		Overhead struct{ PodFixed map[string]string }
-	}
-	if err := yaml.Unmarshal([]byte(docs[0]), &rc); err != nil {
-		t.Fatalf("rewritten manifest is not YAML: %v\n%s", err, out)
-	}
+	rc := runtimeClassDoc(t, out, 0)
 	if rc.Overhead.PodFixed["memory"] != "320Mi" || rc.Overhead.PodFixed["cpu"] != "250m" {
 		t.Errorf("veil podFixed = %v, want memory 320Mi, cpu unchanged", rc.Overhead.PodFixed)
 	}
 	if a := rc.Metadata.Annotations["veil.io/overhead"]; a != o.Note() || !strings.Contains(a, "commit abc1234") || !strings.Contains(a, "2026-12-07") {
 		t.Errorf("annotation = %q, want the run's note", a)
 	}
-	if docs[1] != strings.Split(manifest, "\n---\n")[1] || !strings.HasPrefix(string(out), "# header comment\n") {
+	if strings.Split(string(out), "\n---\n")[1] != strings.Split(manifest, "\n---\n")[1] || !strings.HasPrefix(string(out), "# header comment\n") {
 		t.Errorf("other RuntimeClasses or comments changed:\n%s", out)
 	}
 	if _, err := ApplyOverhead([]byte(manifest), []string{"veil", "veil-dev"}, o); err == nil || !strings.Contains(err.Error(), "veil-dev") {
@@ -214,19 +207,32 @@ func TestApplyStandInOverhead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	docs := strings.Split(string(out), "\n---\n")
-	var rc struct {
-		Metadata struct{ Annotations map[string]string }
-		Overhead struct{ PodFixed map[string]string }
-	}
-	if err := yaml.Unmarshal([]byte(docs[1]), &rc); err != nil {
-		t.Fatalf("rewritten manifest is not YAML: %v\n%s", err, out)
-	}
+	rc := runtimeClassDoc(t, out, 1)
 	if rc.Overhead.PodFixed["memory"] != "800Mi" || rc.Metadata.Annotations["veil.io/overhead"] != snp.Note() {
 		t.Errorf("veil-snp: podFixed %v, annotation %q; want 800Mi and the stand-in note", rc.Overhead.PodFixed, rc.Metadata.Annotations["veil.io/overhead"])
 	}
-	inDocs := strings.Split(in, "\n---\n")
+	inDocs, docs := strings.Split(in, "\n---\n"), strings.Split(string(out), "\n---\n")
 	if docs[0] != inDocs[0] || docs[2] != inDocs[2] {
 		t.Errorf("veil's or veil-dev's RuntimeClass changed:\n%s", out)
 	}
+}
+
+// rcDoc is what the tests read of a RuntimeClass document.
+type rcDoc struct {
+	Metadata struct{ Annotations map[string]string }
+	Overhead struct{ PodFixed map[string]string }
+}
+
+// runtimeClassDoc decodes document i of a rewritten manifest.
+func runtimeClassDoc(t *testing.T, manifest []byte, i int) rcDoc {
+	t.Helper()
+	docs := strings.Split(string(manifest), "\n---\n")
+	var rc rcDoc
+	if i >= len(docs) {
+		t.Fatalf("rewritten manifest has %d documents, want document %d:\n%s", len(docs), i, manifest)
+	}
+	if err := yaml.Unmarshal([]byte(docs[i]), &rc); err != nil {
+		t.Fatalf("rewritten manifest is not YAML: %v\n%s", err, manifest)
+	}
+	return rc
 }
