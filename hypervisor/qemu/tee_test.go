@@ -54,6 +54,15 @@ func TestTEEArgs(t *testing.T) {
 			want: map[string][]string{"-bios": {"/fw/OVMF.amdsev.fd"}},
 		},
 		{
+			name: "tdx boots its TDVF, not the BIOS",
+			l: func() Launch {
+				l := with(hypervisor.TEEConfig{Kind: hypervisor.TEETDX, Firmware: "/fw/OVMF.tdx.fd"})
+				l.BIOS = "/q/qboot.rom"
+				return l
+			}(),
+			want: map[string][]string{"-bios": {"/fw/OVMF.tdx.fd"}},
+		},
+		{
 			name:   "sample changes nothing in the launch",
 			l:      with(hypervisor.TEEConfig{Kind: hypervisor.TEESample, InitDataDigest: digest}),
 			want:   map[string][]string{"-machine": {baseMachineOpt}},
