@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -224,4 +225,44 @@ func emitLines(b []byte, line func(string)) {
 	if len(b) > 0 {
 		line(string(b))
 	}
+}
+
+// deathMarks are what a guest console line says when the guest is dying:
+// the agent's fatal error, a Go runtime crash, the kernel's panic or oops.
+var deathMarks = []string{
+	`msg="fatal: powering off"`,
+	"fatal error:", "panic:", "[signal ", "unexpected fault address",
+	"Kernel panic", "BUG:", "Oops",
+}
+
+// DeathScanBytes is how much of a console's end DeathLines is given: a Go
+// crash's first line comes before a stack of every goroutine.
+const DeathScanBytes = 64 << 10
+
+// maxDeathLine bounds each line DeathLines returns.
+const maxDeathLine = 240
+
+// DeathLines is the lines of guest console text that say why the guest
+// died, in order, at most max, trimmed (and cut at 240 bytes); nil when it
+// holds none. A VM that exits unasked is reported with them, so the reason
+// reaches the pod's user and not only the console file.
+func DeathLines(console string, max int) []string {
+	var out []string
+	for l := range strings.SplitSeq(console, "\n") {
+		for _, m := range deathMarks {
+			if !strings.Contains(l, m) {
+				continue
+			}
+			l = strings.TrimSpace(l)
+			if len(l) > maxDeathLine {
+				l = l[:maxDeathLine] + "..."
+			}
+			out = append(out, l)
+			break
+		}
+		if len(out) == max {
+			break
+		}
+	}
+	return out
 }

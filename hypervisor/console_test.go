@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -93,5 +94,39 @@ func TestCopyConsoleLines(t *testing.T) {
 	}
 	if err := CopyConsole(iotest.ErrReader(io.ErrUnexpectedEOF), io.Discard, nil); err == nil {
 		t.Error("a read error was not returned")
+	}
+}
+
+// TestDeathLines: the lines that say why a guest died are picked out of a
+// console whose tail is a panic's stack, in their order and at most max; a
+// clean console has none.
+func TestDeathLines(t *testing.T) {
+	console := strings.Join([]string{
+		`time=2026-12-07T20:26:37.827Z level=INFO msg="moved the initramfs into a tmpfs root"`,
+		`time=2026-12-07T20:26:38.827Z level=ERROR msg="fatal: powering off" c=veil-agent err="mounting /proc: EPERM"`,
+		`fatal error: unexpected signal during runtime execution`,
+		`[signal SIGBUS: bus error code=0x2 addr=0x4a1000 pc=0x4a1000]`,
+		`goroutine 1 gp=0xc000002380 m=0 mp=0x8e1c80 [running]:`,
+		`[    1.46] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000200`,
+		`[    1.46] Call Trace:`,
+		`[    1.46]  ? 0xffffffff810c829e`,
+		"panic: " + strings.Repeat("x", 300),
+	}, "\n")
+	got := DeathLines(console, 10)
+	want := []string{
+		`time=2026-12-07T20:26:38.827Z level=ERROR msg="fatal: powering off" c=veil-agent err="mounting /proc: EPERM"`,
+		`fatal error: unexpected signal during runtime execution`,
+		`[signal SIGBUS: bus error code=0x2 addr=0x4a1000 pc=0x4a1000]`,
+		`[    1.46] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000200`,
+		"panic: " + strings.Repeat("x", maxDeathLine-len("panic: ")) + "...",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("DeathLines:\n%q\nwant:\n%q", got, want)
+	}
+	if got := DeathLines(console, 2); !slices.Equal(got, want[:2]) {
+		t.Errorf("DeathLines(max 2) = %q, want %q", got, want[:2])
+	}
+	if got := DeathLines("time=... level=INFO msg=ready\n[    1.2] virtio_blk virtio1: [vda] 2048 512-byte logical blocks\n", 3); got != nil {
+		t.Errorf("DeathLines of a clean console = %q, want none", got)
 	}
 }

@@ -40,14 +40,21 @@ type fakeHV struct {
 	stopped  bool
 	// blockLog records AttachBlock/DetachBlock (blockdev_test.go).
 	blockLog []string
+	// exitErr, when set before die, is what Err says.
+	exitErr error
 }
 
 func (h *fakeHV) Start(context.Context) error { return nil }
 func (h *fakeHV) PID() int                    { return 4242 }
 func (h *fakeHV) Done() <-chan struct{}       { return h.done }
-func (h *fakeHV) Err() error                  { return errors.New("fake vm exited") }
-func (h *fakeHV) die()                        { h.once.Do(func() { close(h.done) }) }
-func (h *fakeHV) Kill() error                 { h.die(); return nil }
+func (h *fakeHV) Err() error {
+	if h.exitErr != nil {
+		return h.exitErr
+	}
+	return errors.New("fake vm exited")
+}
+func (h *fakeHV) die()        { h.once.Do(func() { close(h.done) }) }
+func (h *fakeHV) Kill() error { h.die(); return nil }
 func (h *fakeHV) Stop(context.Context) error {
 	h.mu.Lock()
 	h.stopped = true

@@ -385,10 +385,12 @@ func waitAgent(ctx context.Context, agent *agentConn, hv hypervisor.Hypervisor) 
 // call fails, and so every process still running exits with status 255
 // (exit.go), logged with the reason.
 func (s *service) watchPod(p *pod) {
-	var why string
+	var why, detail string
 	select {
 	case <-p.hv.Done():
-		why = fmt.Sprintf("VM exited: %v", p.hv.Err())
+		why = vmExitReason(p.hv)
+		// The driver's whole account: its log's and the console's tails.
+		detail = fmt.Sprintf("; %v", p.hv.Err())
 	case <-p.agent.done:
 		why = "agent connection closed"
 	case <-p.failed:
@@ -396,7 +398,10 @@ func (s *service) watchPod(p *pod) {
 	}
 	if from, _ := p.transition(s.ctx, podDead); from != podStopping {
 		p.fail(why)
-		log.G(s.ctx).WithField("pod", p.id).Errorf("pod VM died: %s%s", why, consoleTail(p.hv))
+		if detail == "" {
+			detail = consoleTail(p.hv)
+		}
+		log.G(s.ctx).WithField("pod", p.id).Errorf("pod VM died: %s%s", why, detail)
 	}
 	_ = p.hv.Kill()
 	close(p.dead)
@@ -485,6 +490,20 @@ func removeUnmounted(dir string) error {
 // consoleTail returns the end of the VM's guest console log (where its
 // driver writes it), formatted to follow an error message, or "" when
 // there is none.
+// vmExitReason is why a VM exited, on one line, as a failed pod's
+// containers end their output with it (failureLine): how the VM ended (the
+// first line of its Err) and what its console says of it
+// (hypervisor.DeathLines: the agent's fatal error, a Go crash, the kernel's
+// panic).
+func vmExitReason(hv hypervisor.Hypervisor) string {
+	how, _, _ := strings.Cut(fmt.Sprint(hv.Err()), "\n")
+	why := "VM exited: " + how
+	if l := hypervisor.DeathLines(hypervisor.ConsoleTail(hv.ConsolePath(), hypervisor.DeathScanBytes), 3); len(l) > 0 {
+		why += "; the guest's console says: " + strings.Join(l, " | ")
+	}
+	return why
+}
+
 func consoleTail(hv hypervisor.Hypervisor) string {
 	path := hv.ConsolePath()
 	tail := strings.TrimSpace(hypervisor.ConsoleTail(path, 2048))

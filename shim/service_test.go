@@ -2,6 +2,7 @@ package shim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -173,6 +174,50 @@ func TestExitBeforeStartReturnsIsReportedAfterStart(t *testing.T) {
 	evs := h.pub.waitFor(t, "exit", has("TaskExit(c1/c1=0)"))
 	if got := names(evs); !reflect.DeepEqual(got, []string{"TaskCreate(c1)", "TaskStart(c1)", "TaskExit(c1/c1=0)"}) {
 		t.Errorf("events = %v", got)
+	}
+}
+
+// TestVMCrashSaysWhyOnOneLine: when the guest dies (here its agent crashed
+// and the kernel panicked), the line that ends each container's output
+// names how the VM ended and what its console says of it, on one line; the
+// driver's log tails go to the shim's log, not into the container's.
+func TestVMCrashSaysWhyOnOneLine(t *testing.T) {
+	h := newHarness(t)
+	logs := captureLog(h)
+	logPath := startPodAndContainer(t, h)
+
+	console := strings.Join([]string{
+		`time=2026-12-07T20:26:38.418Z level=INFO msg=ready c=veil-agent`,
+		`fatal error: unexpected signal during runtime execution`,
+		`[signal SIGBUS: bus error code=0x2 addr=0x4a1000 pc=0x4a1000]`,
+		`goroutine 1 gp=0xc000002380 m=0 mp=0x8e1c80 [running]:`,
+		`[    9.466476] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000200`,
+		`[    9.468972] Kernel Offset: disabled`,
+	}, "\n") + "\n"
+	if err := os.WriteFile(h.hv.ConsolePath(), []byte(console), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.hv.exitErr = errors.New("hypervisor: VM exited: qemu (pid 4242) exited with status 0\n--- console.log (tail) ---\n[    9.468972] Kernel Offset: disabled")
+	h.hv.die()
+	h.agent.disconnect()
+	h.pub.waitFor(t, "the container's exit", has("TaskExit(c1/c1=255)"))
+	must(h.s.Wait(context.Background(), &taskAPI.WaitRequest{ID: "c1"}))
+
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "veil: the pod VM failed, so this process is reported exited with status 255: VM exited: hypervisor: VM exited: qemu (pid 4242) exited with status 0; " +
+		"the guest's console says: fatal error: unexpected signal during runtime execution | [signal SIGBUS: bus error code=0x2 addr=0x4a1000 pc=0x4a1000] | " +
+		"[    9.466476] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000200\n"
+	if !strings.HasSuffix(string(b), want) {
+		t.Errorf("container log:\n%s\nwant it to end with:\n%s", b, want)
+	}
+	if strings.Contains(string(b), "console.log (tail)") {
+		t.Errorf("the driver's log tails reached the container's log:\n%s", b)
+	}
+	if out := logs.String(); !strings.Contains(out, "--- console.log (tail) ---") || !strings.Contains(out, "Attempted to kill init") {
+		t.Errorf("the shim's log lacks the VM's account and its console's tail:\n%s", out)
 	}
 }
 

@@ -167,34 +167,16 @@ func (v *vm) boot(ctx context.Context, cfg hypervisor.Config, log *slog.Logger) 
 	return nil
 }
 
-// lastWordsMarks are what a console line says when the guest is dying:
-// the kernel's panic and oops, a Go runtime crash, the agent's errors.
-var lastWordsMarks = []string{
-	"Kernel panic", "Attempted to kill init", "BUG:", "Oops", "RIP:",
-	"fatal error:", "panic:", "[signal ", "unexpected fault address", "runtime:",
-	"level=ERROR",
-}
-
-// lastWords is the lines of a guest console that say why the guest died,
-// at most 40. A failure message ends with them: a CI summary keeps only a
-// failure's last lines, and a whole console ends with the panic's stack.
+// lastWords is the lines of a guest console that say why the guest died
+// (hypervisor.DeathLines), at most 40. A failure message ends with them: a
+// CI summary keeps only a failure's last lines, and a whole console ends
+// with the panic's stack.
 func lastWords(console string) string {
-	var out []string
-	for _, l := range strings.Split(console, "\n") {
-		for _, m := range lastWordsMarks {
-			if strings.Contains(l, m) {
-				out = append(out, "  "+strings.TrimSpace(l))
-				break
-			}
-		}
-		if len(out) == 40 {
-			break
-		}
+	l := hypervisor.DeathLines(console, 40)
+	if len(l) == 0 {
+		return "  (nothing: no panic, crash or fatal error on the console)"
 	}
-	if len(out) == 0 {
-		return "  (nothing: no panic, crash or error on the console)"
-	}
-	return strings.Join(out, "\n")
+	return "  " + strings.Join(l, "\n  ")
 }
 
 func (v *vm) console() string {
@@ -241,31 +223,4 @@ func (v *vm) destroy() error {
 		err = rerr
 	}
 	return err
-}
-
-// TestLastWords: the lines that say why a guest died are picked out of a
-// console whose tail is a panic's stack, in their order; a clean console
-// says there was nothing.
-func TestLastWords(t *testing.T) {
-	console := strings.Join([]string{
-		`time=2026-12-07T20:26:37.827Z level=INFO msg="moved the initramfs into a tmpfs root"`,
-		`fatal error: unexpected signal during runtime execution`,
-		`[signal SIGBUS: bus error code=0x2 addr=0x4a1000 pc=0x4a1000]`,
-		`goroutine 1 gp=0xc000002380 m=0 mp=0x8e1c80 [running]:`,
-		`[    1.46] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000200`,
-		`[    1.46] Call Trace:`,
-		`[    1.46]  ? 0xffffffff810c829e`,
-	}, "\n")
-	got := lastWords(console)
-	want := strings.Join([]string{
-		`  fatal error: unexpected signal during runtime execution`,
-		`  [signal SIGBUS: bus error code=0x2 addr=0x4a1000 pc=0x4a1000]`,
-		`  [    1.46] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000200`,
-	}, "\n")
-	if got != want {
-		t.Errorf("lastWords:\n%s\nwant:\n%s", got, want)
-	}
-	if got := lastWords("time=... level=INFO msg=ready\n"); !strings.Contains(got, "nothing") {
-		t.Errorf("lastWords of a clean console = %q, want it to say there was nothing", got)
-	}
 }
