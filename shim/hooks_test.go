@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -65,6 +66,16 @@ func nsID(t *testing.T, path string) string {
 	return fmt.Sprintf("net:[%d]", st.Ino)
 }
 
+// shimNetNS is the network namespace the shim's threads are in, read from
+// the calling thread: /proc/self is the main thread's, and a goroutine that
+// ended locked in a pod's namespace (shim/network, portfwd) leaves the main
+// thread there, parked for good, where the runtime cannot end it.
+func shimNetNS(t *testing.T) string {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return nsID(t, "/proc/thread-self/ns/net")
+}
+
 // Each hook runs in the shim's network namespace, the runtime's, as runc
 // runs them, and its state's pid is in the pod's: nerdctl's CNI hook makes
 // its bridge where it runs and eth0 in /proc/<pid>/ns/net (issue 15: run
@@ -100,7 +111,7 @@ func TestHooksRunInRuntimeNetNSWithPodPid(t *testing.T) {
 	hs.runPoststop(context.Background())
 
 	want := nsID(t, nsPath)
-	host := nsID(t, "/proc/self/ns/net")
+	host := shimNetNS(t)
 	if host == want {
 		t.Fatalf("the new namespace %s is the test's own %s", want, host)
 	}
@@ -225,7 +236,7 @@ func TestCreateRunsHooksBeforeVMNetwork(t *testing.T) {
 		t.Errorf("hook log when the VM's network was attached: %q", hooksAtAttach)
 	}
 	nsPin := filepath.Join(h.root, "test", "c1.netns")
-	if attachedNS == "" || attachedNS == nsID(t, "/proc/self/ns/net") {
+	if attachedNS == "" || attachedNS == shimNetNS(t) {
 		t.Errorf("VM network attached from %q, not a new namespace", attachedNS)
 	}
 	var gspec specs.Spec
@@ -246,7 +257,7 @@ func TestCreateRunsHooksBeforeVMNetwork(t *testing.T) {
 	if len(recs) != 3 || recs[0].stage != "createRuntime" || recs[1].stage != "poststart" || recs[2].stage != "poststop" {
 		t.Fatalf("hooks ran: %+v", recs)
 	}
-	shimNS := nsID(t, "/proc/self/ns/net")
+	shimNS := shimNetNS(t)
 	for _, r := range recs {
 		if r.ownNS != shimNS || r.pidNS != attachedNS {
 			t.Errorf("%s ran in %s (state pid in %s); want the shim's %s (the pod's %s)", r.stage, r.ownNS, r.pidNS, shimNS, attachedNS)
