@@ -1,12 +1,14 @@
 package boot
 
 import (
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/cgroups/v3/cgroup2"
 	"golang.org/x/sys/unix"
@@ -164,4 +166,52 @@ func TestAllowAllDeviceFilterBuilds(t *testing.T) {
 	if err != nil || len(insts) == 0 || license == "" {
 		t.Fatalf("DeviceFilter = %d instructions, %q, %v", len(insts), license, err)
 	}
+}
+
+// TestWaitForDevice: the console device is waited for while it is not
+// there yet (ENODEV, ENXIO: the host has not announced the virtio console
+// port), not when it cannot be opened for another reason, and not beyond
+// the wait.
+func TestWaitForDevice(t *testing.T) {
+	dev, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	t.Run("appears after two tries", func(t *testing.T) {
+		tries := 0
+		f, err := waitForDevice(func() (*os.File, error) {
+			tries++
+			switch tries {
+			case 1:
+				return nil, &os.PathError{Op: "open", Path: "/dev/console", Err: unix.ENODEV}
+			case 2:
+				return nil, &os.PathError{Op: "open", Path: "/dev/console", Err: unix.ENXIO}
+			}
+			return dev, nil
+		}, time.Hour, time.Millisecond)
+		if err != nil || f != dev || tries != 3 {
+			t.Errorf("got %v, %v after %d tries; want the device after 3", f, err, tries)
+		}
+	})
+	t.Run("another error is not waited for", func(t *testing.T) {
+		tries := 0
+		_, err := waitForDevice(func() (*os.File, error) {
+			tries++
+			return nil, &os.PathError{Op: "open", Path: "/dev/console", Err: unix.ENOENT}
+		}, time.Hour, time.Millisecond)
+		if !errors.Is(err, unix.ENOENT) || tries != 1 {
+			t.Errorf("got %v after %d tries; want ENOENT at once", err, tries)
+		}
+	})
+	t.Run("gives up after the wait", func(t *testing.T) {
+		tries := 0
+		_, err := waitForDevice(func() (*os.File, error) {
+			tries++
+			return nil, &os.PathError{Op: "open", Path: "/dev/console", Err: unix.ENODEV}
+		}, 20*time.Millisecond, time.Millisecond)
+		if !errors.Is(err, unix.ENODEV) || !strings.Contains(err.Error(), "waited 20ms for the device to appear") || tries < 2 {
+			t.Errorf("got %v after %d tries; want ENODEV, the wait named, and more than one try", err, tries)
+		}
+	})
 }

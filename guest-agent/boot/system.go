@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,10 +11,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// ConsoleWait bounds how long Console waits for the console device.
+const ConsoleWait = 10 * time.Second
+
 // Console opens /dev/console for the agent's log and makes it the
-// process's stdout and stderr, so a Go panic reaches it too.
+// process's stdout and stderr, so a Go panic reaches it too. The console
+// is hvc0, a port of the virtio-serial device, which the host announces
+// while the kernel boots: /init can start before it exists (the kernel
+// then says "unable to open an initial console" and starts /init with no
+// stdin, stdout or stderr; the image's /dev/null stands in for them), so
+// Console waits up to ConsoleWait for it.
 func Console() (*os.File, error) {
-	f, err := os.OpenFile("/dev/console", os.O_WRONLY|unix.O_NOCTTY, 0)
+	f, err := waitForDevice(func() (*os.File, error) {
+		return os.OpenFile("/dev/console", os.O_WRONLY|unix.O_NOCTTY, 0)
+	}, ConsoleWait, 20*time.Millisecond)
 	if err != nil {
 		return nil, fmt.Errorf("opening /dev/console: %w", err)
 	}
@@ -23,6 +34,23 @@ func Console() (*os.File, error) {
 		}
 	}
 	return f, nil
+}
+
+// waitForDevice calls open until it succeeds, fails otherwise than with
+// ENODEV (no driver has registered the device yet) or ENXIO (nothing
+// behind it yet), or wait has passed, trying again every interval.
+func waitForDevice(open func() (*os.File, error), wait, every time.Duration) (*os.File, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		f, err := open()
+		if err == nil || (!errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.ENXIO)) {
+			return f, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("waited %s for the device to appear: %w", wait, err)
+		}
+		time.Sleep(every)
+	}
 }
 
 // SetHostname sets the guest's hostname.

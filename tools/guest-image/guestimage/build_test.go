@@ -40,6 +40,7 @@ func TestEntriesLayout(t *testing.T) {
 		{"tmp", cpio.TypeDir | 0o1777, ""},
 		{"root", cpio.TypeDir | 0o700, ""},
 		{"dev/console", cpio.TypeChar | 0o600, ""},
+		{"dev/null", cpio.TypeChar | 0o666, ""},
 	} {
 		e, err := cpio.Find(got, tc.name)
 		if err != nil {
@@ -57,6 +58,10 @@ func TestEntriesLayout(t *testing.T) {
 	}
 	if e, _ := cpio.Find(got, "dev/console"); e.RdevMajor != 5 || e.RdevMinor != 1 {
 		t.Errorf("/dev/console is %d:%d, want 5:1", e.RdevMajor, e.RdevMinor)
+	}
+	// Go's runtime opens it for a stdio the kernel could not give /init.
+	if e, _ := cpio.Find(got, "dev/null"); e.RdevMajor != 1 || e.RdevMinor != 3 {
+		t.Errorf("/dev/null is %d:%d, want 1:3", e.RdevMajor, e.RdevMinor)
 	}
 	for _, d := range Dirs {
 		e, err := cpio.Find(got, d[1:])
