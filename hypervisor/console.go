@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // Console bounds the guest console log a driver writes in StateDir and
@@ -244,7 +245,7 @@ const maxDeathLine = 240
 
 // DeathLines is the lines of guest console text that say why the guest
 // died, in order, at most max, trimmed (and cut at 240 bytes); nil when it
-// holds none. A VM that exits unasked is reported with them, so the reason
+// holds none (a cut falls between characters). A VM that exits unasked is reported with them, so the reason
 // reaches the pod's user and not only the console file.
 func DeathLines(console string, max int) []string {
 	var out []string
@@ -255,7 +256,11 @@ func DeathLines(console string, max int) []string {
 			}
 			l = strings.TrimSpace(l)
 			if len(l) > maxDeathLine {
-				l = l[:maxDeathLine] + "..."
+				n := maxDeathLine
+				for n > 0 && !utf8.RuneStart(l[n]) {
+					n-- // not in the middle of a character
+				}
+				l = l[:n] + "..."
 			}
 			out = append(out, l)
 			break

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"unicode/utf8"
 )
 
 // TestConsoleLogIsCapped pins issue 15's "console.log grows without bound
@@ -125,6 +126,10 @@ func TestDeathLines(t *testing.T) {
 	}
 	if got := DeathLines(console, 2); !slices.Equal(got, want[:2]) {
 		t.Errorf("DeathLines(max 2) = %q, want %q", got, want[:2])
+	}
+	// A cut between characters, not inside one.
+	if got := DeathLines("panic: "+strings.Repeat("é", 200), 1); len(got) != 1 || !utf8.ValidString(got[0]) || !strings.HasSuffix(got[0], "é...") {
+		t.Errorf("DeathLines cut a character: %q", got)
 	}
 	if got := DeathLines("time=... level=INFO msg=ready\n[    1.2] virtio_blk virtio1: [vda] 2048 512-byte logical blocks\n", 3); got != nil {
 		t.Errorf("DeathLines of a clean console = %q, want none", got)

@@ -487,9 +487,6 @@ func removeUnmounted(dir string) error {
 	return nil
 }
 
-// consoleTail returns the end of the VM's guest console log (where its
-// driver writes it), formatted to follow an error message, or "" when
-// there is none.
 // vmExitReason is why a VM exited, on one line, as a failed pod's
 // containers end their output with it (failureLine): how the VM ended (the
 // first line of its Err) and what its console says of it
@@ -497,13 +494,16 @@ func removeUnmounted(dir string) error {
 // panic).
 func vmExitReason(hv hypervisor.Hypervisor) string {
 	how, _, _ := strings.Cut(fmt.Sprint(hv.Err()), "\n")
-	why := "VM exited: " + how
+	why := "VM exited: " + strings.TrimPrefix(how, hypervisor.ErrVMExited.Error()+": ")
 	if l := hypervisor.DeathLines(hypervisor.ConsoleTail(hv.ConsolePath(), hypervisor.DeathScanBytes), 3); len(l) > 0 {
 		why += "; the guest's console says: " + strings.Join(l, " | ")
 	}
 	return why
 }
 
+// consoleTail returns the end of the VM's guest console log (where its
+// driver writes it), formatted to follow an error message, or "" when
+// there is none.
 func consoleTail(hv hypervisor.Hypervisor) string {
 	path := hv.ConsolePath()
 	tail := strings.TrimSpace(hypervisor.ConsoleTail(path, 2048))

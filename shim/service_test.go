@@ -2,7 +2,6 @@ package shim
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,6 +20,8 @@ import (
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/veil-runtime/veil/hypervisor"
 )
 
 func describe(evs []any) string {
@@ -197,7 +198,7 @@ func TestVMCrashSaysWhyOnOneLine(t *testing.T) {
 	if err := os.WriteFile(h.hv.ConsolePath(), []byte(console), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h.hv.exitErr = errors.New("hypervisor: VM exited: qemu (pid 4242) exited with status 0\n--- console.log (tail) ---\n[    9.468972] Kernel Offset: disabled")
+	h.hv.exitErr = fmt.Errorf("%w: qemu (pid 4242) exited with status 0\n--- console.log (tail) ---\n[    9.468972] Kernel Offset: disabled", hypervisor.ErrVMExited)
 	// Only the VM ends: the fake agent's connection stays, so the exits
 	// come from watchPod (the pod's context ending), as after a real VM's
 	// death noticed first.
@@ -209,7 +210,7 @@ func TestVMCrashSaysWhyOnOneLine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "veil: the pod VM failed, so this process is reported exited with status 255: VM exited: hypervisor: VM exited: qemu (pid 4242) exited with status 0; " +
+	want := "veil: the pod VM failed, so this process is reported exited with status 255: VM exited: qemu (pid 4242) exited with status 0; " +
 		"the guest's console says: fatal error: unexpected signal during runtime execution | [signal SIGBUS: bus error code=0x2 addr=0x4a1000 pc=0x4a1000] | " +
 		"[    9.466476] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000200\n"
 	if !strings.HasSuffix(string(b), want) {
