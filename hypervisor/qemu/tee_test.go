@@ -14,6 +14,12 @@ import (
 	"github.com/veil-runtime/veil/hypervisor"
 )
 
+// withBIOS is l with a BIOS configured (hypervisor.bios).
+func withBIOS(l Launch) Launch {
+	l.BIOS = "/q/qboot.rom"
+	return l
+}
+
 func TestTEEArgs(t *testing.T) {
 	digest := make([]byte, 32)
 	for i := range digest {
@@ -40,26 +46,18 @@ func TestTEEArgs(t *testing.T) {
 		},
 		{
 			name:   "an ordinary vm boots its BIOS",
-			l:      func() Launch { l := base; l.BIOS = "/q/qboot.rom"; return l }(),
+			l:      withBIOS(base),
 			want:   map[string][]string{"-bios": {"/q/qboot.rom"}},
 			absent: []string{"-object"},
 		},
 		{
 			name: "snp boots its OVMF, not the BIOS",
-			l: func() Launch {
-				l := with(hypervisor.TEEConfig{Kind: hypervisor.TEESNP, Firmware: "/fw/OVMF.amdsev.fd"})
-				l.BIOS = "/q/qboot.rom"
-				return l
-			}(),
+			l:    withBIOS(with(hypervisor.TEEConfig{Kind: hypervisor.TEESNP, Firmware: "/fw/OVMF.amdsev.fd"})),
 			want: map[string][]string{"-bios": {"/fw/OVMF.amdsev.fd"}},
 		},
 		{
 			name: "tdx boots its TDVF, not the BIOS",
-			l: func() Launch {
-				l := with(hypervisor.TEEConfig{Kind: hypervisor.TEETDX, Firmware: "/fw/OVMF.tdx.fd"})
-				l.BIOS = "/q/qboot.rom"
-				return l
-			}(),
+			l:    withBIOS(with(hypervisor.TEEConfig{Kind: hypervisor.TEETDX, Firmware: "/fw/OVMF.tdx.fd"})),
 			want: map[string][]string{"-bios": {"/fw/OVMF.tdx.fd"}},
 		},
 		{
