@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -100,12 +101,33 @@ func KernelCmdline(debug bool, extra []string) string {
 // Append is the -append value: KernelCmdline of the launch's debug flag
 // and kernel arguments. SEV-SNP (kernel-hashes) and TDX (RTMR 2) measure
 // it, so `veil measure` takes it from here too.
-// With a root image, RootImageKernelArgs come before the caller's.
+// TCGKernelArgs come first (none under KVM, so no measured launch has
+// them), then RootImageKernelArgs with a root image, then the caller's.
 func (l Launch) Append() string {
-	if l.RootImage == "" {
-		return KernelCmdline(l.Debug, l.KernelArgs)
+	extra := slices.Clone(l.TCGKernelArgs())
+	if l.RootImage != "" {
+		extra = append(extra, RootImageKernelArgs...)
 	}
-	return KernelCmdline(l.Debug, append(append([]string(nil), RootImageKernelArgs...), l.KernelArgs...))
+	return KernelCmdline(l.Debug, append(extra, l.KernelArgs...))
+}
+
+// TCGKernelArgs are the kernel arguments a launch adds for TCG: noapictimer
+// when the guest has one vCPU, none otherwise.
+//
+// At every boot the kernel calibrates the local APIC timer against another
+// clock for 100 ms (LAPIC_CAL_LOOPS), unless the CPU has the TSC-deadline
+// timer (KVM's -cpu host does; TCG's "max" does not) or the platform tells
+// it the timer's frequency. With noapictimer a one-vCPU guest skips the
+// calibration and ticks on the HPET instead (the kernel's "no broadcast on
+// UP" case). A guest with more vCPUs keeps the APIC timer: without it the
+// HPET would broadcast every tick to each of them. Bare boot to agent
+// ready, 2048 MiB, root image, interleaved, 7 each (medians): 1.416 s
+// with the calibration, 1.336 s without.
+func (l Launch) TCGKernelArgs() []string {
+	if l.Accel != hypervisor.AccelTCG || l.VCPUs != 1 {
+		return nil
+	}
+	return []string{"noapictimer"}
 }
 
 // CPU is the -cpu model: the host's CPU under KVM, "max" under TCG. An

@@ -103,6 +103,21 @@ func TestArgs(t *testing.T) {
 			want: map[string][]string{"-accel": {"kvm"}, "-cpu": {"host"}},
 		},
 		{
+			name: "tcg with one vCPU: no APIC timer to calibrate, before the root image's arguments",
+			l: with(func(l *Launch) {
+				l.VCPUs, l.Initrd, l.RootImage, l.RootImageBytes = 1, "", "/g/rootfs.erofs", 32<<20
+			}),
+			want: map[string][]string{
+				"-smp":    {"1"},
+				"-append": {"console=hvc0 quiet panic=-1 cryptomgr.notests noreplace-smp tsc=reliable no_timer_check noapictimer root=/dev/pmem0 rootfstype=erofs rootflags=dax ro init=/init"},
+			},
+		},
+		{
+			name: "kvm with one vCPU keeps the APIC timer (TSC deadline, no calibration)",
+			l:    with(func(l *Launch) { l.Accel, l.VCPUs = hypervisor.AccelKVM, 1 }),
+			want: map[string][]string{"-append": {"console=hvc0 quiet panic=-1 cryptomgr.notests noreplace-smp tsc=reliable no_timer_check"}},
+		},
+		{
 			name: "translation cache from config",
 			l:    with(func(l *Launch) { l.TBSizeMiB = 256 }),
 			want: map[string][]string{"-accel": {"tcg,thread=single,tb-size=256"}},

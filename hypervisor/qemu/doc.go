@@ -17,8 +17,10 @@
 //	                                           (with RootImage: no -initrd, -m MiB,slots=1,maxmem=MiB+image,
 //	                                           -object memory-backend-file,id=rootimg,mem-path=<image>,size=N,readonly=on,share=off
 //	                                           -device virtio-pmem-pci,memdev=rootimg,id=rootimg0, and
-//	                                           root=/dev/pmem0 rootfstype=erofs rootflags=dax ro init=/init first in -append)
+//	                                           root=/dev/pmem0 rootfstype=erofs rootflags=dax ro init=/init in -append)
 //	  -append "console=hvc0 quiet panic=-1 cryptomgr.notests noreplace-smp tsc=reliable no_timer_check <KernelArgs>"
+//	                                           (TCG with one vCPU: noapictimer before the root image's
+//	                                           arguments, Launch.TCGKernelArgs)
 //	  -bios <QEMU's data dir>/qboot.rom          (no hardware TEE, when there: Config.BIOS, bios.go)
 //	  -pidfile <state>/qemu.pid
 //	  -chardev socket,id=qmp,fd=3,server=on,wait=off -mon chardev=qmp,mode=control
