@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -102,6 +104,7 @@ func TestBuildIsReproducible(t *testing.T) {
 		}
 		total += int64(len(db))
 	}
+	checkStrippedPVH(t, filepath.Join(b, guestimage.VmlinuxFile))
 	var onDisk guestimage.Manifest
 	raw, _ := os.ReadFile(filepath.Join(b, guestimage.ManifestFile))
 	if err := json.Unmarshal(raw, &onDisk); err != nil {
@@ -115,6 +118,43 @@ func TestBuildIsReproducible(t *testing.T) {
 	t.Logf("guest image: %d bytes (vmlinuz %d, vmlinux %d, initrd %d, cpio %d uncompressed), kernel %s by %s", total,
 		m.Artifacts[guestimage.KernelFile].Size, m.Artifacts[guestimage.VmlinuxFile].Size,
 		m.Artifacts[guestimage.InitrdFile].Size, m.Initramfs.UncompressedSize, k.Release, k.Toolchain.GCC)
+}
+
+// checkStrippedPVH checks that the vmlinux QEMU boots has no symbol table
+// (QEMU would copy it into every VM's heap) and still has its PVH entry:
+// a Xen ELF note of type XEN_ELFNOTE_PHYS32_ENTRY (18).
+func checkStrippedPVH(t *testing.T, path string) {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if f.Section(".symtab") != nil {
+		t.Errorf("%s has a symbol table", path)
+	}
+	for _, p := range f.Progs {
+		if p.Type != elf.PT_NOTE {
+			continue
+		}
+		notes, err := io.ReadAll(p.Open())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for len(notes) >= 12 {
+			namesz, descsz, typ := binary.LittleEndian.Uint32(notes), binary.LittleEndian.Uint32(notes[4:]), binary.LittleEndian.Uint32(notes[8:])
+			name := notes[12:min(len(notes), 12+int(namesz))]
+			if string(bytes.TrimRight(name, "\x00")) == "Xen" && typ == 18 {
+				return
+			}
+			next := 12 + (int(namesz)+3)&^3 + (int(descsz)+3)&^3
+			if next > len(notes) {
+				break
+			}
+			notes = notes[next:]
+		}
+	}
+	t.Errorf("%s has no PVH entry note (Xen, type 18)", path)
 }
 
 // TestImageBoots boots the image under QEMU with a stand-in /init

@@ -306,9 +306,9 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading kernel image: %w", err)
 	}
-	vmlinux, err := os.ReadFile(k.Vmlinux)
+	vmlinux, err := stripKernel(ctx, k.Vmlinux, filepath.Join(tmp, VmlinuxFile))
 	if err != nil {
-		return nil, fmt.Errorf("reading kernel image: %w", err)
+		return nil, err
 	}
 	m.Artifacts = map[string]Artifact{}
 	for _, a := range []struct {
@@ -332,6 +332,25 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 		return nil, err
 	}
 	return &m, nil
+}
+
+// stripKernel writes the kernel ELF in without its symbol and string
+// tables (strip --strip-all: every loaded segment and the PVH entry note
+// stay) to out and returns it. QEMU's ELF loader copies a -kernel ELF's
+// symbol and string tables into its heap and keeps them for the VM's life:
+// 1.9 MiB of every VM's own memory, measured at agent ready (QEMU's
+// anonymous memory and heap 16.9 -> 15.0 MiB), for symbols nothing reads.
+// The kernel cache keeps the unstripped vmlinux for reading a guest's
+// stack traces.
+func stripKernel(ctx context.Context, in, out string) ([]byte, error) {
+	if _, err := run(ctx, "", nil, "strip", "--strip-all", "-o", out, in); err != nil {
+		return nil, fmt.Errorf("stripping the kernel's symbols (make deps installs binutils): %w", err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		return nil, fmt.Errorf("reading the stripped kernel: %w", err)
+	}
+	return b, nil
 }
 
 // File is a regular file for the initramfs.

@@ -2,6 +2,15 @@ package guestimage
 
 import (
 	"bytes"
+	"context"
+	"debug/elf"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/veil-runtime/veil/tools/guest-image/cpio"
@@ -83,5 +92,83 @@ func TestUnionLibraries(t *testing.T) {
 		if f.Path != want[i] {
 			t.Errorf("UnionLibraries[%d] = %s, want %s (each path once, sorted)", i, f.Path, want[i])
 		}
+	}
+}
+
+// TestStripKernel strips an ELF that has a symbol table (a program gcc,
+// which builds the kernel, links here) and checks that the symbol and
+// string tables are gone while every loaded segment and every note is
+// still there, byte for byte: what QEMU loads from a PVH vmlinux, its
+// entry note included.
+func TestStripKernel(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "prog.c")
+	if err := os.WriteFile(src, []byte("int counter = 1;\nint main(void) { return counter; }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(dir, "prog")
+	if out, err := exec.Command("gcc", "-o", in, src).CombinedOutput(); err != nil {
+		t.Fatalf("gcc (make deps installs build-essential): %v: %s", err, out)
+	}
+	ef, err := elf.Open(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ef.Close()
+	if ef.Section(".symtab") == nil {
+		t.Fatal("gcc's program has no .symtab to strip")
+	}
+	out := filepath.Join(t.TempDir(), "vmlinux")
+	b, err := stripKernel(context.Background(), in, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onDisk, err := os.ReadFile(out)
+	if err != nil || !bytes.Equal(b, onDisk) {
+		t.Fatalf("returned bytes differ from %s (%v)", out, err)
+	}
+	sf, err := elf.NewFile(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{".symtab", ".strtab"} {
+		if sf.Section(name) != nil {
+			t.Errorf("%s is still there", name)
+		}
+	}
+	segments := func(f *elf.File) (load, notes [][]byte) {
+		for _, p := range f.Progs {
+			if p.Type != elf.PT_LOAD && p.Type != elf.PT_NOTE {
+				continue
+			}
+			data, err := io.ReadAll(p.Open())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Off == 0 {
+				// A segment from the file's start holds the ELF header,
+				// whose section header fields strip rewrites (a vmlinux's
+				// segments start at 2 MiB).
+				data = data[64+56*len(f.Progs):]
+			}
+			head := fmt.Appendf(nil, "%#x %#x %#x %v:", p.Vaddr, p.Paddr, p.Memsz, p.Flags)
+			if p.Type == elf.PT_LOAD {
+				load = append(load, append(head, data...))
+			} else {
+				notes = append(notes, append(head, data...))
+			}
+		}
+		return load, notes
+	}
+	wantLoad, wantNotes := segments(ef)
+	gotLoad, gotNotes := segments(sf)
+	if len(wantLoad) == 0 || len(wantNotes) == 0 {
+		t.Fatalf("the test binary has %d loaded segments and %d notes: nothing to compare", len(wantLoad), len(wantNotes))
+	}
+	if !slices.EqualFunc(gotLoad, wantLoad, bytes.Equal) || !slices.EqualFunc(gotNotes, wantNotes, bytes.Equal) {
+		t.Errorf("loaded segments or notes changed: %d/%d segments, %d/%d notes", len(gotLoad), len(wantLoad), len(gotNotes), len(wantNotes))
+	}
+	if _, err := stripKernel(context.Background(), filepath.Join(t.TempDir(), "missing"), out); err == nil || !strings.Contains(err.Error(), "stripping the kernel") {
+		t.Errorf("a missing kernel: %v, want an error that says what failed", err)
 	}
 }
