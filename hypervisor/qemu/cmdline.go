@@ -112,7 +112,10 @@ func (l Launch) Append() string {
 }
 
 // TCGKernelArgs are the kernel arguments a launch adds for TCG: noapictimer
-// when the guest has one vCPU, none otherwise.
+// when the guest has one vCPU, none otherwise. A confidential launch
+// (veil-dev's sample TEE as well as SNP and TDX) gets none: its command
+// line is a reference value (`veil measure`, computed for a KVM host),
+// which must not depend on the host's accelerator.
 //
 // At every boot the kernel calibrates the local APIC timer against another
 // clock for 100 ms (LAPIC_CAL_LOOPS), unless the CPU has the TSC-deadline
@@ -124,7 +127,7 @@ func (l Launch) Append() string {
 // ready, 2048 MiB, root image, interleaved, 7 each (medians): 1.416 s
 // with the calibration, 1.336 s without.
 func (l Launch) TCGKernelArgs() []string {
-	if l.Accel != hypervisor.AccelTCG || l.VCPUs != 1 {
+	if l.Accel != hypervisor.AccelTCG || l.VCPUs != 1 || l.TEE.Kind.Confidential() {
 		return nil
 	}
 	return []string{"noapictimer"}

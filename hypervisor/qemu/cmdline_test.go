@@ -113,6 +113,13 @@ func TestArgs(t *testing.T) {
 			},
 		},
 		{
+			name: "tcg with one vCPU, sample TEE: the command line veil measure computes, no TCG arguments",
+			l: with(func(l *Launch) {
+				l.VCPUs, l.TEE.Kind, l.KernelArgs = 1, hypervisor.TEESample, []string{"veil.tee=sample"}
+			}),
+			want: map[string][]string{"-append": {"console=hvc0 quiet panic=-1 cryptomgr.notests noreplace-smp tsc=reliable no_timer_check veil.tee=sample"}},
+		},
+		{
 			name: "kvm with one vCPU keeps the APIC timer (TSC deadline, no calibration)",
 			l:    with(func(l *Launch) { l.Accel, l.VCPUs = hypervisor.AccelKVM, 1 }),
 			want: map[string][]string{"-append": {"console=hvc0 quiet panic=-1 cryptomgr.notests noreplace-smp tsc=reliable no_timer_check"}},

@@ -19,7 +19,7 @@
 //	                                           -device virtio-pmem-pci,memdev=rootimg,id=rootimg0, and
 //	                                           root=/dev/pmem0 rootfstype=erofs rootflags=dax ro init=/init in -append)
 //	  -append "console=hvc0 quiet panic=-1 cryptomgr.notests noreplace-smp tsc=reliable no_timer_check <KernelArgs>"
-//	                                           (TCG with one vCPU: noapictimer before the root image's
+//	                                           (TCG, one vCPU, no TEE: noapictimer before the root image's
 //	                                           arguments, Launch.TCGKernelArgs)
 //	  -bios <QEMU's data dir>/qboot.rom          (no hardware TEE, when there: Config.BIOS, bios.go)
 //	  -pidfile <state>/qemu.pid
