@@ -101,8 +101,9 @@ func KernelCmdline(debug bool, extra []string) string {
 // Append is the -append value: KernelCmdline of the launch's debug flag
 // and kernel arguments. SEV-SNP (kernel-hashes) and TDX (RTMR 2) measure
 // it, so `veil measure` takes it from here too.
-// TCGKernelArgs come first (none under KVM, so no measured launch has
-// them), then RootImageKernelArgs with a root image, then the caller's.
+// TCGKernelArgs come first (none under KVM or for a confidential launch,
+// so no measured launch has them), then RootImageKernelArgs with a root
+// image, then the caller's.
 func (l Launch) Append() string {
 	extra := slices.Clone(l.TCGKernelArgs())
 	if l.RootImage != "" {
