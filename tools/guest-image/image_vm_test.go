@@ -121,8 +121,10 @@ func TestBuildIsReproducible(t *testing.T) {
 }
 
 // checkStrippedPVH checks that the vmlinux QEMU boots has no symbol table
-// (QEMU would copy it into every VM's heap) and still has its PVH entry:
-// a Xen ELF note of type XEN_ELFNOTE_PHYS32_ENTRY (18).
+// (QEMU would copy it into every VM's heap), no .init.scratch and no loaded
+// segment past the kernel's .brk (QEMU would write zeros there into guest
+// RAM), and still has its PVH entry: a Xen ELF note of type
+// XEN_ELFNOTE_PHYS32_ENTRY (18).
 func checkStrippedPVH(t *testing.T, path string) {
 	t.Helper()
 	f, err := elf.Open(path)
@@ -132,6 +134,18 @@ func checkStrippedPVH(t *testing.T, path string) {
 	defer f.Close()
 	if f.Section(".symtab") != nil {
 		t.Errorf("%s has a symbol table", path)
+	}
+	if f.Section(".init.scratch") != nil {
+		t.Errorf("%s has .init.scratch", path)
+	}
+	brk := f.Section(".brk")
+	if brk == nil {
+		t.Fatalf("%s has no .brk section", path)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && p.Vaddr+p.Memsz > brk.Addr+brk.Size {
+			t.Errorf("%s: a loaded segment ends at %#x, past .brk's end %#x", path, p.Vaddr+p.Memsz, brk.Addr+brk.Size)
+		}
 	}
 	for _, p := range f.Progs {
 		if p.Type != elf.PT_NOTE {

@@ -99,7 +99,7 @@ func TestUnionLibraries(t *testing.T) {
 // which builds the kernel, links here) and checks that the symbol and
 // string tables are gone while every loaded segment and every note is
 // still there, byte for byte: what QEMU loads from a PVH vmlinux, its
-// entry note included.
+// entry note included. A program with an .init.scratch section loses it.
 func TestStripKernel(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "prog.c")
@@ -168,6 +168,27 @@ func TestStripKernel(t *testing.T) {
 	if !slices.EqualFunc(gotLoad, wantLoad, bytes.Equal) || !slices.EqualFunc(gotNotes, wantNotes, bytes.Equal) {
 		t.Errorf("loaded segments or notes changed: %d/%d segments, %d/%d notes", len(gotLoad), len(wantLoad), len(gotNotes), len(wantNotes))
 	}
+
+	// A kernel's .init.scratch goes too (a program with such a section).
+	src2 := filepath.Join(dir, "scratch.c")
+	if err := os.WriteFile(src2, []byte("__attribute__((section(\".init.scratch\"))) char scratch[8192] = {1};\nint main(void) { return scratch[0]; }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in2 := filepath.Join(dir, "scratch")
+	if out, err := exec.Command("gcc", "-o", in2, src2).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v: %s", err, out)
+	}
+	if f, err := elf.Open(in2); err != nil || f.Section(".init.scratch") == nil {
+		t.Fatalf("gcc's program has no .init.scratch to remove (%v)", err)
+	}
+	b2, err := stripKernel(context.Background(), in2, filepath.Join(dir, "scratch.stripped"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, err := elf.NewFile(bytes.NewReader(b2)); err != nil || f.Section(".init.scratch") != nil || f.Section(".symtab") != nil {
+		t.Errorf(".init.scratch or .symtab is still there (%v)", err)
+	}
+
 	if _, err := stripKernel(context.Background(), filepath.Join(t.TempDir(), "missing"), out); err == nil || !strings.Contains(err.Error(), "stripping the kernel") {
 		t.Errorf("a missing kernel: %v, want an error that says what failed", err)
 	}
