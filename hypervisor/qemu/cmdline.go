@@ -2,7 +2,6 @@ package qemu
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -105,7 +104,7 @@ func KernelCmdline(debug bool, extra []string) string {
 // so no measured launch has them), then RootImageKernelArgs with a root
 // image, then the caller's.
 func (l Launch) Append() string {
-	extra := slices.Clone(l.TCGKernelArgs())
+	extra := l.TCGKernelArgs() // a new slice each call: appended to here
 	if l.RootImage != "" {
 		extra = append(extra, RootImageKernelArgs...)
 	}

@@ -102,14 +102,7 @@ func TestUnionLibraries(t *testing.T) {
 // entry note included. A program with an .init.scratch section loses it.
 func TestStripKernel(t *testing.T) {
 	dir := t.TempDir()
-	src := filepath.Join(dir, "prog.c")
-	if err := os.WriteFile(src, []byte("int counter = 1;\nint main(void) { return counter; }\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	in := filepath.Join(dir, "prog")
-	if out, err := exec.Command("gcc", "-o", in, src).CombinedOutput(); err != nil {
-		t.Fatalf("gcc (make deps installs build-essential): %v: %s", err, out)
-	}
+	in := gccProgram(t, dir, "prog", "int counter = 1;\nint main(void) { return counter; }\n")
 	ef, err := elf.Open(in)
 	if err != nil {
 		t.Fatal(err)
@@ -170,15 +163,12 @@ func TestStripKernel(t *testing.T) {
 	}
 
 	// A kernel's .init.scratch goes too (a program with such a section).
-	src2 := filepath.Join(dir, "scratch.c")
-	if err := os.WriteFile(src2, []byte("__attribute__((section(\".init.scratch\"))) char scratch[8192] = {1};\nint main(void) { return scratch[0]; }\n"), 0o644); err != nil {
+	in2 := gccProgram(t, dir, "scratch", "__attribute__((section(\".init.scratch\"))) char scratch[8192] = {1};\nint main(void) { return scratch[0]; }\n")
+	raw2, err := os.ReadFile(in2)
+	if err != nil {
 		t.Fatal(err)
 	}
-	in2 := filepath.Join(dir, "scratch")
-	if out, err := exec.Command("gcc", "-o", in2, src2).CombinedOutput(); err != nil {
-		t.Fatalf("gcc: %v: %s", err, out)
-	}
-	if f, err := elf.Open(in2); err != nil || f.Section(".init.scratch") == nil {
+	if f, err := elf.NewFile(bytes.NewReader(raw2)); err != nil || f.Section(".init.scratch") == nil {
 		t.Fatalf("gcc's program has no .init.scratch to remove (%v)", err)
 	}
 	b2, err := stripKernel(context.Background(), in2, filepath.Join(dir, "scratch.stripped"))
@@ -192,4 +182,19 @@ func TestStripKernel(t *testing.T) {
 	if _, err := stripKernel(context.Background(), filepath.Join(t.TempDir(), "missing"), out); err == nil || !strings.Contains(err.Error(), "stripping the kernel") {
 		t.Errorf("a missing kernel: %v, want an error that says what failed", err)
 	}
+}
+
+// gccProgram compiles the C source csrc with gcc (which builds the kernel,
+// so make deps installs it) into dir/name and returns the program's path.
+func gccProgram(t *testing.T, dir, name, csrc string) string {
+	t.Helper()
+	src := filepath.Join(dir, name+".c")
+	if err := os.WriteFile(src, []byte(csrc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, name)
+	if b, err := exec.Command("gcc", "-o", out, src).CombinedOutput(); err != nil {
+		t.Fatalf("gcc (make deps installs build-essential): %v: %s", err, b)
+	}
+	return out
 }
